@@ -1,0 +1,30 @@
+# specmill: `make run` starts the platform, `make test` runs the whole suite.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test install bench-gateway clean-data lint
+
+$(BIN)/python:
+	@command -v $(PY) >/dev/null 2>&1 || { echo "need Python 3.11 ($(PY))"; exit 1; }
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/specmill run
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench-gateway: install
+	$(BIN)/python bench/gateway.py
+
+clean-data:
+	rm -rf .specmill

@@ -1,0 +1,109 @@
+"""The FastAPI app factory: the gateway (all services in one process by default), or one service."""
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import JSONResponse
+from temporalio.client import Client
+
+from api import errors, health, proxy
+from api.deps import Resources, ResourcesDep
+from api.middleware import RateHeadersMiddleware
+from api.ratelimit import RateLimiter
+from api.routes import auth, events, keys
+from api.security.auth import Authenticator
+from api.services import SERVICES, ServiceDef
+from models.settings import Settings, get_settings
+from store.db import create_pool
+from store.temporal import connect_temporal
+
+log = logging.getLogger("specmill.api")
+
+
+def create_app(settings: Settings | None = None, service: str | None = None) -> FastAPI:
+    """`service=None`: the gateway. Otherwise one backend service, on its own, behind the gateway."""
+    settings = settings or get_settings()
+    if service is not None and service not in SERVICES:
+        raise ValueError(f"unknown service {service!r}; one of {sorted(SERVICES)}")
+    remote = {n: getattr(settings, s.url_setting) for n, s in SERVICES.items()
+              if service is None and getattr(settings, s.url_setting)}
+    local = [SERVICES[service]] if service else [s for n, s in SERVICES.items() if n not in remote]
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        pool = await create_pool(settings)
+        temporal: Client | None = None
+        try:
+            temporal = await connect_temporal(settings)
+        except Exception as err:  # noqa: BLE001 - the gateway still serves; /health says Temporal is down
+            log.warning("Temporal unreachable at start (%s); /health will report it", err)
+        res = Resources(settings=settings, pool=pool, temporal=temporal,
+                        auth=Authenticator(settings, pool, internal_only=service is not None),
+                        limiter=RateLimiter(settings) if service is None else None,
+                        extras={"remote": remote, "http": httpx.AsyncClient(timeout=60)})
+        app.state.resources = res
+        try:
+            yield
+        finally:
+            await res.extras["http"].aclose()
+            await pool.close()
+
+    title = "specmill" if service is None else f"specmill {service}"
+    app = FastAPI(title=title, version="0.1.0", lifespan=lifespan, max_body_size=settings.max_body_bytes,
+                  description="Typed specifications in, working and tested code out. Durable on Temporal.")
+    errors.install(app)
+    app.add_middleware(RateHeadersMiddleware)
+
+    if service is None:
+        app.include_router(auth.router)
+        gateway_api = APIRouter(prefix="/api")
+        gateway_api.include_router(keys.router)
+        gateway_api.include_router(events.router)
+        app.include_router(gateway_api)
+    for svc in local:
+        for r in svc.routers:
+            app.include_router(r, prefix="/api")
+        app.add_api_route(f"/health/{svc.name}", _service_health(svc), methods=["GET"], tags=["health"],
+                          summary=f"{svc.name} readiness")
+    if remote:
+        app.include_router(proxy.router)
+
+    async def gateway_health(res: ResourcesDep) -> JSONResponse:
+        checks = {"database": await health.check_database(res.pool),
+                  "temporal": await health.check_temporal(res.temporal)}
+        for svc in local:
+            for queue, wf in svc.queues:
+                checks[f"workers:{queue}"] = await health.check_queue(
+                    res.temporal, settings.temporal_namespace, settings.queue(queue), workflows=wf)
+        for name, url in remote.items():
+            checks[f"service:{name}"] = await _remote_health(res.extras["http"], url)
+        code, body = health.verdict(checks)
+        return JSONResponse(body, status_code=code)
+
+    app.add_api_route("/health", gateway_health, methods=["GET"], tags=["health"], summary="readiness")
+    return app
+
+
+def _service_health(svc: ServiceDef):
+    async def service_health(res: ResourcesDep) -> JSONResponse:
+        checks = {"database": await health.check_database(res.pool)}
+        if svc.queues:
+            checks["temporal"] = await health.check_temporal(res.temporal)
+        for queue, wf in svc.queues:
+            checks[f"workers:{queue}"] = await health.check_queue(
+                res.temporal, res.settings.temporal_namespace, res.settings.queue(queue), workflows=wf)
+        code, body = health.verdict(checks)
+        return JSONResponse({"service": svc.name, **body}, status_code=code)
+
+    return service_health
+
+
+async def _remote_health(client: httpx.AsyncClient, url: str) -> dict:
+    try:
+        resp = await client.get(url.rstrip("/") + "/health", timeout=3)
+        return {"ok": resp.status_code == 200}
+    except httpx.HTTPError as err:
+        return {"ok": False, "error": type(err).__name__}

@@ -1,0 +1,52 @@
+"""Every error leaves as JSON with a `detail`; no stack trace ever reaches a client."""
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.security.auth import AuthError
+from store.errors import Conflict, DomainError, Invalid, NotFound
+
+log = logging.getLogger("specmill.api")
+
+_STATUS = {NotFound: 404, Conflict: 409, Invalid: 422}
+
+
+class ServiceUnavailable(Exception):
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def _domain(_: Request, err: DomainError) -> JSONResponse:
+        return JSONResponse({"detail": err.message, **err.extra}, status_code=_STATUS.get(type(err), 400))
+
+    @app.exception_handler(AuthError)
+    async def _auth(_: Request, err: AuthError) -> JSONResponse:
+        return JSONResponse({"detail": str(err)}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(ServiceUnavailable)
+    async def _unavailable(_: Request, err: ServiceUnavailable) -> JSONResponse:
+        return JSONResponse({"detail": f"{err.what} is unavailable, try again shortly"}, status_code=503,
+                            headers={"Retry-After": "5"})
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, err: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+                  for e in err.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, err: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"detail": err.detail}, status_code=err.status_code, headers=err.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, err: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error"}, status_code=500)

@@ -1,0 +1,60 @@
+"""Readiness checks: the database, Temporal, and live pollers on the task queues a service needs."""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import asyncpg
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client
+
+POLLER_FRESH_SECONDS = 90  # a long poll lasts up to ~70 s; older pollers are gone
+
+
+async def check_database(pool: asyncpg.Pool) -> dict[str, Any]:
+    try:
+        async with pool.acquire(timeout=3) as conn:
+            await conn.fetchval("select 1")
+        return {"ok": True}
+    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as err:
+        return {"ok": False, "error": type(err).__name__}
+
+
+async def check_temporal(client: Client | None) -> dict[str, Any]:
+    if client is None:
+        return {"ok": False, "error": "not connected"}
+    try:
+        ok = await asyncio.wait_for(client.service_client.check_health(), 3)
+        return {"ok": bool(ok)}
+    except Exception as err:  # noqa: BLE001 - any failure means "down"
+        return {"ok": False, "error": type(err).__name__}
+
+
+async def check_queue(client: Client | None, namespace: str, queue: str, *, workflows: bool) -> dict[str, Any]:
+    """Whether workers poll `queue` (activity pollers, and workflow pollers when `workflows`)."""
+    if client is None:
+        return {"ok": False, "error": "Temporal not connected"}
+    kinds = [TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY] + ([TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW] if workflows else [])
+    counts = {}
+    try:
+        for kind in kinds:
+            resp = await asyncio.wait_for(client.workflow_service.describe_task_queue(
+                DescribeTaskQueueRequest(namespace=namespace, task_queue=TaskQueue(name=queue), task_queue_type=kind)
+            ), 3)
+            now = time.time()
+            fresh = [p for p in resp.pollers if now - p.last_access_time.ToSeconds() < POLLER_FRESH_SECONDS]
+            counts["workflow" if kind == TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW else "activity"] = len(fresh)
+    except Exception as err:  # noqa: BLE001
+        return {"ok": False, "error": type(err).__name__}
+    return {"ok": all(counts.values()), "pollers": counts}
+
+
+def verdict(checks: dict[str, dict[str, Any]]) -> tuple[int, dict[str, Any]]:
+    down = sorted(name for name, c in checks.items() if not c.get("ok"))
+    body: dict[str, Any] = {"status": "ok" if not down else "unavailable", "checks": checks}
+    if down:
+        body["detail"] = "down: " + ", ".join(down)
+    return (200 if not down else 503), body

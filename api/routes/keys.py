@@ -1,0 +1,42 @@
+"""/api/keys: admins manage viewer and editor keys; only an owner makes or revokes admin/owner keys."""
+from __future__ import annotations
+
+from uuid import UUID
+
+from fastapi import APIRouter, HTTPException
+from pydantic import Field
+
+from api.deps import PoolDep, PrincipalDep
+from models.auth import ApiKeyCreated, ApiKeyPublic, Principal
+from models.common import Role, Strict
+from store import tenants
+
+router = APIRouter(tags=["api keys"])
+
+
+class KeyCreate(Strict):
+    role: Role
+    name: str | None = Field(None, min_length=1, max_length=100)
+
+
+def _may_manage(principal: Principal, role: Role) -> None:
+    if role.at_least(Role.admin) and principal.role != Role.owner:
+        raise HTTPException(403, "only an owner manages admin and owner keys")
+
+
+@router.get("/keys", response_model=list[ApiKeyPublic])
+async def list_keys(pool: PoolDep, p: PrincipalDep):
+    return await tenants.list_api_keys(pool, tenant_id=p.tenant_id)
+
+
+@router.post("/keys", response_model=ApiKeyCreated, status_code=201)
+async def create_key(body: KeyCreate, pool: PoolDep, p: PrincipalDep):
+    _may_manage(p, body.role)
+    return await tenants.create_api_key(pool, tenant_id=p.tenant_id, role=body.role, name=body.name)
+
+
+@router.delete("/keys/{key_id}", response_model=ApiKeyPublic)
+async def revoke_key(key_id: UUID, pool: PoolDep, p: PrincipalDep):
+    key = await tenants.get_api_key(pool, tenant_id=p.tenant_id, key_id=key_id)
+    _may_manage(p, key.role)
+    return await tenants.revoke_api_key(pool, tenant_id=p.tenant_id, key_id=key_id)

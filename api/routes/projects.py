@@ -1,0 +1,156 @@
+"""Orchestrator: projects, their workflow-owned state, and tasks (specification sheet 4)."""
+from __future__ import annotations
+
+import asyncio
+from uuid import UUID
+
+from fastapi import APIRouter, HTTPException, Response
+from fastapi.responses import JSONResponse
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.deps import Cursor, Limit, PoolDep, PrincipalDep, SettingsDep, TemporalDep
+from api.errors import ServiceUnavailable
+from models.common import TRANSITIONS, Page, ProjectState, Service, TaskStatus
+from models.orchestrator import (
+    PROJECT_WORKFLOW,
+    STATE_KEY,
+    TENANT_KEY,
+    ProjectCreate,
+    ProjectPublic,
+    ProjectUpdate,
+    ProjectWorkflowInput,
+    StateChange,
+    StateView,
+    TaskCreate,
+    TaskPublic,
+    TaskUpdate,
+    project_workflow_id,
+)
+from store import projects, tasks
+
+router = APIRouter(tags=["orchestrator"])
+
+
+@router.get("/projects", response_model=Page[ProjectPublic])
+async def list_projects(pool: PoolDep, p: PrincipalDep, limit: Limit = 50, cursor: Cursor = None,
+                        state: ProjectState | None = None):
+    items, nxt = await projects.list_projects(pool, tenant_id=p.tenant_id, state=state, limit=limit, cursor=cursor)
+    return Page(items=items, next_cursor=nxt)
+
+
+@router.post("/projects", response_model=ProjectPublic, status_code=201)
+async def create_project(body: ProjectCreate, pool: PoolDep, p: PrincipalDep, temporal: TemporalDep,
+                         settings: SettingsDep):
+    async with projects.creating_project(pool, tenant_id=p.tenant_id, user_id=p.user_id, body=body) as project:
+        try:
+            await temporal.start_workflow(
+                PROJECT_WORKFLOW,
+                ProjectWorkflowInput(project_id=project.id, tenant_id=p.tenant_id, user_id=p.user_id),
+                id=project.workflow_id,
+                task_queue=settings.queue("orchestrator"),
+                search_attributes=TypedSearchAttributes([
+                    SearchAttributePair(TENANT_KEY, str(p.tenant_id)),
+                    SearchAttributePair(STATE_KEY, ProjectState.initialization.value),
+                ]),
+                static_summary=f"project {project.name!r}",
+            )
+        except RPCError as err:
+            raise ServiceUnavailable("Temporal") from err
+    return project
+
+
+@router.get("/projects/{project_id}", response_model=ProjectPublic)
+async def get_project(project_id: UUID, pool: PoolDep, p: PrincipalDep):
+    return await projects.get_project(pool, tenant_id=p.tenant_id, project_id=project_id)
+
+
+@router.put("/projects/{project_id}", response_model=ProjectPublic)
+async def update_project(project_id: UUID, body: ProjectUpdate, pool: PoolDep, p: PrincipalDep):
+    return await projects.update_project(pool, tenant_id=p.tenant_id, project_id=project_id, body=body)
+
+
+@router.delete("/projects/{project_id}", status_code=204)
+async def delete_project(project_id: UUID, pool: PoolDep, p: PrincipalDep, temporal: TemporalDep):
+    """Cancels the project's workflow; the project stays readable in the `cancelled` state."""
+    project = await projects.get_project(pool, tenant_id=p.tenant_id, project_id=project_id)
+    if project.state in (ProjectState.completed, ProjectState.failed, ProjectState.cancelled):
+        raise HTTPException(409, f"project is already {project.state.value}")
+    handle = temporal.get_workflow_handle(project.workflow_id)
+    try:
+        await handle.cancel()
+        for _ in range(100):  # wait (10 s at most) until the workflow has recorded `cancelled`
+            desc = await handle.describe()
+            if desc.status != WorkflowExecutionStatus.RUNNING:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            return JSONResponse({"detail": "cancellation requested", "id": str(project_id)}, status_code=202)
+    except RPCError as err:
+        raise _temporal_error(err) from err
+    return Response(status_code=204)
+
+
+@router.get("/projects/{project_id}/state", response_model=StateView)
+async def get_state(project_id: UUID, pool: PoolDep, p: PrincipalDep, temporal: TemporalDep):
+    project = await projects.get_project(pool, tenant_id=p.tenant_id, project_id=project_id)
+    handle = temporal.get_workflow_handle(project.workflow_id)
+    try:
+        return await handle.query("state", result_type=StateView)
+    except RPCError as err:
+        raise _temporal_error(err) from err
+
+
+@router.put("/projects/{project_id}/state", response_model=StateView)
+async def set_state(project_id: UUID, body: StateChange, pool: PoolDep, p: PrincipalDep, temporal: TemporalDep,
+                    settings: SettingsDep):
+    project = await projects.get_project(pool, tenant_id=p.tenant_id, project_id=project_id)
+    handle = temporal.get_workflow_handle(project.workflow_id)
+    try:
+        return await asyncio.wait_for(handle.execute_update("set_state", body, result_type=StateView),
+                                      settings.update_timeout_seconds)
+    except WorkflowUpdateFailedError as err:
+        cause = err.cause
+        if isinstance(cause, ApplicationError) and cause.type == "TransitionNotAllowed":
+            info = cause.details[0] if cause.details else {}
+            return JSONResponse({"detail": cause.message, **info}, status_code=409)
+        raise ServiceUnavailable("the orchestrator") from err
+    except asyncio.TimeoutError as err:
+        raise ServiceUnavailable("the orchestrator worker") from err
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:  # the workflow has ended: its state is final
+            return JSONResponse({"detail": f"project is {project.state.value}; no transition is allowed",
+                                 "state": project.state.value,
+                                 "allowed_next": [s.value for s in TRANSITIONS[project.state]]}, status_code=409)
+        raise _temporal_error(err) from err
+
+
+def _temporal_error(err: RPCError) -> Exception:
+    if err.status == RPCStatusCode.NOT_FOUND:
+        return HTTPException(404, "the project's workflow was not found")
+    return ServiceUnavailable("Temporal")
+
+
+@router.get("/tasks", response_model=Page[TaskPublic])
+async def list_tasks(pool: PoolDep, p: PrincipalDep, limit: Limit = 50, cursor: Cursor = None,
+                     project_id: UUID | None = None, status: TaskStatus | None = None, service: Service | None = None):
+    items, nxt = await tasks.list_tasks(pool, tenant_id=p.tenant_id, project_id=project_id, status=status,
+                                        service=service, limit=limit, cursor=cursor)
+    return Page(items=items, next_cursor=nxt)
+
+
+@router.post("/tasks", response_model=TaskPublic, status_code=201)
+async def create_task(body: TaskCreate, pool: PoolDep, p: PrincipalDep):
+    return await tasks.create_task(pool, tenant_id=p.tenant_id, body=body)
+
+
+@router.get("/tasks/{task_id}", response_model=TaskPublic)
+async def get_task(task_id: UUID, pool: PoolDep, p: PrincipalDep):
+    return await tasks.get_task(pool, tenant_id=p.tenant_id, task_id=task_id)
+
+
+@router.put("/tasks/{task_id}", response_model=TaskPublic)
+async def update_task(task_id: UUID, body: TaskUpdate, pool: PoolDep, p: PrincipalDep):
+    return await tasks.update_task(pool, tenant_id=p.tenant_id, task_id=task_id, body=body)

@@ -1,0 +1,102 @@
+"""The one module that uses python-jose. Every decode states its algorithms, requires exp,
+checks audience and issuer, and refuses anything that is not a three-part JWS (JWE included)."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+from jose import jwk, jwt
+from jose.exceptions import JOSEError
+
+LOCAL_ALGORITHMS = ["HS256"]
+ASYMMETRIC_ALGORITHMS = ["RS256", "ES256"]
+_REQUIRED = {"require_exp": True, "require_aud": True, "require_iss": True, "require_sub": True,
+             "verify_exp": True, "verify_aud": True, "verify_iss": True, "leeway": 10}
+
+
+class TokenError(Exception):
+    """Any reason a token is not accepted; the message is safe to show the caller."""
+
+
+def issue(claims: dict[str, Any], *, secret: str, ttl: int, audience: str, issuer: str) -> str:
+    now = int(time.time())
+    body = {**claims, "aud": audience, "iss": issuer, "iat": now, "nbf": now, "exp": now + ttl}
+    return jwt.encode(body, secret, algorithm="HS256")
+
+
+def _header(token: str) -> dict[str, Any]:
+    if token.count(".") != 2:
+        raise TokenError("not a signed JWT (encrypted or malformed tokens are refused)")
+    try:
+        return jwt.get_unverified_header(token)
+    except JOSEError as err:
+        raise TokenError("malformed token") from err
+
+
+def unverified_issuer(token: str) -> str | None:
+    _header(token)
+    try:
+        iss = jwt.get_unverified_claims(token).get("iss")
+    except JOSEError as err:
+        raise TokenError("malformed token") from err
+    return iss if isinstance(iss, str) else None
+
+
+def verify_hs256(token: str, *, secret: str, audience: str, issuer: str) -> dict[str, Any]:
+    header = _header(token)
+    if header.get("alg") not in LOCAL_ALGORITHMS:
+        raise TokenError("token algorithm not accepted")
+    return _decode(token, secret, LOCAL_ALGORITHMS, audience, issuer)
+
+
+def _decode(token: str, key: Any, algorithms: list[str], audience: str, issuer: str) -> dict[str, Any]:
+    try:
+        return jwt.decode(token, key, algorithms=algorithms, audience=audience, issuer=issuer, options=_REQUIRED)
+    except jwt.ExpiredSignatureError as err:
+        raise TokenError("token expired") from err
+    except jwt.JWTClaimsError as err:
+        raise TokenError(f"token claims rejected: {err}") from err
+    except JOSEError as err:
+        raise TokenError("token signature or format invalid") from err
+
+
+class JwksVerifier:
+    """RS256/ES256 tokens checked against a JWKS (Supabase's asymmetric signing keys)."""
+
+    def __init__(self, url: str, *, audience: str, issuer: str, ttl: float = 600.0) -> None:
+        self.url, self.audience, self.issuer, self.ttl = url, audience, issuer, ttl
+        self._keys: dict[str, dict[str, Any]] = {}
+        self._fetched = 0.0
+
+    async def _refresh(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._fetched < self.ttl:
+            return
+        if force and now - self._fetched < 10:  # an unknown kid cannot make us hammer the JWKS
+            return
+        async with httpx.AsyncClient(timeout=5) as client:
+            resp = await client.get(self.url)
+            resp.raise_for_status()
+        self._keys = {k["kid"]: k for k in resp.json().get("keys", []) if "kid" in k}
+        self._fetched = now
+
+    async def verify(self, token: str) -> dict[str, Any]:
+        header = _header(token)
+        alg, kid = header.get("alg"), header.get("kid")
+        if alg not in ASYMMETRIC_ALGORITHMS:
+            raise TokenError("token algorithm not accepted")
+        try:
+            await self._refresh()
+            if kid not in self._keys:
+                await self._refresh(force=True)
+        except (httpx.HTTPError, ValueError) as err:
+            raise TokenError("signing keys are unavailable") from err
+        data = self._keys.get(kid)
+        if data is None or data.get("alg", alg) != alg:
+            raise TokenError("unknown signing key")
+        try:
+            key = jwk.construct(data, alg)
+        except JOSEError as err:
+            raise TokenError("unusable signing key") from err
+        return _decode(token, key, [alg], self.audience, self.issuer)

@@ -1,0 +1,33 @@
+"""Role-based access: one table says which role a method on a path needs.
+
+viewer reads; editor writes instances, projects and tasks (and snippets, knowledge, generation);
+admin manages templates and API keys; owner manages admins (checked where keys are made).
+The same table guards in-process routes and the gateway's forwarding to separate services.
+"""
+from __future__ import annotations
+
+from models.common import Role
+
+READ_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+# First matching prefix wins; the role is what a write (POST/PUT/PATCH/DELETE) needs.
+WRITE_ROLES: list[tuple[str, Role]] = [
+    ("/api/templates", Role.admin),
+    ("/api/keys", Role.admin),
+    ("/api/similar", Role.viewer),  # a search, sent as POST
+    ("/api/instances", Role.editor),
+    ("/api/projects", Role.editor),
+    ("/api/tasks", Role.editor),
+    ("/api/snippets", Role.editor),
+    ("/api/knowledge", Role.editor),
+    ("/api/generate", Role.editor),
+]
+
+
+def required_role(method: str, path: str) -> Role:
+    if method.upper() in READ_METHODS:
+        return Role.viewer
+    for prefix, role in WRITE_ROLES:
+        if path == prefix or path.startswith(prefix + "/"):
+            return role
+    return Role.owner  # a write the table does not know: least privilege

@@ -1,0 +1,42 @@
+"""The backend services the gateway serves in-process or forwards to (seed ports)."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from fastapi import APIRouter
+
+from api.routes import projects, templates
+
+
+@dataclass(frozen=True)
+class ServiceDef:
+    name: str
+    port: int
+    routers: list[APIRouter]
+    paths: list[re.Pattern]  # /api paths this service owns (used when forwarding)
+    url_setting: str  # settings field that moves it to its own process
+    queues: list[tuple[str, bool]] = field(default_factory=list)  # (task queue, needs workflow pollers)
+
+
+SERVICES: dict[str, ServiceDef] = {
+    "spec-registry": ServiceDef(
+        "spec-registry", 8000, [templates.router],
+        [re.compile(r"^/api/(templates|instances)(/|$)"), re.compile(r"^/api/projects/[^/]+/specs/?$")],
+        "spec_registry_url",
+    ),
+    "orchestrator": ServiceDef(
+        "orchestrator", 8003, [projects.router],
+        [re.compile(r"^/api/(projects|tasks)(/|$)")],
+        "orchestrator_url",
+        queues=[("orchestrator", True)],
+    ),
+}
+
+
+def owner_of(path: str, remote: dict[str, str]) -> str | None:
+    """The remote service (name) that owns `path`, most specific pattern first."""
+    for name in sorted(remote, key=lambda n: n != "spec-registry"):  # .../specs before /projects
+        if any(p.match(path) for p in SERVICES[name].paths):
+            return name
+    return None

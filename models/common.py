@@ -1,0 +1,95 @@
+"""Shared vocabulary: roles, project states and their transitions, pages, task enums."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, field_serializer
+
+T = TypeVar("T")
+
+
+class Strict(BaseModel):
+    """Request bodies: unknown fields are an error, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Public(BaseModel):
+    """Response bodies, built from database rows."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    @field_serializer("created_at", "updated_at", check_fields=False)
+    def _utc(self, value: datetime | None) -> str | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.isoformat()
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = None
+
+
+class Role(str, Enum):
+    viewer = "viewer"
+    editor = "editor"
+    admin = "admin"
+    owner = "owner"
+
+    @property
+    def rank(self) -> int:
+        return _ROLE_RANK[self]
+
+    def at_least(self, other: "Role") -> bool:
+        return self.rank >= other.rank
+
+
+_ROLE_RANK = {Role.viewer: 0, Role.editor: 1, Role.admin: 2, Role.owner: 3}
+
+
+class ProjectState(str, Enum):
+    initialization = "initialization"
+    spec_definition = "spec_definition"
+    code_generation = "code_generation"
+    integration = "integration"
+    debugging = "debugging"
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+S = ProjectState
+TRANSITIONS: dict[ProjectState, tuple[ProjectState, ...]] = {
+    S.initialization: (S.spec_definition, S.cancelled),
+    S.spec_definition: (S.code_generation, S.cancelled),
+    S.code_generation: (S.integration, S.spec_definition, S.failed, S.cancelled),
+    S.integration: (S.debugging, S.code_generation, S.failed, S.cancelled),
+    S.debugging: (S.completed, S.code_generation, S.failed, S.cancelled),
+    S.completed: (),
+    S.failed: (),
+    S.cancelled: (),
+}
+TERMINAL_STATES = frozenset(s for s, nxt in TRANSITIONS.items() if not nxt)
+
+
+class TaskStatus(str, Enum):
+    pending = "pending"
+    running = "running"
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class Service(str, Enum):
+    """The five services of the specification sheets, by their service_name."""
+
+    spec_registry = "spec_registry"
+    neural_code_generator = "neural_code_generator"
+    knowledge_base = "knowledge_base"
+    workflow_orchestrator = "workflow_orchestrator"
+    api_gateway = "api_gateway"

@@ -1,0 +1,61 @@
+"""Event payloads of the specification sheets; the class's `schema_name` is the seed's schema."""
+from __future__ import annotations
+
+from typing import ClassVar
+from uuid import UUID
+
+from pydantic import BaseModel
+
+from models.common import ProjectState, Service, TaskStatus
+
+
+class EventPayload(BaseModel):
+    schema_name: ClassVar[str]
+
+
+class spec_template_event(EventPayload):  # noqa: N801 - the seed's schema name
+    schema_name: ClassVar[str] = "spec_template_event"
+    template_id: UUID
+    tenant_id: UUID
+    name: str
+    version: str
+    user_id: UUID | None = None
+
+
+class spec_instance_event(EventPayload):  # noqa: N801
+    schema_name: ClassVar[str] = "spec_instance_event"
+    instance_id: UUID
+    template_id: UUID
+    project_id: UUID
+    tenant_id: UUID
+    user_id: UUID
+    values_hash: str
+
+
+class project_event(EventPayload):  # noqa: N801
+    schema_name: ClassVar[str] = "project_event"
+    project_id: UUID
+    tenant_id: UUID
+    user_id: UUID
+    name: str
+    state: ProjectState
+    workflow_id: str
+
+
+class project_state_event(EventPayload):  # noqa: N801
+    schema_name: ClassVar[str] = "project_state_event"
+    project_id: UUID
+    tenant_id: UUID
+    from_state: ProjectState | None
+    to_state: ProjectState
+    reason: str | None = None
+
+
+class task_event(EventPayload):  # noqa: N801
+    schema_name: ClassVar[str] = "task_event"
+    task_id: UUID
+    project_id: UUID
+    tenant_id: UUID
+    service: Service
+    task_type: str
+    status: TaskStatus

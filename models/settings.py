@@ -1,0 +1,117 @@
+"""All configuration of specmill, in one pydantic-settings class.
+
+Values come from the environment, then from `.env`, then from `<data_dir>/env`, a file the
+embedded launcher writes on first start (generated secrets and the embedded database URLs).
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DATA_DIR_DEFAULT = Path(".specmill")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=(".env", str(DATA_DIR_DEFAULT / "env")),
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    # --- runtime data -------------------------------------------------------------------
+    data_dir: Path = Field(DATA_DIR_DEFAULT, description="Runtime data: embedded Postgres, Temporal DB, logs.")
+
+    # --- PostgreSQL ---------------------------------------------------------------------
+    database_url: str | None = Field(
+        None, description="Application connection (a role that does not bypass RLS). Unset: embedded Postgres."
+    )
+    database_admin_url: str | None = Field(
+        None, description="Connection used to apply migrations (table owner). Unset: same as DATABASE_URL."
+    )
+    embedded_postgres_port: int = Field(54329, description="TCP port of the embedded PostgreSQL on 127.0.0.1.")
+    embedded_pg_superuser_password: str | None = Field(None, description="Generated into <data_dir>/env.")
+    embedded_pg_app_password: str | None = Field(None, description="Generated into <data_dir>/env.")
+    db_pool_min: int = 1
+    db_pool_max: int = 10
+
+    # --- Temporal -----------------------------------------------------------------------
+    temporal_address: str = Field("127.0.0.1:7233", description="Temporal frontend host:port.")
+    temporal_namespace: str = "default"
+    temporal_embedded: bool = Field(True, description="`make run` starts the Temporal dev server itself.")
+    temporal_ui_port: int = 8233
+    temporal_api_key: str | None = Field(None, description="API key for Temporal Cloud (enables TLS).")
+    task_queue_prefix: str = Field("", description="Prefix for every task queue name (isolates test runs).")
+
+    # --- gateway ------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = Field(1024 * 1024, description="Largest request body accepted (413 above).")
+    spec_registry_url: str | None = Field(None, description="Forward /api/templates,... to this process.")
+    generator_url: str | None = None
+    knowledge_url: str | None = None
+    orchestrator_url: str | None = Field(None, description="Forward /api/projects,... to this process.")
+
+    # --- authentication -----------------------------------------------------------------
+    jwt_secret: str | None = Field(None, description="HS256 secret for tokens specmill issues (generated if unset).")
+    jwt_issuer: str = "specmill"
+    jwt_audience: str = "specmill"
+    jwt_ttl_seconds: int = Field(900, description="Lifetime of tokens from POST /auth/token.")
+    supabase_jwt_secret: str | None = Field(None, description="Accept HS256 Supabase tokens signed with this secret.")
+    supabase_jwks_url: str | None = Field(None, description="Accept RS256/ES256 Supabase tokens from this JWKS.")
+    supabase_jwt_issuer: str | None = Field(None, description="e.g. https://<ref>.supabase.co/auth/v1")
+    supabase_jwt_audience: str = "authenticated"
+    internal_token_ttl_seconds: int = 60
+
+    # --- rate limiting ------------------------------------------------------------------
+    rate_limit: str = Field("600/minute", description="Per tenant and key, moving window (`limits` syntax).")
+    auth_rate_limit: str = Field("30/minute", description="POST /auth/token per client address.")
+    redis_url: str | None = Field(None, description="Rate-limit storage; unset: in memory.")
+
+    # --- Workflows ----------------------------------------------------------------------
+    update_timeout_seconds: float = 15.0
+
+    @property
+    def uses_embedded_postgres(self) -> bool:
+        return self.database_url is None
+
+    def app_dsn(self) -> str:
+        if self.database_url:
+            return self.database_url
+        if not self.embedded_pg_app_password:
+            raise RuntimeError(
+                "DATABASE_URL is not set and the embedded stack has not been initialised: run `make run` "
+                "(it writes <data_dir>/env) or set DATABASE_URL"
+            )
+        return (f"postgresql://specmill_app:{self.embedded_pg_app_password}"
+                f"@127.0.0.1:{self.embedded_postgres_port}/specmill")
+
+    def admin_dsn(self) -> str:
+        if self.database_admin_url:
+            return self.database_admin_url
+        if self.database_url:
+            return self.database_url
+        return (f"postgresql://postgres:{self.embedded_pg_superuser_password}"
+                f"@127.0.0.1:{self.embedded_postgres_port}/specmill")
+
+    @property
+    def pg_dir(self) -> Path:
+        return self.data_dir / "postgres"
+
+    @property
+    def temporal_db(self) -> Path:
+        return self.data_dir / "temporal.db"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    def queue(self, name: str) -> str:
+        return f"{self.task_queue_prefix}{name}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,49 @@
+"""One asyncpg pool per process, and the tenant-scoped transaction every repository uses."""
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from uuid import UUID
+
+import asyncpg
+
+from models.settings import Settings
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for typ in ("json", "jsonb"):
+        await conn.set_type_codec(typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(settings: Settings, *, dsn: str | None = None) -> asyncpg.Pool:
+    dsn = dsn or settings.app_dsn()
+    return await asyncpg.create_pool(
+        dsn,
+        min_size=settings.db_pool_min,
+        max_size=settings.db_pool_max,
+        init=_init_connection,
+        # Supabase's transaction pooler (pgbouncer) does not keep prepared statements.
+        statement_cache_size=0 if ":6543" in dsn else 100,
+    )
+
+
+@asynccontextmanager
+async def tenant_tx(pool: asyncpg.Pool, tenant_id: UUID) -> AsyncIterator[asyncpg.Connection]:
+    """A transaction whose Row Level Security context is `tenant_id`.
+
+    set_config(..., is_local => true) lasts until the end of this transaction only, so a pooled
+    connection never carries one tenant's context into another tenant's request.
+    """
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            await conn.execute("select set_config('specmill.tenant_id', $1, true)", str(tenant_id))
+            yield conn
+
+
+@asynccontextmanager
+async def plain_tx(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A transaction with no tenant: RLS then hides every tenant-owned row."""
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            yield conn

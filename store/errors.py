@@ -1,0 +1,23 @@
+"""Domain errors raised by repositories; the API maps them to HTTP, activities to ApplicationError."""
+from __future__ import annotations
+
+from typing import Any
+
+
+class DomainError(Exception):
+    def __init__(self, message: str, *, extra: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra = extra or {}
+
+
+class NotFound(DomainError):
+    pass
+
+
+class Conflict(DomainError):
+    pass
+
+
+class Invalid(DomainError):
+    """Input that is well-formed but breaks a rule (a schema, a reference)."""

@@ -1,0 +1,107 @@
+"""Projects: the rows the orchestrator's workflows mirror their state into."""
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
+from uuid import UUID, uuid4
+
+import asyncpg
+
+from models.common import ProjectState
+from models.events import project_event, project_state_event
+from models.orchestrator import ProjectCreate, ProjectPublic, ProjectUpdate, RecordStateInput, project_workflow_id
+from store import events
+from store.db import tenant_tx
+from store.errors import NotFound
+from store.paging import keyset, page
+
+_COLS = "id, tenant_id, name, description, state, user_id, created_at, updated_at"
+
+
+def _model(row: asyncpg.Record) -> ProjectPublic:
+    return ProjectPublic.model_validate({**dict(row), "workflow_id": project_workflow_id(row["id"])})
+
+
+@asynccontextmanager
+async def creating_project(
+    pool: asyncpg.Pool, *, tenant_id: UUID, user_id: UUID, body: ProjectCreate
+) -> AsyncIterator[ProjectPublic]:
+    """Insert the project and its project.created event; the caller starts the workflow inside
+    the block, so a failed start rolls the row back and nothing is left half-made."""
+    async with tenant_tx(pool, tenant_id) as conn:
+        row = await conn.fetchrow(
+            f"""insert into projects (id, tenant_id, name, description, state, user_id, created_at, updated_at)
+                values ($1, $2, $3, $4, $5, $6, now() at time zone 'utc', now() at time zone 'utc')
+                returning {_COLS}""",
+            uuid4(), tenant_id, body.name, body.description, ProjectState.initialization.value, user_id,
+        )
+        project = _model(row)
+        await events.emit(
+            conn, tenant_id=tenant_id, type="project.created", subject_id=project.id,
+            payload=project_event(project_id=project.id, tenant_id=tenant_id, user_id=user_id, name=project.name,
+                                  state=project.state, workflow_id=project.workflow_id),
+        )
+        yield project
+
+
+async def get_project(pool: asyncpg.Pool, *, tenant_id: UUID, project_id: UUID) -> ProjectPublic:
+    async with tenant_tx(pool, tenant_id) as conn:
+        row = await conn.fetchrow(f"select {_COLS} from projects where tenant_id = $1 and id = $2", tenant_id, project_id)
+    if row is None:
+        raise NotFound(f"project {project_id} not found")
+    return _model(row)
+
+
+async def list_projects(
+    pool: asyncpg.Pool, *, tenant_id: UUID, state: ProjectState | None, limit: int, cursor: str | None
+) -> tuple[list[ProjectPublic], str | None]:
+    args: list = [tenant_id, state.value if state else None]
+    after = keyset(cursor, args)
+    args.append(limit + 1)
+    async with tenant_tx(pool, tenant_id) as conn:
+        rows = await conn.fetch(
+            f"""select {_COLS} from projects where tenant_id = $1 and ($2::text is null or state = $2) and {after}
+                order by created_at, id limit ${len(args)}""",
+            *args,
+        )
+    rows, next_cursor = page(rows, limit)
+    return [_model(r) for r in rows], next_cursor
+
+
+async def update_project(pool: asyncpg.Pool, *, tenant_id: UUID, project_id: UUID, body: ProjectUpdate) -> ProjectPublic:
+    fields = body.model_dump(exclude_unset=True)
+    async with tenant_tx(pool, tenant_id) as conn:
+        row = await conn.fetchrow(
+            f"""update projects set name = coalesce($3, name),
+                  description = case when $4 then $5 else description end,
+                  updated_at = now() at time zone 'utc'
+                where tenant_id = $1 and id = $2 returning {_COLS}""",
+            tenant_id, project_id, fields.get("name"), "description" in fields, fields.get("description"),
+        )
+    if row is None:
+        raise NotFound(f"project {project_id} not found")
+    return _model(row)
+
+
+async def record_state(pool: asyncpg.Pool, inp: RecordStateInput) -> bool:
+    """Mirror a workflow transition: the row and its project.state_changed event, exactly once.
+
+    The event's dedup key is the workflow's transition number, so a retried activity changes nothing.
+    """
+    async with tenant_tx(pool, inp.tenant_id) as conn:
+        if not await conn.fetchval(
+            "select 1 from projects where tenant_id = $1 and id = $2 for update", inp.tenant_id, inp.project_id
+        ):
+            raise NotFound(f"project {inp.project_id} not found")
+        fresh = await events.emit(
+            conn, tenant_id=inp.tenant_id, type="project.state_changed", subject_id=inp.project_id,
+            dedup_key=f"{project_workflow_id(inp.project_id)}:state:{inp.seq}",
+            payload=project_state_event(project_id=inp.project_id, tenant_id=inp.tenant_id,
+                                        from_state=inp.from_state, to_state=inp.to_state, reason=inp.reason),
+        )
+        if fresh:
+            await conn.execute(
+                "update projects set state = $3, updated_at = now() at time zone 'utc' where tenant_id = $1 and id = $2",
+                inp.tenant_id, inp.project_id, inp.to_state.value,
+            )
+    return fresh

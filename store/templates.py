@@ -1,0 +1,138 @@
+"""Spec templates: a JSON Schema per (tenant, name, version)."""
+from __future__ import annotations
+
+from uuid import UUID, uuid4
+
+import asyncpg
+
+from models.events import spec_template_event
+from models.registry import TemplateCreate, TemplatePublic, TemplateUpdate
+from models.schema_rules import schema_problems, value_violations
+from store import events
+from store.db import tenant_tx
+from store.errors import Conflict, Invalid, NotFound
+from store.paging import keyset, page
+
+_COLS = "id, tenant_id, name, version, description, schema, created_at, updated_at"
+
+
+def _model(row: asyncpg.Record) -> TemplatePublic:
+    return TemplatePublic.model_validate(dict(row))
+
+
+def _check_schema(schema: dict) -> None:
+    problems = schema_problems(schema)
+    if problems:
+        raise Invalid("schema is not a valid JSON Schema (draft 2020-12)",
+                      extra={"errors": [p.model_dump() for p in problems]})
+
+
+async def create_template(pool: asyncpg.Pool, *, tenant_id: UUID, user_id: UUID, body: TemplateCreate) -> TemplatePublic:
+    _check_schema(body.schema_)
+    async with tenant_tx(pool, tenant_id) as conn:
+        try:
+            row = await conn.fetchrow(
+                f"""insert into spec_templates (id, tenant_id, name, version, description, schema, created_at, updated_at)
+                    values ($1, $2, $3, $4, $5, $6, now() at time zone 'utc', now() at time zone 'utc')
+                    returning {_COLS}""",
+                uuid4(), tenant_id, body.name, body.version, body.description, body.schema_,
+            )
+        except asyncpg.UniqueViolationError as err:
+            raise Conflict(f"template {body.name!r} version {body.version!r} already exists") from err
+        tpl = _model(row)
+        await _emit(conn, "template.created", tpl, user_id)
+    return tpl
+
+
+async def _emit(conn: asyncpg.Connection, type_: str, tpl: TemplatePublic, user_id: UUID) -> None:
+    await events.emit(
+        conn, tenant_id=tpl.tenant_id, type=type_, subject_id=tpl.id,
+        payload=spec_template_event(template_id=tpl.id, tenant_id=tpl.tenant_id, name=tpl.name,
+                                    version=tpl.version, user_id=user_id),
+    )
+
+
+async def get_template(pool: asyncpg.Pool, *, tenant_id: UUID, template_id: UUID) -> TemplatePublic:
+    async with tenant_tx(pool, tenant_id) as conn:
+        row = await conn.fetchrow(
+            f"select {_COLS} from spec_templates where tenant_id = $1 and id = $2", tenant_id, template_id
+        )
+    if row is None:
+        raise NotFound(f"template {template_id} not found")
+    return _model(row)
+
+
+async def list_templates(
+    pool: asyncpg.Pool, *, tenant_id: UUID, name: str | None, version: str | None, limit: int, cursor: str | None
+) -> tuple[list[TemplatePublic], str | None]:
+    args: list = [tenant_id, name, version]
+    after = keyset(cursor, args)
+    args.append(limit + 1)
+    async with tenant_tx(pool, tenant_id) as conn:
+        rows = await conn.fetch(
+            f"""select {_COLS} from spec_templates
+                where tenant_id = $1 and ($2::text is null or name = $2) and ($3::text is null or version = $3)
+                  and {after}
+                order by created_at, id limit ${len(args)}""",
+            *args,
+        )
+    rows, next_cursor = page(rows, limit)
+    return [_model(r) for r in rows], next_cursor
+
+
+async def update_template(
+    pool: asyncpg.Pool, *, tenant_id: UUID, user_id: UUID, template_id: UUID, body: TemplateUpdate
+) -> TemplatePublic:
+    fields = body.model_dump(exclude_unset=True, by_alias=True)
+    if "schema" in fields:
+        if fields["schema"] is None:
+            raise Invalid("schema cannot be null")
+        _check_schema(fields["schema"])
+    async with tenant_tx(pool, tenant_id) as conn:
+        current = await conn.fetchrow(
+            f"select {_COLS} from spec_templates where tenant_id = $1 and id = $2 for update", tenant_id, template_id
+        )
+        if current is None:
+            raise NotFound(f"template {template_id} not found")
+        if "schema" in fields:
+            await _check_instances_still_valid(conn, tenant_id, template_id, fields["schema"])
+        row = await conn.fetchrow(
+            f"""update spec_templates set
+                  description = case when $3 then $4 else description end,
+                  schema = coalesce($5, schema),
+                  updated_at = now() at time zone 'utc'
+                where tenant_id = $1 and id = $2 returning {_COLS}""",
+            tenant_id, template_id, "description" in fields, fields.get("description"), fields.get("schema"),
+        )
+        tpl = _model(row)
+        await _emit(conn, "template.updated", tpl, user_id)
+    return tpl
+
+
+async def _check_instances_still_valid(conn: asyncpg.Connection, tenant_id: UUID, template_id: UUID, schema: dict) -> None:
+    rows = await conn.fetch(
+        "select id, values from spec_instances where tenant_id = $1 and template_id = $2", tenant_id, template_id
+    )
+    broken = []
+    for r in rows:
+        violations = value_violations(schema, r["values"])
+        if violations:
+            broken.append({"instance_id": str(r["id"]), "errors": [v.model_dump() for v in violations]})
+    if broken:
+        raise Conflict("the new schema would invalidate existing instances; create a new version instead",
+                       extra={"instances": broken})
+
+
+async def delete_template(pool: asyncpg.Pool, *, tenant_id: UUID, template_id: UUID) -> None:
+    async with tenant_tx(pool, tenant_id) as conn:
+        found = await conn.fetchval(
+            "select 1 from spec_templates where tenant_id = $1 and id = $2 for update", tenant_id, template_id
+        )
+        if not found:
+            raise NotFound(f"template {template_id} not found")
+        used = await conn.fetchval(
+            "select count(*) from spec_instances where tenant_id = $1 and template_id = $2", tenant_id, template_id
+        )
+        if used:
+            raise Conflict(f"template is used by {used} instance(s); delete them first", extra={"instances": used})
+        await conn.execute("delete from spec_templates where tenant_id = $1 and id = $2", tenant_id, template_id)

@@ -1,0 +1,42 @@
+"""The one way every process connects to Temporal: same address, namespace and data converter."""
+from __future__ import annotations
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
+
+from models.settings import Settings
+
+SEARCH_ATTRIBUTES = {
+    "SpecmillTenant": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+    "SpecmillState": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+}
+
+
+async def connect_temporal(settings: Settings) -> Client:
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        data_converter=pydantic_data_converter,
+        api_key=settings.temporal_api_key,
+        tls=bool(settings.temporal_api_key),
+    )
+
+
+async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
+    """Register the search attributes the workflows upsert; idempotent. Returns those added."""
+    existing = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=namespace)
+    )
+    known = set(existing.custom_attributes) | set(existing.system_attributes)
+    missing = {k: v for k, v in SEARCH_ATTRIBUTES.items() if k not in known}
+    if missing:
+        try:
+            await client.operator_service.add_search_attributes(
+                AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
+            )
+        except RPCError as err:  # e.g. Temporal Cloud: register them in the Cloud UI instead
+            raise RuntimeError(f"could not register search attributes {sorted(missing)}: {err.message}") from err
+    return sorted(missing)

@@ -1,0 +1,161 @@
+"""The `specmill` command line."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from uuid import UUID
+
+import typer
+
+from models.common import Role
+
+app = typer.Typer(help="specmill: typed specifications in, working and tested code out.", no_args_is_help=True)
+tenant_app = typer.Typer(help="Tenants.", no_args_is_help=True)
+apikey_app = typer.Typer(help="API keys.", no_args_is_help=True)
+app.add_typer(tenant_app, name="tenant")
+app.add_typer(apikey_app, name="apikey")
+
+
+def _settings():
+    from models.settings import Settings
+    from workers.launcher import load_env_file
+
+    env = Path(os.environ.get("DATA_DIR", ".specmill")) / "env"
+    if env.exists():
+        load_env_file(env)
+    return Settings()
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+async def _with_pool(fn):
+    from store.db import create_pool
+
+    settings = _settings()
+    try:
+        pool = await create_pool(settings)
+    except (OSError, RuntimeError) as err:
+        typer.echo(f"cannot reach the database ({err}); is `make run` running?", err=True)
+        raise typer.Exit(2) from err
+    try:
+        return await fn(pool)
+    finally:
+        await pool.close()
+
+
+def _fail(err: Exception) -> None:
+    typer.echo(json.dumps({"error": str(err)}), err=True)
+    raise typer.Exit(1)
+
+
+@app.command()
+def run() -> None:
+    """Start the whole platform in the foreground (what `make run` does)."""
+    from workers.launcher import run_platform
+
+    raise typer.Exit(run_platform())
+
+
+@app.command()
+def worker(queue: str = typer.Argument(..., help="Task queue: orchestrator, ...")) -> None:
+    """Run the worker of one task queue."""
+    from workers.queues import QUEUES
+    from workers.worker import run_worker
+
+    if queue not in QUEUES:
+        typer.echo(f"unknown queue {queue!r}; built queues: {', '.join(QUEUES)}", err=True)
+        raise typer.Exit(2)
+    _logging()
+    asyncio.run(run_worker(_settings(), queue))
+
+
+@app.command()
+def serve(
+    service: str = typer.Argument("gateway", help="gateway, or one service: spec-registry, orchestrator"),
+    port: int | None = typer.Option(None, help="Default: 8080 for the gateway, the seed port for a service"),
+    host: str | None = typer.Option(None),
+) -> None:
+    """Serve the gateway, or one backend service as its own process."""
+    import uvicorn
+
+    from api.app import create_app
+    from api.services import SERVICES
+
+    settings = _settings()
+    if service != "gateway" and service not in SERVICES:
+        typer.echo(f"unknown service {service!r}", err=True)
+        raise typer.Exit(2)
+    _logging()
+    application = create_app(settings, service=None if service == "gateway" else service)
+    default_port = settings.port if service == "gateway" else SERVICES[service].port
+    uvicorn.run(application, host=host or settings.host, port=port or default_port, log_level="info",
+                proxy_headers=False, timeout_graceful_shutdown=10)
+
+
+@app.command()
+def migrate() -> None:
+    """Apply pending SQL migrations (DATABASE_ADMIN_URL, else DATABASE_URL)."""
+    from store.migrate import apply_migrations
+
+    applied = asyncio.run(apply_migrations(_settings().admin_dsn()))
+    typer.echo(json.dumps({"applied": applied}))
+
+
+@tenant_app.command("create")
+def tenant_create(name: str = typer.Option(..., help="Tenant name")) -> None:
+    """Create a tenant with an owner user; prints tenant_id, user_id and an owner api_key."""
+    from store.tenants import create_tenant
+
+    if not 1 <= len(name) <= 200:
+        _fail(ValueError("name must be 1..200 characters"))
+    created = asyncio.run(_with_pool(lambda pool: create_tenant(pool, name=name)))
+    typer.echo(created.model_dump_json())
+
+
+@apikey_app.command("create")
+def apikey_create(
+    tenant: UUID = typer.Option(..., help="Tenant id"),
+    role: Role = typer.Option(..., help="viewer, editor, admin or owner"),
+    name: str | None = typer.Option(None, help="A label for the key"),
+) -> None:
+    """Create a key (for a new user of that role); prints it once."""
+    from store.errors import DomainError
+    from store.tenants import create_api_key
+
+    try:
+        created = asyncio.run(_with_pool(lambda pool: create_api_key(pool, tenant_id=tenant, role=role, name=name)))
+    except DomainError as err:
+        _fail(err)
+    typer.echo(created.model_dump_json())
+
+
+@apikey_app.command("revoke")
+def apikey_revoke(tenant: UUID = typer.Option(...), key_id: UUID = typer.Option(..., "--key-id")) -> None:
+    """Revoke a key: it stops working at once, and so do tokens made from it."""
+    from store.errors import DomainError
+    from store.tenants import revoke_api_key
+
+    try:
+        key = asyncio.run(_with_pool(lambda pool: revoke_api_key(pool, tenant_id=tenant, key_id=key_id)))
+    except DomainError as err:
+        _fail(err)
+    typer.echo(key.model_dump_json())
+
+
+@apikey_app.command("list")
+def apikey_list(tenant: UUID = typer.Option(...)) -> None:
+    """List a tenant's keys (never the keys themselves)."""
+    from store.tenants import list_api_keys
+
+    keys = asyncio.run(_with_pool(lambda pool: list_api_keys(pool, tenant_id=tenant)))
+    typer.echo(json.dumps([json.loads(k.model_dump_json()) for k in keys]))
+
+
+if __name__ == "__main__":
+    sys.exit(app())

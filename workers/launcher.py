@@ -1,0 +1,177 @@
+"""`specmill run` (make run): the whole platform in the foreground, on embedded defaults.
+
+Starts PostgreSQL and the Temporal dev server (unless settings point elsewhere), applies the
+migrations, then one process per worker and the gateway. It restarts any child that dies, and on
+Ctrl-C stops everything it started, in order, leaving nothing orphaned (children also get a
+parent-death signal should the launcher itself be killed).
+"""
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+
+from models.settings import Settings
+from store.temporal import connect_temporal, ensure_search_attributes
+from workers import embedded
+from workers.queues import QUEUES
+
+console = Console()
+
+
+@dataclass
+class Child:
+    name: str
+    start: callable
+    stop_signal: int = signal.SIGTERM
+    proc: subprocess.Popen | None = None
+    restarts: list[float] = field(default_factory=list)
+
+
+def load_env_file(path: Path) -> None:
+    """Export the generated settings to this process and its children; the environment wins."""
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            os.environ.setdefault(key.strip(), value.strip())
+
+
+def _spawn(args: list[str], log: Path) -> subprocess.Popen:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    out = open(log, "ab")
+    return subprocess.Popen([sys.executable, "-m", "workers.cli", *args], stdout=out, stderr=subprocess.STDOUT,
+                            start_new_session=True, preexec_fn=embedded._die_with_parent())
+
+
+def run_platform() -> int:
+    data_dir = Path(os.environ.get("DATA_DIR", ".specmill")).resolve()
+    load_env_file(embedded.ensure_env_file(data_dir))
+    os.environ["DATA_DIR"] = str(data_dir)
+    settings = Settings()
+    lock = open(data_dir / "launcher.lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        console.print(f"[red]another `specmill run` is using {data_dir}[/red]")
+        return 1
+
+    infra: list[Child] = []
+    apps: list[Child] = []
+    stopping = False
+
+    def on_signal(signum, _frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        if settings.uses_embedded_postgres:
+            embedded.init_postgres(settings.pg_dir, settings.embedded_pg_superuser_password)
+            infra.append(Child("postgres", lambda: embedded.start_postgres(
+                settings.pg_dir, settings.embedded_postgres_port, settings.log_dir / "postgres.log"), signal.SIGINT))
+        host, _, port = settings.temporal_address.rpartition(":")
+        if settings.temporal_embedded:
+            if embedded.port_open(host, int(port)):
+                console.print(f"[red]{settings.temporal_address} is already in use; stop that server or set "
+                              "TEMPORAL_EMBEDDED=false to use it[/red]")
+                return 1
+            infra.append(Child("temporal", lambda: embedded.start_temporal(
+                port=int(port), ui_port=settings.temporal_ui_port, db_file=settings.temporal_db,
+                log_file=settings.log_dir / "temporal.log", namespace=settings.temporal_namespace)))
+        for child in infra:
+            console.print(f"starting {child.name} ...")
+            child.proc = child.start()
+        applied = asyncio.run(_prepare(settings))
+        if applied:
+            console.print(f"applied migrations: {', '.join(applied)}")
+        for queue in QUEUES:
+            apps.append(Child(f"worker:{queue}", lambda q=queue: _spawn(["worker", q], settings.log_dir / f"worker-{q}.log")))
+        apps.append(Child("gateway", lambda: _spawn(["serve", "gateway"], settings.log_dir / "gateway.log")))
+        for child in apps:
+            child.proc = child.start()
+        _wait_healthy(settings, lambda: stopping)
+        if not stopping:
+            _banner(settings)
+        while not stopping:
+            for child in infra + apps:
+                if child.proc is not None and child.proc.poll() is not None and not stopping:
+                    _restart(child)
+            time.sleep(0.5)
+    finally:
+        console.print("stopping ...")
+        for child in apps:  # signal every app first so they drain in parallel
+            if child.proc is not None and child.proc.poll() is None:
+                child.proc.send_signal(signal.SIGTERM)
+        for child in reversed(apps):
+            if child.proc is not None:
+                embedded.stop_process(child.proc, signal.SIGTERM, timeout=20)
+        for child in reversed(infra):
+            if child.proc is not None:
+                embedded.stop_process(child.proc, child.stop_signal, timeout=30)
+        console.print("stopped.")
+    return 0
+
+
+def _restart(child: Child) -> None:
+    now = time.monotonic()
+    child.restarts = [t for t in child.restarts if now - t < 60] + [now]
+    code = child.proc.returncode if child.proc else None
+    if len(child.restarts) > 5:
+        time.sleep(5)  # crash loop: back off; see .specmill/logs
+    console.print(f"[yellow]{child.name} exited ({code}); restarting[/yellow]")
+    try:
+        child.proc = child.start()
+    except Exception as err:  # noqa: BLE001 - keep supervising the others
+        console.print(f"[red]{child.name} failed to start: {err}[/red]")
+
+
+async def _prepare(settings: Settings) -> list[str]:
+    applied = await embedded.provision_database(settings)
+    client = await connect_temporal(settings)
+    await ensure_search_attributes(client, settings.temporal_namespace)
+    return applied
+
+
+def _wait_healthy(settings: Settings, stopping, timeout: float = 120) -> None:
+    url = f"http://{settings.host}:{settings.port}/health"
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline and not stopping():
+        try:
+            resp = httpx.get(url, timeout=2)
+            if resp.status_code == 200:
+                return
+            last = resp.json().get("detail")
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    if not stopping():
+        console.print(f"[yellow]the gateway is not healthy yet ({last}); see {settings.log_dir}[/yellow]")
+
+
+def _banner(settings: Settings) -> None:
+    base = f"http://{settings.host}:{settings.port}"
+    ui = f"http://127.0.0.1:{settings.temporal_ui_port}" if settings.temporal_embedded else "(your Temporal's UI)"
+    console.print(f"""
+[bold green]specmill is running[/bold green]
+  gateway       {base}
+  API docs      {base}/docs
+  Temporal UI   {ui}
+  logs          {settings.log_dir}
+
+Create a tenant (prints its owner API key):
+  .venv/bin/specmill tenant create --name acme
+Then:
+  curl -H "X-API-Key: <key>" {base}/api/projects
+
+Ctrl-C stops everything.""")
