@@ -37,9 +37,9 @@ def create_app(settings: Settings | None = None, service: str | None = None) -> 
         pool = await create_pool(settings)
         temporal: Client | None = None
         try:
-            temporal = await connect_temporal(settings)
-        except Exception as err:  # noqa: BLE001 - the gateway still serves; /health says Temporal is down
-            log.warning("Temporal unreachable at start (%s); /health will report it", err)
+            temporal = await connect_temporal(settings, lazy=True)
+        except Exception as err:  # noqa: BLE001 - a bad address/TLS setting; /health says Temporal is down
+            log.warning("Temporal client not created (%s); /health will report it", err)
         res = Resources(settings=settings, pool=pool, temporal=temporal,
                         auth=Authenticator(settings, pool, internal_only=service is not None),
                         limiter=RateLimiter(settings) if service is None else None,

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import logging
 
+import asyncpg
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -35,6 +37,14 @@ def install(app: FastAPI) -> None:
     async def _unavailable(_: Request, err: ServiceUnavailable) -> JSONResponse:
         return JSONResponse({"detail": f"{err.what} is unavailable, try again shortly"}, status_code=503,
                             headers={"Retry-After": "5"})
+
+    @app.exception_handler(OSError)
+    @app.exception_handler(asyncpg.CannotConnectNowError)
+    @app.exception_handler(asyncpg.TooManyConnectionsError)
+    @app.exception_handler(asyncpg.ConnectionDoesNotExistError)
+    async def _database_down(request: Request, err: Exception) -> JSONResponse:
+        log.warning("database unreachable on %s %s: %s", request.method, request.url.path, err)
+        return await _unavailable(request, ServiceUnavailable("the database"))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, err: RequestValidationError) -> JSONResponse:

@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     embedded_postgres_port: int = Field(54329, description="TCP port of the embedded PostgreSQL on 127.0.0.1.")
     embedded_pg_superuser_password: str | None = Field(None, description="Generated into <data_dir>/env.")
     embedded_pg_app_password: str | None = Field(None, description="Generated into <data_dir>/env.")
-    db_pool_min: int = 1
+    db_pool_min: int = Field(0, description="0: processes start even while the database is down.")
     db_pool_max: int = 10
 
     # --- Temporal -----------------------------------------------------------------------

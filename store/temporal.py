@@ -15,13 +15,15 @@ SEARCH_ATTRIBUTES = {
 }
 
 
-async def connect_temporal(settings: Settings) -> Client:
+async def connect_temporal(settings: Settings, *, lazy: bool = False) -> Client:
+    """`lazy`: connect on first use, so a gateway started before Temporal recovers by itself."""
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         data_converter=pydantic_data_converter,
         api_key=settings.temporal_api_key,
         tls=bool(settings.temporal_api_key),
+        lazy=lazy,
     )
 
 

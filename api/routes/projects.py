@@ -57,7 +57,7 @@ async def create_project(body: ProjectCreate, pool: PoolDep, p: PrincipalDep, te
                 ]),
                 static_summary=f"project {project.name!r}",
             )
-        except RPCError as err:
+        except (RPCError, RuntimeError) as err:  # RuntimeError: the lazy client could not connect
             raise ServiceUnavailable("Temporal") from err
     return project
 
@@ -88,7 +88,7 @@ async def delete_project(project_id: UUID, pool: PoolDep, p: PrincipalDep, tempo
             await asyncio.sleep(0.1)
         else:
             return JSONResponse({"detail": "cancellation requested", "id": str(project_id)}, status_code=202)
-    except RPCError as err:
+    except (RPCError, RuntimeError) as err:
         raise _temporal_error(err) from err
     return Response(status_code=204)
 
@@ -99,7 +99,7 @@ async def get_state(project_id: UUID, pool: PoolDep, p: PrincipalDep, temporal: 
     handle = temporal.get_workflow_handle(project.workflow_id)
     try:
         return await handle.query("state", result_type=StateView)
-    except RPCError as err:
+    except (RPCError, RuntimeError) as err:
         raise _temporal_error(err) from err
 
 
@@ -119,16 +119,16 @@ async def set_state(project_id: UUID, body: StateChange, pool: PoolDep, p: Princ
         raise ServiceUnavailable("the orchestrator") from err
     except asyncio.TimeoutError as err:
         raise ServiceUnavailable("the orchestrator worker") from err
-    except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:  # the workflow has ended: its state is final
+    except (RPCError, RuntimeError) as err:
+        if isinstance(err, RPCError) and err.status == RPCStatusCode.NOT_FOUND:  # ended: its state is final
             return JSONResponse({"detail": f"project is {project.state.value}; no transition is allowed",
                                  "state": project.state.value,
                                  "allowed_next": [s.value for s in TRANSITIONS[project.state]]}, status_code=409)
         raise _temporal_error(err) from err
 
 
-def _temporal_error(err: RPCError) -> Exception:
-    if err.status == RPCStatusCode.NOT_FOUND:
+def _temporal_error(err: Exception) -> Exception:
+    if isinstance(err, RPCError) and err.status == RPCStatusCode.NOT_FOUND:
         return HTTPException(404, "the project's workflow was not found")
     return ServiceUnavailable("Temporal")
 

@@ -1,0 +1,357 @@
+"""Gateway overhead benchmark (`make bench-gateway`).
+
+In one run: start a private PostgreSQL and Temporal dev server (the same wheels and functions the
+tests use) in a temp dir on free ports, provision the database, create a tenant and a few
+templates, serve the real gateway (`specmill serve gateway`) and a bare FastAPI app
+(bench/bare_app.py) with identical uvicorn options in two processes, load both with the same
+asyncio httpx client, and report requests/s, p50 and p99 latency and the gateway/bare ratios.
+
+    .venv/bin/python bench/gateway.py [--duration 15] [--concurrency 16] [--warmup 3] [--rounds 3]
+
+Measured: authenticated GET /api/templates (X-API-Key) against GET /bare answering the same JSON.
+The rounds alternate between the two targets so background load hits both alike. The client runs
+on the same machine as the servers; on a small box it takes a share of the CPU, so the ratios are
+the meaningful figures, and server CPU per request (psutil) is reported beside them.
+
+The figures go to a table, to .specmill/bench/gateway-<time>.json and, as JSON, to the last line
+of stdout. Everything started here is stopped at the end, on errors and on Ctrl-C too.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+import psutil  # noqa: E402
+
+from models.registry import TemplateCreate  # noqa: E402
+from models.settings import Settings  # noqa: E402
+from store.db import create_pool  # noqa: E402
+from store.temporal import connect_temporal, ensure_search_attributes  # noqa: E402
+from store.templates import create_template  # noqa: E402
+from store.tenants import create_tenant  # noqa: E402
+from workers import embedded  # noqa: E402
+
+HOST = "127.0.0.1"
+
+
+# --- the stack ------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    root: Path
+    procs: list[tuple[str, subprocess.Popen, int]] = field(default_factory=list)  # (name, proc, stop signal)
+
+    def add(self, name: str, proc: subprocess.Popen, sig: int = signal.SIGTERM) -> subprocess.Popen:
+        self.procs.append((name, proc, sig))
+        return proc
+
+    def stop_all(self) -> None:
+        for _name, proc, sig in reversed(self.procs):  # apps first, then Temporal, then Postgres
+            try:
+                embedded.stop_process(proc, sig, timeout=15)
+            except Exception as err:  # noqa: BLE001 - keep stopping the others
+                print(f"warning: could not stop {_name}: {err}", file=sys.stderr)
+        self.procs.clear()
+
+
+def make_settings(root: Path, rate_limit: str) -> Settings:
+    """As tests/conftest.py: embedded Postgres and Temporal on free ports, no env files read."""
+    return Settings(
+        _env_file=None,
+        data_dir=root,
+        embedded_postgres_port=embedded.free_port(),
+        embedded_pg_superuser_password=secrets.token_urlsafe(16),
+        embedded_pg_app_password=secrets.token_urlsafe(16),
+        temporal_address=f"{HOST}:{embedded.free_port()}",
+        task_queue_prefix=f"bench-{uuid.uuid4().hex[:8]}-",
+        jwt_secret=secrets.token_urlsafe(32),
+        rate_limit=rate_limit,
+    )
+
+
+def start_infra(run: Run, settings: Settings) -> None:
+    embedded.init_postgres(settings.pg_dir, settings.embedded_pg_superuser_password)
+    run.add("postgres", embedded.start_postgres(settings.pg_dir, settings.embedded_postgres_port,
+                                                run.root / "postgres.log"), signal.SIGINT)
+    port = int(settings.temporal_address.rpartition(":")[2])
+    run.add("temporal", embedded.start_temporal(port=port, ui_port=None, db_file=None,
+                                                log_file=run.root / "temporal.log"))
+
+
+async def seed(settings: Settings, templates: int) -> str:
+    """Migrations, search attributes, one tenant and `templates` templates; returns its API key."""
+    await embedded.provision_database(settings)
+    await ensure_search_attributes(await connect_temporal(settings), settings.temporal_namespace)
+    pool = await create_pool(settings)
+    try:
+        tenant = await create_tenant(pool, name="bench")
+        for i in range(templates):
+            body = TemplateCreate.model_validate({
+                "name": f"service-{i}", "version": "1.0.0", "description": f"Benchmark template {i}",
+                "schema": {"type": "object", "required": ["name"],
+                           "properties": {"name": {"type": "string", "maxLength": 80},
+                                          "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                                          "tags": {"type": "array", "items": {"type": "string"}}}},
+            })
+            await create_template(pool, tenant_id=tenant.tenant_id, user_id=tenant.user_id, body=body)
+    finally:
+        await pool.close()
+    return tenant.api_key
+
+
+def _child_env(settings: Settings, data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
+    env.update(
+        DATABASE_URL=settings.app_dsn(), TEMPORAL_ADDRESS=settings.temporal_address,
+        TEMPORAL_EMBEDDED="false", JWT_SECRET=settings.jwt_secret, RATE_LIMIT=settings.rate_limit,
+        TASK_QUEUE_PREFIX=settings.task_queue_prefix, DATA_DIR=str(data_dir),
+        PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    )
+    return env
+
+
+def spawn(run: Run, name: str, args: list[str], env: dict[str, str], port: int) -> subprocess.Popen:
+    cwd = run.root / "cwd"  # no .env or .specmill/env here
+    cwd.mkdir(exist_ok=True)
+    log = open(run.root / f"{name}.log", "ab")
+    proc = run.add(name, subprocess.Popen(
+        [sys.executable, *args], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True, preexec_fn=embedded._die_with_parent()))
+    embedded.wait_for_port(HOST, port, 60, proc, name)
+    return proc
+
+
+# --- the load -------------------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    latencies: list[float] = field(default_factory=list)  # seconds, successful requests
+    errors: int = 0
+    seconds: float = 0.0
+    server_cpu: float = 0.0  # CPU seconds of the server process(es) during the measured window
+    body_bytes: int = 0
+
+
+async def load(url: str, headers: dict[str, str], *, concurrency: int, seconds: float, record: bool,
+               sample: Sample, procs: list[psutil.Process]) -> None:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=30, headers=headers) as client:
+        await client.get(url)  # open a connection before the clock starts
+        cpu0 = _cpu(procs)
+        start = time.perf_counter()
+        end = start + seconds
+        last = start
+
+        async def worker() -> None:
+            nonlocal last
+            while (t0 := time.perf_counter()) < end:
+                try:
+                    resp = await client.get(url)
+                    ok = resp.status_code == 200
+                    size = len(resp.content)
+                except httpx.HTTPError:
+                    ok, size = False, 0
+                t1 = time.perf_counter()
+                last = max(last, t1)
+                if not record:
+                    continue
+                if ok:
+                    sample.latencies.append(t1 - t0)
+                    sample.body_bytes = size
+                else:
+                    sample.errors += 1
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        if record:
+            sample.seconds += last - start
+            sample.server_cpu += _cpu(procs) - cpu0
+
+
+def _cpu(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for p in procs:
+        for q in [p, *p.children(recursive=True)]:
+            try:
+                t = q.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                pass
+    return total
+
+
+def pct(sorted_values: list[float], p: float) -> float:
+    """Nearest-rank percentile."""
+    if not sorted_values:
+        return float("nan")
+    return sorted_values[max(0, math.ceil(p / 100 * len(sorted_values)) - 1)]
+
+
+def summarise(s: Sample) -> dict:
+    lat = sorted(s.latencies)
+    n = len(lat)
+    return {
+        "requests": n, "errors": s.errors, "seconds": round(s.seconds, 3),
+        "rps": round(n / s.seconds, 1) if s.seconds else 0.0,
+        "p50_ms": round(pct(lat, 50) * 1000, 3), "p99_ms": round(pct(lat, 99) * 1000, 3),
+        "mean_ms": round(sum(lat) / n * 1000, 3) if n else float("nan"),
+        "server_cpu_ms_per_req": round(s.server_cpu / n * 1000, 3) if n else float("nan"),
+        "body_bytes": s.body_bytes,
+    }
+
+
+# --- the report -----------------------------------------------------------------------------
+
+
+def report(results: dict, args: argparse.Namespace) -> dict:
+    g, b = results["gateway"], results["bare"]
+    ratio = {
+        "rps": round(g["rps"] / b["rps"], 3) if b["rps"] else None,
+        "p50": round(g["p50_ms"] / b["p50_ms"], 3) if b["p50_ms"] else None,
+        "p99": round(g["p99_ms"] / b["p99_ms"], 3) if b["p99_ms"] else None,
+        "server_cpu_per_req": (round(g["server_cpu_ms_per_req"] / b["server_cpu_ms_per_req"], 3)
+                               if b["server_cpu_ms_per_req"] else None),
+    }
+    head = (f"{'target':<30}{'requests':>9}{'errors':>7}{'req/s':>9}{'p50 ms':>8}{'p99 ms':>8}"
+            f"{'srv CPU ms/req':>15}{'bytes':>7}")
+    print()
+    print(f"concurrency {args.concurrency}, {args.duration:g} s measured per target in {args.rounds} "
+          f"alternating rounds, {args.warmup:g} s warm-up each, {os.cpu_count()} CPUs")
+    print(head)
+    print("-" * len(head))
+    for name, label in (("gateway", "gateway GET /api/templates"), ("bare", "bare FastAPI GET /bare")):
+        row = results[name]
+        print(f"{label:<30}{row['requests']:>9}{row['errors']:>7}{row['rps']:>9.1f}{row['p50_ms']:>8.2f}"
+              f"{row['p99_ms']:>8.2f}{row['server_cpu_ms_per_req']:>15.3f}{row['body_bytes']:>7}")
+    r = {k: float("nan") if v is None else v for k, v in ratio.items()}
+    print(f"{'ratio gateway/bare':<30}{'':>16}{r['rps']:>9.3f}{r['p50']:>8.2f}{r['p99']:>8.2f}"
+          f"{r['server_cpu_per_req']:>15.2f}")
+    print("(server CPU: the uvicorn process, plus PostgreSQL's processes for the gateway)")
+    return {"benchmark": "gateway", "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "params": {"concurrency": args.concurrency, "duration_s": args.duration, "warmup_s": args.warmup,
+                       "rounds": args.rounds, "templates": args.templates, "cpus": os.cpu_count()},
+            "gateway": g, "bare": b, "ratio_gateway_over_bare": ratio}
+
+
+# --- main -----------------------------------------------------------------------------------
+
+
+async def measure(targets: dict, args: argparse.Namespace) -> dict:
+    samples = {name: Sample() for name in targets}
+    for name, (url, headers, procs) in targets.items():
+        print(f"warm-up {name} ({args.warmup:g} s)", flush=True)
+        await load(url, headers, concurrency=args.concurrency, seconds=args.warmup, record=False,
+                   sample=samples[name], procs=procs)
+    names = list(targets)
+    for r in range(args.rounds):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            url, headers, procs = targets[name]
+            print(f"round {r + 1}/{args.rounds}: {name} ({args.duration / args.rounds:g} s)", flush=True)
+            await load(url, headers, concurrency=args.concurrency, seconds=args.duration / args.rounds,
+                       record=True, sample=samples[name], procs=procs)
+    return {name: summarise(s) for name, s in samples.items()}
+
+
+def main(args: argparse.Namespace) -> int:
+    root = Path(tempfile.mkdtemp(prefix="specmill-bench-"))
+    run = Run(root)
+    failed = False
+    try:
+        t0 = time.monotonic()
+        settings = make_settings(root, rate_limit="100000000/minute")
+        print(f"starting PostgreSQL and Temporal in {root} ...", flush=True)
+        start_infra(run, settings)
+        api_key = asyncio.run(seed(settings, args.templates))
+        env = _child_env(settings, root / "gateway-data")
+
+        gw_port, bare_port = embedded.free_port(), embedded.free_port()
+        gateway = spawn(run, "gateway", ["-m", "workers.cli", "serve", "gateway", "--host", HOST,
+                                         "--port", str(gw_port)], env, gw_port)
+        gw_url = f"http://{HOST}:{gw_port}/api/templates"
+        headers = {"X-API-Key": api_key}
+        resp = httpx.get(gw_url, headers=headers, timeout=30)
+        resp.raise_for_status()
+        body = resp.json()
+        if len(body.get("items", [])) != args.templates:
+            raise RuntimeError(f"expected {args.templates} templates, the gateway listed {len(body.get('items', []))}")
+        (root / "body.json").write_bytes(resp.content)
+        bare = spawn(run, "bare", [str(ROOT / "bench" / "bare_app.py"), "--host", HOST, "--port", str(bare_port),
+                                   "--body", str(root / "body.json")], env, bare_port)
+        print(f"stack ready in {time.monotonic() - t0:.1f} s; gateway :{gw_port}, bare :{bare_port}", flush=True)
+
+        postgres = next(p for n, p, _ in run.procs if n == "postgres")
+        targets = {
+            "gateway": (gw_url, headers, [psutil.Process(gateway.pid), psutil.Process(postgres.pid)]),
+            "bare": (f"http://{HOST}:{bare_port}/bare", {}, [psutil.Process(bare.pid)]),
+        }
+        results = asyncio.run(measure(targets, args))
+        figures = report(results, args)
+        out_dir = ROOT / ".specmill" / "bench"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        out = out_dir / f"gateway-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        out.write_text(json.dumps(figures, indent=2) + "\n")
+        print(f"written to {out.relative_to(ROOT)}; total {time.monotonic() - t0:.1f} s")
+        print(json.dumps(figures, separators=(",", ":")))
+        ok = figures["gateway"]["errors"] == 0 and figures["bare"]["errors"] == 0
+        if not ok:
+            failed = True
+            print("some requests failed; see the logs in " + str(root), file=sys.stderr)
+        return 0 if ok else 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception:
+        failed = True
+        for name in ("gateway", "bare"):
+            log = root / f"{name}.log"
+            if log.exists():
+                print(f"--- tail of {name}.log ---\n" + "\n".join(log.read_text(errors="replace").splitlines()[-20:]),
+                      file=sys.stderr)
+        raise
+    finally:
+        run.stop_all()
+        if args.keep or failed:
+            print(f"kept {root}", file=sys.stderr)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Gateway overhead: authenticated GET /api/templates vs a bare FastAPI app.")
+    p.add_argument("--duration", type=float, default=15.0, help="measured seconds per target (default 15)")
+    p.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per target (default 3)")
+    p.add_argument("--concurrency", type=int, default=16, help="requests in flight (default 16)")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds the duration is split into (default 3)")
+    p.add_argument("--templates", type=int, default=5, help="templates the tenant owns (default 5, at most 50)")
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, data) at the end")
+    args = p.parse_args(argv)
+    if args.duration <= 0 or args.warmup < 0 or args.concurrency < 1 or args.rounds < 1 or not 0 <= args.templates <= 50:
+        p.error("need --duration > 0, --warmup >= 0, --concurrency >= 1, --rounds >= 1, 0 <= --templates <= 50")
+    return args
+
+
+def _sigterm(_signum, _frame):
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _sigterm)
+    sys.exit(main(parse_args()))

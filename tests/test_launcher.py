@@ -1,0 +1,103 @@
+"""`specmill run` (what `make run` runs): the whole platform from one command, stopped cleanly by
+Ctrl-C with nothing orphaned, and a second run finds the earlier data intact."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import psutil
+import pytest
+
+from workers import embedded
+
+pytestmark = pytest.mark.slow
+
+
+def _start(env, cwd) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "workers.cli", "run"], env=env, cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_healthy(base: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stdout.read()
+        try:
+            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError("platform did not become healthy")
+
+
+def _ours(data_dir) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline", "environ"]):
+        try:
+            cmd = " ".join(proc.info["cmdline"] or [])
+            env = proc.info["environ"] or {}
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if str(data_dir) in cmd or env.get("DATA_DIR") == str(data_dir):
+            found.append(proc)
+    return found
+
+
+def _interrupt(proc: subprocess.Popen) -> str:
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=90)
+    return out
+
+
+def test_run_serves_stops_cleanly_and_keeps_data(tmp_path):
+    data = tmp_path / "data"
+    port = embedded.free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE", "TEMPORAL", "JWT"))}
+    env.update(DATA_DIR=str(data), PORT=str(port), EMBEDDED_POSTGRES_PORT=str(embedded.free_port()),
+               TEMPORAL_ADDRESS=f"127.0.0.1:{embedded.free_port()}", TEMPORAL_UI_PORT=str(embedded.free_port()))
+    base = f"http://127.0.0.1:{port}"
+
+    proc = _start(env, tmp_path)
+    try:
+        _wait_healthy(base, proc)
+        cli = subprocess.run([sys.executable, "-m", "workers.cli", "tenant", "create", "--name", "acme"],
+                             env=env, cwd=tmp_path, capture_output=True, text=True, check=True)
+        created = json.loads(cli.stdout)
+        assert set(created) == {"tenant_id", "user_id", "api_key"}
+        h = {"X-API-Key": created["api_key"]}
+        project = httpx.post(f"{base}/api/projects", json={"name": "kept"}, headers=h).json()
+        deadline = time.monotonic() + 20
+        while httpx.get(f"{base}/api/projects/{project['id']}/state", headers=h).json()["state"] != "spec_definition":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        # the launcher restarts a worker that dies
+        worker = next(p for p in _ours(data) if "worker" in p.cmdline())
+        worker.kill()
+        time.sleep(2)
+        _wait_healthy(base, proc, 60)
+    finally:
+        out = _interrupt(proc)
+    assert "specmill is running" in out and f"gateway       {base}" in out and "/docs" in out
+    assert proc.returncode == 0, out
+    time.sleep(1)
+    assert _ours(data) == [], [p.cmdline() for p in _ours(data)]
+
+    proc = _start(env, tmp_path)
+    try:
+        _wait_healthy(base, proc)
+        again = httpx.get(f"{base}/api/projects/{project['id']}", headers=h)
+        assert again.status_code == 200 and again.json()["name"] == "kept"
+        state = httpx.get(f"{base}/api/projects/{project['id']}/state", headers=h).json()
+        assert state["state"] == "spec_definition"  # the workflow survived the restart
+        moved = httpx.put(f"{base}/api/projects/{project['id']}/state", json={"state": "code_generation"}, headers=h)
+        assert moved.status_code == 200, moved.text
+    finally:
+        _interrupt(proc)
+    time.sleep(1)
+    assert _ours(data) == []

@@ -1,0 +1,94 @@
+"""Services as their own processes on their seed-style ports, behind the gateway, which keeps
+authentication, RBAC and rate limiting and forwards /api/* with a short-lived internal token."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from store.tenants import create_api_key
+from models.common import Role
+from tests.conftest import wait_for
+from workers import embedded
+
+
+def _serve(stack, service: str, port: int, tmp_path) -> subprocess.Popen:
+    s = stack.settings
+    env = {**os.environ, "DATABASE_URL": s.app_dsn(), "TEMPORAL_ADDRESS": s.temporal_address,
+           "JWT_SECRET": s.jwt_secret, "TASK_QUEUE_PREFIX": s.task_queue_prefix, "DATA_DIR": str(tmp_path)}
+    return subprocess.Popen([sys.executable, "-m", "workers.cli", "serve", service, "--port", str(port)],
+                            env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def services(stack, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("services")
+    ports = {"spec-registry": embedded.free_port(), "orchestrator": embedded.free_port()}
+    procs = [_serve(stack, name, port, tmp) for name, port in ports.items()]
+    try:
+        for (name, port), proc in zip(ports.items(), procs):
+            embedded.wait_for_port("127.0.0.1", port, 60, proc, name)
+        yield {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    finally:
+        for proc in procs:
+            embedded.stop_process(proc)
+
+
+@pytest.fixture
+async def gateway(stack, services, workers, make_app):
+    settings = stack.with_(spec_registry_url=services["spec-registry"], orchestrator_url=services["orchestrator"])
+    async for client in make_app(settings):
+        yield client
+
+
+async def test_requests_are_forwarded_to_the_services(gateway, tenant):
+    h = tenant.headers
+    tpl = await gateway.post("/api/templates", json={"name": "fn", "version": "1",
+                                                      "schema": {"type": "object", "required": ["name"]}}, headers=h)
+    assert tpl.status_code == 201, tpl.text
+    project = await gateway.post("/api/projects", json={"name": "remote"}, headers=h)
+    assert project.status_code == 201, project.text
+    pid = project.json()["id"]
+    bad = await gateway.post("/api/instances", json={"template_id": tpl.json()["id"], "project_id": pid,
+                                                      "values": {}}, headers=h)
+    assert bad.status_code == 422 and bad.json()["errors"][0]["message"]
+    inst = await gateway.post("/api/instances", json={"template_id": tpl.json()["id"], "project_id": pid,
+                                                       "values": {"name": "x"}}, headers=h)
+    assert inst.status_code == 201, inst.text
+    specs = await gateway.get(f"/api/projects/{pid}/specs", headers=h)  # spec registry, under /projects
+    assert specs.status_code == 200 and specs.json()[0]["template_name"] == "fn"
+
+    async def in_spec_definition():
+        resp = await gateway.get(f"/api/projects/{pid}/state", headers=h)
+        return resp.status_code == 200 and resp.json()["state"] == "spec_definition"
+
+    await wait_for(in_spec_definition)
+    assert (await gateway.get("/api/nowhere", headers=h)).status_code == 404
+
+
+async def test_gateway_keeps_rbac_and_services_refuse_direct_keys(gateway, services, pool, tenant):
+    viewer = await create_api_key(pool, tenant_id=tenant.tenant_id, role=Role.viewer)
+    denied = await gateway.post("/api/templates", json={"name": "v", "version": "1", "schema": {}},
+                                headers={"X-API-Key": viewer.api_key})
+    assert denied.status_code == 403
+    assert (await gateway.get("/api/templates", headers={"X-API-Key": viewer.api_key})).status_code == 200
+    assert (await gateway.get("/api/templates")).status_code == 401
+    async with httpx.AsyncClient(base_url=services["spec-registry"]) as direct:
+        resp = await direct.get("/api/templates", headers=tenant.headers)
+        assert resp.status_code == 401 and "detail" in resp.json()
+        token = (await gateway.post("/auth/token", headers=tenant.headers)).json()["access_token"]
+        resp = await direct.get("/api/templates", headers={"Authorization": f"Bearer {token}"})
+        assert resp.status_code == 401  # a user's token is not an internal one
+
+
+async def test_health_covers_the_remote_services(gateway, services):
+    resp = await gateway.get("/health")
+    assert resp.status_code == 200, resp.text
+    checks = resp.json()["checks"]
+    assert checks["service:spec-registry"]["ok"] and checks["service:orchestrator"]["ok"]
+    async with httpx.AsyncClient(base_url=services["orchestrator"]) as direct:
+        own = await direct.get("/health")
+        assert own.status_code == 200 and own.json()["checks"]["workers:orchestrator"]["ok"]
