@@ -35,35 +35,33 @@ class Settings(BaseSettings):
     embedded_pg_superuser_password: str | None = Field(None, description="Generated into <data_dir>/env.")
     embedded_pg_app_password: str | None = Field(None, description="Generated into <data_dir>/env.")
     db_pool_min: int = Field(0, description="0: processes start even while the database is down.")
-    db_pool_max: int = 10
+    db_pool_max: int = Field(10, description="Connections per process.")
 
     # --- Temporal -----------------------------------------------------------------------
     temporal_address: str = Field("127.0.0.1:7233", description="Temporal frontend host:port.")
-    temporal_namespace: str = "default"
+    temporal_namespace: str = Field("default", description="Namespace of every workflow.")
     temporal_embedded: bool = Field(True, description="`make run` starts the Temporal dev server itself.")
-    temporal_ui_port: int = 8233
+    temporal_ui_port: int = Field(8233, description="Web UI of the embedded dev server (127.0.0.1).")
     temporal_api_key: str | None = Field(None, description="API key for Temporal Cloud (enables TLS).")
     task_queue_prefix: str = Field("", description="Prefix for every task queue name (isolates test runs).")
 
     # --- gateway ------------------------------------------------------------------------
-    host: str = "127.0.0.1"
-    port: int = 8080
+    host: str = Field("127.0.0.1", description="Gateway bind address.")
+    port: int = Field(8080, description="Gateway port.")
     max_body_bytes: int = Field(1024 * 1024, description="Largest request body accepted (413 above).")
-    spec_registry_url: str | None = Field(None, description="Forward /api/templates,... to this process.")
-    generator_url: str | None = None
-    knowledge_url: str | None = None
-    orchestrator_url: str | None = Field(None, description="Forward /api/projects,... to this process.")
+    spec_registry_url: str | None = Field(None, description="Forward /api/templates, /api/instances, .../specs here.")
+    orchestrator_url: str | None = Field(None, description="Forward /api/projects and /api/tasks here.")
 
     # --- authentication -----------------------------------------------------------------
     jwt_secret: str | None = Field(None, description="HS256 secret for tokens specmill issues (generated if unset).")
-    jwt_issuer: str = "specmill"
-    jwt_audience: str = "specmill"
+    jwt_issuer: str = Field("specmill", description="`iss` of tokens specmill issues and accepts.")
+    jwt_audience: str = Field("specmill", description="`aud` of tokens specmill issues and accepts.")
     jwt_ttl_seconds: int = Field(900, description="Lifetime of tokens from POST /auth/token.")
     supabase_jwt_secret: str | None = Field(None, description="Accept HS256 Supabase tokens signed with this secret.")
     supabase_jwks_url: str | None = Field(None, description="Accept RS256/ES256 Supabase tokens from this JWKS.")
     supabase_jwt_issuer: str | None = Field(None, description="e.g. https://<ref>.supabase.co/auth/v1")
-    supabase_jwt_audience: str = "authenticated"
-    internal_token_ttl_seconds: int = 60
+    supabase_jwt_audience: str = Field("authenticated", description="`aud` required of Supabase tokens.")
+    internal_token_ttl_seconds: int = Field(60, description="Lifetime of gateway-to-service tokens.")
 
     # --- rate limiting ------------------------------------------------------------------
     rate_limit: str = Field("600/minute", description="Per tenant and key, moving window (`limits` syntax).")
@@ -71,7 +69,7 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(None, description="Rate-limit storage; unset: in memory.")
 
     # --- Workflows ----------------------------------------------------------------------
-    update_timeout_seconds: float = 15.0
+    update_timeout_seconds: float = Field(15.0, description="PUT state waits this long for the workflow (503 after).")
 
     @property
     def uses_embedded_postgres(self) -> bool:

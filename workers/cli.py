@@ -45,6 +45,9 @@ async def _with_pool(fn):
         raise typer.Exit(2) from err
     try:
         return await fn(pool)
+    except OSError as err:  # the pool may connect lazily (db_pool_min=0): the first query is the first connect
+        typer.echo(f"cannot reach the database ({err}); is `make run` running?", err=True)
+        raise typer.Exit(2) from err
     finally:
         await pool.close()
 

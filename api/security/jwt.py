@@ -67,7 +67,7 @@ class JwksVerifier:
     def __init__(self, url: str, *, audience: str, issuer: str, ttl: float = 600.0) -> None:
         self.url, self.audience, self.issuer, self.ttl = url, audience, issuer, ttl
         self._keys: dict[str, dict[str, Any]] = {}
-        self._fetched = 0.0
+        self._fetched = float("-inf")  # never: time.monotonic() may start near 0 in a fresh container
 
     async def _refresh(self, force: bool = False) -> None:
         now = time.monotonic()

@@ -24,10 +24,20 @@ WRITE_ROLES: list[tuple[str, Role]] = [
 ]
 
 
-def required_role(method: str, path: str) -> Role:
-    if method.upper() in READ_METHODS:
-        return Role.viewer
-    for prefix, role in WRITE_ROLES:
+# Reads are open to viewers, except these.
+READ_ROLES: list[tuple[str, Role]] = [
+    ("/api/keys", Role.admin),  # who holds which key is an admin's business
+]
+
+
+def _match(table: list[tuple[str, Role]], path: str) -> Role | None:
+    for prefix, role in table:
         if path == prefix or path.startswith(prefix + "/"):
             return role
-    return Role.owner  # a write the table does not know: least privilege
+    return None
+
+
+def required_role(method: str, path: str) -> Role:
+    if method.upper() in READ_METHODS:
+        return _match(READ_ROLES, path) or Role.viewer
+    return _match(WRITE_ROLES, path) or Role.owner  # a write the table does not know: least privilege
