@@ -349,7 +349,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _sigterm(_signum, _frame):
-    raise KeyboardInterrupt
+    signal.raise_signal(signal.SIGINT)  # handled like Ctrl-C (asyncio.run cancels its task cleanly)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,24 @@
+# specmill: the gateway and the workers, one image (the command picks the role).
+# Used by docker-compose.temporal.yml; not built by CI.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+COPY pyproject.toml ./
+COPY api ./api
+COPY workflows ./workflows
+COPY activities ./activities
+COPY workers ./workers
+COPY models ./models
+COPY store ./store
+RUN pip install . \
+ && useradd --system --create-home --home-dir /home/specmill specmill \
+ && chown specmill /app
+
+USER specmill
+EXPOSE 8080
+CMD ["specmill", "serve", "gateway", "--host", "0.0.0.0", "--port", "8080"]
