@@ -11,7 +11,7 @@ from temporalio.client import Client
 
 from api import errors, health, proxy
 from api.deps import Resources, ResourcesDep
-from api.middleware import RateHeadersMiddleware
+from api.middleware import BodyLimitMiddleware, RateHeadersMiddleware
 from api.ratelimit import RateLimiter
 from api.routes import auth, events, keys
 from api.security.auth import Authenticator
@@ -52,10 +52,11 @@ def create_app(settings: Settings | None = None, service: str | None = None) -> 
             await pool.close()
 
     title = "specmill" if service is None else f"specmill {service}"
-    app = FastAPI(title=title, version="0.1.0", lifespan=lifespan, max_body_size=settings.max_body_bytes,
+    app = FastAPI(title=title, version="0.1.0", lifespan=lifespan,
                   description="Typed specifications in, working and tested code out. Durable on Temporal.")
     errors.install(app)
     app.add_middleware(RateHeadersMiddleware)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
 
     if service is None:
         app.include_router(auth.router)

@@ -2,27 +2,45 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from models.common import Public, Strict
 
 Name = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\- ]*$")
 Version = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+\-]*$")
 
+MAX_JSON_DEPTH = 64
+
+
+def _shallow(doc: dict[str, Any]) -> dict[str, Any]:
+    """Refuse documents nested deeper than MAX_JSON_DEPTH: deeper ones could be stored but never served back
+    (pydantic's serializer stops at 255 levels) nor validated (Python's recursion limit)."""
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return doc
+
+
+JsonObject = Annotated[dict[str, Any], AfterValidator(_shallow)]
+
 
 class TemplateCreate(Strict):
     name: str = Name
     version: str = Version
     description: str | None = Field(None, max_length=10_000)
-    schema_: dict[str, Any] = Field(alias="schema")
+    schema_: JsonObject = Field(alias="schema")
 
 
 class TemplateUpdate(Strict):
     description: str | None = Field(None, max_length=10_000)
-    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    schema_: JsonObject | None = Field(None, alias="schema")
 
 
 class TemplatePublic(Public):
@@ -39,12 +57,12 @@ class TemplatePublic(Public):
 class InstanceCreate(Strict):
     template_id: UUID
     project_id: UUID
-    values: dict[str, Any]
+    values: JsonObject
 
 
 class InstanceUpdate(Strict):
     template_id: UUID | None = None
-    values: dict[str, Any] | None = None
+    values: JsonObject | None = None
 
 
 class InstancePublic(Public):

@@ -21,7 +21,8 @@ def json_path(parts: Any) -> str:
 
 def schema_problems(schema: dict[str, Any]) -> list[SchemaViolation]:
     """Every way `schema` breaks the draft 2020-12 meta-schema (empty when it is valid)."""
-    meta = Draft202012Validator(Draft202012Validator.META_SCHEMA)
+    # With the format checker, as jsonschema's own check_schema: a `pattern` must be a regex that compiles.
+    meta = Draft202012Validator(Draft202012Validator.META_SCHEMA, format_checker=Draft202012Validator.FORMAT_CHECKER)
     problems = [
         SchemaViolation(path=json_path(e.absolute_path), message=e.message)
         for e in sorted(meta.iter_errors(schema), key=lambda e: list(map(str, e.absolute_path)))
@@ -39,6 +40,9 @@ def value_violations(schema: dict[str, Any], values: Any) -> list[SchemaViolatio
         errors = sorted(validator.iter_errors(values), key=lambda e: list(map(str, e.absolute_path)))
     except Unresolvable as err:
         return [SchemaViolation(path="$", message=f"the template's schema has an unresolvable $ref: {err}")]
+    except RecursionError:
+        return [SchemaViolation(path="$", message="checking these values against the template's schema recursed "
+                                                  "too deeply: a $ref cycle, or values nested too deep for it")]
     return [_violation(e) for e in errors]
 
 

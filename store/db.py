@@ -9,6 +9,7 @@ from uuid import UUID
 import asyncpg
 
 from models.settings import Settings
+from store.errors import Invalid
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -34,11 +35,17 @@ async def tenant_tx(pool: asyncpg.Pool, tenant_id: UUID) -> AsyncIterator[asyncp
 
     set_config(..., is_local => true) lasts until the end of this transaction only, so a pooled
     connection never carries one tenant's context into another tenant's request.
+    A value PostgreSQL refuses (NaN in jsonb, a NUL character) is a data exception: the
+    transaction rolls back and it leaves as Invalid, the caller's fault, not a server error.
     """
-    async with pool.acquire() as conn:
-        async with conn.transaction():
-            await conn.execute("select set_config('specmill.tenant_id', $1, true)", str(tenant_id))
-            yield conn
+    try:
+        async with pool.acquire() as conn:
+            async with conn.transaction():
+                await conn.execute("select set_config('specmill.tenant_id', $1, true)", str(tenant_id))
+                yield conn
+    except asyncpg.DataError as err:
+        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        raise Invalid(f"a value cannot be stored: {reason}") from err
 
 
 @asynccontextmanager

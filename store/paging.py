@@ -23,9 +23,12 @@ def decode_cursor(cursor: str | None) -> tuple[datetime, UUID] | None:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         ts, rid = json.loads(raw)
-        return datetime.fromisoformat(ts), UUID(rid)
-    except (ValueError, TypeError) as err:
+        after = datetime.fromisoformat(ts), UUID(rid)
+    except (ValueError, TypeError, AttributeError) as err:  # UUID(5) is an AttributeError
         raise Invalid("cursor is not one this API issued") from err
+    if after[0].tzinfo is not None:  # the API issues naive UTC timestamps, as the columns hold
+        raise Invalid("cursor is not one this API issued")
+    return after
 
 
 def keyset(cursor: str | None, args: list[Any], alias: str = "") -> str:
