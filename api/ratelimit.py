@@ -17,14 +17,13 @@ class RateState:
     allowed: bool
     limit: int
     remaining: int
-    reset: int  # unix time when a request will be allowed again / the window frees up
-    reset_at: float | None = None  # the same, unrounded: Retry-After must not round up twice
+    reset_at: float  # unix time when the window frees up again
 
     def headers(self) -> dict[str, str]:
         h = {"X-RateLimit-Limit": str(self.limit), "X-RateLimit-Remaining": str(self.remaining),
-             "X-RateLimit-Reset": str(self.reset)}
+             "X-RateLimit-Reset": str(math.ceil(self.reset_at))}
         if not self.allowed:
-            h["Retry-After"] = str(max(1, math.ceil((self.reset_at or self.reset) - time.time())))
+            h["Retry-After"] = str(max(1, math.ceil(self.reset_at - time.time())))
         return h
 
 
@@ -41,4 +40,4 @@ class RateLimiter:
         allowed = await self.limiter.hit(item, "specmill", key)
         stats = await self.limiter.get_window_stats(item, "specmill", key)
         return RateState(allowed=allowed, limit=item.amount, remaining=max(0, stats.remaining),
-                         reset=int(math.ceil(stats.reset_time)), reset_at=stats.reset_time)
+                         reset_at=stats.reset_time)

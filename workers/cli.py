@@ -40,12 +40,12 @@ async def _with_pool(fn):
     settings = _settings()
     try:
         pool = await create_pool(settings)
-    except (OSError, RuntimeError) as err:
-        typer.echo(f"cannot reach the database ({err}); is `make run` running?", err=True)
+    except RuntimeError as err:  # no DATABASE_URL and no embedded stack initialised
+        typer.echo(str(err), err=True)
         raise typer.Exit(2) from err
     try:
-        return await fn(pool)
-    except OSError as err:  # the pool may connect lazily (db_pool_min=0): the first query is the first connect
+        return await fn(pool)  # the pool connects lazily (DB_POOL_MIN=0): the first query is the first connect
+    except OSError as err:
         typer.echo(f"cannot reach the database ({err}); is `make run` running?", err=True)
         raise typer.Exit(2) from err
     finally:

@@ -24,7 +24,6 @@ from models.settings import Settings
 from store.migrate import apply_migrations
 
 PG_SYSTEM_USER = "embedded_postgres"  # postgres refuses to run as root
-SEARCH_ATTRIBUTES = {"SpecmillTenant": "Keyword", "SpecmillState": "Keyword"}
 
 
 def _embedded_postgres():
@@ -211,8 +210,6 @@ def start_temporal(
     args = [temporal_bin(), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port),
             "--log-level", "warn", "--namespace", namespace,
             "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"]
-    for key, kind in SEARCH_ATTRIBUTES.items():
-        args += ["--search-attribute", f"{key}={kind}"]
     if db_file is not None:
         db_file.parent.mkdir(parents=True, exist_ok=True)
         args += ["--db-filename", str(db_file)]
