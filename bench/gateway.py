@@ -43,7 +43,7 @@ import psutil  # noqa: E402
 from models.registry import TemplateCreate  # noqa: E402
 from models.settings import Settings  # noqa: E402
 from store.db import create_pool  # noqa: E402
-from store.temporal import connect_temporal, ensure_search_attributes  # noqa: E402
+from workers.setup import prepare  # noqa: E402
 from store.templates import create_template  # noqa: E402
 from store.tenants import create_tenant  # noqa: E402
 from workers import embedded  # noqa: E402
@@ -98,8 +98,7 @@ def start_infra(run: Run, settings: Settings) -> None:
 
 async def seed(settings: Settings, templates: int) -> str:
     """Migrations, search attributes, one tenant and `templates` templates; returns its API key."""
-    await embedded.provision_database(settings)
-    await ensure_search_attributes(await connect_temporal(settings), settings.temporal_namespace)
+    await prepare(settings)
     pool = await create_pool(settings)
     try:
         tenant = await create_tenant(pool, name="bench")

@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     database_admin_url: str | None = Field(
         None, description="Connection used to apply migrations (table owner). Unset: same as DATABASE_URL."
     )
+    app_role_password: str | None = Field(
+        None, description="`specmill setup` lets the specmill_app role log in with this password (own servers)."
+    )
     embedded_postgres_port: int = Field(54329, description="TCP port of the embedded PostgreSQL on 127.0.0.1.")
     embedded_pg_superuser_password: str | None = Field(None, description="Generated into <data_dir>/env.")
     embedded_pg_app_password: str | None = Field(None, description="Generated into <data_dir>/env.")

@@ -1,6 +1,8 @@
 """The one way every process connects to Temporal: same address, namespace and data converter."""
 from __future__ import annotations
 
+import asyncio
+
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
@@ -25,6 +27,19 @@ async def connect_temporal(settings: Settings, *, lazy: bool = False) -> Client:
         tls=bool(settings.temporal_api_key),
         lazy=lazy,
     )
+
+
+async def connect_temporal_retry(settings: Settings, wait_seconds: float = 60) -> Client:
+    """Connect, waiting up to `wait_seconds` for a Temporal that is still starting."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_seconds
+    while True:
+        try:
+            return await connect_temporal(settings)
+        except RuntimeError:  # the bridge's "Failed client connect"
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(1)
 
 
 async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:

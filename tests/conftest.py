@@ -16,10 +16,11 @@ from asgi_lifespan import LifespanManager
 from api.app import create_app
 from models.settings import Settings
 from store.db import create_pool
-from store.temporal import connect_temporal, ensure_search_attributes
+from store.temporal import connect_temporal
 from store.tenants import create_tenant
 from workers import embedded
 from workers.queues import QUEUES
+from workers.setup import prepare
 
 
 @dataclass
@@ -62,17 +63,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Stack:
     pg = embedded.start_postgres(settings.pg_dir, pg_port, root / "postgres.log")
     temporal = embedded.start_temporal(port=temporal_port, ui_port=None, db_file=None, log_file=root / "temporal.log")
     try:
-        asyncio.run(_prepare(settings))
+        asyncio.run(prepare(settings))
         yield Stack(settings, pg_port, temporal_port)
     finally:
         embedded.stop_process(temporal)
         embedded.stop_process(pg, embedded.signal.SIGINT)
-
-
-async def _prepare(settings: Settings) -> None:
-    await embedded.provision_database(settings)
-    client = await connect_temporal(settings)
-    await ensure_search_attributes(client, settings.temporal_namespace)
 
 
 @pytest.fixture(scope="session")

@@ -102,6 +102,15 @@ def serve(
 
 
 @app.command()
+def setup() -> None:
+    """Prepare your own PostgreSQL and Temporal: migrations, the app role's login (APP_ROLE_PASSWORD),
+    search attributes. Idempotent; `make run` does the same for the embedded stack."""
+    from workers.setup import prepare
+
+    typer.echo(json.dumps({"applied": asyncio.run(prepare(_settings()))}))
+
+
+@app.command()
 def migrate() -> None:
     """Apply pending SQL migrations (DATABASE_ADMIN_URL, else DATABASE_URL)."""
     from store.migrate import apply_migrations

@@ -18,10 +18,7 @@ import time
 import warnings
 from pathlib import Path
 
-import asyncpg
-
 from models.settings import Settings
-from store.migrate import apply_migrations
 
 PG_SYSTEM_USER = "embedded_postgres"  # postgres refuses to run as root
 
@@ -165,40 +162,6 @@ def start_postgres(pgdata: Path, port: int, log_file: Path) -> subprocess.Popen:
     )
     wait_for_port("127.0.0.1", port, 30, proc, "postgres")
     return proc
-
-
-async def provision_database(settings: Settings) -> list[str]:
-    """Create the `specmill` database, apply migrations, let the app role log in (embedded only)."""
-    if settings.uses_embedded_postgres:
-        base = settings.admin_dsn().rsplit("/", 1)[0] + "/postgres"
-        conn = await _connect_retry(base)
-        try:
-            if not await conn.fetchval("select 1 from pg_database where datname = 'specmill'"):
-                await conn.execute("create database specmill")
-        finally:
-            await conn.close()
-    applied = await apply_migrations(settings.admin_dsn())
-    if settings.uses_embedded_postgres:
-        conn = await asyncpg.connect(settings.admin_dsn())
-        try:
-            pw = settings.embedded_pg_app_password.replace("'", "''")
-            await conn.execute(f"alter role specmill_app with login password '{pw}'")
-        finally:
-            await conn.close()
-    return applied
-
-
-async def _connect_retry(dsn: str, attempts: int = 50) -> asyncpg.Connection:
-    import asyncio
-
-    for i in range(attempts):
-        try:
-            return await asyncpg.connect(dsn)
-        except (OSError, asyncpg.CannotConnectNowError):
-            if i == attempts - 1:
-                raise
-            await asyncio.sleep(0.2)
-    raise AssertionError("unreachable")
 
 
 # --- Temporal ---------------------------------------------------------------------------

@@ -21,9 +21,9 @@ import httpx
 from rich.console import Console
 
 from models.settings import Settings
-from store.temporal import connect_temporal, ensure_search_attributes
 from workers import embedded
 from workers.queues import QUEUES
+from workers.setup import prepare
 
 console = Console()
 
@@ -91,7 +91,7 @@ def run_platform() -> int:
         for child in infra:
             console.print(f"starting {child.name} ...")
             child.proc = child.start()
-        applied = asyncio.run(_prepare(settings))
+        applied = asyncio.run(prepare(settings))
         if applied:
             console.print(f"applied migrations: {', '.join(applied)}")
         for queue in QUEUES:
@@ -133,13 +133,6 @@ def _restart(child: Child) -> None:
         child.proc = child.start()
     except Exception as err:  # noqa: BLE001 - keep supervising the others
         console.print(f"[red]{child.name} failed to start: {err}[/red]")
-
-
-async def _prepare(settings: Settings) -> list[str]:
-    applied = await embedded.provision_database(settings)
-    client = await connect_temporal(settings)
-    await ensure_search_attributes(client, settings.temporal_namespace)
-    return applied
 
 
 def _wait_healthy(settings: Settings, stopping, timeout: float = 120) -> None:
