@@ -1,6 +1,7 @@
 """The FastAPI app factory: the gateway (all services in one process by default), or one service."""
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
 
@@ -40,10 +41,16 @@ def create_app(settings: Settings | None = None, service: str | None = None) -> 
             temporal = await connect_temporal(settings, lazy=True)
         except Exception as err:  # noqa: BLE001 - a bad address/TLS setting; /health says Temporal is down
             log.warning("Temporal client not created (%s); /health will report it", err)
+        extras = {"remote": remote, "http": httpx.AsyncClient(timeout=60)}
+        if any(svc.knowledge for svc in local):
+            from knowledge.runtime import get_runtime
+
+            extras["knowledge"] = get_runtime(settings)
+            await asyncio.to_thread(extras["knowledge"].loaded)  # load the embedders before serving
         res = Resources(settings=settings, pool=pool, temporal=temporal,
                         auth=Authenticator(settings, pool, internal_only=service is not None),
                         limiter=RateLimiter(settings) if service is None else None,
-                        extras={"remote": remote, "http": httpx.AsyncClient(timeout=60)})
+                        extras=extras)
         app.state.resources = res
         try:
             yield
@@ -76,6 +83,8 @@ def create_app(settings: Settings | None = None, service: str | None = None) -> 
         checks = {"database": await health.check_database(res.pool),
                   "temporal": await health.check_temporal(res.temporal)}
         for svc in local:
+            if svc.knowledge:
+                checks.update(await health.check_knowledge(res.extras["knowledge"]))
             for queue, wf in svc.queues:
                 checks[f"workers:{queue}"] = await health.check_queue(
                     res.temporal, settings.temporal_namespace, settings.queue(queue), workflows=wf)
@@ -91,6 +100,8 @@ def create_app(settings: Settings | None = None, service: str | None = None) -> 
 def _service_health(svc: ServiceDef):
     async def service_health(res: ResourcesDep) -> JSONResponse:
         checks = {"database": await health.check_database(res.pool)}
+        if svc.knowledge:
+            checks.update(await health.check_knowledge(res.extras["knowledge"]))
         if svc.queues:
             checks["temporal"] = await health.check_temporal(res.temporal)
         for queue, wf in svc.queues:

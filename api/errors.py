@@ -11,6 +11,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.security.auth import AuthError
+from knowledge.runtime import EmbedderUnavailable
+from knowledge.vectors import VectorStoreUnavailable
 from store.errors import Conflict, DomainError, Invalid, NotFound
 
 log = logging.getLogger("specmill.api")
@@ -37,6 +39,15 @@ def install(app: FastAPI) -> None:
     async def _unavailable(_: Request, err: ServiceUnavailable) -> JSONResponse:
         return JSONResponse({"detail": f"{err.what} is unavailable, try again shortly"}, status_code=503,
                             headers={"Retry-After": "5"})
+
+    @app.exception_handler(VectorStoreUnavailable)
+    async def _vectors_down(request: Request, err: VectorStoreUnavailable) -> JSONResponse:
+        log.warning("vector store unavailable on %s %s: %s", request.method, request.url.path, err)
+        return await _unavailable(request, ServiceUnavailable("the vector store (Qdrant)"))
+
+    @app.exception_handler(EmbedderUnavailable)
+    async def _embedder_down(_: Request, err: EmbedderUnavailable) -> JSONResponse:
+        return JSONResponse({"detail": str(err)}, status_code=503, headers={"Retry-After": "30"})
 
     @app.exception_handler(OSError)
     @app.exception_handler(asyncpg.CannotConnectNowError)

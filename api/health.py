@@ -58,3 +58,19 @@ def verdict(checks: dict[str, dict[str, Any]]) -> tuple[int, dict[str, Any]]:
     if down:
         body["detail"] = "down: " + ", ".join(down)
     return (200 if not down else 503), body
+
+
+async def check_knowledge(runtime) -> dict[str, dict[str, Any]]:
+    """The vector store answers, and the default embedder is loaded."""
+    try:
+        await asyncio.wait_for(runtime.store.ping(), 3)
+        store = {"ok": True, "mode": "server" if runtime.settings.qdrant_url else "local"}
+    except Exception as err:  # noqa: BLE001
+        store = {"ok": False, "error": type(err).__name__}
+    info = {e.name: e for e in runtime.info()}
+    default = info.get(runtime.default)
+    embedders = {"ok": bool(default and default.loaded), "default": runtime.default,
+                 "loaded": sorted(n for n, e in info.items() if e.loaded)}
+    if default and default.error:
+        embedders["error"] = default.error
+    return {"vector_store": store, "embedders": embedders}

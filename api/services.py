@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from fastapi import APIRouter
 
-from api.routes import projects, templates
+from api.routes import knowledge, projects, templates
 
 
 @dataclass(frozen=True)
@@ -17,6 +17,7 @@ class ServiceDef:
     paths: list[re.Pattern]  # /api paths this service owns (used when forwarding)
     url_setting: str  # settings field that moves it to its own process
     queues: list[tuple[str, bool]] = field(default_factory=list)  # (task queue, needs workflow pollers)
+    knowledge: bool = False  # needs the process's knowledge runtime (embedders + vector store)
 
 
 SERVICES: dict[str, ServiceDef] = {
@@ -30,6 +31,13 @@ SERVICES: dict[str, ServiceDef] = {
         [re.compile(r"^/api/(projects|tasks)(/|$)")],
         "orchestrator_url",
         queues=[("orchestrator", True)],
+    ),
+    "knowledge": ServiceDef(
+        "knowledge", 8002, [knowledge.router],
+        [re.compile(r"^/api/(snippets|knowledge|similar)(/|$)")],
+        "knowledge_url",
+        queues=[("knowledge", True)],
+        knowledge=True,
     ),
 }
 

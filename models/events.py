@@ -1,7 +1,7 @@
 """Event payloads of the specification sheets; the class's `schema_name` is the seed's schema."""
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 from uuid import UUID
 
 from pydantic import BaseModel
@@ -59,3 +59,15 @@ class task_event(EventPayload):  # noqa: N801
     service: Service
     task_type: str
     status: TaskStatus
+
+
+class knowledge_update_event(EventPayload):  # noqa: N801
+    schema_name: ClassVar[str] = "knowledge_update_event"
+    tenant_id: UUID
+    kind: Literal["snippet", "knowledge"]
+    action: Literal["created", "updated", "deleted"]
+    id: UUID
+    project_id: UUID | None = None
+    key: str | None = None
+    language: str | None = None
+    user_id: UUID | None = None

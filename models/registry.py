@@ -15,7 +15,7 @@ Version = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+
 MAX_JSON_DEPTH = 64
 
 
-def _shallow(doc: dict[str, Any]) -> dict[str, Any]:
+def check_depth(doc: Any) -> Any:
     """Refuse documents nested deeper than MAX_JSON_DEPTH: deeper ones could be stored but never served back
     (pydantic's serializer stops at 255 levels) nor validated (Python's recursion limit)."""
     stack: list[tuple[Any, int]] = [(doc, 1)]
@@ -28,7 +28,7 @@ def _shallow(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-JsonObject = Annotated[dict[str, Any], AfterValidator(_shallow)]
+JsonObject = Annotated[dict[str, Any], AfterValidator(check_depth)]
 
 
 class TemplateCreate(Strict):

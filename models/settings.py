@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1024 * 1024, description="Largest request body accepted (413 above).")
     spec_registry_url: str | None = Field(None, description="Forward /api/templates, /api/instances, .../specs here.")
     orchestrator_url: str | None = Field(None, description="Forward /api/projects and /api/tasks here.")
+    knowledge_url: str | None = Field(
+        None, description="Forward /api/snippets, /api/knowledge, /api/similar here (make run sets it)."
+    )
 
     # --- authentication -----------------------------------------------------------------
     jwt_secret: str | None = Field(None, description="HS256 secret for tokens specmill issues (generated if unset).")
@@ -70,6 +73,21 @@ class Settings(BaseSettings):
     rate_limit: str = Field("600/minute", description="Per tenant and key, moving window (`limits` syntax).")
     auth_rate_limit: str = Field("30/minute", description="POST /auth/token per client address.")
     redis_url: str | None = Field(None, description="Rate-limit storage; unset: in memory.")
+
+    # --- knowledge base -----------------------------------------------------------------
+    knowledge_port: int = Field(
+        8002, description="make run, local Qdrant: the knowledge worker also serves the knowledge API here."
+    )
+    qdrant_url: str | None = Field(None, description="Qdrant server or cluster; unset: local mode under <data_dir>/qdrant.")
+    qdrant_api_key: str | None = Field(None, description="API key of the Qdrant server.")
+    qdrant_path: Path | None = Field(None, description="Local-mode directory (default <data_dir>/qdrant).")
+    codebert_model_dir: Path | None = Field(
+        None, description="A local RoBERTa-family encoder (codebert-base, unixcoder): enables the `codebert` embedder."
+    )
+    default_embedder: str = Field("minilm", description="Embedder /api/similar uses unless a request names one.")
+    embedding_batch_size: int = Field(32, ge=1, le=1024, description="Texts per encode call in the knowledge worker.")
+    snippet_max_bytes: int = Field(100_000, ge=1, description="Largest snippet content accepted (422 above).")
+    index_batch_size: int = Field(64, ge=1, le=1000, description="Items per indexing activity.")
 
     # --- Workflows ----------------------------------------------------------------------
     update_timeout_seconds: float = Field(15.0, description="PUT state waits this long for the workflow (503 after).")
@@ -108,6 +126,10 @@ class Settings(BaseSettings):
     @property
     def log_dir(self) -> Path:
         return self.data_dir / "logs"
+
+    @property
+    def qdrant_local_path(self) -> Path:
+        return self.qdrant_path or self.data_dir / "qdrant"
 
     def queue(self, name: str) -> str:
         return f"{self.task_queue_prefix}{name}"

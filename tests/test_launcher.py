@@ -60,7 +60,8 @@ def test_run_serves_stops_cleanly_and_keeps_data(tmp_path):
     port = embedded.free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE", "TEMPORAL", "JWT"))}
     env.update(DATA_DIR=str(data), PORT=str(port), EMBEDDED_POSTGRES_PORT=str(embedded.free_port()),
-               TEMPORAL_ADDRESS=f"127.0.0.1:{embedded.free_port()}", TEMPORAL_UI_PORT=str(embedded.free_port()))
+               TEMPORAL_ADDRESS=f"127.0.0.1:{embedded.free_port()}", TEMPORAL_UI_PORT=str(embedded.free_port()),
+               KNOWLEDGE_PORT=str(embedded.free_port()))
     base = f"http://127.0.0.1:{port}"
 
     proc = _start(env, tmp_path)

@@ -66,16 +66,24 @@ def run() -> None:
 
 
 @app.command()
-def worker(queue: str = typer.Argument(..., help="Task queue: orchestrator, ...")) -> None:
+def worker(
+    queue: str = typer.Argument(..., help="Task queue: orchestrator, knowledge"),
+    serve: str | None = typer.Option(None, help="Also serve this service's API in the same process (knowledge)"),
+    port: int | None = typer.Option(None, help="Port for --serve (default: the service's seed port)"),
+) -> None:
     """Run the worker of one task queue."""
+    from api.services import SERVICES
     from workers.queues import QUEUES
     from workers.worker import run_worker
 
     if queue not in QUEUES:
         typer.echo(f"unknown queue {queue!r}; built queues: {', '.join(QUEUES)}", err=True)
         raise typer.Exit(2)
+    if serve is not None and serve not in SERVICES:
+        typer.echo(f"unknown service {serve!r}", err=True)
+        raise typer.Exit(2)
     _logging()
-    asyncio.run(run_worker(_settings(), queue))
+    asyncio.run(run_worker(_settings(), queue, serve=serve, port=port))
 
 
 @app.command()

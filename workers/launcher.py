@@ -45,11 +45,12 @@ def load_env_file(path: Path) -> None:
             os.environ.setdefault(key.strip(), value.strip())
 
 
-def _spawn(args: list[str], log: Path) -> subprocess.Popen:
+def _spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     log.parent.mkdir(parents=True, exist_ok=True)
     out = open(log, "ab")
     return subprocess.Popen([sys.executable, "-m", "workers.cli", *args], stdout=out, stderr=subprocess.STDOUT,
-                            start_new_session=True, preexec_fn=embedded._die_with_parent())
+                            env={**os.environ, **(env or {})}, start_new_session=True,
+                            preexec_fn=embedded._die_with_parent())
 
 
 def run_platform() -> int:
@@ -94,9 +95,17 @@ def run_platform() -> int:
         applied = asyncio.run(prepare(settings))
         if applied:
             console.print(f"applied migrations: {', '.join(applied)}")
+        gateway_env: dict[str, str] = {}
         for queue in QUEUES:
-            apps.append(Child(f"worker:{queue}", lambda q=queue: _spawn(["worker", q], settings.log_dir / f"worker-{q}.log")))
-        apps.append(Child("gateway", lambda: _spawn(["serve", "gateway"], settings.log_dir / "gateway.log")))
+            args = ["worker", queue]
+            if queue == "knowledge" and not settings.qdrant_url and not settings.knowledge_url:
+                # Qdrant's local mode locks its directory to one process: the knowledge worker owns
+                # it and serves the knowledge API too; the gateway forwards to it.
+                args += ["--serve", "knowledge", "--port", str(settings.knowledge_port)]
+                gateway_env["KNOWLEDGE_URL"] = f"http://{settings.host}:{settings.knowledge_port}"
+            apps.append(Child(f"worker:{queue}", lambda a=args, q=queue: _spawn(a, settings.log_dir / f"worker-{q}.log")))
+        apps.append(Child("gateway", lambda: _spawn(["serve", "gateway"], settings.log_dir / "gateway.log",
+                                                    gateway_env)))
         for child in apps:
             child.proc = child.start()
         _wait_healthy(settings, lambda: stopping)

@@ -9,8 +9,10 @@ import asyncpg
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.knowledge import KnowledgeActivities
 from activities.projects import ProjectActivities
 from models.settings import Settings
+from workflows.knowledge import KnowledgeIndexWorkflow, KnowledgeReindexWorkflow
 from workflows.project import ProjectWorkflow
 
 
@@ -31,6 +33,22 @@ def _orchestrator(client: Client, settings: Settings, pool: asyncpg.Pool) -> Wor
     )
 
 
+def _knowledge(client: Client, settings: Settings, pool: asyncpg.Pool) -> Worker:
+    from knowledge.runtime import get_runtime
+
+    runtime = get_runtime(settings)  # shared with the knowledge API when both run in this process
+    runtime.loaded()  # load the embedders before taking work
+    acts = KnowledgeActivities(pool, runtime)
+    return Worker(
+        client,
+        task_queue=settings.queue("knowledge"),
+        workflows=[KnowledgeIndexWorkflow, KnowledgeReindexWorkflow],
+        activities=[acts.index_items, acts.list_tenant_items, acts.prune_tenant_points],
+        max_concurrent_activities=4,
+    )
+
+
 QUEUES: dict[str, QueueDef] = {
     "orchestrator": QueueDef("orchestrator", _orchestrator),
+    "knowledge": QueueDef("knowledge", _knowledge),
 }

@@ -1,4 +1,8 @@
-"""`specmill worker <queue>`: one process serving one task queue until SIGTERM/SIGINT."""
+"""`specmill worker <queue>`: one process serving one task queue until SIGTERM/SIGINT.
+
+With `--serve SERVICE --port N` the same process also serves that backend service's API: this is
+how the knowledge worker and the knowledge API share one owner of Qdrant's local-mode store.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -13,7 +17,7 @@ from workers.queues import QUEUES
 log = logging.getLogger("specmill.worker")
 
 
-async def run_worker(settings: Settings, queue: str) -> None:
+async def run_worker(settings: Settings, queue: str, *, serve: str | None = None, port: int | None = None) -> None:
     spec = QUEUES[queue]
     pool = await create_pool(settings)
     client = await connect_temporal_retry(settings)
@@ -22,8 +26,26 @@ async def run_worker(settings: Settings, queue: str) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    server = _server(settings, serve, port) if serve else None
     log.info("worker for task queue %r started", settings.queue(queue))
     async with worker:
+        serving = asyncio.create_task(server.serve()) if server else None
         await stop.wait()
         log.info("worker for %r shutting down", queue)
+        if server is not None:
+            server.should_exit = True
+            await serving
     await pool.close()
+
+
+def _server(settings: Settings, service: str, port: int | None):
+    import uvicorn
+
+    from api.app import create_app
+    from api.services import SERVICES
+
+    config = uvicorn.Config(create_app(settings, service=service), host=settings.host,
+                            port=port or SERVICES[service].port, log_level="info", timeout_graceful_shutdown=10)
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # this process's handlers stop both
+    return server

@@ -1,0 +1,52 @@
+"""Knowledge worker activities (task queue `knowledge`): embedding and index maintenance."""
+from __future__ import annotations
+
+import asyncpg
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from knowledge import service
+from knowledge.runtime import KnowledgeRuntime
+from knowledge.vectors import VectorStoreUnavailable
+from models.knowledge import IndexInput, IndexResult, ReindexPage, ReindexPageInput
+from store import snippets
+
+
+class KnowledgeActivities:
+    def __init__(self, pool: asyncpg.Pool, runtime: KnowledgeRuntime) -> None:
+        self._pool, self._runtime = pool, runtime
+
+    @activity.defn(name="index_items")
+    async def index_items(self, inp: IndexInput) -> IndexResult:
+        """Make the index match the database for these items; heartbeats after each encoded batch."""
+        try:
+            return await service.index_items(self._pool, self._runtime, inp.tenant_id, inp.items,
+                                             heartbeat=lambda done: activity.heartbeat(done))
+        except VectorStoreUnavailable as err:  # retried by Temporal until Qdrant is back
+            raise ApplicationError(f"vector store unavailable: {err}", type="VectorStoreUnavailable") from err
+
+    @activity.defn(name="list_tenant_items")
+    async def list_tenant_items(self, inp: ReindexPageInput) -> ReindexPage:
+        items = await snippets.tenant_items(self._pool, tenant_id=inp.tenant_id, after=inp.after, limit=inp.limit)
+        return ReindexPage(items=items, last=items[-1].id if items else None)
+
+    @activity.defn(name="prune_tenant_points")
+    async def prune_tenant_points(self, inp: ReindexPageInput) -> int:
+        """After a re-index: delete the tenant's points whose rows no longer exist."""
+        keep, after = set(), None
+        while True:
+            page = await snippets.tenant_items(self._pool, tenant_id=inp.tenant_id, after=after, limit=5000)
+            keep |= {i.id for i in page}
+            if len(page) < 5000:
+                break
+            after = page[-1].id
+            activity.heartbeat(len(keep))
+        removed = 0
+        try:
+            for embedder in self._runtime.loaded():
+                name = await self._runtime.store.ensure_collection(embedder.name, embedder.dimension)
+                removed += await self._runtime.store.delete_tenant_except(name, inp.tenant_id, keep)
+        except VectorStoreUnavailable as err:
+            raise ApplicationError(f"vector store unavailable: {err}", type="VectorStoreUnavailable") from err
+        return removed
+

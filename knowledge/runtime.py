@@ -1,0 +1,90 @@
+"""The knowledge runtime of one process: its embedders and its vector store, created once.
+
+Qdrant's local mode locks its directory to one process, so every part of a process (the API's
+routes and the knowledge worker's activities) must share one runtime: `get_runtime` memoises it.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+from knowledge.embedders import Embedder, EmbedderSpec, configured
+from knowledge.vectors import VectorStore
+from models.knowledge import EmbedderInfo
+from models.settings import Settings
+
+log = logging.getLogger("specmill.knowledge")
+
+
+class EmbedderUnavailable(Exception):
+    pass
+
+
+class KnowledgeRuntime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.specs: dict[str, EmbedderSpec] = configured(settings.codebert_model_dir)
+        self._embedders: dict[str, Embedder] = {}
+        self._errors: dict[str, str] = {}
+        self._lock = threading.Lock()
+        path = None
+        if not settings.qdrant_url:
+            settings.qdrant_local_path.mkdir(parents=True, exist_ok=True)
+            path = str(settings.qdrant_local_path)
+        self.store = VectorStore.open(url=settings.qdrant_url, api_key=settings.qdrant_api_key, path=path)
+
+    @property
+    def default(self) -> str:
+        return self.settings.default_embedder
+
+    def embedder(self, name: str) -> Embedder:
+        if name not in self.specs:
+            raise KeyError(name)
+        with self._lock:
+            if name not in self._embedders and name not in self._errors:
+                try:
+                    self._embedders[name] = self.specs[name].load(self.settings.embedding_batch_size)
+                    log.info("embedder %s loaded from %s", name, self.specs[name].model)
+                except Exception as err:  # noqa: BLE001 - reported by /api/knowledge/embedders
+                    log.error("embedder %s failed to load: %s", name, err)
+                    self._errors[name] = f"{type(err).__name__}: {err}"
+        if name in self._errors:
+            raise EmbedderUnavailable(f"embedder {name!r} is unavailable: {self._errors[name]}")
+        return self._embedders[name]
+
+    def loaded(self) -> list[Embedder]:
+        """Every configured embedder that loads (loading them now if needed)."""
+        out = []
+        for name in self.specs:
+            try:
+                out.append(self.embedder(name))
+            except EmbedderUnavailable:
+                pass
+        return out
+
+    def info(self) -> list[EmbedderInfo]:
+        from knowledge.vectors import collection_name
+
+        return [
+            EmbedderInfo(name=name, model=spec.model, collection=collection_name(name),
+                         dimension=self._embedders[name].dimension if name in self._embedders else None,
+                         loaded=name in self._embedders, default=name == self.default, error=self._errors.get(name))
+            for name, spec in self.specs.items()
+        ]
+
+    async def encode(self, name: str, texts: list[str]):
+        embedder = self.embedder(name)
+        return await asyncio.to_thread(embedder.encode, texts)
+
+
+_RUNTIMES: dict[tuple, KnowledgeRuntime] = {}
+_RUNTIMES_LOCK = threading.Lock()
+
+
+def get_runtime(settings: Settings) -> KnowledgeRuntime:
+    key = (settings.qdrant_url, str(settings.qdrant_local_path.resolve()), str(settings.codebert_model_dir))
+    with _RUNTIMES_LOCK:
+        if key not in _RUNTIMES:
+            _RUNTIMES[key] = KnowledgeRuntime(settings)
+        return _RUNTIMES[key]

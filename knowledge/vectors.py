@@ -1,0 +1,162 @@
+"""The vector store: Qdrant through qdrant-client, local mode by default, a server by QDRANT_URL.
+
+One collection per embedder (`kb_<embedder>`), each point named by the id of the snippet or
+knowledge entry it indexes, with a dense vector and a lexical sparse vector. Multi-tenancy follows
+Qdrant's guidance: a keyword payload index on tenant_id marked `is_tenant`, and every search
+filtered by tenant. Texts and metadata stay in PostgreSQL; the payload holds only what filters need.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import numpy as np
+from qdrant_client import AsyncQdrantClient
+from qdrant_client import models as qm
+
+from knowledge import sparse
+
+DENSE, LEXICAL = "dense", "lexical"
+RRF_CANDIDATES = 4  # each arm of a hybrid query fetches top_k * this before fusion
+
+
+class VectorStoreUnavailable(Exception):
+    """Qdrant cannot be reached or refused the call."""
+
+
+@dataclass
+class Point:
+    id: UUID
+    dense: np.ndarray
+    text: str
+    payload: dict[str, Any]
+
+
+def collection_name(embedder: str) -> str:
+    return f"kb_{embedder}"
+
+
+class VectorStore:
+    def __init__(self, client: AsyncQdrantClient) -> None:
+        self.client = client
+        self._ready: set[str] = set()
+
+    @classmethod
+    def open(cls, *, url: str | None, api_key: str | None, path: str | None) -> "VectorStore":
+        if url:
+            return cls(AsyncQdrantClient(url=url, api_key=api_key, timeout=10))
+        return cls(AsyncQdrantClient(path=path))
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def ensure_collection(self, embedder: str, dimension: int) -> str:
+        name = collection_name(embedder)
+        if name in self._ready:
+            return name
+        try:
+            if not await self.client.collection_exists(name):
+                await self.client.create_collection(
+                    name,
+                    vectors_config={DENSE: qm.VectorParams(size=dimension, distance=qm.Distance.COSINE)},
+                    sparse_vectors_config={LEXICAL: qm.SparseVectorParams(modifier=qm.Modifier.IDF)},
+                )
+            for field, schema in (
+                ("tenant_id", qm.KeywordIndexParams(type=qm.KeywordIndexType.KEYWORD, is_tenant=True)),
+                ("kind", qm.KeywordIndexParams(type=qm.KeywordIndexType.KEYWORD)),
+                ("language", qm.KeywordIndexParams(type=qm.KeywordIndexType.KEYWORD)),
+                ("tags", qm.KeywordIndexParams(type=qm.KeywordIndexType.KEYWORD)),
+                ("project_id", qm.KeywordIndexParams(type=qm.KeywordIndexType.KEYWORD)),
+            ):
+                with warnings.catch_warnings():  # local mode notes that it ignores payload indexes
+                    warnings.simplefilter("ignore", UserWarning)
+                    await self.client.create_payload_index(name, field, schema)
+        except Exception as err:  # noqa: BLE001 - connection and server errors alike
+            raise VectorStoreUnavailable(str(err)) from err
+        self._ready.add(name)
+        return name
+
+    async def upsert(self, collection: str, points: list[Point]) -> None:
+        if not points:
+            return
+        structs = [
+            qm.PointStruct(id=str(p.id), payload=p.payload,
+                           vector={DENSE: p.dense.tolist(), LEXICAL: sparse.document_vector(p.text)})
+            for p in points
+        ]
+        await self._call(self.client.upsert(collection, points=structs, wait=True))
+
+    async def delete(self, collection: str, ids: list[UUID]) -> None:
+        if ids:
+            await self._call(self.client.delete(
+                collection, points_selector=qm.PointIdsList(points=[str(i) for i in ids]), wait=True))
+
+    async def delete_tenant_except(self, collection: str, tenant_id: UUID, keep: set[UUID]) -> int:
+        """Remove the tenant's points whose ids are not in `keep` (stale after a re-index)."""
+        stale: list[UUID] = []
+        offset = None
+        while True:
+            points, offset = await self._call(self.client.scroll(
+                collection, scroll_filter=_tenant(tenant_id), limit=1000, offset=offset,
+                with_payload=False, with_vectors=False))
+            stale += [UUID(str(p.id)) for p in points if UUID(str(p.id)) not in keep]
+            if offset is None:
+                break
+        await self.delete(collection, stale)
+        return len(stale)
+
+    async def count(self, collection: str, tenant_id: UUID) -> int:
+        return (await self._call(self.client.count(collection, count_filter=_tenant(tenant_id), exact=True))).count
+
+    async def search(
+        self, collection: str, *, tenant_id: UUID, dense: np.ndarray, text: str, top_k: int, hybrid: bool,
+        language: str | None = None, tags: list[str] | None = None, project_id: UUID | None = None,
+    ) -> list[tuple[UUID, float, str]]:
+        """(id, score, kind) best first. Always filtered by tenant."""
+        flt = _filter(tenant_id, language, tags, project_id)
+        if hybrid:
+            limit = top_k * RRF_CANDIDATES
+            result = await self._call(self.client.query_points(
+                collection,
+                prefetch=[qm.Prefetch(query=dense.tolist(), using=DENSE, filter=flt, limit=limit),
+                          qm.Prefetch(query=sparse.query_vector(text), using=LEXICAL, filter=flt, limit=limit)],
+                query=qm.FusionQuery(fusion=qm.Fusion.RRF), limit=top_k, with_payload=["kind"]))
+        else:
+            result = await self._call(self.client.query_points(
+                collection, query=dense.tolist(), using=DENSE, query_filter=flt, limit=top_k,
+                with_payload=["kind"]))
+        return [(UUID(str(p.id)), float(p.score), (p.payload or {}).get("kind", "snippet")) for p in result.points]
+
+    async def ping(self) -> None:
+        await self._call(self.client.get_collections())
+
+    async def _call(self, awaitable):
+        try:
+            return await awaitable
+        except VectorStoreUnavailable:
+            raise
+        except Exception as err:  # noqa: BLE001 - httpx, grpc and server errors: the store is unavailable
+            raise VectorStoreUnavailable(f"{type(err).__name__}: {err}") from err
+
+
+def _tenant(tenant_id: UUID) -> qm.Filter:
+    return qm.Filter(must=[qm.FieldCondition(key="tenant_id", match=qm.MatchValue(value=str(tenant_id)))])
+
+
+def _filter(tenant_id: UUID, language: str | None, tags: list[str] | None, project_id: UUID | None) -> qm.Filter:
+    must: list[Any] = [qm.FieldCondition(key="tenant_id", match=qm.MatchValue(value=str(tenant_id)))]
+    if language:
+        must.append(qm.FieldCondition(key="language", match=qm.MatchValue(value=language)))
+    if tags:
+        must.append(qm.FieldCondition(key="tags", match=qm.MatchAny(any=tags)))
+    snippets = qm.FieldCondition(key="kind", match=qm.MatchValue(value="snippet"))
+    if project_id is None:
+        must.append(snippets)
+    else:  # snippets, or this project's knowledge entries
+        must.append(qm.Filter(should=[snippets, qm.Filter(must=[
+            qm.FieldCondition(key="kind", match=qm.MatchValue(value="knowledge")),
+            qm.FieldCondition(key="project_id", match=qm.MatchValue(value=str(project_id))),
+        ])]))
+    return qm.Filter(must=must)
