@@ -49,6 +49,16 @@ def _ours(data_dir) -> list[psutil.Process]:
     return found
 
 
+def _wait_similar(base: str, headers: dict, snippet_id: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        resp = httpx.post(f"{base}/api/similar", json={"query": "sum of two integers"}, headers=headers, timeout=10)
+        if resp.status_code == 200 and [r["id"] for r in resp.json()["results"]] == [snippet_id]:
+            return
+        assert time.monotonic() < deadline, resp.text
+        time.sleep(0.3)
+
+
 def _interrupt(proc: subprocess.Popen) -> str:
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=90)
@@ -77,6 +87,15 @@ def test_run_serves_stops_cleanly_and_keeps_data(tmp_path):
         while httpx.get(f"{base}/api/projects/{project['id']}/state", headers=h).json()["state"] != "spec_definition":
             assert time.monotonic() < deadline
             time.sleep(0.2)
+        # the knowledge base runs in the knowledge worker's process (it owns Qdrant's local store)
+        snippet = httpx.post(f"{base}/api/snippets", headers=h, json={
+            "language": "python", "description": "add two numbers",
+            "content": "def add(a, b):\n    return a + b"}).json()
+        _wait_similar(base, h, snippet["id"])
+        reindex = subprocess.run([sys.executable, "-m", "workers.cli", "knowledge", "reindex", "--tenant",
+                                  created["tenant_id"]], env=env, cwd=tmp_path, capture_output=True, text=True)
+        assert reindex.returncode == 0, reindex.stderr
+        assert json.loads(reindex.stdout)["indexed"] == 1
         # the launcher restarts a worker that dies
         worker = next(p for p in _ours(data) if "worker" in p.cmdline())
         worker.kill()
@@ -98,6 +117,7 @@ def test_run_serves_stops_cleanly_and_keeps_data(tmp_path):
         assert state["state"] == "spec_definition"  # the workflow survived the restart
         moved = httpx.put(f"{base}/api/projects/{project['id']}/state", json={"state": "code_generation"}, headers=h)
         assert moved.status_code == 200, moved.text
+        _wait_similar(base, h, snippet["id"])  # the vectors survived too
     finally:
         _interrupt(proc)
     time.sleep(1)

@@ -17,7 +17,9 @@ app = typer.Typer(help="specmill: typed specifications in, working and tested co
 tenant_app = typer.Typer(help="Tenants.", no_args_is_help=True)
 apikey_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(tenant_app, name="tenant")
+knowledge_app = typer.Typer(help="Knowledge base.", no_args_is_help=True)
 app.add_typer(apikey_app, name="apikey")
+app.add_typer(knowledge_app, name="knowledge")
 
 
 def _settings():
@@ -175,6 +177,46 @@ def apikey_list(tenant: UUID = typer.Option(...)) -> None:
 
     keys = asyncio.run(_with_pool(lambda pool: list_api_keys(pool, tenant_id=tenant)))
     typer.echo(json.dumps([json.loads(k.model_dump_json()) for k in keys]))
+
+
+@knowledge_app.command("reindex")
+def knowledge_reindex(
+    tenant: UUID = typer.Option(..., help="Tenant id"),
+    wait: bool = typer.Option(True, help="Wait for the result (it runs on the knowledge worker either way)"),
+) -> None:
+    """Rebuild a tenant's vectors from PostgreSQL (the source of truth): every row re-embedded and
+    upserted, points without a row removed. Runs as a workflow on the `knowledge` task queue."""
+    from temporalio.common import WorkflowIDConflictPolicy
+
+    from models.knowledge import REINDEX_WORKFLOW, ReindexInput, ReindexResult
+    from store.temporal import connect_temporal
+
+    async def main():
+        async def known(pool):
+            from store.db import tenant_tx
+
+            async with tenant_tx(pool, tenant) as conn:
+                return await conn.fetchval("select 1 from tenants where id = $1", tenant)
+
+        if not await _with_pool(known):
+            _fail(ValueError(f"tenant {tenant} not found"))
+        settings = _settings()
+        client = await connect_temporal(settings)
+        handle = await client.start_workflow(
+            REINDEX_WORKFLOW, ReindexInput(tenant_id=tenant), id=f"knowledge-reindex-{tenant}",
+            task_queue=settings.queue("knowledge"), result_type=ReindexResult,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            static_summary=f"re-index tenant {tenant}",
+        )
+        if not wait:
+            return {"workflow_id": handle.id, "run_id": handle.result_run_id}
+        result = await handle.result()
+        return {"workflow_id": handle.id, **result.model_dump()}
+
+    try:
+        typer.echo(json.dumps(asyncio.run(main())))
+    except RuntimeError as err:
+        _fail(err)
 
 
 if __name__ == "__main__":
