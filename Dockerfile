@@ -15,7 +15,9 @@ COPY activities ./activities
 COPY workers ./workers
 COPY models ./models
 COPY store ./store
-RUN pip install . \
+COPY knowledge ./knowledge
+# The CPU build of torch keeps the image small; for a GPU image drop the extra index.
+RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu . \
  && useradd --system --create-home --home-dir /home/specmill specmill \
  && chown specmill /app
 
