@@ -57,7 +57,7 @@ async def index_items(
                                                     for (pid, text, payload), vec in zip(chunk, vectors)])
             done += len(chunk)
             heartbeat(done)
-        await runtime.store.delete(collection, absent)
+        await runtime.store.delete(collection, absent, tenant_id=tenant_id)
     return IndexResult(upserted=len(present), deleted=len(absent))
 
 

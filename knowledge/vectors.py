@@ -88,10 +88,11 @@ class VectorStore:
         ]
         await self._call(self.client.upsert(collection, points=structs, wait=True))
 
-    async def delete(self, collection: str, ids: list[UUID]) -> None:
+    async def delete(self, collection: str, ids: list[UUID], *, tenant_id: UUID) -> None:
+        """Delete these points of this tenant: an id that is another tenant's point is left alone."""
         if ids:
-            await self._call(self.client.delete(
-                collection, points_selector=qm.PointIdsList(points=[str(i) for i in ids]), wait=True))
+            only = qm.Filter(must=[qm.HasIdCondition(has_id=[str(i) for i in ids]), *_tenant(tenant_id).must])
+            await self._call(self.client.delete(collection, points_selector=qm.FilterSelector(filter=only), wait=True))
 
     async def delete_tenant_except(self, collection: str, tenant_id: UUID, keep: set[UUID]) -> int:
         """Remove the tenant's points whose ids are not in `keep` (stale after a re-index)."""
@@ -104,7 +105,7 @@ class VectorStore:
             stale += [UUID(str(p.id)) for p in points if UUID(str(p.id)) not in keep]
             if offset is None:
                 break
-        await self.delete(collection, stale)
+        await self.delete(collection, stale, tenant_id=tenant_id)
         return len(stale)
 
     async def count(self, collection: str, tenant_id: UUID) -> int:

@@ -32,7 +32,8 @@ async def upsert_entry(
         await _require_project(conn, tenant_id, project_id)
         row = await conn.fetchrow(
             f"""insert into project_knowledge (id, project_id, tenant_id, key, value, created_at, updated_at)
-                values ($1, $2, $3, $4, $5::jsonb, now() at time zone 'utc', now() at time zone 'utc')
+                values ($1, $2, $3, $4, coalesce($5::jsonb, 'null'::jsonb),  -- JSON null arrives as SQL NULL
+                        now() at time zone 'utc', now() at time zone 'utc')
                 on conflict (tenant_id, project_id, key)
                 do update set value = excluded.value, updated_at = now() at time zone 'utc'
                 returning {_COLS}, (xmax = 0) as created""",

@@ -123,7 +123,7 @@ async def upsert_knowledge(project_id: UUID, body: KnowledgeUpsert, res: Resourc
     return response
 
 
-@router.delete("/knowledge/{project_id}/{key}", status_code=204)
+@router.delete("/knowledge/{project_id}/{key:path}", status_code=204)  # keys may hold "/"
 async def delete_knowledge(project_id: UUID, key: str, res: ResourcesDep, p: PrincipalDep):
     entry_id = await knowledge_repo.delete_entry(res.pool, tenant_id=p.tenant_id, user_id=p.user_id,
                                                  project_id=project_id, key=key)
