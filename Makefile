@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install bench-gateway clean-data lint
+.PHONY: run test install bench-gateway bench-kb clean-data lint
 
 $(BIN)/python:
 	@command -v $(PY) >/dev/null 2>&1 || { echo "need Python 3.11 ($(PY))"; exit 1; }
@@ -25,6 +25,9 @@ test: install
 
 bench-gateway: install
 	$(BIN)/python bench/gateway.py
+
+bench-kb: install
+	$(BIN)/python bench/kb.py
 
 clean-data:
 	rm -rf .specmill

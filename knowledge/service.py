@@ -46,6 +46,9 @@ async def index_items(
                         {"tenant_id": str(tenant_id), "kind": "knowledge", "language": "json",
                          "tags": [], "project_id": str(e.project_id)}))
     absent = [i.id for i in items if i.id not in snippets and i.id not in entries]
+    # Texts of similar length encode together: a batch is padded to its longest text, so mixing a
+    # long snippet with short ones wastes most of the batch (sentence-transformers sorts the same way).
+    present.sort(key=lambda p: len(p[1]))
     batch = runtime.settings.embedding_batch_size
     done = 0
     for embedder in runtime.loaded():

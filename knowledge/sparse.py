@@ -1,8 +1,11 @@
 """The lexical half of hybrid retrieval: code-aware tokens as Qdrant sparse vectors.
 
-Identifiers are split on snake_case and camelCase, lower-cased and lightly stemmed; each term's
+Identifiers are split on snake_case and camelCase, lower-cased and lightly stemmed, and a compound
+identifier is also kept whole (as a code-search analyzer's "preserve original" does), so
+`has_close_elements` matches `close` and `elements` and, more strongly, its exact name. Each term's
 weight is BM25's saturated term frequency, and Qdrant's IDF modifier supplies the inverse document
 frequency at query time, so the collection scores BM25-like without a separate text index.
+Changing the terms changes the index: run `specmill knowledge reindex` after an upgrade.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from qdrant_client import models as qm
 
 K1, B, AVG_LEN = 1.2, 0.75, 60.0
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*|\d+")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+")
 _CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
 STOP = frozenset(
     "a an and are as at be by def do else for from if in into is it its of on or return returns the this that "
@@ -30,12 +34,14 @@ def _stem(word: str) -> str:
 
 def tokens(text: str) -> list[str]:
     out: list[str] = []
-    for raw in _WORD.findall(text.replace("_", " ")):
-        parts = _CAMEL.findall(raw) or [raw]
+    for ident in _IDENT.findall(text):
+        parts = [p for raw in _WORD.findall(ident.replace("_", " ")) for p in (_CAMEL.findall(raw) or [raw])]
         for part in parts:
             word = part.lower()
             if len(word) > 1 and word not in STOP:
                 out.append(_stem(word))
+        if len(parts) > 1:
+            out.append(ident.strip("_").lower())
     return out
 
 

@@ -1,0 +1,377 @@
+"""Knowledge base benchmark (`make bench-kb`): retrieval quality, /similar latency, embedding throughput.
+
+In one run: start a private PostgreSQL and Temporal dev server (bench/gateway.py's helpers), a
+Qdrant local-mode store in the same temp dir, and the real gateway app under uvicorn on a loopback
+port in this process (it shares this process's knowledge runtime: Qdrant's local mode locks its
+directory to one process, exactly as the knowledge worker and the knowledge API share it under
+`make run`). Then, for one tenant:
+
+1. quality: the 164 HumanEval canonical solutions stored as snippets through the repository and
+   indexed with knowledge.service.index_items; each problem's docstring queries POST /api/similar
+   (top_k=10) in dense and hybrid mode: recall@1, recall@5, MRR. Also with the lines that name the
+   function (doctests, examples) removed from the query, so the name cannot give the answer away.
+2. throughput: 836 padding snippets make 1,000; all 1,000 are (re-)indexed through index_items
+   (PostgreSQL read, MiniLM encode in the product's batches, sparse vectors, Qdrant upsert), and the
+   same 1,000 texts are encoded by sentence-transformers directly, in one call for all of them and in
+   one call per activity-sized group (INDEX_BATCH_SIZE, 64), which is what index_items is handed.
+3. latency: POST /api/similar p50/p95 over HTTP, one request at a time, dense and hybrid
+   interleaved, at 1,000 and then at 20,000 snippets in the tenant; beside it the Qdrant query alone.
+   The 19,000 extra padding rows go to PostgreSQL for real; to keep the run within minutes their dense
+   vectors are not encoded one by one but are real vectors of the 1,000 set perturbed with noise (their
+   sparse vectors are computed from their own text). `--encode-all` encodes them for real (slow).
+
+    .venv/bin/python bench/kb.py [--latency-queries 50] [--large 20000] [--encode-all] [--keep]
+
+The figures go to a table, to .specmill/bench/kb-<time>.json and, as JSON, to the last line of stdout.
+Everything started here is stopped at the end, on errors and on Ctrl-C too.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
+
+from bench.gateway import HOST, Run, make_settings, pct, start_infra  # noqa: E402
+from bench.kb_corpus import PADDING_NOTE, Problem, load_problems, padding  # noqa: E402
+from knowledge import service  # noqa: E402
+from knowledge.embedders import minilm_dir  # noqa: E402
+from knowledge.runtime import KnowledgeRuntime, get_runtime  # noqa: E402
+from knowledge.vectors import Point  # noqa: E402
+from models.knowledge import IndexItem, SnippetCreate  # noqa: E402
+from models.settings import Settings  # noqa: E402
+from store.db import create_pool, tenant_tx  # noqa: E402
+from store.snippets import create_snippet  # noqa: E402
+from store.tenants import create_tenant  # noqa: E402
+from workers import embedded  # noqa: E402
+from workers.setup import prepare  # noqa: E402
+
+MODES = ("dense", "hybrid")
+TOP_K = 10
+SMALL = 1000
+NOISE_SIGMA = 0.025  # per dimension: cosine to the base vector about 0.9 in 384 dimensions
+
+
+class Bench:
+    def __init__(self, settings: Settings, pool, runtime: KnowledgeRuntime, tenant, client: httpx.AsyncClient):
+        self.settings, self.pool, self.runtime, self.tenant, self.client = settings, pool, runtime, tenant, client
+        self.ids: list[uuid.UUID] = []
+        self.texts: list[str] = []
+
+    # --- writing ---------------------------------------------------------------------------
+
+    async def add_problems(self, problems: list[Problem]) -> None:
+        """Through the repository, as POST /api/snippets does (outbox events included)."""
+        for p in problems:
+            snip = await create_snippet(self.pool, tenant_id=self.tenant.tenant_id, user_id=self.tenant.user_id,
+                                        body=SnippetCreate(language="python", content=p.content),
+                                        max_bytes=self.settings.snippet_max_bytes)
+            self.ids.append(snip.id)
+            self.texts.append(service.snippet_text(snip.description, snip.content))
+
+    async def add_padding(self, texts: list[str]) -> list[uuid.UUID]:
+        """One multi-row transaction: the per-row API path would only add minutes of setup."""
+        ids = [uuid.uuid4() for _ in texts]
+        async with tenant_tx(self.pool, self.tenant.tenant_id) as conn:
+            await conn.executemany(
+                """insert into code_snippets (id, tenant_id, user_id, language, content, description, tags,
+                   created_at) values ($1, $2, $3, 'python', $4, null, null, now() at time zone 'utc')""",
+                [(i, self.tenant.tenant_id, self.tenant.user_id, t) for i, t in zip(ids, texts)])
+        self.ids += ids
+        self.texts += texts
+        return ids
+
+    async def index(self, ids: list[uuid.UUID]) -> float:
+        """The product's indexing path, in the activity-sized batches the index workflow sends."""
+        batch = self.settings.index_batch_size
+        t0 = time.perf_counter()
+        for start in range(0, len(ids), batch):
+            await service.index_items(self.pool, self.runtime, self.tenant.tenant_id,
+                                      [IndexItem(kind="snippet", id=i) for i in ids[start:start + batch]])
+        return time.perf_counter() - t0
+
+    async def upsert_perturbed(self, ids: list[uuid.UUID], texts: list[str], base: np.ndarray, seed: int) -> float:
+        rng = np.random.default_rng(seed)
+        embedder = self.runtime.embedder(self.runtime.default)
+        collection = await self.runtime.store.ensure_collection(embedder.name, embedder.dimension)
+        payload = {"tenant_id": str(self.tenant.tenant_id), "kind": "snippet", "language": "python", "tags": []}
+        t0 = time.perf_counter()
+        for start in range(0, len(ids), 256):
+            points = []
+            for k in range(start, min(start + 256, len(ids))):
+                vec = base[k % len(base)] + rng.normal(0, NOISE_SIGMA, base.shape[1]).astype(np.float32)
+                points.append(Point(ids[k], vec / np.linalg.norm(vec), texts[k], payload))
+            await self.runtime.store.upsert(collection, points)
+        return time.perf_counter() - t0
+
+    # --- reading ---------------------------------------------------------------------------
+
+    async def similar(self, query: str, mode: str) -> tuple[list[uuid.UUID], float]:
+        t0 = time.perf_counter()
+        resp = await self.client.post("/api/similar", json={"query": query, "top_k": TOP_K, "mode": mode})
+        elapsed = time.perf_counter() - t0
+        resp.raise_for_status()
+        return [uuid.UUID(r["id"]) for r in resp.json()["results"]], elapsed
+
+    async def quality(self, problems: list[Problem], field: str) -> dict:
+        out = {}
+        for mode in MODES:
+            ranks = []
+            for p, target in zip(problems, self.ids):
+                found, _ = await self.similar(getattr(p, field), mode)
+                ranks.append(found.index(target) + 1 if target in found else None)
+            n = len(ranks)
+            out[mode] = {"recall@1": round(sum(r == 1 for r in ranks if r) / n, 4),
+                         "recall@5": round(sum(r <= 5 for r in ranks if r) / n, 4),
+                         "recall@10": round(sum(1 for r in ranks if r) / n, 4),
+                         "mrr@10": round(sum(1 / r for r in ranks if r) / n, 4), "queries": n}
+        return out
+
+    async def latency(self, queries: list[str], warmup: int = 3) -> dict:
+        for q in queries[:warmup]:
+            for mode in MODES:
+                await self.similar(q, mode)
+        samples: dict[str, list[float]] = {m: [] for m in MODES}
+        for i, q in enumerate(queries):
+            for mode in (MODES if i % 2 == 0 else MODES[::-1]):
+                samples[mode].append((await self.similar(q, mode))[1])
+        search = await self.search_only(queries[:10])
+        return {m: {"requests": len(s), "p50_ms": _ms(pct(sorted(s), 50)), "p95_ms": _ms(pct(sorted(s), 95)),
+                    "mean_ms": _ms(sum(s) / len(s)), "qdrant_query_p50_ms": search[m]} for m, s in samples.items()}
+
+    async def search_only(self, queries: list[str]) -> dict:
+        """The Qdrant query alone (no encoding, PostgreSQL or HTTP), in process."""
+        name = self.runtime.default
+        embedder = self.runtime.embedder(name)
+        collection = await self.runtime.store.ensure_collection(name, embedder.dimension)
+        vectors = await self.runtime.encode(name, queries)
+        out = {}
+        for mode in MODES:
+            times = []
+            for q, v in zip(queries, vectors):
+                t0 = time.perf_counter()
+                await self.runtime.store.search(collection, tenant_id=self.tenant.tenant_id, dense=v, text=q,
+                                                top_k=TOP_K, hybrid=mode == "hybrid")
+                times.append(time.perf_counter() - t0)
+            out[mode] = _ms(pct(sorted(times), 50))
+        return out
+
+    async def count(self) -> int:
+        return await self.runtime.store.count(f"kb_{self.runtime.default}", self.tenant.tenant_id)
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+def direct_encode(texts: list[str], batch_size: int, activity_items: int) -> dict:
+    """sentence-transformers on the same files, called directly: one call for all the texts, and one
+    call per activity-sized group (what index_items gets from the index workflow)."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(minilm_dir()), device="cpu", local_files_only=True)
+    kw = dict(batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+    model.encode(texts[:16], **kw)  # warm-up
+    t0 = time.perf_counter()
+    vectors = model.encode(texts, **kw)
+    one_call = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for start in range(0, len(texts), activity_items):
+        model.encode(texts[start:start + activity_items], **kw)
+    chunked = time.perf_counter() - t0
+    return {"vectors": np.asarray(vectors, np.float32), "one_call_s": one_call, "per_activity_s": chunked}
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+async def measure(settings: Settings, args: argparse.Namespace) -> dict:
+    t_start = time.monotonic()
+    await prepare(settings)
+    pool = await create_pool(settings)
+    runtime = get_runtime(settings)  # the gateway app below finds this same runtime
+    from api.app import create_app
+    import uvicorn
+
+    port = embedded.free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=HOST, port=port, log_level="warning"))
+    serving = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if serving.done():
+                serving.result()
+            await asyncio.sleep(0.05)
+        created = await create_tenant(pool, name=f"bench-kb-{uuid.uuid4().hex[:6]}")
+        async with httpx.AsyncClient(base_url=f"http://{HOST}:{port}", timeout=120,
+                                     headers={"X-API-Key": created.api_key}) as client:
+            bench = Bench(settings, pool, runtime, created, client)
+            return await _stages(bench, args, t_start)
+    finally:
+        server.should_exit = True
+        await serving
+        await runtime.store.close()
+        await pool.close()
+
+
+async def _stages(bench: Bench, args: argparse.Namespace, t_start: float) -> dict:
+    problems = load_problems()
+    figures: dict = {"problems": len(problems)}
+    print(f"[{time.monotonic() - t_start:5.1f}s] stack ready; storing and indexing {len(problems)} HumanEval "
+          "solutions", flush=True)
+    await bench.add_problems(problems)
+    figures["index_164_s"] = round(await bench.index(bench.ids), 2)
+    assert await bench.count() == len(problems)
+
+    print(f"[{time.monotonic() - t_start:5.1f}s] quality: {len(problems)} queries x {len(MODES)} modes x 2 "
+          "query forms", flush=True)
+    figures["quality"] = {"docstring": await bench.quality(problems, "query"),
+                          "docstring_without_name_lines": await bench.quality(problems, "query_no_name")}
+
+    print(f"[{time.monotonic() - t_start:5.1f}s] throughput: {SMALL} snippets", flush=True)
+    await bench.add_padding(padding(problems, SMALL - len(problems)))
+    product_s = await bench.index(bench.ids)
+    direct = direct_encode(bench.texts, bench.settings.embedding_batch_size, bench.settings.index_batch_size)
+    figures["throughput"] = _throughput(len(bench.texts), product_s, direct)
+    assert await bench.count() == SMALL
+
+    queries = [p.query for p in problems][:args.latency_queries]
+    figures["latency"] = {}
+    print(f"[{time.monotonic() - t_start:5.1f}s] latency at {SMALL} snippets", flush=True)
+    figures["latency"][str(SMALL)] = await bench.latency(queries)
+
+    extra = args.large - SMALL
+    print(f"[{time.monotonic() - t_start:5.1f}s] padding to {args.large} snippets", flush=True)
+    texts = padding(problems, extra, start=SMALL - len(problems))
+    ids = await bench.add_padding(texts)
+    if args.encode_all:
+        figures["pad_index_s"] = round(await bench.index(ids), 2)
+    else:
+        figures["pad_upsert_s"] = round(await bench.upsert_perturbed(ids, texts, direct["vectors"], seed=11), 2)
+    assert await bench.count() == args.large
+    print(f"[{time.monotonic() - t_start:5.1f}s] latency at {args.large} snippets", flush=True)
+    figures["latency"][str(args.large)] = await bench.latency(queries)
+    figures["total_s"] = round(time.monotonic() - t_start, 1)
+    return figures
+
+
+def _throughput(n: int, product_s: float, direct: dict) -> dict:
+    rows = {"product_index_items": product_s, "st_encode_one_call": direct["one_call_s"],
+            "st_encode_per_activity": direct["per_activity_s"]}
+    out = {k: {"seconds": round(v, 2), "snippets_per_s": round(n / v, 1)} for k, v in rows.items()}
+    out["texts"] = n
+    out["ratio_product_over_st_one_call"] = round(direct["one_call_s"] / product_s, 3)
+    out["ratio_product_over_st_per_activity"] = round(direct["per_activity_s"] / product_s, 3)
+    return out
+
+
+# --- the report ------------------------------------------------------------------------------
+
+
+def report(figures: dict, args: argparse.Namespace, settings: Settings) -> dict:
+    print(f"\nHumanEval retrieval: {figures['problems']} canonical solutions as python snippets (docstring "
+          f"cut out), one query per problem, POST /api/similar top_k={TOP_K}, embedder "
+          f"{settings.default_embedder}")
+    head = f"{'query':<34}{'mode':<8}{'recall@1':>9}{'recall@5':>9}{'recall@10':>10}{'MRR@10':>8}"
+    print(head + "\n" + "-" * len(head))
+    for form, label in (("docstring", "docstring"), ("docstring_without_name_lines", "docstring, lines naming f cut")):
+        for mode in MODES:
+            r = figures["quality"][form][mode]
+            print(f"{label:<34}{mode:<8}{r['recall@1']:>9.3f}{r['recall@5']:>9.3f}{r['recall@10']:>10.3f}"
+                  f"{r['mrr@10']:>8.3f}")
+
+    print(f"\n/similar latency: HTTP on loopback to the gateway app (uvicorn, this process), one request at a "
+          f"time, {args.latency_queries} docstring queries per cell, Qdrant local mode, {os.cpu_count()} CPUs")
+    head = f"{'snippets':>9}  {'mode':<8}{'p50 ms':>9}{'p95 ms':>9}{'mean ms':>9}{'qdrant query p50 ms':>21}"
+    print(head + "\n" + "-" * len(head))
+    for size, cells in figures["latency"].items():
+        for mode in MODES:
+            c = cells[mode]
+            print(f"{int(size):>9}  {mode:<8}{c['p50_ms']:>9.1f}{c['p95_ms']:>9.1f}{c['mean_ms']:>9.1f}"
+                  f"{c['qdrant_query_p50_ms']:>21.1f}")
+    vectors = ("encoded through index_items" if args.encode_all else
+               f"real MiniLM vectors of the {SMALL} set plus N(0, {NOISE_SIGMA}) noise, renormalised")
+    print(f"padding: {PADDING_NOTE}. Rows 1-{SMALL} are encoded for real; rows {SMALL + 1}-{args.large}: {vectors}.")
+
+    t = figures["throughput"]
+    print(f"\nembedding throughput, the same {t['texts']} texts (164 HumanEval snippets + padding), MiniLM, "
+          f"batch {settings.embedding_batch_size}")
+    head = f"{'path':<62}{'seconds':>9}{'snippets/s':>12}"
+    print(head + "\n" + "-" * len(head))
+    n = settings.index_batch_size
+    for key, label in (("product_index_items", f"product: service.index_items (PG, encode, upsert), {n}/call"),
+                       ("st_encode_one_call", "sentence-transformers encode, one call for all"),
+                       ("st_encode_per_activity", f"sentence-transformers encode, one call per {n} texts")):
+        print(f"{label:<62}{t[key]['seconds']:>9.2f}{t[key]['snippets_per_s']:>12.1f}")
+    print(f"ratio product / direct: {t['ratio_product_over_st_one_call']:.3f} (one call), "
+          f"{t['ratio_product_over_st_per_activity']:.3f} ({n} per call)")
+    return {"benchmark": "kb", "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "params": {"top_k": TOP_K, "latency_queries": args.latency_queries, "sizes": [SMALL, args.large],
+                       "embedder": settings.default_embedder, "embedding_batch_size": settings.embedding_batch_size,
+                       "index_batch_size": settings.index_batch_size, "cpus": os.cpu_count(),
+                       "encode_all": args.encode_all, "noise_sigma": None if args.encode_all else NOISE_SIGMA},
+            "padding": PADDING_NOTE, **figures}
+
+
+def main(args: argparse.Namespace) -> int:
+    root = Path(tempfile.mkdtemp(prefix="specmill-bench-kb-"))
+    run = Run(root)
+    failed = False
+    try:
+        settings = make_settings(root, rate_limit="100000000/minute")
+        print(f"starting PostgreSQL and Temporal in {root} ...", flush=True)
+        start_infra(run, settings)
+        figures = report(asyncio.run(measure(settings, args)), args, settings)
+        out_dir = ROOT / ".specmill" / "bench"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        out = out_dir / f"kb-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        out.write_text(json.dumps(figures, indent=2) + "\n")
+        print(f"\nwritten to {out.relative_to(ROOT)}; total {figures['total_s']:.1f} s")
+        print(json.dumps(figures, separators=(",", ":")))
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception:
+        failed = True
+        raise
+    finally:
+        run.stop_all()
+        if args.keep or failed:
+            print(f"kept {root}", file=sys.stderr)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Knowledge base: HumanEval retrieval quality, /similar latency, "
+                                            "embedding throughput.")
+    p.add_argument("--latency-queries", type=int, default=50, help="queries per mode and size (default 50)")
+    p.add_argument("--large", type=int, default=20_000, help="snippets in the large latency point (default 20000)")
+    p.add_argument("--encode-all", action="store_true", help="encode the large padding for real (many minutes)")
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, data) at the end")
+    args = p.parse_args(argv)
+    if not 1 <= args.latency_queries <= 164 or args.large < SMALL:
+        p.error(f"need 1 <= --latency-queries <= 164 and --large >= {SMALL}")
+    return args
+
+
+def _sigterm(_signum, _frame):
+    signal.raise_signal(signal.SIGINT)
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _sigterm)
+    sys.exit(main(parse_args()))

