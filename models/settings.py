@@ -89,6 +89,31 @@ class Settings(BaseSettings):
     snippet_max_bytes: int = Field(100_000, ge=1, description="Largest snippet content accepted (422 above).")
     index_batch_size: int = Field(64, ge=1, le=1000, description="Items per indexing activity.")
 
+    # --- code generator -----------------------------------------------------------------
+    models_dir: Path | None = Field(None, description="Model files (default <data_dir>/models; /app/models in containers).")
+    local_model: str = Field(
+        "smollm2-135m-instruct",
+        description="local_llama: a pulled model's name, or a path to a GGUF file or a Hugging Face directory.",
+    )
+    local_dtype: str = Field("bf16", pattern="^(fp32|bf16|int8)$", description="local_llama weights: fp32, bf16 or int8.")
+    local_device: str = Field("auto", pattern="^(auto|cpu|cuda)$", description="local_llama device (auto: CUDA when present).")
+    vllm_base_url: str | None = Field(None, description="deepseek_8b through a vLLM OpenAI-compatible server (…/v1).")
+    vllm_api_key: str | None = Field(None, description="API key of that vLLM server, if it wants one.")
+    deepseek_model: str = Field(
+        "deepseek-ai/DeepSeek-R1-Distill-Llama-8B",
+        description="deepseek_8b: the served model id, or a local directory for in-process vLLM (pip install .[gpu]).",
+    )
+    openai_base_url: str | None = Field(None, description="openai_api: any OpenAI-compatible server (default: OpenAI).")
+    openai_api_key: str | None = Field(None, description="openai_api: the platform's key (a tenant's own key wins).")
+    openai_model: str = Field("gpt-4o-mini", description="openai_api: model id.")
+    anthropic_base_url: str | None = Field(None, description="anthropic_api: API base URL (default: Anthropic).")
+    anthropic_api_key: str | None = Field(None, description="anthropic_api: the platform's key (a tenant's own key wins).")
+    anthropic_model: str = Field("claude-3-5-haiku-latest", description="anthropic_api: model id.")
+    provider_keys_secret: str | None = Field(
+        None, description="Encrypts tenants' provider API keys at rest (generated into <data_dir>/env)."
+    )
+    generate_wait_seconds: float = Field(60.0, description="POST /api/generate waits this long, then answers 202.")
+
     # --- Workflows ----------------------------------------------------------------------
     update_timeout_seconds: float = Field(15.0, description="PUT state waits this long for the workflow (503 after).")
 
@@ -126,6 +151,10 @@ class Settings(BaseSettings):
     @property
     def log_dir(self) -> Path:
         return self.data_dir / "logs"
+
+    @property
+    def models_path(self) -> Path:
+        return self.models_dir or self.data_dir / "models"
 
     @property
     def qdrant_local_path(self) -> Path:

@@ -97,6 +97,7 @@ def ensure_env_file(data_dir: Path) -> Path:
             f"JWT_SECRET={secrets.token_urlsafe(48)}",
             f"EMBEDDED_PG_SUPERUSER_PASSWORD={secrets.token_urlsafe(24)}",
             f"EMBEDDED_PG_APP_PASSWORD={secrets.token_urlsafe(24)}",
+            f"PROVIDER_KEYS_SECRET={secrets.token_urlsafe(32)}",
         ]
         fd = os.open(env, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:

@@ -1,0 +1,64 @@
+"""The contract every model backend implements, and what a generation call returns.
+
+Backends are synchronous: generation is CPU/GPU-bound or a blocking SDK call, so the generation
+worker runs it in synchronous activities on a thread pool (never on the event loop).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    max_new_tokens: int = 256
+    temperature: float = 0.0  # 0: greedy
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    tokens_in: int
+    tokens_out: int
+    latency_s: float
+    finish_reason: str = "stop"  # "stop" | "length"
+
+
+@dataclass
+class ModelStatus:
+    """What GET /api/models says of one model."""
+
+    name: str  # the seed's model name: local_llama, deepseek_8b, openai_api, anthropic_api
+    backend: str  # transformers, vllm, vllm-openai, openai, anthropic
+    model: str  # what it runs: a file, a directory, a remote model id
+    state: Literal["loaded", "available", "unavailable"]
+    reason: str | None = None  # why unavailable; never silently replaced by another model
+    details: dict = field(default_factory=dict)
+
+
+class ModelUnavailable(Exception):
+    """The model cannot serve: missing files, no GPU, no API key, server unreachable."""
+
+
+class Backend(Protocol):
+    name: str
+
+    def status(self) -> ModelStatus: ...
+
+    def load(self) -> None:
+        """Make the model ready (idempotent); raise ModelUnavailable with the reason."""
+
+    def chat(self, messages: list[Message], params: GenerationParams, *, api_key: str | None = None) -> Completion:
+        """One completion for a chat. `api_key`: the tenant's own provider key, used ahead of the
+        platform's (remote backends only). Raise ModelUnavailable if the model cannot serve."""
