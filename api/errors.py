@@ -13,11 +13,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api.security.auth import AuthError
 from knowledge.runtime import EmbedderUnavailable
 from knowledge.vectors import VectorStoreUnavailable
-from store.errors import Conflict, DomainError, Invalid, NotFound
+from store.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
 
 log = logging.getLogger("specmill.api")
 
-_STATUS = {NotFound: 404, Conflict: 409, Invalid: 422}
+_STATUS = {NotFound: 404, Conflict: 409, Invalid: 422, Forbidden: 403}
 
 
 class ServiceUnavailable(Exception):

@@ -52,6 +52,7 @@ class TemplatePublic(Public):
     schema_: dict[str, Any] = Field(alias="schema", serialization_alias="schema")
     created_at: datetime
     updated_at: datetime
+    builtin: bool = Field(False, description="A built-in template: readable by every tenant, read-only.")
 
 
 class InstanceCreate(Strict):

@@ -21,3 +21,7 @@ class Conflict(DomainError):
 
 class Invalid(DomainError):
     """Input that is well-formed but breaks a rule (a schema, a reference)."""
+
+
+class Forbidden(DomainError):
+    """Allowed to see, not to change (a built-in template)."""

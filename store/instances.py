@@ -11,6 +11,7 @@ from models.registry import InstanceCreate, InstancePublic, InstanceUpdate, Proj
 from models.schema_rules import value_violations, values_hash
 from store import events
 from store.db import tenant_tx
+from codegen.builtin_templates import SYSTEM_TENANT
 from store.errors import Invalid, NotFound
 from store.paging import keyset, page
 
@@ -22,9 +23,15 @@ def _model(row: asyncpg.Record) -> InstancePublic:
 
 
 async def _template_schema(conn: asyncpg.Connection, tenant_id: UUID, template_id: UUID) -> dict[str, Any]:
+    # The tenant's own template is locked against a concurrent delete; a built-in one cannot be
+    # deleted by tenants (and RLS lets the app role read it, not lock it).
     schema = await conn.fetchval(
         "select schema from spec_templates where tenant_id = $1 and id = $2 for key share", tenant_id, template_id
     )
+    if schema is None:
+        schema = await conn.fetchval(
+            "select schema from spec_templates where tenant_id = $1 and id = $2", SYSTEM_TENANT, template_id
+        )
     if schema is None:
         raise NotFound(f"template {template_id} not found")
     return schema
@@ -132,8 +139,8 @@ async def project_specs(pool: asyncpg.Pool, *, tenant_id: UUID, project_id: UUID
         rows = await conn.fetch(
             """select i.id, i.template_id, i.project_id, i.user_id, i.tenant_id, i.values, i.created_at, i.updated_at,
                       t.name as template_name, t.version as template_version
-               from spec_instances i join spec_templates t on t.id = i.template_id and t.tenant_id = i.tenant_id
+               from spec_instances i join spec_templates t on t.id = i.template_id and t.tenant_id in (i.tenant_id, $3)
                where i.tenant_id = $1 and i.project_id = $2 order by i.created_at, i.id""",
-            tenant_id, project_id,
+            tenant_id, project_id, SYSTEM_TENANT,
         )
     return [ProjectSpec.model_validate(dict(r)) for r in rows]

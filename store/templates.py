@@ -10,14 +10,27 @@ from models.registry import TemplateCreate, TemplatePublic, TemplateUpdate
 from models.schema_rules import schema_problems, value_violations
 from store import events
 from store.db import tenant_tx
-from store.errors import Conflict, Invalid, NotFound
+from codegen.builtin_templates import SYSTEM_TENANT
+from store.errors import Conflict, Forbidden, Invalid, NotFound
 from store.paging import keyset, page
 
 _COLS = "id, tenant_id, name, version, description, schema, created_at, updated_at"
 
 
 def _model(row: asyncpg.Record) -> TemplatePublic:
-    return TemplatePublic.model_validate(dict(row))
+    return TemplatePublic.model_validate({**dict(row), "builtin": row["tenant_id"] == SYSTEM_TENANT})
+
+
+async def _writable(conn: asyncpg.Connection, tenant_id: UUID, template_id: UUID) -> asyncpg.Record:
+    """The tenant's own template, locked for change; a built-in one is read-only (403)."""
+    row = await conn.fetchrow(
+        f"select {_COLS} from spec_templates where tenant_id = $1 and id = $2 for update", tenant_id, template_id
+    )
+    if row is not None:
+        return row
+    if await conn.fetchval("select 1 from spec_templates where tenant_id = $1 and id = $2", SYSTEM_TENANT, template_id):
+        raise Forbidden("built-in templates are read-only; create your own template (a new name or version)")
+    raise NotFound(f"template {template_id} not found")
 
 
 def _check_schema(schema: dict) -> None:
@@ -55,7 +68,8 @@ async def _emit(conn: asyncpg.Connection, type_: str, tpl: TemplatePublic, user_
 async def get_template(pool: asyncpg.Pool, *, tenant_id: UUID, template_id: UUID) -> TemplatePublic:
     async with tenant_tx(pool, tenant_id) as conn:
         row = await conn.fetchrow(
-            f"select {_COLS} from spec_templates where tenant_id = $1 and id = $2", tenant_id, template_id
+            f"select {_COLS} from spec_templates where tenant_id in ($1, $3) and id = $2",
+            tenant_id, template_id, SYSTEM_TENANT,
         )
     if row is None:
         raise NotFound(f"template {template_id} not found")
@@ -63,15 +77,18 @@ async def get_template(pool: asyncpg.Pool, *, tenant_id: UUID, template_id: UUID
 
 
 async def list_templates(
-    pool: asyncpg.Pool, *, tenant_id: UUID, name: str | None, version: str | None, limit: int, cursor: str | None
+    pool: asyncpg.Pool, *, tenant_id: UUID, name: str | None, version: str | None, limit: int, cursor: str | None,
+    builtin: bool | None = None,
 ) -> tuple[list[TemplatePublic], str | None]:
-    args: list = [tenant_id, name, version]
+    """The tenant's templates and the built-in ones (`builtin`: only those / only the tenant's own)."""
+    owners = {None: [tenant_id, SYSTEM_TENANT], True: [SYSTEM_TENANT], False: [tenant_id]}[builtin]
+    args: list = [owners, name, version]
     after = keyset(cursor, args)
     args.append(limit + 1)
     async with tenant_tx(pool, tenant_id) as conn:
         rows = await conn.fetch(
             f"""select {_COLS} from spec_templates
-                where tenant_id = $1 and ($2::text is null or name = $2) and ($3::text is null or version = $3)
+                where tenant_id = any($1::uuid[]) and ($2::text is null or name = $2) and ($3::text is null or version = $3)
                   and {after}
                 order by created_at, id limit ${len(args)}""",
             *args,
@@ -89,11 +106,7 @@ async def update_template(
             raise Invalid("schema cannot be null")
         _check_schema(fields["schema"])
     async with tenant_tx(pool, tenant_id) as conn:
-        current = await conn.fetchrow(
-            f"select {_COLS} from spec_templates where tenant_id = $1 and id = $2 for update", tenant_id, template_id
-        )
-        if current is None:
-            raise NotFound(f"template {template_id} not found")
+        await _writable(conn, tenant_id, template_id)
         if "schema" in fields:
             await _check_instances_still_valid(conn, tenant_id, template_id, fields["schema"])
         row = await conn.fetchrow(
@@ -125,11 +138,7 @@ async def _check_instances_still_valid(conn: asyncpg.Connection, tenant_id: UUID
 
 async def delete_template(pool: asyncpg.Pool, *, tenant_id: UUID, template_id: UUID) -> None:
     async with tenant_tx(pool, tenant_id) as conn:
-        found = await conn.fetchval(
-            "select 1 from spec_templates where tenant_id = $1 and id = $2 for update", tenant_id, template_id
-        )
-        if not found:
-            raise NotFound(f"template {template_id} not found")
+        await _writable(conn, tenant_id, template_id)
         used = await conn.fetchval(
             "select count(*) from spec_instances where tenant_id = $1 and template_id = $2", tenant_id, template_id
         )

@@ -65,9 +65,14 @@ async def make_instance(api, t, template_id: str, project_id: str, values: dict 
     return resp.json()
 
 
+OWN = {"builtin": "false"}
+
+
 async def walk(api, t, path: str, limit: int, **params) -> list[list[dict]]:
     """Every page of a list endpoint, following next_cursor."""
     pages, cursor = [], None
+    if path == "/api/templates":  # the tenant's own templates, not the built-in ones every tenant sees
+        params = {"builtin": "false", **params}
     for _ in range(1000):
         q = {"limit": limit, **params, **({"cursor": cursor} if cursor else {})}
         resp = await api.get(path, params=q, headers=t.headers)
@@ -141,7 +146,7 @@ async def test_template_crud_round_trip(api, tenant):
     got = await api.get(f"/api/templates/{created['id']}", headers=tenant.headers)
     assert got.status_code == 200 and got.json() == created
 
-    listed = await api.get("/api/templates", headers=tenant.headers)
+    listed = await api.get("/api/templates", params=OWN, headers=tenant.headers)
     assert listed.status_code == 200 and listed.json() == {"items": [created], "next_cursor": None}
 
     new_schema = {**SPEC_SCHEMA, "properties": {**SPEC_SCHEMA["properties"], "notes": {"type": "string"}}}
@@ -164,7 +169,7 @@ async def test_template_crud_round_trip(api, tenant):
     assert_json_error(await api.delete(f"/api/templates/{created['id']}", headers=tenant.headers), 404)
     assert_json_error(await api.put(f"/api/templates/{created['id']}", json={"description": "x"},
                                     headers=tenant.headers), 404)
-    assert (await api.get("/api/templates", headers=tenant.headers)).json()["items"] == []
+    assert (await api.get("/api/templates", params=OWN, headers=tenant.headers)).json()["items"] == []
 
 
 async def test_unknown_ids_are_404(api, tenant):
@@ -186,7 +191,7 @@ async def test_invalid_schema_is_422_with_every_problem(api, tenant):
     assert all(set(e) >= {"path", "message"} and e["message"] for e in body["errors"]), body
     paths = {e["path"] for e in body["errors"]}
     assert {"$.type", "$.properties.a.minLength", "$.required"} <= paths, body
-    assert (await api.get("/api/templates", headers=tenant.headers)).json()["items"] == []
+    assert (await api.get("/api/templates", params=OWN, headers=tenant.headers)).json()["items"] == []
 
 
 @pytest.mark.parametrize("schema, path", [
@@ -201,7 +206,7 @@ async def test_schema_that_is_not_draft_2020_12_is_422(api, tenant, schema, path
                           headers=tenant.headers)
     body = assert_json_error(resp, 422)
     assert path in {e["path"] for e in body["errors"]}, body
-    assert (await api.get("/api/templates", headers=tenant.headers)).json()["items"] == []
+    assert (await api.get("/api/templates", params=OWN, headers=tenant.headers)).json()["items"] == []
 
 
 async def test_put_with_invalid_schema_is_422_and_changes_nothing(api, tenant):
@@ -473,7 +478,7 @@ async def test_template_pages_walk_everything_once(api, tenant):
     assert [len(p) for p in pages] == [3, 3, 3]
     assert [t["id"] for p in pages for t in p] == [t["id"] for t in made]
 
-    everything = await api.get("/api/templates", params={"limit": 100}, headers=tenant.headers)
+    everything = await api.get("/api/templates", params={"limit": 100, **OWN}, headers=tenant.headers)
     assert everything.status_code == 200 and len(everything.json()["items"]) == 9
     assert everything.json()["next_cursor"] is None
 
@@ -516,8 +521,9 @@ async def test_limit_out_of_range_is_422(api, tenant, path, limit):
 
 @pytest.mark.parametrize("path", ["/api/templates", "/api/instances"])
 async def test_limit_bounds_are_accepted(api, tenant, path):
+    own = OWN if path == "/api/templates" else {}
     for limit in ("1", "100"):
-        resp = await api.get(path, params={"limit": limit}, headers=tenant.headers)
+        resp = await api.get(path, params={"limit": limit, **own}, headers=tenant.headers)
         assert resp.status_code == 200 and resp.json() == {"items": [], "next_cursor": None}
 
 
@@ -820,3 +826,31 @@ async def test_other_tenants_templates_and_projects_are_404(api, tenant, other_t
     assert await _snapshot(api, tenant) == before_mine
     assert [t["id"] for t in before_mine[0]] == [mine_tpl["id"]]
     assert [i["id"] for i in before_theirs[1]] == [theirs["id"]]
+
+
+async def test_builtin_templates_are_listed_usable_and_read_only(api, tenant, other_tenant):
+    listed = (await api.get("/api/templates", params={"builtin": "true", "limit": 100}, headers=tenant.headers)).json()
+    names = {(t["name"], t["version"]) for t in listed["items"]}
+    assert {("python-function", "1.0.0"), ("python-module", "1.0.0")} <= names
+    assert all(t["builtin"] for t in listed["items"])
+    fn = next(t for t in listed["items"] if t["name"] == "python-function")
+    assert fn["schema"]["properties"]["description"]["x-specmill"] == {"role": "description"}
+    # the same built-in, seen by another tenant
+    assert (await api.get(f"/api/templates/{fn['id']}", headers=other_tenant.headers)).status_code == 200
+    # usable as an instance's template
+    project = (await api.post("/api/projects", json={"name": "p"}, headers=tenant.headers)).json()
+    bad = await api.post("/api/instances", json={"template_id": fn["id"], "project_id": project["id"],
+                                                  "values": {"function_name": "1x"}}, headers=tenant.headers)
+    assert bad.status_code == 422 and {e["path"] for e in bad.json()["errors"]} == {"$", "$.function_name"}
+    inst = await api.post("/api/instances", json={"template_id": fn["id"], "project_id": project["id"], "values": {
+        "function_name": "add", "description": "add two ints", "tests": ["assert add(1, 2) == 3"]}},
+        headers=tenant.headers)
+    assert inst.status_code == 201, inst.text
+    specs = (await api.get(f"/api/projects/{project['id']}/specs", headers=tenant.headers)).json()
+    assert [(s["template_name"], s["template_version"]) for s in specs] == [("python-function", "1.0.0")]
+    # read-only for every tenant
+    assert (await api.put(f"/api/templates/{fn['id']}", json={"description": "mine"},
+                          headers=tenant.headers)).status_code == 403
+    assert (await api.delete(f"/api/templates/{fn['id']}", headers=tenant.headers)).status_code == 403
+    own = (await api.get("/api/templates", params={"builtin": "false"}, headers=tenant.headers)).json()["items"]
+    assert all(not t["builtin"] for t in own)

@@ -1,6 +1,8 @@
 """Tenant isolation, twice: every query filters by tenant, and Row Level Security holds when one does not."""
 from __future__ import annotations
 
+import uuid
+
 import asyncpg
 import pytest
 
@@ -66,7 +68,8 @@ async def test_cross_tenant_matrix_is_404_and_changes_nothing(api, tenant, other
     keys = (await api.get("/api/keys", headers=h)).json()
     assert all(k["revoked_at"] is None for k in keys)
     for path in ["/api/templates", "/api/instances", "/api/projects", "/api/tasks"]:
-        assert (await api.get(path, headers=other_tenant.headers)).json()["items"] == []
+        own = {"builtin": "false"} if path == "/api/templates" else {}
+        assert (await api.get(path, params=own, headers=other_tenant.headers)).json()["items"] == []
     assert (await api.get("/api/events", headers=other_tenant.headers)).json()["items"] == []
 
 
@@ -86,11 +89,14 @@ async def test_rls_holds_when_a_query_omits_its_tenant_filter(pool, api, tenant,
         assert await conn.fetchval("select count(*) from tenants where id = $1", tenant.tenant_id) == 0
         updated = await conn.execute("update projects set name = 'x'")
         assert updated == "UPDATE 0"
-    async with tenant_tx(pool, tenant.tenant_id) as conn:
-        assert await conn.fetchval("select count(*) from spec_templates") == 1
-    async with plain_tx(pool) as conn:  # no tenant context at all: nothing is visible
+    async with tenant_tx(pool, tenant.tenant_id) as conn:  # its own template, and the built-in ones
+        assert await conn.fetchval("select count(*) from spec_templates where tenant_id = $1", tenant.tenant_id) == 1
+        builtin = await conn.fetchval("select count(*) from spec_templates where tenant_id = $1", uuid.UUID(int=0))
+        assert builtin == await conn.fetchval("select count(*) from spec_templates") - 1 >= 2
+    async with plain_tx(pool) as conn:  # no tenant context at all: nothing but the built-ins is visible
         for table in tables:
-            assert await conn.fetchval(f"select count(*) from {table}") == 0, table
+            hidden = "where tenant_id <> '00000000-0000-0000-0000-000000000000'" if table == "spec_templates" else ""
+            assert await conn.fetchval(f"select count(*) from {table} {hidden}") == 0, table
 
 
 async def test_rls_rejects_writing_a_row_for_another_tenant(pool, tenant, other_tenant):

@@ -10,6 +10,7 @@ import asyncio
 import asyncpg
 from temporalio.service import RPCError
 
+from codegen.builtin_templates import install_builtins
 from models.settings import Settings
 from store.migrate import apply_migrations
 from store.temporal import connect_temporal_retry, ensure_search_attributes
@@ -21,6 +22,11 @@ async def prepare(settings: Settings, *, temporal_wait: float = 60) -> list[str]
     if settings.uses_embedded_postgres:
         await _create_embedded_database(settings)
     applied = await apply_migrations(settings.admin_dsn())
+    conn = await asyncpg.connect(settings.admin_dsn())
+    try:
+        await install_builtins(conn)
+    finally:
+        await conn.close()
     password = settings.app_role_password or (
         settings.embedded_pg_app_password if settings.uses_embedded_postgres else None)
     if password:

@@ -23,9 +23,9 @@ router = APIRouter(tags=["spec registry"])
 
 @router.get("/templates", response_model=Page[TemplatePublic])
 async def list_templates(pool: PoolDep, p: PrincipalDep, limit: Limit = 50, cursor: Cursor = None,
-                         name: str | None = None, version: str | None = None):
+                         name: str | None = None, version: str | None = None, builtin: bool | None = None):
     items, nxt = await templates.list_templates(pool, tenant_id=p.tenant_id, name=name, version=version,
-                                                limit=limit, cursor=cursor)
+                                                limit=limit, cursor=cursor, builtin=builtin)
     return Page(items=items, next_cursor=nxt)
 
 
