@@ -8,7 +8,8 @@ from temporalio.exceptions import ApplicationError
 from knowledge import service
 from knowledge.runtime import KnowledgeRuntime
 from knowledge.vectors import VectorStoreUnavailable
-from models.knowledge import IndexInput, IndexResult, ReindexPage, ReindexPageInput
+from models.generation import Reference, RetrieveInput
+from models.knowledge import IndexInput, IndexResult, ReindexPage, ReindexPageInput, SimilarRequest
 from store import snippets
 
 
@@ -50,3 +51,12 @@ class KnowledgeActivities:
             raise ApplicationError(f"vector store unavailable: {err}", type="VectorStoreUnavailable") from err
         return removed
 
+    @activity.defn(name="retrieve_references")
+    async def retrieve_references(self, inp: RetrieveInput) -> list[Reference]:
+        """The tenant's snippets most like `query` (hybrid search), for retrieval augmentation."""
+        try:
+            found = await service.similar(self._pool, self._runtime, inp.tenant_id,
+                                          SimilarRequest(query=inp.query, top_k=inp.top_k))
+        except VectorStoreUnavailable as err:
+            raise ApplicationError(f"vector store unavailable: {err}", type="VectorStoreUnavailable") from err
+        return [Reference(id=hit.id, content=hit.content) for hit in found.results]

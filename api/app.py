@@ -47,6 +47,10 @@ def create_app(settings: Settings | None = None, service: str | None = None) -> 
 
             extras["knowledge"] = get_runtime(settings)
             await asyncio.to_thread(extras["knowledge"].loaded)  # load the embedders before serving
+        if any(svc.models for svc in local):
+            from codegen.manager import ModelManager
+
+            extras["models"] = ModelManager(settings)
         res = Resources(settings=settings, pool=pool, temporal=temporal,
                         auth=Authenticator(settings, pool, internal_only=service is not None),
                         limiter=RateLimiter(settings) if service is None else None,

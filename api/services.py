@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from fastapi import APIRouter
 
-from api.routes import knowledge, projects, templates
+from api.routes import generator, knowledge, projects, providers, templates
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,7 @@ class ServiceDef:
     url_setting: str  # settings field that moves it to its own process
     queues: list[tuple[str, bool]] = field(default_factory=list)  # (task queue, needs workflow pollers)
     knowledge: bool = False  # needs the process's knowledge runtime (embedders + vector store)
+    models: bool = False  # needs a model manager (statuses; the models themselves load in the worker)
 
 
 SERVICES: dict[str, ServiceDef] = {
@@ -31,6 +32,13 @@ SERVICES: dict[str, ServiceDef] = {
         [re.compile(r"^/api/(projects|tasks)(/|$)")],
         "orchestrator_url",
         queues=[("orchestrator", True)],
+    ),
+    "generator": ServiceDef(
+        "generator", 8001, [generator.router, providers.router],
+        [re.compile(r"^/api/(generate|techniques|models|generations|providers)(/|$)")],
+        "generator_url",
+        queues=[("generation", True)],
+        models=True,
     ),
     "knowledge": ServiceDef(
         "knowledge", 8002, [knowledge.router],

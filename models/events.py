@@ -71,3 +71,18 @@ class knowledge_update_event(EventPayload):  # noqa: N801
     key: str | None = None
     language: str | None = None
     user_id: UUID | None = None
+
+
+class code_generation_result(EventPayload):  # noqa: N801
+    schema_name: ClassVar[str] = "code_generation_result"
+    generation_id: UUID
+    tenant_id: UUID
+    status: Literal["completed", "failed"]
+    model: str
+    techniques: list[str]
+    template_id: UUID | None = None
+    instance_id: UUID | None = None
+    values_hash: str | None = None
+    files: list[str] = []
+    parses: bool | None = None
+    retrieved_snippets: list[UUID] = []

@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1024 * 1024, description="Largest request body accepted (413 above).")
     spec_registry_url: str | None = Field(None, description="Forward /api/templates, /api/instances, .../specs here.")
     orchestrator_url: str | None = Field(None, description="Forward /api/projects and /api/tasks here.")
+    generator_url: str | None = Field(None, description="Forward /api/generate, /models, /techniques, ... here.")
     knowledge_url: str | None = Field(
         None, description="Forward /api/snippets, /api/knowledge, /api/similar here (make run sets it)."
     )

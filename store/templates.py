@@ -145,3 +145,27 @@ async def delete_template(pool: asyncpg.Pool, *, tenant_id: UUID, template_id: U
         if used:
             raise Conflict(f"template is used by {used} instance(s); delete them first", extra={"instances": used})
         await conn.execute("delete from spec_templates where tenant_id = $1 and id = $2", tenant_id, template_id)
+
+
+def _version_key(version: str) -> tuple:
+    """Versions order as PEP 440 ones when they parse (1.10.0 after 1.9.0), after those that do not."""
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return (1, Version(version))
+    except InvalidVersion:
+        return (0, version)
+
+
+async def find_template(pool: asyncpg.Pool, *, tenant_id: UUID, name: str, version: str | None) -> TemplatePublic:
+    """A template by name (and version; none: the latest). The tenant's own wins over a built-in one."""
+    async with tenant_tx(pool, tenant_id) as conn:
+        rows = await conn.fetch(
+            f"""select {_COLS} from spec_templates where tenant_id in ($1, $2) and name = $3
+                  and ($4::text is null or version = $4)""",
+            tenant_id, SYSTEM_TENANT, name, version,
+        )
+    if not rows:
+        raise NotFound(f"template {name!r}" + (f" version {version!r}" if version else "") + " not found")
+    own = [r for r in rows if r["tenant_id"] == tenant_id] or rows
+    return _model(max(own, key=lambda r: _version_key(r["version"])))

@@ -45,7 +45,15 @@ class Tenant:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Stack:
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama (HF directory): the generation worker's local model in tests."""
+    from tests.tiny_models import build_tiny_llama
+
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path) -> Stack:
     root: Path = tmp_path_factory.mktemp("specmill")
     pg_port, temporal_port = embedded.free_port(), embedded.free_port()
     settings = Settings(
@@ -58,6 +66,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Stack:
         task_queue_prefix=f"test-{uuid.uuid4().hex[:8]}-",
         jwt_secret=secrets.token_urlsafe(32),
         rate_limit="10000/minute",
+        local_model=str(tiny_llama),
+        local_dtype="fp32",
+        provider_keys_secret=secrets.token_urlsafe(32),
+        generate_wait_seconds=30,
     )
     embedded.init_postgres(settings.pg_dir, settings.embedded_pg_superuser_password)
     pg = embedded.start_postgres(settings.pg_dir, pg_port, root / "postgres.log")

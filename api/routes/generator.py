@@ -1,0 +1,126 @@
+"""Neural code generator: models, techniques, POST /api/generate (specification sheet 2)."""
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+from uuid import UUID, uuid4
+
+from fastapi import APIRouter, Depends, HTTPException
+from fastapi.responses import JSONResponse
+from temporalio.service import RPCError
+
+from api.deps import PoolDep, PrincipalDep, ResourcesDep
+from api.errors import ServiceUnavailable
+from codegen.manager import ModelManager
+from codegen.prompts import spec_view
+from codegen.techniques import TECHNIQUES, TechniqueInfo, check
+from models.auth import Principal
+from models.generation import (
+    GENERATION_WORKFLOW,
+    MODEL_NAMES,
+    GenerateRequest,
+    GenerationInput,
+    GenerationPublic,
+    GenerationResult,
+    InlineTemplate,
+    SpecSnapshot,
+    generation_workflow_id,
+)
+from models.schema_rules import schema_problems, value_violations, values_hash
+from store import generations, instances, templates
+from store.errors import Invalid
+
+router = APIRouter(tags=["code generator"])
+
+
+def _models(res: ResourcesDep) -> ModelManager:
+    return res.extras["models"]
+
+
+ModelsDep = Annotated[ModelManager, Depends(_models)]
+
+
+@router.get("/models")
+async def list_models(models: ModelsDep, p: PrincipalDep):
+    """Every seed model with its backend and whether it can serve; an unavailable one says why.
+    `loaded` is known inside the generation worker; here `available` means it can load there."""
+    return [{"name": s.name, "backend": s.backend, "model": s.model, "state": s.state, "reason": s.reason,
+             "details": s.details} for s in models.statuses()]
+
+
+@router.get("/techniques", response_model=list[TechniqueInfo])
+async def list_techniques(p: PrincipalDep):
+    return list(TECHNIQUES.values())
+
+
+async def _resolve(pool, p: Principal, body: GenerateRequest) -> SpecSnapshot:
+    if body.instance_id is not None:
+        inst = await instances.get_instance(pool, tenant_id=p.tenant_id, instance_id=body.instance_id)
+        tpl = await templates.get_template(pool, tenant_id=p.tenant_id, template_id=inst.template_id)
+        values, instance_id = inst.values, inst.id
+        template_id, name, version, schema = tpl.id, tpl.name, tpl.version, tpl.schema_
+    elif isinstance(body.template, InlineTemplate):
+        problems = schema_problems(body.template.schema_)
+        if problems:
+            raise Invalid("schema is not a valid JSON Schema (draft 2020-12)",
+                          extra={"errors": [x.model_dump() for x in problems]})
+        values, instance_id = body.values, None
+        template_id, name, version, schema = None, body.template.name, body.template.version, body.template.schema_
+    else:
+        tpl = await templates.find_template(pool, tenant_id=p.tenant_id, name=body.template.name,
+                                            version=body.template.version)
+        values, instance_id = body.values, None
+        template_id, name, version, schema = tpl.id, tpl.name, tpl.version, tpl.schema_
+    violations = value_violations(schema, values)
+    if violations:
+        raise Invalid("values do not match the template's schema",
+                      extra={"errors": [v.model_dump() for v in violations]})
+    return SpecSnapshot(template_id=template_id, template_name=name, template_version=version, schema=schema,
+                        values=values, values_hash=values_hash(values), instance_id=instance_id)
+
+
+@router.post("/generate", response_model=GenerationResult,
+             responses={202: {"description": "Still running: poll GET /api/generations/{id}"}})
+async def generate(body: GenerateRequest, res: ResourcesDep, models: ModelsDep, p: PrincipalDep):
+    if body.model not in MODEL_NAMES:
+        raise Invalid(f"unknown model {body.model!r}; one of: {', '.join(MODEL_NAMES)}")
+    try:
+        techniques = check(body.techniques)
+    except ValueError as err:
+        raise Invalid(str(err)) from err
+    status = models.backend(body.model).status()
+    if status.state == "unavailable":
+        raise HTTPException(503, f"model {body.model} is unavailable: {status.reason}")
+    spec = await _resolve(res.pool, p, body)
+    if res.temporal is None:
+        raise ServiceUnavailable("Temporal")
+    gid = uuid4()
+    await generations.create_generation(res.pool, generation_id=gid, tenant_id=p.tenant_id, user_id=p.user_id,
+                                        model=body.model, techniques=techniques,
+                                        request=body.model_dump(mode="json", by_alias=True))
+    s = res.settings
+    try:
+        handle = await res.temporal.start_workflow(
+            GENERATION_WORKFLOW,
+            GenerationInput(generation_id=gid, tenant_id=p.tenant_id, user_id=p.user_id, spec=spec, model=body.model,
+                            techniques=techniques, max_new_tokens=body.max_new_tokens, n=body.n,
+                            temperature=body.temperature, knowledge_queue=s.queue("knowledge"),
+                            retrieval_query=spec_view(spec.schema_, spec.values).query()),
+            id=generation_workflow_id(gid), task_queue=s.queue("generation"), result_type=GenerationResult,
+            static_summary=f"{spec.template_name}@{spec.template_version} with {body.model}",
+        )
+    except (RPCError, RuntimeError) as err:
+        await generations.finish_generation(res.pool, generation_id=gid, tenant_id=p.tenant_id, spec=spec,
+                                            model=body.model, techniques=techniques, result=None,
+                                            error="could not start: Temporal unavailable")
+        raise ServiceUnavailable("Temporal") from err
+    try:
+        return await asyncio.wait_for(asyncio.shield(handle.result()), s.generate_wait_seconds)
+    except asyncio.TimeoutError:
+        return JSONResponse({"id": str(gid), "status": "running", "detail": "still generating",
+                             "href": f"/api/generations/{gid}"}, status_code=202)
+
+
+@router.get("/generations/{generation_id}", response_model=GenerationPublic)
+async def get_generation(generation_id: UUID, pool: PoolDep, p: PrincipalDep):
+    return await generations.get_generation(pool, tenant_id=p.tenant_id, generation_id=generation_id)

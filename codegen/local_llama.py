@@ -1,0 +1,356 @@
+"""`local_llama`: a Llama-architecture model run in process with torch + transformers.
+
+What it runs comes from `LOCAL_MODEL`:
+- a pulled model's name (`smollm2-135m-instruct`): its GGUF under `<models_path>/<name>/`;
+- a path to a `.gguf` file;
+- a Hugging Face model directory (config.json, safetensors, tokenizer files).
+
+A GGUF is dequantized by transformers on first load (about 17 s for SmolLM2-135M here). The
+dequantized weights are then saved as safetensors, with the tokenizer and config, under
+`<models_path>/.cache/<stem>-<hash of the file's size and mtime>/`, and later loads read that
+directory instead (a second or two). Nothing is ever fetched from a hub, and a model that is not
+there is reported unavailable, never replaced by another.
+
+Weights are fp32, bf16 or int8 (`LOCAL_DTYPE`; int8 is dynamic quantization of the Linear layers,
+CPU only). The model loads once per process; generation is serialised by a lock.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from codegen.base import Completion, GenerationParams, Message, ModelStatus, ModelUnavailable
+from codegen.pull import REGISTRY, pulled_file
+
+# Nothing here may reach a hub: fail loudly instead of downloading.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+log = logging.getLogger(__name__)
+
+CACHE_DIR = ".cache"
+CACHE_VERSION = "1"  # bump when the cached layout changes: old entries are then ignored
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the weights are: a GGUF file or a Hugging Face directory."""
+
+    format: str  # "gguf" | "hf"
+    path: Path
+
+    def cache_dir(self, models_path: Path) -> Path | None:
+        """The converted copy of a GGUF (None for an HF directory: it is loaded as it is)."""
+        if self.format != "gguf":
+            return None
+        st = self.path.stat()
+        key = hashlib.sha256(f"{CACHE_VERSION}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
+        return Path(models_path) / CACHE_DIR / f"{self.path.stem.lower()}-{key}"
+
+
+def resolve(local_model: str, models_path: Path) -> Source:
+    """LOCAL_MODEL -> the files to load; ModelUnavailable with the reason when they are not there."""
+    models_path = Path(models_path)
+    if local_model in REGISTRY:
+        found = pulled_file(models_path, local_model)
+        if found is None:
+            raise ModelUnavailable(
+                f"model not pulled: run `specmill models pull {local_model}` "
+                f"(looked in {models_path / local_model})")
+        return Source("gguf", found)
+    named = models_path / local_model
+    path = named if not Path(local_model).is_absolute() and named.exists() else Path(local_model).expanduser()
+    if path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise ModelUnavailable(f"{path} is neither a .gguf file nor a Hugging Face model directory")
+        return Source("gguf", path)
+    if path.is_dir():
+        if (path / "config.json").exists():
+            return Source("hf", path)
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return Source("gguf", ggufs[0])
+        raise ModelUnavailable(f"{path} has no config.json and {'several' if ggufs else 'no'} .gguf files")
+    known = f"; pullable: {', '.join(sorted(REGISTRY))}" if REGISTRY else ""
+    raise ModelUnavailable(f"model files not found: {local_model!r} is not a pulled model, a .gguf file or a "
+                           f"Hugging Face directory{known}")
+
+
+def pick_device(local_device: str) -> str:
+    import torch
+
+    if local_device == "cpu":
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    if local_device == "cuda":
+        raise ModelUnavailable("LOCAL_DEVICE=cuda but torch sees no CUDA device")
+    return "cpu"
+
+
+class LocalLlamaBackend:
+    """The `local_llama` model: see the module docstring."""
+
+    name = "local_llama"
+    backend = "transformers"
+
+    def __init__(self, settings, *, model: str | None = None, dtype: str | None = None,
+                 device: str | None = None) -> None:
+        self.models_path = Path(settings.models_path)
+        self.local_model = model or settings.local_model
+        self.dtype = dtype or settings.local_dtype
+        self.local_device = device or settings.local_device
+        if self.dtype not in ("fp32", "bf16", "int8"):
+            raise ValueError(f"local dtype must be fp32, bf16 or int8, not {self.dtype!r}")
+        self._load_lock = threading.Lock()
+        self._gen_lock = threading.Lock()
+        self._model = None
+        self._tokenizer = None
+        self._source: Source | None = None
+        self._details: dict = {}
+        self._error: str | None = None
+
+    # --- status and loading ---------------------------------------------------------------
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def status(self) -> ModelStatus:
+        if self._model is not None and self._source is not None:
+            return ModelStatus(self.name, self.backend, str(self._source.path), "loaded", details=dict(self._details))
+        details = {"dtype": self.dtype, "device": self.local_device}
+        try:
+            source = resolve(self.local_model, self.models_path)
+        except ModelUnavailable as err:
+            return ModelStatus(self.name, self.backend, self.local_model, "unavailable", str(err), details)
+        details["format"] = source.format
+        if source.format == "gguf":
+            cache = source.cache_dir(self.models_path)
+            details["converted"] = bool(cache and (cache / "config.json").exists())
+        if self._error:
+            return ModelStatus(self.name, self.backend, str(source.path), "unavailable", self._error, details)
+        return ModelStatus(self.name, self.backend, str(source.path), "available", details=details)
+
+    def load(self) -> None:
+        if self._model is not None:
+            return
+        with self._load_lock:
+            if self._model is not None:
+                return
+            try:
+                self._load()
+                self._error = None
+            except ModelUnavailable as err:
+                self._error = str(err)
+                raise
+            except Exception as err:  # a corrupt file, an unsupported architecture, out of memory
+                self._error = f"load failed: {type(err).__name__}: {err}"
+                raise ModelUnavailable(self._error) from err
+
+    def _load(self) -> None:
+        import torch
+
+        started = time.perf_counter()
+        source = resolve(self.local_model, self.models_path)
+        device = pick_device(self.local_device)
+        dtype, note = self.dtype, None
+        if dtype == "int8" and device != "cpu":
+            dtype, note = "bf16", "int8 dynamic quantization is CPU-only: bf16 on CUDA"
+        how = "hf"
+        if source.format == "gguf":
+            directory, how = self._converted(source)
+        else:
+            directory = source.path
+        model, tokenizer = _load_hf(directory, torch.bfloat16 if dtype == "bf16" else torch.float32)
+        if dtype == "int8":
+            with warnings.catch_warnings():  # torch.ao.quantization warns of its move to torchao
+                warnings.simplefilter("ignore", DeprecationWarning)
+                warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*", category=UserWarning)
+                model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        model = model.to(device).eval()
+        self._tokenizer, self._source = tokenizer, source
+        self._details = {
+            "format": source.format, "dtype": dtype, "device": device, "loaded_from": str(directory),
+            "load": how, "load_s": round(time.perf_counter() - started, 2),
+            "architecture": getattr(model.config, "model_type", None),
+            "context": getattr(model.config, "max_position_embeddings", None),
+            "parameters": sum(p.numel() for p in model.parameters()),
+        }
+        if note:
+            self._details["note"] = note
+        self._model = model
+        log.info("local_llama: %s loaded (%s) in %.1f s", source.path, how, self._details["load_s"])
+
+    def _converted(self, source: Source) -> tuple[Path, str]:
+        """The GGUF as a safetensors directory: the cached one, or made now (and cached when possible)."""
+        cache = source.cache_dir(self.models_path)
+        if cache is not None and (cache / "config.json").exists():
+            return cache, "gguf-cache"
+        parent = cache.parent if cache is not None else None
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            work = Path(tempfile.mkdtemp(prefix=f".{cache.name}.", dir=parent))
+        except OSError as err:  # a read-only models directory: convert into a temporary one, every time
+            log.warning("local_llama: cannot cache the converted GGUF under %s (%s)", parent, err)
+            work = Path(tempfile.mkdtemp(prefix="specmill-gguf-"))
+            cache = None
+        try:
+            convert_gguf(source.path, work)
+            _readable(work)
+            if cache is None:
+                return work, "gguf-dequantized-uncached"
+            try:
+                os.replace(work, cache)
+            except OSError:  # another process converted it meanwhile
+                if not (cache / "config.json").exists():
+                    raise
+                shutil.rmtree(work, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        return cache, "gguf-dequantized"
+
+    # --- generation -----------------------------------------------------------------------
+
+    def chat(self, messages: list[Message], params: GenerationParams, *, api_key: str | None = None) -> Completion:
+        self.load()
+        import torch
+
+        started = time.perf_counter()
+        model, tokenizer = self._model, self._tokenizer
+        prompt = render_chat(tokenizer, messages)
+        enc = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+        input_ids = enc["input_ids"].to(model.device)
+        attention = enc["attention_mask"].to(model.device)
+        tokens_in = int(input_ids.shape[1])
+        context = self._details.get("context") or 0
+        max_new = max(0, int(params.max_new_tokens))
+        if context:
+            if tokens_in >= context:
+                raise ValueError(f"prompt of {tokens_in} tokens does not fit the model's context of {context}")
+            max_new = min(max_new, context - tokens_in)
+        gen_config = self._generation_config(params, max_new)
+        stopper = StopOnStrings(tokenizer, params.stop, tokens_in)
+        with self._gen_lock, torch.inference_mode(), torch.random.fork_rng(devices=_rng_devices(model)):
+            if params.seed is not None:
+                torch.manual_seed(params.seed)
+            if max_new == 0:
+                output = input_ids
+            else:
+                output = model.generate(input_ids=input_ids, attention_mask=attention, generation_config=gen_config,
+                                        stopping_criteria=[stopper] if params.stop else None)
+        new_ids = output[0, tokens_in:].tolist()
+        text = tokenizer.decode(new_ids, skip_special_tokens=True)
+        cut = _cut(text, params.stop)
+        eos = set(_as_list(gen_config.eos_token_id))
+        if cut is not None:
+            text, reason = text[:cut], "stop"
+        elif new_ids and new_ids[-1] in eos:
+            reason = "stop"
+        else:
+            reason = "length" if len(new_ids) >= max_new else "stop"
+        return Completion(text=text, tokens_in=tokens_in, tokens_out=len(new_ids),
+                          latency_s=time.perf_counter() - started, finish_reason=reason)
+
+    def _generation_config(self, params: GenerationParams, max_new: int):
+        from transformers import GenerationConfig
+
+        base = self._model.generation_config
+        eos = _as_list(base.eos_token_id) or _as_list(self._tokenizer.eos_token_id)
+        pad = base.pad_token_id if base.pad_token_id is not None else (self._tokenizer.pad_token_id or eos[0])
+        kwargs = dict(max_new_tokens=max_new, eos_token_id=eos, pad_token_id=pad, bos_token_id=base.bos_token_id)
+        if params.temperature > 0:
+            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0)
+        else:
+            kwargs.update(do_sample=False)
+        return GenerationConfig(**kwargs)
+
+
+def _load_hf(directory: Path, dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=dtype, local_files_only=True)
+    return model, tokenizer
+
+
+def convert_gguf(gguf: Path, out: Path) -> None:
+    """Dequantize a GGUF into a Hugging Face directory (safetensors + config + tokenizer).
+
+    transformers refuses `save_pretrained` on a GGUF-loaded model, so the weights move into a
+    fresh model built from the same config without its quantization entry."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True)
+    loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32,
+                                                  local_files_only=True)
+    config = copy.deepcopy(loaded.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
+    missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
+    if missing or unexpected:
+        raise RuntimeError(f"GGUF conversion: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    fresh.tie_weights()
+    fresh.generation_config = loaded.generation_config
+    del loaded
+    fresh.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+
+
+def _readable(directory: Path) -> None:
+    """mkdtemp makes 0700 and some writers 0600: other users of the models directory read the cache too."""
+    directory.chmod(0o755)
+    for f in directory.iterdir():
+        if f.is_file():
+            f.chmod(0o644)
+
+
+def render_chat(tokenizer, messages: list[Message]) -> str:
+    chat = [{"role": m.role, "content": m.content} for m in messages]
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    # a base model without a chat template: the plain concatenation
+    return "\n\n".join(m.content for m in messages) + "\n"
+
+
+class StopOnStrings:
+    """A stopping criterion: stop once the generated text contains any of the stop strings."""
+
+    def __init__(self, tokenizer, stop: tuple[str, ...], prompt_len: int) -> None:
+        self.tokenizer, self.stop, self.prompt_len = tokenizer, tuple(s for s in stop if s), prompt_len
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        done = [_cut(self.tokenizer.decode(row[self.prompt_len:], skip_special_tokens=True), self.stop) is not None
+                for row in input_ids.tolist()]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+def _cut(text: str, stop: tuple[str, ...]) -> int | None:
+    """Where the first stop string starts in text, or None."""
+    hits = [i for i in (text.find(s) for s in stop if s) if i >= 0]
+    return min(hits) if hits else None
+
+
+def _as_list(value) -> list[int]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [int(value)]
+
+
+def _rng_devices(model) -> list:
+    return [model.device] if model.device.type == "cuda" else []

@@ -1,0 +1,122 @@
+"""From any template and its values to a chat prompt, through the schema's `x-specmill` hints.
+
+Template-level hint: {"language": ..., "path": "{function_name}.py"}. Property roles: `name`,
+`description`, `signature`, `tests`, `items` (a list of {kind, name, signature, description}) and
+`context`. Properties without a role still reach the prompt as requirements, so a tenant's own
+template works without any template-specific code here.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from codegen.base import Message
+
+ROLES = ("name", "description", "signature", "tests", "items", "context")
+_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)(?:```|\Z)", re.S)
+
+
+@dataclass
+class SpecView:
+    """The parts of a spec instance the generator uses, by role."""
+
+    language: str = "python"
+    path: str = "main.py"
+    name: str | None = None
+    description: str | None = None
+    signatures: list[str] = field(default_factory=list)
+    tests: list[str] = field(default_factory=list)
+    items: list[dict[str, Any]] = field(default_factory=list)
+    context: list[str] = field(default_factory=list)
+    requirements: list[str] = field(default_factory=list)
+
+    def query(self) -> str:
+        """What retrieval searches with: the description and the signatures."""
+        return "\n".join(filter(None, [self.description, *self.signatures]))
+
+
+def spec_view(schema: dict[str, Any], values: dict[str, Any]) -> SpecView:
+    hints = schema.get("x-specmill") or {}
+    view = SpecView(language=str(hints.get("language", "python")))
+    props = schema.get("properties") or {}
+    for key, value in values.items():
+        role = ((props.get(key) or {}).get("x-specmill") or {}).get("role")
+        if role == "name":
+            view.name = str(value)
+        elif role == "description":
+            view.description = str(value)
+        elif role == "signature":
+            view.signatures += [str(v) for v in (value if isinstance(value, list) else [value])]
+        elif role == "tests":
+            view.tests += [str(v) for v in (value if isinstance(value, list) else [value])]
+        elif role == "items" and isinstance(value, list):
+            view.items += [v for v in value if isinstance(v, dict)]
+        elif role == "context":
+            view.context.append(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
+        else:
+            view.requirements.append(f"{key}: {value if isinstance(value, str) else json.dumps(value)}")
+    pattern = str(hints.get("path") or ("{name}" + _EXT.get(view.language, ".txt")))
+    fmt = {**{k: v for k, v in values.items() if isinstance(v, (str, int))}, "name": view.name or "main"}
+    try:
+        view.path = pattern.format(**fmt)
+    except (KeyError, IndexError, ValueError):
+        view.path = f"{view.name or 'main'}{_EXT.get(view.language, '.txt')}"
+    return view
+
+
+_EXT = {"python": ".py", "javascript": ".js", "typescript": ".ts", "go": ".go", "rust": ".rs", "java": ".java"}
+
+
+def build_messages(view: SpecView, *, references: list[str] | None = None, feedback: str | None = None) -> list[Message]:
+    lang = view.language
+    system = (f"You are an expert {lang} programmer. Answer with the complete code in a single "
+              f"```{lang} code block and nothing else.")
+    parts: list[str] = []
+    if view.items:
+        parts.append(f"Write a {lang} module" + (f" named `{view.name}`" if view.name else "") + ".")
+    else:
+        parts.append(f"Write a {lang} function" + (f" named `{view.name}`" if view.name else "") + ".")
+    if view.description:
+        parts.append(f"Description: {view.description}")
+    if view.signatures:
+        parts.append("Signature:\n" + "\n".join(view.signatures))
+    for item in view.items:
+        sig = item.get("signature") or item.get("name")
+        parts.append(f"- {item.get('kind', 'function')} {sig}: {item.get('description', '')}")
+    if view.requirements:
+        parts.append("Requirements:\n" + "\n".join(f"- {r}" for r in view.requirements))
+    if view.context:
+        parts.append("Context:\n" + "\n".join(view.context))
+    if view.tests:
+        parts.append("It must pass these tests:\n" + "\n".join(view.tests))
+    if references:
+        parts.append("Related code from this team's knowledge base (reuse what helps):\n" +
+                     "\n\n".join(f"```{lang}\n{r}\n```" for r in references))
+    if feedback:
+        parts.append(f"A previous attempt failed:\n{feedback}\nFix it.")
+    return [Message("system", system), Message("user", "\n\n".join(parts))]
+
+
+def extract_code(text: str, language: str = "python") -> str:
+    """The first fenced block (preferring one tagged with the language), else the whole text."""
+    blocks = _FENCE.findall(text)
+    for tag, body in blocks:
+        if tag.lower() in (language, language[:2]):
+            return body.strip("\n")
+    if blocks:
+        return blocks[0][1].strip("\n")
+    return text.strip("\n")
+
+
+def parses(code: str, language: str = "python") -> bool | None:
+    """Whether the code parses (None: no parser for that language)."""
+    if language != "python":
+        return None
+    try:
+        ast.parse(code)
+        return True
+    except (SyntaxError, ValueError):
+        return False

@@ -1,0 +1,162 @@
+"""Code generator contracts: POST /api/generate, its workflow and activities, and the results."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, Field, model_validator
+
+from models.common import Strict
+from models.registry import JsonObject
+
+MODEL_NAMES = ("local_llama", "deepseek_8b", "openai_api", "anthropic_api")
+GENERATION_WORKFLOW = "GenerationWorkflow"
+
+
+class TemplateRef(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    version: str | None = Field(None, max_length=64, description="No version: the latest")
+
+
+class InlineTemplate(Strict):
+    name: str = Field("inline", min_length=1, max_length=200)
+    version: str = Field("0", max_length=64)
+    description: str | None = None
+    schema_: JsonObject = Field(alias="schema")
+
+
+class GenerateRequest(Strict):
+    instance_id: UUID | None = None
+    template: TemplateRef | InlineTemplate | None = None
+    values: JsonObject | None = None
+    model: str = "local_llama"
+    techniques: list[str] = Field(default_factory=list, max_length=6)
+    max_new_tokens: int = Field(256, ge=1, le=4096)
+    n: int = Field(1, ge=1, le=8, description="Candidates")
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "GenerateRequest":
+        if (self.instance_id is None) == (self.template is None):
+            raise ValueError("give either instance_id, or template with values")
+        if self.template is not None and self.values is None:
+            raise ValueError("template needs values")
+        if self.instance_id is not None and self.values is not None:
+            raise ValueError("values come from the instance; do not send them with instance_id")
+        return self
+
+
+class SpecSnapshot(BaseModel):
+    """The resolved spec a generation works from (kept in its provenance)."""
+
+    template_id: UUID | None
+    template_name: str
+    template_version: str
+    schema_: dict[str, Any] = Field(alias="schema")
+    values: dict[str, Any]
+    values_hash: str
+    instance_id: UUID | None = None
+
+    model_config = {"populate_by_name": True}
+
+
+class GenerationInput(BaseModel):
+    generation_id: UUID
+    tenant_id: UUID
+    user_id: UUID
+    spec: SpecSnapshot
+    model: str
+    techniques: list[str]
+    max_new_tokens: int
+    n: int
+    temperature: float
+    retrieval_query: str = Field("", description="The spec's description and signature, for retrieval")
+    knowledge_queue: str = "knowledge"
+
+
+class Reference(BaseModel):
+    id: UUID
+    content: str
+
+
+class RetrieveInput(BaseModel):
+    tenant_id: UUID
+    query: str
+    top_k: int = 3
+
+
+class CandidatesInput(BaseModel):
+    tenant_id: UUID
+    generation_id: UUID
+    spec: SpecSnapshot
+    model: str
+    techniques: list[str]
+    max_new_tokens: int
+    n: int
+    temperature: float
+    references: list[Reference] = Field(default_factory=list)
+    round: int = 1
+
+
+class Candidate(BaseModel):
+    model: str
+    techniques: list[str]
+    code: str
+    tokens_in: int
+    tokens_out: int
+    latency_s: float
+    parses: bool | None
+    finish_reason: str
+    round: int = 1
+
+
+class CandidatesResult(BaseModel):
+    candidates: list[Candidate]
+    path: str
+    language: str
+
+
+class GeneratedFile(BaseModel):
+    path: str
+    content: str
+
+
+class Provenance(BaseModel):
+    template_id: UUID | None
+    template_name: str
+    template_version: str
+    values_hash: str
+    instance_id: UUID | None
+    retrieved_snippets: list[UUID]
+
+
+class GenerationResult(BaseModel):
+    id: UUID
+    status: Literal["completed", "failed"]
+    files: list[GeneratedFile]
+    candidates: list[Candidate]
+    parses: bool | None = Field(description="Whether the chosen candidate parses")
+    note: str | None = None
+    provenance: Provenance
+
+
+class GenerationPublic(BaseModel):
+    id: UUID
+    status: Literal["running", "completed", "failed"]
+    model: str
+    techniques: list[str]
+    created_at: datetime
+    updated_at: datetime
+    result: GenerationResult | None = None
+    error: str | None = None
+
+
+class RecordGenerationInput(BaseModel):
+    inp: GenerationInput
+    result: GenerationResult
+    error: str | None = None
+
+
+def generation_workflow_id(generation_id: UUID) -> str:
+    return f"generation-{generation_id}"
