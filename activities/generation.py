@@ -45,8 +45,11 @@ class GenerationActivities:
             return None
         from store import provider_keys
 
-        return await provider_keys.get_plaintext(self._pool, tenant_id=tenant_id, provider=provider,
-                                                 secret=self._settings.provider_keys_secret)
+        try:
+            return await provider_keys.get_plaintext(self._pool, tenant_id=tenant_id, provider=provider,
+                                                     secret=self._settings.provider_keys_secret)
+        except provider_keys.ProviderKeyUnreadable as err:  # a changed secret: store the key again
+            raise ApplicationError(str(err), type="ModelUnavailable", non_retryable=True) from err
 
     @activity.defn(name="generate_candidates")
     async def generate_candidates(self, inp: CandidatesInput) -> CandidatesResult:

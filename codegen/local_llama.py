@@ -134,9 +134,13 @@ class LocalLlamaBackend:
         except ModelUnavailable as err:
             return ModelStatus(self.name, self.backend, self.local_model, "unavailable", str(err), details)
         details["format"] = source.format
+        try:
+            pick_device(self.local_device)
+        except ModelUnavailable as err:
+            return ModelStatus(self.name, self.backend, str(source.path), "unavailable", str(err), details)
         if source.format == "gguf":
             cache = source.cache_dir(self.models_path)
-            details["converted"] = bool(cache and (cache / "config.json").exists())
+            details["converted"] = (cache / "config.json").exists()
         if self._error:
             return ModelStatus(self.name, self.backend, str(source.path), "unavailable", self._error, details)
         return ModelStatus(self.name, self.backend, str(source.path), "available", details=details)
@@ -166,12 +170,14 @@ class LocalLlamaBackend:
         dtype, note = self.dtype, None
         if dtype == "int8" and device != "cpu":
             dtype, note = "bf16", "int8 dynamic quantization is CPU-only: bf16 on CUDA"
-        how = "hf"
+        directory, how, temporary = source.path, "hf", False
         if source.format == "gguf":
-            directory, how = self._converted(source)
-        else:
-            directory = source.path
-        model, tokenizer = _load_hf(directory, torch.bfloat16 if dtype == "bf16" else torch.float32)
+            directory, how, temporary = self._converted(source)
+        try:
+            model, tokenizer = _load_hf(directory, torch.bfloat16 if dtype == "bf16" else torch.float32)
+        finally:
+            if temporary:
+                shutil.rmtree(directory, ignore_errors=True)
         if dtype == "int8":
             with warnings.catch_warnings():  # torch.ao.quantization warns of its move to torchao
                 warnings.simplefilter("ignore", DeprecationWarning)
@@ -191,24 +197,26 @@ class LocalLlamaBackend:
         self._model = model
         log.info("local_llama: %s loaded (%s) in %.1f s", source.path, how, self._details["load_s"])
 
-    def _converted(self, source: Source) -> tuple[Path, str]:
-        """The GGUF as a safetensors directory: the cached one, or made now (and cached when possible)."""
+    def _converted(self, source: Source) -> tuple[Path, str, bool]:
+        """The GGUF as a safetensors directory: (directory, how, whether it is a temporary one).
+
+        The cached copy when there is one; else converted now, into the cache when the models
+        directory is writable (a temporary directory and a rename: a crash leaves no half cache)."""
         cache = source.cache_dir(self.models_path)
-        if cache is not None and (cache / "config.json").exists():
-            return cache, "gguf-cache"
-        parent = cache.parent if cache is not None else None
+        if (cache / "config.json").exists():
+            return cache, "gguf-cache", False
         try:
-            parent.mkdir(parents=True, exist_ok=True)
-            work = Path(tempfile.mkdtemp(prefix=f".{cache.name}.", dir=parent))
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            _sweep_abandoned(cache)
+            work = Path(tempfile.mkdtemp(prefix=f".{cache.name}.", dir=cache.parent))
         except OSError as err:  # a read-only models directory: convert into a temporary one, every time
-            log.warning("local_llama: cannot cache the converted GGUF under %s (%s)", parent, err)
-            work = Path(tempfile.mkdtemp(prefix="specmill-gguf-"))
-            cache = None
+            log.warning("local_llama: cannot cache the converted GGUF under %s (%s)", cache.parent, err)
+            work, cache = Path(tempfile.mkdtemp(prefix="specmill-gguf-")), None
         try:
             convert_gguf(source.path, work)
-            _readable(work)
             if cache is None:
-                return work, "gguf-dequantized-uncached"
+                return work, "gguf-dequantized-uncached", True
+            _readable(work)
             try:
                 os.replace(work, cache)
             except OSError:  # another process converted it meanwhile
@@ -218,7 +226,7 @@ class LocalLlamaBackend:
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
-        return cache, "gguf-dequantized"
+        return cache, "gguf-dequantized", False
 
     # --- generation -----------------------------------------------------------------------
 
@@ -267,7 +275,7 @@ class LocalLlamaBackend:
 
         base = self._model.generation_config
         eos = _as_list(base.eos_token_id) or _as_list(self._tokenizer.eos_token_id)
-        pad = base.pad_token_id if base.pad_token_id is not None else (self._tokenizer.pad_token_id or eos[0])
+        pad = next((p for p in (base.pad_token_id, self._tokenizer.pad_token_id) if p is not None), eos[0])
         kwargs = dict(max_new_tokens=max_new, eos_token_id=eos, pad_token_id=pad, bos_token_id=base.bos_token_id)
         if params.temperature > 0:
             kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0)
@@ -310,6 +318,16 @@ def convert_gguf(gguf: Path, out: Path) -> None:
     tokenizer.save_pretrained(str(out))
 
 
+def _sweep_abandoned(cache: Path, older_than_s: float = 3600) -> None:
+    """Remove the work directories of conversions that crashed (a live one is minutes old at most)."""
+    for stale in cache.parent.glob(f".{cache.name}.*"):
+        try:
+            if time.time() - stale.stat().st_mtime > older_than_s:
+                shutil.rmtree(stale, ignore_errors=True)
+        except FileNotFoundError:
+            pass
+
+
 def _readable(directory: Path) -> None:
     """mkdtemp makes 0700 and some writers 0600: other users of the models directory read the cache too."""
     directory.chmod(0o755)
@@ -327,16 +345,22 @@ def render_chat(tokenizer, messages: list[Message]) -> str:
 
 
 class StopOnStrings:
-    """A stopping criterion: stop once the generated text contains any of the stop strings."""
+    """A stopping criterion: stop once the generated text contains any of the stop strings.
+
+    Each step decodes only the last few tokens: enough to hold a stop string that ends in the
+    newest token (every token stands for at least one byte of text)."""
 
     def __init__(self, tokenizer, stop: tuple[str, ...], prompt_len: int) -> None:
         self.tokenizer, self.stop, self.prompt_len = tokenizer, tuple(s for s in stop if s), prompt_len
+        self.window = max((len(s.encode()) for s in self.stop), default=0) + 2
 
     def __call__(self, input_ids, scores, **kwargs):
         import torch
 
-        done = [_cut(self.tokenizer.decode(row[self.prompt_len:], skip_special_tokens=True), self.stop) is not None
-                for row in input_ids.tolist()]
+        done = []
+        for row in input_ids.tolist():
+            tail = row[max(self.prompt_len, len(row) - self.window):]
+            done.append(_cut(self.tokenizer.decode(tail, skip_special_tokens=True), self.stop) is not None)
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 

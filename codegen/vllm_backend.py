@@ -56,7 +56,8 @@ class VLLMBackend:
         return self._reason
 
     def status(self) -> ModelStatus:
-        details = {"in_process": True, **{k: v for k, v in self.engine_args.items() if isinstance(v, (int, float, str))}}
+        details = {"in_process": True,
+                   **{k: v for k, v in self.engine_args.items() if isinstance(v, (int, float, str))}}
         if self._llm is not None:
             return ModelStatus(self.name, self.backend, self.model, "loaded", None, details)
         reason = self.unavailable_reason()

@@ -341,6 +341,25 @@ def test_pull_refuses_a_file_that_is_not_the_expected_one(tmp_path: Path, fake_i
         pull_mod.pull("no-such-model", tmp_path / "models")
 
 
+def test_cli_pulls_and_lists(tmp_path: Path, fake_index, monkeypatch: pytest.MonkeyPatch):
+    from typer.testing import CliRunner
+
+    from workers.cli import app
+
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("MODELS_DIR", str(tmp_path / "models"))
+    runner = CliRunner()
+    empty = runner.invoke(app, ["models", "list"])
+    assert empty.exit_code == 0 and "specmill models pull smollm2-135m-instruct" in empty.output
+    pulled = runner.invoke(app, ["models", "pull", "fake-model"])
+    assert pulled.exit_code == 0 and "pulled into" in pulled.output
+    again = runner.invoke(app, ["models", "pull", "fake-model"])
+    assert again.exit_code == 0 and "already in" in again.output
+    listed = runner.invoke(app, ["models", "list"])
+    assert "fake-model" in listed.output and "Fake.Q8_0.gguf" in listed.output
+    assert runner.invoke(app, ["models", "pull", "nope"]).exit_code == 2
+
+
 # --- the real model -----------------------------------------------------------------------------
 
 @pytest.mark.slow

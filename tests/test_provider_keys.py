@@ -26,16 +26,11 @@ OPENAI_KEY = "sk-proj-" + secrets.token_urlsafe(30)
 
 
 async def _client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The gateway app, its services pointed elsewhere so that it loads no model. /api/providers is
-    included here, ahead of the forwarding route, until the gateway serves it itself."""
-    far = {svc.url_setting: "http://127.0.0.1:9" for svc in SERVICES.values()}
+    """The gateway as `make run` serves /api/providers (in process, with the service that owns it);
+    the other services are pointed elsewhere, so that this app loads no embedder."""
+    owner = next((name for name, svc in SERVICES.items() if providers.router in svc.routers), None)
+    far = {svc.url_setting: "http://127.0.0.1:9" for name, svc in SERVICES.items() if name != owner}
     app = create_app(settings.model_copy(update=far))
-    if not any(getattr(r, "path", None) == "/api/providers" for r in app.routes):
-        before = len(app.router.routes)
-        app.include_router(providers.router, prefix="/api")
-        added = app.router.routes[before:]
-        del app.router.routes[before:]
-        app.router.routes[0:0] = added
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://specmill.test") as client:
