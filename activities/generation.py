@@ -68,6 +68,9 @@ class GenerationActivities:
                                       seed=1000 * inp.round + i)
             try:
                 completion = await asyncio.to_thread(backend.chat, messages, params, api_key=api_key)
+            except ValueError as err:  # e.g. a prompt longer than the model's context
+                raise ApplicationError(f"the model cannot take this request: {err}", type="BadRequest",
+                                       non_retryable=True) from err
             except ModelUnavailable as err:
                 retryable = getattr(err, "retryable", False)
                 raise ApplicationError(str(err), type="ModelUnavailableRetry" if retryable else "ModelUnavailable",

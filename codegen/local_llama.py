@@ -134,10 +134,11 @@ class LocalLlamaBackend:
         except ModelUnavailable as err:
             return ModelStatus(self.name, self.backend, self.local_model, "unavailable", str(err), details)
         details["format"] = source.format
-        try:
-            pick_device(self.local_device)
-        except ModelUnavailable as err:
-            return ModelStatus(self.name, self.backend, str(source.path), "unavailable", str(err), details)
+        if self.local_device == "cuda":  # (no torch import otherwise: the gateway asks for statuses too)
+            try:
+                pick_device(self.local_device)
+            except ModelUnavailable as err:
+                return ModelStatus(self.name, self.backend, str(source.path), "unavailable", str(err), details)
         if source.format == "gguf":
             cache = source.cache_dir(self.models_path)
             details["converted"] = (cache / "config.json").exists()

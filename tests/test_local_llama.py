@@ -125,6 +125,18 @@ def test_missing_files_are_unavailable_never_replaced(tmp_path: Path, model: str
     assert not backend.loaded
 
 
+def test_cuda_asked_for_without_a_gpu_is_unavailable(tiny_llama: Path, tmp_path: Path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    settings = _settings(tmp_path, tiny_llama).model_copy(update={"local_device": "cuda"})
+    backend = LocalLlamaBackend(settings)
+    assert backend.status().state == "unavailable" and "no CUDA device" in backend.status().reason
+    with pytest.raises(ModelUnavailable, match="no CUDA device"):
+        backend.load()
+
+
 def test_a_broken_model_directory_is_unavailable_with_the_load_error(tmp_path: Path):
     broken = tmp_path / "broken"
     broken.mkdir()

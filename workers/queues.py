@@ -1,6 +1,7 @@
 """What each task queue's worker serves. One entry per queue; `specmill worker <queue>` runs it."""
 from __future__ import annotations
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
@@ -57,7 +58,10 @@ def _generation(client: Client, settings: Settings, pool: asyncpg.Pool) -> Worke
     manager = ModelManager(settings)
     local = manager.backend("local_llama")
     if local.status().state != "unavailable":
-        local.load()
+        try:
+            local.load()
+        except Exception as err:  # noqa: BLE001 - a broken model file: report it, keep serving other models
+            logging.getLogger("specmill.worker").error("local_llama failed to load: %s", err)
     acts = GenerationActivities(pool, manager, settings)
     return Worker(
         client,
