@@ -131,3 +131,37 @@ async def test_generations_are_tenant_isolated(api, tenant, other_tenant):
                           headers=tenant.headers)
     gid = resp.json()["id"]
     assert (await api.get(f"/api/generations/{gid}", headers=other_tenant.headers)).status_code == 404
+
+
+@pytest.mark.slow
+async def test_smollm2_generates_parsing_code_through_the_api(stack, temporal, pool, make_app, tenant):
+    """The real SmolLM2-135M-Instruct (pulled from the package index once per checkout, converted once)
+    behind the gateway: POST /api/generate runs the generation workflow on its own worker and queue."""
+    import asyncio
+    from pathlib import Path
+
+    from codegen import pull as pull_mod
+    from workers.queues import QUEUES
+
+    models = Path(__file__).resolve().parent.parent / ".specmill" / "test-models"
+    await asyncio.to_thread(pull_mod.pull, "smollm2-135m-instruct", models)
+    settings = stack.with_(task_queue_prefix=f"smol-{uuid.uuid4().hex[:6]}-", models_dir=models,
+                           local_model="smollm2-135m-instruct", local_dtype="fp32")
+    worker = QUEUES["generation"].build(temporal, settings, pool)  # loads the model (a few seconds, cached)
+    running = asyncio.create_task(worker.run())
+    try:
+        async for client in make_app(settings):
+            models_listed = {m["name"]: m for m in (await client.get("/api/models", headers=tenant.headers)).json()}
+            assert models_listed["local_llama"]["state"] == "available"
+            resp = await client.post("/api/generate", headers=tenant.headers, json={
+                "template": {"name": "python-function"}, "max_new_tokens": 96,
+                "values": {"function_name": "add", "description": "Return the sum of two integers a and b.",
+                           "signature": "def add(a: int, b: int) -> int"}})
+            assert resp.status_code == 200, resp.text
+            body = resp.json()
+            assert body["parses"] is True, body
+            assert "def add" in body["files"][0]["content"]
+            assert body["candidates"][0]["tokens_out"] > 0
+    finally:
+        await worker.shutdown()
+        await running
