@@ -71,6 +71,14 @@ class Run:
                 print(f"warning: could not stop {_name}: {err}", file=sys.stderr)
         self.procs.clear()
 
+    def finish(self, *, keep: bool, failed: bool) -> None:
+        """Stop everything; remove the run's directory unless asked to keep it or the run failed."""
+        self.stop_all()
+        if keep or failed:
+            print(f"kept {self.root}", file=sys.stderr)
+        else:
+            shutil.rmtree(self.root, ignore_errors=True)
+
 
 def make_settings(root: Path, rate_limit: str) -> Settings:
     """As tests/conftest.py: embedded Postgres and Temporal on free ports, no env files read."""
@@ -284,7 +292,7 @@ def main(args: argparse.Namespace) -> int:
         gw_port, bare_port = embedded.free_port(), embedded.free_port()
         gateway = spawn(run, "gateway", ["-m", "workers.cli", "serve", "gateway", "--host", HOST,
                                          "--port", str(gw_port)], env, gw_port)
-        gw_url = f"http://{HOST}:{gw_port}/api/templates"
+        gw_url = f"http://{HOST}:{gw_port}/api/templates?builtin=false"  # the tenant's own: a fixed-size page
         headers = {"X-API-Key": api_key}
         resp = httpx.get(gw_url, headers=headers, timeout=30)
         resp.raise_for_status()
@@ -326,11 +334,7 @@ def main(args: argparse.Namespace) -> int:
                       file=sys.stderr)
         raise
     finally:
-        run.stop_all()
-        if args.keep or failed:
-            print(f"kept {root}", file=sys.stderr)
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+        run.finish(keep=args.keep, failed=failed)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

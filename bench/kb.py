@@ -348,11 +348,7 @@ def main(args: argparse.Namespace) -> int:
         failed = True
         raise
     finally:
-        run.stop_all()
-        if args.keep or failed:
-            print(f"kept {root}", file=sys.stderr)
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+        run.finish(keep=args.keep, failed=failed)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
