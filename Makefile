@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install bench-gateway bench-kb clean-data lint
+.PHONY: run test install bench-gateway bench-kb eval clean-data lint
 
 $(BIN)/python:
 	@command -v $(PY) >/dev/null 2>&1 || { echo "need Python 3.11 ($(PY))"; exit 1; }
@@ -28,6 +28,9 @@ bench-gateway: install
 
 bench-kb: install
 	$(BIN)/python bench/kb.py
+
+eval: install
+	$(BIN)/python bench/eval.py $(EVAL_ARGS)
 
 clean-data:
 	rm -rf .specmill

@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from codegen import hierarchical
 from codegen.base import GenerationParams, ModelUnavailable
 from codegen.manager import ModelManager
 from codegen.prompts import build_messages, extract_code, parses, spec_view
-from models.generation import Candidate, CandidatesInput, CandidatesResult, RecordGenerationInput
+from models.generation import Candidate, CandidatesInput, CandidatesResult, Plan, PlanInput, RecordGenerationInput
 from models.settings import Settings
 from store import generations
 
@@ -83,9 +85,72 @@ class GenerationActivities:
             activity.heartbeat(i + 1)
         return CandidatesResult(candidates=out, path=view.path, language=view.language)
 
+    def _backend(self, model: str):
+        try:
+            return self._manager.backend(model)
+        except KeyError as err:
+            raise ApplicationError(f"unknown model {model!r}", type="BadRequest", non_retryable=True) from err
+
+    @activity.defn(name="plan_module")
+    async def plan_module(self, inp: PlanInput) -> Plan:
+        """hierarchical_generation, step 1: a checked plan (greedy; each retry is told the last error)."""
+        backend = self._backend(inp.model)
+        view = spec_view(inp.spec.schema_, inp.spec.values)
+        api_key = await self._tenant_key(inp.tenant_id, inp.model)
+        params = GenerationParams(max_new_tokens=max(inp.max_new_tokens, hierarchical.PLAN_MIN_TOKENS), seed=0,
+                                  json_schema=json.dumps(hierarchical.PLAN_SCHEMA))
+        try:
+            return await asyncio.to_thread(hierarchical.make_plan, lambda m: _chat(backend, m, params, api_key),
+                                           view, attempts=inp.attempts)
+        except hierarchical.PlanError as err:
+            raise ApplicationError(f"hierarchical_generation: {err}", type="PlanInvalid", non_retryable=True) from err
+
+    @activity.defn(name="generate_bodies")
+    async def generate_bodies(self, inp: CandidatesInput) -> CandidatesResult:
+        """hierarchical_generation, step 2: per candidate, one model call per planned item (heartbeating
+        after each), then the module assembled in plan order."""
+        if inp.plan is None:
+            raise ApplicationError("generate_bodies needs a plan", type="BadRequest", non_retryable=True)
+        backend = self._backend(inp.model)
+        view = spec_view(inp.spec.schema_, inp.spec.values)
+        refs = within_budget([r.content for r in inp.references], 512) if inp.references else None
+        api_key = await self._tenant_key(inp.tenant_id, inp.model)
+        out: list[Candidate] = []
+        for i in range(inp.n):
+            params = GenerationParams(max_new_tokens=inp.max_new_tokens, temperature=candidate_temperature(inp, i),
+                                      seed=1000 * inp.round + i)
+            pieces, t_in, t_out, latency, finish = [], 0, 0, 0.0, "stop"
+            for j, item in enumerate(inp.plan.items):
+                messages = hierarchical.body_messages(view, inp.plan, item, references=refs)
+                completion = await asyncio.to_thread(_chat, backend, messages, params, api_key)
+                pieces.append(hierarchical.build_piece(item, completion.text, inp.plan, view.language))
+                t_in, t_out, latency = t_in + completion.tokens_in, t_out + completion.tokens_out, \
+                    latency + completion.latency_s
+                finish = "length" if completion.finish_reason == "length" else finish
+                activity.heartbeat(i, j + 1)
+            code = hierarchical.assemble(pieces)
+            out.append(Candidate(model=inp.model, techniques=inp.techniques, code=code, tokens_in=t_in,
+                                 tokens_out=t_out, latency_s=round(latency, 3), parses=parses(code, view.language),
+                                 finish_reason=finish, round=inp.round,
+                                 missing_items=[p.item.name for p in pieces if not p.written]))
+        return CandidatesResult(candidates=out, path=view.path, language=view.language)
+
     @activity.defn(name="record_generation")
     async def record_generation(self, inp: RecordGenerationInput) -> None:
         g = inp.inp
         await generations.finish_generation(self._pool, generation_id=g.generation_id, tenant_id=g.tenant_id,
                                             spec=g.spec, model=g.model, techniques=g.techniques,
                                             result=inp.result, error=inp.error)
+
+
+def _chat(backend, messages, params: GenerationParams, api_key: str | None):
+    """One model call, its failures as the workflow's ApplicationError types (runs on a thread)."""
+    try:
+        return backend.chat(messages, params, api_key=api_key)
+    except ValueError as err:  # e.g. a prompt longer than the model's context
+        raise ApplicationError(f"the model cannot take this request: {err}", type="BadRequest",
+                               non_retryable=True) from err
+    except ModelUnavailable as err:
+        retryable = getattr(err, "retryable", False)
+        raise ApplicationError(str(err), type="ModelUnavailableRetry" if retryable else "ModelUnavailable",
+                               non_retryable=not retryable) from err

@@ -24,6 +24,9 @@ class GenerationParams:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    # A JSON Schema (as JSON text) the answer must follow. local_llama constrains decoding to it with
+    # xgrammar; other backends may ignore it (callers check the answer anyway).
+    json_schema: str | None = None
 
 
 @dataclass(frozen=True)

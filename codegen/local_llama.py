@@ -249,6 +249,7 @@ class LocalLlamaBackend:
                 raise ValueError(f"prompt of {tokens_in} tokens does not fit the model's context of {context}")
             max_new = min(max_new, context - tokens_in)
         gen_config = self._generation_config(params, max_new)
+        constrain = self._json_constraint(params.json_schema)
         stopper = StopOnStrings(tokenizer, params.stop, tokens_in)
         with self._gen_lock, torch.inference_mode(), torch.random.fork_rng(devices=_rng_devices(model)):
             if params.seed is not None:
@@ -257,7 +258,8 @@ class LocalLlamaBackend:
                 output = input_ids
             else:
                 output = model.generate(input_ids=input_ids, attention_mask=attention, generation_config=gen_config,
-                                        stopping_criteria=[stopper] if params.stop else None)
+                                        stopping_criteria=[stopper] if params.stop else None,
+                                        logits_processor=constrain)
         new_ids = output[0, tokens_in:].tolist()
         text = tokenizer.decode(new_ids, skip_special_tokens=True)
         cut = _cut(text, params.stop)
@@ -270,6 +272,30 @@ class LocalLlamaBackend:
             reason = "length" if len(new_ids) >= max_new else "stop"
         return Completion(text=text, tokens_in=tokens_in, tokens_out=len(new_ids),
                           latency_s=time.perf_counter() - started, finish_reason=reason)
+
+    def _json_constraint(self, json_schema: str | None):
+        """Logits processors that keep the answer inside a JSON Schema (xgrammar), or None.
+
+        The grammar compiler is built once per loaded model and each schema compiled once; a fresh
+        processor serves each generate() call (xgrammar's processor is single-use)."""
+        if not json_schema:
+            return None
+        try:
+            import xgrammar as xgr
+            from transformers import LogitsProcessorList
+            from xgrammar.contrib.hf import LogitsProcessor
+        except ImportError:  # not installed: unconstrained (callers check the answer and retry)
+            log.warning("local_llama: xgrammar is not installed; JSON Schema constraint ignored")
+            return None
+        with self._load_lock:
+            if getattr(self, "_grammars", None) is None:
+                info = xgr.TokenizerInfo.from_huggingface(self._tokenizer, vocab_size=self._model.config.vocab_size)
+                self._grammar_compiler, self._grammars = xgr.GrammarCompiler(info), {}
+            if json_schema not in self._grammars:
+                self._grammars[json_schema] = self._grammar_compiler.compile_json_schema(
+                    json_schema, any_whitespace=False)
+            compiled = self._grammars[json_schema]
+        return LogitsProcessorList([LogitsProcessor(compiled)])
 
     def _generation_config(self, params: GenerationParams, max_new: int):
         from transformers import GenerationConfig

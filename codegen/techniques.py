@@ -29,9 +29,18 @@ TECHNIQUES: dict[str, TechniqueInfo] = {t.name: t for t in [
     ),
     TechniqueInfo(
         name="hierarchical_generation",
-        description="Plans the module first (functions and classes with signatures and one-line docstrings, "
-                    "checked to parse), then generates each body with the plan as context and assembles the module.",
-        implemented=False, backends=ALL_BACKENDS, parameters={},
+        description="Plans the module first: a JSON list of the functions and classes with signatures and "
+                    "one-line docstrings, checked (JSON, identifiers, each signature parses as a stub) and asked "
+                    "again with the validation error when invalid. Then generates each body with the plan as "
+                    "context (one model call per item, retrieved snippets included when retrieval_augmentation is "
+                    "also asked for) and assembles the module: imports once at the top, items in plan order. The "
+                    "plan is returned in the result; no valid plan after the retries fails the generation, saying why.",
+        implemented=True, backends=ALL_BACKENDS,
+        parameters={"plan_attempts": "answers asked for until the plan is valid, each told the last error (3)",
+                    "plan_max_new_tokens": "the plan's token budget: max_new_tokens, at least 384",
+                    "max_new_tokens": "per planned item's body; n: candidates, each with all its bodies",
+                    "constrained_decoding": "local_llama: the plan's decoding is constrained to its JSON Schema "
+                                            "(xgrammar); other backends: check and retry only"},
     ),
     TechniqueInfo(
         name="syntax_aware_beam_search",

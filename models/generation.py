@@ -86,6 +86,34 @@ class RetrieveInput(BaseModel):
     top_k: int = 3
 
 
+class PlanItem(BaseModel):
+    """One function or class of a hierarchical_generation plan."""
+
+    kind: Literal["function", "class"]
+    name: str
+    signature: str = Field(description="The header line: `def name(args) -> T` or `class Name(Base)`")
+    docstring: str = ""
+
+
+class Plan(BaseModel):
+    """The checked plan of hierarchical_generation, and what asking for it cost."""
+
+    items: list[PlanItem]
+    attempts: int = Field(1, description="Answers asked for until one was valid")
+    tokens_in: int = 0
+    tokens_out: int = 0
+    latency_s: float = 0.0
+
+
+class PlanInput(BaseModel):
+    tenant_id: UUID
+    generation_id: UUID
+    spec: SpecSnapshot
+    model: str
+    max_new_tokens: int
+    attempts: int = 3
+
+
 class CandidatesInput(BaseModel):
     tenant_id: UUID
     generation_id: UUID
@@ -97,6 +125,7 @@ class CandidatesInput(BaseModel):
     temperature: float
     references: list[Reference] = Field(default_factory=list)
     round: int = 1
+    plan: Plan | None = Field(None, description="hierarchical_generation: one body per planned item")
 
 
 class Candidate(BaseModel):
@@ -109,6 +138,8 @@ class Candidate(BaseModel):
     parses: bool | None
     finish_reason: str
     round: int = 1
+    missing_items: list[str] = Field(default_factory=list,
+                                     description="hierarchical_generation: planned items the model did not write")
 
 
 class CandidatesResult(BaseModel):
@@ -139,6 +170,7 @@ class GenerationResult(BaseModel):
     parses: bool | None = Field(description="Whether the chosen candidate parses")
     note: str | None = None
     provenance: Provenance
+    plan: Plan | None = Field(None, description="hierarchical_generation: the checked plan")
 
 
 class GenerationPublic(BaseModel):

@@ -67,7 +67,7 @@ def _generation(client: Client, settings: Settings, pool: asyncpg.Pool) -> Worke
         client,
         task_queue=settings.queue("generation"),
         workflows=[GenerationWorkflow],
-        activities=[acts.generate_candidates, acts.record_generation],
+        activities=[acts.generate_candidates, acts.plan_module, acts.generate_bodies, acts.record_generation],
         max_concurrent_activities=2,
     )
 

@@ -21,6 +21,8 @@ with workflow.unsafe.imports_passed_through():
         GeneratedFile,
         GenerationInput,
         GenerationResult,
+        Plan,
+        PlanInput,
         Provenance,
         RecordGenerationInput,
         Reference,
@@ -61,7 +63,8 @@ class GenerationWorkflow:
         refs: list[Reference] = []
         if ra:
             refs = await self._retrieve(inp, inp.retrieval_query)
-        out = await self._candidates(inp, refs, round_=1)
+        plan = await self._plan(inp) if "hierarchical_generation" in inp.techniques else None
+        out = await self._candidates(inp, refs, round_=1, plan=plan)
         used = {r.id: r for r in refs}
         if ra:  # RepoCoder: re-query with the first draft, then generate again
             draft = best(out.candidates)
@@ -69,7 +72,7 @@ class GenerationWorkflow:
                 again = await self._retrieve(inp, draft.code)
                 if {r.id for r in again} - set(used):
                     used.update({r.id: r for r in again})
-                    second = await self._candidates(inp, list(used.values()), round_=2)
+                    second = await self._candidates(inp, list(used.values()), round_=2, plan=plan)
                     out = CandidatesResult(candidates=second.candidates + out.candidates,
                                            path=out.path, language=out.language)
         chosen = best(out.candidates)
@@ -79,7 +82,15 @@ class GenerationWorkflow:
             note = "no candidate parses: the best attempt is returned as it is"
         return GenerationResult(id=inp.generation_id, status="completed", files=files, candidates=out.candidates,
                                 parses=chosen.parses if chosen else None, note=note,
-                                provenance=_provenance(inp, list(used)))
+                                provenance=_provenance(inp, list(used)), plan=plan)
+
+    async def _plan(self, inp: GenerationInput) -> Plan:
+        """hierarchical_generation: a checked plan first (an invalid one after its retries fails the generation)."""
+        return await workflow.execute_activity(
+            "plan_module", PlanInput(tenant_id=inp.tenant_id, generation_id=inp.generation_id, spec=inp.spec,
+                                     model=inp.model, max_new_tokens=inp.max_new_tokens),
+            result_type=Plan, start_to_close_timeout=timedelta(minutes=30), retry_policy=GENERATE_RETRY,
+            summary=f"{inp.model}: plan the module")
 
     async def _retrieve(self, inp: GenerationInput, query: str) -> list[Reference]:
         if not query.strip():
@@ -90,12 +101,13 @@ class GenerationWorkflow:
             result_type=list[Reference], start_to_close_timeout=timedelta(seconds=60),
             retry_policy=RetryPolicy(maximum_attempts=5), summary="retrieve snippets")
 
-    async def _candidates(self, inp: GenerationInput, refs: list[Reference], round_: int) -> CandidatesResult:
+    async def _candidates(self, inp: GenerationInput, refs: list[Reference], round_: int,
+                          plan: Plan | None = None) -> CandidatesResult:
         return await workflow.execute_activity(
-            "generate_candidates",
+            "generate_bodies" if plan is not None else "generate_candidates",
             CandidatesInput(tenant_id=inp.tenant_id, generation_id=inp.generation_id, spec=inp.spec,
                             model=inp.model, techniques=inp.techniques, max_new_tokens=inp.max_new_tokens,
-                            n=inp.n, temperature=inp.temperature, references=refs, round=round_),
+                            n=inp.n, temperature=inp.temperature, references=refs, round=round_, plan=plan),
             result_type=CandidatesResult, start_to_close_timeout=timedelta(minutes=30),
             heartbeat_timeout=timedelta(minutes=5), retry_policy=GENERATE_RETRY,
             summary=f"{inp.model}: {inp.n} candidate(s), round {round_}")

