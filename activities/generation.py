@@ -12,7 +12,15 @@ from codegen import hierarchical
 from codegen.base import GenerationParams, ModelUnavailable
 from codegen.manager import ModelManager
 from codegen.prompts import build_messages, extract_code, parses, spec_view
-from models.generation import Candidate, CandidatesInput, CandidatesResult, Plan, PlanInput, RecordGenerationInput
+from models.generation import (
+    Candidate,
+    CandidatesInput,
+    CandidatesResult,
+    GenerationInput,
+    Plan,
+    PlanInput,
+    RecordGenerationInput,
+)
 from models.settings import Settings
 from store import generations
 
@@ -32,9 +40,9 @@ def within_budget(contents: list[str], budget_tokens: int) -> list[str]:
 
 def candidate_temperature(inp: CandidatesInput, index: int) -> float:
     """Greedy asked for n > 1: the first candidate is greedy, the others sampled at 0.8 so they differ."""
-    if inp.temperature == 0.0 and index > 0:
+    if inp.job.temperature == 0.0 and index > 0:
         return 0.8
-    return inp.temperature
+    return inp.job.temperature
 
 
 class GenerationActivities:
@@ -53,51 +61,43 @@ class GenerationActivities:
         except provider_keys.ProviderKeyUnreadable as err:  # a changed secret: store the key again
             raise ApplicationError(str(err), type="ModelUnavailable", non_retryable=True) from err
 
+    async def _prepare(self, job: GenerationInput):
+        """The backend, the spec's view and the tenant's provider key, for one generation."""
+        try:
+            backend = self._manager.backend(job.model)
+        except KeyError as err:
+            raise ApplicationError(f"unknown model {job.model!r}", type="BadRequest", non_retryable=True) from err
+        view = spec_view(job.spec.schema_, job.spec.values)
+        return backend, view, await self._tenant_key(job.tenant_id, job.model)
+
+    @staticmethod
+    def _params(inp: CandidatesInput, index: int) -> GenerationParams:
+        return GenerationParams(max_new_tokens=inp.job.max_new_tokens, temperature=candidate_temperature(inp, index),
+                                seed=1000 * inp.round + index)
+
     @activity.defn(name="generate_candidates")
     async def generate_candidates(self, inp: CandidatesInput) -> CandidatesResult:
         """n candidates for one spec; the model call runs on a thread, heartbeating between candidates."""
-        try:
-            backend = self._manager.backend(inp.model)
-        except KeyError as err:
-            raise ApplicationError(f"unknown model {inp.model!r}", type="BadRequest", non_retryable=True) from err
-        view = spec_view(inp.spec.schema_, inp.spec.values)
+        job = inp.job
+        backend, view, api_key = await self._prepare(job)
         refs = within_budget([r.content for r in inp.references], 512) if inp.references else None
         messages = build_messages(view, references=refs)
-        api_key = await self._tenant_key(inp.tenant_id, inp.model)
         out: list[Candidate] = []
-        for i in range(inp.n):
-            params = GenerationParams(max_new_tokens=inp.max_new_tokens, temperature=candidate_temperature(inp, i),
-                                      seed=1000 * inp.round + i)
-            try:
-                completion = await asyncio.to_thread(backend.chat, messages, params, api_key=api_key)
-            except ValueError as err:  # e.g. a prompt longer than the model's context
-                raise ApplicationError(f"the model cannot take this request: {err}", type="BadRequest",
-                                       non_retryable=True) from err
-            except ModelUnavailable as err:
-                retryable = getattr(err, "retryable", False)
-                raise ApplicationError(str(err), type="ModelUnavailableRetry" if retryable else "ModelUnavailable",
-                                       non_retryable=not retryable) from err
+        for i in range(job.n):
+            completion = await asyncio.to_thread(_chat, backend, messages, self._params(inp, i), api_key)
             code = extract_code(completion.text, view.language)
-            out.append(Candidate(model=inp.model, techniques=inp.techniques, code=code, tokens_in=completion.tokens_in,
+            out.append(Candidate(model=job.model, techniques=job.techniques, code=code, tokens_in=completion.tokens_in,
                                  tokens_out=completion.tokens_out, latency_s=round(completion.latency_s, 3),
                                  parses=parses(code, view.language), finish_reason=completion.finish_reason,
                                  round=inp.round))
             activity.heartbeat(i + 1)
         return CandidatesResult(candidates=out, path=view.path, language=view.language)
 
-    def _backend(self, model: str):
-        try:
-            return self._manager.backend(model)
-        except KeyError as err:
-            raise ApplicationError(f"unknown model {model!r}", type="BadRequest", non_retryable=True) from err
-
     @activity.defn(name="plan_module")
     async def plan_module(self, inp: PlanInput) -> Plan:
         """hierarchical_generation, step 1: a checked plan (greedy; each retry is told the last error)."""
-        backend = self._backend(inp.model)
-        view = spec_view(inp.spec.schema_, inp.spec.values)
-        api_key = await self._tenant_key(inp.tenant_id, inp.model)
-        params = GenerationParams(max_new_tokens=max(inp.max_new_tokens, hierarchical.PLAN_MIN_TOKENS), seed=0,
+        backend, view, api_key = await self._prepare(inp.job)
+        params = GenerationParams(max_new_tokens=max(inp.job.max_new_tokens, hierarchical.PLAN_MIN_TOKENS), seed=0,
                                   json_schema=json.dumps(hierarchical.PLAN_SCHEMA))
         try:
             return await asyncio.to_thread(hierarchical.make_plan, lambda m: _chat(backend, m, params, api_key),
@@ -111,14 +111,12 @@ class GenerationActivities:
         after each), then the module assembled in plan order."""
         if inp.plan is None:
             raise ApplicationError("generate_bodies needs a plan", type="BadRequest", non_retryable=True)
-        backend = self._backend(inp.model)
-        view = spec_view(inp.spec.schema_, inp.spec.values)
+        job = inp.job
+        backend, view, api_key = await self._prepare(job)
         refs = within_budget([r.content for r in inp.references], 512) if inp.references else None
-        api_key = await self._tenant_key(inp.tenant_id, inp.model)
         out: list[Candidate] = []
-        for i in range(inp.n):
-            params = GenerationParams(max_new_tokens=inp.max_new_tokens, temperature=candidate_temperature(inp, i),
-                                      seed=1000 * inp.round + i)
+        for i in range(job.n):
+            params = self._params(inp, i)
             pieces, t_in, t_out, latency, finish = [], 0, 0, 0.0, "stop"
             for j, item in enumerate(inp.plan.items):
                 messages = hierarchical.body_messages(view, inp.plan, item, references=refs)
@@ -129,7 +127,7 @@ class GenerationActivities:
                 finish = "length" if completion.finish_reason == "length" else finish
                 activity.heartbeat(i, j + 1)
             code = hierarchical.assemble(pieces)
-            out.append(Candidate(model=inp.model, techniques=inp.techniques, code=code, tokens_in=t_in,
+            out.append(Candidate(model=job.model, techniques=job.techniques, code=code, tokens_in=t_in,
                                  tokens_out=t_out, latency_s=round(latency, 3), parses=parses(code, view.language),
                                  finish_reason=finish, round=inp.round,
                                  missing_items=[p.item.name for p in pieces if not p.written]))

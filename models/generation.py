@@ -106,23 +106,12 @@ class Plan(BaseModel):
 
 
 class PlanInput(BaseModel):
-    tenant_id: UUID
-    generation_id: UUID
-    spec: SpecSnapshot
-    model: str
-    max_new_tokens: int
+    job: GenerationInput
     attempts: int = 3
 
 
 class CandidatesInput(BaseModel):
-    tenant_id: UUID
-    generation_id: UUID
-    spec: SpecSnapshot
-    model: str
-    techniques: list[str]
-    max_new_tokens: int
-    n: int
-    temperature: float
+    job: GenerationInput
     references: list[Reference] = Field(default_factory=list)
     round: int = 1
     plan: Plan | None = Field(None, description="hierarchical_generation: one body per planned item")

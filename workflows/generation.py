@@ -87,8 +87,7 @@ class GenerationWorkflow:
     async def _plan(self, inp: GenerationInput) -> Plan:
         """hierarchical_generation: a checked plan first (an invalid one after its retries fails the generation)."""
         return await workflow.execute_activity(
-            "plan_module", PlanInput(tenant_id=inp.tenant_id, generation_id=inp.generation_id, spec=inp.spec,
-                                     model=inp.model, max_new_tokens=inp.max_new_tokens),
+            "plan_module", PlanInput(job=inp),
             result_type=Plan, start_to_close_timeout=timedelta(minutes=30), retry_policy=GENERATE_RETRY,
             summary=f"{inp.model}: plan the module")
 
@@ -105,9 +104,7 @@ class GenerationWorkflow:
                           plan: Plan | None = None) -> CandidatesResult:
         return await workflow.execute_activity(
             "generate_bodies" if plan is not None else "generate_candidates",
-            CandidatesInput(tenant_id=inp.tenant_id, generation_id=inp.generation_id, spec=inp.spec,
-                            model=inp.model, techniques=inp.techniques, max_new_tokens=inp.max_new_tokens,
-                            n=inp.n, temperature=inp.temperature, references=refs, round=round_, plan=plan),
+            CandidatesInput(job=inp, references=refs, round=round_, plan=plan),
             result_type=CandidatesResult, start_to_close_timeout=timedelta(minutes=30),
             heartbeat_timeout=timedelta(minutes=5), retry_policy=GENERATE_RETRY,
             summary=f"{inp.model}: {inp.n} candidate(s), round {round_}")
