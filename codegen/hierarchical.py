@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from codegen.base import Completion, Message
-from codegen.prompts import SpecView, extract_code
+from codegen.prompts import SpecView, extract_code, spec_lines
 from models.generation import Plan, PlanItem
 
 MAX_ITEMS = 12
@@ -46,23 +46,7 @@ class PlanError(ValueError):
 # --- the plan ---------------------------------------------------------------------------------
 
 def _spec_lines(view: SpecView) -> list[str]:
-    parts: list[str] = []
-    if view.name:
-        parts.append(f"Name: {view.name}")
-    if view.description:
-        parts.append(f"Description: {view.description}")
-    if view.signatures:
-        parts.append("Signatures:\n" + "\n".join(view.signatures))
-    for item in view.items:
-        parts.append(f"- {item.get('kind', 'function')} {item.get('signature') or item.get('name')}: "
-                     f"{item.get('description', '')}")
-    if view.requirements:
-        parts.append("Requirements:\n" + "\n".join(f"- {r}" for r in view.requirements))
-    if view.context:
-        parts.append("Context:\n" + "\n".join(view.context))
-    if view.tests:
-        parts.append("Tests:\n" + "\n".join(view.tests))
-    return parts
+    return ([f"Name: {view.name}"] if view.name else []) + spec_lines(view, signatures="Signatures", tests="Tests")
 
 
 def plan_messages(view: SpecView, *, feedback: str | None = None) -> list[Message]:

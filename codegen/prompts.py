@@ -70,6 +70,26 @@ def spec_view(schema: dict[str, Any], values: dict[str, Any]) -> SpecView:
 _EXT = {"python": ".py", "javascript": ".js", "typescript": ".ts", "go": ".go", "rust": ".rs", "java": ".java"}
 
 
+def spec_lines(view: SpecView, *, signatures: str, tests: str) -> list[str]:
+    """The spec's parts as prompt lines (description, signatures, items, requirements, context, tests);
+    `signatures` and `tests` are the labels of those two blocks."""
+    parts: list[str] = []
+    if view.description:
+        parts.append(f"Description: {view.description}")
+    if view.signatures:
+        parts.append(f"{signatures}:\n" + "\n".join(view.signatures))
+    for item in view.items:
+        sig = item.get("signature") or item.get("name")
+        parts.append(f"- {item.get('kind', 'function')} {sig}: {item.get('description', '')}")
+    if view.requirements:
+        parts.append("Requirements:\n" + "\n".join(f"- {r}" for r in view.requirements))
+    if view.context:
+        parts.append("Context:\n" + "\n".join(view.context))
+    if view.tests:
+        parts.append(f"{tests}:\n" + "\n".join(view.tests))
+    return parts
+
+
 def build_messages(view: SpecView, *, references: list[str] | None = None, feedback: str | None = None) -> list[Message]:
     lang = view.language
     system = (f"You are an expert {lang} programmer. Answer with the complete code in a single "
@@ -79,19 +99,7 @@ def build_messages(view: SpecView, *, references: list[str] | None = None, feedb
         parts.append(f"Write a {lang} module" + (f" named `{view.name}`" if view.name else "") + ".")
     else:
         parts.append(f"Write a {lang} function" + (f" named `{view.name}`" if view.name else "") + ".")
-    if view.description:
-        parts.append(f"Description: {view.description}")
-    if view.signatures:
-        parts.append("Signature:\n" + "\n".join(view.signatures))
-    for item in view.items:
-        sig = item.get("signature") or item.get("name")
-        parts.append(f"- {item.get('kind', 'function')} {sig}: {item.get('description', '')}")
-    if view.requirements:
-        parts.append("Requirements:\n" + "\n".join(f"- {r}" for r in view.requirements))
-    if view.context:
-        parts.append("Context:\n" + "\n".join(view.context))
-    if view.tests:
-        parts.append("It must pass these tests:\n" + "\n".join(view.tests))
+    parts += spec_lines(view, signatures="Signature", tests="It must pass these tests")
     if references:
         parts.append("Related code from this team's knowledge base (reuse what helps):\n" +
                      "\n\n".join(f"```{lang}\n{r}\n```" for r in references))
