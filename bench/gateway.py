@@ -80,6 +80,15 @@ class Run:
             shutil.rmtree(self.root, ignore_errors=True)
 
 
+def write_figures(name: str, figures: dict) -> Path:
+    """The run's figures as .specmill/bench/<name>-<time>.json (git-ignored); returns the path."""
+    out_dir = ROOT / ".specmill" / "bench"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(figures, indent=2) + "\n")
+    return out
+
+
 def make_settings(root: Path, rate_limit: str) -> Settings:
     """As tests/conftest.py: embedded Postgres and Temporal on free ports, no env files read."""
     return Settings(
@@ -311,10 +320,7 @@ def main(args: argparse.Namespace) -> int:
         }
         results = asyncio.run(measure(targets, args))
         figures = report(results, args)
-        out_dir = ROOT / ".specmill" / "bench"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        out = out_dir / f"gateway-{time.strftime('%Y%m%d-%H%M%S')}.json"
-        out.write_text(json.dumps(figures, indent=2) + "\n")
+        out = write_figures("gateway", figures)
         print(f"written to {out.relative_to(ROOT)}; total {time.monotonic() - t0:.1f} s")
         print(json.dumps(figures, separators=(",", ":")))
         ok = figures["gateway"]["errors"] == 0 and figures["bare"]["errors"] == 0

@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bench.gateway import HOST, Run, make_settings, pct, start_infra  # noqa: E402
+from bench.gateway import HOST, Run, make_settings, pct, start_infra, write_figures  # noqa: E402
 from bench.kb_corpus import PADDING_NOTE, Problem, load_problems, padding  # noqa: E402
 from knowledge import service  # noqa: E402
 from knowledge.embedders import minilm_dir  # noqa: E402
@@ -334,10 +334,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"starting PostgreSQL and Temporal in {root} ...", flush=True)
         start_infra(run, settings)
         figures = report(asyncio.run(measure(settings, args)), args, settings)
-        out_dir = ROOT / ".specmill" / "bench"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        out = out_dir / f"kb-{time.strftime('%Y%m%d-%H%M%S')}.json"
-        out.write_text(json.dumps(figures, indent=2) + "\n")
+        out = write_figures("kb", figures)
         print(f"\nwritten to {out.relative_to(ROOT)}; total {figures['total_s']:.1f} s")
         print(json.dumps(figures, separators=(",", ":")))
         return 0
