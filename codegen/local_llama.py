@@ -11,8 +11,12 @@ dequantized weights are then saved as safetensors, with the tokenizer and config
 directory instead (a second or two). Nothing is ever fetched from a hub, and a model that is not
 there is reported unavailable, never replaced by another.
 
-Weights are fp32, bf16 or int8 (`LOCAL_DTYPE`; int8 is dynamic quantization of the Linear layers,
-CPU only). The model loads once per process; generation is serialised by a lock.
+Llama-architecture models decode through codegen/llama_engine.py (fused products, a cache
+allocated once, one Python loop); any other architecture through transformers' `generate()`.
+Weights (`LOCAL_DTYPE`): `int4` (the default: groupwise 4-bit, which for a Q4 GGUF is the file's own
+weights), `int8` (weight-only, per row), `bf16` or `fp32`; int4/int8 need the engine and the CPU,
+and become bf16 otherwise (said in the model's details). The model loads once per process;
+generation is serialised by a lock.
 """
 from __future__ import annotations
 
@@ -24,12 +28,13 @@ import shutil
 import tempfile
 import threading
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from codegen.base import Completion, GenerationParams, Message, ModelStatus, ModelUnavailable
 from codegen.pull import REGISTRY, pulled_file
+
+DTYPES = ("int4", "int8", "bf16", "fp32")
 
 # Nothing here may reach a hub: fail loudly instead of downloading.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -109,11 +114,13 @@ class LocalLlamaBackend:
         self.local_model = model or settings.local_model
         self.dtype = dtype or settings.local_dtype
         self.local_device = device or settings.local_device
-        if self.dtype not in ("fp32", "bf16", "int8"):
-            raise ValueError(f"local dtype must be fp32, bf16 or int8, not {self.dtype!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"local dtype must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
         self._load_lock = threading.Lock()
         self._gen_lock = threading.Lock()
-        self._model = None
+        self._model = None  # the transformers model, kept only when the engine cannot run it
+        self._engine = None  # a LlamaEngine
+        self._config = None
         self._tokenizer = None
         self._source: Source | None = None
         self._details: dict = {}
@@ -123,10 +130,10 @@ class LocalLlamaBackend:
 
     @property
     def loaded(self) -> bool:
-        return self._model is not None
+        return self._config is not None
 
     def status(self) -> ModelStatus:
-        if self._model is not None and self._source is not None:
+        if self.loaded and self._source is not None:
             return ModelStatus(self.name, self.backend, str(self._source.path), "loaded", details=dict(self._details))
         details = {"dtype": self.dtype, "device": self.local_device}
         try:
@@ -147,10 +154,10 @@ class LocalLlamaBackend:
         return ModelStatus(self.name, self.backend, str(source.path), "available", details=details)
 
     def load(self) -> None:
-        if self._model is not None:
+        if self.loaded:
             return
         with self._load_lock:
-            if self._model is not None:
+            if self.loaded:
                 return
             try:
                 self._load()
@@ -165,38 +172,50 @@ class LocalLlamaBackend:
     def _load(self) -> None:
         import torch
 
+        from codegen import llama_engine
+
         started = time.perf_counter()
         source = resolve(self.local_model, self.models_path)
         device = pick_device(self.local_device)
-        dtype, note = self.dtype, None
-        if dtype == "int8" and device != "cpu":
-            dtype, note = "bf16", "int8 dynamic quantization is CPU-only: bf16 on CUDA"
         directory, how, temporary = source.path, "hf", False
         if source.format == "gguf":
             directory, how, temporary = self._converted(source)
         try:
-            model, tokenizer = _load_hf(directory, torch.bfloat16 if dtype == "bf16" else torch.float32)
+            model, tokenizer = _load_hf(directory, torch.float32)
         finally:
             if temporary:
                 shutil.rmtree(directory, ignore_errors=True)
-        if dtype == "int8":
-            with warnings.catch_warnings():  # torch.ao.quantization warns of its move to torchao
-                warnings.simplefilter("ignore", DeprecationWarning)
-                warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*", category=UserWarning)
-                model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         model = model.to(device).eval()
-        self._tokenizer, self._source = tokenizer, source
-        self._details = {
+        dtype, notes = self.dtype, []
+        if dtype in ("int8", "int4") and device != "cpu":
+            dtype = "bf16"
+            notes.append(f"{self.dtype} kernels are CPU-only: bf16 on {device}")
+        engine, why = None, llama_engine.supported(model)
+        if why is None:
+            engine = llama_engine.LlamaEngine(model, dtype)
+            self._details = {"engine": "specmill-llama", "kernels": engine.kinds,
+                             "weight_mb_per_token": round(engine.bytes_per_token() / 1e6, 1)}
+        else:
+            if dtype in ("int8", "int4"):
+                notes.append(f"{self.dtype} needs the Llama engine ({why} is not supported): bf16")
+                dtype = "bf16"
+            if dtype == "bf16":
+                model = model.to(torch.bfloat16)
+            self._details = {"engine": "transformers-generate"}
+        self._details.update({
             "format": source.format, "dtype": dtype, "device": device, "loaded_from": str(directory),
             "load": how, "load_s": round(time.perf_counter() - started, 2),
             "architecture": getattr(model.config, "model_type", None),
             "context": getattr(model.config, "max_position_embeddings", None),
             "parameters": sum(p.numel() for p in model.parameters()),
-        }
-        if note:
-            self._details["note"] = note
-        self._model = model
-        log.info("local_llama: %s loaded (%s) in %.1f s", source.path, how, self._details["load_s"])
+        })
+        if notes:
+            self._details["note"] = "; ".join(notes)
+        self._tokenizer, self._source, self._generation_defaults = tokenizer, source, model.generation_config
+        self._engine, self._model = engine, (None if engine is not None else model)
+        self._config = model.config
+        log.info("local_llama: %s loaded (%s, %s) in %.1f s", source.path, how, self._details["engine"],
+                 self._details["load_s"])
 
     def _converted(self, source: Source) -> tuple[Path, str, bool]:
         """The GGUF as a safetensors directory: (directory, how, whether it is a temporary one).
@@ -233,37 +252,22 @@ class LocalLlamaBackend:
 
     def chat(self, messages: list[Message], params: GenerationParams, *, api_key: str | None = None) -> Completion:
         self.load()
-        import torch
-
         started = time.perf_counter()
-        model, tokenizer = self._model, self._tokenizer
-        prompt = render_chat(tokenizer, messages)
-        enc = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
-        input_ids = enc["input_ids"].to(model.device)
-        attention = enc["attention_mask"].to(model.device)
-        tokens_in = int(input_ids.shape[1])
+        tokenizer = self._tokenizer
+        prompt = tokenizer(render_chat(tokenizer, messages), add_special_tokens=False)["input_ids"]
+        tokens_in = len(prompt)
         context = self._details.get("context") or 0
         max_new = max(0, int(params.max_new_tokens))
         if context:
             if tokens_in >= context:
                 raise ValueError(f"prompt of {tokens_in} tokens does not fit the model's context of {context}")
             max_new = min(max_new, context - tokens_in)
-        gen_config = self._generation_config(params, max_new)
-        constrain = self._json_constraint(params.json_schema)
-        stopper = StopOnStrings(tokenizer, params.stop, tokens_in)
-        with self._gen_lock, torch.inference_mode(), torch.random.fork_rng(devices=_rng_devices(model)):
-            if params.seed is not None:
-                torch.manual_seed(params.seed)
-            if max_new == 0:
-                output = input_ids
-            else:
-                output = model.generate(input_ids=input_ids, attention_mask=attention, generation_config=gen_config,
-                                        stopping_criteria=[stopper] if params.stop else None,
-                                        logits_processor=constrain)
-        new_ids = output[0, tokens_in:].tolist()
+        eos = self._eos()
+        with self._gen_lock:
+            run = self._decode if self._engine is not None else self._hf_generate
+            new_ids = run(prompt, max_new, params, eos)
         text = tokenizer.decode(new_ids, skip_special_tokens=True)
         cut = _cut(text, params.stop)
-        eos = set(_as_list(gen_config.eos_token_id))
         if cut is not None:
             text, reason = text[:cut], "stop"
         elif new_ids and new_ids[-1] in eos:
@@ -273,42 +277,72 @@ class LocalLlamaBackend:
         return Completion(text=text, tokens_in=tokens_in, tokens_out=len(new_ids),
                           latency_s=time.perf_counter() - started, finish_reason=reason)
 
+    def _eos(self) -> set[int]:
+        return set(_as_list(self._generation_defaults.eos_token_id) or _as_list(self._tokenizer.eos_token_id))
+
+    def _decode(self, prompt: list[int], max_new: int, params: GenerationParams, eos: set[int]) -> list[int]:
+        import torch
+
+        generator = None
+        if params.temperature > 0:
+            generator = torch.Generator(device=self._engine.device)
+            generator.manual_seed(params.seed if params.seed is not None else torch.seed())
+        stop = stop_checker(self._tokenizer, params.stop)
+        return self._engine.generate(prompt, max_new, eos=eos, temperature=params.temperature, top_p=params.top_p,
+                                     generator=generator, should_stop=stop,
+                                     processor=self._json_constraint(params.json_schema))
+
+    def _hf_generate(self, prompt: list[int], max_new: int, params: GenerationParams, eos: set[int]) -> list[int]:
+        """transformers' generate(), for the architectures the engine does not run."""
+        import torch
+        from transformers import GenerationConfig, LogitsProcessorList
+
+        model = self._model
+        if max_new == 0:
+            return []
+        base = self._generation_defaults
+        pad = next((p for p in (base.pad_token_id, self._tokenizer.pad_token_id) if p is not None), min(eos))
+        config = GenerationConfig(max_new_tokens=max_new, eos_token_id=sorted(eos), pad_token_id=pad,
+                                  bos_token_id=base.bos_token_id, do_sample=params.temperature > 0)
+        if params.temperature > 0:
+            config.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
+        stop = stop_checker(self._tokenizer, params.stop)
+        criteria = None
+        if stop is not None:
+            criteria = [lambda ids, scores, **kw: torch.tensor([stop(ids[0, len(prompt):].tolist())],
+                                                                device=ids.device)]
+        processor = self._json_constraint(params.json_schema)
+        input_ids = torch.tensor([prompt], device=model.device)
+        with torch.inference_mode(), torch.random.fork_rng(devices=_rng_devices(model)):
+            if params.seed is not None:
+                torch.manual_seed(params.seed)
+            output = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                                    generation_config=config, stopping_criteria=criteria,
+                                    logits_processor=LogitsProcessorList([processor]) if processor else None)
+        return output[0, len(prompt):].tolist()
+
     def _json_constraint(self, json_schema: str | None):
-        """Logits processors that keep the answer inside a JSON Schema (xgrammar), or None.
+        """A logits processor that keeps the answer inside a JSON Schema (xgrammar), or None.
 
         The grammar compiler is built once per loaded model and each schema compiled once; a fresh
-        processor serves each generate() call (xgrammar's processor is single-use)."""
+        processor serves each request (xgrammar's processor is single-use)."""
         if not json_schema:
             return None
         try:
             import xgrammar as xgr
-            from transformers import LogitsProcessorList
             from xgrammar.contrib.hf import LogitsProcessor
         except ImportError:  # not installed: unconstrained (callers check the answer and retry)
             log.warning("local_llama: xgrammar is not installed; JSON Schema constraint ignored")
             return None
         with self._load_lock:
             if getattr(self, "_grammars", None) is None:
-                info = xgr.TokenizerInfo.from_huggingface(self._tokenizer, vocab_size=self._model.config.vocab_size)
+                info = xgr.TokenizerInfo.from_huggingface(self._tokenizer, vocab_size=self._config.vocab_size)
                 self._grammar_compiler, self._grammars = xgr.GrammarCompiler(info), {}
             if json_schema not in self._grammars:
                 self._grammars[json_schema] = self._grammar_compiler.compile_json_schema(
                     json_schema, any_whitespace=False)
             compiled = self._grammars[json_schema]
-        return LogitsProcessorList([LogitsProcessor(compiled)])
-
-    def _generation_config(self, params: GenerationParams, max_new: int):
-        from transformers import GenerationConfig
-
-        base = self._model.generation_config
-        eos = _as_list(base.eos_token_id) or _as_list(self._tokenizer.eos_token_id)
-        pad = next((p for p in (base.pad_token_id, self._tokenizer.pad_token_id) if p is not None), eos[0])
-        kwargs = dict(max_new_tokens=max_new, eos_token_id=eos, pad_token_id=pad, bos_token_id=base.bos_token_id)
-        if params.temperature > 0:
-            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0)
-        else:
-            kwargs.update(do_sample=False)
-        return GenerationConfig(**kwargs)
+        return LogitsProcessor(compiled)
 
 
 def _load_hf(directory: Path, dtype):
@@ -371,24 +405,20 @@ def render_chat(tokenizer, messages: list[Message]) -> str:
     return "\n\n".join(m.content for m in messages) + "\n"
 
 
-class StopOnStrings:
-    """A stopping criterion: stop once the generated text contains any of the stop strings.
+def stop_checker(tokenizer, stop: tuple[str, ...]):
+    """`check(new_ids) -> bool`: whether the generated text now contains a stop string (None: no stops).
 
-    Each step decodes only the last few tokens: enough to hold a stop string that ends in the
+    Each check decodes only the last few tokens: enough to hold a stop string that ends in the
     newest token (every token stands for at least one byte of text)."""
+    stop = tuple(s for s in stop if s)
+    if not stop:
+        return None
+    window = max(len(s.encode()) for s in stop) + 2
 
-    def __init__(self, tokenizer, stop: tuple[str, ...], prompt_len: int) -> None:
-        self.tokenizer, self.stop, self.prompt_len = tokenizer, tuple(s for s in stop if s), prompt_len
-        self.window = max((len(s.encode()) for s in self.stop), default=0) + 2
+    def check(new_ids: list[int]) -> bool:
+        return _cut(tokenizer.decode(new_ids[-window:], skip_special_tokens=True), stop) is not None
 
-    def __call__(self, input_ids, scores, **kwargs):
-        import torch
-
-        done = []
-        for row in input_ids.tolist():
-            tail = row[max(self.prompt_len, len(row) - self.window):]
-            done.append(_cut(self.tokenizer.decode(tail, skip_special_tokens=True), self.stop) is not None)
-        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+    return check
 
 
 def _cut(text: str, stop: tuple[str, ...]) -> int | None:

@@ -96,7 +96,8 @@ class Settings(BaseSettings):
         "smollm2-135m-instruct",
         description="local_llama: a pulled model's name, or a path to a GGUF file or a Hugging Face directory.",
     )
-    local_dtype: str = Field("fp32", pattern="^(fp32|bf16|int8)$", description="local_llama weights: fp32, bf16 or int8.")
+    local_dtype: str = Field("int4", pattern="^(int4|int8|bf16|fp32)$",
+                             description="local_llama weights: int4 (a Q4 GGUF's own), int8, bf16 or fp32.")
     local_device: str = Field("auto", pattern="^(auto|cpu|cuda)$", description="local_llama device (auto: CUDA when present).")
     vllm_base_url: str | None = Field(None, description="deepseek_8b through a vLLM OpenAI-compatible server (…/v1).")
     vllm_api_key: str | None = Field(None, description="API key of that vLLM server, if it wants one.")

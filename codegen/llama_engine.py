@@ -1,0 +1,256 @@
+"""A compact decoding engine for Llama-architecture models on the CPU (or CUDA).
+
+transformers' `generate()` spends most of a small model's time outside the arithmetic: a dozen
+modules per layer, a cache that grows by concatenation, logits processors and stopping criteria
+run as objects. This engine takes the weights of a loaded transformers Llama and runs the same
+computation with fewer, larger operations:
+
+- q, k and v are one matrix product, gate and up another (7 products per layer become 4);
+- the key/value cache is allocated once for the whole request and written in place;
+- rotary embeddings come from the model's own rotary module (so every rope scaling it supports
+  applies), computed once per request;
+- the decoding loop (greedy or sampled, stop strings, a grammar's logits processor) is one
+  Python loop with one forward call per token.
+
+Weights (`weights`):
+- `fp32` / `bf16`: as they are, in that dtype;
+- `int8`: weight-only, one scale per output row (`torch._weight_int8pack_mm`), bf16 activations;
+- `int4`: weight-only, asymmetric, one scale and zero per 32 inputs of a row
+  (`torch.ops.aten._weight_int4pack_mm_for_cpu`), bf16 activations. For a model that came from a
+  Q4_0/Q4_1 GGUF this is the file's own 4-bit weights again: each 32-weight block of the dequantized
+  matrix holds at most 16 distinct values, and the block's minimum and maximum give back its
+  scale and offset. The output head (tied to the embeddings, Q8_0 in such files) stays int8.
+
+The quantized kernels are CPU kernels: on CUDA `int8`/`int4` run as bf16. A product whose shape a
+kernel refuses falls back to int8, then to the activation dtype. The engine is checked against
+transformers' own forward pass in the tests (tests/test_local_llama.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+GROUP = 32  # int4 group size along the input dimension: a GGUF Q4 block
+SUPPORTED_TYPES = {"llama"}
+
+
+class Unsupported(Exception):
+    """The model is not one this engine runs (the caller uses transformers' generate instead)."""
+
+
+def supported(model) -> str | None:
+    """None when the engine can run `model`, else why not."""
+    cfg = model.config
+    if getattr(cfg, "model_type", None) not in SUPPORTED_TYPES:
+        return f"architecture {getattr(cfg, 'model_type', None)!r}"
+    if getattr(cfg, "hidden_act", "silu") != "silu":
+        return f"activation {cfg.hidden_act!r}"
+    if getattr(cfg, "attention_bias", False) or getattr(cfg, "mlp_bias", False):
+        return "bias terms"
+    return None
+
+
+class Linear:
+    """y = x @ W.T in one of the weight formats of the module docstring."""
+
+    def __init__(self, weight: torch.Tensor, kind: str, act: torch.dtype) -> None:
+        w = weight.detach().to(torch.float32)
+        self.out_features = w.shape[0]
+        order = {"int4": ("int4", "int8"), "int8": ("int8",)}.get(kind, ())
+        for self.kind in order:
+            try:
+                (self._int4 if self.kind == "int4" else self._int8)(w, act)
+                return
+            except (RuntimeError, ValueError):  # a shape the kernel refuses
+                continue
+        self.kind = "dense"
+        self.w = w.to(act).contiguous()
+
+    def _int8(self, w: torch.Tensor, act: torch.dtype) -> None:
+        if w.shape[1] % 16:  # the kernel reads past the row (a crash, not an error) otherwise
+            raise ValueError("input size is not a multiple of 16")
+        scale = w.abs().amax(1).clamp(min=1e-12) / 127
+        self.w = (w / scale[:, None]).round().clamp(-127, 127).to(torch.int8).contiguous()
+        self.scale = scale.to(act)
+        self._check(w, act)
+
+    def _int4(self, w: torch.Tensor, act: torch.dtype) -> None:
+        n, k = w.shape
+        if k % GROUP:
+            raise ValueError("input size is not a multiple of the group")
+        blocks = w.reshape(n, k // GROUP, GROUP)
+        low, high = blocks.amin(-1), blocks.amax(-1)
+        scale = ((high - low) / 15).clamp(min=1e-12)
+        q = ((blocks - low[..., None]) / scale[..., None]).round().clamp(0, 15).to(torch.int32).reshape(n, k)
+        # the kernel computes (q - 8) * scale + zero
+        self.scale_zero = torch.stack([scale.t(), (low + 8 * scale).t()], -1).contiguous().to(act)
+        self.w = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.contiguous(), 1)
+        self._check(w, act)
+
+    def _check(self, w: torch.Tensor, act: torch.dtype) -> None:
+        """The quantized product of a fixed probe must be near the dense one (else: the next format)."""
+        probe = torch.randn(2, w.shape[1], generator=torch.Generator().manual_seed(0))
+        dense = probe @ w.t()
+        got = self(probe.to(act)).float()
+        if not bool(((got - dense).norm() <= 0.2 * dense.norm() + 1e-6)):
+            raise ValueError(f"{self.kind} product is off for this shape")
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "dense":
+            return F.linear(x, self.w)
+        flat = x.reshape(-1, x.shape[-1])
+        if self.kind == "int4":
+            y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.w, GROUP, self.scale_zero)
+        else:
+            y = torch._weight_int8pack_mm(flat, self.w, self.scale)
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+
+@dataclass
+class Layer:
+    attn_norm: torch.Tensor
+    qkv: Linear
+    out: Linear
+    mlp_norm: torch.Tensor
+    gate_up: Linear
+    down: Linear
+
+
+class LlamaEngine:
+    """The weights of a transformers Llama, rearranged for decoding; see the module docstring."""
+
+    def __init__(self, model, weights: str = "fp32") -> None:
+        why = supported(model)
+        if why:
+            raise Unsupported(why)
+        if weights not in ("fp32", "bf16", "int8", "int4"):
+            raise ValueError(f"weights must be fp32, bf16, int8 or int4, not {weights!r}")
+        cfg = model.config
+        self.device = next(model.parameters()).device
+        if self.device.type != "cpu" and weights in ("int8", "int4"):
+            weights = "bf16"
+        self.weights = weights
+        self.act = torch.float32 if weights == "fp32" else torch.bfloat16
+        kind = weights if weights in ("int8", "int4") else "dense"
+        self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        self.eps = cfg.rms_norm_eps
+        self.vocab = cfg.vocab_size
+        self.context = getattr(cfg, "max_position_embeddings", None)
+        self.rotary = model.model.rotary_emb
+        inner = model.model
+        self.embed = inner.embed_tokens.weight.detach().to(self.act)
+        self.norm = inner.norm.weight.detach().to(self.act)
+        self.layers = []
+        for block in inner.layers:
+            a, m = block.self_attn, block.mlp
+            self.layers.append(Layer(
+                attn_norm=block.input_layernorm.weight.detach().to(self.act),
+                qkv=Linear(torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]), kind, self.act),
+                out=Linear(a.o_proj.weight, kind, self.act),
+                mlp_norm=block.post_attention_layernorm.weight.detach().to(self.act),
+                gate_up=Linear(torch.cat([m.gate_proj.weight, m.up_proj.weight]), kind, self.act),
+                down=Linear(m.down_proj.weight, kind, self.act),
+            ))
+        # the head (often the embeddings themselves): int8 at most, it is the most sensitive product
+        self.head = Linear(model.lm_head.weight, "int8" if kind != "dense" else "dense", self.act)
+        self.intermediate = cfg.intermediate_size
+        self.kinds = sorted({k for layer in self.layers for k in (layer.qkv.kind, layer.down.kind)})
+
+    def bytes_per_token(self) -> int:
+        """Weight bytes read per decoded token (what bounds the speed of a small model)."""
+        total = 0
+        for linear in [self.head] + [x for layer in self.layers for x in (layer.qkv, layer.out, layer.gate_up, layer.down)]:
+            total += linear.w.numel() * linear.w.element_size()
+        return total
+
+    def _rms(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(self.act) * weight
+
+    def forward(self, ids: torch.Tensor, start: int, cache: "Cache") -> torch.Tensor:
+        """Logits (float32) of the last position, after feeding `ids` (1 x T) from position `start`.
+
+        Either the whole prompt (start 0) or one token at a time after it."""
+        t = ids.shape[1]
+        if t > 1 and start:
+            raise ValueError("several tokens are fed at position 0 only")
+        h = F.embedding(ids, self.embed)
+        cos, sin = cache.cos[start:start + t], cache.sin[start:start + t]
+        nq, nk, d = self.heads, self.kv_heads, self.head_dim
+        end = start + t
+        for i, layer in enumerate(self.layers):
+            x = self._rms(h, layer.attn_norm)
+            qkv = layer.qkv(x).view(1, t, nq + 2 * nk, d).transpose(1, 2)
+            q, k, v = qkv.split([nq, nk, nk], dim=1)
+            q, k = _rope(q, cos, sin), _rope(k, cos, sin)
+            cache.k[i][:, :, start:end] = k
+            cache.v[i][:, :, start:end] = v
+            y = F.scaled_dot_product_attention(q, cache.k[i][:, :, :end], cache.v[i][:, :, :end],
+                                               is_causal=t > 1, enable_gqa=nq != nk)
+            h = h + layer.out(y.transpose(1, 2).reshape(1, t, nq * d))
+            x = self._rms(h, layer.mlp_norm)
+            gate, up = layer.gate_up(x).split(self.intermediate, dim=-1)
+            h = h + layer.down(F.silu(gate) * up)
+        h = self._rms(h[:, -1:], self.norm)
+        return self.head(h)[0, -1].float()
+
+    def new_cache(self, length: int) -> "Cache":
+        return Cache(self, length)
+
+    @torch.inference_mode()
+    def generate(self, prompt: list[int], max_new: int, *, eos: set[int], temperature: float = 0.0,
+                 top_p: float = 1.0, generator: torch.Generator | None = None,
+                 should_stop: Callable[[list[int]], bool] | None = None, processor=None) -> list[int]:
+        """New token ids after `prompt`: greedy when temperature is 0, else sampled (temperature, top-p).
+
+        Ends at an eos token (kept), after `max_new` tokens, or when `should_stop(new ids)` says so.
+        `processor(input_ids, scores) -> scores` (a transformers-style logits processor, e.g. a
+        grammar) sees the whole sequence and the logits before each choice."""
+        if max_new <= 0:
+            return []
+        cache = self.new_cache(len(prompt) + max_new)
+        sequence = list(prompt)
+        logits = self.forward(torch.tensor([prompt], device=self.device), 0, cache)
+        new: list[int] = []
+        while True:
+            if processor is not None:
+                logits = processor(torch.tensor([sequence], device=self.device), logits[None])[0]
+            token = _choose(logits, temperature, top_p, generator)
+            new.append(token)
+            sequence.append(token)
+            if token in eos or len(new) >= max_new or (should_stop is not None and should_stop(new)):
+                return new
+            logits = self.forward(torch.tensor([[token]], device=self.device), len(sequence) - 1, cache)
+
+
+class Cache:
+    """Keys and values of every layer, allocated once, plus the rotary tables for its length."""
+
+    def __init__(self, engine: LlamaEngine, length: int) -> None:
+        shape = (1, engine.kv_heads, length, engine.head_dim)
+        self.k = [torch.empty(shape, dtype=engine.act, device=engine.device) for _ in engine.layers]
+        self.v = [torch.empty(shape, dtype=engine.act, device=engine.device) for _ in engine.layers]
+        positions = torch.arange(length, device=engine.device)[None]
+        probe = torch.empty(1, dtype=torch.float32, device=engine.device)
+        cos, sin = engine.rotary(probe, positions)
+        self.cos, self.sin = cos[0].to(engine.act), sin[0].to(engine.act)  # L x D, broadcast over heads
+
+
+def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+def _choose(logits: torch.Tensor, temperature: float, top_p: float, generator) -> int:
+    if temperature <= 0:
+        return int(logits.argmax())
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_p, order = probs.sort(descending=True)
+        keep = sorted_p.cumsum(0) - sorted_p < top_p  # the smallest prefix whose mass reaches top_p
+        probs = torch.zeros_like(probs).scatter_(0, order[keep], sorted_p[keep])
+    return int(torch.multinomial(probs, 1, generator=generator))

@@ -1,0 +1,137 @@
+"""codegen/llama_engine.py against transformers' own forward pass and generate(), on tiny models."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from codegen.base import GenerationParams, Message
+from codegen.llama_engine import Linear, LlamaEngine, Unsupported
+from codegen.local_llama import LocalLlamaBackend
+from models.settings import Settings
+
+CHAT = [Message("user", "Write a python function named `add`.")]
+
+
+@pytest.fixture(scope="module")
+def hf(tiny_llama: Path):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(tiny_llama), dtype=torch.float32).eval()
+
+
+@torch.inference_mode()
+def test_fp32_engine_gives_transformers_logits_at_every_position(hf):
+    engine = LlamaEngine(hf, "fp32")
+    ids = [1, 5, 17, 42, 99, 7, 3, 250, 11, 64]
+    reference = hf(torch.tensor([ids])).logits[0]
+    cache = engine.new_cache(len(ids))
+    prefill = engine.forward(torch.tensor([ids[:4]]), 0, cache)  # the prompt in one pass
+    torch.testing.assert_close(prefill, reference[3], atol=1e-4, rtol=1e-4)
+    for pos in range(4, len(ids)):  # then one token at a time through the cache
+        step = engine.forward(torch.tensor([[ids[pos]]]), pos, cache)
+        torch.testing.assert_close(step, reference[pos], atol=1e-4, rtol=1e-4)
+
+
+@torch.inference_mode()
+def test_greedy_decoding_matches_transformers_generate(hf):
+    prompt = [1, 5, 17, 42, 99]
+    expected = hf.generate(torch.tensor([prompt]), max_new_tokens=24, min_new_tokens=24, do_sample=False,
+                           pad_token_id=0)[0, len(prompt):].tolist()
+    assert LlamaEngine(hf, "fp32").generate(prompt, 24, eos=set()) == expected
+
+
+@pytest.mark.parametrize("weights", ["bf16", "int8", "int4"])
+@torch.inference_mode()
+def test_reduced_weights_stay_close_to_fp32(hf, weights: str):
+    ids = torch.tensor([[1, 5, 17, 42, 99, 7, 3]])
+    exact = LlamaEngine(hf, "fp32")
+    reduced = LlamaEngine(hf, weights)
+    a = exact.forward(ids, 0, exact.new_cache(7))
+    b = reduced.forward(ids, 0, reduced.new_cache(7))
+    assert torch.nn.functional.cosine_similarity(a, b, dim=0) > 0.99
+    assert reduced.bytes_per_token() < exact.bytes_per_token()
+
+
+def test_int4_holds_a_q4_block_weight_exactly():
+    """A matrix whose 32-wide blocks are d*q + m (q in 0..15), as a Q4_1 GGUF dequantizes to, comes back
+    as the same 4-bit codes: the int4 product equals the dense product up to bf16 rounding."""
+    g = torch.Generator().manual_seed(0)
+    n, k = 64, 128
+    q = torch.randint(0, 16, (n, k // 32, 32), generator=g).float()
+    q[..., 0], q[..., 1] = 0, 15  # every block uses its full range, as the quantizer makes it
+    d = (torch.rand(n, k // 32, 1, generator=g) * 0.02 + 0.001).bfloat16().float()
+    m = (-torch.rand(n, k // 32, 1, generator=g) * 0.1).bfloat16().float()
+    w = (q * d + m).reshape(n, k)
+    linear = Linear(w, "int4", torch.bfloat16)
+    assert linear.kind == "int4"
+    x = torch.randn(3, k, generator=g).bfloat16()
+    dense = (x.float() @ w.t())
+    torch.testing.assert_close(linear(x).float(), dense, atol=0.05, rtol=0.02)
+
+
+@pytest.mark.parametrize("shape, kind", [((8, 48), "int8"), ((8, 40), "dense"), ((32, 64), "int4")])
+def test_shapes_a_kernel_cannot_take_fall_back(shape: tuple[int, int], kind: str):
+    """int4 wants 32-wide groups and 16-row tiles; int8 wants rows of a multiple of 16 inputs."""
+    w = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
+    linear = Linear(w, "int4", torch.bfloat16)
+    assert linear.kind == kind
+    x = torch.randn(3, shape[1]).bfloat16()
+    exact = x.float() @ w.t()
+    assert (linear(x).float() - exact).norm() < 0.1 * exact.norm()  # 4 bits of a Gaussian: a few % off
+
+
+def test_sampling_is_reproducible_with_a_seeded_generator(hf):
+    engine = LlamaEngine(hf, "fp32")
+    runs = [engine.generate([1, 5, 17], 16, eos=set(), temperature=1.0, top_p=0.9,
+                            generator=torch.Generator().manual_seed(s)) for s in (3, 3, 4)]
+    assert runs[0] == runs[1] and runs[0] != runs[2]
+
+
+def test_generation_ends_at_eos_and_at_the_stop_check(hf):
+    engine = LlamaEngine(hf, "fp32")
+    free = engine.generate([1, 5, 17], 12, eos=set())
+    assert engine.generate([1, 5, 17], 12, eos={free[3]})[-1] == free[3]
+    assert engine.generate([1, 5, 17], 12, eos=set(), should_stop=lambda new: len(new) == 5) == free[:5]
+
+
+@pytest.fixture(scope="module")
+def tiny_mistral(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Llama's tokenizer with a Mistral model: an architecture the engine does not run."""
+    import shutil
+
+    from transformers import MistralConfig, MistralForCausalLM
+
+    directory = tmp_path_factory.mktemp("mistral")
+    for f in tiny_llama.iterdir():
+        if f.name.startswith("tokenizer") or f.name == "special_tokens_map.json":
+            shutil.copy(f, directory / f.name)
+    llama = json_config(tiny_llama)
+    torch.manual_seed(0)
+    config = MistralConfig(vocab_size=llama["vocab_size"], hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=2, num_key_value_heads=1, eos_token_id=llama["eos_token_id"],
+                           bos_token_id=llama["bos_token_id"], pad_token_id=llama["pad_token_id"])
+    MistralForCausalLM(config).save_pretrained(directory)
+    return directory
+
+
+def json_config(directory: Path) -> dict:
+    import json
+
+    return json.loads((directory / "config.json").read_text())
+
+
+def test_other_architectures_use_transformers_generate(tiny_mistral: Path, tmp_path: Path):
+    from transformers import AutoModelForCausalLM
+
+    with pytest.raises(Unsupported):
+        LlamaEngine(AutoModelForCausalLM.from_pretrained(str(tiny_mistral)), "fp32")
+    settings = Settings(_env_file=None, data_dir=tmp_path, models_dir=tmp_path / "models",
+                        local_model=str(tiny_mistral), local_dtype="int4", local_device="cpu")
+    backend = LocalLlamaBackend(settings)
+    out = backend.chat(CHAT, GenerationParams(max_new_tokens=6))
+    details = backend.status().details
+    assert out.tokens_out == 6
+    assert details["engine"] == "transformers-generate" and details["dtype"] == "bf16"
+    assert "int4 needs the Llama engine" in details["note"]
