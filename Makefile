@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install bench-gateway bench-kb eval clean-data lint
+.PHONY: run test install bench-gateway bench-kb bench-generate eval clean-data lint
 
 $(BIN)/python:
 	@command -v $(PY) >/dev/null 2>&1 || { echo "need Python 3.11 ($(PY))"; exit 1; }
@@ -28,6 +28,17 @@ bench-gateway: install
 
 bench-kb: install
 	$(BIN)/python bench/kb.py
+
+# llama.cpp, for bench-generate only. Its native build turns on AMX on this CPU family, and that path
+# crashes in this VM (the kernel does not grant AMX tiles), so it is built for AVX-512 with VNNI and BF16.
+LLAMA_CPP_PYTHON ?= llama-cpp-python==0.3.36
+LLAMA_CPP_CMAKE ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+	-DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AVX512_VBMI=ON
+
+bench-generate: install
+	@$(BIN)/python -c "import llama_cpp" 2>/dev/null || { echo "building $(LLAMA_CPP_PYTHON) (several minutes)"; \
+		CMAKE_ARGS="$(LLAMA_CPP_CMAKE)" $(BIN)/pip install --quiet $(LLAMA_CPP_PYTHON); }
+	$(BIN)/python bench/generate.py $(BENCH_ARGS)
 
 eval: install
 	$(BIN)/python bench/eval.py $(EVAL_ARGS)

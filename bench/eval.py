@@ -1,7 +1,7 @@
 """HumanEval (and MBPP's test split) through the real generation path (`make eval`).
 
     .venv/bin/python bench/eval.py [--model local_llama] [--techniques retrieval_augmentation]
-        [--limit N] [--dtype fp32|bf16|int8] [--max-new-tokens 384] [--timeout 10]
+        [--limit N] [--dtype int4|int8|bf16|fp32] [--max-new-tokens 384] [--timeout 10]
         [--mbpp PATH [--mbpp-split test]] [--threads N] [--name NAME] [--out docs/eval]
 
 Greedy decoding, the fixed prompt of codegen/evaluate.py, each completion run in sandbox/ against
@@ -28,7 +28,7 @@ from codegen.manager import ModelManager  # noqa: E402
 from codegen.techniques import check  # noqa: E402
 from models.settings import Settings  # noqa: E402
 
-SUPPORTED = {"retrieval_augmentation"}  # techniques this harness runs (the baseline: none)
+SUPPORTED = {"retrieval_augmentation", "hierarchical_generation"}  # techniques this harness runs (the baseline: none)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -36,7 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", default="local_llama")
     p.add_argument("--techniques", default="", help="comma-separated; empty: the baseline")
     p.add_argument("--limit", type=int, default=None, help="only the first N problems")
-    p.add_argument("--dtype", choices=["fp32", "bf16", "int8"], default=None, help="local_llama weights (LOCAL_DTYPE)")
+    p.add_argument("--dtype", choices=["int4", "int8", "bf16", "fp32"], default=None, help="local_llama weights (LOCAL_DTYPE)")
     p.add_argument("--local-model", default=None, help="LOCAL_MODEL override")
     p.add_argument("--max-new-tokens", type=int, default=384)
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per sandboxed test run")

@@ -151,6 +151,31 @@ def _candidate(backend, view, refs: list[str] | None, cfg: EvalConfig, round_: i
                      parses=parses(code, view.language), finish_reason=completion.finish_reason, round=round_)
 
 
+def _hierarchical_candidate(backend, view, refs: list[str] | None, cfg: EvalConfig, round_: int):
+    """hierarchical_generation as the plan_module and generate_bodies activities run it (greedy)."""
+    import json
+
+    from activities.generation import within_budget
+    from codegen import hierarchical as h
+    from models.generation import Candidate
+
+    refs = within_budget(refs, REF_BUDGET_TOKENS) if refs else None
+    plan_params = GenerationParams(max_new_tokens=max(cfg.max_new_tokens, h.PLAN_MIN_TOKENS), seed=0,
+                                   json_schema=json.dumps(h.PLAN_SCHEMA))
+    plan = h.make_plan(lambda m: backend.chat(m, plan_params), view)
+    params = GenerationParams(max_new_tokens=cfg.max_new_tokens, temperature=0.0, seed=1000 * round_)
+    pieces, t_in, t_out, latency, finish = [], plan.tokens_in, plan.tokens_out, plan.latency_s, "stop"
+    for item in plan.items:
+        completion = backend.chat(h.body_messages(view, plan, item, references=refs), params)
+        pieces.append(h.build_piece(item, completion.text, plan, view.language))
+        t_in, t_out, latency = t_in + completion.tokens_in, t_out + completion.tokens_out, latency + completion.latency_s
+        finish = "length" if completion.finish_reason == "length" else finish
+    code = h.assemble(pieces)
+    return Candidate(model=cfg.model, techniques=cfg.techniques, code=code, tokens_in=t_in, tokens_out=t_out,
+                     latency_s=latency, parses=parses(code, view.language), finish_reason=finish, round=round_,
+                     missing_items=[p.item.name for p in pieces if not p.written])
+
+
 def solve(problem: Problem, backend, cfg: EvalConfig, retriever: MbppRetriever | None = None) -> dict:
     """Generate one greedy completion for a problem, as the workflow would, and test it in the sandbox."""
     from workflows.generation import best
@@ -158,20 +183,22 @@ def solve(problem: Problem, backend, cfg: EvalConfig, retriever: MbppRetriever |
     view = spec_view(PYTHON_FUNCTION, problem.values)
     used: dict[str, str] = {}
     candidates = []
+    make = _hierarchical_candidate if "hierarchical_generation" in cfg.techniques else _candidate
     try:
         if retriever is not None:
             used.update(retriever.search(view.query()))
-        candidates.append(_candidate(backend, view, list(used.values()) or None, cfg, 1))
+        candidates.append(make(backend, view, list(used.values()) or None, cfg, 1))
         if retriever is not None and candidates[0].code.strip():  # RepoCoder: re-query with the draft
             again = dict(retriever.search(candidates[0].code))
             if set(again) - set(used):
                 used.update(again)
-                candidates.insert(0, _candidate(backend, view, list(used.values()), cfg, 2))
-    except ValueError as err:  # the activity's BadRequest, e.g. a prompt longer than the model's context
+                candidates.insert(0, make(backend, view, list(used.values()), cfg, 2))
+    except ValueError as err:  # the activity's BadRequest (a prompt longer than the model's context) or PlanError
         if not candidates:
             return {"task_id": problem.task_id, "passed": False, "status": "error", "parses": None, "tokens_in": 0,
                     "tokens_out": 0, "latency_s": 0.0, "finish_reason": None, "rounds": 0, "references": list(used),
-                    "error": f"the model cannot take this request: {err}"[:300], "sandbox": None, "code": ""}
+                    "error": (str(err) if type(err).__name__ == "PlanError"
+                              else f"the model cannot take this request: {err}")[:300], "sandbox": None, "code": ""}
     chosen = best(candidates)
     program = f"{problem.prefix}\n\n{chosen.code}\n" if problem.prefix else chosen.code + "\n"
     run = run_tests(program, problem.tests, timeout_s=cfg.timeout_s, memory_mb=cfg.memory_mb)

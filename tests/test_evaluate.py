@@ -79,3 +79,18 @@ def test_mbpp_split_and_retrieval_corpus(tiny_llama: Path, tmp_path: Path):
                                  "--techniques", "retrieval_augmentation", "--mbpp", str(MBPP)], settings=settings)
     record = result["summary"]["records"][0]
     assert record["references"] and all(601 <= int(r.split("/")[1]) <= 974 for r in record["references"])
+
+
+def test_harness_runs_hierarchical_generation(tiny_llama: Path, tmp_path: Path):
+    """The plan (JSON Schema constrained, checked, retried) then a body per item, as the activities do;
+    the tiny model (512-token context) cannot take the planning prompt: an error record, never a crash."""
+    settings = Settings(_env_file=None, data_dir=tmp_path / "data", local_model=str(tiny_llama), local_dtype="fp32")
+    result = _bench_eval().main(["--limit", "1", "--max-new-tokens", "12", "--out", str(tmp_path), "--name", "hg",
+                                 "--techniques", "hierarchical_generation"], settings=settings)
+    record = result["summary"]["records"][0]
+    assert result["techniques"] == ["hierarchical_generation"]
+    assert record["status"] in ("error", "failed", "passed")
+    if record["status"] == "error":
+        assert record["error"].startswith(("no valid plan after 3 attempt(s)", "the model cannot take this request"))
+    else:
+        assert record["tokens_out"] > 0 and record["code"]

@@ -1,0 +1,252 @@
+"""Local generation speed (`make bench-generate`): our engine against llama.cpp, on the same GGUF.
+
+    .venv/bin/python bench/generate.py [--tokens 128] [--prompts 4] [--only NAME,...] [--no-llama-cpp]
+
+The prompts are the generator's own (the python-function template's prompt for the first HumanEval
+problems, through the model's chat template), tokenized once and fed as the same token ids to every
+runner. Each runner decodes greedily exactly `--tokens` new tokens per prompt (end-of-sequence
+ignored, so every runner does the same work) in its own subprocess, after one warm-up request, with
+every core of the machine (torch's default thread count; llama.cpp gets as many threads).
+
+Runners, each a lever of the issue:
+- `hf-*`: transformers' generate() on the cached safetensors, as local_llama ran before the engine
+  (fp32, bf16, and int8 as dynamic quantization of every Linear with torch.ao);
+- `engine-*`: codegen/llama_engine.py through LocalLlamaBackend's load (fused products, a cache
+  allocated once, one Python loop), with fp32, bf16, weight-only int8 or int4 weights;
+- `llama.cpp`: llama-cpp-python (installed by the make target only) on the GGUF file itself.
+
+tok/s = new tokens / time from the request to the last token (prefill included), over all prompts.
+"load" is the warm load: the converted safetensors are already cached (the bench converts first
+when they are not); "imports" is the cost of importing torch and transformers, paid once per process.
+"same" is the share of each output that matches transformers fp32 greedy tokens before the first
+difference (a cheap fidelity check; the eval table is the real one).
+Prints a table and writes .specmill/bench/generate-<time>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+RUNNERS = ["hf-fp32", "hf-bf16", "hf-int8-dynamic", "engine-fp32", "engine-bf16", "engine-int8", "engine-int4",
+           "llama.cpp"]
+DEFAULT = "engine-int4"  # what LOCAL_DTYPE's default runs
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tokens", type=int, default=128, help="new tokens per prompt")
+    p.add_argument("--prompts", type=int, default=4, help="how many prompts (first HumanEval problems)")
+    p.add_argument("--only", default="", help="comma-separated runners (default: all)")
+    p.add_argument("--no-llama-cpp", action="store_true", help="skip llama.cpp (ratios are then not printed)")
+    p.add_argument("--worker", type=Path, help=argparse.SUPPRESS)  # internal: run one runner from this job file
+    return p.parse_args(argv)
+
+
+# --- one runner, in its own process ----------------------------------------------------------------
+
+def run_worker(job_file: Path) -> None:
+    job = json.loads(job_file.read_text())
+    runner, prompts, tokens = job["runner"], job["prompts"], job["tokens"]
+    t0 = time.perf_counter()
+    if runner == "llama.cpp":
+        import llama_cpp  # noqa: F401
+    else:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    imports_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    generate, details = _RUNNERS[runner.split("-")[0]](job)
+    load_s = time.perf_counter() - t0
+    generate(prompts[0][:64], 16)  # warm-up
+    outputs, elapsed = [], 0.0
+    for prompt in prompts:
+        t0 = time.perf_counter()
+        out = generate(prompt, tokens)
+        elapsed += time.perf_counter() - t0
+        if len(out) != tokens:
+            raise RuntimeError(f"{runner} produced {len(out)} tokens, not {tokens}")
+        outputs.append(out)
+    print(json.dumps({"runner": runner, "imports_s": imports_s, "load_s": load_s, "seconds": elapsed,
+                      "tokens": tokens * len(prompts), "outputs": outputs, "details": details}))
+
+
+def _hf(job: dict):
+    import torch
+
+    from codegen.local_llama import _load_hf
+
+    dtype = job["runner"].removeprefix("hf-")
+    model, _ = _load_hf(Path(job["hf_dir"]), torch.bfloat16 if dtype == "bf16" else torch.float32)
+    model.eval()
+    if dtype == "int8-dynamic":
+        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    pad = model.generation_config.pad_token_id or 0
+
+    @torch.inference_mode()
+    def generate(prompt: list[int], n: int) -> list[int]:
+        out = model.generate(torch.tensor([prompt]), max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                             pad_token_id=pad)
+        return out[0, len(prompt):].tolist()
+
+    return generate, {"threads": torch.get_num_threads()}
+
+
+def _engine(job: dict):
+    import torch
+
+    from codegen.local_llama import LocalLlamaBackend
+    from models.settings import Settings
+
+    settings = Settings(_env_file=None, models_dir=job["models_dir"], local_model=job["local_model"],
+                        local_dtype=job["runner"].removeprefix("engine-"), local_device="cpu")
+    backend = LocalLlamaBackend(settings)
+    backend.load()
+    engine = backend._engine
+
+    def generate(prompt: list[int], n: int) -> list[int]:
+        return engine.generate(prompt, n, eos=set())
+
+    return generate, {**backend.status().details, "threads": torch.get_num_threads()}
+
+
+def _llama_cpp(job: dict):
+    from llama_cpp import Llama
+
+    threads = os.cpu_count() or 1
+    llm = Llama(model_path=job["gguf"], n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False)
+
+    def generate(prompt: list[int], n: int) -> list[int]:
+        out = []
+        for token in llm.generate(prompt, top_k=1, temp=0.0, reset=True):
+            out.append(token)
+            if len(out) == n:
+                return out
+        return out
+
+    import llama_cpp
+
+    return generate, {"threads": threads, "version": llama_cpp.__version__}
+
+
+_RUNNERS = {"hf": _hf, "engine": _engine, "llama.cpp": _llama_cpp}
+
+
+# --- the parent: prompts, the runners one after another, the table ----------------------------------
+
+def prepare(n_prompts: int) -> dict:
+    """Pull and convert the model when needed; the prompts as token ids."""
+    from codegen import evaluate as ev
+    from codegen.builtin_templates import PYTHON_FUNCTION
+    from codegen.local_llama import LocalLlamaBackend, render_chat, resolve
+    from codegen.prompts import build_messages, spec_view
+    from codegen.pull import REGISTRY, pull
+    from models.settings import Settings
+
+    settings = Settings()
+    if settings.local_model in REGISTRY:
+        pull(settings.local_model, settings.models_path, progress=True)
+    source = resolve(settings.local_model, settings.models_path)
+    if source.format != "gguf":
+        raise SystemExit(f"LOCAL_MODEL {settings.local_model!r} is not a GGUF: llama.cpp needs one")
+    backend = LocalLlamaBackend(settings.model_copy(update={"local_dtype": "fp32"}))
+    backend.load()  # converts (once) and caches the safetensors the hf runners read
+    tokenizer = backend._tokenizer
+    prompts = []
+    for problem in ev.load_humaneval(n_prompts):
+        messages = build_messages(spec_view(PYTHON_FUNCTION, problem.values))
+        prompts.append(tokenizer(render_chat(tokenizer, messages), add_special_tokens=False)["input_ids"])
+    return {"models_dir": str(settings.models_path), "local_model": settings.local_model, "gguf": str(source.path),
+            "hf_dir": backend.status().details["loaded_from"], "prompts": prompts}
+
+
+def run_runner(runner: str, base: dict, tokens: int) -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump({**base, "runner": runner, "tokens": tokens}, f)
+    try:
+        proc = subprocess.run([sys.executable, __file__, "--worker", f.name], capture_output=True, text=True,
+                              cwd=ROOT, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    finally:
+        os.unlink(f.name)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        return {"runner": runner, "error": f"exit {proc.returncode}: {' | '.join(tail)}"}
+    return json.loads(lines[-1])
+
+
+def same_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    if args.worker:
+        run_worker(args.worker)
+        return {}
+    runners = [r.strip() for r in args.only.split(",") if r.strip()] or list(RUNNERS)
+    unknown = set(runners) - set(RUNNERS)
+    if unknown:
+        raise SystemExit(f"unknown runners {sorted(unknown)}; known: {', '.join(RUNNERS)}")
+    if args.no_llama_cpp and "llama.cpp" in runners:
+        runners.remove("llama.cpp")
+    base = prepare(args.prompts)
+    print(f"{len(base['prompts'])} prompts of {[len(p) for p in base['prompts']]} tokens, {args.tokens} new tokens "
+          f"each, greedy; GGUF {base['gguf']}", flush=True)
+    results = {}
+    for runner in runners:
+        r = run_runner(runner, base, args.tokens)
+        results[runner] = r
+        if "error" in r:
+            print(f"  {runner:16s} failed: {r['error']}", flush=True)
+        else:
+            r["tok_s"] = r["tokens"] / r["seconds"]
+            print(f"  {runner:16s} {r['tok_s']:6.1f} tok/s  load {r['load_s']:.2f} s  imports {r['imports_s']:.2f} s",
+                  flush=True)
+    reference = results.get("hf-fp32", {}).get("outputs")
+    cpp = results.get("llama.cpp", {}).get("tok_s")
+    rows = []
+    print(f"\n| runner | tok/s | vs llama.cpp | warm load (s) | imports (s) | same as hf-fp32 |")
+    print("|---|---|---|---|---|---|")
+    for runner, r in results.items():
+        if "error" in r:
+            continue
+        same = None
+        if reference:
+            same = sum(same_prefix(o, ref) for o, ref in zip(r["outputs"], reference)) / r["tokens"]
+        row = {"runner": runner, "tok_s": round(r["tok_s"], 1), "ratio_vs_llama_cpp": round(r["tok_s"] / cpp, 2) if cpp else None,
+               "load_s": round(r["load_s"], 2), "imports_s": round(r["imports_s"], 2),
+               "same_as_hf_fp32": round(same, 2) if same is not None else None, "details": r["details"]}
+        rows.append(row)
+        print(f"| {runner} | {row['tok_s']} | {row['ratio_vs_llama_cpp'] or '-'} | {row['load_s']} | {row['imports_s']} "
+              f"| {row['same_as_hf_fp32'] if same is not None else '-'} |")
+    figures = {"tokens_per_prompt": args.tokens, "prompt_tokens": [len(p) for p in base["prompts"]],
+               "gguf": base["gguf"], "cpus": os.cpu_count(), "rows": rows,
+               "errors": {k: v["error"] for k, v in results.items() if "error" in v}}
+    if cpp and DEFAULT in results and "tok_s" in results[DEFAULT]:
+        d = results[DEFAULT]
+        figures["default"] = {"runner": DEFAULT, "ratio_vs_llama_cpp": round(d["tok_s"] / cpp, 2),
+                              "warm_load_s": round(d["load_s"], 2)}
+        print(f"\ndefault ({DEFAULT}): {d['tok_s'] / cpp:.2f} x llama.cpp's tok/s (target >= 0.5); "
+              f"warm load {d['load_s']:.2f} s (target <= 3 s) + {d['imports_s']:.2f} s of imports")
+    from bench.gateway import write_figures
+
+    print(f"figures: {write_figures('generate', figures)}")
+    return figures
+
+
+if __name__ == "__main__":
+    main()
