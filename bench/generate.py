@@ -16,8 +16,9 @@ Runners, each a lever of the issue:
 - `llama.cpp`: llama-cpp-python (installed by the make target only) on the GGUF file itself.
 
 tok/s = new tokens / time from the request to the last token (prefill included), over all prompts.
-"load" is the warm load: the converted safetensors are already cached (the bench converts first
-when they are not); "imports" is the cost of importing torch and transformers, paid once per process.
+"load" is the warm load: from the cached safetensors (the bench converts first when they are not)
+to a model ready to decode; "imports" is importing torch and transformers' Llama, tokenizer and
+auto modules, paid once per process before it (a worker pays both once, at start).
 "same" is the share of each output that matches transformers fp32 greedy tokens before the first
 difference (a cheap fidelity check; the eval table is the real one).
 Prints a table and writes .specmill/bench/generate-<time>.json.
@@ -59,9 +60,8 @@ def run_worker(job_file: Path) -> None:
     t0 = time.perf_counter()
     if runner == "llama.cpp":
         import llama_cpp  # noqa: F401
-    else:
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
+    else:  # torch, and the transformers modules that load lazily (Llama, the auto classes, tokenizers)
+        from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM  # noqa: F401
     imports_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     generate, details = _RUNNERS[runner.split("-")[0]](job)

@@ -152,7 +152,7 @@ async def test_smollm2_generates_parsing_code_through_the_api(stack, temporal, p
     try:
         async for client in make_app(settings):
             models_listed = {m["name"]: m for m in (await client.get("/api/models", headers=tenant.headers)).json()}
-            assert models_listed["local_llama"]["state"] == "available"
+            assert models_listed["local_llama"]["state"] == "loaded"
             resp = await client.post("/api/generate", headers=tenant.headers, json={
                 "template": {"name": "python-function"}, "max_new_tokens": 96,
                 "values": {"function_name": "add", "description": "Return the sum of two integers a and b.",

@@ -1,20 +1,36 @@
 """What each task queue's worker serves. One entry per queue; `specmill worker <queue>` runs it."""
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
 import logging
+import os
+import socket
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import asyncpg
 from temporalio.client import Client
+from temporalio.plugin import SimplePlugin
 from temporalio.worker import Worker
 
 from activities.knowledge import KnowledgeActivities
 from activities.projects import ProjectActivities
 from models.settings import Settings
+from store import model_workers
 from workflows.knowledge import KnowledgeIndexWorkflow, KnowledgeReindexWorkflow
 from workflows.project import ProjectWorkflow
+
+if TYPE_CHECKING:
+    from codegen.manager import ModelManager
+
+log = logging.getLogger("specmill.worker")
+
+_MODEL_REPORT_TIMEOUT_S = 10.0  # one report (or the final delete) gives up after this
+_reporters_made = itertools.count(1)  # a second generation worker in one process (tests) gets its own id
 
 
 @dataclass(frozen=True)
@@ -49,8 +65,72 @@ def _knowledge(client: Client, settings: Settings, pool: asyncpg.Pool) -> Worker
     )
 
 
+class ModelReporter:
+    """Tells the gateway what this generation worker's models are (store/model_workers.py): right after
+    start and every `interval` seconds one row per model; on a clean stop it deletes its rows.
+    Its id is hostname:pid (hostname:pid-N for the Nth reporter made in one process).
+
+    A report that fails (the database away) is logged and tried again at the next tick; it never
+    stops the worker.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, manager: ModelManager, *, worker_id: str | None = None,
+                 interval: float = model_workers.REPORT_INTERVAL_S) -> None:
+        self.pool = pool
+        self.manager = manager
+        if worker_id is None:
+            n = next(_reporters_made)
+            worker_id = f"{socket.gethostname()}:{os.getpid()}" + (f"-{n}" if n > 1 else "")
+        self.worker_id = worker_id
+        self.interval = interval
+        self._task: asyncio.Task | None = None
+
+    async def report_once(self) -> bool:
+        """One report of every model; False (logged) if it could not be stored."""
+        try:
+            statuses = await asyncio.to_thread(self.manager.statuses)  # a status may touch the disk
+            reports = [model_workers.ModelReport(s.name, s.state, s.reason, s.details) for s in statuses]
+            await asyncio.wait_for(model_workers.report(self.pool, worker_id=self.worker_id, reports=reports),
+                                   _MODEL_REPORT_TIMEOUT_S)
+            return True
+        except Exception as err:  # noqa: BLE001 - try again at the next tick
+            log.warning("could not report model states as %s: %s: %s", self.worker_id, type(err).__name__, err)
+            return False
+
+    async def _loop(self) -> None:
+        while True:
+            await self.report_once()
+            await asyncio.sleep(self.interval)
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._loop(), name=f"model-reports {self.worker_id}")
+
+    async def stop(self) -> None:
+        """Stop reporting and delete this worker's rows (logged, not raised, if the database is away)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        try:
+            await asyncio.wait_for(model_workers.forget(self.pool, worker_id=self.worker_id), _MODEL_REPORT_TIMEOUT_S)
+        except Exception as err:  # noqa: BLE001 - the rows go stale and stop counting by themselves
+            log.warning("could not delete the model reports of %s: %s: %s", self.worker_id, type(err).__name__, err)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+
 def _generation(client: Client, settings: Settings, pool: asyncpg.Pool) -> Worker:
-    """The GPU-pinned worker of the design card: it loads its local model once, at start."""
+    """The GPU-pinned worker of the design card: it loads its local model once, at start, and reports
+    its models' states while it runs (a Temporal worker plugin ties the reporter to Worker.run, so
+    `specmill worker generation` and an in-process worker both report)."""
     from activities.generation import GenerationActivities
     from codegen.manager import ModelManager
     from workflows.generation import GenerationWorkflow
@@ -69,6 +149,7 @@ def _generation(client: Client, settings: Settings, pool: asyncpg.Pool) -> Worke
         workflows=[GenerationWorkflow],
         activities=[acts.generate_candidates, acts.plan_module, acts.generate_bodies, acts.record_generation],
         max_concurrent_activities=2,
+        plugins=[SimplePlugin("specmill.model_reports", run_context=ModelReporter(pool, manager).running)],
     )
 
 

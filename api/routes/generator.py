@@ -11,6 +11,7 @@ from temporalio.service import RPCError
 
 from api.deps import PoolDep, PrincipalDep, ResourcesDep
 from api.errors import ServiceUnavailable
+from codegen.base import ModelStatus
 from codegen.manager import ModelManager
 from codegen.prompts import spec_view
 from codegen.techniques import TECHNIQUES, TechniqueInfo, check
@@ -27,7 +28,7 @@ from models.generation import (
     generation_workflow_id,
 )
 from models.schema_rules import schema_problems, value_violations, values_hash
-from store import generations, instances, templates
+from store import generations, instances, model_workers, templates
 from store.errors import Invalid
 
 router = APIRouter(tags=["code generator"])
@@ -40,12 +41,31 @@ def _models(res: ResourcesDep) -> ModelManager:
 ModelsDep = Annotated[ModelManager, Depends(_models)]
 
 
+_RANK = {"loaded": 0, "available": 1, "unavailable": 2}
+
+
+def merged_status(own: ModelStatus, reports: list[model_workers.WorkerReport]) -> dict:
+    """One model as GET /api/models shows it: the live generation workers' word when any reported it
+    (loaded in one > available in one > unavailable in all, with their reasons), else the gateway's own
+    status; `workers` lists the live reports."""
+    entry = {"name": own.name, "backend": own.backend, "model": own.model, "state": own.state,
+             "reason": own.reason, "details": own.details,
+             "workers": [{"worker_id": r.worker_id, "state": r.state, "seen_at": r.seen_at} for r in reports]}
+    if reports:
+        best = min(reports, key=lambda r: _RANK[r.state])  # reports come newest first: the newest of the best
+        reasons = list(dict.fromkeys(r.reason for r in reports if r.reason))
+        entry.update(state=best.state, details=best.details,
+                     reason=("; ".join(reasons) or None) if best.state == "unavailable" else None)
+    return entry
+
+
 @router.get("/models")
-async def list_models(models: ModelsDep, p: PrincipalDep):
+async def list_models(models: ModelsDep, pool: PoolDep, p: PrincipalDep):
     """Every seed model with its backend and whether it can serve; an unavailable one says why.
-    `loaded` is known inside the generation worker; here `available` means it can load there."""
-    return [{"name": s.name, "backend": s.backend, "model": s.model, "state": s.state, "reason": s.reason,
-             "details": s.details} for s in models.statuses()]
+    The generation workers report their models (`loaded` is known only there); with no live report
+    the gateway's own view answers (`available`: a worker can load it)."""
+    reports = await model_workers.live(pool, within_s=model_workers.LIVE_WITHIN_S)
+    return [merged_status(s, [r for r in reports if r.model == s.name]) for s in models.statuses()]
 
 
 @router.get("/techniques", response_model=list[TechniqueInfo])
@@ -88,9 +108,10 @@ async def generate(body: GenerateRequest, res: ResourcesDep, models: ModelsDep, 
         techniques = check(body.techniques)
     except ValueError as err:
         raise Invalid(str(err)) from err
-    status = models.backend(body.model).status()
-    if status.state == "unavailable":
-        raise HTTPException(503, f"model {body.model} is unavailable: {status.reason}")
+    reports = await model_workers.live(res.pool, within_s=model_workers.LIVE_WITHIN_S, model=body.model)
+    status = merged_status(models.backend(body.model).status(), reports)
+    if status["state"] == "unavailable":
+        raise HTTPException(503, f"model {body.model} is unavailable: {status['reason']}")
     spec = await _resolve(res.pool, p, body)
     if res.temporal is None:
         raise ServiceUnavailable("Temporal")
