@@ -242,8 +242,9 @@ def render_table(results_dir: Path) -> str:
              "pass@1 is greedy, with a 95% Wilson interval; parses: the share of extracted code that parses; tok/s: "
              "generated tokens over generation time (CPU runs share a 2-core machine, so read them as rough). "
              "See codegen/evaluate.py for the fixed prompt and the generation path.", "",
-             "| run | benchmark | model | dtype | techniques | problems | pass@1 | 95% CI | parses | tok/s | threads | wall (s) |",
-             "| --- | --- | --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
+             "| run | benchmark | model | dtype | engine | techniques | problems | pass@1 | 95% CI | parses | tok/s | threads "
+             "| wall (s) |",
+             "| --- | --- | --- | --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
     for path in sorted(results_dir.glob("*.json")):
         try:
             d = json.loads(path.read_text(encoding="utf-8"))
@@ -252,7 +253,7 @@ def render_table(results_dir: Path) -> str:
             continue
         lo, hi = s["ci95"]
         lines.append(f"| [{path.stem}]({path.name}) | {d['benchmark']} | {d['model_label']} | {d.get('dtype') or '-'} "
-                     f"| {', '.join(d['techniques']) or 'baseline'} | {s['problems']} | {s['pass@1']:.3f} "
+                     f"| {(d.get('backend') or {}).get('engine', '-')} | {', '.join(d['techniques']) or 'baseline'} | {s['problems']} | {s['pass@1']:.3f} "
                      f"| {lo:.3f}-{hi:.3f} | {s['parse_rate']:.2f} | {s['tokens_per_s']:.1f} | {d.get('threads') or 'auto'} "
                      f"| {s['wall_s']:.0f} |")
     return "\n".join(lines) + "\n"
