@@ -81,7 +81,7 @@ class GenerationActivities:
         job = inp.job
         backend, view, api_key = await self._prepare(job)
         refs = within_budget([r.content for r in inp.references], 512) if inp.references else None
-        messages = build_messages(view, references=refs)
+        messages = build_messages(view, references=refs, feedback=job.feedback)
         out: list[Candidate] = []
         for i in range(job.n):
             completion = await asyncio.to_thread(_chat, backend, messages, self._params(inp, i), api_key)
@@ -136,6 +136,11 @@ class GenerationActivities:
     @activity.defn(name="record_generation")
     async def record_generation(self, inp: RecordGenerationInput) -> None:
         g = inp.inp
+        if g.project_id is not None:  # a project's pipeline asked for it: no API call made the row
+            await generations.create_generation(
+                self._pool, generation_id=g.generation_id, tenant_id=g.tenant_id, user_id=g.user_id, model=g.model,
+                techniques=g.techniques, request={"project_id": str(g.project_id),
+                                                  "instance_id": str(g.spec.instance_id), "feedback": g.feedback})
         await generations.finish_generation(self._pool, generation_id=g.generation_id, tenant_id=g.tenant_id,
                                             spec=g.spec, model=g.model, techniques=g.techniques,
                                             result=inp.result, error=inp.error)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from fastapi import APIRouter
 
-from api.routes import generator, knowledge, projects, providers, templates
+from api.routes import generator, knowledge, pipeline, projects, providers, templates
 
 
 @dataclass(frozen=True)
@@ -28,10 +28,10 @@ SERVICES: dict[str, ServiceDef] = {
         "spec_registry_url",
     ),
     "orchestrator": ServiceDef(
-        "orchestrator", 8003, [projects.router],
-        [re.compile(r"^/api/(projects|tasks)(/|$)")],
+        "orchestrator", 8003, [projects.router, pipeline.router],
+        [re.compile(r"^/api/(projects|tasks|settings)(/|$)")],  # settings: the pipeline's (tenant defaults)
         "orchestrator_url",
-        queues=[("orchestrator", True)],
+        queues=[("orchestrator", True), ("spec-registry", False), ("integration", False)],
     ),
     "generator": ServiceDef(
         "generator", 8001, [generator.router, providers.router],

@@ -51,6 +51,15 @@ class project_state_event(EventPayload):  # noqa: N801
     reason: str | None = None
 
 
+class complete_spec_event(EventPayload):  # noqa: N801
+    """spec.complete: a project's specs were checked and handed to code generation."""
+
+    schema_name: ClassVar[str] = "complete_spec_event"
+    project_id: UUID
+    tenant_id: UUID
+    instances: dict[UUID, str]  # instance id -> hash of its values
+
+
 class task_event(EventPayload):  # noqa: N801
     schema_name: ClassVar[str] = "task_event"
     task_id: UUID

@@ -73,6 +73,8 @@ class GenerationInput(BaseModel):
     temperature: float
     retrieval_query: str = Field("", description="The spec's description and signature, for retrieval")
     knowledge_queue: str = "knowledge"
+    feedback: str | None = Field(None, description="A debugging round: the previous code's test failure")
+    project_id: UUID | None = Field(None, description="Set when a project's pipeline asked for this generation")
 
 
 class Reference(BaseModel):

@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 from temporalio.common import SearchAttributeKey
 
 from models.common import ProjectState, Public, Service, Strict, TaskStatus
+from models.generation import GenerationResult, SpecSnapshot
 
 
 class ProjectCreate(Strict):
@@ -75,15 +76,26 @@ def project_workflow_id(project_id: UUID) -> str:
     return f"project-{project_id}"
 
 
+class PipelineQueues(BaseModel):
+    """The task queues a project's run uses (with the deployment's TASK_QUEUE_PREFIX applied)."""
+
+    spec_registry: str = "spec-registry"
+    generation: str = "generation"
+    knowledge: str = "knowledge"
+    integration: str = "integration"
+
+
 class ProjectWorkflowInput(BaseModel):
     project_id: UUID
     tenant_id: UUID
     user_id: UUID
+    queues: PipelineQueues = Field(default_factory=PipelineQueues)
 
 
 class ProjectWorkflowResult(BaseModel):
     project_id: UUID
     state: ProjectState
+    reasons: list[str] = Field(default_factory=list, description="Why it failed, when it did")
 
 
 class RecordStateInput(BaseModel):
@@ -95,7 +107,105 @@ class RecordStateInput(BaseModel):
     to_state: ProjectState
     seq: int = Field(description="Transition number within the workflow: the outbox dedup key.")
     reason: str | None = None
+    specs_completed: dict[UUID, str] | None = Field(
+        None, description="Set on spec_definition -> code_generation: spec.complete goes out with the transition")
 
 
 class RecordStateResult(BaseModel):
     applied: bool
+
+
+# --- the pipeline: what the project workflow's states hand to their activities ------------------
+
+class PipelineSettings(BaseModel):
+    """The settings a run uses (the project's over the tenant's), read once when the specs complete."""
+
+    model: str = "local_llama"
+    techniques: list[str] = Field(default_factory=list)
+    max_new_tokens: int = 384
+    debug_rounds: int = 2
+    generation_concurrency: int = 2
+
+
+class ProjectRef(BaseModel):
+    tenant_id: UUID
+    project_id: UUID
+
+
+class AttachTemplatesResult(BaseModel):
+    template_ids: list[UUID]
+
+
+class SpecProblem(BaseModel):
+    instance_id: UUID | None = None
+    template: str | None = None
+    path: str = "$"
+    message: str
+
+
+class SpecsCheckResult(BaseModel):
+    """spec.complete's check: the problems (none: the specs can be generated), the specs and settings."""
+
+    problems: list[SpecProblem] = Field(default_factory=list)
+    specs: list[SpecSnapshot] = Field(default_factory=list)
+    settings: PipelineSettings = Field(default_factory=PipelineSettings)
+    retrieval_queries: dict[UUID, str] = Field(default_factory=dict, description="instance id -> what RA searches")
+
+
+class CompleteSpecs(BaseModel):
+    """The spec.complete update (POST /api/projects/{id}/specs/complete, or PUT state code_generation)."""
+
+    requested_by: UUID | None = None
+
+
+class InstanceOutput(BaseModel):
+    """One spec instance's generation in a round, as the integration step receives it."""
+
+    spec: SpecSnapshot
+    generation: GenerationResult | None = None
+    error: str | None = None
+
+
+class IntegrateInput(BaseModel):
+    tenant_id: UUID
+    project_id: UUID
+    round: int
+    model: str
+    techniques: list[str]
+    outputs: list[InstanceOutput]
+
+
+class ArtifactRef(BaseModel):
+    instance_id: UUID
+    artifact_id: UUID | None = Field(None, description="None: nothing was generated for this instance")
+    path: str
+    parses: bool | None = None
+    problems: list[str] = Field(default_factory=list, description="Static check findings")
+
+
+class IntegrateResult(BaseModel):
+    artifacts: list[ArtifactRef]
+
+
+class DebugRoundInput(BaseModel):
+    tenant_id: UUID
+    project_id: UUID
+    round: int
+    task_id: UUID = Field(description="The round's workflow_tasks row (made by the workflow: a retry reuses it)")
+    artifacts: list[ArtifactRef]
+    specs: list[SpecSnapshot]
+
+
+class InstanceTestResult(BaseModel):
+    instance_id: UUID
+    artifact_id: UUID | None
+    status: str  # passed | failed | error | timeout | no_tests | missing
+    failure: str | None = Field(None, description="What the next generation round is told: assertion, traceback, output")
+
+
+class DebugRoundResult(BaseModel):
+    results: list[InstanceTestResult]
+
+    @property
+    def failing(self) -> list[InstanceTestResult]:
+        return [r for r in self.results if r.status not in ("passed", "no_tests")]

@@ -1,6 +1,7 @@
 """JSON Schema rules of the spec registry: a template's schema and an instance's values."""
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 from typing import Any
@@ -43,7 +44,30 @@ def value_violations(schema: dict[str, Any], values: Any) -> list[SchemaViolatio
     except RecursionError:
         return [SchemaViolation(path="$", message="checking these values against the template's schema recursed "
                                                   "too deeply: a $ref cycle, or values nested too deep for it")]
-    return [_violation(e) for e in errors]
+    if errors:
+        return [_violation(e) for e in errors]
+    return code_violations(schema, values)
+
+
+def code_violations(schema: dict[str, Any], values: Any) -> list[SchemaViolation]:
+    """Values a Python template marks as code (`x-specmill` role `tests`) that do not parse."""
+    if not isinstance(values, dict) or (schema.get("x-specmill") or {}).get("language", "python") != "python":
+        return []
+    out = []
+    for key, prop in (schema.get("properties") or {}).items():
+        if not isinstance(prop, dict) or (prop.get("x-specmill") or {}).get("role") != "tests" or key not in values:
+            continue
+        value = values[key]
+        for i, source in (enumerate(value) if isinstance(value, list) else [(None, value)]):
+            if not isinstance(source, str):
+                continue
+            try:
+                ast.parse(source)
+            except (SyntaxError, ValueError) as err:
+                where = f"$.{key}" + (f"[{i}]" if i is not None else "")
+                line = f" (line {err.lineno})" if isinstance(err, SyntaxError) and err.lineno else ""
+                out.append(SchemaViolation(path=where, message=f"not valid Python: {getattr(err, 'msg', err)}{line}"))
+    return out
 
 
 def _violation(err: ValidationError) -> SchemaViolation:

@@ -26,7 +26,7 @@ async def create_generation(
     async with tenant_tx(pool, tenant_id) as conn:
         await conn.execute(
             """insert into generations (id, tenant_id, user_id, model, techniques, request, status)
-               values ($1, $2, $3, $4, $5, $6, 'running')""",
+               values ($1, $2, $3, $4, $5, $6, 'running') on conflict (id) do nothing""",
             generation_id, tenant_id, user_id, model, techniques, request,
         )
 

@@ -8,7 +8,7 @@ from uuid import UUID, uuid4
 import asyncpg
 
 from models.common import ProjectState
-from models.events import project_event, project_state_event
+from models.events import complete_spec_event, project_event, project_state_event
 from models.orchestrator import ProjectCreate, ProjectPublic, ProjectUpdate, RecordStateInput, project_workflow_id
 from store import events
 from store.db import tenant_tx
@@ -99,6 +99,12 @@ async def record_state(pool: asyncpg.Pool, inp: RecordStateInput) -> bool:
             payload=project_state_event(project_id=inp.project_id, tenant_id=inp.tenant_id,
                                         from_state=inp.from_state, to_state=inp.to_state, reason=inp.reason),
         )
+        if fresh and inp.specs_completed is not None:
+            await events.emit(
+                conn, tenant_id=inp.tenant_id, type="spec.complete", subject_id=inp.project_id,
+                dedup_key=f"{project_workflow_id(inp.project_id)}:spec.complete:{inp.seq}",
+                payload=complete_spec_event(project_id=inp.project_id, tenant_id=inp.tenant_id,
+                                            instances=inp.specs_completed))
         if fresh:
             await conn.execute(
                 "update projects set state = $3, updated_at = now() at time zone 'utc' where tenant_id = $1 and id = $2",

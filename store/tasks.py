@@ -21,12 +21,13 @@ def _model(row: asyncpg.Record) -> TaskPublic:
     return TaskPublic.model_validate(dict(row))
 
 
+def _payload(task: TaskPublic):
+    return task_event(task_id=task.id, project_id=task.project_id, tenant_id=task.tenant_id,
+                      service=task.service, task_type=task.task_type, status=task.status)
+
+
 async def _emit(conn: asyncpg.Connection, type_: str, task: TaskPublic) -> None:
-    await events.emit(
-        conn, tenant_id=task.tenant_id, type=type_, subject_id=task.id,
-        payload=task_event(task_id=task.id, project_id=task.project_id, tenant_id=task.tenant_id,
-                           service=task.service, task_type=task.task_type, status=task.status),
-    )
+    await events.emit(conn, tenant_id=task.tenant_id, type=type_, subject_id=task.id, payload=_payload(task))
 
 
 async def create_task(pool: asyncpg.Pool, *, tenant_id: UUID, body: TaskCreate) -> TaskPublic:
@@ -90,4 +91,38 @@ async def update_task(pool: asyncpg.Pool, *, tenant_id: UUID, task_id: UUID, bod
         task = _model(row)
         if task.status in FINISHED and TaskStatus(current) not in FINISHED:
             await _emit(conn, "task.completed", task)
+    return task
+
+
+async def ensure_task(
+    pool: asyncpg.Pool, *, tenant_id: UUID, task_id: UUID, project_id: UUID, service: Service, task_type: str,
+    status: TaskStatus,
+) -> TaskPublic:
+    """A pipeline task with an id its workflow chose: created once (task.created), then moved to
+    `status` (task.completed once it finishes). A retried activity finds what the first one stored
+    and emits nothing again; a finished task keeps its status."""
+    async with tenant_tx(pool, tenant_id) as conn:
+        row = await conn.fetchrow(
+            f"""insert into workflow_tasks (id, project_id, tenant_id, service, task_type, status, created_at, updated_at)
+                values ($1, $2, $3, $4, $5, 'pending', now() at time zone 'utc', now() at time zone 'utc')
+                on conflict (id) do nothing returning {_COLS}""",
+            task_id, project_id, tenant_id, service.value, task_type,
+        )
+        if row is not None:
+            await events.emit(conn, tenant_id=tenant_id, type="task.created", subject_id=task_id,
+                              dedup_key=f"task-{task_id}:created", payload=_payload(_model(row)))
+        row = await conn.fetchrow(f"select {_COLS} from workflow_tasks where tenant_id = $1 and id = $2 for update",
+                                  tenant_id, task_id)
+        if row is None:  # another tenant's id, or a project that vanished
+            raise NotFound(f"task {task_id} not found")
+        task = _model(row)
+        if task.status in FINISHED or task.status == status:
+            return task
+        row = await conn.fetchrow(
+            f"""update workflow_tasks set status = $3, updated_at = now() at time zone 'utc'
+                where tenant_id = $1 and id = $2 returning {_COLS}""", tenant_id, task_id, status.value)
+        task = _model(row)
+        if task.status in FINISHED:
+            await events.emit(conn, tenant_id=tenant_id, type="task.completed", subject_id=task_id,
+                              dedup_key=f"task-{task_id}:completed", payload=_payload(task))
     return task

@@ -53,7 +53,18 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path) -> Stack:
+def coder():
+    """The scripted OpenAI protocol fake (tests/coder_fake.py) that `openai_api` talks to in tests."""
+    from tests import coder_fake
+
+    fake, server = coder_fake.start()
+    yield fake
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path, coder) -> Stack:
     root: Path = tmp_path_factory.mktemp("specmill")
     pg_port, temporal_port = embedded.free_port(), embedded.free_port()
     settings = Settings(
@@ -70,6 +81,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path) -> Stack:
         local_dtype="fp32",
         provider_keys_secret=secrets.token_urlsafe(32),
         generate_wait_seconds=30,
+        openai_base_url=coder.url,
+        openai_api_key="sk-scripted-coder",
     )
     embedded.init_postgres(settings.pg_dir, settings.embedded_pg_superuser_password)
     pg = embedded.start_postgres(settings.pg_dir, pg_port, root / "postgres.log")

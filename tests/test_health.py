@@ -21,7 +21,8 @@ async def test_health_is_503_naming_missing_workers(stack, make_app):
     async for client in make_app(stack.with_(task_queue_prefix="nobody-polls-")):
         resp = await client.get("/health")
         assert resp.status_code == 503
-        assert resp.json()["detail"] == "down: workers:generation, workers:knowledge, workers:orchestrator"
+        assert resp.json()["detail"] == ("down: workers:generation, workers:integration, workers:knowledge, "
+                                          "workers:orchestrator, workers:spec-registry")
         assert (await client.get("/health/orchestrator")).status_code == 503
         assert (await client.get("/health/spec-registry")).status_code == 200
 

@@ -121,8 +121,10 @@ def test_run_serves_stops_cleanly_and_keeps_data(tmp_path, tiny_llama):
         assert again.status_code == 200 and again.json()["name"] == "kept"
         state = httpx.get(f"{base}/api/projects/{project['id']}/state", headers=h).json()
         assert state["state"] == "spec_definition"  # the workflow survived the restart
-        moved = httpx.put(f"{base}/api/projects/{project['id']}/state", json={"state": "code_generation"}, headers=h)
-        assert moved.status_code == 200, moved.text
+        # spec.complete reaches the surviving workflow, whose check runs on the restarted spec-registry worker
+        moved = httpx.post(f"{base}/api/projects/{project['id']}/specs/complete", headers=h)
+        assert moved.status_code == 409, moved.text
+        assert moved.json()["problems"][0]["message"].startswith("the project has no spec instances")
         _wait_similar(base, h, snippet["id"])  # the vectors survived too
     finally:
         _interrupt(proc)

@@ -18,6 +18,7 @@ from temporalio.plugin import SimplePlugin
 from temporalio.worker import Worker
 
 from activities.knowledge import KnowledgeActivities
+from activities.pipeline import PipelineActivities
 from activities.projects import ProjectActivities
 from models.settings import Settings
 from store import model_workers
@@ -48,6 +49,20 @@ def _orchestrator(client: Client, settings: Settings, pool: asyncpg.Pool) -> Wor
         activities=[acts.record_project_state],
         activity_executor=ThreadPoolExecutor(4),
     )
+
+
+def _spec_registry(client: Client, settings: Settings, pool: asyncpg.Pool) -> Worker:
+    """initialization's templates and spec.complete's checks."""
+    acts = PipelineActivities(pool)
+    return Worker(client, task_queue=settings.queue("spec-registry"),
+                  activities=[acts.attach_templates, acts.check_specs], max_concurrent_activities=8)
+
+
+def _integration(client: Client, settings: Settings, pool: asyncpg.Pool) -> Worker:
+    """integration's checks and artifacts, debugging's sandboxed tests (each run is a subprocess)."""
+    acts = PipelineActivities(pool)
+    return Worker(client, task_queue=settings.queue("integration"),
+                  activities=[acts.integrate_artifacts, acts.run_spec_tests], max_concurrent_activities=2)
 
 
 def _knowledge(client: Client, settings: Settings, pool: asyncpg.Pool) -> Worker:
@@ -155,6 +170,8 @@ def _generation(client: Client, settings: Settings, pool: asyncpg.Pool) -> Worke
 
 QUEUES: dict[str, QueueDef] = {
     "orchestrator": QueueDef("orchestrator", _orchestrator),
+    "spec-registry": QueueDef("spec-registry", _spec_registry),
     "knowledge": QueueDef("knowledge", _knowledge),
     "generation": QueueDef("generation", _generation),
+    "integration": QueueDef("integration", _integration),
 }

@@ -1,7 +1,16 @@
-"""ProjectWorkflow: one durable run per project (id `project-<uuid>`), owner of its state.
+"""ProjectWorkflow: one durable run per project (id `project-<uuid>`), owner of its state, doer of its work.
 
-The state machine lives in models.common.TRANSITIONS. Every transition is mirrored into the
-projects row and the outbox by an activity before it is visible; search attributes follow.
+initialization   attach the tenant's default templates (spec-registry queue), then spec_definition;
+spec_definition  users write instances; the `complete_specs` update (POST .../specs/complete, or PUT
+                 state code_generation) checks them (spec-registry queue) and refuses with the problems;
+code_generation  one child GenerationWorkflow per instance (generation queue), at most the tenant's
+                 generation_concurrency at once, with the project's model and techniques;
+integration      the files checked and stored as artifacts by content hash (integration queue);
+debugging        each instance's tests in the sandbox (integration queue), one workflow_tasks row per
+                 round; failing instances go back to code_generation with their failure, up to
+                 debug_rounds times; then completed, or failed with the reasons.
+DELETE cancels the run (cancelled). Every transition is mirrored into the projects row and the outbox
+by an activity before it is visible; the SpecmillState search attribute follows.
 """
 from __future__ import annotations
 
@@ -10,23 +19,39 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ChildWorkflowError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
-    from models.common import TERMINAL_STATES, TRANSITIONS, ProjectState
+    from models.common import TERMINAL_STATES, ProjectState
+    from models.generation import GENERATION_WORKFLOW, GenerationInput, GenerationResult, SpecSnapshot
     from models.orchestrator import (
         PROJECT_WORKFLOW,
         STATE_KEY,
+        AttachTemplatesResult,
+        CompleteSpecs,
+        DebugRoundInput,
+        DebugRoundResult,
+        InstanceOutput,
+        IntegrateInput,
+        IntegrateResult,
+        ProjectRef,
         ProjectWorkflowInput,
         ProjectWorkflowResult,
         RecordStateInput,
         RecordStateResult,
+        SpecsCheckResult,
         StateChange,
         StateView,
     )
 
+S = ProjectState
 RECORD_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30),
                            non_retryable_error_types=["NotFound"])
+WORK_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30),
+                         non_retryable_error_types=["NotFound", "BadRequest"])
+# What a user may ask for in each state; the pipeline moves through the others itself.
+REQUESTABLE = {S.spec_definition: (S.code_generation, S.cancelled), S.initialization: (S.cancelled,),
+               S.code_generation: (S.cancelled,), S.integration: (S.cancelled,), S.debugging: (S.cancelled,)}
 
 
 @workflow.defn(name=PROJECT_WORKFLOW)
@@ -34,62 +59,152 @@ class ProjectWorkflow:
     @workflow.init
     def __init__(self, inp: ProjectWorkflowInput) -> None:
         self._inp = inp
-        self._state = ProjectState.initialization
+        self._state = S.initialization
         self._seq = 0
         self._lock = asyncio.Lock()
+        self._specs: SpecsCheckResult | None = None  # set when the specs complete
+        self._reasons: list[str] = []
 
     @workflow.run
     async def run(self, inp: ProjectWorkflowInput) -> ProjectWorkflowResult:
         try:
             async with self._lock:
-                # initialization: the row was written with the project; the workflow confirms it.
-                await self._record(None, ProjectState.initialization, "workflow started")
-                await self._move(ProjectState.spec_definition, "initialization complete")
-            await workflow.wait_condition(lambda: self._state in TERMINAL_STATES)
+                await self._record(None, S.initialization, "workflow started")
+                attached = await self._activity("attach_templates", ProjectRef(tenant_id=inp.tenant_id,
+                                                project_id=inp.project_id), inp.queues.spec_registry,
+                                                AttachTemplatesResult, "attach the default templates")
+                await self._move(S.spec_definition, f"{len(attached.template_ids)} template(s) attached")
+            await workflow.wait_condition(lambda: self._specs is not None or self._state in TERMINAL_STATES)
+            if self._specs is not None and self._state not in TERMINAL_STATES:
+                await self._pipeline(self._specs)
             await workflow.wait_condition(workflow.all_handlers_finished)
-        except asyncio.CancelledError:
-            # DELETE /api/projects/{id}: record `cancelled`, then end as Canceled in Temporal.
+        except BaseException as err:
+            # DELETE /api/projects/{id}: record `cancelled`, then end as Canceled in Temporal. The
+            # cancellation arrives as asyncio's, or as the cancelled activity's or child's error.
+            if not is_cancelled_exception(err):
+                raise
             if self._state not in TERMINAL_STATES:
-                await self._move(ProjectState.cancelled, "project deleted")
+                await self._move(S.cancelled, "project deleted")
             raise
-        return ProjectWorkflowResult(project_id=inp.project_id, state=self._state)
+        return ProjectWorkflowResult(project_id=inp.project_id, state=self._state, reasons=self._reasons)
+
+    # --- what users see and ask -----------------------------------------------------------
 
     @workflow.query(name="state")
     def state(self) -> StateView:
-        return StateView(state=self._state, allowed_next=list(TRANSITIONS[self._state]))
+        return StateView(state=self._state, allowed_next=list(REQUESTABLE.get(self._state, ())))
 
-    @workflow.update(name="set_state")
-    async def set_state(self, change: StateChange) -> StateView:
+    @workflow.update(name="complete_specs")
+    async def complete_specs(self, req: CompleteSpecs) -> StateView:
         async with self._lock:
-            # Re-checked under the lock: another update may have moved the state since validation.
-            self._check(change)
-            await self._move(change.state, "requested through the API")
+            self._check(StateChange(state=S.code_generation))  # re-checked under the lock
+            check = await self._activity("check_specs", ProjectRef(tenant_id=self._inp.tenant_id,
+                                         project_id=self._inp.project_id), self._inp.queues.spec_registry,
+                                         SpecsCheckResult, "check the specs")
+            if check.problems:
+                raise ApplicationError(
+                    f"the specs are not complete: {len(check.problems)} problem(s)",
+                    {"problems": [p.model_dump(mode="json") for p in check.problems]},
+                    type="SpecsIncomplete", non_retryable=True)
+            self._specs = check
+            await self._move(S.code_generation, f"spec.complete: {len(check.specs)} instance(s)",
+                             specs_completed={s.instance_id: s.values_hash for s in check.specs})
         return self.state()
 
-    @set_state.validator
-    def validate_set_state(self, change: StateChange) -> None:
-        self._check(change)
+    @complete_specs.validator
+    def validate_complete_specs(self, req: CompleteSpecs) -> None:
+        self._check(StateChange(state=S.code_generation))
 
     def _check(self, change: StateChange) -> None:
-        allowed = TRANSITIONS[self._state]
+        allowed = REQUESTABLE.get(self._state, ())
         if change.state not in allowed:
+            why = "" if self._state in TERMINAL_STATES or change.state == S.cancelled else \
+                ": the pipeline moves through code_generation, integration and debugging itself"
             raise ApplicationError(
-                f"cannot move from {self._state.value} to {change.state.value}",
+                f"cannot move from {self._state.value} to {change.state.value}{why}",
                 {"state": self._state.value, "allowed_next": [s.value for s in allowed]},
-                type="TransitionNotAllowed",
-                non_retryable=True,
-            )
+                type="TransitionNotAllowed", non_retryable=True)
 
-    async def _move(self, to: ProjectState, reason: str) -> None:
-        await self._record(self._state, to, reason)
+    # --- the work -------------------------------------------------------------------------
+
+    async def _pipeline(self, specs: SpecsCheckResult) -> None:
+        cfg = specs.settings
+        todo, feedback = list(specs.specs), {}
+        for round_ in range(1, cfg.debug_rounds + 2):  # the first generation, then a repair per debug round
+            if round_ > 1:
+                await self._move(S.code_generation, f"round {round_}: regenerate {len(todo)} failing instance(s)")
+            outputs = await self._generate(todo, specs, round_, feedback)
+            await self._move(S.integration, f"round {round_}: {sum(o.generation is not None for o in outputs)} "
+                                            f"of {len(outputs)} generated")
+            integrated = await self._activity(
+                "integrate_artifacts",
+                IntegrateInput(tenant_id=self._inp.tenant_id, project_id=self._inp.project_id, round=round_,
+                               model=cfg.model, techniques=cfg.techniques, outputs=outputs),
+                self._inp.queues.integration, IntegrateResult, f"round {round_}: check and store the artifacts")
+            await self._move(S.debugging, f"round {round_}: test {len(integrated.artifacts)} artifact(s)")
+            tested = await self._activity(
+                "run_spec_tests",
+                DebugRoundInput(tenant_id=self._inp.tenant_id, project_id=self._inp.project_id, round=round_,
+                                task_id=workflow.uuid4(), artifacts=integrated.artifacts, specs=todo),
+                self._inp.queues.integration, DebugRoundResult, f"round {round_}: run the tests",
+                timeout=timedelta(minutes=30), heartbeat=timedelta(minutes=2))
+            failing = tested.failing
+            if not failing:
+                await self._move(S.completed, f"all tests pass (round {round_})")
+                return
+            feedback = {r.instance_id: r.failure or r.status for r in failing}
+            todo = [s for s in todo if s.instance_id in feedback]
+        self._reasons = [f"instance {iid}: {text.splitlines()[0] if text else 'failed'}"
+                         for iid, text in feedback.items()]
+        await self._move(S.failed, f"tests still fail after {cfg.debug_rounds} debugging round(s): "
+                                   + "; ".join(self._reasons)[:500])
+
+    async def _generate(self, todo: list[SpecSnapshot], specs: SpecsCheckResult, round_: int,
+                        feedback: dict) -> list[InstanceOutput]:
+        cfg, gate = specs.settings, asyncio.Semaphore(max(1, specs.settings.generation_concurrency))
+
+        async def one(spec: SpecSnapshot) -> InstanceOutput:
+            async with gate:
+                job = GenerationInput(
+                    generation_id=workflow.uuid4(), tenant_id=self._inp.tenant_id, user_id=self._inp.user_id,
+                    spec=spec, model=cfg.model, techniques=cfg.techniques, max_new_tokens=cfg.max_new_tokens, n=1,
+                    temperature=0.0, retrieval_query=specs.retrieval_queries.get(spec.instance_id, ""),
+                    knowledge_queue=self._inp.queues.knowledge, feedback=feedback.get(spec.instance_id),
+                    project_id=self._inp.project_id)
+                try:
+                    result = await workflow.execute_child_workflow(
+                        GENERATION_WORKFLOW, job, result_type=GenerationResult,
+                        id=f"{workflow.info().workflow_id}-{spec.instance_id}-round-{round_}",
+                        task_queue=self._inp.queues.generation,
+                        static_summary=f"{spec.template_name} instance {spec.instance_id}, round {round_}")
+                except ChildWorkflowError as err:
+                    if is_cancelled_exception(err):
+                        raise
+                    return InstanceOutput(spec=spec, error=f"generation failed: {err.cause or err}")
+                if result.status != "completed":
+                    return InstanceOutput(spec=spec, generation=None, error=result.note or "generation failed")
+                return InstanceOutput(spec=spec, generation=result)
+
+        return list(await asyncio.gather(*(one(s) for s in todo)))
+
+    async def _activity(self, name: str, arg, queue: str, result_type, summary: str, *,
+                        timeout: timedelta = timedelta(minutes=5), heartbeat: timedelta | None = None):
+        return await workflow.execute_activity(
+            name, arg, task_queue=queue, result_type=result_type, start_to_close_timeout=timeout,
+            heartbeat_timeout=heartbeat, retry_policy=WORK_RETRY, summary=summary)
+
+    async def _move(self, to: ProjectState, reason: str, *, specs_completed: dict | None = None) -> None:
+        await self._record(self._state, to, reason, specs_completed)
         self._state = to
 
-    async def _record(self, frm: ProjectState | None, to: ProjectState, reason: str) -> None:
+    async def _record(self, frm: ProjectState | None, to: ProjectState, reason: str,
+                      specs_completed: dict | None = None) -> None:
         self._seq += 1
         await workflow.execute_activity(
             "record_project_state",
             RecordStateInput(tenant_id=self._inp.tenant_id, project_id=self._inp.project_id,
-                             from_state=frm, to_state=to, seq=self._seq, reason=reason),
+                             from_state=frm, to_state=to, seq=self._seq, reason=reason[:1000],
+                             specs_completed=specs_completed),
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=RECORD_RETRY,
             result_type=RecordStateResult,

@@ -13,7 +13,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import Cursor, Limit, PoolDep, PrincipalDep, SettingsDep, TemporalDep
 from api.errors import ServiceUnavailable
-from models.common import TRANSITIONS, Page, ProjectState, Service, TaskStatus
+from models.common import TERMINAL_STATES, Page, ProjectState, Service, TaskStatus
 from models.orchestrator import (
     PROJECT_WORKFLOW,
     STATE_KEY,
@@ -21,6 +21,8 @@ from models.orchestrator import (
     ProjectCreate,
     ProjectPublic,
     ProjectUpdate,
+    CompleteSpecs,
+    PipelineQueues,
     ProjectWorkflowInput,
     StateChange,
     StateView,
@@ -48,7 +50,8 @@ async def create_project(body: ProjectCreate, pool: PoolDep, p: PrincipalDep, te
         try:
             await temporal.start_workflow(
                 PROJECT_WORKFLOW,
-                ProjectWorkflowInput(project_id=project.id, tenant_id=p.tenant_id, user_id=p.user_id),
+                ProjectWorkflowInput(project_id=project.id, tenant_id=p.tenant_id, user_id=p.user_id,
+                                     queues=pipeline_queues(settings)),
                 id=project.workflow_id,
                 task_queue=settings.queue("orchestrator"),
                 search_attributes=TypedSearchAttributes([
@@ -72,25 +75,35 @@ async def update_project(project_id: UUID, body: ProjectUpdate, pool: PoolDep, p
     return await projects.update_project(pool, tenant_id=p.tenant_id, project_id=project_id, body=body)
 
 
+def pipeline_queues(settings) -> PipelineQueues:
+    return PipelineQueues(spec_registry=settings.queue("spec-registry"), generation=settings.queue("generation"),
+                          knowledge=settings.queue("knowledge"), integration=settings.queue("integration"))
+
+
 @router.delete("/projects/{project_id}", status_code=204)
 async def delete_project(project_id: UUID, pool: PoolDep, p: PrincipalDep, temporal: TemporalDep):
     """Cancels the project's workflow; the project stays readable in the `cancelled` state."""
     project = await projects.get_project(pool, tenant_id=p.tenant_id, project_id=project_id)
+    if not await _cancel(project, temporal):
+        return JSONResponse({"detail": "cancellation requested", "id": str(project_id)}, status_code=202)
+    return Response(status_code=204)
+
+
+async def _cancel(project: ProjectPublic, temporal: Client) -> bool:
+    """Cancel the run and wait (10 s at most) until it has recorded `cancelled`; False if it has not yet."""
     if project.state in (ProjectState.completed, ProjectState.failed, ProjectState.cancelled):
         raise HTTPException(409, f"project is already {project.state.value}")
     handle = temporal.get_workflow_handle(project.workflow_id)
     try:
         await handle.cancel()
-        for _ in range(100):  # wait (10 s at most) until the workflow has recorded `cancelled`
+        for _ in range(100):
             desc = await handle.describe()
             if desc.status != WorkflowExecutionStatus.RUNNING:
-                break
+                return True
             await asyncio.sleep(0.1)
-        else:
-            return JSONResponse({"detail": "cancellation requested", "id": str(project_id)}, status_code=202)
     except (RPCError, RuntimeError) as err:
         raise _temporal_error(err) from err
-    return Response(status_code=204)
+    return False
 
 
 @router.get("/projects/{project_id}/state", response_model=StateView)
@@ -106,14 +119,39 @@ async def get_state(project_id: UUID, pool: PoolDep, p: PrincipalDep, temporal: 
 @router.put("/projects/{project_id}/state", response_model=StateView)
 async def set_state(project_id: UUID, body: StateChange, pool: PoolDep, p: PrincipalDep, temporal: TemporalDep,
                     settings: SettingsDep):
+    """code_generation is spec.complete (as POST .../specs/complete); cancelled cancels (as DELETE); the
+    pipeline moves through the other states itself, so asking for them is a 409 with what is allowed."""
     project = await projects.get_project(pool, tenant_id=p.tenant_id, project_id=project_id)
+    if body.state == ProjectState.code_generation:
+        return await _complete_specs(project, temporal, settings)
+    if body.state == ProjectState.cancelled and project.state not in TERMINAL_STATES:
+        await _cancel(project, temporal)
+        return StateView(state=ProjectState.cancelled, allowed_next=[])
+    view = await get_state(project_id, pool, p, temporal)
+    return JSONResponse({"detail": f"cannot move from {view.state.value} to {body.state.value}"
+                                   + ("" if view.state in TERMINAL_STATES else
+                                      ": the pipeline moves through its states itself"),
+                         "state": view.state.value, "allowed_next": [s.value for s in view.allowed_next]},
+                        status_code=409)
+
+
+@router.post("/projects/{project_id}/specs/complete", response_model=StateView)
+async def complete_specs(project_id: UUID, pool: PoolDep, p: PrincipalDep, temporal: TemporalDep,
+                         settings: SettingsDep):
+    """spec.complete: checks every instance (409 with the problems) and starts code generation."""
+    project = await projects.get_project(pool, tenant_id=p.tenant_id, project_id=project_id)
+    return await _complete_specs(project, temporal, settings, p.user_id)
+
+
+async def _complete_specs(project: ProjectPublic, temporal: Client, settings, user_id=None):
     handle = temporal.get_workflow_handle(project.workflow_id)
     try:
-        return await asyncio.wait_for(handle.execute_update("set_state", body, result_type=StateView),
-                                      settings.update_timeout_seconds)
+        return await asyncio.wait_for(
+            handle.execute_update("complete_specs", CompleteSpecs(requested_by=user_id), result_type=StateView),
+            settings.update_timeout_seconds)
     except WorkflowUpdateFailedError as err:
         cause = err.cause
-        if isinstance(cause, ApplicationError) and cause.type == "TransitionNotAllowed":
+        if isinstance(cause, ApplicationError) and cause.type in ("TransitionNotAllowed", "SpecsIncomplete"):
             info = cause.details[0] if cause.details else {}
             return JSONResponse({"detail": cause.message, **info}, status_code=409)
         raise ServiceUnavailable("the orchestrator") from err
@@ -122,8 +160,7 @@ async def set_state(project_id: UUID, body: StateChange, pool: PoolDep, p: Princ
     except (RPCError, RuntimeError) as err:
         if isinstance(err, RPCError) and err.status == RPCStatusCode.NOT_FOUND:  # ended: its state is final
             return JSONResponse({"detail": f"project is {project.state.value}; no transition is allowed",
-                                 "state": project.state.value,
-                                 "allowed_next": [s.value for s in TRANSITIONS[project.state]]}, status_code=409)
+                                 "state": project.state.value, "allowed_next": []}, status_code=409)
         raise _temporal_error(err) from err
 
 

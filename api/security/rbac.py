@@ -1,7 +1,8 @@
 """Role-based access: one table says which role a method on a path needs.
 
-viewer reads; editor writes instances, projects and tasks (and snippets, knowledge, generation);
-admin manages templates and API keys; owner manages admins (checked where keys are made).
+viewer reads; editor writes instances, projects (their settings too) and tasks (and snippets, knowledge,
+generation); admin manages templates, API keys and the tenant's pipeline settings (/api/settings);
+owner manages admins (checked where keys are made).
 The same table guards in-process routes and the gateway's forwarding to separate services.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ WRITE_ROLES: list[tuple[str, Role]] = [
     ("/api/templates", Role.admin),
     ("/api/keys", Role.admin),
     ("/api/providers", Role.admin),  # tenants' provider API keys
+    ("/api/settings", Role.admin),  # the tenant's pipeline defaults (a project's own: editor, below)
     ("/api/similar", Role.viewer),  # a search, sent as POST
     ("/api/instances", Role.editor),
     ("/api/projects", Role.editor),

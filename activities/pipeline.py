@@ -1,0 +1,248 @@
+"""The project pipeline's activities, by the queue that serves them.
+
+spec-registry: `attach_templates` (initialization) and `check_specs` (spec.complete);
+integration: `integrate_artifacts` (static checks, artifacts stored by content hash) and
+`run_spec_tests` (each instance's tests in sandbox/, one workflow_tasks row per round).
+Every one is idempotent: a retry after a crash finds what the first attempt stored.
+"""
+from __future__ import annotations
+
+import ast
+import asyncio
+import importlib.util
+import sys
+from uuid import UUID
+
+import asyncpg
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from codegen.prompts import spec_view
+from models.common import Service, TaskStatus
+from models.generation import SpecSnapshot
+from models.orchestrator import (
+    ArtifactRef,
+    AttachTemplatesResult,
+    DebugRoundInput,
+    DebugRoundResult,
+    InstanceTestResult,
+    IntegrateInput,
+    IntegrateResult,
+    PipelineSettings,
+    ProjectRef,
+    SpecProblem,
+    SpecsCheckResult,
+)
+from models.schema_rules import value_violations, values_hash
+from sandbox import run_tests
+from store import artifacts, instances, pipeline_settings, tasks, templates
+from store.errors import NotFound
+
+TEST_TIMEOUT_S = 10.0
+TEST_MEMORY_MB = 512
+FAILURE_CHARS = 1500  # how much of a failure the next round's prompt is told
+
+
+class PipelineActivities:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    # --- spec-registry queue --------------------------------------------------------------
+
+    @activity.defn(name="attach_templates")
+    async def attach_templates(self, inp: ProjectRef) -> AttachTemplatesResult:
+        """initialization: the tenant's default templates (or the built-in ones) attached to the project."""
+        try:
+            ids = await pipeline_settings.attach_templates(self._pool, tenant_id=inp.tenant_id,
+                                                           project_id=inp.project_id)
+        except NotFound as err:
+            raise ApplicationError(err.message, type="NotFound", non_retryable=True) from err
+        return AttachTemplatesResult(template_ids=ids)
+
+    @activity.defn(name="check_specs")
+    async def check_specs(self, inp: ProjectRef) -> SpecsCheckResult:
+        """spec.complete: every instance validated against its template again (its tests must parse);
+        the snapshot of the specs and the settings the run will use."""
+        try:
+            specs = await instances.project_specs(self._pool, tenant_id=inp.tenant_id, project_id=inp.project_id)
+            effective = await pipeline_settings.effective_settings(self._pool, tenant_id=inp.tenant_id,
+                                                                   project_id=inp.project_id)
+        except NotFound as err:
+            raise ApplicationError(err.message, type="NotFound", non_retryable=True) from err
+        problems: list[SpecProblem] = []
+        snapshots: list[SpecSnapshot] = []
+        queries: dict[UUID, str] = {}
+        if not specs:
+            problems.append(SpecProblem(message="the project has no spec instances: create at least one"))
+        for spec in specs:
+            tpl = await templates.get_template(self._pool, tenant_id=inp.tenant_id, template_id=spec.template_id)
+            label = f"{tpl.name}@{tpl.version}"
+            for v in value_violations(tpl.schema_, spec.values):
+                problems.append(SpecProblem(instance_id=spec.id, template=label, path=v.path, message=v.message))
+            queries[spec.id] = spec_view(tpl.schema_, spec.values).query()
+            snapshots.append(SpecSnapshot(template_id=tpl.id, template_name=tpl.name, template_version=tpl.version,
+                                          schema=tpl.schema_, values=spec.values, values_hash=values_hash(spec.values),
+                                          instance_id=spec.id))
+        return SpecsCheckResult(problems=problems, specs=snapshots, retrieval_queries=queries,
+                                settings=PipelineSettings.model_validate(effective.model_dump()))
+
+    # --- integration queue ----------------------------------------------------------------
+
+    @activity.defn(name="integrate_artifacts")
+    async def integrate_artifacts(self, inp: IntegrateInput) -> IntegrateResult:
+        """integration: the round's files into the project's tree, checked, stored by content hash."""
+        paths = _unique_paths(inp)
+        files = {paths[o.spec.instance_id]: o.generation.files[0].content.rstrip("\n") + "\n"
+                 for o in inp.outputs if o.generation and o.generation.files and o.generation.files[0].content.strip()}
+        findings = static_checks(files)
+        out: list[ArtifactRef] = []
+        for o in inp.outputs:
+            iid, path = o.spec.instance_id, paths[o.spec.instance_id]
+            if path not in files:
+                out.append(ArtifactRef(instance_id=iid, path=path, parses=None,
+                                       problems=[o.error or (o.generation.note if o.generation else None)
+                                                 or "nothing was generated"]))
+                continue
+            gen = o.generation
+            checks = {"parses": findings[path].parses, "problems": findings[path].problems}
+            art = await artifacts.store_artifact(
+                self._pool, tenant_id=inp.tenant_id, project_id=inp.project_id, instance_id=iid, path=path,
+                content=files[path], values_hash=o.spec.values_hash, template_id=o.spec.template_id,
+                template_name=o.spec.template_name, template_version=o.spec.template_version, model=inp.model,
+                techniques=inp.techniques, retrieved_snippets=[str(s) for s in gen.provenance.retrieved_snippets],
+                generation_id=gen.id, round=inp.round, checks=checks)
+            out.append(ArtifactRef(instance_id=iid, artifact_id=art.id, path=path, parses=findings[path].parses,
+                                   problems=findings[path].problems))
+        return IntegrateResult(artifacts=out)
+
+    @activity.defn(name="run_spec_tests")
+    async def run_spec_tests(self, inp: DebugRoundInput) -> DebugRoundResult:
+        """debugging: each instance's tests against its code in sandbox/; the round is a workflow_tasks row."""
+        await tasks.ensure_task(self._pool, tenant_id=inp.tenant_id, task_id=inp.task_id, project_id=inp.project_id,
+                                service=Service.workflow_orchestrator, task_type=f"debug_round_{inp.round}",
+                                status=TaskStatus.running)
+        specs = {s.instance_id: s for s in inp.specs}
+        results: list[InstanceTestResult] = []
+        for i, ref in enumerate(inp.artifacts):
+            spec = specs[ref.instance_id]
+            tests = spec_view(spec.schema_, spec.values).tests
+            if ref.artifact_id is None:
+                results.append(InstanceTestResult(instance_id=ref.instance_id, artifact_id=None, status="missing",
+                                                  failure="; ".join(ref.problems)[:FAILURE_CHARS]))
+                continue
+            art = await artifacts.get_artifact(self._pool, tenant_id=inp.tenant_id, artifact_id=ref.artifact_id)
+            if not tests:
+                status, report, failure = "no_tests", {"tests": 0}, None
+            else:
+                run = await asyncio.to_thread(run_tests, art.content, tests, timeout_s=TEST_TIMEOUT_S,
+                                              memory_mb=TEST_MEMORY_MB)
+                status, report, failure = run.status, _report(run, len(tests)), _failure(run)
+            await artifacts.record_test_result(self._pool, tenant_id=inp.tenant_id, artifact_id=art.id,
+                                               test_status=status, tests=report)
+            results.append(InstanceTestResult(instance_id=ref.instance_id, artifact_id=art.id, status=status,
+                                              failure=failure))
+            activity.heartbeat(i + 1)
+        outcome = DebugRoundResult(results=results)
+        await tasks.ensure_task(self._pool, tenant_id=inp.tenant_id, task_id=inp.task_id, project_id=inp.project_id,
+                                service=Service.workflow_orchestrator, task_type=f"debug_round_{inp.round}",
+                                status=TaskStatus.failed if outcome.failing else TaskStatus.completed)
+        return outcome
+
+
+class FileChecks:
+    def __init__(self) -> None:
+        self.parses: bool = True
+        self.problems: list[str] = []
+
+
+def static_checks(files: dict[str, str]) -> dict[str, FileChecks]:
+    """Per file: does it parse, and do its imports resolve (a project module and the names taken
+    from it, or a module this Python can import)?"""
+    trees: dict[str, ast.Module] = {}
+    out = {path: FileChecks() for path in files}
+    for path, content in files.items():
+        try:
+            trees[path] = ast.parse(content)
+        except (SyntaxError, ValueError) as err:
+            out[path].parses = False
+            out[path].problems.append(f"does not parse: {getattr(err, 'msg', err)}")
+    modules = {path.removesuffix(".py").replace("/", "."): tree for path, tree in trees.items()}
+    for path, tree in trees.items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    _check_module(alias.name, modules, out[path])
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                if node.module in modules:
+                    defined = _top_level_names(modules[node.module])
+                    missing = [a.name for a in node.names if a.name != "*" and a.name not in defined]
+                    if missing:
+                        out[path].problems.append(f"{node.module} does not define {', '.join(missing)}")
+                else:
+                    _check_module(node.module, modules, out[path])
+    return out
+
+
+def _check_module(name: str, modules: dict, checks: FileChecks) -> None:
+    top = name.split(".")[0]
+    if name in modules or top in modules or top in sys.stdlib_module_names:
+        return
+    try:
+        found = importlib.util.find_spec(top) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        checks.problems.append(f"import {name} does not resolve (not in the project, not installed)")
+
+
+def _top_level_names(tree: ast.Module) -> set[str]:
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return names
+
+
+def _unique_paths(inp: IntegrateInput) -> dict[UUID, str]:
+    """Each instance's file path; a path two instances would share gets the instance id's prefix."""
+    paths: dict[UUID, str] = {}
+    taken: set[str] = set()
+    for o in inp.outputs:
+        path = spec_view(o.spec.schema_, o.spec.values).path
+        if path in taken:
+            stem, dot, ext = path.rpartition(".")
+            path = f"{stem}_{str(o.spec.instance_id)[:8]}.{ext}" if dot else f"{path}_{str(o.spec.instance_id)[:8]}"
+        taken.add(path)
+        paths[o.spec.instance_id] = path
+    return paths
+
+
+def _report(run, total: int) -> dict:
+    report = {"status": run.status, "tests": total, "duration_s": round(run.duration_s, 3), "isolation": run.isolation}
+    if run.failed_test:
+        report["failed_test"] = run.failed_test
+    if run.status != "passed":
+        report["stderr"] = run.stderr[-2000:]
+    return report
+
+
+def _failure(run) -> str | None:
+    if run.status == "passed":
+        return None
+    f = run.failed_test or {}
+    parts = [f"status: {run.status}"]
+    if f.get("source"):
+        parts.append(f"failing test: {f['source']}")
+    if f.get("error"):
+        parts.append(f"error: {f['error']}")
+    if f.get("traceback"):
+        parts.append(f"traceback:\n{f['traceback']}")
+    elif run.stderr.strip():
+        parts.append(f"output:\n{run.stderr.strip()}")
+    return "\n".join(parts)[:FAILURE_CHARS]

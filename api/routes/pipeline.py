@@ -1,0 +1,99 @@
+"""Pipeline settings and artifacts, served by the orchestrator: tenant defaults (admin writes), a
+project's own settings (editor writes), its attached templates, and its generated files."""
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import zipfile
+from datetime import datetime
+from uuid import UUID
+
+from fastapi import APIRouter, Query, Response
+
+from api.deps import PoolDep, PrincipalDep
+from models.pipeline import (
+    ArtifactPublic,
+    AttachedTemplate,
+    EffectiveSettings,
+    ProjectSettingsUpdate,
+    TenantSettings,
+    TenantSettingsUpdate,
+)
+from store import artifacts, pipeline_settings
+
+router = APIRouter(tags=["pipeline"])
+
+
+@router.get("/settings", response_model=TenantSettings)
+async def get_settings(pool: PoolDep, p: PrincipalDep):
+    return await pipeline_settings.get_tenant_settings(pool, tenant_id=p.tenant_id)
+
+
+@router.put("/settings", response_model=TenantSettings)
+async def put_settings(body: TenantSettingsUpdate, pool: PoolDep, p: PrincipalDep):
+    return await pipeline_settings.put_tenant_settings(pool, tenant_id=p.tenant_id, update=body)
+
+
+@router.get("/projects/{project_id}/settings", response_model=EffectiveSettings)
+async def get_project_settings(project_id: UUID, pool: PoolDep, p: PrincipalDep):
+    return await pipeline_settings.effective_settings(pool, tenant_id=p.tenant_id, project_id=project_id)
+
+
+@router.put("/projects/{project_id}/settings", response_model=EffectiveSettings)
+async def put_project_settings(project_id: UUID, body: ProjectSettingsUpdate, pool: PoolDep, p: PrincipalDep):
+    return await pipeline_settings.put_project_settings(pool, tenant_id=p.tenant_id, project_id=project_id,
+                                                        update=body)
+
+
+@router.get("/projects/{project_id}/templates", response_model=list[AttachedTemplate])
+async def project_templates(project_id: UUID, pool: PoolDep, p: PrincipalDep):
+    return await pipeline_settings.attached_templates(pool, tenant_id=p.tenant_id, project_id=project_id)
+
+
+@router.get("/projects/{project_id}/artifacts", response_model=list[ArtifactPublic])
+async def list_artifacts(project_id: UUID, pool: PoolDep, p: PrincipalDep,
+                         all: bool = Query(False, description="Include the artifacts no longer current")):
+    return await artifacts.list_artifacts(pool, tenant_id=p.tenant_id, project_id=project_id, current_only=not all)
+
+
+@router.get("/projects/{project_id}/artifacts.zip", response_class=Response,
+            responses={200: {"content": {"application/zip": {}},
+                             "description": "The current files at their paths, and manifest.json"}})
+async def download_artifacts(project_id: UUID, pool: PoolDep, p: PrincipalDep):
+    items = await artifacts.list_artifacts(pool, tenant_id=p.tenant_id, project_id=project_id)
+    data = await asyncio.to_thread(build_zip, project_id, items)
+    return Response(data, media_type="application/zip", headers={
+        "Content-Disposition": f'attachment; filename="project-{project_id}-artifacts.zip"'})
+
+
+def _zip_time(moment: datetime | None) -> tuple[int, int, int, int, int, int]:
+    if moment is None or moment.year < 1980:
+        return (1980, 1, 1, 0, 0, 0)
+    return moment.timetuple()[:6]
+
+
+def manifest(project_id: UUID, items: list[ArtifactPublic]) -> dict:
+    """What the zip says of each file: provenance and test results (not the content, which is the file)."""
+    files = [a.model_dump(mode="json", exclude={"content", "tenant_id", "project_id"}) for a in items]
+    return {"project_id": str(project_id), "files": files}
+
+
+def _entry(name: str, moment: datetime | None) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, _zip_time(moment))
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.external_attr = 0o644 << 16  # rw-r--r-- when extracted
+    return info
+
+
+def build_zip(project_id: UUID, items: list[ArtifactPublic]) -> bytes:
+    """The same artifacts always give the same bytes: entries in path order, dated by their last change."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for a in items:
+            zf.writestr(_entry(a.path, a.updated_at), a.content)
+        last = max((a.updated_at for a in items), default=None)
+        body = json.dumps(manifest(project_id, items), indent=2, ensure_ascii=False)
+        zf.writestr(_entry(artifacts.MANIFEST, last), body)
+    return buf.getvalue()
+

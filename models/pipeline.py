@@ -1,0 +1,99 @@
+"""Pipeline contracts: tenant and project generation settings, attached templates, artifacts.
+
+Model names and techniques are checked where they are stored (store/pipeline_settings.py, with
+MODEL_NAMES and codegen.techniques.check), so that these models stay importable by workflows.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, Field
+
+from models.common import Public, Strict
+
+TestStatus = Literal["passed", "failed", "error", "timeout", "no_tests"]
+TEST_STATUSES: tuple[str, ...] = ("passed", "failed", "error", "timeout", "no_tests")
+
+
+class DefaultTemplate(Strict):
+    """A template a new project is given: by name, and version (none: the latest at attach time)."""
+
+    name: str = Field(min_length=1, max_length=200)
+    version: str | None = Field(None, min_length=1, max_length=64)
+
+
+class TenantSettings(BaseModel):
+    """A tenant's pipeline defaults (GET/PUT /api/settings); a tenant that set nothing has these."""
+
+    default_templates: list[DefaultTemplate] = Field(
+        default_factory=list, max_length=50,
+        description="Attached to every new project; empty: the latest version of every built-in template")
+    generation_concurrency: int = Field(2, ge=1, le=16, description="Instances generated at once per project")
+    debug_rounds: int = Field(2, ge=0, le=10, description="Repair rounds after failing tests")
+    model: str = Field("local_llama", min_length=1, max_length=100)
+    techniques: list[str] = Field(default_factory=list, max_length=6)
+    max_new_tokens: int = Field(384, ge=16, le=4096)
+
+
+class TenantSettingsUpdate(Strict):
+    """PUT /api/settings merges: fields left out keep their value; null resets one to its default."""
+
+    default_templates: list[DefaultTemplate] | None = Field(None, max_length=50)
+    generation_concurrency: int | None = Field(None, ge=1, le=16)
+    debug_rounds: int | None = Field(None, ge=0, le=10)
+    model: str | None = Field(None, min_length=1, max_length=100)
+    techniques: list[str] | None = Field(None, max_length=6)
+    max_new_tokens: int | None = Field(None, ge=16, le=4096)
+
+
+class ProjectSettingsUpdate(Strict):
+    """PUT /api/projects/{id}/settings merges: fields left out keep their value; null: the tenant's default."""
+
+    model: str | None = Field(None, min_length=1, max_length=100)
+    techniques: list[str] | None = Field(None, max_length=6)
+    max_new_tokens: int | None = Field(None, ge=16, le=4096)
+    debug_rounds: int | None = Field(None, ge=0, le=10)
+
+
+class EffectiveSettings(BaseModel):
+    """What a project's run uses: the project's own choice, else the tenant's, else the default."""
+
+    model: str
+    techniques: list[str]
+    max_new_tokens: int
+    debug_rounds: int
+    generation_concurrency: int
+
+
+class AttachedTemplate(BaseModel):
+    id: UUID
+    name: str
+    version: str
+    builtin: bool
+
+
+class ArtifactPublic(Public):
+    id: UUID
+    tenant_id: UUID
+    project_id: UUID
+    instance_id: UUID
+    path: str
+    content: str
+    content_hash: str = Field(description="sha256 (hex) of content")
+    values_hash: str = Field(description="Hash of the instance's values the code was generated from")
+    template_id: UUID | None
+    template_name: str
+    template_version: str
+    model: str
+    techniques: list[str]
+    retrieved_snippets: list[Any]
+    generation_id: UUID | None
+    round: int
+    checks: dict[str, Any]
+    test_status: TestStatus | None
+    tests: dict[str, Any] | None
+    current: bool
+    created_at: datetime
+    updated_at: datetime

@@ -1,0 +1,162 @@
+"""Artifacts: a project's generated files, stored idempotently by content hash, with their provenance.
+
+Each (project, instance, content_hash) is one row: storing the same code again reuses it. Exactly one
+artifact of an instance is `current` (the project's artifact tree), and a path of the tree belongs to
+one instance at a time.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+from uuid import UUID, uuid4
+
+import asyncpg
+from pydantic_core import to_jsonable_python
+
+from models.pipeline import TEST_STATUSES, ArtifactPublic
+from store.db import tenant_tx
+from store.errors import Conflict, Invalid, NotFound
+
+MANIFEST = "manifest.json"  # the name the zip download gives its manifest; no artifact may take it
+
+_COLS = ("id, tenant_id, project_id, instance_id, path, content, content_hash, values_hash, template_id, "
+         "template_name, template_version, model, techniques, retrieved_snippets, generation_id, round, checks, "
+         "test_status, tests, current, created_at, updated_at")
+
+
+def _model(row: asyncpg.Record) -> ArtifactPublic:
+    return ArtifactPublic.model_validate(dict(row))
+
+
+def content_hash(content: str) -> str:
+    return hashlib.sha256(content.encode("utf-8")).hexdigest()
+
+
+def check_path(path: str) -> str:
+    """A relative POSIX path inside the project's tree: no absolute path, `..`, `.`, empty segment,
+    backslash or control character, and not the zip's manifest."""
+    parts = path.split("/")
+    if (not path or len(path) > 500 or path.startswith("/") or "\\" in path
+            or any(ord(c) < 32 for c in path) or any(p in ("", ".", "..") for p in parts)):
+        raise Invalid(f"artifact path {path!r} is not a relative path inside the project")
+    if path == MANIFEST:
+        raise Invalid(f"artifact path {MANIFEST!r} is reserved for the download's manifest")
+    return path
+
+
+async def _require_instance(conn: asyncpg.Connection, tenant_id: UUID, project_id: UUID, instance_id: UUID) -> None:
+    """The instance, in this tenant's project, locked so that its artifacts change one writer at a time."""
+    if not await conn.fetchval("select 1 from projects where tenant_id = $1 and id = $2", tenant_id, project_id):
+        raise NotFound(f"project {project_id} not found")
+    found = await conn.fetchval(
+        "select 1 from spec_instances where tenant_id = $1 and project_id = $2 and id = $3 for no key update",
+        tenant_id, project_id, instance_id,
+    )
+    if not found:
+        raise NotFound(f"instance {instance_id} not found in project {project_id}")
+
+
+async def store_artifact(
+    pool: asyncpg.Pool, *, tenant_id: UUID, project_id: UUID, instance_id: UUID, path: str, content: str,
+    values_hash: str, template_id: UUID | None, template_name: str, template_version: str, model: str,
+    techniques: list[str], retrieved_snippets: list[Any], generation_id: UUID | None, round: int,
+    checks: dict[str, Any],
+) -> ArtifactPublic:
+    """Store the instance's file and make it the instance's only current artifact, in one transaction.
+
+    The same content again reuses its row (provenance, round, generation and checks updated; test results
+    kept unless the values changed). Conflict when another instance's current artifact holds `path`.
+    """
+    check_path(path)
+    digest = content_hash(content)
+    args = (tenant_id, project_id, instance_id, path, content, digest, values_hash, template_id, template_name,
+            template_version, model, to_jsonable_python(list(techniques)),
+            to_jsonable_python(list(retrieved_snippets)), generation_id, round, to_jsonable_python(dict(checks)))
+    async with tenant_tx(pool, tenant_id) as conn:
+        await _require_instance(conn, tenant_id, project_id, instance_id)
+        holder = await conn.fetchval(
+            """select instance_id from artifacts
+               where tenant_id = $1 and project_id = $2 and path = $3 and current and instance_id <> $4""",
+            tenant_id, project_id, path, instance_id,
+        )
+        if holder is not None:
+            raise Conflict(f"path {path!r} is already the current file of instance {holder}",
+                           extra={"path": path, "instance_id": str(holder)})
+        await conn.execute(
+            """update artifacts set current = false, updated_at = now() at time zone 'utc'
+               where tenant_id = $1 and project_id = $2 and instance_id = $3 and current and content_hash <> $4""",
+            tenant_id, project_id, instance_id, digest,
+        )
+        try:
+            row = await conn.fetchrow(
+                f"""insert into artifacts (id, tenant_id, project_id, instance_id, path, content, content_hash,
+                      values_hash, template_id, template_name, template_version, model, techniques,
+                      retrieved_snippets, generation_id, round, checks)
+                    values ($17, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+                    on conflict (project_id, instance_id, content_hash) do update set
+                      path = excluded.path, values_hash = excluded.values_hash,
+                      template_id = excluded.template_id, template_name = excluded.template_name,
+                      template_version = excluded.template_version, model = excluded.model,
+                      techniques = excluded.techniques, retrieved_snippets = excluded.retrieved_snippets,
+                      generation_id = excluded.generation_id, round = excluded.round, checks = excluded.checks,
+                      test_status = case when artifacts.values_hash = excluded.values_hash
+                                         then artifacts.test_status end,
+                      tests = case when artifacts.values_hash = excluded.values_hash then artifacts.tests end,
+                      current = true, updated_at = now() at time zone 'utc'
+                    returning {_COLS}""",
+                *args, uuid4(),
+            )
+        except asyncpg.UniqueViolationError as err:  # a concurrent writer of another instance took the path
+            raise Conflict(f"path {path!r} is already the current file of another instance",
+                           extra={"path": path}) from err
+    return _model(row)
+
+
+async def record_test_result(
+    pool: asyncpg.Pool, *, tenant_id: UUID, artifact_id: UUID, test_status: str, tests: dict[str, Any]
+) -> ArtifactPublic:
+    """Record the outcome of running the instance's tests against this artifact (the last run wins)."""
+    if test_status not in TEST_STATUSES:
+        raise Invalid(f"unknown test status {test_status!r}; one of: {', '.join(TEST_STATUSES)}")
+    async with tenant_tx(pool, tenant_id) as conn:
+        row = await conn.fetchrow(
+            f"""update artifacts set test_status = $3, tests = $4, updated_at = now() at time zone 'utc'
+                where tenant_id = $1 and id = $2 returning {_COLS}""",
+            tenant_id, artifact_id, test_status, to_jsonable_python(dict(tests)),
+        )
+    if row is None:
+        raise NotFound(f"artifact {artifact_id} not found")
+    return _model(row)
+
+
+async def get_artifact(pool: asyncpg.Pool, *, tenant_id: UUID, artifact_id: UUID) -> ArtifactPublic:
+    async with tenant_tx(pool, tenant_id) as conn:
+        row = await conn.fetchrow(f"select {_COLS} from artifacts where tenant_id = $1 and id = $2", tenant_id, artifact_id)
+    if row is None:
+        raise NotFound(f"artifact {artifact_id} not found")
+    return _model(row)
+
+
+async def list_artifacts(
+    pool: asyncpg.Pool, *, tenant_id: UUID, project_id: UUID, current_only: bool = True
+) -> list[ArtifactPublic]:
+    """The project's artifacts by path (all of them, newest first within a path, unless current_only)."""
+    async with tenant_tx(pool, tenant_id) as conn:
+        if not await conn.fetchval("select 1 from projects where tenant_id = $1 and id = $2", tenant_id, project_id):
+            raise NotFound(f"project {project_id} not found")
+        rows = await conn.fetch(
+            f"""select {_COLS} from artifacts where tenant_id = $1 and project_id = $2 and ($3 = false or current)
+                order by path, current desc, created_at desc, id""",
+            tenant_id, project_id, current_only,
+        )
+    return [_model(r) for r in rows]
+
+
+async def current_values_hashes(pool: asyncpg.Pool, *, tenant_id: UUID, project_id: UUID) -> dict[UUID, str]:
+    """instance_id -> values_hash of its current artifact (instances with none are absent)."""
+    async with tenant_tx(pool, tenant_id) as conn:
+        rows = await conn.fetch(
+            "select instance_id, values_hash from artifacts where tenant_id = $1 and project_id = $2 and current",
+            tenant_id, project_id,
+        )
+    return {r["instance_id"]: r["values_hash"] for r in rows}

@@ -1,0 +1,65 @@
+"""A protocol fake of OpenAI's chat completions API that answers from a script: not a model.
+
+The pipeline tests need answers they can predict (wrong code first, right code once the prompt
+carries a test failure) to drive a project through every state; the product talks to it with the
+official `openai` SDK, over HTTP, exactly as it would talk to OpenAI.
+"""
+from __future__ import annotations
+
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+REPAIR_MARK = "A previous attempt failed"  # what codegen.prompts.build_messages adds with feedback
+
+
+@dataclass
+class ScriptedCoder:
+    url: str = ""
+    scripts: dict[str, tuple[str, str]] = field(default_factory=dict)  # function name -> (first, repair)
+    prompts: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def script(self, name: str, first: str, repair: str | None = None) -> None:
+        self.scripts[name] = (first, repair if repair is not None else first)
+
+    def prompts_for(self, name: str) -> list[str]:
+        return [p for p in self.prompts if f"`{name}`" in p]
+
+    def answer(self, prompt: str) -> str:
+        match = re.search(r"named `([A-Za-z_][A-Za-z0-9_]*)`", prompt)
+        first, repair = self.scripts.get(match.group(1) if match else "", ("def unknown():\n    pass\n",) * 2)
+        return f"```python\n{repair if REPAIR_MARK in prompt else first}\n```"
+
+
+def start() -> tuple[ScriptedCoder, ThreadingHTTPServer]:
+    coder = ScriptedCoder()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+            prompt = "\n".join(m.get("content") or "" for m in body.get("messages", []) if isinstance(m, dict))
+            with coder.lock:
+                coder.prompts.append(prompt)
+            text = coder.answer(prompt)
+            answer = {"id": "chatcmpl-scripted", "object": "chat.completion", "created": 0, "model": body.get("model"),
+                      "choices": [{"index": 0, "finish_reason": "stop",
+                                   "message": {"role": "assistant", "content": text}}],
+                      "usage": {"prompt_tokens": len(prompt) // 4, "completion_tokens": len(text) // 4,
+                                "total_tokens": (len(prompt) + len(text)) // 4}}
+            data = json.dumps(answer).encode()
+            self.send_response(200 if self.path.endswith("/chat/completions") else 404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    coder.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return coder, server
