@@ -9,8 +9,18 @@ from knowledge import service
 from knowledge.runtime import KnowledgeRuntime
 from knowledge.vectors import VectorStoreUnavailable
 from models.generation import Reference, RetrieveInput
-from models.knowledge import IndexInput, IndexResult, ReindexPage, ReindexPageInput, SimilarRequest
-from store import snippets
+from models.knowledge import (
+    IndexInput,
+    IndexItem,
+    IndexResult,
+    ReindexPage,
+    ReindexPageInput,
+    SimilarRequest,
+    SnippetCreate,
+)
+from models.orchestrator import PublishInput, PublishResult, generated_snippet_id
+from store import artifacts, snippets
+from store.errors import Invalid
 
 
 class KnowledgeActivities:
@@ -50,6 +60,29 @@ class KnowledgeActivities:
         except VectorStoreUnavailable as err:
             raise ApplicationError(f"vector store unavailable: {err}", type="VectorStoreUnavailable") from err
         return removed
+
+    @activity.defn(name="publish_generated")
+    async def publish_generated(self, inp: PublishInput) -> PublishResult:
+        """Generated code that passed its tests becomes a snippet of the tenant (tagged `generated`),
+        indexed at once: knowledge.updated goes out with each new row, and a retry adds nothing."""
+        ids, max_bytes = [], self._runtime.settings.snippet_max_bytes
+        for artifact_id in inp.artifact_ids:
+            art = await artifacts.get_artifact(self._pool, tenant_id=inp.tenant_id, artifact_id=artifact_id)
+            body = SnippetCreate(language="python", content=art.content, tags=["generated", f"project:{inp.project_id}"],
+                                 description=f"{art.path}: generated from {art.template_name} {art.template_version} "
+                                             f"by {art.model}, tests passed (project {inp.project_id})")
+            try:
+                snip = await snippets.create_snippet(self._pool, tenant_id=inp.tenant_id, user_id=inp.user_id,
+                                                     body=body, max_bytes=max_bytes,
+                                                     snippet_id=generated_snippet_id(artifact_id))
+            except Invalid as err:  # larger than SNIPPET_MAX_BYTES: it stays an artifact only
+                activity.logger.info("artifact %s not published: %s", artifact_id, err.message)
+                continue
+            ids.append(snip.id)
+        if ids:
+            await self.index_items(IndexInput(tenant_id=inp.tenant_id, items=[IndexItem(kind="snippet", id=i)
+                                                                             for i in ids]))
+        return PublishResult(snippet_ids=ids)
 
     @activity.defn(name="retrieve_references")
     async def retrieve_references(self, inp: RetrieveInput) -> list[Reference]:

@@ -72,6 +72,8 @@ class PipelineActivities:
         problems: list[SpecProblem] = []
         snapshots: list[SpecSnapshot] = []
         queries: dict[UUID, str] = {}
+        if inp.only is not None:
+            specs = [s for s in specs if s.id in set(inp.only)]
         if not specs:
             problems.append(SpecProblem(message="the project has no spec instances: create at least one"))
         for spec in specs:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from uuid import UUID
+from uuid import UUID, uuid5
 
 from pydantic import BaseModel, Field
 from temporalio.common import SearchAttributeKey
@@ -85,11 +85,19 @@ class PipelineQueues(BaseModel):
     integration: str = "integration"
 
 
+class Regenerate(BaseModel):
+    """A later run of a project (POST .../regenerate): only these instances, from the state the last run left."""
+
+    instance_ids: list[UUID]
+    from_state: ProjectState
+
+
 class ProjectWorkflowInput(BaseModel):
     project_id: UUID
     tenant_id: UUID
     user_id: UUID
     queues: PipelineQueues = Field(default_factory=PipelineQueues)
+    regenerate: Regenerate | None = None
 
 
 class ProjectWorkflowResult(BaseModel):
@@ -105,7 +113,8 @@ class RecordStateInput(BaseModel):
     project_id: UUID
     from_state: ProjectState | None
     to_state: ProjectState
-    seq: int = Field(description="Transition number within the workflow: the outbox dedup key.")
+    seq: int = Field(description="Transition number within the run: with run_id, the outbox dedup key.")
+    run_id: str = ""
     reason: str | None = None
     specs_completed: dict[UUID, str] | None = Field(
         None, description="Set on spec_definition -> code_generation: spec.complete goes out with the transition")
@@ -130,6 +139,7 @@ class PipelineSettings(BaseModel):
 class ProjectRef(BaseModel):
     tenant_id: UUID
     project_id: UUID
+    only: list[UUID] | None = Field(None, description="check_specs: these instances only (a regeneration)")
 
 
 class AttachTemplatesResult(BaseModel):
@@ -209,3 +219,29 @@ class DebugRoundResult(BaseModel):
     @property
     def failing(self) -> list[InstanceTestResult]:
         return [r for r in self.results if r.status not in ("passed", "no_tests")]
+
+
+class PublishInput(BaseModel):
+    """Artifacts that passed their tests, to become the tenant's snippets (flagged `generated`)."""
+
+    tenant_id: UUID
+    user_id: UUID
+    project_id: UUID
+    artifact_ids: list[UUID]
+
+
+class PublishResult(BaseModel):
+    snippet_ids: list[UUID]
+
+
+def generated_snippet_id(artifact_id: UUID) -> UUID:
+    """The snippet an artifact becomes: one id per artifact, so a retried publish finds it."""
+    return uuid5(artifact_id, "specmill:generated-snippet")
+
+
+class ProjectChanges(BaseModel):
+    """What changed since the last generation, by the hash of each instance's values."""
+
+    stale: bool
+    changed: list[UUID] = Field(description="Instances whose values differ from those their current artifact came from")
+    new: list[UUID] = Field(description="Instances without a current artifact")

@@ -95,14 +95,14 @@ async def record_state(pool: asyncpg.Pool, inp: RecordStateInput) -> bool:
             raise NotFound(f"project {inp.project_id} not found")
         fresh = await events.emit(
             conn, tenant_id=inp.tenant_id, type="project.state_changed", subject_id=inp.project_id,
-            dedup_key=f"{project_workflow_id(inp.project_id)}:state:{inp.seq}",
+            dedup_key=f"{project_workflow_id(inp.project_id)}:{inp.run_id}:state:{inp.seq}",
             payload=project_state_event(project_id=inp.project_id, tenant_id=inp.tenant_id,
                                         from_state=inp.from_state, to_state=inp.to_state, reason=inp.reason),
         )
         if fresh and inp.specs_completed is not None:
             await events.emit(
                 conn, tenant_id=inp.tenant_id, type="spec.complete", subject_id=inp.project_id,
-                dedup_key=f"{project_workflow_id(inp.project_id)}:spec.complete:{inp.seq}",
+                dedup_key=f"{project_workflow_id(inp.project_id)}:{inp.run_id}:spec.complete:{inp.seq}",
                 payload=complete_spec_event(project_id=inp.project_id, tenant_id=inp.tenant_id,
                                             instances=inp.specs_completed))
         if fresh:

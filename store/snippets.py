@@ -9,7 +9,7 @@ from models.events import knowledge_update_event
 from models.knowledge import IndexItem, SnippetCreate, SnippetPublic, SnippetUpdate
 from store import events
 from store.db import tenant_tx
-from store.errors import Invalid, NotFound
+from store.errors import Conflict, Invalid, NotFound
 from store.paging import keyset, page
 
 _COLS = "id, tenant_id, user_id, language, content, description, tags, created_at"
@@ -33,15 +33,25 @@ async def _emit(conn: asyncpg.Connection, action: str, snip: SnippetPublic, user
 
 
 async def create_snippet(
-    pool: asyncpg.Pool, *, tenant_id: UUID, user_id: UUID, body: SnippetCreate, max_bytes: int
+    pool: asyncpg.Pool, *, tenant_id: UUID, user_id: UUID, body: SnippetCreate, max_bytes: int,
+    snippet_id: UUID | None = None,
 ) -> SnippetPublic:
+    """A new snippet and its knowledge.updated event. With a `snippet_id` chosen by the caller (the
+    pipeline's generated snippets) a second call finds the first one's row and emits nothing."""
     _check_size(body.content, max_bytes)
     async with tenant_tx(pool, tenant_id) as conn:
         row = await conn.fetchrow(
             f"""insert into code_snippets (id, tenant_id, user_id, language, content, description, tags, created_at)
-                values ($1, $2, $3, $4, $5, $6, $7, now() at time zone 'utc') returning {_COLS}""",
-            uuid4(), tenant_id, user_id, body.language, body.content, body.description, body.tags,
+                values ($1, $2, $3, $4, $5, $6, $7, now() at time zone 'utc')
+                on conflict (id) do nothing returning {_COLS}""",
+            snippet_id or uuid4(), tenant_id, user_id, body.language, body.content, body.description, body.tags,
         )
+        if row is None:
+            row = await conn.fetchrow(f"select {_COLS} from code_snippets where tenant_id = $1 and id = $2",
+                                      tenant_id, snippet_id)
+            if row is None:
+                raise Conflict(f"snippet id {snippet_id} is taken")
+            return _model(row)
         snip = _model(row)
         await _emit(conn, "created", snip, user_id)
     return snip

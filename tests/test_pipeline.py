@@ -174,3 +174,46 @@ async def test_delete_cancels_a_running_pipeline(api, tenant, coder):
     assert resp.status_code in (202, 204)
     row = await _finished(api, tenant, pid, timeout=30)
     assert row["state"] == "cancelled"
+
+
+async def test_a_changed_spec_marks_the_project_stale_and_only_it_is_regenerated(api, tenant, coder):
+    coder.script("inc", first="def inc(x):\n    return x + 1\n")
+    coder.script("dec", first="def dec(x):\n    return x - 1\n")
+    project = await _project(api, tenant, {"model": "openai_api"})
+    pid = project["id"]
+    inc = await _instance(api, tenant, pid, "inc", ["assert inc(1) == 2"])
+    await _instance(api, tenant, pid, "dec", ["assert dec(1) == 0"])
+    assert (await api.post(f"/api/projects/{pid}/specs/complete", headers=tenant.headers)).status_code == 200
+    assert (await _finished(api, tenant, pid))["state"] == "completed"
+    changes = (await api.get(f"/api/projects/{pid}/changes", headers=tenant.headers)).json()
+    assert changes == {"stale": False, "changed": [], "new": []}
+    resp = await api.post(f"/api/projects/{pid}/regenerate", headers=tenant.headers)
+    assert resp.status_code == 409 and "nothing changed" in resp.json()["detail"]
+
+    # the passing code became the tenant's snippets, flagged generated
+    snips = (await api.get("/api/snippets", params={"tag": "generated"}, headers=tenant.headers)).json()["items"]
+    assert sorted(s["content"] for s in snips) == ["def dec(x):\n    return x - 1\n", "def inc(x):\n    return x + 1\n"]
+
+    coder.script("inc", first="def inc(x, step=1):\n    return x + step\n")
+    values = {"function_name": "inc", "description": "Add step to x.", "tests": ["assert inc(1, 2) == 3"]}
+    assert (await api.put(f"/api/instances/{inc['id']}", json={"values": values}, headers=tenant.headers)).status_code == 200
+    changes = (await api.get(f"/api/projects/{pid}/changes", headers=tenant.headers)).json()
+    assert changes == {"stale": True, "changed": [inc["id"]], "new": []}
+    asked = len(coder.prompts_for("dec"))
+    resp = await api.post(f"/api/projects/{pid}/regenerate", headers=tenant.headers)
+    assert resp.status_code == 202, resp.text
+
+    async def done_again():
+        row = (await api.get(f"/api/projects/{pid}", headers=tenant.headers)).json()
+        events = [e for e in await _events(api, tenant, "project.state_changed") if e["subject_id"] == pid]
+        return row if len(events) > 6 and row["state"] == "completed" else None
+
+    await wait_for(done_again, timeout=60, interval=0.25)
+    assert len(coder.prompts_for("dec")) == asked  # dec was not regenerated
+    current = {a["path"]: a for a in (await api.get(f"/api/projects/{pid}/artifacts", headers=tenant.headers)).json()}
+    assert current["inc.py"]["content"] == "def inc(x, step=1):\n    return x + step\n"
+    assert current["inc.py"]["test_status"] == "passed" and current["dec.py"]["round"] == 1
+    states = [e["payload"]["to_state"] for e in await _events(api, tenant, "project.state_changed")
+              if e["subject_id"] == pid]
+    assert states[5:] == ["completed", "code_generation", "integration", "debugging", "completed"]
+    assert (await api.get(f"/api/projects/{pid}/changes", headers=tenant.headers)).json()["stale"] is False

@@ -75,7 +75,8 @@ def _knowledge(client: Client, settings: Settings, pool: asyncpg.Pool) -> Worker
         client,
         task_queue=settings.queue("knowledge"),
         workflows=[KnowledgeIndexWorkflow, KnowledgeReindexWorkflow],
-        activities=[acts.index_items, acts.list_tenant_items, acts.prune_tenant_points, acts.retrieve_references],
+        activities=[acts.index_items, acts.list_tenant_items, acts.prune_tenant_points, acts.retrieve_references,
+                    acts.publish_generated],
         max_concurrent_activities=4,
     )
 

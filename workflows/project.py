@@ -37,7 +37,10 @@ with workflow.unsafe.imports_passed_through():
         ProjectRef,
         ProjectWorkflowInput,
         ProjectWorkflowResult,
+        PublishInput,
+        PublishResult,
         RecordStateInput,
+        Regenerate,
         RecordStateResult,
         SpecsCheckResult,
         StateChange,
@@ -69,11 +72,14 @@ class ProjectWorkflow:
     async def run(self, inp: ProjectWorkflowInput) -> ProjectWorkflowResult:
         try:
             async with self._lock:
-                await self._record(None, S.initialization, "workflow started")
-                attached = await self._activity("attach_templates", ProjectRef(tenant_id=inp.tenant_id,
-                                                project_id=inp.project_id), inp.queues.spec_registry,
-                                                AttachTemplatesResult, "attach the default templates")
-                await self._move(S.spec_definition, f"{len(attached.template_ids)} template(s) attached")
+                if inp.regenerate is not None:
+                    await self._regenerate(inp.regenerate)
+                else:
+                    await self._record(None, S.initialization, "workflow started")
+                    attached = await self._activity("attach_templates", ProjectRef(tenant_id=inp.tenant_id,
+                                                    project_id=inp.project_id), inp.queues.spec_registry,
+                                                    AttachTemplatesResult, "attach the default templates")
+                    await self._move(S.spec_definition, f"{len(attached.template_ids)} template(s) attached")
             await workflow.wait_condition(lambda: self._specs is not None or self._state in TERMINAL_STATES)
             if self._specs is not None and self._state not in TERMINAL_STATES:
                 await self._pipeline(self._specs)
@@ -127,6 +133,20 @@ class ProjectWorkflow:
 
     # --- the work -------------------------------------------------------------------------
 
+    async def _regenerate(self, req: Regenerate) -> None:
+        """A later run: the changed instances only, straight to code_generation."""
+        self._state = req.from_state
+        check = await self._activity("check_specs", ProjectRef(tenant_id=self._inp.tenant_id,
+                                     project_id=self._inp.project_id, only=req.instance_ids),
+                                     self._inp.queues.spec_registry, SpecsCheckResult, "check the changed specs")
+        if check.problems:  # changed again since the API looked
+            self._reasons = [p.message for p in check.problems]
+            await self._move(S.failed, "regenerate: " + "; ".join(self._reasons)[:500])
+            return
+        self._specs = check
+        await self._move(S.code_generation, f"regenerate: {len(check.specs)} changed instance(s)",
+                         specs_completed={s.instance_id: s.values_hash for s in check.specs})
+
     async def _pipeline(self, specs: SpecsCheckResult) -> None:
         cfg = specs.settings
         todo, feedback = list(specs.specs), {}
@@ -148,6 +168,13 @@ class ProjectWorkflow:
                                 task_id=workflow.uuid4(), artifacts=integrated.artifacts, specs=todo),
                 self._inp.queues.integration, DebugRoundResult, f"round {round_}: run the tests",
                 timeout=timedelta(minutes=30), heartbeat=timedelta(minutes=2))
+            passing = [r.artifact_id for r in tested.results if r.status == "passed" and r.artifact_id]
+            if passing:
+                await self._activity(
+                    "publish_generated", PublishInput(tenant_id=self._inp.tenant_id, user_id=self._inp.user_id,
+                                                      project_id=self._inp.project_id, artifact_ids=passing),
+                    self._inp.queues.knowledge, PublishResult,
+                    f"round {round_}: {len(passing)} passing artifact(s) become snippets")
             failing = tested.failing
             if not failing:
                 await self._move(S.completed, f"all tests pass (round {round_})")
@@ -203,7 +230,8 @@ class ProjectWorkflow:
         await workflow.execute_activity(
             "record_project_state",
             RecordStateInput(tenant_id=self._inp.tenant_id, project_id=self._inp.project_id,
-                             from_state=frm, to_state=to, seq=self._seq, reason=reason[:1000],
+                             from_state=frm, to_state=to, seq=self._seq, run_id=workflow.info().run_id,
+                             reason=reason[:1000],
                              specs_completed=specs_completed),
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=RECORD_RETRY,

@@ -7,8 +7,8 @@ from uuid import UUID
 from fastapi import APIRouter, HTTPException, Response
 from fastapi.responses import JSONResponse
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
-from temporalio.exceptions import ApplicationError
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import Cursor, Limit, PoolDep, PrincipalDep, SettingsDep, TemporalDep
@@ -23,7 +23,9 @@ from models.orchestrator import (
     ProjectUpdate,
     CompleteSpecs,
     PipelineQueues,
+    ProjectChanges,
     ProjectWorkflowInput,
+    Regenerate,
     StateChange,
     StateView,
     TaskCreate,
@@ -31,7 +33,8 @@ from models.orchestrator import (
     TaskUpdate,
     project_workflow_id,
 )
-from store import projects, tasks
+from models.schema_rules import values_hash
+from store import artifacts, instances, projects, tasks
 
 router = APIRouter(tags=["orchestrator"])
 
@@ -162,6 +165,50 @@ async def _complete_specs(project: ProjectPublic, temporal: Client, settings, us
             return JSONResponse({"detail": f"project is {project.state.value}; no transition is allowed",
                                  "state": project.state.value, "allowed_next": []}, status_code=409)
         raise _temporal_error(err) from err
+
+
+async def _changes(pool, tenant_id: UUID, project_id: UUID) -> ProjectChanges:
+    specs = await instances.project_specs(pool, tenant_id=tenant_id, project_id=project_id)
+    generated = await artifacts.current_values_hashes(pool, tenant_id=tenant_id, project_id=project_id)
+    changed = [s.id for s in specs if s.id in generated and generated[s.id] != values_hash(s.values)]
+    new = [s.id for s in specs if s.id not in generated]
+    return ProjectChanges(stale=bool(generated) and bool(changed or new), changed=changed, new=new)
+
+
+@router.get("/projects/{project_id}/changes", response_model=ProjectChanges)
+async def get_changes(project_id: UUID, pool: PoolDep, p: PrincipalDep):
+    """Instances changed since their code was generated (by the hash of their values): stale when any."""
+    await projects.get_project(pool, tenant_id=p.tenant_id, project_id=project_id)
+    return await _changes(pool, p.tenant_id, project_id)
+
+
+@router.post("/projects/{project_id}/regenerate", response_model=ProjectChanges, status_code=202)
+async def regenerate(project_id: UUID, pool: PoolDep, p: PrincipalDep, temporal: TemporalDep, settings: SettingsDep):
+    """A new run of the project's workflow for the changed and new instances only (202; follow the state)."""
+    project = await projects.get_project(pool, tenant_id=p.tenant_id, project_id=project_id)
+    if project.state not in (ProjectState.completed, ProjectState.failed):
+        raise HTTPException(409, f"project is {project.state.value}: regenerate once its run has completed or failed")
+    changes = await _changes(pool, p.tenant_id, project_id)
+    if not (changes.changed or changes.new):
+        raise HTTPException(409, "nothing changed since the last generation: no instance's values differ")
+    try:
+        await temporal.start_workflow(
+            PROJECT_WORKFLOW,
+            ProjectWorkflowInput(project_id=project.id, tenant_id=p.tenant_id, user_id=p.user_id,
+                                 queues=pipeline_queues(settings),
+                                 regenerate=Regenerate(instance_ids=changes.changed + changes.new,
+                                                       from_state=project.state)),
+            id=project.workflow_id, task_queue=settings.queue("orchestrator"),
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            search_attributes=TypedSearchAttributes([SearchAttributePair(TENANT_KEY, str(p.tenant_id)),
+                                                     SearchAttributePair(STATE_KEY, project.state.value)]),
+            static_summary=f"project {project.name!r}: regenerate {len(changes.changed) + len(changes.new)}",
+        )
+    except WorkflowAlreadyStartedError as err:
+        raise HTTPException(409, "a run of this project is already going") from err
+    except (RPCError, RuntimeError) as err:
+        raise ServiceUnavailable("Temporal") from err
+    return changes
 
 
 def _temporal_error(err: Exception) -> Exception:
