@@ -8,7 +8,26 @@ passes its tests, so it ends `failed` with the reasons.
 """
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 from tests.conftest import wait_for
+
+HISTORIES = Path(__file__).parent / "histories"
+
+
+async def _save_histories(temporal, workflow_id: str, name: str) -> None:
+    """With SPECMILL_SAVE_HISTORIES=1, keep the run's histories (the project's and its children's) for
+    tests/test_replay.py: a later change that breaks determinism then fails CI."""
+    if not os.environ.get("SPECMILL_SAVE_HISTORIES"):
+        return
+    HISTORIES.mkdir(exist_ok=True)
+    ids = [workflow_id] + [wf.id async for wf in temporal.list_workflows(f"WorkflowId STARTS_WITH '{workflow_id}-'")]
+    for i, wid in enumerate(ids):
+        history = await temporal.get_workflow_handle(wid).fetch_history()
+        record = {"workflow_id": wid, "history": history.to_json_dict()}
+        (HISTORIES / f"{name}-{i}.json").write_text(json.dumps(record, indent=0))
 
 ADD_WRONG = "def add(a, b):\n    return a - b\n"
 ADD_RIGHT = "def add(a, b):\n    return a + b\n"
@@ -55,7 +74,7 @@ async def _events(api, tenant, type_: str) -> list[dict]:
     return resp.json()["items"]
 
 
-async def test_a_project_goes_through_every_state_and_repairs_a_failing_instance(api, tenant, coder):
+async def test_a_project_goes_through_every_state_and_repairs_a_failing_instance(api, tenant, coder, temporal):
     coder.script("add", first=ADD_WRONG, repair=ADD_RIGHT)
     coder.script("mul", first=MUL_RIGHT)
     project = await _project(api, tenant, {"model": "openai_api", "debug_rounds": 2})
@@ -109,6 +128,7 @@ async def test_a_project_goes_through_every_state_and_repairs_a_failing_instance
         "state": "completed", "allowed_next": []}
     resp = await api.put(f"/api/projects/{pid}/state", json={"state": "code_generation"}, headers=tenant.headers)
     assert resp.status_code == 409 and resp.json()["allowed_next"] == []
+    await _save_histories(temporal, project["workflow_id"], "pipeline-repair")
 
 
 async def test_specs_complete_is_refused_with_what_is_missing(api, tenant, coder):
@@ -176,7 +196,7 @@ async def test_delete_cancels_a_running_pipeline(api, tenant, coder):
     assert row["state"] == "cancelled"
 
 
-async def test_a_changed_spec_marks_the_project_stale_and_only_it_is_regenerated(api, tenant, coder):
+async def test_a_changed_spec_marks_the_project_stale_and_only_it_is_regenerated(api, tenant, coder, temporal):
     coder.script("inc", first="def inc(x):\n    return x + 1\n")
     coder.script("dec", first="def dec(x):\n    return x - 1\n")
     project = await _project(api, tenant, {"model": "openai_api"})
@@ -217,3 +237,4 @@ async def test_a_changed_spec_marks_the_project_stale_and_only_it_is_regenerated
               if e["subject_id"] == pid]
     assert states[5:] == ["completed", "code_generation", "integration", "debugging", "completed"]
     assert (await api.get(f"/api/projects/{pid}/changes", headers=tenant.headers)).json()["stale"] is False
+    await _save_histories(temporal, project["workflow_id"], "pipeline-regenerate")
