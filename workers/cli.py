@@ -142,6 +142,26 @@ def tenant_create(name: str = typer.Option(..., help="Tenant name")) -> None:
     typer.echo(created.model_dump_json())
 
 
+@app.command()
+def demo(
+    model: str = typer.Option("local_llama", help="The model the project generates with"),
+    rounds: int = typer.Option(2, min=0, max=10, help="Repair rounds after failing tests"),
+    timeout: float = typer.Option(600, help="Seconds to wait for the run"),
+) -> None:
+    """With the platform running (`make run`): a new tenant's project with two specs, from specs to tested code."""
+    from store.tenants import create_tenant
+    from workers.demo import DemoError, console, run_demo
+
+    settings = _settings()
+    created = asyncio.run(_with_pool(lambda pool: create_tenant(pool, name=f"demo-{os.getpid()}")))
+    console.print(f"[bold]tenant[/bold] {created.tenant_id} (as `specmill tenant create --name demo` would make it)")
+    try:
+        state = run_demo(settings, created.model_dump(mode="json"), model=model, rounds=rounds, timeout_s=timeout)
+    except DemoError as err:
+        _fail(err)
+    raise typer.Exit(0 if state in ("completed", "failed") else 1)
+
+
 @apikey_app.command("create")
 def apikey_create(
     tenant: UUID = typer.Option(..., help="Tenant id"),

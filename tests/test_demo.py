@@ -1,0 +1,24 @@
+"""`make demo`'s script against the gateway on a real socket (the model: the scripted OpenAI protocol fake)."""
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import urlparse
+
+from store.tenants import create_tenant
+from workers.demo import SPECS, run_demo
+
+
+async def test_the_demo_runs_a_project_from_specs_to_tested_code(stack, live_url, pool, coder, capsys):
+    coder.script("add", first="def add(a, b):\n    return a - b\n", repair="def add(a, b):\n    return a + b\n")
+    coder.script("is_even", first="def is_even(n):\n    return n % 2 == 0\n")
+    assert {s["function_name"] for s in SPECS} == {"add", "is_even"}
+    created = await create_tenant(pool, name="demo-test")
+    settings = stack.settings.model_copy(update={"port": urlparse(live_url).port})
+    state = await asyncio.to_thread(run_demo, settings, created.model_dump(mode="json"), model="openai_api",
+                                    rounds=2, timeout_s=60)
+    out = capsys.readouterr().out
+    assert state == "completed"
+    for line in ("spec.complete: 2 instance(s)", "debug_round_1: failed", "debug_round_2: completed",
+                 "add.py  round 2  tests: passed", "return a + b", "is_even.py  round 1  tests: passed",
+                 "Temporal UI: http://127.0.0.1:"):
+        assert line in out, out
