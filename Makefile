@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install demo bench-gateway bench-kb bench-generate eval clean-data lint
+.PHONY: run test install demo chaos bench-gateway bench-kb bench-generate eval clean-data lint
 
 $(BIN)/python:
 	@command -v $(PY) >/dev/null 2>&1 || { echo "need Python 3.11 ($(PY))"; exit 1; }
@@ -22,6 +22,9 @@ run: install
 
 demo: install
 	$(BIN)/specmill demo $(DEMO_ARGS)
+
+chaos: install
+	$(BIN)/python bench/chaos.py $(CHAOS_ARGS)
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

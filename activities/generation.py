@@ -6,6 +6,8 @@ import json
 
 import asyncpg
 from temporalio import activity
+
+from activities.heartbeat import heartbeating
 from temporalio.exceptions import ApplicationError
 
 from codegen import hierarchical
@@ -84,7 +86,7 @@ class GenerationActivities:
         messages = build_messages(view, references=refs, feedback=job.feedback)
         out: list[Candidate] = []
         for i in range(job.n):
-            completion = await asyncio.to_thread(_chat, backend, messages, self._params(inp, i), api_key)
+            completion = await heartbeating(asyncio.to_thread(_chat, backend, messages, self._params(inp, i), api_key), i)
             code = extract_code(completion.text, view.language)
             out.append(Candidate(model=job.model, techniques=job.techniques, code=code, tokens_in=completion.tokens_in,
                                  tokens_out=completion.tokens_out, latency_s=round(completion.latency_s, 3),
@@ -100,8 +102,9 @@ class GenerationActivities:
         params = GenerationParams(max_new_tokens=max(inp.job.max_new_tokens, hierarchical.PLAN_MIN_TOKENS), seed=0,
                                   json_schema=json.dumps(hierarchical.PLAN_SCHEMA))
         try:
-            return await asyncio.to_thread(hierarchical.make_plan, lambda m: _chat(backend, m, params, api_key),
-                                           view, attempts=inp.attempts)
+            return await heartbeating(asyncio.to_thread(hierarchical.make_plan,
+                                                        lambda m: _chat(backend, m, params, api_key),
+                                                        view, attempts=inp.attempts))
         except hierarchical.PlanError as err:
             raise ApplicationError(f"hierarchical_generation: {err}", type="PlanInvalid", non_retryable=True) from err
 
@@ -120,7 +123,7 @@ class GenerationActivities:
             pieces, t_in, t_out, latency, finish = [], 0, 0, 0.0, "stop"
             for j, item in enumerate(inp.plan.items):
                 messages = hierarchical.body_messages(view, inp.plan, item, references=refs)
-                completion = await asyncio.to_thread(_chat, backend, messages, params, api_key)
+                completion = await heartbeating(asyncio.to_thread(_chat, backend, messages, params, api_key), i, j)
                 pieces.append(hierarchical.build_piece(item, completion.text, inp.plan, view.language))
                 t_in, t_out, latency = t_in + completion.tokens_in, t_out + completion.tokens_out, \
                     latency + completion.latency_s

@@ -17,6 +17,7 @@ import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeat import heartbeating
 from codegen.prompts import spec_view
 from models.common import Service, TaskStatus
 from models.generation import SpecSnapshot
@@ -136,8 +137,8 @@ class PipelineActivities:
             if not tests:
                 status, report, failure = "no_tests", {"tests": 0}, None
             else:
-                run = await asyncio.to_thread(run_tests, art.content, tests, timeout_s=TEST_TIMEOUT_S,
-                                              memory_mb=TEST_MEMORY_MB)
+                run = await heartbeating(asyncio.to_thread(run_tests, art.content, tests, timeout_s=TEST_TIMEOUT_S,
+                                                           memory_mb=TEST_MEMORY_MB), i)
                 status, report, failure = run.status, _report(run, len(tests)), _failure(run)
             await artifacts.record_test_result(self._pool, tenant_id=inp.tenant_id, artifact_id=art.id,
                                                test_status=status, tests=report)

@@ -29,7 +29,7 @@ with workflow.unsafe.imports_passed_through():
         RetrieveInput,
     )
 
-GENERATE_RETRY = RetryPolicy(maximum_attempts=3, initial_interval=timedelta(seconds=2),
+GENERATE_RETRY = RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seconds=2),
                              non_retryable_error_types=["ModelUnavailable", "BadRequest"])
 RECORD_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 
@@ -88,7 +88,8 @@ class GenerationWorkflow:
         """hierarchical_generation: a checked plan first (an invalid one after its retries fails the generation)."""
         return await workflow.execute_activity(
             "plan_module", PlanInput(job=inp),
-            result_type=Plan, start_to_close_timeout=timedelta(minutes=30), retry_policy=GENERATE_RETRY,
+            result_type=Plan, start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=timedelta(seconds=30),
+            retry_policy=GENERATE_RETRY,
             summary=f"{inp.model}: plan the module")
 
     async def _retrieve(self, inp: GenerationInput, query: str) -> list[Reference]:
@@ -106,7 +107,7 @@ class GenerationWorkflow:
             "generate_bodies" if plan is not None else "generate_candidates",
             CandidatesInput(job=inp, references=refs, round=round_, plan=plan),
             result_type=CandidatesResult, start_to_close_timeout=timedelta(minutes=30),
-            heartbeat_timeout=timedelta(minutes=5), retry_policy=GENERATE_RETRY,
+            heartbeat_timeout=timedelta(seconds=30), retry_policy=GENERATE_RETRY,
             summary=f"{inp.model}: {inp.n} candidate(s), round {round_}")
 
 

@@ -167,7 +167,7 @@ class ProjectWorkflow:
                 DebugRoundInput(tenant_id=self._inp.tenant_id, project_id=self._inp.project_id, round=round_,
                                 task_id=workflow.uuid4(), artifacts=integrated.artifacts, specs=todo),
                 self._inp.queues.integration, DebugRoundResult, f"round {round_}: run the tests",
-                timeout=timedelta(minutes=30), heartbeat=timedelta(minutes=2))
+                timeout=timedelta(minutes=30), heartbeat=timedelta(seconds=30))
             passing = [r.artifact_id for r in tested.results if r.status == "passed" and r.artifact_id]
             if passing:
                 await self._activity(
@@ -215,7 +215,7 @@ class ProjectWorkflow:
         return list(await asyncio.gather(*(one(s) for s in todo)))
 
     async def _activity(self, name: str, arg, queue: str, result_type, summary: str, *,
-                        timeout: timedelta = timedelta(minutes=5), heartbeat: timedelta | None = None):
+                        timeout: timedelta = timedelta(minutes=1), heartbeat: timedelta | None = None):
         return await workflow.execute_activity(
             name, arg, task_queue=queue, result_type=result_type, start_to_close_timeout=timeout,
             heartbeat_timeout=heartbeat, retry_policy=WORK_RETRY, summary=summary)

@@ -1,0 +1,26 @@
+"""Heartbeats while a long call runs on a thread: a worker that dies is noticed within the
+activity's heartbeat timeout (seconds), not its start-to-close timeout (minutes)."""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from temporalio import activity
+
+T = TypeVar("T")
+EVERY_S = 5.0  # heartbeat timeouts of the activities that use this are 30 s
+
+
+async def heartbeating(awaitable: Awaitable[T], *details) -> T:
+    """Await `awaitable`, heartbeating `details` every few seconds until it is done."""
+    task = asyncio.ensure_future(awaitable)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=EVERY_S)
+            if done:
+                return task.result()
+            activity.heartbeat(*details)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
