@@ -1,0 +1,98 @@
+"""A worker killed mid-activity: the run still completes, with no duplicate rows or events.
+
+The integration worker runs as its own process (`specmill worker integration`, as `make run` starts
+it) on task queues of this test's own; it is killed with SIGKILL while it runs a project's tests, and
+a fresh one takes over once the activity's heartbeat times out.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import wait_for
+from tests.test_pipeline import _events, _instance
+from workers.queues import QUEUES
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _env(settings) -> dict[str, str]:
+    """The settings as the environment a worker process reads them from."""
+    env = {k: v for k, v in os.environ.items() if not k.isupper() or k in ("PATH", "HOME", "LANG")}
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[name.upper()] = str(value)
+    return env
+
+
+def _integration_worker(settings, log: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "workers.cli", "worker", "integration"], cwd=ROOT,
+                            env=_env(settings), stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+
+
+async def test_a_worker_killed_mid_activity_loses_and_duplicates_nothing(stack, pool, temporal, make_app, tenant,
+                                                                         coder, tmp_path):
+    coder.script("slow_add", first="import time\ntime.sleep(4)\n\n\ndef slow_add(a, b):\n    return a + b\n")
+    settings = stack.with_(task_queue_prefix=f"kill-{uuid.uuid4().hex[:8]}-")
+    in_process = [QUEUES[q].build(temporal, settings, pool) for q in QUEUES if q != "integration"]
+    running = [asyncio.create_task(w.run()) for w in in_process]
+    first = _integration_worker(settings, tmp_path / "worker-1.log")
+    second = None
+    try:
+        async for api in make_app(settings):
+            project = (await api.post("/api/projects", json={"name": "kill"}, headers=tenant.headers)).json()
+            pid = project["id"]
+            await api.put(f"/api/projects/{pid}/settings", json={"model": "openai_api", "debug_rounds": 0},
+                          headers=tenant.headers)
+
+            async def state():
+                return (await api.get(f"/api/projects/{pid}", headers=tenant.headers)).json()["state"]
+
+            await wait_for(lambda: _is(state, "spec_definition"), timeout=30)
+            await _instance(api, tenant, pid, "slow_add", ["assert slow_add(1, 2) == 3"])
+            assert (await api.post(f"/api/projects/{pid}/specs/complete", headers=tenant.headers)).status_code == 200
+            await wait_for(lambda: _is(state, "debugging"), timeout=60)
+            await asyncio.sleep(1.5)  # the tests are running in the worker (they take 4 s)
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
+            second = _integration_worker(settings, tmp_path / "worker-2.log")
+            await wait_for(lambda: _is(state, "completed", "failed"), timeout=90, interval=0.5)
+            assert await state() == "completed"
+
+            history = await temporal.get_workflow_handle(project["workflow_id"]).fetch_history()
+            attempts = [e.activity_task_started_event_attributes.attempt for e in history.events
+                        if e.HasField("activity_task_started_event_attributes")]
+            assert max(attempts) >= 2  # the tests ran again, on the second worker
+
+            tasks = (await api.get("/api/tasks", params={"project_id": pid}, headers=tenant.headers)).json()["items"]
+            assert [(t["task_type"], t["status"]) for t in tasks] == [("debug_round_1", "completed")]
+            created = [e for e in await _events(api, tenant, "task.created") if e["subject_id"] == tasks[0]["id"]]
+            completed = [e for e in await _events(api, tenant, "task.completed") if e["subject_id"] == tasks[0]["id"]]
+            assert len(created) == len(completed) == 1
+            arts = (await api.get(f"/api/projects/{pid}/artifacts", params={"all": "true"},
+                                  headers=tenant.headers)).json()
+            assert [(a["path"], a["current"], a["test_status"]) for a in arts] == [("slow_add.py", True, "passed")]
+            chain = [e["payload"]["to_state"] for e in await _events(api, tenant, "project.state_changed")
+                     if e["subject_id"] == pid]
+            assert Counter(chain)["debugging"] == 1 and chain[-1] == "completed"
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.wait(20)
+        for w in in_process:
+            await w.shutdown()
+        await asyncio.gather(*running, return_exceptions=True)
+
+
+async def _is(state, *wanted: str) -> bool:
+    return await state() in wanted
