@@ -238,3 +238,16 @@ async def test_a_changed_spec_marks_the_project_stale_and_only_it_is_regenerated
     assert states[5:] == ["completed", "code_generation", "integration", "debugging", "completed"]
     assert (await api.get(f"/api/projects/{pid}/changes", headers=tenant.headers)).json()["stale"] is False
     await _save_histories(temporal, project["workflow_id"], "pipeline-regenerate")
+
+
+async def test_generated_code_that_never_ends_is_a_test_failure_not_a_crash(api, tenant, coder):
+    coder.script("spin", first="def spin():\n    while True:\n        pass\n")
+    project = await _project(api, tenant, {"model": "openai_api", "debug_rounds": 0})
+    pid = project["id"]
+    await _instance(api, tenant, pid, "spin", ["assert spin() is None"])
+    assert (await api.post(f"/api/projects/{pid}/specs/complete", headers=tenant.headers)).status_code == 200
+    assert (await _finished(api, tenant, pid, timeout=60))["state"] == "failed"
+    [art] = (await api.get(f"/api/projects/{pid}/artifacts", headers=tenant.headers)).json()
+    assert art["test_status"] == "timeout" and art["tests"]["status"] == "timeout"
+    tasks = (await api.get("/api/tasks", params={"project_id": pid}, headers=tenant.headers)).json()["items"]
+    assert [(t["task_type"], t["status"]) for t in tasks] == [("debug_round_1", "failed")]
