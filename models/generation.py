@@ -75,6 +75,8 @@ class GenerationInput(BaseModel):
     knowledge_queue: str = "knowledge"
     feedback: str | None = Field(None, description="A debugging round: the previous code's test failure")
     project_id: UUID | None = Field(None, description="Set when a project's pipeline asked for this generation")
+    concurrency_limit: int | None = Field(
+        None, description="A pipeline generation: at most this many of the tenant's call a model at once")
 
 
 class Reference(BaseModel):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -21,6 +22,8 @@ class ScriptedCoder:
     scripts: dict[str, tuple[str, str]] = field(default_factory=dict)  # function name -> (first, repair)
     prompts: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    delay: float = 0.0  # seconds each answer takes
+    spans: list[tuple[str, float, float]] = field(default_factory=list)  # (function name, start, end)
 
     def script(self, name: str, first: str, repair: str | None = None) -> None:
         self.scripts[name] = (first, repair if repair is not None else first)
@@ -44,9 +47,14 @@ def start() -> tuple[ScriptedCoder, ThreadingHTTPServer]:
         def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
             prompt = "\n".join(m.get("content") or "" for m in body.get("messages", []) if isinstance(m, dict))
+            started = time.monotonic()
             with coder.lock:
                 coder.prompts.append(prompt)
             text = coder.answer(prompt)
+            time.sleep(coder.delay)
+            match = re.search(r"named `([A-Za-z_][A-Za-z0-9_]*)`", prompt)
+            with coder.lock:
+                coder.spans.append((match.group(1) if match else "", started, time.monotonic()))
             answer = {"id": "chatcmpl-scripted", "object": "chat.completion", "created": 0, "model": body.get("model"),
                       "choices": [{"index": 0, "finish_reason": "stop",
                                    "message": {"role": "assistant", "content": text}}],

@@ -251,3 +251,26 @@ async def test_generated_code_that_never_ends_is_a_test_failure_not_a_crash(api,
     assert art["test_status"] == "timeout" and art["tests"]["status"] == "timeout"
     tasks = (await api.get("/api/tasks", params={"project_id": pid}, headers=tenant.headers)).json()["items"]
     assert [(t["task_type"], t["status"]) for t in tasks] == [("debug_round_1", "failed")]
+
+
+async def test_the_tenants_generation_limit_holds_across_its_projects(api, tenant, coder):
+    names = ["lim_a", "lim_b", "lim_c", "lim_d"]
+    for name in names:
+        coder.script(name, first=f"def {name}():\n    return 1\n")
+    assert (await api.put("/api/settings", json={"generation_concurrency": 1}, headers=tenant.headers)).status_code == 200
+    coder.delay = 0.4
+    try:
+        projects = [await _project(api, tenant, {"model": "openai_api", "debug_rounds": 0}) for _ in range(2)]
+        for project, pair in zip(projects, (names[:2], names[2:])):
+            for name in pair:
+                await _instance(api, tenant, project["id"], name, [f"assert {name}() == 1"])
+        for project in projects:  # both runs at once
+            assert (await api.post(f"/api/projects/{project['id']}/specs/complete",
+                                   headers=tenant.headers)).status_code == 200
+        for project in projects:
+            assert (await _finished(api, tenant, project["id"]))["state"] == "completed"
+    finally:
+        coder.delay = 0.0
+    spans = sorted((start, end) for name, start, end in coder.spans if name in names)
+    assert len(spans) == 4
+    assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:]))  # one at a time
