@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 
 import asyncpg
@@ -25,7 +24,7 @@ from models.generation import (
     RecordGenerationInput,
 )
 from models.settings import Settings
-from store import generations, leases
+from store import generations
 
 TOKENS_PER_CHAR = 0.25  # a reference's share of the prompt budget is estimated from its length
 
@@ -48,30 +47,9 @@ def candidate_temperature(inp: CandidatesInput, index: int) -> float:
     return inp.job.temperature
 
 
-LEASE_TTL_S = 600  # a slot outlives any one activity's model calls; a dead worker's slot frees itself after this
-
-
 class GenerationActivities:
     def __init__(self, pool: asyncpg.Pool, manager: ModelManager, settings: Settings) -> None:
         self._pool, self._manager, self._settings = pool, manager, settings
-
-    @contextlib.asynccontextmanager
-    async def _slot(self, job: GenerationInput):
-        """A project's generation waits (heartbeating) for one of its tenant's `generation_concurrency`
-        slots, across all the tenant's runs; a retried attempt takes over its own lease."""
-        if job.project_id is None or not job.concurrency_limit:
-            yield
-            return
-        info = activity.info()
-        holder = f"{info.workflow_id}/{info.activity_id}"
-        while not await leases.acquire(self._pool, tenant_id=job.tenant_id, holder=holder,
-                                       limit=job.concurrency_limit, ttl_s=LEASE_TTL_S):
-            activity.heartbeat("waiting for a generation slot")
-            await asyncio.sleep(1.0)
-        try:
-            yield
-        finally:
-            await leases.release(self._pool, tenant_id=job.tenant_id, holder=holder)
 
     async def _tenant_key(self, tenant_id, model: str) -> str | None:
         provider = self._manager.provider(model)
@@ -107,16 +85,15 @@ class GenerationActivities:
         refs = within_budget([r.content for r in inp.references], 512) if inp.references else None
         messages = build_messages(view, references=refs, feedback=job.feedback)
         out: list[Candidate] = []
-        async with self._slot(job):
-            for i in range(job.n):
-                completion = await heartbeating(
-                    asyncio.to_thread(_chat, backend, messages, self._params(inp, i), api_key), i)
-                code = extract_code(completion.text, view.language)
-                out.append(Candidate(model=job.model, techniques=job.techniques, code=code,
-                                     tokens_in=completion.tokens_in, tokens_out=completion.tokens_out,
-                                     latency_s=round(completion.latency_s, 3), parses=parses(code, view.language),
-                                     finish_reason=completion.finish_reason, round=inp.round))
-                activity.heartbeat(i + 1)
+        for i in range(job.n):
+            completion = await heartbeating(
+                asyncio.to_thread(_chat, backend, messages, self._params(inp, i), api_key), i)
+            code = extract_code(completion.text, view.language)
+            out.append(Candidate(model=job.model, techniques=job.techniques, code=code,
+                                 tokens_in=completion.tokens_in, tokens_out=completion.tokens_out,
+                                 latency_s=round(completion.latency_s, 3), parses=parses(code, view.language),
+                                 finish_reason=completion.finish_reason, round=inp.round))
+            activity.heartbeat(i + 1)
         return CandidatesResult(candidates=out, path=view.path, language=view.language)
 
     @activity.defn(name="plan_module")
@@ -126,10 +103,9 @@ class GenerationActivities:
         params = GenerationParams(max_new_tokens=max(inp.job.max_new_tokens, hierarchical.PLAN_MIN_TOKENS), seed=0,
                                   json_schema=json.dumps(hierarchical.PLAN_SCHEMA))
         try:
-            async with self._slot(inp.job):
-                return await heartbeating(asyncio.to_thread(hierarchical.make_plan,
-                                                            lambda m: _chat(backend, m, params, api_key),
-                                                            view, attempts=inp.attempts))
+            return await heartbeating(asyncio.to_thread(hierarchical.make_plan,
+                                                        lambda m: _chat(backend, m, params, api_key),
+                                                        view, attempts=inp.attempts))
         except hierarchical.PlanError as err:
             raise ApplicationError(f"hierarchical_generation: {err}", type="PlanInvalid", non_retryable=True) from err
 
@@ -143,23 +119,22 @@ class GenerationActivities:
         backend, view, api_key = await self._prepare(job)
         refs = within_budget([r.content for r in inp.references], 512) if inp.references else None
         out: list[Candidate] = []
-        async with self._slot(job):
-            for i in range(job.n):
-                params = self._params(inp, i)
-                pieces, t_in, t_out, latency, finish = [], 0, 0, 0.0, "stop"
-                for j, item in enumerate(inp.plan.items):
-                    messages = hierarchical.body_messages(view, inp.plan, item, references=refs)
-                    completion = await heartbeating(asyncio.to_thread(_chat, backend, messages, params, api_key), i, j)
-                    pieces.append(hierarchical.build_piece(item, completion.text, inp.plan, view.language))
-                    t_in, t_out, latency = t_in + completion.tokens_in, t_out + completion.tokens_out, \
-                        latency + completion.latency_s
-                    finish = "length" if completion.finish_reason == "length" else finish
-                    activity.heartbeat(i, j + 1)
-                code = hierarchical.assemble(pieces)
-                out.append(Candidate(model=job.model, techniques=job.techniques, code=code, tokens_in=t_in,
-                                     tokens_out=t_out, latency_s=round(latency, 3), parses=parses(code, view.language),
-                                     finish_reason=finish, round=inp.round,
-                                     missing_items=[p.item.name for p in pieces if not p.written]))
+        for i in range(job.n):
+            params = self._params(inp, i)
+            pieces, t_in, t_out, latency, finish = [], 0, 0, 0.0, "stop"
+            for j, item in enumerate(inp.plan.items):
+                messages = hierarchical.body_messages(view, inp.plan, item, references=refs)
+                completion = await heartbeating(asyncio.to_thread(_chat, backend, messages, params, api_key), i, j)
+                pieces.append(hierarchical.build_piece(item, completion.text, inp.plan, view.language))
+                t_in, t_out, latency = t_in + completion.tokens_in, t_out + completion.tokens_out, \
+                    latency + completion.latency_s
+                finish = "length" if completion.finish_reason == "length" else finish
+                activity.heartbeat(i, j + 1)
+            code = hierarchical.assemble(pieces)
+            out.append(Candidate(model=job.model, techniques=job.techniques, code=code, tokens_in=t_in,
+                                 tokens_out=t_out, latency_s=round(latency, 3), parses=parses(code, view.language),
+                                 finish_reason=finish, round=inp.round,
+                                 missing_items=[p.item.name for p in pieces if not p.written]))
         return CandidatesResult(candidates=out, path=view.path, language=view.language)
 
     @activity.defn(name="record_generation")

@@ -5,8 +5,9 @@ import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from models.generation import LeaseInput
 from models.orchestrator import RecordStateInput, RecordStateResult
-from store import projects
+from store import leases, projects
 from store.errors import NotFound
 
 
@@ -25,3 +26,13 @@ class ProjectActivities:
                 raise ApplicationError(err.message, type="ProjectNotYetVisible") from err
             raise ApplicationError(err.message, type="NotFound", non_retryable=True) from err
         return RecordStateResult(applied=applied)
+
+    @activity.defn(name="acquire_generation_slot")
+    async def acquire_generation_slot(self, inp: LeaseInput) -> bool:
+        """One of the tenant's generation slots for this holder, if one is free (a retry renews it)."""
+        return await leases.acquire(self._pool, tenant_id=inp.tenant_id, holder=inp.holder, limit=inp.limit,
+                                    ttl_s=inp.ttl_s)
+
+    @activity.defn(name="release_generation_slot")
+    async def release_generation_slot(self, inp: LeaseInput) -> None:
+        await leases.release(self._pool, tenant_id=inp.tenant_id, holder=inp.holder)

@@ -77,6 +77,7 @@ class GenerationInput(BaseModel):
     project_id: UUID | None = Field(None, description="Set when a project's pipeline asked for this generation")
     concurrency_limit: int | None = Field(
         None, description="A pipeline generation: at most this many of the tenant's call a model at once")
+    lease_queue: str | None = Field(None, description="The queue whose worker grants those leases (orchestrator)")
 
 
 class Reference(BaseModel):
@@ -185,3 +186,12 @@ class RecordGenerationInput(BaseModel):
 
 def generation_workflow_id(generation_id: UUID) -> str:
     return f"generation-{generation_id}"
+
+
+class LeaseInput(BaseModel):
+    """A generation slot of a tenant (store/leases.py), held by one generation workflow."""
+
+    tenant_id: UUID
+    holder: str
+    limit: int = 1
+    ttl_s: float = 900.0

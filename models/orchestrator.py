@@ -79,6 +79,7 @@ def project_workflow_id(project_id: UUID) -> str:
 class PipelineQueues(BaseModel):
     """The task queues a project's run uses (with the deployment's TASK_QUEUE_PREFIX applied)."""
 
+    orchestrator: str = "orchestrator"
     spec_registry: str = "spec-registry"
     generation: str = "generation"
     knowledge: str = "knowledge"

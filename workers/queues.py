@@ -46,7 +46,7 @@ def _orchestrator(client: Client, settings: Settings, pool: asyncpg.Pool) -> Wor
         client,
         task_queue=settings.queue("orchestrator"),
         workflows=[ProjectWorkflow],
-        activities=[acts.record_project_state],
+        activities=[acts.record_project_state, acts.acquire_generation_slot, acts.release_generation_slot],
         activity_executor=ThreadPoolExecutor(4),
     )
 

@@ -21,6 +21,7 @@ with workflow.unsafe.imports_passed_through():
         GeneratedFile,
         GenerationInput,
         GenerationResult,
+        LeaseInput,
         Plan,
         PlanInput,
         Provenance,
@@ -59,6 +60,28 @@ class GenerationWorkflow:
         return result
 
     async def _generate(self, inp: GenerationInput) -> GenerationResult:
+        if not (inp.project_id and inp.concurrency_limit and inp.lease_queue):
+            return await self._steps(inp)
+        lease = LeaseInput(tenant_id=inp.tenant_id, holder=workflow.info().workflow_id, limit=inp.concurrency_limit)
+        await self._acquire(inp, lease)
+        try:
+            return await self._steps(inp)
+        finally:
+            await workflow.execute_activity(
+                "release_generation_slot", lease, task_queue=inp.lease_queue, start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RECORD_RETRY, summary="release the tenant's generation slot")
+
+    async def _acquire(self, inp: GenerationInput, lease: LeaseInput) -> None:
+        """Wait (a durable timer, no worker held) until the tenant has a generation slot free."""
+        wait = 1.0
+        while not await workflow.execute_activity(
+                "acquire_generation_slot", lease, task_queue=inp.lease_queue, result_type=bool,
+                start_to_close_timeout=timedelta(seconds=30), retry_policy=RECORD_RETRY,
+                summary=f"a generation slot of the tenant (at most {lease.limit} at once)"):
+            await workflow.sleep(wait)
+            wait = min(wait * 2, 10.0)
+
+    async def _steps(self, inp: GenerationInput) -> GenerationResult:
         ra = "retrieval_augmentation" in inp.techniques
         refs: list[Reference] = []
         if ra:

@@ -197,7 +197,8 @@ class ProjectWorkflow:
                     spec=spec, model=cfg.model, techniques=cfg.techniques, max_new_tokens=cfg.max_new_tokens, n=1,
                     temperature=0.0, retrieval_query=specs.retrieval_queries.get(spec.instance_id, ""),
                     knowledge_queue=self._inp.queues.knowledge, feedback=feedback.get(spec.instance_id),
-                    project_id=self._inp.project_id, concurrency_limit=cfg.generation_concurrency)
+                    project_id=self._inp.project_id, concurrency_limit=cfg.generation_concurrency,
+                    lease_queue=self._inp.queues.orchestrator)
                 try:
                     result = await workflow.execute_child_workflow(
                         GENERATION_WORKFLOW, job, result_type=GenerationResult,

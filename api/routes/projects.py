@@ -79,7 +79,8 @@ async def update_project(project_id: UUID, body: ProjectUpdate, pool: PoolDep, p
 
 
 def pipeline_queues(settings) -> PipelineQueues:
-    return PipelineQueues(spec_registry=settings.queue("spec-registry"), generation=settings.queue("generation"),
+    return PipelineQueues(orchestrator=settings.queue("orchestrator"), spec_registry=settings.queue("spec-registry"),
+                          generation=settings.queue("generation"),
                           knowledge=settings.queue("knowledge"), integration=settings.queue("integration"))
 
 
