@@ -28,8 +28,9 @@ class ScriptedCoder:
     def script(self, name: str, first: str, repair: str | None = None) -> None:
         self.scripts[name] = (first, repair if repair is not None else first)
 
-    def prompts_for(self, name: str) -> list[str]:
-        return [p for p in self.prompts if f"`{name}`" in p]
+    def prompts_for(self, name: str, since: int = 0) -> list[str]:
+        """The prompts that named this function, from the `since`-th prompt on (the fake serves the session)."""
+        return [p for p in self.prompts[since:] if f"`{name}`" in p]
 
     def answer(self, prompt: str) -> str:
         match = re.search(r"named `([A-Za-z_][A-Za-z0-9_]*)`", prompt)

@@ -77,6 +77,7 @@ async def _events(api, tenant, type_: str) -> list[dict]:
 async def test_a_project_goes_through_every_state_and_repairs_a_failing_instance(api, tenant, coder, temporal):
     coder.script("add", first=ADD_WRONG, repair=ADD_RIGHT)
     coder.script("mul", first=MUL_RIGHT)
+    mark = len(coder.prompts)
     project = await _project(api, tenant, {"model": "openai_api", "debug_rounds": 2})
     pid = project["id"]
     attached = (await api.get(f"/api/projects/{pid}/templates", headers=tenant.headers)).json()
@@ -99,9 +100,9 @@ async def test_a_project_goes_through_every_state_and_repairs_a_failing_instance
     assert len(spec_complete) == 1 and set(spec_complete[0]["payload"]["instances"]) == {add["id"], mul["id"]}
 
     # the repair prompt carried the failing assertion
-    repairs = [p for p in coder.prompts_for("add") if "A previous attempt failed" in p]
-    assert repairs and "assert add(1, 2) == 3" in repairs[0]
-    assert not [p for p in coder.prompts_for("mul") if "A previous attempt failed" in p]
+    repairs = [p for p in coder.prompts_for("add", since=mark) if "A previous attempt failed" in p]
+    assert len(repairs) == 1 and "assert add(1, 2) == 3" in repairs[0]
+    assert not [p for p in coder.prompts_for("mul", since=mark) if "A previous attempt failed" in p]
 
     # one current artifact per instance, with provenance and test results; add's first one kept, not current
     current = (await api.get(f"/api/projects/{pid}/artifacts", headers=tenant.headers)).json()
