@@ -19,6 +19,7 @@ import pytest
 
 from tests.conftest import wait_for
 from tests.test_pipeline import _events, _instance
+from store.temporal import connect_temporal
 from workers.queues import QUEUES
 
 pytestmark = pytest.mark.slow
@@ -96,3 +97,51 @@ async def test_a_worker_killed_mid_activity_loses_and_duplicates_nothing(stack, 
 
 async def _is(state, *wanted: str) -> bool:
     return await state() in wanted
+
+
+async def test_two_workers_per_queue_do_no_double_work(stack, pool, temporal, make_app, tenant, coder):
+    """Every queue served by two workers at once (as two `specmill worker <queue>` processes would):
+    each project's rows and events appear exactly once."""
+    from tests.test_pipeline import _finished, _project
+
+    names = ["twin_a", "twin_b", "twin_c", "twin_d"]
+    for name in names:
+        coder.script(name, first=f"def {name}(x):\n    return x\n")
+    settings = stack.with_(task_queue_prefix=f"twins-{uuid.uuid4().hex[:8]}-")
+    second = await connect_temporal(settings)  # one worker per queue per client: two clients, as two processes
+    twins = [QUEUES[q].build(client, settings, pool) for client in (temporal, second) for q in QUEUES]
+    running = [asyncio.create_task(w.run()) for w in twins]
+    try:
+        async for api in make_app(settings):
+            projects = [await _project(api, tenant, {"model": "openai_api", "debug_rounds": 1}) for _ in range(2)]
+            for project, pair in zip(projects, (names[:2], names[2:])):
+                for name in pair:
+                    await _instance(api, tenant, project["id"], name, [f"assert {name}(3) == 3"])
+            for project in projects:
+                assert (await api.post(f"/api/projects/{project['id']}/specs/complete",
+                                       headers=tenant.headers)).status_code == 200
+            for project in projects:
+                pid = project["id"]
+                assert (await _finished(api, tenant, pid, timeout=60))["state"] == "completed"
+                chain = [e["payload"]["to_state"] for e in await _events(api, tenant, "project.state_changed")
+                         if e["subject_id"] == pid]
+                assert chain == ["initialization", "spec_definition", "code_generation", "integration", "debugging",
+                                 "completed"]
+                tasks = (await api.get("/api/tasks", params={"project_id": pid}, headers=tenant.headers)).json()["items"]
+                assert len(tasks) == 1
+                for kind in ("task.created", "task.completed"):
+                    assert len([e for e in await _events(api, tenant, kind) if e["subject_id"] == tasks[0]["id"]]) == 1
+                arts = (await api.get(f"/api/projects/{pid}/artifacts", params={"all": "true"},
+                                      headers=tenant.headers)).json()
+                assert len(arts) == 2 and all(a["current"] and a["test_status"] == "passed" for a in arts)
+            generated = [e for e in await _events(api, tenant, "code.generated")
+                         if e["payload"]["files"] and e["payload"]["files"][0].removesuffix(".py") in names]
+            assert len(generated) == 4
+            snippets = (await api.get("/api/snippets", params={"tag": "generated", "limit": 100},
+                                      headers=tenant.headers)).json()["items"]
+            assert sorted(s["content"].split("(")[0] for s in snippets if "twin_" in s["content"]) == \
+                [f"def {n}" for n in names]
+    finally:
+        for w in twins:
+            await w.shutdown()
+        await asyncio.gather(*running, return_exceptions=True)
