@@ -56,6 +56,16 @@ async def _with_pool(fn):
         await pool.close()
 
 
+def _done_with_temporal(output: str) -> None:
+    """Print and exit at once. A short-lived process that used a Temporal client can abort while the
+    interpreter finalizes (temporalio/sdk-python#300: the client's Rust threads outlive the loop), so
+    commands that used one skip the teardown once their work and output are done."""
+    typer.echo(output)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def _fail(err: Exception) -> None:
     typer.echo(json.dumps({"error": str(err)}), err=True)
     raise typer.Exit(1)
@@ -119,7 +129,7 @@ def setup() -> None:
     search attributes. Idempotent; `make run` does the same for the embedded stack."""
     from workers.setup import prepare
 
-    typer.echo(json.dumps({"applied": asyncio.run(prepare(_settings()))}))
+    _done_with_temporal(json.dumps({"applied": asyncio.run(prepare(_settings()))}))
 
 
 @app.command()
@@ -236,7 +246,7 @@ def knowledge_reindex(
         return {"workflow_id": handle.id, **result.model_dump()}
 
     try:
-        typer.echo(json.dumps(asyncio.run(main())))
+        _done_with_temporal(json.dumps(asyncio.run(main())))
     except RuntimeError as err:
         _fail(err)
 
