@@ -314,4 +314,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from store.temporal import exit_without_teardown
+
+    exit_without_teardown(main())

@@ -42,6 +42,7 @@ import psutil  # noqa: E402
 
 from models.registry import TemplateCreate  # noqa: E402
 from models.settings import Settings  # noqa: E402
+from store.temporal import exit_without_teardown  # noqa: E402
 from store.db import create_pool  # noqa: E402
 from workers.setup import prepare  # noqa: E402
 from store.templates import create_template  # noqa: E402
@@ -363,4 +364,4 @@ def _sigterm(_signum, _frame):
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, _sigterm)
-    sys.exit(main(parse_args()))
+    exit_without_teardown(main(parse_args()))

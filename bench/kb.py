@@ -53,6 +53,7 @@ from knowledge.runtime import KnowledgeRuntime, get_runtime  # noqa: E402
 from knowledge.vectors import Point  # noqa: E402
 from models.knowledge import IndexItem, SnippetCreate  # noqa: E402
 from models.settings import Settings  # noqa: E402
+from store.temporal import exit_without_teardown  # noqa: E402
 from store.db import create_pool, tenant_tx  # noqa: E402
 from store.snippets import create_snippet  # noqa: E402
 from store.tenants import create_tenant  # noqa: E402
@@ -367,4 +368,4 @@ def _sigterm(_signum, _frame):
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, _sigterm)
-    sys.exit(main(parse_args()))
+    exit_without_teardown(main(parse_args()))

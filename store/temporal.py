@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
@@ -57,3 +59,12 @@ async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
         except RPCError as err:  # e.g. Temporal Cloud: register them in the Cloud UI instead
             raise RuntimeError(f"could not register search attributes {sorted(missing)}: {err.message}") from err
     return sorted(missing)
+
+
+def exit_without_teardown(code: int | None = 0) -> None:
+    """End a short-lived process that used a Temporal client, skipping interpreter teardown: the
+    client's Rust threads can outlive the event loop and abort the finalizing interpreter
+    (temporalio/sdk-python#300), turning a finished command's exit status into a crash."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)

@@ -57,13 +57,11 @@ async def _with_pool(fn):
 
 
 def _done_with_temporal(output: str) -> None:
-    """Print and exit at once. A short-lived process that used a Temporal client can abort while the
-    interpreter finalizes (temporalio/sdk-python#300: the client's Rust threads outlive the loop), so
-    commands that used one skip the teardown once their work and output are done."""
+    """Print, then end without interpreter teardown (a command that used a Temporal client)."""
+    from store.temporal import exit_without_teardown
+
     typer.echo(output)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    exit_without_teardown(0)
 
 
 def _fail(err: Exception) -> None:
