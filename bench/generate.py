@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> dict:
     reference = results.get("hf-fp32", {}).get("outputs")
     cpp = results.get("llama.cpp", {}).get("tok_s")
     rows = []
-    print(f"\n| runner | tok/s | vs llama.cpp | warm load (s) | imports (s) | same as hf-fp32 |")
+    print("\n| runner | tok/s | vs llama.cpp | warm load (s) | imports (s) | same as hf-fp32 |")
     print("|---|---|---|---|---|---|")
     for runner, r in results.items():
         if "error" in r:

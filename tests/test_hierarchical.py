@@ -20,7 +20,7 @@ from codegen.base import Completion, GenerationParams, Message, ModelStatus
 from codegen.hierarchical import PlanError, assemble, body_messages, build_piece, make_plan, parse_plan
 from codegen.prompts import spec_view
 from codegen.techniques import TECHNIQUES
-from models.generation import Plan, PlanItem
+from models.generation import Plan
 
 MODULE_SCHEMA = {"type": "object", "x-specmill": {"language": "python", "path": "{module_name}.py"},
                  "properties": {"module_name": {"type": "string", "x-specmill": {"role": "name"}},

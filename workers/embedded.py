@@ -18,7 +18,6 @@ import time
 import warnings
 from pathlib import Path
 
-from models.settings import Settings
 
 PG_SYSTEM_USER = "embedded_postgres"  # postgres refuses to run as root
 

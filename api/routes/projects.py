@@ -31,7 +31,6 @@ from models.orchestrator import (
     TaskCreate,
     TaskPublic,
     TaskUpdate,
-    project_workflow_id,
 )
 from models.schema_rules import values_hash
 from store import artifacts, instances, projects, tasks
