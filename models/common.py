@@ -1,4 +1,4 @@
-"""Shared vocabulary: roles, project states and their transitions, pages, task enums."""
+"""Shared vocabulary: roles, project states, pages, task enums."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -63,18 +63,8 @@ class ProjectState(str, Enum):
     cancelled = "cancelled"
 
 
-S = ProjectState
-TRANSITIONS: dict[ProjectState, tuple[ProjectState, ...]] = {
-    S.initialization: (S.spec_definition, S.cancelled),
-    S.spec_definition: (S.code_generation, S.cancelled),
-    S.code_generation: (S.integration, S.spec_definition, S.failed, S.cancelled),
-    S.integration: (S.debugging, S.code_generation, S.failed, S.cancelled),
-    S.debugging: (S.completed, S.code_generation, S.failed, S.cancelled),
-    S.completed: (),
-    S.failed: (),
-    S.cancelled: (),
-}
-TERMINAL_STATES = frozenset(s for s, nxt in TRANSITIONS.items() if not nxt)
+# A run ends in one of these (workflows/project.py moves through the others; a regeneration is a new run).
+TERMINAL_STATES = frozenset({ProjectState.completed, ProjectState.failed, ProjectState.cancelled})
 
 
 class TaskStatus(str, Enum):

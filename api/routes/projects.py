@@ -112,9 +112,12 @@ async def _cancel(project: ProjectPublic, temporal: Client) -> bool:
 @router.get("/projects/{project_id}/state", response_model=StateView)
 async def get_state(project_id: UUID, pool: PoolDep, p: PrincipalDep, temporal: TemporalDep):
     project = await projects.get_project(pool, tenant_id=p.tenant_id, project_id=project_id)
-    handle = temporal.get_workflow_handle(project.workflow_id)
+    return await _query_state(project, temporal)
+
+
+async def _query_state(project: ProjectPublic, temporal: Client) -> StateView:
     try:
-        return await handle.query("state", result_type=StateView)
+        return await temporal.get_workflow_handle(project.workflow_id).query("state", result_type=StateView)
     except (RPCError, RuntimeError) as err:
         raise _temporal_error(err) from err
 
@@ -130,7 +133,7 @@ async def set_state(project_id: UUID, body: StateChange, pool: PoolDep, p: Princ
     if body.state == ProjectState.cancelled and project.state not in TERMINAL_STATES:
         await _cancel(project, temporal)
         return StateView(state=ProjectState.cancelled, allowed_next=[])
-    view = await get_state(project_id, pool, p, temporal)
+    view = await _query_state(project, temporal)
     return JSONResponse({"detail": f"cannot move from {view.state.value} to {body.state.value}"
                                    + ("" if view.state in TERMINAL_STATES else
                                       ": the pipeline moves through its states itself"),
