@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install demo chaos bench-gateway bench-kb bench-generate eval clean-data lint
+.PHONY: run test install sandbox-deps bench-sandbox demo chaos bench-gateway bench-kb bench-generate eval clean-data lint
 
 $(BIN)/python:
 	@command -v $(PY) >/dev/null 2>&1 || { echo "need Python 3.11 ($(PY))"; exit 1; }
@@ -15,7 +15,20 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	@touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) sandbox-deps
+
+# The sandbox needs libseccomp and a Python 3.11 that its unprivileged uids can read (a pyenv under
+# /root is closed to them). As root, Debian's packages are installed when missing; otherwise make
+# stops with the command to run.
+apt_install = { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && echo "installing Debian's $(1) for the sandbox" \
+	&& { apt-get install -y -qq $(1) >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq $(1) >/dev/null; }; }; } \
+	|| { echo "the sandbox needs Debian's $(1): run  sudo apt-get install -y $(1)"; exit 1; }
+
+sandbox-deps: $(STAMP)
+	@ldconfig -p | grep -q 'libseccomp\.so\.2' || $(call apt_install,libseccomp2)
+	@$(BIN)/python -c "from sandbox.layout import python; python()" 2>/dev/null || $(call apt_install,python3.11)
+	@$(BIN)/python -c "from sandbox import isolation; print('sandbox:', isolation())" || { \
+		echo "the sandbox cannot run here: debugging will fail every project with this reason"; exit 1; }
 
 run: install
 	$(BIN)/specmill run
@@ -34,6 +47,9 @@ bench-gateway: install
 
 bench-kb: install
 	$(BIN)/python bench/kb.py
+
+bench-sandbox: install
+	$(BIN)/python bench/sandbox.py $(BENCH_ARGS)
 
 # llama.cpp, for bench-generate only. Its native build turns on AMX on this CPU family, and that path
 # crashes in this VM (the kernel does not grant AMX tiles), so it is built for AVX-512 with VNNI and BF16.

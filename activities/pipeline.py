@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ast
 import asyncio
-import importlib.util
 import sys
 from uuid import UUID
 
@@ -35,7 +34,7 @@ from models.orchestrator import (
     SpecsCheckResult,
 )
 from models.schema_rules import value_violations, values_hash
-from sandbox import run_tests
+from sandbox import SandboxConfig, SandboxUnavailable, isolation, run_tests
 from store import artifacts, instances, pipeline_settings, tasks, templates
 from store.errors import NotFound
 
@@ -44,9 +43,13 @@ TEST_MEMORY_MB = 512
 FAILURE_CHARS = 1500  # how much of a failure the next round's prompt is told
 
 
+SANDBOX_UNAVAILABLE = "SandboxUnavailable"  # the error type workflows/project.py fails the project on
+
+
 class PipelineActivities:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, sandbox: SandboxConfig | None = None) -> None:
         self._pool = pool
+        self._sandbox = sandbox or SandboxConfig()
 
     # --- spec-registry queue --------------------------------------------------------------
 
@@ -97,7 +100,11 @@ class PipelineActivities:
         paths = _unique_paths(inp)
         files = {paths[o.spec.instance_id]: o.generation.files[0].content.rstrip("\n") + "\n"
                  for o in inp.outputs if o.generation and o.generation.files and o.generation.files[0].content.strip()}
-        findings = static_checks(files)
+        try:
+            importable = self._sandbox.importable()
+        except RuntimeError as err:  # an allowed package is missing: the worker's configuration
+            raise ApplicationError(f"sandbox unavailable: {err}", type=SANDBOX_UNAVAILABLE, non_retryable=True) from err
+        findings = static_checks(files, importable)
         out: list[ArtifactRef] = []
         for o in inp.outputs:
             iid, path = o.spec.instance_id, paths[o.spec.instance_id]
@@ -120,11 +127,17 @@ class PipelineActivities:
 
     @activity.defn(name="run_spec_tests")
     async def run_spec_tests(self, inp: DebugRoundInput) -> DebugRoundResult:
-        """debugging: each instance's tests against its code in sandbox/; the round is a workflow_tasks row."""
-        await tasks.ensure_task(self._pool, tenant_id=inp.tenant_id, task_id=inp.task_id, project_id=inp.project_id,
-                                service=Service.workflow_orchestrator, task_type=f"debug_round_{inp.round}",
-                                status=TaskStatus.running)
+        """debugging: each instance's tests against its code in sandbox/; the round is a workflow_tasks row.
+        Without a sandbox nothing runs: a non-retryable SandboxUnavailable, which fails the project."""
         specs = {s.instance_id: s for s in inp.specs}
+        if any(spec_view(s.schema_, s.values).tests for s in inp.specs):
+            try:
+                await asyncio.to_thread(isolation, self._sandbox)
+            except SandboxUnavailable as err:
+                raise ApplicationError(str(err), type=SANDBOX_UNAVAILABLE, non_retryable=True) from err
+        task = dict(tenant_id=inp.tenant_id, task_id=inp.task_id, project_id=inp.project_id,
+                    service=Service.workflow_orchestrator, task_type=f"debug_round_{inp.round}")
+        await tasks.ensure_task(self._pool, **task, status=TaskStatus.running)
         results: list[InstanceTestResult] = []
         for i, ref in enumerate(inp.artifacts):
             spec = specs[ref.instance_id]
@@ -137,8 +150,12 @@ class PipelineActivities:
             if not tests:
                 status, report, failure = "no_tests", {"tests": 0}, None
             else:
-                run = await heartbeating(asyncio.to_thread(run_tests, art.content, tests, timeout_s=TEST_TIMEOUT_S,
-                                                           memory_mb=TEST_MEMORY_MB), i)
+                try:
+                    run = await heartbeating(asyncio.to_thread(run_tests, art.content, tests, timeout_s=TEST_TIMEOUT_S,
+                                                               memory_mb=TEST_MEMORY_MB, config=self._sandbox), i)
+                except SandboxUnavailable as err:  # never run unconfined; no retry can fix it
+                    await tasks.ensure_task(self._pool, **task, status=TaskStatus.failed)
+                    raise ApplicationError(str(err), type=SANDBOX_UNAVAILABLE, non_retryable=True) from err
                 status, report, failure = run.status, _report(run, len(tests)), _failure(run)
             await artifacts.record_test_result(self._pool, tenant_id=inp.tenant_id, artifact_id=art.id,
                                                test_status=status, tests=report)
@@ -146,9 +163,7 @@ class PipelineActivities:
                                               failure=failure))
             activity.heartbeat(i + 1)
         outcome = DebugRoundResult(results=results)
-        await tasks.ensure_task(self._pool, tenant_id=inp.tenant_id, task_id=inp.task_id, project_id=inp.project_id,
-                                service=Service.workflow_orchestrator, task_type=f"debug_round_{inp.round}",
-                                status=TaskStatus.failed if outcome.failing else TaskStatus.completed)
+        await tasks.ensure_task(self._pool, **task, status=TaskStatus.failed if outcome.failing else TaskStatus.completed)
         return outcome
 
 
@@ -158,9 +173,9 @@ class FileChecks:
         self.problems: list[str] = []
 
 
-def static_checks(files: dict[str, str]) -> dict[str, FileChecks]:
+def static_checks(files: dict[str, str], importable: set[str] = frozenset()) -> dict[str, FileChecks]:
     """Per file: does it parse, and do its imports resolve (a project module and the names taken
-    from it, or a module this Python can import)?"""
+    from it, the standard library, or an allowed package the sandbox shows, `importable`)?"""
     trees: dict[str, ast.Module] = {}
     out = {path: FileChecks() for path in files}
     for path, content in files.items():
@@ -174,7 +189,7 @@ def static_checks(files: dict[str, str]) -> dict[str, FileChecks]:
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 for alias in node.names:
-                    _check_module(alias.name, modules, out[path])
+                    _check_module(alias.name, modules, importable, out[path])
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 if node.module in modules:
                     defined = _top_level_names(modules[node.module])
@@ -182,20 +197,16 @@ def static_checks(files: dict[str, str]) -> dict[str, FileChecks]:
                     if missing:
                         out[path].problems.append(f"{node.module} does not define {', '.join(missing)}")
                 else:
-                    _check_module(node.module, modules, out[path])
+                    _check_module(node.module, modules, importable, out[path])
     return out
 
 
-def _check_module(name: str, modules: dict, checks: FileChecks) -> None:
+def _check_module(name: str, modules: dict, importable: set[str], checks: FileChecks) -> None:
     top = name.split(".")[0]
-    if name in modules or top in modules or top in sys.stdlib_module_names:
+    if name in modules or top in modules or top in sys.stdlib_module_names or top in importable:
         return
-    try:
-        found = importlib.util.find_spec(top) is not None
-    except (ImportError, ValueError):
-        found = False
-    if not found:
-        checks.problems.append(f"import {name} does not resolve (not in the project, not installed)")
+    allowed = f" or the allowed packages ({', '.join(sorted(importable))})" if importable else ""
+    checks.problems.append(f"import {name} does not resolve: not in the project, the standard library{allowed}")
 
 
 def _top_level_names(tree: ast.Module) -> set[str]:
@@ -228,6 +239,8 @@ def _unique_paths(inp: IntegrateInput) -> dict[UUID, str]:
 
 def _report(run, total: int) -> dict:
     report = {"status": run.status, "tests": total, "duration_s": round(run.duration_s, 3), "isolation": run.isolation}
+    if run.reason:
+        report["reason"] = run.reason
     if run.failed_test:
         report["failed_test"] = run.failed_test
     if run.status != "passed":
@@ -239,7 +252,7 @@ def _failure(run) -> str | None:
     if run.status == "passed":
         return None
     f = run.failed_test or {}
-    parts = [f"status: {run.status}"]
+    parts = [f"status: {run.status}" + (f" ({run.reason})" if run.reason else "")]
     if f.get("source"):
         parts.append(f"failing test: {f['source']}")
     if f.get("error"):

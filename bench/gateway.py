@@ -101,6 +101,7 @@ def make_settings(root: Path, rate_limit: str) -> Settings:
         temporal_address=f"{HOST}:{embedded.free_port()}",
         task_queue_prefix=f"bench-{uuid.uuid4().hex[:8]}-",
         jwt_secret=secrets.token_urlsafe(32),
+        internal_token_secret=secrets.token_urlsafe(32),
         rate_limit=rate_limit,
     )
 
@@ -138,7 +139,8 @@ def _child_env(settings: Settings, data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
     env.update(
         DATABASE_URL=settings.app_dsn(), TEMPORAL_ADDRESS=settings.temporal_address,
-        TEMPORAL_EMBEDDED="false", JWT_SECRET=settings.jwt_secret, RATE_LIMIT=settings.rate_limit,
+        TEMPORAL_EMBEDDED="false", JWT_SECRET=settings.jwt_secret,
+        INTERNAL_TOKEN_SECRET=settings.internal_token_secret, RATE_LIMIT=settings.rate_limit,
         TASK_QUEUE_PREFIX=settings.task_queue_prefix, DATA_DIR=str(data_dir),
         PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
     )

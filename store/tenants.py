@@ -34,7 +34,7 @@ async def create_tenant(pool: asyncpg.Pool, *, name: str, owner_name: str = "own
             user_id, tenant_id, owner_name,
         )
         created = await _insert_key(conn, tenant_id=tenant_id, user_id=user_id, role=Role.owner, name="owner")
-    return TenantCreated(tenant_id=tenant_id, user_id=user_id, api_key=created.api_key)
+    return TenantCreated(tenant_id=tenant_id, user_id=user_id, api_key=created.api_key, key_id=created.key_id)
 
 
 async def _insert_key(

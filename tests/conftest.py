@@ -38,6 +38,7 @@ class Tenant:
     tenant_id: uuid.UUID
     user_id: uuid.UUID
     api_key: str
+    key_id: uuid.UUID | None = None  # the owner key's id
 
     @property
     def headers(self) -> dict[str, str]:
@@ -76,6 +77,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path, coder) -> 
         temporal_address=f"127.0.0.1:{temporal_port}",
         task_queue_prefix=f"test-{uuid.uuid4().hex[:8]}-",
         jwt_secret=secrets.token_urlsafe(32),
+        internal_token_secret=secrets.token_urlsafe(32),
         rate_limit="10000/minute",
         local_model=str(tiny_llama),
         local_dtype="fp32",
@@ -143,7 +145,7 @@ def make_app(stack: Stack):
 async def new_tenant(pool):
     async def make(name: str = "t") -> Tenant:
         created = await create_tenant(pool, name=f"{name}-{uuid.uuid4().hex[:6]}")
-        return Tenant(created.tenant_id, created.user_id, created.api_key)
+        return Tenant(created.tenant_id, created.user_id, created.api_key, created.key_id)
 
     return make
 

@@ -28,6 +28,7 @@ from jose import jwe
 
 from models.common import Role
 from store.tenants import create_api_key, create_tenant, revoke_api_key
+from store.users import create_user
 
 # --- helpers: hand-built tokens (so the tests do not trust the library under test) ------------
 
@@ -63,9 +64,10 @@ def bearer(token: str) -> dict[str, str]:
 
 
 def local_claims(settings, tenant, *, role: str = "owner", **over) -> dict:
-    """Claims of a token specmill itself would issue (no key_id: not tied to an API key)."""
+    """Claims of a token specmill itself would issue from the tenant's owner key."""
     now = int(time.time())
     claims = {"sub": str(tenant.user_id), "tenant_id": str(tenant.tenant_id), "role": role,
+              "key_id": str(tenant.key_id) if tenant.key_id else None,
               "aud": settings.jwt_audience, "iss": settings.jwt_issuer, "iat": now, "nbf": now, "exp": now + 300}
     claims.update(over)
     return {k: v for k, v in claims.items() if v is not None}
@@ -302,19 +304,25 @@ def supabase_claims(tenant=None, *, role: str = "editor", app_metadata: dict | N
     return {k: v for k, v in claims.items() if v is not None}
 
 
+async def link(pool, tenant, claims: dict, role: str = "editor"):
+    """Our user for the token's Supabase subject: tenant and role come from this row, not the token."""
+    return await create_user(pool, tenant_id=tenant.tenant_id, role=Role(role), supabase_sub=claims["sub"])
+
+
 @pytest.fixture
 def supabase_settings(stack, jwks_server):
     return stack.with_(supabase_jwt_secret=SUPABASE_SECRET, supabase_jwks_url=jwks_server.url,
                        supabase_jwt_issuer=SUPABASE_ISSUER)
 
 
-async def test_supabase_hs256_token_is_accepted(make_app, supabase_settings, tenant):
+async def test_supabase_hs256_token_is_accepted(make_app, supabase_settings, pool, tenant):
     claims = supabase_claims(tenant, role="editor")
+    user = await link(pool, tenant, claims, "editor")
     async for client in make_app(supabase_settings):
         resp = await client.get("/auth/me", headers=bearer(sign_hs256(claims, SUPABASE_SECRET)))
         assert resp.status_code == 200, resp.text
         me = resp.json()
-        assert me == {"tenant_id": str(tenant.tenant_id), "user_id": claims["sub"], "role": "editor",
+        assert me == {"tenant_id": str(tenant.tenant_id), "user_id": str(user.id), "role": "editor",
                       "auth": "supabase", "key_id": None}
         token = sign_hs256(claims, SUPABASE_SECRET)
         assert (await client.get("/api/projects", headers=bearer(token))).status_code == 200
@@ -323,28 +331,31 @@ async def test_supabase_hs256_token_is_accepted(make_app, supabase_settings, ten
         assert resp.status_code == 403, resp.text  # an editor from Supabase is still just an editor
 
 
-async def test_supabase_rs256_token_via_jwks_is_accepted(make_app, supabase_settings, jwks_server, tenant):
+async def test_supabase_rs256_token_via_jwks_is_accepted(make_app, supabase_settings, jwks_server, pool, tenant):
     claims = supabase_claims(tenant, role="admin")
+    user = await link(pool, tenant, claims, "admin")
     before = len(jwks_server.hits)
     async for client in make_app(supabase_settings):
         token = sign_rs256(claims, jwks_server.private_key, kid=jwks_server.kid)
         resp = await client.get("/auth/me", headers=bearer(token))
         assert resp.status_code == 200, resp.text
         assert resp.json()["tenant_id"] == str(tenant.tenant_id)
-        assert resp.json()["user_id"] == claims["sub"]
+        assert resp.json()["user_id"] == str(user.id)
         assert resp.json()["role"] == "admin" and resp.json()["auth"] == "supabase"
         for _ in range(3):
             assert (await client.get("/api/templates", headers=bearer(token))).status_code == 200
     assert len(jwks_server.hits) - before == 1, jwks_server.hits  # fetched once, then cached
 
 
-async def test_supabase_issuer_is_configurable(make_app, stack, jwks_server, tenant):
+async def test_supabase_issuer_is_configurable(make_app, stack, jwks_server, pool, tenant):
     issuer = f"http://127.0.0.1:54321/auth/v1/{uuid.uuid4().hex[:6]}"
     settings = stack.with_(supabase_jwks_url=jwks_server.url, supabase_jwt_issuer=issuer)
+    claims = supabase_claims(tenant)
+    await link(pool, tenant, claims)
     async for client in make_app(settings):
-        good = sign_rs256(supabase_claims(tenant, iss=issuer), jwks_server.private_key, kid=jwks_server.kid)
+        good = sign_rs256(claims | {"iss": issuer}, jwks_server.private_key, kid=jwks_server.kid)
         assert (await client.get("/auth/me", headers=bearer(good))).status_code == 200
-        default = sign_rs256(supabase_claims(tenant), jwks_server.private_key, kid=jwks_server.kid)
+        default = sign_rs256(claims, jwks_server.private_key, kid=jwks_server.kid)
         assert_401(await client.get("/auth/me", headers=bearer(default)))
 
 
@@ -385,20 +396,23 @@ SUPABASE_REJECTS = {
 
 
 @pytest.mark.parametrize("case", list(SUPABASE_REJECTS))
-async def test_bad_supabase_token_is_401(make_app, supabase_settings, jwks_server, tenant, case):
+async def test_bad_supabase_token_is_401(make_app, supabase_settings, jwks_server, pool, tenant, case):
     token = SUPABASE_REJECTS[case](tenant, jwks_server)
+    await link(pool, tenant, unverified_claims(token))  # a linked subject: the rejection is the case's own
     async for client in make_app(supabase_settings):
         assert_401(await client.get("/auth/me", headers=bearer(token)))
         assert_401(await client.get("/api/projects", headers=bearer(token)))
 
 
 @pytest.mark.parametrize("issuer", ["supabase", "specmill"])
-async def test_hs256_signed_with_the_jwks_public_key_is_401(make_app, stack, jwks_server, tenant, issuer):
+async def test_hs256_signed_with_the_jwks_public_key_is_401(make_app, stack, jwks_server, pool, tenant, issuer):
     """Algorithm confusion: with only a JWKS configured (no Supabase HS256 secret), an HS256 token whose
     HMAC secret is the PEM of the public key must not verify, whichever issuer it claims."""
     settings = stack.with_(supabase_jwks_url=jwks_server.url, supabase_jwt_issuer=SUPABASE_ISSUER)
     claims = (supabase_claims(tenant, role="owner") if issuer == "supabase"
               else local_claims(stack.settings, tenant))
+    if issuer == "supabase":
+        await link(pool, tenant, claims, "owner")
     async for client in make_app(settings):
         control = sign_rs256(claims, jwks_server.private_key, kid=jwks_server.kid)
         if issuer == "supabase":  # the same claims, properly signed, are accepted
@@ -414,7 +428,8 @@ async def test_jwks_is_fetched_on_first_use_whatever_the_monotonic_clock_says(jw
     clock is still below the cache TTL (a fresh container) -- a huge TTL stands in for that here."""
     from api.security.jwt import JwksVerifier
 
-    verifier = JwksVerifier(jwks_server.url, audience="authenticated", issuer=SUPABASE_ISSUER, ttl=1e12)
+    verifier = JwksVerifier(jwks_server.url, audience="authenticated", issuer=SUPABASE_ISSUER,
+                            max_lifetime=86400, skew=30, ttl=1e12)
     before = len(jwks_server.hits)
     await verifier._refresh()
     assert len(jwks_server.hits) == before + 1

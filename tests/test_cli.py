@@ -67,6 +67,28 @@ async def test_tenant_create_prints_one_json_object_with_a_working_owner_key(cli
     assert (await api.get("/api/projects", headers={"X-API-Key": created["api_key"]})).status_code == 200
 
 
+async def test_user_link_supabase_creates_or_links_a_user(cli, pool):
+    from store.users import find_supabase_user
+
+    tenant = (await cli("tenant", "create", "--name", f"cli-{uuid.uuid4().hex[:6]}")).json()
+    sub = str(uuid.uuid4())
+    run = await cli("user", "link-supabase", "--tenant", tenant["tenant_id"], "--subject", sub, "--role", "editor")
+    assert run.rc == 0, run.stderr
+    created = run.json()
+    assert created["role"] == "editor" and created["supabase_sub"] == sub
+    found = await find_supabase_user(pool, tenant_id=uuid.UUID(tenant["tenant_id"]), supabase_sub=sub)
+    assert str(found.id) == created["id"]
+
+    owner_sub = str(uuid.uuid4())
+    run = await cli("user", "link-supabase", "--tenant", tenant["tenant_id"], "--subject", owner_sub,
+                    "--user", tenant["user_id"])
+    assert run.rc == 0, run.stderr
+    assert run.json()["id"] == tenant["user_id"] and run.json()["role"] == "owner"
+    again = await cli("user", "link-supabase", "--tenant", tenant["tenant_id"], "--subject", sub,
+                      "--user", tenant["user_id"])
+    assert again.rc == 1 and "already linked" in again.stderr
+
+
 async def test_apikey_create_list_and_revoke(cli, api):
     tenant = (await cli("tenant", "create", "--name", f"cli-{uuid.uuid4().hex[:6]}")).json()
 

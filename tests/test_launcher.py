@@ -80,7 +80,7 @@ def test_run_serves_stops_cleanly_and_keeps_data(tmp_path, tiny_llama):
         cli = subprocess.run([sys.executable, "-m", "workers.cli", "tenant", "create", "--name", "acme"],
                              env=env, cwd=tmp_path, capture_output=True, text=True, check=True)
         created = json.loads(cli.stdout)
-        assert set(created) == {"tenant_id", "user_id", "api_key"}
+        assert set(created) == {"tenant_id", "user_id", "api_key", "key_id"}
         h = {"X-API-Key": created["api_key"]}
         project = httpx.post(f"{base}/api/projects", json={"name": "kept"}, headers=h).json()
         deadline = time.monotonic() + 20

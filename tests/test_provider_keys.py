@@ -190,8 +190,8 @@ def test_env_file_gains_missing_secrets(tmp_path):
     text = env.read_text()
     assert text.startswith(old + "\n")
     added = [line for line in text[len(old):].splitlines() if line and not line.startswith("#")]
-    assert [line.split("=", 1)[0] for line in added] == ["PROVIDER_KEYS_SECRET"]
-    assert len(added[0].split("=", 1)[1]) >= 32
+    assert [line.split("=", 1)[0] for line in added] == ["INTERNAL_TOKEN_SECRET", "PROVIDER_KEYS_SECRET"]
+    assert all(len(line.split("=", 1)[1]) >= 32 for line in added)
     assert stat.S_IMODE(env.stat().st_mode) == 0o600
     ensure_env_file(tmp_path)
     assert env.read_text() == text  # nothing more to add

@@ -18,7 +18,7 @@ from workers import embedded
 def _serve(stack, service: str, port: int, tmp_path) -> subprocess.Popen:
     s = stack.settings
     env = {**os.environ, "DATABASE_URL": s.app_dsn(), "TEMPORAL_ADDRESS": s.temporal_address,
-           "JWT_SECRET": s.jwt_secret, "TASK_QUEUE_PREFIX": s.task_queue_prefix, "DATA_DIR": str(tmp_path)}
+           "JWT_SECRET": s.jwt_secret, "INTERNAL_TOKEN_SECRET": s.internal_token_secret, "TASK_QUEUE_PREFIX": s.task_queue_prefix, "DATA_DIR": str(tmp_path)}
     return subprocess.Popen([sys.executable, "-m", "workers.cli", "serve", service, "--port", str(port)],
                             env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

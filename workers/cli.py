@@ -19,6 +19,8 @@ apikey_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(tenant_app, name="tenant")
 knowledge_app = typer.Typer(help="Knowledge base.", no_args_is_help=True)
 app.add_typer(apikey_app, name="apikey")
+user_app = typer.Typer(help="Users.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
 app.add_typer(knowledge_app, name="knowledge")
 models_app = typer.Typer(help="Local model files.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
@@ -26,8 +28,10 @@ app.add_typer(models_app, name="models")
 
 def _settings():
     from models.settings import Settings
-    from workers.launcher import load_env_file
+    from workers.launcher import ENV_FROM_LAUNCHER, load_env_file
 
+    if os.environ.get(ENV_FROM_LAUNCHER):  # a child of `specmill run`: it knows what it was given, no more
+        return Settings(_env_file=None)
     env = Path(os.environ.get("DATA_DIR", ".specmill")) / "env"
     if env.exists():
         load_env_file(env)
@@ -207,6 +211,29 @@ def apikey_list(tenant: UUID = typer.Option(...)) -> None:
 
     keys = asyncio.run(_with_pool(lambda pool: list_api_keys(pool, tenant_id=tenant)))
     typer.echo(json.dumps([json.loads(k.model_dump_json()) for k in keys]))
+
+
+@user_app.command("link-supabase")
+def user_link_supabase(
+    tenant: UUID = typer.Option(..., help="Tenant id"),
+    subject: str = typer.Option(..., help="The `sub` of the user's Supabase tokens (their auth.users id)"),
+    user: UUID | None = typer.Option(None, help="An existing user; unset: a new user of --role"),
+    role: Role = typer.Option(Role.viewer, help="The new user's role (their tokens' app_metadata role is ignored)"),
+) -> None:
+    """Let a Supabase Auth user in as one of the tenant's users; prints the user."""
+    from store.errors import DomainError
+    from store.users import create_user, link_supabase_subject
+
+    async def link(pool):
+        if user is None:
+            return await create_user(pool, tenant_id=tenant, role=role, supabase_sub=subject)
+        return await link_supabase_subject(pool, tenant_id=tenant, user_id=user, supabase_sub=subject)
+
+    try:
+        linked = asyncio.run(_with_pool(link))
+    except DomainError as err:
+        _fail(err)
+    typer.echo(linked.model_dump_json())
 
 
 @knowledge_app.command("reindex")

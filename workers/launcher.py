@@ -4,6 +4,11 @@ Starts PostgreSQL and the Temporal dev server (unless settings point elsewhere),
 migrations, then one process per worker and the gateway. It restarts any child that dies, and on
 Ctrl-C stops everything it started, in order, leaving nothing orphaned (children also get a
 parent-death signal should the launcher itself be killed).
+
+Each child gets only the secrets it needs (CHILD_SECRETS), through its environment, and reads no
+env file itself (ENV_FROM_LAUNCHER): the integration worker, which runs the tests of specs, holds
+the application role's database password and nothing else. It still runs as the platform's user,
+so the sandbox, not this, is what keeps `<data_dir>/env` away from the code under test.
 """
 from __future__ import annotations
 
@@ -14,10 +19,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from dotenv import dotenv_values
 from rich.console import Console
 
 from models.settings import Settings
@@ -37,6 +44,36 @@ class Child:
     restarts: list[float] = field(default_factory=list)
 
 
+# --- which child holds which secret ------------------------------------------------------
+
+_APP_DB = ("DATABASE_URL", "EMBEDDED_PG_APP_PASSWORD", "TEMPORAL_API_KEY")  # every child: pool + Temporal
+_MODELS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "VLLM_API_KEY", "PROVIDER_KEYS_SECRET")  # + tenants' keys
+
+CHILD_SECRETS: dict[str, tuple[str, ...]] = {
+    "gateway": _APP_DB + _MODELS + ("JWT_SECRET", "INTERNAL_TOKEN_SECRET", "SUPABASE_JWT_SECRET", "REDIS_URL",
+                                    "QDRANT_API_KEY"),
+    "orchestrator": _APP_DB,
+    "spec-registry": _APP_DB,
+    "knowledge": _APP_DB + ("QDRANT_API_KEY",),
+    "generation": _APP_DB + _MODELS,  # decrypts tenants' provider keys
+    "integration": _APP_DB,  # runs the specs' tests: nothing more
+}
+SERVING_SECRETS = ("INTERNAL_TOKEN_SECRET",)  # a worker started with --serve checks the gateway's tokens
+LAUNCHER_ONLY = ("EMBEDDED_PG_SUPERUSER_PASSWORD", "DATABASE_ADMIN_URL", "APP_ROLE_PASSWORD")  # migrations
+SECRETS = frozenset(LAUNCHER_ONLY + SERVING_SECRETS + sum(CHILD_SECRETS.values(), ()))
+ENV_FROM_LAUNCHER = "SPECMILL_ENV_FROM_LAUNCHER"  # set: the environment is the whole configuration
+
+
+def child_env(process: str, *, serves: bool = False, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment a child starts with: `base` (default: ours, env files loaded) less every
+    secret not in its CHILD_SECRETS row, marked so that it reads no env file itself."""
+    keep = set(CHILD_SECRETS[process]) | (set(SERVING_SECRETS) if serves else set())
+    env = {k: v for k, v in (os.environ if base is None else base).items()
+           if k.upper() not in SECRETS or k.upper() in keep}  # settings match names case-insensitively
+    env[ENV_FROM_LAUNCHER] = "1"
+    return env
+
+
 def load_env_file(path: Path) -> None:
     """Export the generated settings to this process and its children; the environment wins."""
     for line in path.read_text().splitlines():
@@ -45,25 +82,34 @@ def load_env_file(path: Path) -> None:
             os.environ.setdefault(key.strip(), value.strip())
 
 
-def _spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+def _load_dotenv() -> None:
+    """`.env` too, after the data dir's env (which wins, as in Settings): children read no file."""
+    if Path(".env").is_file():
+        for key, value in dotenv_values(".env").items():
+            if value is not None:
+                os.environ.setdefault(key, value)
+
+
+def _spawn(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
     log.parent.mkdir(parents=True, exist_ok=True)
     out = open(log, "ab")
     return subprocess.Popen([sys.executable, "-m", "workers.cli", *args], stdout=out, stderr=subprocess.STDOUT,
-                            env={**os.environ, **(env or {})}, start_new_session=True,
-                            preexec_fn=embedded._die_with_parent())
+                            env=env, start_new_session=True, preexec_fn=embedded._die_with_parent())
 
 
 def run_platform() -> int:
     data_dir = Path(os.environ.get("DATA_DIR", ".specmill")).resolve()
-    load_env_file(embedded.ensure_env_file(data_dir))
-    os.environ["DATA_DIR"] = str(data_dir)
-    settings = Settings()
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     lock = open(data_dir / "launcher.lock", "w")
-    try:
+    try:  # before ensure_env_file: it resets the data dir's mode, which a running postgres relies on
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         console.print(f"[red]another `specmill run` is using {data_dir}[/red]")
         return 1
+    load_env_file(embedded.ensure_env_file(data_dir))
+    _load_dotenv()
+    os.environ["DATA_DIR"] = str(data_dir)
+    settings = Settings()
 
     infra: list[Child] = []
     apps: list[Child] = []
@@ -96,7 +142,7 @@ def run_platform() -> int:
         applied = asyncio.run(prepare(settings))
         if applied:
             console.print(f"applied migrations: {', '.join(applied)}")
-        gateway_env: dict[str, str] = {}
+        gateway_env = child_env("gateway")
         for queue in QUEUES:
             args = ["worker", queue]
             if queue == "knowledge" and not settings.qdrant_url and not settings.knowledge_url:
@@ -104,7 +150,9 @@ def run_platform() -> int:
                 # it and serves the knowledge API too; the gateway forwards to it.
                 args += ["--serve", "knowledge", "--port", str(settings.knowledge_port)]
                 gateway_env["KNOWLEDGE_URL"] = f"http://{settings.host}:{settings.knowledge_port}"
-            apps.append(Child(f"worker:{queue}", lambda a=args, q=queue: _spawn(a, settings.log_dir / f"worker-{q}.log")))
+            env = child_env(queue, serves="--serve" in args)
+            apps.append(Child(f"worker:{queue}", lambda a=args, q=queue, e=env: _spawn(
+                a, settings.log_dir / f"worker-{q}.log", e)))
         apps.append(Child("gateway", lambda: _spawn(["serve", "gateway"], settings.log_dir / "gateway.log",
                                                     gateway_env)))
         for child in apps:

@@ -21,6 +21,7 @@ from activities.knowledge import KnowledgeActivities
 from activities.pipeline import PipelineActivities
 from activities.projects import ProjectActivities
 from models.settings import Settings
+from sandbox import SandboxConfig, SandboxUnavailable, isolation
 from store import model_workers
 from workflows.knowledge import KnowledgeIndexWorkflow, KnowledgeReindexWorkflow
 from workflows.project import ProjectWorkflow
@@ -59,8 +60,13 @@ def _spec_registry(client: Client, settings: Settings, pool: asyncpg.Pool) -> Wo
 
 
 def _integration(client: Client, settings: Settings, pool: asyncpg.Pool) -> Worker:
-    """integration's checks and artifacts, debugging's sandboxed tests (each run is a subprocess)."""
-    acts = PipelineActivities(pool)
+    """integration's checks and artifacts, debugging's sandboxed tests (each run is a bubblewrap sandbox)."""
+    config = SandboxConfig.from_settings(settings)
+    try:
+        isolation(config)
+    except SandboxUnavailable as err:  # serve anyway: debugging then fails each project with this reason
+        log.error("%s; projects will fail in debugging until it is fixed", err)
+    acts = PipelineActivities(pool, config)
     return Worker(client, task_queue=settings.queue("integration"),
                   activities=[acts.integrate_artifacts, acts.run_spec_tests], max_concurrent_activities=2)
 

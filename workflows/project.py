@@ -19,7 +19,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError, ChildWorkflowError, is_cancelled_exception
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from models.common import TERMINAL_STATES, ProjectState
@@ -50,6 +50,8 @@ with workflow.unsafe.imports_passed_through():
 S = ProjectState
 RECORD_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30),
                            non_retryable_error_types=["NotFound"])
+SANDBOX_UNAVAILABLE = "SandboxUnavailable"  # run_spec_tests' error type when the worker has no sandbox
+PATCH_SANDBOX_UNAVAILABLE = "debugging-fails-without-sandbox"
 WORK_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30),
                          non_retryable_error_types=["NotFound", "BadRequest"])
 # What a user may ask for in each state; the pipeline moves through the others itself.
@@ -162,12 +164,22 @@ class ProjectWorkflow:
                                model=cfg.model, techniques=cfg.techniques, outputs=outputs),
                 self._inp.queues.integration, IntegrateResult, f"round {round_}: check and store the artifacts")
             await self._move(S.debugging, f"round {round_}: test {len(integrated.artifacts)} artifact(s)")
-            tested = await self._activity(
-                "run_spec_tests",
-                DebugRoundInput(tenant_id=self._inp.tenant_id, project_id=self._inp.project_id, round=round_,
-                                task_id=workflow.uuid4(), artifacts=integrated.artifacts, specs=todo),
-                self._inp.queues.integration, DebugRoundResult, f"round {round_}: run the tests",
-                timeout=timedelta(minutes=30), heartbeat=timedelta(seconds=30))
+            try:
+                tested = await self._activity(
+                    "run_spec_tests",
+                    DebugRoundInput(tenant_id=self._inp.tenant_id, project_id=self._inp.project_id, round=round_,
+                                    task_id=workflow.uuid4(), artifacts=integrated.artifacts, specs=todo),
+                    self._inp.queues.integration, DebugRoundResult, f"round {round_}: run the tests",
+                    timeout=timedelta(minutes=30), heartbeat=timedelta(seconds=30))
+            except ActivityError as err:
+                # no sandbox on the worker: nothing runs unconfined, and another round cannot help
+                cause = err.cause
+                if not (isinstance(cause, ApplicationError) and cause.type == SANDBOX_UNAVAILABLE
+                        and workflow.patched(PATCH_SANDBOX_UNAVAILABLE)):
+                    raise
+                self._reasons = [cause.message]
+                await self._move(S.failed, cause.message[:1000])
+                return
             passing = [r.artifact_id for r in tested.results if r.status == "passed" and r.artifact_id]
             if passing:
                 await self._activity(

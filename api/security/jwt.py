@@ -1,5 +1,6 @@
-"""The one module that uses python-jose. Every decode states its algorithms, requires exp,
-checks audience and issuer, and refuses anything that is not a three-part JWS (JWE included)."""
+"""The one module that uses python-jose. Every decode states its algorithms, requires exp and iat,
+checks audience and issuer, bounds the token's lifetime (`exp - iat`), refuses `iat`/`nbf` ahead of
+now beyond the clock skew, and refuses anything that is not a three-part JWS (JWE included)."""
 from __future__ import annotations
 
 import time
@@ -11,8 +12,8 @@ from jose.exceptions import JOSEError
 
 LOCAL_ALGORITHMS = ["HS256"]
 ASYMMETRIC_ALGORITHMS = ["RS256", "ES256"]
-_REQUIRED = {"require_exp": True, "require_aud": True, "require_iss": True, "require_sub": True,
-             "verify_exp": True, "verify_aud": True, "verify_iss": True, "leeway": 10}
+_REQUIRED = {"require_exp": True, "require_iat": True, "require_aud": True, "require_iss": True,
+             "require_sub": True, "verify_exp": True, "verify_nbf": True, "verify_aud": True, "verify_iss": True}
 
 
 class TokenError(Exception):
@@ -43,29 +44,60 @@ def unverified_issuer(token: str) -> str | None:
     return iss if isinstance(iss, str) else None
 
 
-def verify_hs256(token: str, *, secret: str, audience: str, issuer: str) -> dict[str, Any]:
+def verify_hs256(token: str, *, secret: str, audience: str, issuer: str, max_lifetime: int,
+                 skew: int) -> dict[str, Any]:
     header = _header(token)
     if header.get("alg") not in LOCAL_ALGORITHMS:
         raise TokenError("token algorithm not accepted")
-    return _decode(token, secret, LOCAL_ALGORITHMS, audience, issuer)
+    if not secret:
+        raise TokenError("token signature or format invalid")
+    return _decode(token, secret, LOCAL_ALGORITHMS, audience, issuer, max_lifetime=max_lifetime, skew=skew)
 
 
-def _decode(token: str, key: Any, algorithms: list[str], audience: str, issuer: str) -> dict[str, Any]:
+def _decode(token: str, key: Any, algorithms: list[str], audience: str, issuer: str, *, max_lifetime: int,
+            skew: int) -> dict[str, Any]:
     try:
-        return jwt.decode(token, key, algorithms=algorithms, audience=audience, issuer=issuer, options=_REQUIRED)
+        claims = jwt.decode(token, key, algorithms=algorithms, audience=audience, issuer=issuer,
+                            options={**_REQUIRED, "leeway": skew})
     except jwt.ExpiredSignatureError as err:
         raise TokenError("token expired") from err
     except jwt.JWTClaimsError as err:
         raise TokenError(f"token claims rejected: {err}") from err
     except JOSEError as err:
         raise TokenError("token signature or format invalid") from err
+    check_times(claims, max_lifetime=max_lifetime, skew=skew, now=time.time())
+    return claims
+
+
+def check_times(claims: dict[str, Any], *, max_lifetime: int, skew: int, now: float) -> None:
+    """`exp` and `iat` are numbers; `iat`/`nbf` not ahead of now beyond `skew`; `exp - iat` within bound.
+
+    python-jose checks `exp` and `nbf` against the clock, but takes numeric strings and says nothing
+    about `iat` in the future or about how long a token lives: a token minted with the secret for
+    ten years, or dated tomorrow, would pass it."""
+    times = {}
+    for name in ("exp", "iat", "nbf"):
+        value = claims.get(name)
+        if value is None and name == "nbf":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TokenError(f"token claims rejected: {name} must be a number")
+        times[name] = value
+    if times["iat"] > now + skew:
+        raise TokenError("token claims rejected: issued in the future (iat)")
+    if times.get("nbf", now) > now + skew:
+        raise TokenError("token claims rejected: not valid yet (nbf)")
+    if times["exp"] - times["iat"] > max_lifetime:
+        raise TokenError(f"token claims rejected: lifetime (exp - iat) over {max_lifetime} s")
 
 
 class JwksVerifier:
     """RS256/ES256 tokens checked against a JWKS (Supabase's asymmetric signing keys)."""
 
-    def __init__(self, url: str, *, audience: str, issuer: str, ttl: float = 600.0) -> None:
+    def __init__(self, url: str, *, audience: str, issuer: str, max_lifetime: int, skew: int,
+                 ttl: float = 600.0) -> None:
         self.url, self.audience, self.issuer, self.ttl = url, audience, issuer, ttl
+        self.max_lifetime, self.skew = max_lifetime, skew
         self._keys: dict[str, dict[str, Any]] = {}
         self._fetched = float("-inf")  # never: time.monotonic() may start near 0 in a fresh container
 
@@ -99,4 +131,4 @@ class JwksVerifier:
             key = jwk.construct(data, alg)
         except JOSEError as err:
             raise TokenError("unusable signing key") from err
-        return _decode(token, key, [alg], self.audience, self.issuer)
+        return _decode(token, key, [alg], self.audience, self.issuer, max_lifetime=self.max_lifetime, skew=self.skew)

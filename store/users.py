@@ -1,0 +1,56 @@
+"""Users of a tenant and the Supabase Auth subjects linked to them (tenant isolation by RLS)."""
+from __future__ import annotations
+
+from uuid import UUID, uuid4
+
+import asyncpg
+
+from models.auth import UserPublic
+from models.common import Role
+from store.db import tenant_tx
+from store.errors import Conflict, NotFound
+
+_COLUMNS = "id, tenant_id, name, role, supabase_sub, created_at"
+
+
+async def create_user(
+    pool: asyncpg.Pool, *, tenant_id: UUID, role: Role, name: str | None = None, supabase_sub: str | None = None
+) -> UserPublic:
+    user_id = uuid4()
+    try:
+        async with tenant_tx(pool, tenant_id) as conn:
+            if not await conn.fetchval("select 1 from tenants where id = $1", tenant_id):
+                raise NotFound(f"tenant {tenant_id} not found")
+            row = await conn.fetchrow(
+                f"""insert into users (id, tenant_id, name, role, supabase_sub) values ($1, $2, $3, $4, $5)
+                    returning {_COLUMNS}""",
+                user_id, tenant_id, name or f"{role.value}-{str(user_id)[:8]}", role.value, supabase_sub,
+            )
+    except asyncpg.UniqueViolationError as err:
+        raise Conflict(f"Supabase subject {supabase_sub!r} is already linked to a user of this tenant") from err
+    return UserPublic.model_validate(dict(row))
+
+
+async def link_supabase_subject(
+    pool: asyncpg.Pool, *, tenant_id: UUID, user_id: UUID, supabase_sub: str | None
+) -> UserPublic:
+    """Link (or, with None, unlink) a Supabase subject to an existing user; unlinking locks them out."""
+    try:
+        async with tenant_tx(pool, tenant_id) as conn:
+            row = await conn.fetchrow(
+                f"update users set supabase_sub = $3 where tenant_id = $1 and id = $2 returning {_COLUMNS}",
+                tenant_id, user_id, supabase_sub,
+            )
+    except asyncpg.UniqueViolationError as err:
+        raise Conflict(f"Supabase subject {supabase_sub!r} is already linked to a user of this tenant") from err
+    if row is None:
+        raise NotFound(f"user {user_id} not found")
+    return UserPublic.model_validate(dict(row))
+
+
+async def find_supabase_user(pool: asyncpg.Pool, *, tenant_id: UUID, supabase_sub: str) -> UserPublic | None:
+    async with tenant_tx(pool, tenant_id) as conn:
+        row = await conn.fetchrow(
+            f"select {_COLUMNS} from users where tenant_id = $1 and supabase_sub = $2", tenant_id, supabase_sub
+        )
+    return UserPublic.model_validate(dict(row)) if row is not None else None
