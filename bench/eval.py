@@ -27,6 +27,7 @@ from codegen import evaluate as ev  # noqa: E402
 from codegen.manager import ModelManager  # noqa: E402
 from codegen.techniques import check  # noqa: E402
 from models.settings import Settings  # noqa: E402
+from sandbox import SandboxConfig  # noqa: E402
 
 SUPPORTED = {"retrieval_augmentation", "hierarchical_generation"}  # techniques this harness runs (the baseline: none)
 
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> dic
     dtype = status.details.get("dtype") if local else None
     retriever = ev.MbppRetriever(args.mbpp) if "retrieval_augmentation" in techniques else None
     cfg = ev.EvalConfig(model=args.model, techniques=techniques, max_new_tokens=args.max_new_tokens,
-                        timeout_s=args.timeout)
+                        timeout_s=args.timeout, sandbox=SandboxConfig.from_settings(settings))
     print(f"{benchmark}: {len(problems)} problems, {args.model} ({model_label}, {dtype or '-'}), "
           f"techniques: {', '.join(techniques) or 'baseline'}; model load {load_s:.1f} s", flush=True)
 

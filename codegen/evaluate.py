@@ -40,7 +40,7 @@ from pathlib import Path
 from codegen.base import GenerationParams
 from codegen.builtin_templates import PYTHON_FUNCTION
 from codegen.prompts import build_messages, extract_code, parses, spec_view
-from sandbox import run_tests
+from sandbox import SandboxConfig, run_tests
 
 PROMPT_HUMANEVAL = ("Complete the Python code below. Answer with the full function, from its def line to its "
                     "last line, with the imports it needs.")
@@ -136,6 +136,7 @@ class EvalConfig:
     timeout_s: float = 10.0
     memory_mb: int = 1024
     extra: dict = field(default_factory=dict)
+    sandbox: SandboxConfig | None = None  # the integration worker's (SandboxConfig.from_settings)
 
 
 def _candidate(backend, view, refs: list[str] | None, cfg: EvalConfig, round_: int):
@@ -201,7 +202,7 @@ def solve(problem: Problem, backend, cfg: EvalConfig, retriever: MbppRetriever |
                               else f"the model cannot take this request: {err}")[:300], "sandbox": None, "code": ""}
     chosen = best(candidates)
     program = f"{problem.prefix}\n\n{chosen.code}\n" if problem.prefix else chosen.code + "\n"
-    run = run_tests(program, problem.tests, timeout_s=cfg.timeout_s, memory_mb=cfg.memory_mb)
+    run = run_tests(program, problem.tests, timeout_s=cfg.timeout_s, memory_mb=cfg.memory_mb, config=cfg.sandbox)
     error = None
     if run.status != "passed":
         error = (run.failed_test or {}).get("error") or (run.stderr.strip().splitlines() or [run.status])[-1]

@@ -102,22 +102,30 @@ class Engine:
             self.python = layout.python(config.python)
             self.packages = layout.packages(tuple(config.packages))
             seccomp.compiled_filter()
-            if os.geteuid() != 0:
+            if not _can_switch_uid():
                 raise SandboxUnavailable("the sandbox switches each run to its own uid and makes its cgroup: run "
                                          "the integration worker as root (or with CAP_SETUID, CAP_SETGID and "
                                          "a delegated cgroup, SANDBOX_CGROUP_ROOT)")
             self.cgroups = Hierarchy(None if config.cgroup_root is None else Path(config.cgroup_root))
             self.cgroups.prepare()
             self.uids = UidPool(config.uid_base, config.uid_count)
+            self._probe()
         except (layout.LayoutError, seccomp.SeccompUnavailable, CgroupUnavailable, SandboxUnavailable, OSError) as err:
-            self._problem = str(err)
+            self._problem = str(err).removeprefix("sandbox unavailable: ")
+
+    def _probe(self) -> None:
+        """One empty run through the whole path: a host that forbids user namespaces to unprivileged
+        users (sysctl, AppArmor) fails here, once, with bubblewrap's own words."""
+        out = self.run({}, ["-c", "pass"], RunLimits(timeout_s=30, memory_mb=256, cpu_s=10, file_size_mb=1))
+        if out.exit_code != 0:
+            raise SandboxUnavailable(f"bubblewrap cannot run here (exit {out.exit_code}): {out.stderr.strip()[:500]}")
 
     @property
     def isolation(self) -> str:
         return f"bubblewrap+seccomp+cgroup-v{self.cgroups.version}"
 
     def check(self) -> None:
-        if self._problem:
+        if self._problem is not None:
             raise SandboxUnavailable(f"sandbox unavailable: {self._problem}")
 
     # --- one run ------------------------------------------------------------------------
@@ -231,6 +239,18 @@ def engine(config: SandboxConfig = SandboxConfig()) -> Engine:
 
 
 # --- helpers ----------------------------------------------------------------------------------
+
+
+def _can_switch_uid() -> bool:
+    """Root, or CAP_SETUID and CAP_SETGID (bits 7 and 6) in the effective set."""
+    if os.geteuid() == 0:
+        return True
+    try:
+        status = open("/proc/self/status").read()
+        caps = int(next(line.split()[1] for line in status.splitlines() if line.startswith("CapEff:")), 16)
+    except (OSError, StopIteration, ValueError):
+        return False
+    return bool(caps & (1 << 7)) and bool(caps & (1 << 6))
 
 
 def _memfd(name: str, data: bytes) -> int:

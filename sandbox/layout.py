@@ -92,8 +92,9 @@ def _describe(exe: str) -> Python | str:
     closed = [b for b in binds if not world_readable(b)]
     if closed:
         return f"{exe}: {closed[0]} is not readable by other users"
+    shown = [*binds, "/usr/lib"]  # site-packages inside what the sandbox shows are covered up
     hidden = [p for p in (info["purelib"], os.path.join(info["stdlib"], "site-packages"), "/usr/lib/python3/dist-packages")
-              if os.path.isdir(p)]
+              if os.path.isdir(p) and any(p.startswith(d.rstrip("/") + "/") for d in shown)]
     return Python(executable=real, binds=tuple(dict.fromkeys(binds)), hidden=tuple(dict.fromkeys(hidden)))
 
 

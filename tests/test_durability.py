@@ -7,6 +7,7 @@ a fresh one takes over once the activity's heartbeat times out.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -29,9 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def _env(settings) -> dict[str, str]:
     """The settings as the environment a worker process reads them from."""
     env = {k: v for k, v in os.environ.items() if not k.isupper() or k in ("PATH", "HOME", "LANG")}
-    for name, value in settings.model_dump().items():
+    for name, value in settings.model_dump(mode="json").items():
         if value is not None:
-            env[name.upper()] = str(value)
+            env[name.upper()] = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
     return env
 
 

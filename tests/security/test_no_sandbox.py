@@ -7,9 +7,15 @@ that does not exist, so the integration worker's engine cannot be built.
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 import uuid
+from pathlib import Path
+
+import pytest
 
 from activities.pipeline import static_checks
+from sandbox import SandboxConfig, SandboxUnavailable, isolation, run_tests
 from tests.conftest import wait_for
 from tests.test_pipeline import _finished, _instance, _project
 from workers.queues import QUEUES
@@ -59,3 +65,21 @@ def test_static_checks_accept_only_what_the_sandbox_can_import():
                                        "or the allowed packages (numpy)"]
     assert static_checks(files)["a.py"].problems[0] == "import numpy does not resolve: not in the project, " \
                                                        "the standard library"
+
+
+def test_a_bubblewrap_that_cannot_make_its_namespaces_makes_the_sandbox_unavailable():
+    """As on a host whose kernel or AppArmor forbids unprivileged user namespaces: bwrap fails before
+    running anything, and the engine says so instead of running the code some other way."""
+    where = Path(tempfile.mkdtemp())  # pytest's tmp_path sits under a 0700 directory the sandbox uid cannot enter
+    try:
+        where.chmod(0o755)
+        fake = where / "bwrap"
+        fake.write_text("#!/bin/sh\necho 'bwrap: setting up uid map: Permission denied' >&2\nexit 1\n")
+        fake.chmod(0o755)
+        config = SandboxConfig(bwrap=str(fake))
+        with pytest.raises(SandboxUnavailable, match="bubblewrap failed: bwrap: setting up uid map: Permission denied"):
+            isolation(config)
+        with pytest.raises(SandboxUnavailable):
+            run_tests("def f():\n    return 1\n", ["assert f() == 1"], config=config)
+    finally:
+        shutil.rmtree(where)
