@@ -69,12 +69,15 @@ class Hierarchy:
             raise CgroupUnavailable(f"cannot create run cgroups under {list(self.bases.values())[0]}: {err}") from err
         self._sweep()
 
-    def _sweep(self) -> None:
-        """Remove run cgroups a crashed worker left (empty ones only)."""
+    def _sweep(self, min_age_s: float = 3600) -> None:
+        """Remove run cgroups a crashed worker left: empty ones (rmdir refuses others), old enough
+        not to be another worker's run that is being set up."""
+        cutoff = time.time() - min_age_s
         for base in self.bases.values():
             for old in base.glob("run-*"):
                 try:
-                    old.rmdir()
+                    if old.stat().st_mtime < cutoff:
+                        old.rmdir()
                 except OSError:
                     pass
 
