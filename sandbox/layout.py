@@ -92,8 +92,8 @@ def _describe(exe: str) -> Python | str:
     closed = [b for b in binds if not world_readable(b)]
     if closed:
         return f"{exe}: {closed[0]} is not readable by other users"
-    shown = [*binds, "/usr/lib"]  # site-packages inside what the sandbox shows are covered up
-    hidden = [p for p in (info["purelib"], os.path.join(info["stdlib"], "site-packages"), "/usr/lib/python3/dist-packages")
+    shown = binds  # site-packages inside what the sandbox shows are covered up
+    hidden = [p for p in (info["purelib"], os.path.join(info["stdlib"], "site-packages"))
               if os.path.isdir(p) and any(p.startswith(d.rstrip("/") + "/") for d in shown)]
     return Python(executable=real, binds=tuple(dict.fromkeys(binds)), hidden=tuple(dict.fromkeys(hidden)))
 
@@ -134,9 +134,13 @@ def packages(names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 
 
 def system_binds() -> list[str]:
-    """bwrap arguments for the C libraries: /usr/lib(64), and /lib, /lib64 as the host has them."""
+    """bwrap arguments for the C libraries: Debian's multiarch directory (/usr/lib/x86_64-linux-gnu)
+    when there is one, else all of /usr/lib; /usr/lib64 (the loader); the time zone database; /lib,
+    /lib64 as the host has them."""
+    multiarch = f"/usr/lib/{os.uname().machine}-linux-gnu"
+    libs = [multiarch] if os.path.isdir(multiarch) else ["/usr/lib"]
     args: list[str] = []
-    for d in ("/usr/lib", "/usr/lib64"):
+    for d in (*libs, "/usr/lib64", "/usr/share/zoneinfo"):  # zoneinfo: time zones for the stdlib's zoneinfo
         if os.path.isdir(d):
             args += ["--ro-bind", d, d]
     for d in ("/lib", "/lib64"):

@@ -50,6 +50,8 @@ def test_listing_shows_only_the_sandbox_root():
     run = run_python("import os, json\nprint(json.dumps(sorted(os.listdir('/'))))")
     assert run.status == "passed"
     assert set(json.loads(run.stdout)) <= {"usr", "lib", "lib64", "bin", "proc", "dev", "tmp", "work", "sandbox"}
+    usr = run_python("import os\nprint(sorted(os.listdir('/usr/lib')), sorted(os.listdir('/usr')))")
+    assert usr.status == "passed" and "jvm" not in usr.stdout and "python3'" not in usr.stdout  # no dist-packages
     for path in (CHECKOUT, CHECKOUT / ".specmill", Path("/etc"), Path("/root"), Path("/run"), Path("/var")):
         run = attack(f"import os\nprint(os.listdir({str(path)!r}))")
         assert failed_with(run, "FileNotFoundError"), (path, run)
@@ -234,6 +236,7 @@ def test_ending_the_process_early_is_never_a_pass(ending):
 def test_standard_library_imports_and_passing_tests():
     code = textwrap.dedent("""
         import collections, dataclasses, functools, heapq, itertools, json, math, re, statistics, typing
+        import bz2, ctypes, decimal, hashlib, lzma, sqlite3, ssl, unicodedata, zlib, zoneinfo
         from concurrent.futures import ThreadPoolExecutor
 
         def word_counts(text: str) -> dict[str, int]:
@@ -241,7 +244,9 @@ def test_standard_library_imports_and_passing_tests():
                 words = list(pool.map(str.lower, re.findall(r"\\w+", text)))
             return dict(collections.Counter(words))
     """)
-    run = run_tests(code, ["assert word_counts('a B b') == {'a': 1, 'b': 2}", "assert math.isclose(1.0, 1.0)"])
+    run = run_tests(code, ["assert word_counts('a B b') == {'a': 1, 'b': 2}", "assert math.isclose(1.0, 1.0)",
+                           "assert sqlite3.connect(':memory:').execute('select 2').fetchone() == (2,)",
+                           "assert str(zoneinfo.ZoneInfo('Europe/Paris')) == 'Europe/Paris'"])
     assert run.passed, run
 
 
