@@ -6,13 +6,13 @@ import logging
 from contextlib import asynccontextmanager
 
 import httpx
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from temporalio.client import Client
 
 from api import errors, health, proxy
 from api.deps import Resources, ResourcesDep
-from api.middleware import BodyLimitMiddleware, RateHeadersMiddleware
+from api.middleware import BodyLimitMiddleware, RateHeadersMiddleware, SecurityHeadersMiddleware
 from api.ratelimit import RateLimiter
 from api.routes import auth, events, keys
 from api.security.auth import Authenticator
@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None, service: str | None = None) -> 
     errors.install(app)
     app.add_middleware(RateHeadersMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeadersMiddleware)  # outermost: every answer gets the headers, a 413 too
 
     if service is None:
         app.include_router(auth.router)
@@ -79,11 +80,11 @@ def create_app(settings: Settings | None = None, service: str | None = None) -> 
         for r in svc.routers:
             app.include_router(r, prefix="/api")
         app.add_api_route(f"/health/{svc.name}", _service_health(svc), methods=["GET"], tags=["health"],
-                          summary=f"{svc.name} readiness")
+                          summary=f"{svc.name} readiness", description=health.DESCRIPTION)
     if remote:
         app.include_router(proxy.router)
 
-    async def gateway_health(res: ResourcesDep) -> JSONResponse:
+    async def gateway_health(request: Request, res: ResourcesDep) -> JSONResponse:
         checks = {"database": await health.check_database(res.pool),
                   "temporal": await health.check_temporal(res.temporal)}
         for svc in local:
@@ -94,15 +95,15 @@ def create_app(settings: Settings | None = None, service: str | None = None) -> 
                     res.temporal, settings.temporal_namespace, settings.queue(queue), workflows=wf)
         for name, url in remote.items():
             checks[f"service:{name}"] = await _remote_health(res.extras["http"], url)
-        code, body = health.verdict(checks)
-        return JSONResponse(body, status_code=code)
+        return await health.answer(request, res, checks)
 
-    app.add_api_route("/health", gateway_health, methods=["GET"], tags=["health"], summary="readiness")
+    app.add_api_route("/health", gateway_health, methods=["GET"], tags=["health"], summary="readiness",
+                      description=health.DESCRIPTION)
     return app
 
 
 def _service_health(svc: ServiceDef):
-    async def service_health(res: ResourcesDep) -> JSONResponse:
+    async def service_health(request: Request, res: ResourcesDep) -> JSONResponse:
         checks = {"database": await health.check_database(res.pool)}
         if svc.knowledge:
             checks.update(await health.check_knowledge(res.extras["knowledge"]))
@@ -111,8 +112,7 @@ def _service_health(svc: ServiceDef):
         for queue, wf in svc.queues:
             checks[f"workers:{queue}"] = await health.check_queue(
                 res.temporal, res.settings.temporal_namespace, res.settings.queue(queue), workflows=wf)
-        code, body = health.verdict(checks)
-        return JSONResponse({"service": svc.name, **body}, status_code=code)
+        return await health.answer(request, res, checks, service=svc.name)
 
     return service_health
 

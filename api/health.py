@@ -1,4 +1,9 @@
-"""Readiness checks: the database, Temporal, and live pollers on the task queues a service needs."""
+"""Readiness checks: the database, Temporal, and live pollers on the task queues a service needs.
+
+Anyone may ask whether the platform is up (a load balancer, a monitor); only an admin (any
+tenant's admin or owner key or token) or the gateway's internal token sees which check failed and
+the topology behind it (queues, pollers, the vector store's mode, the embedders).
+"""
 from __future__ import annotations
 
 import asyncio
@@ -9,7 +14,12 @@ import asyncpg
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from fastapi import Request
+from fastapi.responses import JSONResponse
 from temporalio.client import Client
+
+from api.security.auth import AuthError
+from models.common import Role
 
 POLLER_FRESH_SECONDS = 90  # a long poll lasts up to ~70 s; older pollers are gone
 
@@ -50,6 +60,32 @@ async def check_queue(client: Client | None, namespace: str, queue: str, *, work
     except Exception as err:  # noqa: BLE001
         return {"ok": False, "error": type(err).__name__}
     return {"ok": all(counts.values()), "pollers": counts}
+
+
+DESCRIPTION = ("200 `{\"status\": \"ok\"}` when everything this process needs is reachable, else 503. "
+               "With an admin's X-API-Key or token (or the gateway's internal token) the answer also "
+               "carries each check.")
+
+
+async def may_see_checks(request: Request, res) -> bool:
+    key, authorization = request.headers.get("x-api-key"), request.headers.get("authorization")
+    if key is None and authorization is None:
+        return False
+    try:
+        principal = await res.auth.authenticate(api_key=key, authorization=authorization)
+    except AuthError:
+        return False  # a bad credential gets the public answer, not a 401 a prober could use
+    return principal.auth == "internal" or principal.role.at_least(Role.admin)
+
+
+async def answer(request: Request, res, checks: dict[str, dict[str, Any]], *, service: str | None = None
+                 ) -> JSONResponse:
+    code, body = verdict(checks)
+    if not await may_see_checks(request, res):
+        body = {"status": body["status"], **({"detail": "unavailable"} if code != 200 else {})}
+    elif service is not None:
+        body = {"service": service, **body}
+    return JSONResponse(body, status_code=code)
 
 
 def verdict(checks: dict[str, dict[str, Any]]) -> tuple[int, dict[str, Any]]:

@@ -1,5 +1,5 @@
-"""Pure ASGI middleware: rate-limit headers (set by the authorize dependency) on every response,
-and the request body limit."""
+"""Pure ASGI middleware: rate-limit headers (set by the authorize dependency) and security headers
+on every response, and the request body limit."""
 from __future__ import annotations
 
 from starlette.datastructures import Headers
@@ -28,16 +28,68 @@ class RateHeadersMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
+DOCS_PATHS = ("/docs", "/redoc")
+# Swagger UI and ReDoc as FastAPI serves them: their bundles come from jsDelivr, the page starts them
+# with an inline script, and nothing may frame it.
+DOCS_CSP = ("default-src 'none'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+            "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
+            "font-src https://fonts.gstatic.com; img-src 'self' data: https://fastapi.tiangolo.com "
+            "https://cdn.redoc.ly; connect-src 'self'; worker-src blob:; frame-ancestors 'none'; base-uri 'none'")
+API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'"
+SECURITY_HEADERS = {b"x-content-type-options": b"nosniff", b"referrer-policy": b"no-referrer",
+                    b"x-frame-options": b"DENY", b"cross-origin-resource-policy": b"same-origin"}
+
+
+class SecurityHeadersMiddleware:
+    """nosniff, no referrer, no framing and a CSP on every response (a looser one for the docs page),
+    and `Cache-Control: no-store` on everything but the docs: answers carry tenants' data. The
+    `server` header is uvicorn's, switched off where uvicorn is configured (workers/cli.py)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        docs = scope.get("path", "").startswith(DOCS_PATHS)
+        extra = {**SECURITY_HEADERS, b"content-security-policy": (DOCS_CSP if docs else API_CSP).encode()}
+        if not docs:
+            extra[b"cache-control"] = b"no-store"
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() not in extra
+                           and k.lower() != b"server"]
+                message = {**message, "headers": [*headers, *extra.items()]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 class BodyLimitMiddleware:
     """413 with a JSON `detail` for a body over `max_bytes`: by its Content-Length up front, or as it streams.
 
     Not FastAPI's `max_body_size`: Starlette's limiter replaces any response to a request whose
     Content-Length is too large with a plain-text 413, so no JSON `detail` could get through.
+    Before answering, up to `drain_bytes` of the body are read and dropped: a client still sending
+    would otherwise see its connection reset instead of the answer. Past that the connection closes.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, drain_bytes: int = 8 * 1024 * 1024) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.drain_bytes = drain_bytes
+
+    async def _drain(self, receive: Receive, already: int = 0) -> None:
+        seen = already
+        while seen <= self.drain_bytes:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            seen += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -46,7 +98,10 @@ class BodyLimitMiddleware:
         detail = f"request body is larger than {self.max_bytes} bytes"
         declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
+            if int(declared) <= self.drain_bytes:
+                await self._drain(receive)
+            await JSONResponse({"detail": detail}, status_code=413, headers={"connection": "close"})(
+                scope, receive, send)
             return
         seen = 0
 
@@ -56,7 +111,9 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:  # reaches the app's HTTPException handler: JSON 413
-                    raise HTTPException(413, detail)
+                    if message.get("more_body", False):
+                        await self._drain(receive, seen)
+                    raise HTTPException(413, detail, headers={"connection": "close"})
             return message
 
         await self.app(scope, limited_receive, send)

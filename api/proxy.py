@@ -5,6 +5,8 @@ short-lived internal token naming the caller, and accepts nothing else.
 """
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import httpx
 from fastapi import APIRouter, HTTPException, Request, Response
 
@@ -18,6 +20,14 @@ HOP_HEADERS = {"host", "content-length", "connection", "keep-alive", "transfer-e
 router = APIRouter()
 
 
+def _requoted(path: str) -> str:
+    """The decoded path, percent-encoded again (a %00 or %2F stays one character of a segment);
+    control characters are refused outright."""
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+        raise HTTPException(400, "the path contains control characters")
+    return quote(path, safe="/:@!$&'()*+,;=-._~")
+
+
 @router.api_route("/api/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
 async def forward(path: str, request: Request, res: ResourcesDep, principal: PrincipalDep) -> Response:
     remote: dict[str, str] = res.extras["remote"]
@@ -29,9 +39,11 @@ async def forward(path: str, request: Request, res: ResourcesDep, principal: Pri
     headers["authorization"] = f"Bearer {res.auth.issue_internal(principal)}"
     try:
         upstream = await client.request(
-            request.method, remote[service].rstrip("/") + request.url.path, params=request.query_params,
-            content=await request.body(), headers=headers,
+            request.method, remote[service].rstrip("/") + _requoted(request.scope["path"]),
+            params=request.query_params, content=await request.body(), headers=headers,
         )
+    except httpx.InvalidURL as err:
+        raise HTTPException(400, f"the path cannot be forwarded: {err}") from err
     except httpx.HTTPError as err:
         raise ServiceUnavailable(service) from err
     keep = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_HEADERS | {"content-encoding"}}

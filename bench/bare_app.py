@@ -35,7 +35,7 @@ def main() -> None:
         body = json.load(f)
     # Keep these options identical to workers/cli.py `serve`.
     uvicorn.run(create_app(body), host=args.host, port=args.port, log_level="info",
-                proxy_headers=False, timeout_graceful_shutdown=10)
+                proxy_headers=False, server_header=False, timeout_graceful_shutdown=10)
 
 
 if __name__ == "__main__":

@@ -166,7 +166,8 @@ async def live_url(stack: Stack, workers) -> AsyncIterator[str]:
     import uvicorn
 
     port = embedded.free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(stack.settings), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_app(stack.settings), host="127.0.0.1", port=port, log_level="warning",
+                                                server_header=False))
     task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.05)

@@ -1,11 +1,14 @@
-"""GET /health answers 200 only when the database, Temporal and the needed workers are reachable."""
+"""GET /health answers 200 only when the database, Temporal and the needed workers are reachable; the
+checks behind the answer are shown to admins only."""
 from __future__ import annotations
 
+from models.common import Role
+from store.tenants import create_api_key
 from workers import embedded
 
 
-async def test_health_is_ok_with_database_temporal_and_workers(api):
-    resp = await api.get("/health")
+async def test_health_is_ok_with_database_temporal_and_workers(api, tenant):
+    resp = await api.get("/health", headers=tenant.headers)
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["checks"]["database"]["ok"] and body["checks"]["temporal"]["ok"]
@@ -13,24 +16,37 @@ async def test_health_is_ok_with_database_temporal_and_workers(api):
     assert body["checks"]["vector_store"] == {"ok": True, "mode": "local"}
     assert body["checks"]["embedders"]["loaded"] == ["minilm"]
     for service in ("spec-registry", "orchestrator", "knowledge", "generator"):
-        own = await api.get(f"/health/{service}")
+        own = await api.get(f"/health/{service}", headers=tenant.headers)
         assert own.status_code == 200 and own.json()["service"] == service
 
 
-async def test_health_is_503_naming_missing_workers(stack, make_app):
+async def test_without_an_admin_health_says_only_up_or_down(api, stack, pool, tenant, make_app):
+    editor = await create_api_key(pool, tenant_id=tenant.tenant_id, user_id=tenant.user_id, role=Role.editor)
+    for headers in ({}, {"X-API-Key": editor.api_key}, {"X-API-Key": "sm_0000_not-a-key"},
+                    {"Authorization": "Bearer not.a.token"}):
+        for path in ("/health", "/health/orchestrator"):
+            resp = await api.get(path, headers=headers)
+            assert resp.status_code == 200 and resp.json() == {"status": "ok"}, (path, headers, resp.text)
     async for client in make_app(stack.with_(task_queue_prefix="nobody-polls-")):
         resp = await client.get("/health")
+        assert resp.status_code == 503 and resp.json() == {"status": "unavailable", "detail": "unavailable"}
+
+
+async def test_health_is_503_naming_missing_workers(stack, make_app, tenant):
+    async for client in make_app(stack.with_(task_queue_prefix="nobody-polls-")):
+        resp = await client.get("/health", headers=tenant.headers)
         assert resp.status_code == 503
         assert resp.json()["detail"] == ("down: workers:generation, workers:integration, workers:knowledge, "
                                           "workers:orchestrator, workers:spec-registry")
         assert (await client.get("/health/orchestrator")).status_code == 503
         assert (await client.get("/health/spec-registry")).status_code == 200
+        assert "checks" not in (await client.get("/health/orchestrator")).json()
 
 
 async def test_health_is_503_naming_temporal_when_it_is_unreachable(stack, make_app, tenant):
     closed = embedded.free_port()
     async for client in make_app(stack.with_(temporal_address=f"127.0.0.1:{closed}")):
-        resp = await client.get("/health")
+        resp = await client.get("/health", headers=tenant.headers)
         assert resp.status_code == 503
         assert "temporal" in resp.json()["detail"]
         assert resp.json()["checks"]["database"]["ok"] is True
@@ -45,7 +61,7 @@ async def test_health_is_503_naming_the_database_when_it_is_unreachable(stack, m
     closed = embedded.free_port()
     settings = stack.with_(database_url=f"postgresql://specmill_app:x@127.0.0.1:{closed}/specmill")
     async for client in make_app(settings):
-        resp = await client.get("/health")
-        assert resp.status_code == 503 and resp.json()["detail"] == "down: database"
+        resp = await client.get("/health")  # no admin can be checked without the database: the public answer
+        assert resp.status_code == 503 and resp.json() == {"status": "unavailable", "detail": "unavailable"}
         denied = await client.get("/api/templates", headers={"X-API-Key": "sm_0000_x"})
         assert denied.status_code == 503 and "database" in denied.json()["detail"]

@@ -754,15 +754,15 @@ async def test_qdrant_unavailable_writes_land_search_is_503(make_app, stack, new
             assert resp.status_code == 503, resp.text
             assert isinstance(resp.json()["detail"], str) and resp.json()["detail"]
 
-        resp = await client.get("/health/knowledge")
+        resp = await client.get("/health/knowledge", headers=h)
         assert resp.status_code == 503, resp.text
         body = resp.json()
         assert body["checks"]["vector_store"]["ok"] is False and "detail" in body
         assert body["checks"]["database"]["ok"] is True
-        resp = await client.get("/health")
+        resp = await client.get("/health", headers=h)
         assert resp.status_code == 503 and resp.json()["checks"]["vector_store"]["ok"] is False
     # the healthy app still reports a healthy vector store
-    resp = await api.get("/health/knowledge")
+    resp = await api.get("/health/knowledge", headers=h)
     assert resp.json()["checks"]["vector_store"]["ok"] is True, resp.text
 
 

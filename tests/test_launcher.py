@@ -82,7 +82,11 @@ def test_run_serves_stops_cleanly_and_keeps_data(tmp_path, tiny_llama):
         created = json.loads(cli.stdout)
         assert set(created) == {"tenant_id", "user_id", "api_key", "key_id"}
         h = {"X-API-Key": created["api_key"]}
-        project = httpx.post(f"{base}/api/projects", json={"name": "kept"}, headers=h).json()
+        created_resp = httpx.post(f"{base}/api/projects", json={"name": "kept"}, headers=h)
+        assert "server" not in created_resp.headers  # uvicorn names itself nowhere
+        assert created_resp.headers["x-content-type-options"] == "nosniff"
+        assert created_resp.headers["cache-control"] == "no-store"
+        project = created_resp.json()
         deadline = time.monotonic() + 20
         while httpx.get(f"{base}/api/projects/{project['id']}/state", headers=h).json()["state"] != "spec_definition":
             assert time.monotonic() < deadline

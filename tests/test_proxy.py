@@ -9,8 +9,10 @@ import sys
 import httpx
 import pytest
 
-from store.tenants import create_api_key
+from api.security.auth import Authenticator
+from models.auth import Principal
 from models.common import Role
+from store.tenants import create_api_key
 from tests.conftest import wait_for
 from workers import embedded
 
@@ -84,11 +86,25 @@ async def test_gateway_keeps_rbac_and_services_refuse_direct_keys(gateway, servi
         assert resp.status_code == 401  # a user's token is not an internal one
 
 
-async def test_health_covers_the_remote_services(gateway, services):
-    resp = await gateway.get("/health")
+async def test_health_covers_the_remote_services(gateway, services, stack, pool, tenant):
+    resp = await gateway.get("/health", headers=tenant.headers)
     assert resp.status_code == 200, resp.text
     checks = resp.json()["checks"]
     assert checks["service:spec-registry"]["ok"] and checks["service:orchestrator"]["ok"]
+    caller = Principal(tenant_id=tenant.tenant_id, user_id=tenant.user_id, role=Role.owner, auth="api_key",
+                       key_id=tenant.key_id)
+    internal = Authenticator(stack.settings, pool).issue_internal(caller)
     async with httpx.AsyncClient(base_url=services["orchestrator"]) as direct:
-        own = await direct.get("/health")
+        assert (await direct.get("/health")).json() == {"status": "ok"}  # the public answer
+        own = await direct.get("/health", headers={"Authorization": f"Bearer {internal}"})
         assert own.status_code == 200 and own.json()["checks"]["workers:orchestrator"]["ok"]
+
+
+async def test_paths_are_requoted_and_control_characters_refused(gateway, tenant):
+    for path in ("/api/templates/%00", "/api/templates/a%01b", "/api/instances/%7F"):
+        resp = await gateway.get(path, headers=tenant.headers)
+        assert resp.status_code == 400 and resp.json()["detail"] == "the path contains control characters", path
+    newline = await gateway.get("/api/templates/a%0Ab", headers=tenant.headers)  # no route matches a newline
+    assert newline.status_code == 404 and "detail" in newline.json()
+    spaced = await gateway.get("/api/templates/not%20a%20uuid", headers=tenant.headers)
+    assert spaced.status_code in (404, 422) and "detail" in spaced.json()

@@ -122,7 +122,7 @@ def serve(
     application = create_app(settings, service=None if service == "gateway" else service)
     default_port = settings.port if service == "gateway" else SERVICES[service].port
     uvicorn.run(application, host=host or settings.host, port=port or default_port, log_level="info",
-                proxy_headers=False, timeout_graceful_shutdown=10)
+                proxy_headers=False, server_header=False, timeout_graceful_shutdown=10)
 
 
 @app.command()

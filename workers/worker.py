@@ -45,7 +45,8 @@ def _server(settings: Settings, service: str, port: int | None):
     from api.services import SERVICES
 
     config = uvicorn.Config(create_app(settings, service=service), host=settings.host,
-                            port=port or SERVICES[service].port, log_level="info", timeout_graceful_shutdown=10)
+                            port=port or SERVICES[service].port, log_level="info", server_header=False,
+                            timeout_graceful_shutdown=10)
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # this process's handlers stop both
     return server
