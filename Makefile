@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install sandbox-deps bench-sandbox demo chaos bench-gateway bench-kb bench-generate eval clean-data lint
+.PHONY: run test install sandbox-deps redis-server bench-sandbox demo chaos bench-gateway bench-kb bench-generate eval clean-data lint
 
 $(BIN)/python:
 	@command -v $(PY) >/dev/null 2>&1 || { echo "need Python 3.11 ($(PY))"; exit 1; }
@@ -24,6 +24,10 @@ apt_install = { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && echo "in
 	&& { apt-get install -y -qq $(1) >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq $(1) >/dev/null; }; }; } \
 	|| { echo "the sandbox needs Debian's $(1): run  sudo apt-get install -y $(1)"; exit 1; }
 
+# The rate-limit tests run two gateways against a real Redis.
+redis-server:
+	@command -v redis-server >/dev/null || $(call apt_install,redis-server)
+
 sandbox-deps: $(STAMP)
 	@ldconfig -p | grep -q 'libseccomp\.so\.2' || $(call apt_install,libseccomp2)
 	@$(BIN)/python -c "from sandbox.layout import python; python()" 2>/dev/null || $(call apt_install,python3.11)
@@ -39,7 +43,7 @@ demo: install
 chaos: install
 	$(BIN)/python bench/chaos.py $(CHAOS_ARGS)
 
-test: install
+test: install redis-server
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench-gateway: install

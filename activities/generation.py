@@ -6,10 +6,10 @@ import json
 
 import asyncpg
 from temporalio import activity
-
-from activities.heartbeat import heartbeating
 from temporalio.exceptions import ApplicationError
 
+from activities.errors import permanent_failures
+from activities.heartbeat import heartbeating
 from codegen import hierarchical
 from codegen.base import GenerationParams, ModelUnavailable
 from codegen.manager import ModelManager
@@ -24,7 +24,7 @@ from models.generation import (
     RecordGenerationInput,
 )
 from models.settings import Settings
-from store import generations
+from store import generations, leases
 
 TOKENS_PER_CHAR = 0.25  # a reference's share of the prompt budget is estimated from its length
 
@@ -78,6 +78,7 @@ class GenerationActivities:
                                 seed=1000 * inp.round + index)
 
     @activity.defn(name="generate_candidates")
+    @permanent_failures
     async def generate_candidates(self, inp: CandidatesInput) -> CandidatesResult:
         """n candidates for one spec; the model call runs on a thread, heartbeating between candidates."""
         job = inp.job
@@ -97,6 +98,7 @@ class GenerationActivities:
         return CandidatesResult(candidates=out, path=view.path, language=view.language)
 
     @activity.defn(name="plan_module")
+    @permanent_failures
     async def plan_module(self, inp: PlanInput) -> Plan:
         """hierarchical_generation, step 1: a checked plan (greedy; each retry is told the last error)."""
         backend, view, api_key = await self._prepare(inp.job)
@@ -110,6 +112,7 @@ class GenerationActivities:
             raise ApplicationError(f"hierarchical_generation: {err}", type="PlanInvalid", non_retryable=True) from err
 
     @activity.defn(name="generate_bodies")
+    @permanent_failures
     async def generate_bodies(self, inp: CandidatesInput) -> CandidatesResult:
         """hierarchical_generation, step 2: per candidate, one model call per planned item (heartbeating
         after each), then the module assembled in plan order."""
@@ -138,6 +141,7 @@ class GenerationActivities:
         return CandidatesResult(candidates=out, path=view.path, language=view.language)
 
     @activity.defn(name="record_generation")
+    @permanent_failures
     async def record_generation(self, inp: RecordGenerationInput) -> None:
         g = inp.inp
         if g.project_id is not None:  # a project's pipeline asked for it: no API call made the row
@@ -148,6 +152,9 @@ class GenerationActivities:
         await generations.finish_generation(self._pool, generation_id=g.generation_id, tenant_id=g.tenant_id,
                                             spec=g.spec, model=g.model, techniques=g.techniques,
                                             result=inp.result, error=inp.error)
+        # POST /api/generate took one of the tenant's generation slots for this workflow: the outcome
+        # is recorded, so it is free again (a project's generation released its own already: a no-op)
+        await leases.release(self._pool, tenant_id=g.tenant_id, holder=activity.info().workflow_id)
 
 
 def _chat(backend, messages, params: GenerationParams, api_key: str | None):

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import asyncpg
+from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.errors import permanent_failures
 from knowledge import service
 from knowledge.runtime import KnowledgeRuntime
 from knowledge.vectors import VectorStoreUnavailable
@@ -28,6 +30,7 @@ class KnowledgeActivities:
         self._pool, self._runtime = pool, runtime
 
     @activity.defn(name="index_items")
+    @permanent_failures
     async def index_items(self, inp: IndexInput) -> IndexResult:
         """Make the index match the database for these items; heartbeats after each encoded batch."""
         try:
@@ -37,11 +40,13 @@ class KnowledgeActivities:
             raise ApplicationError(f"vector store unavailable: {err}", type="VectorStoreUnavailable") from err
 
     @activity.defn(name="list_tenant_items")
+    @permanent_failures
     async def list_tenant_items(self, inp: ReindexPageInput) -> ReindexPage:
         items = await snippets.tenant_items(self._pool, tenant_id=inp.tenant_id, after=inp.after, limit=inp.limit)
         return ReindexPage(items=items, last=items[-1].id if items else None)
 
     @activity.defn(name="prune_tenant_points")
+    @permanent_failures
     async def prune_tenant_points(self, inp: ReindexPageInput) -> int:
         """After a re-index: delete the tenant's points whose rows no longer exist."""
         keep, after = set(), None
@@ -62,21 +67,24 @@ class KnowledgeActivities:
         return removed
 
     @activity.defn(name="publish_generated")
+    @permanent_failures
     async def publish_generated(self, inp: PublishInput) -> PublishResult:
         """Generated code that passed its tests becomes a snippet of the tenant (tagged `generated`),
         indexed at once: knowledge.updated goes out with each new row, and a retry adds nothing."""
         ids, max_bytes = [], self._runtime.settings.snippet_max_bytes
         for artifact_id in inp.artifact_ids:
             art = await artifacts.get_artifact(self._pool, tenant_id=inp.tenant_id, artifact_id=artifact_id)
-            body = SnippetCreate(language="python", content=art.content, tags=["generated", f"project:{inp.project_id}"],
-                                 description=f"{art.path}: generated from {art.template_name} {art.template_version} "
-                                             f"by {art.model}, tests passed (project {inp.project_id})")
             try:
+                body = SnippetCreate(language="python", content=art.content,
+                                     tags=["generated", f"project:{inp.project_id}"],
+                                     description=f"{art.path}: generated from {art.template_name} "
+                                                 f"{art.template_version} by {art.model}, tests passed "
+                                                 f"(project {inp.project_id})")
                 snip = await snippets.create_snippet(self._pool, tenant_id=inp.tenant_id, user_id=inp.user_id,
                                                      body=body, max_bytes=max_bytes,
                                                      snippet_id=generated_snippet_id(artifact_id))
-            except Invalid as err:  # larger than SNIPPET_MAX_BYTES: it stays an artifact only
-                activity.logger.info("artifact %s not published: %s", artifact_id, err.message)
+            except (Invalid, ValidationError) as err:  # e.g. larger than SNIPPET_MAX_BYTES: it stays an artifact only
+                activity.logger.info("artifact %s not published: %s", artifact_id, err)
                 continue
             ids.append(snip.id)
         if ids:
@@ -85,6 +93,7 @@ class KnowledgeActivities:
         return PublishResult(snippet_ids=ids)
 
     @activity.defn(name="retrieve_references")
+    @permanent_failures
     async def retrieve_references(self, inp: RetrieveInput) -> list[Reference]:
         """The tenant's snippets most like `query` (hybrid search), for retrieval augmentation."""
         try:

@@ -16,6 +16,7 @@ import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.errors import permanent_failures
 from activities.heartbeat import heartbeating
 from codegen.prompts import spec_view
 from models.common import Service, TaskStatus
@@ -33,10 +34,11 @@ from models.orchestrator import (
     SpecProblem,
     SpecsCheckResult,
 )
-from models.schema_rules import value_violations, values_hash
+from models.schema_rules import values_hash
+from models.schema_safety import checked_value_violations
 from sandbox import SandboxConfig, SandboxUnavailable, isolation, run_tests
 from store import artifacts, instances, pipeline_settings, tasks, templates
-from store.errors import NotFound
+from store.errors import Conflict, Invalid
 
 TEST_TIMEOUT_S = 10.0
 TEST_MEMORY_MB = 512
@@ -54,25 +56,20 @@ class PipelineActivities:
     # --- spec-registry queue --------------------------------------------------------------
 
     @activity.defn(name="attach_templates")
+    @permanent_failures
     async def attach_templates(self, inp: ProjectRef) -> AttachTemplatesResult:
         """initialization: the tenant's default templates (or the built-in ones) attached to the project."""
-        try:
-            ids = await pipeline_settings.attach_templates(self._pool, tenant_id=inp.tenant_id,
-                                                           project_id=inp.project_id)
-        except NotFound as err:
-            raise ApplicationError(err.message, type="NotFound", non_retryable=True) from err
+        ids = await pipeline_settings.attach_templates(self._pool, tenant_id=inp.tenant_id, project_id=inp.project_id)
         return AttachTemplatesResult(template_ids=ids)
 
     @activity.defn(name="check_specs")
+    @permanent_failures
     async def check_specs(self, inp: ProjectRef) -> SpecsCheckResult:
         """spec.complete: every instance validated against its template again (its tests must parse);
         the snapshot of the specs and the settings the run will use."""
-        try:
-            specs = await instances.project_specs(self._pool, tenant_id=inp.tenant_id, project_id=inp.project_id)
-            effective = await pipeline_settings.effective_settings(self._pool, tenant_id=inp.tenant_id,
-                                                                   project_id=inp.project_id)
-        except NotFound as err:
-            raise ApplicationError(err.message, type="NotFound", non_retryable=True) from err
+        specs = await instances.project_specs(self._pool, tenant_id=inp.tenant_id, project_id=inp.project_id)
+        effective = await pipeline_settings.effective_settings(self._pool, tenant_id=inp.tenant_id,
+                                                               project_id=inp.project_id)
         problems: list[SpecProblem] = []
         snapshots: list[SpecSnapshot] = []
         queries: dict[UUID, str] = {}
@@ -83,7 +80,7 @@ class PipelineActivities:
         for spec in specs:
             tpl = await templates.get_template(self._pool, tenant_id=inp.tenant_id, template_id=spec.template_id)
             label = f"{tpl.name}@{tpl.version}"
-            for v in value_violations(tpl.schema_, spec.values):
+            for v in await checked_value_violations(tpl.schema_, spec.values):
                 problems.append(SpecProblem(instance_id=spec.id, template=label, path=v.path, message=v.message))
             queries[spec.id] = spec_view(tpl.schema_, spec.values).query()
             snapshots.append(SpecSnapshot(template_id=tpl.id, template_name=tpl.name, template_version=tpl.version,
@@ -95,37 +92,51 @@ class PipelineActivities:
     # --- integration queue ----------------------------------------------------------------
 
     @activity.defn(name="integrate_artifacts")
+    @permanent_failures
     async def integrate_artifacts(self, inp: IntegrateInput) -> IntegrateResult:
-        """integration: the round's files into the project's tree, checked, stored by content hash."""
-        paths = _unique_paths(inp)
-        files = {paths[o.spec.instance_id]: o.generation.files[0].content.rstrip("\n") + "\n"
-                 for o in inp.outputs if o.generation and o.generation.files and o.generation.files[0].content.strip()}
+        """integration: the round's files into the project's tree, checked, stored by content hash in one
+        transaction (a retry finds them all, at the same paths)."""
+        files = {o.spec.instance_id: _content(o) for o in inp.outputs if _content(o) is not None}
+        current = await artifacts.current_paths(self._pool, tenant_id=inp.tenant_id, project_id=inp.project_id)
+        paths = _unique_paths(inp, current, set(files))
         try:
             importable = self._sandbox.importable()
         except RuntimeError as err:  # an allowed package is missing: the worker's configuration
             raise ApplicationError(f"sandbox unavailable: {err}", type=SANDBOX_UNAVAILABLE, non_retryable=True) from err
-        findings = static_checks(files, importable)
+        findings = static_checks({paths[iid]: content for iid, content in files.items()}, importable)
+        new: list[artifacts.NewArtifact] = []
+        for o in inp.outputs:
+            iid = o.spec.instance_id
+            if iid in files:
+                new.append(artifacts.NewArtifact(
+                    instance_id=iid, path=paths[iid], content=files[iid], values_hash=o.spec.values_hash,
+                    template_id=o.spec.template_id, template_name=o.spec.template_name,
+                    template_version=o.spec.template_version, model=inp.model, techniques=inp.techniques,
+                    retrieved_snippets=[str(s) for s in o.generation.provenance.retrieved_snippets],
+                    generation_id=o.generation.id, round=inp.round,
+                    checks={"parses": findings[paths[iid]].parses, "problems": findings[paths[iid]].problems}))
+        for item in new:  # a template's path hint that leaves the tree: say which template
+            try:
+                artifacts.check_path(item.path)
+            except Invalid as err:
+                raise Invalid(f"template {item.template_name} {item.template_version} (instance {item.instance_id}): "
+                              f"{err.message}") from err
+        stored = {a.instance_id: a for a in await artifacts.store_artifacts(
+            self._pool, tenant_id=inp.tenant_id, project_id=inp.project_id, items=new)}
         out: list[ArtifactRef] = []
         for o in inp.outputs:
             iid, path = o.spec.instance_id, paths[o.spec.instance_id]
-            if path not in files:
+            if iid not in stored:
                 out.append(ArtifactRef(instance_id=iid, path=path, parses=None,
                                        problems=[o.error or (o.generation.note if o.generation else None)
                                                  or "nothing was generated"]))
                 continue
-            gen = o.generation
-            checks = {"parses": findings[path].parses, "problems": findings[path].problems}
-            art = await artifacts.store_artifact(
-                self._pool, tenant_id=inp.tenant_id, project_id=inp.project_id, instance_id=iid, path=path,
-                content=files[path], values_hash=o.spec.values_hash, template_id=o.spec.template_id,
-                template_name=o.spec.template_name, template_version=o.spec.template_version, model=inp.model,
-                techniques=inp.techniques, retrieved_snippets=[str(s) for s in gen.provenance.retrieved_snippets],
-                generation_id=gen.id, round=inp.round, checks=checks)
-            out.append(ArtifactRef(instance_id=iid, artifact_id=art.id, path=path, parses=findings[path].parses,
-                                   problems=findings[path].problems))
+            out.append(ArtifactRef(instance_id=iid, artifact_id=stored[iid].id, path=path,
+                                   parses=findings[path].parses, problems=findings[path].problems))
         return IntegrateResult(artifacts=out)
 
     @activity.defn(name="run_spec_tests")
+    @permanent_failures
     async def run_spec_tests(self, inp: DebugRoundInput) -> DebugRoundResult:
         """debugging: each instance's tests against its code in sandbox/; the round is a workflow_tasks row.
         Without a sandbox nothing runs: a non-retryable SandboxUnavailable, which fails the project."""
@@ -184,6 +195,9 @@ def static_checks(files: dict[str, str], importable: set[str] = frozenset()) -> 
         except (SyntaxError, ValueError) as err:
             out[path].parses = False
             out[path].problems.append(f"does not parse: {getattr(err, 'msg', err)}")
+        except (RecursionError, MemoryError):  # nesting deeper than the parser can take: never a crash
+            out[path].parses = False
+            out[path].problems.append("does not parse: nested too deeply for the parser")
     modules = {path.removesuffix(".py").replace("/", "."): tree for path, tree in trees.items()}
     for path, tree in trees.items():
         for node in ast.walk(tree):
@@ -223,18 +237,50 @@ def _top_level_names(tree: ast.Module) -> set[str]:
     return names
 
 
-def _unique_paths(inp: IntegrateInput) -> dict[UUID, str]:
-    """Each instance's file path; a path two instances would share gets the instance id's prefix."""
-    paths: dict[UUID, str] = {}
-    taken: set[str] = set()
+def _content(o) -> str | None:
+    """The file an instance's generation produced (None: nothing to store)."""
+    files = o.generation.files if o.generation else []
+    return files[0].content.rstrip("\n") + "\n" if files and files[0].content.strip() else None
+
+
+def _unique_paths(inp: IntegrateInput, current: dict[UUID, str], storing: set[UUID]) -> dict[UUID, str]:
+    """Each instance's file path in the project's tree: the same on every attempt of the activity.
+
+    `current`: instance -> path of its current artifact, across the project; `storing`: the instances this
+    round stores a file for. The paths that the current files of every other instance hold are taken (an
+    instance with nothing new keeps its file). The path the template asks for, or if it is taken, that path
+    with the instance id's prefix (then its whole id); an instance whose current file already has one of
+    those keeps it, so a path stays with the instance that had it first and a retry after a commit finds
+    the same paths. An instance with nothing to store is shown at its current file's path. The download's
+    manifest name is never given out."""
+    taken = {path for iid, path in current.items() if iid not in storing}
+    options = {o.spec.instance_id: _path_options(spec_view(o.spec.schema_, o.spec.values).path, o.spec.instance_id)
+               for o in inp.outputs}
+    paths = {iid: current[iid] for iid in storing if iid in current and current[iid] in options[iid]}
+    claimed = taken | set(paths.values()) | {artifacts.MANIFEST}
     for o in inp.outputs:
-        path = spec_view(o.spec.schema_, o.spec.values).path
-        if path in taken:
-            stem, dot, ext = path.rpartition(".")
-            path = f"{stem}_{str(o.spec.instance_id)[:8]}.{ext}" if dot else f"{path}_{str(o.spec.instance_id)[:8]}"
-        taken.add(path)
-        paths[o.spec.instance_id] = path
+        iid = o.spec.instance_id
+        if iid in paths:
+            continue
+        if iid not in storing:
+            paths[iid] = current.get(iid, options[iid][0])
+            continue
+        free = next((p for p in options[iid] if p not in claimed), None)
+        if free is None:
+            raise Conflict(f"no free path for instance {iid}: {options[iid][0]!r} and its variants are taken")
+        paths[iid] = free
+        claimed.add(free)
     return paths
+
+
+def _path_options(path: str, instance_id: UUID) -> list[str]:
+    """`path`, then with the instance id's prefix before the extension, its whole id, and numbered (a last resort)."""
+    folder, slash, name = path.rpartition("/")
+    stem, dot, ext = name.rpartition(".")
+    if not (dot and stem):
+        stem, dot, ext = name, "", ""
+    tagged = [f"{folder}{slash}{stem}_{tag}{dot}{ext}" for tag in (str(instance_id)[:8], instance_id.hex)]
+    return [path, *tagged, *(f"{folder}{slash}{stem}_{instance_id.hex}_{n}{dot}{ext}" for n in range(2, 2 + 64))]
 
 
 def _report(run, total: int) -> dict:

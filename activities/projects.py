@@ -5,6 +5,7 @@ import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.errors import permanent_failures
 from models.generation import LeaseInput
 from models.orchestrator import RecordStateInput, RecordStateResult
 from store import leases, projects
@@ -16,6 +17,7 @@ class ProjectActivities:
         self._pool = pool
 
     @activity.defn(name="record_project_state")
+    @permanent_failures
     async def record_project_state(self, inp: RecordStateInput) -> RecordStateResult:
         try:
             applied = await projects.record_state(self._pool, inp)
@@ -28,11 +30,13 @@ class ProjectActivities:
         return RecordStateResult(applied=applied)
 
     @activity.defn(name="acquire_generation_slot")
+    @permanent_failures
     async def acquire_generation_slot(self, inp: LeaseInput) -> bool:
         """One of the tenant's generation slots for this holder, if one is free (a retry renews it)."""
         return await leases.acquire(self._pool, tenant_id=inp.tenant_id, holder=inp.holder, limit=inp.limit,
                                     ttl_s=inp.ttl_s)
 
     @activity.defn(name="release_generation_slot")
+    @permanent_failures
     async def release_generation_slot(self, inp: LeaseInput) -> None:
         await leases.release(self._pool, tenant_id=inp.tenant_id, holder=inp.holder)

@@ -17,6 +17,7 @@ from api.ratelimit import RateLimiter
 from api.routes import auth, events, keys
 from api.security.auth import Authenticator
 from api.services import SERVICES, ServiceDef
+from models import schema_safety
 from models.settings import Settings, get_settings
 from store.db import create_pool
 from store.temporal import connect_temporal
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None, service: str | None = None) -> 
                         limiter=RateLimiter(settings) if service is None else None,
                         extras=extras)
         app.state.resources = res
+        schema_safety.configure(settings)  # the validation pool's deadline and caps
         try:
             yield
         finally:

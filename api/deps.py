@@ -10,7 +10,9 @@ from temporalio.client import Client
 
 from api.errors import ServiceUnavailable
 from api.ratelimit import RateLimiter
+from api.security import guard
 from api.security.auth import Authenticator
+from api.security.clients import client_address
 from api.security.rbac import required_role
 from models.auth import Principal
 from models.settings import Settings
@@ -61,18 +63,21 @@ async def authenticate(
     x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Principal:
-    principal = await res.auth.authenticate(api_key=x_api_key, authorization=authorization)
+    principal = await guard.authenticate(res.auth, res.limiter, address=client_address(request, res.settings),
+                                         api_key=x_api_key, authorization=authorization)
     request.state.principal = principal
     return principal
 
 
 async def authorize(request: Request, res: ResourcesDep, principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
-    """Rate limit, then check the role the route's method and path need."""
+    """Rate limit (the key's budget, then the tenant's), then check the role the route's method and path need."""
     if res.limiter is not None:
-        state = await res.limiter.hit(principal.rate_key)
+        state = await res.limiter.hit(principal)
         request.state.rate_headers = state.headers()
         if not state.allowed:
-            raise HTTPException(429, "rate limit exceeded", headers=state.headers())
+            detail = ("rate limit exceeded" if state.refused_by == "key"
+                      else "the tenant's rate limit is exceeded (all of its keys together)")
+            raise HTTPException(429, detail, headers=state.headers())
     needed = required_role(request.method, request.url.path)
     if not principal.role.at_least(needed):
         raise HTTPException(403, f"this needs the {needed.value} role; the caller is {principal.role.value}")

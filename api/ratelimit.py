@@ -1,15 +1,28 @@
-"""Rate limiting with `limits`: moving window, per tenant and key; memory or Redis storage."""
+"""Rate limiting with `limits`: moving windows in memory, or in Redis (REDIS_URL) shared by every gateway.
+
+Budgets:
+- RATE_LIMIT per API key (a JWT minted from a key spends that key's), and TENANT_RATE_LIMIT for all of
+  a tenant's keys together, so minting more keys buys nothing.
+- Failed authentications: AUTH_RATE_LIMIT per client address and AUTH_PREFIX_RATE_LIMIT per API-key
+  prefix. Only failures count. Once a budget is spent, credentials that cannot be checked without a
+  database lookup are refused with 429 before the lookup, except keys that authenticated within
+  AUTH_KNOWN_GOOD_SECONDS (a mark per key hash): a working client keeps working beside an attacker.
+"""
 from __future__ import annotations
 
 import math
 import time
 from dataclasses import dataclass
+from uuid import UUID
 
-from limits import parse
+from limits import RateLimitItem, parse
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 
+from models.auth import Principal
 from models.settings import Settings
+
+NS = "specmill"
 
 
 @dataclass
@@ -23,21 +36,120 @@ class RateState:
         h = {"X-RateLimit-Limit": str(self.limit), "X-RateLimit-Remaining": str(self.remaining),
              "X-RateLimit-Reset": str(math.ceil(self.reset_at))}
         if not self.allowed:
-            h["Retry-After"] = str(max(1, math.ceil(self.reset_at - time.time())))
+            h["Retry-After"] = self.retry_after()
         return h
+
+    def retry_after(self) -> str:
+        return str(max(1, math.ceil(self.reset_at - time.time())))
+
+
+@dataclass
+class ApiState:
+    """A request's two budgets: the key's (the X-RateLimit-* headers) and the tenant's."""
+
+    key: RateState
+    tenant: RateState | None
+
+    @property
+    def allowed(self) -> bool:
+        return self.key.allowed and (self.tenant is None or self.tenant.allowed)
+
+    @property
+    def refused_by(self) -> str | None:
+        if not self.key.allowed:
+            return "key"
+        if self.tenant is not None and not self.tenant.allowed:
+            return "tenant"
+        return None
+
+    def headers(self) -> dict[str, str]:
+        h = self.key.headers()
+        if self.tenant is not None:
+            h["X-RateLimit-Tenant-Limit"] = str(self.tenant.limit)
+            h["X-RateLimit-Tenant-Remaining"] = str(self.tenant.remaining)
+            if not self.tenant.allowed:
+                h["Retry-After"] = self.tenant.retry_after()
+        return h
+
+
+def _storage(url: str | None):
+    """limits' storage for REDIS_URL (redis://, rediss://, redis+sentinel://...), else in memory.
+    Redis goes through redis-py (`pip install '.[redis]'`): limits 5.8 does not speak coredis 6."""
+    url = url or "memory://"
+    url = url if url.startswith("async+") else f"async+{url}"
+    if url.startswith("async+redis"):
+        return storage_from_string(url, implementation="redispy")
+    return storage_from_string(url)
 
 
 class RateLimiter:
     def __init__(self, settings: Settings) -> None:
-        url = settings.redis_url or "memory://"
-        self.storage = storage_from_string(url if url.startswith("async+") else f"async+{url}")
+        self.storage = _storage(settings.redis_url)
         self.limiter = MovingWindowRateLimiter(self.storage)
         self.api_limit = parse(settings.rate_limit)
+        self.tenant_limit = parse(settings.tenant_rate_limit)
         self.auth_limit = parse(settings.auth_rate_limit)
+        self.prefix_limit = parse(settings.auth_prefix_rate_limit)
+        self.known_good_s = settings.auth_known_good_seconds
 
-    async def hit(self, key: str, *, auth: bool = False) -> RateState:
-        item = self.auth_limit if auth else self.api_limit
-        allowed = await self.limiter.hit(item, "specmill", key)
-        stats = await self.limiter.get_window_stats(item, "specmill", key)
+    async def _hit(self, item: RateLimitItem, *ids: str) -> RateState:
+        allowed = await self.limiter.hit(item, NS, *ids)
+        stats = await self.limiter.get_window_stats(item, NS, *ids)
         return RateState(allowed=allowed, limit=item.amount, remaining=max(0, stats.remaining),
                          reset_at=stats.reset_time)
+
+    async def _spent(self, item: RateLimitItem, *ids: str) -> RateState | None:
+        """The window's state if its budget is spent (without spending any), else None."""
+        stats = await self.limiter.get_window_stats(item, NS, *ids)
+        if stats.remaining > 0:
+            return None
+        return RateState(allowed=False, limit=item.amount, remaining=0, reset_at=stats.reset_time)
+
+    # --- API requests ---------------------------------------------------------------------
+
+    async def hit(self, principal: Principal) -> ApiState:
+        """Spend one request of the key's budget, then (if that allowed it) one of the tenant's."""
+        key = await self._hit(self.api_limit, "key", principal.rate_key)
+        if not key.allowed:
+            return ApiState(key=key, tenant=None)
+        return ApiState(key=key, tenant=await self.hit_tenant(principal.tenant_id))
+
+    async def hit_tenant(self, tenant_id: UUID) -> RateState:
+        return await self._hit(self.tenant_limit, "tenant", str(tenant_id))
+
+    # --- failed authentication ------------------------------------------------------------
+
+    async def blocked(self, *, address: str, prefix: str | None) -> RateState | None:
+        """Set when this address, or this key prefix, has used up its failures."""
+        spent = await self._spent(self.auth_limit, "authfail", "addr", address)
+        if spent is None and prefix is not None:
+            spent = await self._spent(self.prefix_limit, "authfail", "prefix", prefix)
+        return spent
+
+    async def failed(self, *, address: str, prefix: str | None) -> RateState:
+        """Count one failed authentication; the state says whether the caller is now over a budget."""
+        state = await self._hit(self.auth_limit, "authfail", "addr", address)
+        if prefix is not None:
+            by_prefix = await self._hit(self.prefix_limit, "authfail", "prefix", prefix)
+            if not by_prefix.allowed and state.allowed:
+                state = by_prefix
+        return state
+
+    def _good_keys(self, key_hash: str) -> tuple[str, str]:
+        bucket = int(time.time() // self.known_good_s)  # this period's mark and the last one's
+        return (f"{NS}/good/{key_hash[:32]}/{bucket}", f"{NS}/good/{key_hash[:32]}/{bucket - 1}")
+
+    async def mark_good(self, key_hash: str) -> None:
+        """This key just authenticated: it stays exempt from address blocks for known_good_s at least."""
+        current, _ = self._good_keys(key_hash)
+        await self.storage.incr(current, 2 * self.known_good_s)
+
+    async def forget_good(self, key_hash: str) -> None:
+        for k in self._good_keys(key_hash):
+            await self.storage.clear(k)
+
+    async def known_good(self, key_hash: str) -> bool:
+        for k in self._good_keys(key_hash):
+            if await self.storage.get(k) > 0:
+                return True
+        return False

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from codegen.base import Message
+from models import spec_paths
 
 ROLES = ("name", "description", "signature", "tests", "items", "context")
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)(?:```|\Z)", re.S)
@@ -39,11 +40,13 @@ class SpecView:
 
 
 def spec_view(schema: dict[str, Any], values: dict[str, Any]) -> SpecView:
-    hints = schema.get("x-specmill") or {}
+    hints = schema.get("x-specmill") if isinstance(schema.get("x-specmill"), dict) else {}
     view = SpecView(language=str(hints.get("language", "python")))
-    props = schema.get("properties") or {}
+    props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
     for key, value in values.items():
-        role = ((props.get(key) or {}).get("x-specmill") or {}).get("role")
+        prop = props.get(key)
+        prop_hints = prop.get("x-specmill") if isinstance(prop, dict) else None  # a property may be `true`
+        role = prop_hints.get("role") if isinstance(prop_hints, dict) else None
         if role == "name":
             view.name = str(value)
         elif role == "description":
@@ -58,16 +61,10 @@ def spec_view(schema: dict[str, Any], values: dict[str, Any]) -> SpecView:
             view.context.append(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
         else:
             view.requirements.append(f"{key}: {value if isinstance(value, str) else json.dumps(value)}")
-    pattern = str(hints.get("path") or ("{name}" + _EXT.get(view.language, ".txt")))
-    fmt = {**{k: v for k, v in values.items() if isinstance(v, (str, int))}, "name": view.name or "main"}
-    try:
-        view.path = pattern.format(**fmt)
-    except (KeyError, IndexError, ValueError):
-        view.path = f"{view.name or 'main'}{_EXT.get(view.language, '.txt')}"
+    # The path hint is checked when the template is saved and the rendered path when the instance is
+    # (models.spec_paths); one that still leaves the project's tree falls back to main.<ext> here.
+    view.path = spec_paths.file_path(schema, values, view.name)
     return view
-
-
-_EXT = {"python": ".py", "javascript": ".js", "typescript": ".ts", "go": ".go", "rust": ".rs", "java": ".java"}
 
 
 def spec_lines(view: SpecView, *, signatures: str, tests: str) -> list[str]:

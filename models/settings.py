@@ -5,11 +5,14 @@ embedded launcher writes on first start (generated secrets and the embedded data
 """
 from __future__ import annotations
 
+import ipaddress
+import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DATA_DIR_DEFAULT = Path(".specmill")
 
@@ -81,7 +84,7 @@ class Settings(BaseSettings):
 
     # --- rate limiting ------------------------------------------------------------------
     rate_limit: str = Field("600/minute", description="Per tenant and key, moving window (`limits` syntax).")
-    auth_rate_limit: str = Field("30/minute", description="POST /auth/token per client address.")
+    auth_rate_limit: str = Field("30/minute", description="Failed API-key authentications per client address (moving window).")
     redis_url: str | None = Field(None, description="Rate-limit storage; unset: in memory.")
 
     # --- knowledge base -----------------------------------------------------------------
@@ -140,6 +143,66 @@ class Settings(BaseSettings):
     sandbox_max_processes: int = Field(64, ge=4, description="Processes and threads of one run together (pids cgroup).")
     sandbox_cgroup_root: str | None = Field(
         None, description="A delegated cgroup v2 directory for run cgroups (default: /sys/fs/cgroup, as root).")
+
+    # --- limits (tenant fairness; README "Security" lists them) -----------------------------
+    tenant_rate_limit: str = Field("3000/minute", description="All requests of one tenant, every key together "
+                                                              "(on top of RATE_LIMIT per key).")
+    auth_prefix_rate_limit: str = Field(
+        "10/minute", description="Failed authentications with one API key prefix (sm_<prefix>_...), from anywhere.")
+    auth_known_good_seconds: int = Field(
+        3600, ge=60, description="A key that authenticated within this long still works from an address that "
+                                 "AUTH_RATE_LIMIT blocks for its failures.")
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        [], description="CIDRs (comma-separated) of reverse proxies whose X-Forwarded-For names the client; "
+                        "empty: the peer address is the client.")
+    max_api_keys_per_tenant: int = Field(50, ge=1, description="Live (unrevoked) API keys a tenant may hold.")
+    generate_token_budget: int = Field(8192, ge=1, description="POST /api/generate: n × max_new_tokens per "
+                                                               "request at most (422 above).")
+    generate_lease_ttl_seconds: float = Field(
+        3600.0, gt=0, description="A POST /api/generate holds one of the tenant's generation slots until it is "
+                                  "recorded, or at most this long (a lost worker).")
+    max_event_streams_per_tenant: int = Field(8, ge=1, description="Open /api/events/stream connections per "
+                                                                    "tenant, all gateways together (429 above).")
+    event_stream_poll_seconds: float = Field(
+        15.0, gt=0, description="SSE streams wake on NOTIFY; this slow re-read (and keep-alive) covers a "
+                                "notification lost while the listener reconnects.")
+
+    # --- validation (schemas and values from tenants; models/schema_safety.py) --------------------
+    validation_timeout_seconds: float = Field(
+        2.0, gt=0, description="One schema or value validation may run this long (in a worker process, killed "
+                               "past it); the request gets a 422 \"validation took too long\".")
+    validation_workers: int = Field(2, ge=1, le=64, description="Validation worker processes per gateway or "
+                                                                "worker process (more requests queue for them).")
+    validation_memory_mb: int = Field(
+        1024, ge=0, description="Address-space limit of a validation worker process (MiB; 0: none). Past it the "
+                                "validation is a 422.")
+    validation_max_pattern_length: int = Field(
+        1000, ge=1, description="Longest `pattern` / `patternProperties` regex a schema may hold (422 at save).")
+    validation_max_pattern_value_length: int = Field(
+        100_000, ge=1, description="Longest string (value or property name) checked against a pattern; a longer "
+                                   "one is a violation.")
+    validation_max_schema_bytes: int = Field(
+        256 * 1024, ge=1024, description="Largest template or inline schema, as compact JSON (422 at save). "
+                                         "Nesting is capped at 64 levels for schemas and values alike.")
+    validation_max_errors: int = Field(50, ge=1, le=1000, description="Violations reported per validation; each "
+                                                                      "message is cut at 500 characters.")
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value):
+        if isinstance(value, str):
+            value = value.strip()
+            if value.startswith("["):
+                return json.loads(value)
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            ipaddress.ip_network(cidr, strict=False)  # ValueError: a bad CIDR stops startup
+        return value
 
     @property
     def uses_embedded_postgres(self) -> bool:

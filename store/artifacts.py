@@ -1,12 +1,14 @@
 """Artifacts: a project's generated files, stored idempotently by content hash, with their provenance.
 
-Each (project, instance, content_hash) is one row: storing the same code again reuses it. Exactly one
-artifact of an instance is `current` (the project's artifact tree), and a path of the tree belongs to
-one instance at a time.
+Each (project, instance, content_hash) is one row: storing the same code again reuses it. At most one
+artifact of an instance is `current` (together they are the project's artifact tree), and a path of the
+tree belongs to one instance at a time: `current_paths` says which, so that a round's new files avoid
+the paths the current files of the other instances hold.
 """
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -56,60 +58,101 @@ async def _require_instance(conn: asyncpg.Connection, tenant_id: UUID, project_i
         raise NotFound(f"instance {instance_id} not found in project {project_id}")
 
 
-async def store_artifact(
-    pool: asyncpg.Pool, *, tenant_id: UUID, project_id: UUID, instance_id: UUID, path: str, content: str,
-    values_hash: str, template_id: UUID | None, template_name: str, template_version: str, model: str,
-    techniques: list[str], retrieved_snippets: list[Any], generation_id: UUID | None, round: int,
-    checks: dict[str, Any],
-) -> ArtifactPublic:
-    """Store the instance's file and make it the instance's only current artifact, in one transaction.
+@dataclass(frozen=True)
+class NewArtifact:
+    """One instance's file for `store_artifacts`, with its provenance."""
+
+    instance_id: UUID
+    path: str
+    content: str
+    values_hash: str
+    template_id: UUID | None
+    template_name: str
+    template_version: str
+    model: str
+    techniques: list[str]
+    retrieved_snippets: list[Any]
+    generation_id: UUID | None
+    round: int
+    checks: dict[str, Any]
+
+
+async def store_artifact(pool: asyncpg.Pool, *, tenant_id: UUID, project_id: UUID, **artifact: Any) -> ArtifactPublic:
+    """Store the instance's file and make it the instance's only current artifact (`store_artifacts` of one):
+    Conflict when another instance's current artifact holds `path`."""
+    [stored] = await store_artifacts(pool, tenant_id=tenant_id, project_id=project_id, items=[NewArtifact(**artifact)])
+    return stored
+
+
+async def store_artifacts(
+    pool: asyncpg.Pool, *, tenant_id: UUID, project_id: UUID, items: list[NewArtifact]
+) -> list[ArtifactPublic]:
+    """Store these instances' files (a round's) and make each its instance's only current artifact, all in
+    one transaction: a retry finds all of them or none.
 
     The same content again reuses its row (provenance, round, generation and checks updated; test results
-    kept unless the values changed). Conflict when another instance's current artifact holds `path`.
+    kept unless the values changed). The instances' current files give up their paths before any is taken,
+    so these instances may trade paths among themselves. Invalid for a path outside the tree; Conflict
+    for a path two of `items` share, or that the current artifact of an instance outside `items` holds.
     """
-    check_path(path)
-    digest = content_hash(content)
-    args = (tenant_id, project_id, instance_id, path, content, digest, values_hash, template_id, template_name,
-            template_version, model, to_jsonable_python(list(techniques)),
-            to_jsonable_python(list(retrieved_snippets)), generation_id, round, to_jsonable_python(dict(checks)))
+    for item in items:
+        check_path(item.path)
+    by_instance = {item.instance_id: item for item in items}
+    if len(by_instance) != len(items):
+        raise Invalid("one file per instance: an instance appears twice")
+    paths: dict[str, UUID] = {}
+    for item in items:
+        if paths.setdefault(item.path, item.instance_id) != item.instance_id:
+            raise Conflict(f"path {item.path!r} is wanted by instances {paths[item.path]} and {item.instance_id}",
+                           extra={"path": item.path})
+    ids = sorted(by_instance)
     async with tenant_tx(pool, tenant_id) as conn:
-        await _require_instance(conn, tenant_id, project_id, instance_id)
-        holder = await conn.fetchval(
-            """select instance_id from artifacts
-               where tenant_id = $1 and project_id = $2 and path = $3 and current and instance_id <> $4""",
-            tenant_id, project_id, path, instance_id,
+        for instance_id in ids:  # in id order: two writers never wait for each other's locks
+            await _require_instance(conn, tenant_id, project_id, instance_id)
+        holder = await conn.fetchrow(
+            """select path, instance_id from artifacts
+               where tenant_id = $1 and project_id = $2 and path = any($3::text[]) and current
+                 and instance_id <> all($4::uuid[])
+               order by path limit 1""",
+            tenant_id, project_id, list(paths), ids,
         )
         if holder is not None:
-            raise Conflict(f"path {path!r} is already the current file of instance {holder}",
-                           extra={"path": path, "instance_id": str(holder)})
-        await conn.execute(
+            raise Conflict(f"path {holder['path']!r} is already the current file of instance {holder['instance_id']}",
+                           extra={"path": holder["path"], "instance_id": str(holder["instance_id"])})
+        await conn.execute(  # the upserts below make each instance's file current again, at its new path
             """update artifacts set current = false, updated_at = now() at time zone 'utc'
-               where tenant_id = $1 and project_id = $2 and instance_id = $3 and current and content_hash <> $4""",
-            tenant_id, project_id, instance_id, digest,
+               where tenant_id = $1 and project_id = $2 and instance_id = any($3::uuid[]) and current""",
+            tenant_id, project_id, ids,
         )
         try:
-            row = await conn.fetchrow(
-                f"""insert into artifacts (id, tenant_id, project_id, instance_id, path, content, content_hash,
-                      values_hash, template_id, template_name, template_version, model, techniques,
-                      retrieved_snippets, generation_id, round, checks)
-                    values ($17, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
-                    on conflict (project_id, instance_id, content_hash) do update set
-                      path = excluded.path, values_hash = excluded.values_hash,
-                      template_id = excluded.template_id, template_name = excluded.template_name,
-                      template_version = excluded.template_version, model = excluded.model,
-                      techniques = excluded.techniques, retrieved_snippets = excluded.retrieved_snippets,
-                      generation_id = excluded.generation_id, round = excluded.round, checks = excluded.checks,
-                      test_status = case when artifacts.values_hash = excluded.values_hash
-                                         then artifacts.test_status end,
-                      tests = case when artifacts.values_hash = excluded.values_hash then artifacts.tests end,
-                      current = true, updated_at = now() at time zone 'utc'
-                    returning {_COLS}""",
-                *args, uuid4(),
-            )
-        except asyncpg.UniqueViolationError as err:  # a concurrent writer of another instance took the path
-            raise Conflict(f"path {path!r} is already the current file of another instance",
-                           extra={"path": path}) from err
-    return _model(row)
+            return [_model(await conn.fetchrow(_UPSERT, *_args(tenant_id, project_id, item), uuid4()))
+                    for item in items]
+        except asyncpg.UniqueViolationError as err:  # a concurrent writer of another instance took a path
+            raise Conflict("a path is already the current file of another instance", extra={"paths": list(paths)}) \
+                from err
+
+
+def _args(tenant_id: UUID, project_id: UUID, a: NewArtifact) -> tuple:
+    return (tenant_id, project_id, a.instance_id, a.path, a.content, content_hash(a.content), a.values_hash,
+            a.template_id, a.template_name, a.template_version, a.model, to_jsonable_python(list(a.techniques)),
+            to_jsonable_python(list(a.retrieved_snippets)), a.generation_id, a.round,
+            to_jsonable_python(dict(a.checks)))
+
+
+_UPSERT = f"""insert into artifacts (id, tenant_id, project_id, instance_id, path, content, content_hash,
+      values_hash, template_id, template_name, template_version, model, techniques,
+      retrieved_snippets, generation_id, round, checks)
+    values ($17, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+    on conflict (project_id, instance_id, content_hash) do update set
+      path = excluded.path, values_hash = excluded.values_hash,
+      template_id = excluded.template_id, template_name = excluded.template_name,
+      template_version = excluded.template_version, model = excluded.model,
+      techniques = excluded.techniques, retrieved_snippets = excluded.retrieved_snippets,
+      generation_id = excluded.generation_id, round = excluded.round, checks = excluded.checks,
+      test_status = case when artifacts.values_hash = excluded.values_hash then artifacts.test_status end,
+      tests = case when artifacts.values_hash = excluded.values_hash then artifacts.tests end,
+      current = true, updated_at = now() at time zone 'utc'
+    returning {_COLS}"""
 
 
 async def record_test_result(
@@ -150,6 +193,16 @@ async def list_artifacts(
             tenant_id, project_id, current_only,
         )
     return [_model(r) for r in rows]
+
+
+async def current_paths(pool: asyncpg.Pool, *, tenant_id: UUID, project_id: UUID) -> dict[UUID, str]:
+    """instance_id -> path of its current artifact (instances with none are absent)."""
+    async with tenant_tx(pool, tenant_id) as conn:
+        rows = await conn.fetch(
+            "select instance_id, path from artifacts where tenant_id = $1 and project_id = $2 and current",
+            tenant_id, project_id,
+        )
+    return {r["instance_id"]: r["path"] for r in rows}
 
 
 async def current_values_hashes(pool: asyncpg.Pool, *, tenant_id: UUID, project_id: UUID) -> dict[UUID, str]:

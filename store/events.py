@@ -1,12 +1,25 @@
-"""The transactional outbox: events are written on the connection of the change that caused them."""
+"""The transactional outbox: events are written on the connection of the change that caused them.
+
+Each event has a number of its tenant's own (`tenant_seq`, the API's `seq`: a trigger assigns it from
+event_counters) and its insert NOTIFYs channel `specmill_events` with the tenant id at commit
+(migration 20261125000009). `EventListener` turns those notifications into wake-ups for a process's
+open streams.
+"""
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections import defaultdict
 from typing import Any
 from uuid import UUID, uuid4
 
 import asyncpg
 
 from models.events import EventPayload
+
+log = logging.getLogger("specmill.events")
+
+CHANNEL = "specmill_events"
 
 
 async def emit(
@@ -31,10 +44,91 @@ async def emit(
 async def list_events(
     conn: asyncpg.Connection, *, tenant_id: UUID, after: int, limit: int, types: list[str] | None = None
 ) -> list[dict[str, Any]]:
+    """The tenant's events numbered above `after` (its own numbering), oldest first."""
     rows = await conn.fetch(
-        """select seq, id, type, schema, subject_id, payload, created_at from events
-           where tenant_id = $1 and seq > $2 and ($3::text[] is null or type = any($3))
-           order by seq limit $4""",
+        """select tenant_seq as seq, id, type, schema, subject_id, payload, created_at from events
+           where tenant_id = $1 and tenant_seq > $2 and ($3::text[] is null or type = any($3))
+           order by tenant_seq limit $4""",
         tenant_id, after, types, limit,
     )
     return [dict(r) for r in rows]
+
+
+class EventListener:
+    """One dedicated connection per process LISTENing on `specmill_events`; subscribers are woken
+    per tenant. When the connection is lost it reconnects (1 s, doubling to 30 s) and wakes every
+    subscriber, since notifications sent meanwhile are lost: a woken stream re-reads the table."""
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self._subs: dict[str, set[asyncio.Event]] = defaultdict(set)
+        self._conn: asyncpg.Connection | None = None
+        self._lost = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._ready = asyncio.Event()
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and not self._conn.is_closed()
+
+    def subscribe(self, tenant_id: UUID) -> asyncio.Event:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="specmill-event-listener")
+        wake = asyncio.Event()
+        self._subs[str(tenant_id)].add(wake)
+        return wake
+
+    def unsubscribe(self, tenant_id: UUID, wake: asyncio.Event) -> None:
+        subs = self._subs.get(str(tenant_id))
+        if subs is not None:
+            subs.discard(wake)
+            if not subs:
+                del self._subs[str(tenant_id)]
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """True once the first LISTEN is in place (tests; a stream does not need to wait)."""
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    def _notified(self, _conn, _pid, _channel, payload: str) -> None:
+        for wake in self._subs.get(payload, ()):
+            wake.set()
+
+    def _wake_all(self) -> None:
+        for subs in self._subs.values():
+            for wake in subs:
+                wake.set()
+
+    async def _run(self) -> None:
+        delay = 1.0
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(self._dsn)
+                self._lost.clear()
+                conn.add_termination_listener(lambda _c: self._lost.set())
+                await conn.add_listener(CHANNEL, self._notified)
+                self._conn, delay = conn, 1.0
+                self._ready.set()
+                self._wake_all()  # anything sent while nobody listened is read again
+                await self._lost.wait()
+            except asyncio.CancelledError:
+                self._conn = None
+                if conn is not None and not conn.is_closed():
+                    await conn.close(timeout=5)
+                raise
+            except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+                log.warning("event listener: %s; retrying in %.0f s", err, delay)
+            self._conn = None
+            self._wake_all()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None

@@ -8,7 +8,8 @@ import asyncpg
 
 from models.events import spec_instance_event
 from models.registry import InstanceCreate, InstancePublic, InstanceUpdate, ProjectSpec
-from models.schema_rules import value_violations, values_hash
+from models import schema_safety
+from models.schema_rules import values_hash
 from store import events
 from store.db import tenant_tx
 from codegen.builtin_templates import SYSTEM_TENANT
@@ -42,8 +43,13 @@ async def _require_project(conn: asyncpg.Connection, tenant_id: UUID, project_id
         raise NotFound(f"project {project_id} not found")
 
 
-def _validate(schema: dict[str, Any], values: dict[str, Any]) -> None:
-    violations = value_violations(schema, values)
+async def check_values(schema: dict[str, Any], values: Any) -> None:
+    """Invalid (422) unless `values` satisfy `schema` (models.schema_rules.value_violations, run off the
+    event loop with a deadline)."""
+    try:
+        violations = await schema_safety.check_values(schema, values)
+    except schema_safety.ValidationAborted as err:
+        raise Invalid(str(err)) from err
     if violations:
         raise Invalid("values do not match the template's schema",
                       extra={"errors": [v.model_dump() for v in violations]})
@@ -60,7 +66,7 @@ async def _emit(conn: asyncpg.Connection, type_: str, inst: InstancePublic, user
 async def create_instance(pool: asyncpg.Pool, *, tenant_id: UUID, user_id: UUID, body: InstanceCreate) -> InstancePublic:
     async with tenant_tx(pool, tenant_id) as conn:
         await _require_project(conn, tenant_id, body.project_id)
-        _validate(await _template_schema(conn, tenant_id, body.template_id), body.values)
+        await check_values(await _template_schema(conn, tenant_id, body.template_id), body.values)
         row = await conn.fetchrow(
             f"""insert into spec_instances (id, template_id, project_id, user_id, tenant_id, values, created_at, updated_at)
                 values ($1, $2, $3, $4, $5, $6, now() at time zone 'utc', now() at time zone 'utc')
@@ -115,7 +121,7 @@ async def update_instance(
             raise NotFound(f"instance {instance_id} not found")
         template_id = fields.get("template_id", current["template_id"])
         values = fields.get("values", current["values"])
-        _validate(await _template_schema(conn, tenant_id, template_id), values)
+        await check_values(await _template_schema(conn, tenant_id, template_id), values)
         row = await conn.fetchrow(
             f"""update spec_instances set template_id = $3, values = $4, updated_at = now() at time zone 'utc'
                 where tenant_id = $1 and id = $2 returning {_COLS}""",

@@ -7,7 +7,7 @@ import asyncpg
 
 from models.events import spec_template_event
 from models.registry import TemplateCreate, TemplatePublic, TemplateUpdate
-from models.schema_rules import schema_problems, value_violations
+from models import schema_safety
 from store import events
 from store.db import tenant_tx
 from codegen.builtin_templates import SYSTEM_TENANT
@@ -33,15 +33,21 @@ async def _writable(conn: asyncpg.Connection, tenant_id: UUID, template_id: UUID
     raise NotFound(f"template {template_id} not found")
 
 
-def _check_schema(schema: dict) -> None:
-    problems = schema_problems(schema)
+async def check_schema(schema: dict) -> None:
+    """Invalid (422) unless `schema` can be a template's schema (models.schema_rules.schema_problems, run
+    off the event loop with a deadline)."""
+    try:
+        problems = await schema_safety.check_schema(schema)
+    except schema_safety.ValidationAborted as err:
+        raise Invalid(str(err)) from err
     if problems:
-        raise Invalid("schema is not a valid JSON Schema (draft 2020-12)",
+        first = problems[0]
+        raise Invalid(f"schema is not a valid JSON Schema (draft 2020-12): {first.path}: {first.message}",
                       extra={"errors": [p.model_dump() for p in problems]})
 
 
 async def create_template(pool: asyncpg.Pool, *, tenant_id: UUID, user_id: UUID, body: TemplateCreate) -> TemplatePublic:
-    _check_schema(body.schema_)
+    await check_schema(body.schema_)
     async with tenant_tx(pool, tenant_id) as conn:
         try:
             row = await conn.fetchrow(
@@ -104,7 +110,7 @@ async def update_template(
     if "schema" in fields:
         if fields["schema"] is None:
             raise Invalid("schema cannot be null")
-        _check_schema(fields["schema"])
+        await check_schema(fields["schema"])
     async with tenant_tx(pool, tenant_id) as conn:
         await _writable(conn, tenant_id, template_id)
         if "schema" in fields:
@@ -128,7 +134,10 @@ async def _check_instances_still_valid(conn: asyncpg.Connection, tenant_id: UUID
     )
     broken = []
     for r in rows:
-        violations = value_violations(schema, r["values"])
+        try:
+            violations = await schema_safety.check_values(schema, r["values"])
+        except schema_safety.ValidationAborted as err:
+            raise Invalid(f"checking instance {r['id']} against the new schema: {err}") from err
         if violations:
             broken.append({"instance_id": str(r["id"]), "errors": [v.model_dump() for v in violations]})
     if broken:

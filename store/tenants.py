@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from uuid import UUID, uuid4
 
@@ -13,6 +14,14 @@ from store.db import tenant_tx
 from store.errors import Conflict, NotFound
 
 KEY_PREFIX = "sm_"
+# sm_<8 hex: the key's prefix, shown in listings>_<token_urlsafe(32)>; anything else is no key of ours
+_KEY_FORMAT = re.compile(r"sm_([0-9a-f]{8})_[A-Za-z0-9_-]{32,64}")
+
+
+def key_prefix(key: str) -> str | None:
+    """The prefix of a well-formed API key, None for anything that cannot be one (no lookup needed)."""
+    m = _KEY_FORMAT.fullmatch(key)
+    return m.group(1) if m else None
 
 
 def hash_key(key: str) -> str:
@@ -52,12 +61,22 @@ async def _insert_key(
 
 async def create_api_key(
     pool: asyncpg.Pool, *, tenant_id: UUID, role: Role, name: str | None = None, user_id: UUID | None = None,
-    user_name: str | None = None,
+    user_name: str | None = None, max_live: int | None = None,
 ) -> ApiKeyCreated:
-    """A key for an existing user of the tenant, or for a new user of that role."""
+    """A key for an existing user of the tenant, or for a new user of that role.
+
+    With `max_live`, a tenant that already holds that many unrevoked keys gets Conflict (creators of
+    one tenant take turns, so two cannot both pass the count)."""
     async with tenant_tx(pool, tenant_id) as conn:
         if not await conn.fetchval("select 1 from tenants where id = $1", tenant_id):
             raise NotFound(f"tenant {tenant_id} not found")
+        if max_live is not None:
+            await conn.execute("select pg_advisory_xact_lock(hashtextextended($1::text, 44))", str(tenant_id))
+            live = await conn.fetchval(
+                "select count(*) from api_keys where tenant_id = $1 and revoked_at is null", tenant_id)
+            if live >= max_live:
+                raise Conflict(f"the tenant already has {live} live API keys, the most allowed "
+                               f"(MAX_API_KEYS_PER_TENANT={max_live}): revoke one first")
         if user_id is None:
             user_id = uuid4()
             await conn.execute(
@@ -112,7 +131,7 @@ async def revoke_api_key(pool: asyncpg.Pool, *, tenant_id: UUID, key_id: UUID) -
 
 async def lookup_api_key(pool: asyncpg.Pool, key: str) -> asyncpg.Record | None:
     """The key's row, found by hash through the one definer function that precedes tenant context."""
-    if not key.startswith(KEY_PREFIX) or len(key) > 200:
+    if key_prefix(key) is None:
         return None
     async with pool.acquire() as conn:
         return await conn.fetchrow("select * from specmill_lookup_api_key($1)", hash_key(key))

@@ -548,15 +548,20 @@ async def test_fourth_request_in_a_minute_is_429(make_app, stack, pool, tenant, 
         assert (await client.get("/api/projects", headers=bearer(token))).status_code == 429
 
 
-async def test_token_endpoint_is_rate_limited_per_client(make_app, stack, tenant):
-    """POST /auth/token is a brute-force target: it has its own budget, per client address."""
+async def test_token_endpoint_limits_failures_per_client_not_successes(make_app, stack, tenant):
+    """POST /auth/token is a brute-force target: failed lookups have a budget per client address
+    (AUTH_RATE_LIMIT); successful exchanges do not spend it, so a working key is never locked out.
+    (tests/security/test_limits.py has the rest: key prefixes, proxies, Redis.)"""
     async for client in make_app(stack.with_(auth_rate_limit="2/minute")):
         assert (await client.post("/auth/token", headers=tenant.headers)).status_code == 200
-        assert_401(await client.post("/auth/token", json={"api_key": "sm_guess_guess"}))
-        resp = await client.post("/auth/token", headers=tenant.headers)
+        wrong = "sm_00000000_" + "x" * 43
+        for _ in range(2):
+            assert_401(await client.post("/auth/token", json={"api_key": wrong}))
+        resp = await client.post("/auth/token", json={"api_key": wrong})
         assert resp.status_code == 429, resp.text
         assert "detail" in resp.json() and 1 <= int(resp.headers["Retry-After"]) <= 60
-        # the API budget is separate: the key itself still works
+        # the key that works keeps working, for tokens and for the API
+        assert (await client.post("/auth/token", headers=tenant.headers)).status_code == 200
         assert (await client.get("/api/projects", headers=tenant.headers)).status_code == 200
 
 

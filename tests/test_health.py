@@ -63,5 +63,5 @@ async def test_health_is_503_naming_the_database_when_it_is_unreachable(stack, m
     async for client in make_app(settings):
         resp = await client.get("/health")  # no admin can be checked without the database: the public answer
         assert resp.status_code == 503 and resp.json() == {"status": "unavailable", "detail": "unavailable"}
-        denied = await client.get("/api/templates", headers={"X-API-Key": "sm_0000_x"})
+        denied = await client.get("/api/templates", headers={"X-API-Key": "sm_0000abcd_" + "x" * 43})  # well-formed
         assert denied.status_code == 503 and "database" in denied.json()["detail"]

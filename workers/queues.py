@@ -20,6 +20,7 @@ from temporalio.worker import Worker
 from activities.knowledge import KnowledgeActivities
 from activities.pipeline import PipelineActivities
 from activities.projects import ProjectActivities
+from models import schema_safety
 from models.settings import Settings
 from sandbox import SandboxConfig, SandboxUnavailable, isolation
 from store import model_workers
@@ -53,7 +54,8 @@ def _orchestrator(client: Client, settings: Settings, pool: asyncpg.Pool) -> Wor
 
 
 def _spec_registry(client: Client, settings: Settings, pool: asyncpg.Pool) -> Worker:
-    """initialization's templates and spec.complete's checks."""
+    """initialization's templates and spec.complete's checks (validation in schema_safety's process pool)."""
+    schema_safety.configure(settings)
     acts = PipelineActivities(pool)
     return Worker(client, task_queue=settings.queue("spec-registry"),
                   activities=[acts.attach_templates, acts.check_specs], max_concurrent_activities=8)

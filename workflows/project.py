@@ -9,6 +9,8 @@ integration      the files checked and stored as artifacts by content hash (inte
 debugging        each instance's tests in the sandbox (integration queue), one workflow_tasks row per
                  round; failing instances go back to code_generation with their failure, up to
                  debug_rounds times; then completed, or failed with the reasons.
+An activity that fails with an error no retry can fix (non-retryable: a store's NotFound, Conflict or
+Invalid, a validation error, no sandbox) moves the project to failed with the error's message as the reason.
 DELETE cancels the run (cancelled). Every transition is mirrored into the projects row and the outbox
 by an activity before it is visible; the SpecmillState search attribute follows.
 """
@@ -19,7 +21,14 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, is_cancelled_exception
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    ChildWorkflowError,
+    FailureError,
+    RetryState,
+    is_cancelled_exception,
+)
 
 with workflow.unsafe.imports_passed_through():
     from models.common import TERMINAL_STATES, ProjectState
@@ -52,6 +61,9 @@ RECORD_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interv
                            non_retryable_error_types=["NotFound"])
 SANDBOX_UNAVAILABLE = "SandboxUnavailable"  # run_spec_tests' error type when the worker has no sandbox
 PATCH_SANDBOX_UNAVAILABLE = "debugging-fails-without-sandbox"
+# Any activity of the run failing with a non-retryable error ends the project `failed` with its message
+# (before: it failed the workflow, or the store's Invalid and Conflict were retried for ever).
+PATCH_PERMANENT_FAILURES = "pipeline-fails-on-permanent-errors"
 WORK_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30),
                          non_retryable_error_types=["NotFound", "BadRequest"])
 # What a user may ask for in each state; the pipeline moves through the others itself.
@@ -73,18 +85,14 @@ class ProjectWorkflow:
     @workflow.run
     async def run(self, inp: ProjectWorkflowInput) -> ProjectWorkflowResult:
         try:
-            async with self._lock:
-                if inp.regenerate is not None:
-                    await self._regenerate(inp.regenerate)
-                else:
-                    await self._record(None, S.initialization, "workflow started")
-                    attached = await self._activity("attach_templates", ProjectRef(tenant_id=inp.tenant_id,
-                                                    project_id=inp.project_id), inp.queues.spec_registry,
-                                                    AttachTemplatesResult, "attach the default templates")
-                    await self._move(S.spec_definition, f"{len(attached.template_ids)} template(s) attached")
-            await workflow.wait_condition(lambda: self._specs is not None or self._state in TERMINAL_STATES)
-            if self._specs is not None and self._state not in TERMINAL_STATES:
-                await self._pipeline(self._specs)
+            try:
+                await self._work(inp)
+            except ActivityError as err:
+                failure = self._ending(err)
+                if failure is None:
+                    raise
+                self._reasons = [failure.message]
+                await self._move(S.failed, failure.message[:1000])
             await workflow.wait_condition(workflow.all_handlers_finished)
         except BaseException as err:
             # DELETE /api/projects/{id}: record `cancelled`, then end as Canceled in Temporal. The
@@ -135,6 +143,36 @@ class ProjectWorkflow:
 
     # --- the work -------------------------------------------------------------------------
 
+    async def _work(self, inp: ProjectWorkflowInput) -> None:
+        async with self._lock:
+            if inp.regenerate is not None:
+                await self._regenerate(inp.regenerate)
+            else:
+                await self._record(None, S.initialization, "workflow started")
+                attached = await self._activity("attach_templates", ProjectRef(tenant_id=inp.tenant_id,
+                                                project_id=inp.project_id), inp.queues.spec_registry,
+                                                AttachTemplatesResult, "attach the default templates")
+                await self._move(S.spec_definition, f"{len(attached.template_ids)} template(s) attached")
+        await workflow.wait_condition(lambda: self._specs is not None or self._state in TERMINAL_STATES)
+        if self._specs is not None and self._state not in TERMINAL_STATES:
+            await self._pipeline(self._specs)
+
+    @staticmethod
+    def _ending(err: ActivityError) -> ApplicationError | None:
+        """The error of an activity that ends the project `failed` with its message: one no retry can fix
+        (a store's NotFound, Conflict or Invalid, a validation error, no sandbox). None: it propagates."""
+        cause = err.cause
+        if not isinstance(cause, ApplicationError) or err.activity_type == "record_project_state":
+            return None  # a cancellation, or the failure could not be recorded either
+        if (cause.non_retryable or err.retry_state == RetryState.NON_RETRYABLE_FAILURE) \
+                and workflow.patched(PATCH_PERMANENT_FAILURES):
+            return cause
+        # runs from before PATCH_PERMANENT_FAILURES: only run_spec_tests' SandboxUnavailable ended them
+        if (err.activity_type == "run_spec_tests" and cause.type == SANDBOX_UNAVAILABLE
+                and workflow.patched(PATCH_SANDBOX_UNAVAILABLE)):
+            return cause
+        return None
+
     async def _regenerate(self, req: Regenerate) -> None:
         """A later run: the changed instances only, straight to code_generation."""
         self._state = req.from_state
@@ -164,22 +202,13 @@ class ProjectWorkflow:
                                model=cfg.model, techniques=cfg.techniques, outputs=outputs),
                 self._inp.queues.integration, IntegrateResult, f"round {round_}: check and store the artifacts")
             await self._move(S.debugging, f"round {round_}: test {len(integrated.artifacts)} artifact(s)")
-            try:
-                tested = await self._activity(
-                    "run_spec_tests",
-                    DebugRoundInput(tenant_id=self._inp.tenant_id, project_id=self._inp.project_id, round=round_,
-                                    task_id=workflow.uuid4(), artifacts=integrated.artifacts, specs=todo),
-                    self._inp.queues.integration, DebugRoundResult, f"round {round_}: run the tests",
-                    timeout=timedelta(minutes=30), heartbeat=timedelta(seconds=30))
-            except ActivityError as err:
-                # no sandbox on the worker: nothing runs unconfined, and another round cannot help
-                cause = err.cause
-                if not (isinstance(cause, ApplicationError) and cause.type == SANDBOX_UNAVAILABLE
-                        and workflow.patched(PATCH_SANDBOX_UNAVAILABLE)):
-                    raise
-                self._reasons = [cause.message]
-                await self._move(S.failed, cause.message[:1000])
-                return
+            # no sandbox on the worker (SandboxUnavailable): nothing runs unconfined, and the project fails
+            tested = await self._activity(
+                "run_spec_tests",
+                DebugRoundInput(tenant_id=self._inp.tenant_id, project_id=self._inp.project_id, round=round_,
+                                task_id=workflow.uuid4(), artifacts=integrated.artifacts, specs=todo),
+                self._inp.queues.integration, DebugRoundResult, f"round {round_}: run the tests",
+                timeout=timedelta(minutes=30), heartbeat=timedelta(seconds=30))
             passing = [r.artifact_id for r in tested.results if r.status == "passed" and r.artifact_id]
             if passing:
                 await self._activity(
@@ -220,7 +249,7 @@ class ProjectWorkflow:
                 except ChildWorkflowError as err:
                     if is_cancelled_exception(err):
                         raise
-                    return InstanceOutput(spec=spec, error=f"generation failed: {err.cause or err}")
+                    return InstanceOutput(spec=spec, error=f"generation failed: {_innermost(err)}")
                 if result.status != "completed":
                     return InstanceOutput(spec=spec, generation=None, error=result.note or "generation failed")
                 return InstanceOutput(spec=spec, generation=result)
@@ -252,3 +281,10 @@ class ProjectWorkflow:
             summary=f"{frm.value if frm else 'new'} -> {to.value}",
         )
         workflow.upsert_search_attributes([STATE_KEY.value_set(to.value)])
+
+
+def _innermost(err: BaseException) -> str:
+    """The message at the end of a failure's chain of causes (the activity's own words, not 'Activity task failed')."""
+    while isinstance(err, FailureError) and err.cause is not None:
+        err = err.cause
+    return err.message if isinstance(err, FailureError) else str(err)

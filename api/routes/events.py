@@ -3,20 +3,26 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from contextlib import asynccontextmanager
 from datetime import timezone
 from typing import Annotated, Any
+from uuid import uuid4
 
-from fastapi import APIRouter, Header, Query, Request
+import anyio
+from fastapi import APIRouter, Header, HTTPException, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from api.deps import Limit, PoolDep, PrincipalDep
-from store import events
+from api.deps import Limit, PoolDep, PrincipalDep, ResourcesDep
+from store import events, leases
 from store.db import tenant_tx
+from store.events import EventListener
 
 router = APIRouter(tags=["events"])
 
-After = Annotated[int, Query(ge=0, le=2**62, description="Return events with seq greater than this")]
+After = Annotated[int, Query(ge=0, le=2**62, description="Return events with seq (the tenant's own numbering) "
+                                                         "greater than this")]
 Types = Annotated[list[str] | None, Query(max_length=20, description="Only these event types")]
 
 
@@ -49,30 +55,86 @@ async def list_events(pool: PoolDep, p: PrincipalDep, after: After = 0, limit: L
     return EventPage(items=items, next_cursor=items[-1].seq if items else after)
 
 
-@router.get("/events/stream", response_class=StreamingResponse)
-async def stream_events(request: Request, pool: PoolDep, p: PrincipalDep, after: After = 0, type: Types = None,
+MAX_CURSOR = 2**62
+LEASE_TTL_S = 90.0  # a stream renews its lease when it wakes and RENEW_S has passed since the last time
+RENEW_S = 30.0
+
+
+def _cursor(last_event_id: str | None, after: int) -> int:
+    """Last-Event-ID (a reconnecting EventSource sends the last `id` it saw) wins over `after`, and is
+    bounded like it: an integer 0..2**62, else 422."""
+    if last_event_id is None:
+        return after
+    text = last_event_id.strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 19 and int(text) <= MAX_CURSOR):
+        raise HTTPException(422, f"Last-Event-ID must be an event seq, an integer from 0 to {MAX_CURSOR}")
+    return int(text)
+
+
+def _listener(res) -> EventListener:
+    listener = res.extras.get("event_listener")
+    if listener is None:
+        listener = res.extras["event_listener"] = EventListener(res.settings.app_dsn())
+    return listener
+
+
+@asynccontextmanager
+async def _lifespan(app):
+    """The app's own lifespan (api/app.py) is outside this one: close this app's listener before the pool."""
+    yield
+    res = getattr(app.state, "resources", None)
+    listener = res.extras.pop("event_listener", None) if res is not None else None
+    if listener is not None:
+        await listener.close()
+
+
+router.lifespan_context = _lifespan  # merged into the app's by include_router
+
+
+@router.get("/events/stream", response_class=StreamingResponse,
+            responses={429: {"description": "The tenant has MAX_EVENT_STREAMS_PER_TENANT streams open"}})
+async def stream_events(res: ResourcesDep, p: PrincipalDep, after: After = 0, type: Types = None,
                         last_event_id: Annotated[str | None, Header(include_in_schema=False)] = None):
-    """SSE: each event's `id` is its seq, so a reconnecting client resumes with Last-Event-ID."""
-    cursor = int(last_event_id) if last_event_id and last_event_id.isdigit() else after
+    """SSE: each event's `id` is its seq (the tenant's own numbering), so a reconnecting client resumes
+    with Last-Event-ID. The stream wakes on the events' NOTIFY; it re-reads every
+    EVENT_STREAM_POLL_SECONDS as well (with a keep-alive comment), in case a notification was lost."""
+    cursor = _cursor(last_event_id, after)
+    pool, settings, holder = res.pool, res.settings, f"stream/{uuid4()}"
+    limit, ttl = settings.max_event_streams_per_tenant, max(LEASE_TTL_S, 3 * settings.event_stream_poll_seconds)
+    if not await leases.acquire(pool, tenant_id=p.tenant_id, holder=holder, limit=limit, ttl_s=ttl,
+                                kind="event_stream"):
+        raise HTTPException(429, f"the tenant already has {limit} event streams open "
+                                 "(MAX_EVENT_STREAMS_PER_TENANT)", headers={"Retry-After": "30"})
+    listener = _listener(res)
+    wake = listener.subscribe(p.tenant_id)
 
     async def gen():
         nonlocal cursor
-        yield ": connected\n\n"
-        idle = 0
-        while not await request.is_disconnected():
-            async with tenant_tx(pool, p.tenant_id) as conn:
-                rows = await events.list_events(conn, tenant_id=p.tenant_id, after=cursor, limit=100, types=type)
-            for row in rows:
-                ev = _out(row)
-                cursor = ev.seq
-                yield f"id: {ev.seq}\nevent: {ev.type}\ndata: {json.dumps(ev.model_dump())}\n\n"
-            if rows:
-                idle = 0
-                continue
-            idle += 1
-            if idle % 30 == 0:
-                yield ": keep-alive\n\n"
-            await asyncio.sleep(0.5)
+        renewed = time.monotonic()
+        try:
+            yield ": connected\n\n"
+            while True:
+                wake.clear()  # before reading: a NOTIFY that lands during the read wakes the next wait
+                async with tenant_tx(pool, p.tenant_id) as conn:
+                    rows = await events.list_events(conn, tenant_id=p.tenant_id, after=cursor, limit=100, types=type)
+                for row in rows:
+                    ev = _out(row)
+                    cursor = ev.seq
+                    yield f"id: {ev.seq}\nevent: {ev.type}\ndata: {json.dumps(ev.model_dump())}\n\n"
+                if len(rows) == 100:
+                    continue
+                if time.monotonic() - renewed >= RENEW_S:
+                    renewed = time.monotonic()
+                    await leases.renew(pool, tenant_id=p.tenant_id, holder=holder, ttl_s=ttl,
+                                       kind="event_stream")
+                try:
+                    await asyncio.wait_for(wake.wait(), settings.event_stream_poll_seconds)
+                except asyncio.TimeoutError:
+                    yield ": keep-alive\n\n"
+        finally:
+            listener.unsubscribe(p.tenant_id, wake)
+            with anyio.CancelScope(shield=True):  # a disconnect cancels the stream: free its slot anyway
+                await leases.release(pool, tenant_id=p.tenant_id, holder=holder, kind="event_stream")
 
     return StreamingResponse(gen(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

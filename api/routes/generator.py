@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 from typing import Annotated
 from uuid import UUID, uuid4
 
@@ -16,6 +18,7 @@ from codegen.manager import ModelManager
 from codegen.prompts import spec_view
 from codegen.techniques import TECHNIQUES, TechniqueInfo, check
 from models.auth import Principal
+from models.common import Role
 from models.generation import (
     GENERATION_WORKFLOW,
     MODEL_NAMES,
@@ -27,8 +30,8 @@ from models.generation import (
     SpecSnapshot,
     generation_workflow_id,
 )
-from models.schema_rules import schema_problems, value_violations, values_hash
-from store import generations, instances, model_workers, templates
+from models.schema_rules import values_hash
+from store import generations, instances, leases, model_workers, pipeline_settings, templates
 from store.errors import Invalid
 
 router = APIRouter(tags=["code generator"])
@@ -65,7 +68,22 @@ async def list_models(models: ModelsDep, pool: PoolDep, p: PrincipalDep):
     The generation workers report their models (`loaded` is known only there); with no live report
     the gateway's own view answers (`available`: a worker can load it)."""
     reports = await model_workers.live(pool, within_s=model_workers.LIVE_WITHIN_S)
-    return [merged_status(s, [r for r in reports if r.model == s.name]) for s in models.statuses()]
+    merged = [merged_status(s, [r for r in reports if r.model == s.name]) for s in models.statuses()]
+    return merged if p.role.at_least(Role.admin) else [_public(m) for m in merged]
+
+
+_HOST_PATH = re.compile(r"(?<![\w.~-])/(?:[^\s/'\"]+/)*[^\s/'\",;)]+")
+
+
+def _public(entry: dict) -> dict:
+    """What viewers and editors see of a model: no host paths, no worker host names or pids."""
+    unpath = lambda text: _HOST_PATH.sub("<path>", text) if isinstance(text, str) else text  # noqa: E731
+    model = entry["model"]
+    return {**entry, "model": os.path.basename(model.rstrip("/")) if model.startswith("/") else model,
+            "reason": unpath(entry["reason"]),
+            "details": {k: v for k, v in entry["details"].items()
+                        if not (isinstance(v, str) and _HOST_PATH.search(v)) and not isinstance(v, (dict, list))},
+            "workers": [{"state": w["state"], "seen_at": w["seen_at"]} for w in entry["workers"]]}
 
 
 @router.get("/techniques", response_model=list[TechniqueInfo])
@@ -80,10 +98,7 @@ async def _resolve(pool, p: Principal, body: GenerateRequest) -> SpecSnapshot:
         values, instance_id = inst.values, inst.id
         template_id, name, version, schema = tpl.id, tpl.name, tpl.version, tpl.schema_
     elif isinstance(body.template, InlineTemplate):
-        problems = schema_problems(body.template.schema_)
-        if problems:
-            raise Invalid("schema is not a valid JSON Schema (draft 2020-12)",
-                          extra={"errors": [x.model_dump() for x in problems]})
+        await templates.check_schema(body.template.schema_)  # off the loop, no fetching, with a deadline
         values, instance_id = body.values, None
         template_id, name, version, schema = None, body.template.name, body.template.version, body.template.schema_
     else:
@@ -91,10 +106,7 @@ async def _resolve(pool, p: Principal, body: GenerateRequest) -> SpecSnapshot:
                                             version=body.template.version)
         values, instance_id = body.values, None
         template_id, name, version, schema = tpl.id, tpl.name, tpl.version, tpl.schema_
-    violations = value_violations(schema, values)
-    if violations:
-        raise Invalid("values do not match the template's schema",
-                      extra={"errors": [v.model_dump() for v in violations]})
+    await instances.check_values(schema, values)
     return SpecSnapshot(template_id=template_id, template_name=name, template_version=version, schema=schema,
                         values=values, values_hash=values_hash(values), instance_id=instance_id)
 
@@ -102,6 +114,12 @@ async def _resolve(pool, p: Principal, body: GenerateRequest) -> SpecSnapshot:
 @router.post("/generate", response_model=GenerationResult,
              responses={202: {"description": "Still running: poll GET /api/generations/{id}"}})
 async def generate(body: GenerateRequest, res: ResourcesDep, models: ModelsDep, p: PrincipalDep):
+    """Counted against the tenant's generation_concurrency (one slot from here until the outcome is
+    recorded: 429 while all are taken), and n × max_new_tokens is capped by GENERATE_TOKEN_BUDGET."""
+    budget = res.settings.generate_token_budget
+    if body.n * body.max_new_tokens > budget:
+        raise Invalid(f"n × max_new_tokens = {body.n} × {body.max_new_tokens} = {body.n * body.max_new_tokens} "
+                      f"tokens is over the budget of {budget} per request (GENERATE_TOKEN_BUDGET)")
     if body.model not in MODEL_NAMES:
         raise Invalid(f"unknown model {body.model!r}; one of: {', '.join(MODEL_NAMES)}")
     try:
@@ -116,9 +134,14 @@ async def generate(body: GenerateRequest, res: ResourcesDep, models: ModelsDep, 
     if res.temporal is None:
         raise ServiceUnavailable("Temporal")
     gid = uuid4()
-    await generations.create_generation(res.pool, generation_id=gid, tenant_id=p.tenant_id, user_id=p.user_id,
-                                        model=body.model, techniques=techniques,
-                                        request=body.model_dump(mode="json", by_alias=True))
+    await _take_slot(res, p, gid)
+    try:
+        await generations.create_generation(res.pool, generation_id=gid, tenant_id=p.tenant_id, user_id=p.user_id,
+                                            model=body.model, techniques=techniques,
+                                            request=body.model_dump(mode="json", by_alias=True))
+    except BaseException:
+        await leases.release(res.pool, tenant_id=p.tenant_id, holder=generation_workflow_id(gid))
+        raise
     s = res.settings
     try:
         handle = await res.temporal.start_workflow(
@@ -131,6 +154,7 @@ async def generate(body: GenerateRequest, res: ResourcesDep, models: ModelsDep, 
             static_summary=f"{spec.template_name}@{spec.template_version} with {body.model}",
         )
     except (RPCError, RuntimeError) as err:
+        await leases.release(res.pool, tenant_id=p.tenant_id, holder=generation_workflow_id(gid))
         await generations.finish_generation(res.pool, generation_id=gid, tenant_id=p.tenant_id, spec=spec,
                                             model=body.model, techniques=techniques, result=None,
                                             error="could not start: Temporal unavailable")
@@ -140,6 +164,16 @@ async def generate(body: GenerateRequest, res: ResourcesDep, models: ModelsDep, 
     except asyncio.TimeoutError:
         return JSONResponse({"id": str(gid), "status": "running", "detail": "still generating",
                              "href": f"/api/generations/{gid}"}, status_code=202)
+
+
+async def _take_slot(res, p: Principal, gid: UUID) -> None:
+    """One of the tenant's generation slots, shared with its projects' generations (store/leases.py).
+    Held by the generation workflow's id; record_generation frees it, or it expires."""
+    limit = (await pipeline_settings.get_tenant_settings(res.pool, tenant_id=p.tenant_id)).generation_concurrency
+    if not await leases.acquire(res.pool, tenant_id=p.tenant_id, holder=generation_workflow_id(gid), limit=limit,
+                                ttl_s=res.settings.generate_lease_ttl_seconds):
+        raise HTTPException(429, f"all {limit} of the tenant's generation slots are busy (generation_concurrency "
+                                 "in /api/settings); try again when one finishes", headers={"Retry-After": "10"})
 
 
 @router.get("/generations/{generation_id}", response_model=GenerationPublic)

@@ -6,7 +6,7 @@ from uuid import UUID
 from fastapi import APIRouter, HTTPException
 from pydantic import Field
 
-from api.deps import PoolDep, PrincipalDep
+from api.deps import PoolDep, PrincipalDep, SettingsDep
 from models.auth import ApiKeyCreated, ApiKeyPublic, Principal
 from models.common import Role, Strict
 from store import tenants
@@ -30,9 +30,11 @@ async def list_keys(pool: PoolDep, p: PrincipalDep):
 
 
 @router.post("/keys", response_model=ApiKeyCreated, status_code=201)
-async def create_key(body: KeyCreate, pool: PoolDep, p: PrincipalDep):
+async def create_key(body: KeyCreate, pool: PoolDep, p: PrincipalDep, settings: SettingsDep):
+    """409 once the tenant holds MAX_API_KEYS_PER_TENANT unrevoked keys."""
     _may_manage(p, body.role)
-    return await tenants.create_api_key(pool, tenant_id=p.tenant_id, role=body.role, name=body.name)
+    return await tenants.create_api_key(pool, tenant_id=p.tenant_id, role=body.role, name=body.name,
+                                        max_live=settings.max_api_keys_per_tenant)
 
 
 @router.delete("/keys/{key_id}", response_model=ApiKeyPublic)

@@ -1,0 +1,55 @@
+"""Authentication behind the failed-attempt budgets of api/ratelimit.py.
+
+- A failed API key that cost a database lookup (one of the form sm_<8 hex>_<secret> that is unknown
+  or revoked) counts against the client address (TRUSTED_PROXIES decide what that is) and the key's
+  prefix. Anything else is refused without a lookup: a malformed key, and a JWT, whose signature is
+  checked first and cannot be guessed; those stay plain 401s and cost nothing to count.
+- Once either budget is spent, a well-formed key is refused with 429 before its lookup unless it
+  authenticated recently (api/ratelimit.py marks it): a working client keeps working beside an
+  attacker at the same address. A key first used while its address is blocked waits for the window.
+- Successes never count.
+"""
+from __future__ import annotations
+
+from fastapi import HTTPException
+
+from api.ratelimit import RateLimiter, RateState
+from api.security.auth import AuthError, Authenticator
+from models.auth import Principal
+from store.tenants import hash_key, key_prefix
+
+BLOCKED = "too many failed authentications from this client or for this key; try again later"
+
+
+def _too_many(state: RateState) -> HTTPException:
+    return HTTPException(429, BLOCKED, headers={"Retry-After": state.retry_after()})
+
+
+async def authenticate(auth: Authenticator, limiter: RateLimiter | None, *, address: str,
+                       api_key: str | None, authorization: str | None) -> Principal:
+    if limiter is None or auth.internal_only or api_key is None:
+        return await auth.authenticate(api_key=api_key, authorization=authorization)
+    return await from_api_key(auth, limiter, address=address, key=api_key)
+
+
+async def from_api_key(auth: Authenticator, limiter: RateLimiter | None, *, address: str, key: str) -> Principal:
+    if limiter is None:
+        return await auth.from_api_key(key)
+    key = key.strip()
+    prefix, digest = key_prefix(key), hash_key(key)
+    if prefix is None:  # cannot be a key of ours: refused without a lookup, so it costs nothing to limit
+        return await auth.from_api_key(key)
+    blocked = await limiter.blocked(address=address, prefix=prefix)
+    if blocked is not None and not await limiter.known_good(digest):
+        raise _too_many(blocked)
+    try:
+        principal = await auth.from_api_key(key)
+    except AuthError:
+        if blocked is not None:  # a mark of a key that has since been revoked: no more lookups for it
+            await limiter.forget_good(digest)
+        state = await limiter.failed(address=address, prefix=prefix)
+        if not state.allowed:
+            raise _too_many(state) from None
+        raise
+    await limiter.mark_good(digest)
+    return principal
