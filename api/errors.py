@@ -26,7 +26,32 @@ class ServiceUnavailable(Exception):
         self.what = what
 
 
+# Every 422 is `{"detail": ...}`: FastAPI's request validation gives a list of {loc, msg, type}; a
+# domain error (Invalid) a sentence, sometimes with more fields (errors, problems). The OpenAPI says so.
+UNPROCESSABLE = {
+    "title": "HTTPValidationError", "type": "object", "required": ["detail"], "additionalProperties": True,
+    "properties": {"detail": {"title": "Detail", "anyOf": [
+        {"type": "string"}, {"type": "array", "items": {"$ref": "#/components/schemas/ValidationError"}}]}},
+}
+
+
+def document_errors(app: FastAPI) -> None:
+    """app.openapi() with the 422 shape the handlers below really produce."""
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = generate()
+            schemas = schema.get("components", {}).get("schemas", {})
+            if "HTTPValidationError" in schemas:
+                schemas["HTTPValidationError"] = UNPROCESSABLE
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+
 def install(app: FastAPI) -> None:
+    document_errors(app)
     @app.exception_handler(DomainError)
     async def _domain(_: Request, err: DomainError) -> JSONResponse:
         return JSONResponse({"detail": err.message, **err.extra}, status_code=_STATUS.get(type(err), 400))
