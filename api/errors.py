@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.openapi_links import add_links
 from api.security.auth import AuthError
 from knowledge.runtime import EmbedderUnavailable
 from knowledge.vectors import VectorStoreUnavailable
@@ -36,7 +37,7 @@ UNPROCESSABLE = {
 
 
 def document_errors(app: FastAPI) -> None:
-    """app.openapi() with the 422 shape the handlers below really produce."""
+    """app.openapi() with the 422 shape the handlers below really produce, and links between operations."""
     generate = app.openapi
 
     def openapi() -> dict:
@@ -45,6 +46,7 @@ def document_errors(app: FastAPI) -> None:
             schemas = schema.get("components", {}).get("schemas", {})
             if "HTTPValidationError" in schemas:
                 schemas["HTTPValidationError"] = UNPROCESSABLE
+            add_links(schema)
         return app.openapi_schema
 
     app.openapi = openapi

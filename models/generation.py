@@ -7,7 +7,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field, model_validator
 
-from models.common import Strict
+from models.common import Public, Strict
 from models.registry import JsonObject
 
 MODEL_NAMES = ("local_llama", "deepseek_8b", "openai_api", "anthropic_api")
@@ -167,7 +167,7 @@ class GenerationResult(BaseModel):
     plan: Plan | None = Field(None, description="hierarchical_generation: the checked plan")
 
 
-class GenerationPublic(BaseModel):
+class GenerationPublic(Public):  # timestamps in RFC 3339 with their zone
     id: UUID
     status: Literal["running", "completed", "failed"]
     model: str

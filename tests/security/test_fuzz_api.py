@@ -37,7 +37,8 @@ async def gateway_url(stack, workers):
     from workers import embedded
 
     port = embedded.free_port()
-    settings = stack.with_(generate_wait_seconds=2, update_timeout_seconds=2)
+    settings = stack.with_(generate_wait_seconds=2, update_timeout_seconds=2,  # limits have their own tests
+                           rate_limit="1000000/minute", tenant_rate_limit="1000000/minute")
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning",
                                            server_header=False))
     task = asyncio.create_task(server.serve())
