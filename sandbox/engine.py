@@ -199,18 +199,19 @@ class Engine:
                 _close(fd, opened)
             child = _child_pid(info_r, proc)
             timed_out = False
-            if child is not None:
-                run_cg.join(child)
-                os.write(block_w, b"1")  # go
+            try:
+                if child is not None:
+                    run_cg.join(child)
+                    os.write(block_w, b"1")  # go
+            except BaseException:  # never release a sandbox that is not in its cgroup: EOF would let it run
+                _end(child, proc)
+                raise
             _close(block_w, opened)
             try:
                 proc.wait(timeout=max(0.1, limits.timeout_s - (time.perf_counter() - started)))
             except subprocess.TimeoutExpired:
                 timed_out = True
-            if child is not None:  # PID 1 of the namespace: the kernel kills the rest with it
-                _kill(child)
-            _kill(proc.pid)
-            proc.wait()
+            _end(child, proc)
             duration = time.perf_counter() - started
             result = _read_all(result_r)
             code = proc.returncode
@@ -277,6 +278,18 @@ def _child_pid(info_r: int, proc: subprocess.Popen, timeout_s: float = 20.0) -> 
         return int(json.loads(data)["child-pid"])
     except (ValueError, KeyError):
         return None
+
+
+def _end(child: int | None, proc: subprocess.Popen) -> None:
+    """Kill the namespace's PID 1 (the kernel kills the rest with it) and let bwrap reap it and exit;
+    bwrap itself is killed only if it does not."""
+    if child is not None:
+        _kill(child)
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        _kill(proc.pid)
+        proc.wait()
 
 
 def _kill(pid: int) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sandbox import SandboxConfig, run_python, run_tests
+from sandbox import SandboxConfig, isolation, run_python, run_tests
 from sandbox.runner import NO_VERDICT
 
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -264,3 +264,26 @@ def test_an_allowed_package_imports_and_others_do_not():
     for module in ("torch", "asyncpg", "temporalio", "specmill", "models"):
         run = run_tests(f"import {module}\n", ["assert True"], config=config)
         assert run.status == "failed" and run.failed_test["error"].startswith("ModuleNotFoundError"), (module, run)
+
+
+def test_a_run_whose_cgroup_cannot_be_joined_never_starts(monkeypatch):
+    """bwrap waits on --block-fd; if the worker cannot put it in its cgroup, it is killed, not released
+    (closing the fd would let it run outside the limits)."""
+    from sandbox.cgroups import RunCgroup
+
+    token = f"unlimited-{uuid.uuid4().hex}"
+
+    def refuse(self, pid):
+        raise OSError("cgroup.procs: refused")
+
+    config = SandboxConfig(max_processes=63)  # an engine of its own, built (and probed) before the fault
+    assert isolation(config)
+    monkeypatch.setattr(RunCgroup, "join", refuse)
+    code = f"import os, sys\nos.execv(sys.executable, [sys.executable, '-c', 'while True: pass', '{token}'])\n"
+    with pytest.raises(OSError, match="refused"):
+        run_python(code, timeout_s=5, config=config)
+    base, count = config.uid_base, config.uid_count
+    left = [p.info for p in psutil.process_iter(["pid", "cmdline", "uids", "status"])
+            if p.info["uids"] and base <= p.info["uids"].real < base + count and p.info["status"] != "zombie"]
+    assert left == []  # bwrap and its child are gone (without the kill, bwrap waits on the released child)
+    assert [p.pid for p in psutil.process_iter(["cmdline"]) if token in " ".join(p.info["cmdline"] or [])] == []
