@@ -22,6 +22,7 @@ from codegen.prompts import spec_view
 from models.common import Service, TaskStatus
 from models.generation import SpecSnapshot
 from models.orchestrator import (
+    SANDBOX_UNAVAILABLE,
     ArtifactRef,
     AttachTemplatesResult,
     DebugRoundInput,
@@ -45,7 +46,9 @@ TEST_MEMORY_MB = 512
 FAILURE_CHARS = 1500  # how much of a failure the next round's prompt is told
 
 
-SANDBOX_UNAVAILABLE = "SandboxUnavailable"  # the error type workflows/project.py fails the project on
+def _no_sandbox(message: str) -> ApplicationError:
+    """The error workflows/project.py fails the project on: no retry can build a sandbox."""
+    return ApplicationError(message, type=SANDBOX_UNAVAILABLE, non_retryable=True)
 
 
 class PipelineActivities:
@@ -102,7 +105,7 @@ class PipelineActivities:
         try:
             importable = self._sandbox.importable()
         except RuntimeError as err:  # an allowed package is missing: the worker's configuration
-            raise ApplicationError(f"sandbox unavailable: {err}", type=SANDBOX_UNAVAILABLE, non_retryable=True) from err
+            raise _no_sandbox(f"sandbox unavailable: {err}") from err
         findings = static_checks({paths[iid]: content for iid, content in files.items()}, importable)
         new: list[artifacts.NewArtifact] = []
         for o in inp.outputs:
@@ -145,7 +148,7 @@ class PipelineActivities:
             try:
                 await asyncio.to_thread(isolation, self._sandbox)
             except SandboxUnavailable as err:
-                raise ApplicationError(str(err), type=SANDBOX_UNAVAILABLE, non_retryable=True) from err
+                raise _no_sandbox(str(err)) from err
         task = dict(tenant_id=inp.tenant_id, task_id=inp.task_id, project_id=inp.project_id,
                     service=Service.workflow_orchestrator, task_type=f"debug_round_{inp.round}")
         await tasks.ensure_task(self._pool, **task, status=TaskStatus.running)
@@ -166,7 +169,7 @@ class PipelineActivities:
                                                                memory_mb=TEST_MEMORY_MB, config=self._sandbox), i)
                 except SandboxUnavailable as err:  # never run unconfined; no retry can fix it
                     await tasks.ensure_task(self._pool, **task, status=TaskStatus.failed)
-                    raise ApplicationError(str(err), type=SANDBOX_UNAVAILABLE, non_retryable=True) from err
+                    raise _no_sandbox(str(err)) from err
                 status, report, failure = run.status, _report(run, len(tests)), _failure(run)
             await artifacts.record_test_result(self._pool, tenant_id=inp.tenant_id, artifact_id=art.id,
                                                test_status=status, tests=report)

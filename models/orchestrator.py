@@ -68,6 +68,7 @@ class TaskPublic(Public):
 
 
 PROJECT_WORKFLOW = "ProjectWorkflow"
+SANDBOX_UNAVAILABLE = "SandboxUnavailable"  # run_spec_tests' error type when the worker has no sandbox
 TENANT_KEY = SearchAttributeKey.for_keyword("SpecmillTenant")
 STATE_KEY = SearchAttributeKey.for_keyword("SpecmillState")
 

@@ -195,21 +195,21 @@ async def list_artifacts(
     return [_model(r) for r in rows]
 
 
-async def current_paths(pool: asyncpg.Pool, *, tenant_id: UUID, project_id: UUID) -> dict[UUID, str]:
-    """instance_id -> path of its current artifact (instances with none are absent)."""
+async def _current(pool: asyncpg.Pool, tenant_id: UUID, project_id: UUID, column: str) -> dict[UUID, Any]:
+    """instance_id -> `column` of its current artifact (instances with none are absent)."""
     async with tenant_tx(pool, tenant_id) as conn:
         rows = await conn.fetch(
-            "select instance_id, path from artifacts where tenant_id = $1 and project_id = $2 and current",
+            f"select instance_id, {column} from artifacts where tenant_id = $1 and project_id = $2 and current",
             tenant_id, project_id,
         )
-    return {r["instance_id"]: r["path"] for r in rows}
+    return {r["instance_id"]: r[column] for r in rows}
+
+
+async def current_paths(pool: asyncpg.Pool, *, tenant_id: UUID, project_id: UUID) -> dict[UUID, str]:
+    """instance_id -> path of its current artifact (instances with none are absent)."""
+    return await _current(pool, tenant_id, project_id, "path")
 
 
 async def current_values_hashes(pool: asyncpg.Pool, *, tenant_id: UUID, project_id: UUID) -> dict[UUID, str]:
     """instance_id -> values_hash of its current artifact (instances with none are absent)."""
-    async with tenant_tx(pool, tenant_id) as conn:
-        rows = await conn.fetch(
-            "select instance_id, values_hash from artifacts where tenant_id = $1 and project_id = $2 and current",
-            tenant_id, project_id,
-        )
-    return {r["instance_id"]: r["values_hash"] for r in rows}
+    return await _current(pool, tenant_id, project_id, "values_hash")

@@ -35,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
     from models.generation import GENERATION_WORKFLOW, GenerationInput, GenerationResult, SpecSnapshot
     from models.orchestrator import (
         PROJECT_WORKFLOW,
+        SANDBOX_UNAVAILABLE,
         STATE_KEY,
         AttachTemplatesResult,
         CompleteSpecs,
@@ -59,7 +60,6 @@ with workflow.unsafe.imports_passed_through():
 S = ProjectState
 RECORD_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30),
                            non_retryable_error_types=["NotFound"])
-SANDBOX_UNAVAILABLE = "SandboxUnavailable"  # run_spec_tests' error type when the worker has no sandbox
 PATCH_SANDBOX_UNAVAILABLE = "debugging-fails-without-sandbox"
 # Any activity of the run failing with a non-retryable error ends the project `failed` with its message
 # (before: it failed the workflow, or the store's Invalid and Conflict were retried for ever).

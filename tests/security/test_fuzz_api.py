@@ -42,7 +42,11 @@ async def gateway_url(stack, workers):
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning",
                                            server_header=False))
     task = asyncio.create_task(server.serve())
-    await wait_for(lambda: asyncio.sleep(0, server.started), timeout=30)
+
+    async def started() -> bool:
+        return server.started
+
+    await wait_for(started, timeout=30)
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     await task
