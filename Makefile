@@ -43,7 +43,13 @@ demo: install
 chaos: install
 	$(BIN)/python bench/chaos.py $(CHAOS_ARGS)
 
-test: install redis-server
+# Formatting, lint and the import contracts between the layers (pyproject.toml: [tool.ruff], [tool.importlinter]).
+lint: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+
+test: lint install redis-server
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench-gateway: install

@@ -7,6 +7,7 @@ activity is wrapped with `permanent_failures`, which turns them into
 message as its reason. An activity that knows better (a race that a few retries cover) catches the
 error itself and raises a retryable ApplicationError, which passes through untouched.
 """
+
 from __future__ import annotations
 
 import functools

@@ -1,4 +1,5 @@
 """Generation worker activities (task queue `generation`): candidates from the model, and the outcome."""
+
 from __future__ import annotations
 
 import asyncio
@@ -58,8 +59,9 @@ class GenerationActivities:
         from store import provider_keys
 
         try:
-            return await provider_keys.get_plaintext(self._pool, tenant_id=tenant_id, provider=provider,
-                                                     secret=self._settings.provider_keys_secret)
+            return await provider_keys.get_plaintext(
+                self._pool, tenant_id=tenant_id, provider=provider, secret=self._settings.provider_keys_secret
+            )
         except provider_keys.ProviderKeyUnreadable as err:  # a changed secret: store the key again
             raise ApplicationError(str(err), type="ModelUnavailable", non_retryable=True) from err
 
@@ -74,8 +76,11 @@ class GenerationActivities:
 
     @staticmethod
     def _params(inp: CandidatesInput, index: int) -> GenerationParams:
-        return GenerationParams(max_new_tokens=inp.job.max_new_tokens, temperature=candidate_temperature(inp, index),
-                                seed=1000 * inp.round + index)
+        return GenerationParams(
+            max_new_tokens=inp.job.max_new_tokens,
+            temperature=candidate_temperature(inp, index),
+            seed=1000 * inp.round + index,
+        )
 
     @activity.defn(name="generate_candidates")
     @permanent_failures
@@ -88,12 +93,22 @@ class GenerationActivities:
         out: list[Candidate] = []
         for i in range(job.n):
             completion = await heartbeating(
-                asyncio.to_thread(_chat, backend, messages, self._params(inp, i), api_key), i)
+                asyncio.to_thread(_chat, backend, messages, self._params(inp, i), api_key), i
+            )
             code = extract_code(completion.text, view.language)
-            out.append(Candidate(model=job.model, techniques=job.techniques, code=code,
-                                 tokens_in=completion.tokens_in, tokens_out=completion.tokens_out,
-                                 latency_s=round(completion.latency_s, 3), parses=parses(code, view.language),
-                                 finish_reason=completion.finish_reason, round=inp.round))
+            out.append(
+                Candidate(
+                    model=job.model,
+                    techniques=job.techniques,
+                    code=code,
+                    tokens_in=completion.tokens_in,
+                    tokens_out=completion.tokens_out,
+                    latency_s=round(completion.latency_s, 3),
+                    parses=parses(code, view.language),
+                    finish_reason=completion.finish_reason,
+                    round=inp.round,
+                )
+            )
             activity.heartbeat(i + 1)
         return CandidatesResult(candidates=out, path=view.path, language=view.language)
 
@@ -102,12 +117,17 @@ class GenerationActivities:
     async def plan_module(self, inp: PlanInput) -> Plan:
         """hierarchical_generation, step 1: a checked plan (greedy; each retry is told the last error)."""
         backend, view, api_key = await self._prepare(inp.job)
-        params = GenerationParams(max_new_tokens=max(inp.job.max_new_tokens, hierarchical.PLAN_MIN_TOKENS), seed=0,
-                                  json_schema=json.dumps(hierarchical.PLAN_SCHEMA))
+        params = GenerationParams(
+            max_new_tokens=max(inp.job.max_new_tokens, hierarchical.PLAN_MIN_TOKENS),
+            seed=0,
+            json_schema=json.dumps(hierarchical.PLAN_SCHEMA),
+        )
         try:
-            return await heartbeating(asyncio.to_thread(hierarchical.make_plan,
-                                                        lambda m: _chat(backend, m, params, api_key),
-                                                        view, attempts=inp.attempts))
+            return await heartbeating(
+                asyncio.to_thread(
+                    hierarchical.make_plan, lambda m: _chat(backend, m, params, api_key), view, attempts=inp.attempts
+                )
+            )
         except hierarchical.PlanError as err:
             raise ApplicationError(f"hierarchical_generation: {err}", type="PlanInvalid", non_retryable=True) from err
 
@@ -129,15 +149,28 @@ class GenerationActivities:
                 messages = hierarchical.body_messages(view, inp.plan, item, references=refs)
                 completion = await heartbeating(asyncio.to_thread(_chat, backend, messages, params, api_key), i, j)
                 pieces.append(hierarchical.build_piece(item, completion.text, inp.plan, view.language))
-                t_in, t_out, latency = t_in + completion.tokens_in, t_out + completion.tokens_out, \
-                    latency + completion.latency_s
+                t_in, t_out, latency = (
+                    t_in + completion.tokens_in,
+                    t_out + completion.tokens_out,
+                    latency + completion.latency_s,
+                )
                 finish = "length" if completion.finish_reason == "length" else finish
                 activity.heartbeat(i, j + 1)
             code = hierarchical.assemble(pieces)
-            out.append(Candidate(model=job.model, techniques=job.techniques, code=code, tokens_in=t_in,
-                                 tokens_out=t_out, latency_s=round(latency, 3), parses=parses(code, view.language),
-                                 finish_reason=finish, round=inp.round,
-                                 missing_items=[p.item.name for p in pieces if not p.written]))
+            out.append(
+                Candidate(
+                    model=job.model,
+                    techniques=job.techniques,
+                    code=code,
+                    tokens_in=t_in,
+                    tokens_out=t_out,
+                    latency_s=round(latency, 3),
+                    parses=parses(code, view.language),
+                    finish_reason=finish,
+                    round=inp.round,
+                    missing_items=[p.item.name for p in pieces if not p.written],
+                )
+            )
         return CandidatesResult(candidates=out, path=view.path, language=view.language)
 
     @activity.defn(name="record_generation")
@@ -146,12 +179,28 @@ class GenerationActivities:
         g = inp.inp
         if g.project_id is not None:  # a project's pipeline asked for it: no API call made the row
             await generations.create_generation(
-                self._pool, generation_id=g.generation_id, tenant_id=g.tenant_id, user_id=g.user_id, model=g.model,
-                techniques=g.techniques, request={"project_id": str(g.project_id),
-                                                  "instance_id": str(g.spec.instance_id), "feedback": g.feedback})
-        await generations.finish_generation(self._pool, generation_id=g.generation_id, tenant_id=g.tenant_id,
-                                            spec=g.spec, model=g.model, techniques=g.techniques,
-                                            result=inp.result, error=inp.error)
+                self._pool,
+                generation_id=g.generation_id,
+                tenant_id=g.tenant_id,
+                user_id=g.user_id,
+                model=g.model,
+                techniques=g.techniques,
+                request={
+                    "project_id": str(g.project_id),
+                    "instance_id": str(g.spec.instance_id),
+                    "feedback": g.feedback,
+                },
+            )
+        await generations.finish_generation(
+            self._pool,
+            generation_id=g.generation_id,
+            tenant_id=g.tenant_id,
+            spec=g.spec,
+            model=g.model,
+            techniques=g.techniques,
+            result=inp.result,
+            error=inp.error,
+        )
         # POST /api/generate took one of the tenant's generation slots for this workflow: the outcome
         # is recorded, so it is free again (a project's generation released its own already: a no-op)
         await leases.release(self._pool, tenant_id=g.tenant_id, holder=activity.info().workflow_id)
@@ -162,9 +211,11 @@ def _chat(backend, messages, params: GenerationParams, api_key: str | None):
     try:
         return backend.chat(messages, params, api_key=api_key)
     except ValueError as err:  # e.g. a prompt longer than the model's context
-        raise ApplicationError(f"the model cannot take this request: {err}", type="BadRequest",
-                               non_retryable=True) from err
+        raise ApplicationError(
+            f"the model cannot take this request: {err}", type="BadRequest", non_retryable=True
+        ) from err
     except ModelUnavailable as err:
         retryable = getattr(err, "retryable", False)
-        raise ApplicationError(str(err), type="ModelUnavailableRetry" if retryable else "ModelUnavailable",
-                               non_retryable=not retryable) from err
+        raise ApplicationError(
+            str(err), type="ModelUnavailableRetry" if retryable else "ModelUnavailable", non_retryable=not retryable
+        ) from err

@@ -1,5 +1,6 @@
 """Heartbeats while a long call runs on a thread: a worker that dies is noticed within the
 activity's heartbeat timeout (seconds), not its start-to-close timeout (minutes)."""
+
 from __future__ import annotations
 
 import asyncio

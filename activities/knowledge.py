@@ -1,4 +1,5 @@
 """Knowledge worker activities (task queue `knowledge`): embedding and index maintenance."""
+
 from __future__ import annotations
 
 import asyncpg
@@ -34,8 +35,9 @@ class KnowledgeActivities:
     async def index_items(self, inp: IndexInput) -> IndexResult:
         """Make the index match the database for these items; heartbeats after each encoded batch."""
         try:
-            return await service.index_items(self._pool, self._runtime, inp.tenant_id, inp.items,
-                                             heartbeat=lambda done: activity.heartbeat(done))
+            return await service.index_items(
+                self._pool, self._runtime, inp.tenant_id, inp.items, heartbeat=lambda done: activity.heartbeat(done)
+            )
         except VectorStoreUnavailable as err:  # retried by Temporal until Qdrant is back
             raise ApplicationError(f"vector store unavailable: {err}", type="VectorStoreUnavailable") from err
 
@@ -75,21 +77,30 @@ class KnowledgeActivities:
         for artifact_id in inp.artifact_ids:
             art = await artifacts.get_artifact(self._pool, tenant_id=inp.tenant_id, artifact_id=artifact_id)
             try:
-                body = SnippetCreate(language="python", content=art.content,
-                                     tags=["generated", f"project:{inp.project_id}"],
-                                     description=f"{art.path}: generated from {art.template_name} "
-                                                 f"{art.template_version} by {art.model}, tests passed "
-                                                 f"(project {inp.project_id})")
-                snip = await snippets.create_snippet(self._pool, tenant_id=inp.tenant_id, user_id=inp.user_id,
-                                                     body=body, max_bytes=max_bytes,
-                                                     snippet_id=generated_snippet_id(artifact_id))
+                body = SnippetCreate(
+                    language="python",
+                    content=art.content,
+                    tags=["generated", f"project:{inp.project_id}"],
+                    description=f"{art.path}: generated from {art.template_name} "
+                    f"{art.template_version} by {art.model}, tests passed "
+                    f"(project {inp.project_id})",
+                )
+                snip = await snippets.create_snippet(
+                    self._pool,
+                    tenant_id=inp.tenant_id,
+                    user_id=inp.user_id,
+                    body=body,
+                    max_bytes=max_bytes,
+                    snippet_id=generated_snippet_id(artifact_id),
+                )
             except (Invalid, ValidationError) as err:  # e.g. larger than SNIPPET_MAX_BYTES: it stays an artifact only
                 activity.logger.info("artifact %s not published: %s", artifact_id, err)
                 continue
             ids.append(snip.id)
         if ids:
-            await self.index_items(IndexInput(tenant_id=inp.tenant_id, items=[IndexItem(kind="snippet", id=i)
-                                                                             for i in ids]))
+            await self.index_items(
+                IndexInput(tenant_id=inp.tenant_id, items=[IndexItem(kind="snippet", id=i) for i in ids])
+            )
         return PublishResult(snippet_ids=ids)
 
     @activity.defn(name="retrieve_references")
@@ -97,8 +108,9 @@ class KnowledgeActivities:
     async def retrieve_references(self, inp: RetrieveInput) -> list[Reference]:
         """The tenant's snippets most like `query` (hybrid search), for retrieval augmentation."""
         try:
-            found = await service.similar(self._pool, self._runtime, inp.tenant_id,
-                                          SimilarRequest(query=inp.query, top_k=inp.top_k))
+            found = await service.similar(
+                self._pool, self._runtime, inp.tenant_id, SimilarRequest(query=inp.query, top_k=inp.top_k)
+            )
         except VectorStoreUnavailable as err:
             raise ApplicationError(f"vector store unavailable: {err}", type="VectorStoreUnavailable") from err
         return [Reference(id=hit.id, content=hit.content) for hit in found.results]

@@ -5,6 +5,7 @@ integration: `integrate_artifacts` (static checks, artifacts stored by content h
 `run_spec_tests` (each instance's tests in sandbox/, one workflow_tasks row per round).
 Every one is idempotent: a retry after a crash finds what the first attempt stored.
 """
+
 from __future__ import annotations
 
 import ast
@@ -71,8 +72,9 @@ class PipelineActivities:
         """spec.complete: every instance validated against its template again (its tests must parse);
         the snapshot of the specs and the settings the run will use."""
         specs = await instances.project_specs(self._pool, tenant_id=inp.tenant_id, project_id=inp.project_id)
-        effective = await pipeline_settings.effective_settings(self._pool, tenant_id=inp.tenant_id,
-                                                               project_id=inp.project_id)
+        effective = await pipeline_settings.effective_settings(
+            self._pool, tenant_id=inp.tenant_id, project_id=inp.project_id
+        )
         problems: list[SpecProblem] = []
         snapshots: list[SpecSnapshot] = []
         queries: dict[UUID, str] = {}
@@ -86,11 +88,23 @@ class PipelineActivities:
             for v in await checked_value_violations(tpl.schema_, spec.values):
                 problems.append(SpecProblem(instance_id=spec.id, template=label, path=v.path, message=v.message))
             queries[spec.id] = spec_view(tpl.schema_, spec.values).query()
-            snapshots.append(SpecSnapshot(template_id=tpl.id, template_name=tpl.name, template_version=tpl.version,
-                                          schema=tpl.schema_, values=spec.values, values_hash=values_hash(spec.values),
-                                          instance_id=spec.id))
-        return SpecsCheckResult(problems=problems, specs=snapshots, retrieval_queries=queries,
-                                settings=PipelineSettings.model_validate(effective.model_dump()))
+            snapshots.append(
+                SpecSnapshot(
+                    template_id=tpl.id,
+                    template_name=tpl.name,
+                    template_version=tpl.version,
+                    schema=tpl.schema_,
+                    values=spec.values,
+                    values_hash=values_hash(spec.values),
+                    instance_id=spec.id,
+                )
+            )
+        return SpecsCheckResult(
+            problems=problems,
+            specs=snapshots,
+            retrieval_queries=queries,
+            settings=PipelineSettings.model_validate(effective.model_dump()),
+        )
 
     # --- integration queue ----------------------------------------------------------------
 
@@ -111,31 +125,59 @@ class PipelineActivities:
         for o in inp.outputs:
             iid = o.spec.instance_id
             if iid in files:
-                new.append(artifacts.NewArtifact(
-                    instance_id=iid, path=paths[iid], content=files[iid], values_hash=o.spec.values_hash,
-                    template_id=o.spec.template_id, template_name=o.spec.template_name,
-                    template_version=o.spec.template_version, model=inp.model, techniques=inp.techniques,
-                    retrieved_snippets=[str(s) for s in o.generation.provenance.retrieved_snippets],
-                    generation_id=o.generation.id, round=inp.round,
-                    checks={"parses": findings[paths[iid]].parses, "problems": findings[paths[iid]].problems}))
+                new.append(
+                    artifacts.NewArtifact(
+                        instance_id=iid,
+                        path=paths[iid],
+                        content=files[iid],
+                        values_hash=o.spec.values_hash,
+                        template_id=o.spec.template_id,
+                        template_name=o.spec.template_name,
+                        template_version=o.spec.template_version,
+                        model=inp.model,
+                        techniques=inp.techniques,
+                        retrieved_snippets=[str(s) for s in o.generation.provenance.retrieved_snippets],
+                        generation_id=o.generation.id,
+                        round=inp.round,
+                        checks={"parses": findings[paths[iid]].parses, "problems": findings[paths[iid]].problems},
+                    )
+                )
         for item in new:  # a template's path hint that leaves the tree: say which template
             try:
                 artifacts.check_path(item.path)
             except Invalid as err:
-                raise Invalid(f"template {item.template_name} {item.template_version} (instance {item.instance_id}): "
-                              f"{err.message}") from err
-        stored = {a.instance_id: a for a in await artifacts.store_artifacts(
-            self._pool, tenant_id=inp.tenant_id, project_id=inp.project_id, items=new)}
+                raise Invalid(
+                    f"template {item.template_name} {item.template_version} (instance {item.instance_id}): "
+                    f"{err.message}"
+                ) from err
+        stored = {
+            a.instance_id: a
+            for a in await artifacts.store_artifacts(
+                self._pool, tenant_id=inp.tenant_id, project_id=inp.project_id, items=new
+            )
+        }
         out: list[ArtifactRef] = []
         for o in inp.outputs:
             iid, path = o.spec.instance_id, paths[o.spec.instance_id]
             if iid not in stored:
-                out.append(ArtifactRef(instance_id=iid, path=path, parses=None,
-                                       problems=[o.error or (o.generation.note if o.generation else None)
-                                                 or "nothing was generated"]))
+                out.append(
+                    ArtifactRef(
+                        instance_id=iid,
+                        path=path,
+                        parses=None,
+                        problems=[o.error or (o.generation.note if o.generation else None) or "nothing was generated"],
+                    )
+                )
                 continue
-            out.append(ArtifactRef(instance_id=iid, artifact_id=stored[iid].id, path=path,
-                                   parses=findings[path].parses, problems=findings[path].problems))
+            out.append(
+                ArtifactRef(
+                    instance_id=iid,
+                    artifact_id=stored[iid].id,
+                    path=path,
+                    parses=findings[path].parses,
+                    problems=findings[path].problems,
+                )
+            )
         return IntegrateResult(artifacts=out)
 
     @activity.defn(name="run_spec_tests")
@@ -149,35 +191,59 @@ class PipelineActivities:
                 await asyncio.to_thread(isolation, self._sandbox)
             except SandboxUnavailable as err:
                 raise _no_sandbox(str(err)) from err
-        task = dict(tenant_id=inp.tenant_id, task_id=inp.task_id, project_id=inp.project_id,
-                    service=Service.workflow_orchestrator, task_type=f"debug_round_{inp.round}")
+        task = dict(
+            tenant_id=inp.tenant_id,
+            task_id=inp.task_id,
+            project_id=inp.project_id,
+            service=Service.workflow_orchestrator,
+            task_type=f"debug_round_{inp.round}",
+        )
         await tasks.ensure_task(self._pool, **task, status=TaskStatus.running)
         results: list[InstanceTestResult] = []
         for i, ref in enumerate(inp.artifacts):
             spec = specs[ref.instance_id]
             tests = spec_view(spec.schema_, spec.values).tests
             if ref.artifact_id is None:
-                results.append(InstanceTestResult(instance_id=ref.instance_id, artifact_id=None, status="missing",
-                                                  failure="; ".join(ref.problems)[:FAILURE_CHARS]))
+                results.append(
+                    InstanceTestResult(
+                        instance_id=ref.instance_id,
+                        artifact_id=None,
+                        status="missing",
+                        failure="; ".join(ref.problems)[:FAILURE_CHARS],
+                    )
+                )
                 continue
             art = await artifacts.get_artifact(self._pool, tenant_id=inp.tenant_id, artifact_id=ref.artifact_id)
             if not tests:
                 status, report, failure = "no_tests", {"tests": 0}, None
             else:
                 try:
-                    run = await heartbeating(asyncio.to_thread(run_tests, art.content, tests, timeout_s=TEST_TIMEOUT_S,
-                                                               memory_mb=TEST_MEMORY_MB, config=self._sandbox), i)
+                    run = await heartbeating(
+                        asyncio.to_thread(
+                            run_tests,
+                            art.content,
+                            tests,
+                            timeout_s=TEST_TIMEOUT_S,
+                            memory_mb=TEST_MEMORY_MB,
+                            config=self._sandbox,
+                        ),
+                        i,
+                    )
                 except SandboxUnavailable as err:  # never run unconfined; no retry can fix it
                     await tasks.ensure_task(self._pool, **task, status=TaskStatus.failed)
                     raise _no_sandbox(str(err)) from err
                 status, report, failure = run.status, _report(run, len(tests)), _failure(run)
-            await artifacts.record_test_result(self._pool, tenant_id=inp.tenant_id, artifact_id=art.id,
-                                               test_status=status, tests=report)
-            results.append(InstanceTestResult(instance_id=ref.instance_id, artifact_id=art.id, status=status,
-                                              failure=failure))
+            await artifacts.record_test_result(
+                self._pool, tenant_id=inp.tenant_id, artifact_id=art.id, test_status=status, tests=report
+            )
+            results.append(
+                InstanceTestResult(instance_id=ref.instance_id, artifact_id=art.id, status=status, failure=failure)
+            )
             activity.heartbeat(i + 1)
         outcome = DebugRoundResult(results=results)
-        await tasks.ensure_task(self._pool, **task, status=TaskStatus.failed if outcome.failing else TaskStatus.completed)
+        await tasks.ensure_task(
+            self._pool, **task, status=TaskStatus.failed if outcome.failing else TaskStatus.completed
+        )
         return outcome
 
 
@@ -257,8 +323,10 @@ def _unique_paths(inp: IntegrateInput, current: dict[UUID, str], storing: set[UU
     the same paths. An instance with nothing to store is shown at its current file's path. The download's
     manifest name is never given out."""
     taken = {path for iid, path in current.items() if iid not in storing}
-    options = {o.spec.instance_id: _path_options(spec_view(o.spec.schema_, o.spec.values).path, o.spec.instance_id)
-               for o in inp.outputs}
+    options = {
+        o.spec.instance_id: _path_options(spec_view(o.spec.schema_, o.spec.values).path, o.spec.instance_id)
+        for o in inp.outputs
+    }
     paths = {iid: current[iid] for iid in storing if iid in current and current[iid] in options[iid]}
     claimed = taken | set(paths.values()) | {artifacts.MANIFEST}
     for o in inp.outputs:

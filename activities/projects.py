@@ -1,4 +1,5 @@
 """Orchestrator activities that touch the database: one class, one pool, injected at startup."""
+
 from __future__ import annotations
 
 import asyncpg
@@ -33,8 +34,9 @@ class ProjectActivities:
     @permanent_failures
     async def acquire_generation_slot(self, inp: LeaseInput) -> bool:
         """One of the tenant's generation slots for this holder, if one is free (a retry renews it)."""
-        return await leases.acquire(self._pool, tenant_id=inp.tenant_id, holder=inp.holder, limit=inp.limit,
-                                    ttl_s=inp.ttl_s)
+        return await leases.acquire(
+            self._pool, tenant_id=inp.tenant_id, holder=inp.holder, limit=inp.limit, ttl_s=inp.ttl_s
+        )
 
     @activity.defn(name="release_generation_slot")
     @permanent_failures

@@ -1,4 +1,5 @@
 """The FastAPI app factory: the gateway (all services in one process by default), or one service."""
+
 from __future__ import annotations
 
 import asyncio
@@ -30,8 +31,11 @@ def create_app(settings: Settings | None = None, service: str | None = None) -> 
     settings = settings or get_settings()
     if service is not None and service not in SERVICES:
         raise ValueError(f"unknown service {service!r}; one of {sorted(SERVICES)}")
-    remote = {n: getattr(settings, s.url_setting) for n, s in SERVICES.items()
-              if service is None and getattr(settings, s.url_setting)}
+    remote = {
+        n: getattr(settings, s.url_setting)
+        for n, s in SERVICES.items()
+        if service is None and getattr(settings, s.url_setting)
+    }
     local = [SERVICES[service]] if service else [s for n, s in SERVICES.items() if n not in remote]
 
     @asynccontextmanager
@@ -52,10 +56,14 @@ def create_app(settings: Settings | None = None, service: str | None = None) -> 
             from codegen.manager import ModelManager
 
             extras["models"] = ModelManager(settings)
-        res = Resources(settings=settings, pool=pool, temporal=temporal,
-                        auth=Authenticator(settings, pool, internal_only=service is not None),
-                        limiter=RateLimiter(settings) if service is None else None,
-                        extras=extras)
+        res = Resources(
+            settings=settings,
+            pool=pool,
+            temporal=temporal,
+            auth=Authenticator(settings, pool, internal_only=service is not None),
+            limiter=RateLimiter(settings) if service is None else None,
+            extras=extras,
+        )
         app.state.resources = res
         schema_safety.configure(settings)  # the validation pool's deadline and caps
         try:
@@ -65,8 +73,12 @@ def create_app(settings: Settings | None = None, service: str | None = None) -> 
             await pool.close()
 
     title = "specmill" if service is None else f"specmill {service}"
-    app = FastAPI(title=title, version="0.1.0", lifespan=lifespan,
-                  description="Typed specifications in, working and tested code out. Durable on Temporal.")
+    app = FastAPI(
+        title=title,
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Typed specifications in, working and tested code out. Durable on Temporal.",
+    )
     errors.install(app)
     app.add_middleware(RateHeadersMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
@@ -81,26 +93,36 @@ def create_app(settings: Settings | None = None, service: str | None = None) -> 
     for svc in local:
         for r in svc.routers:
             app.include_router(r, prefix="/api")
-        app.add_api_route(f"/health/{svc.name}", _service_health(svc), methods=["GET"], tags=["health"],
-                          summary=f"{svc.name} readiness", description=health.DESCRIPTION)
+        app.add_api_route(
+            f"/health/{svc.name}",
+            _service_health(svc),
+            methods=["GET"],
+            tags=["health"],
+            summary=f"{svc.name} readiness",
+            description=health.DESCRIPTION,
+        )
     if remote:
         app.include_router(proxy.router)
 
     async def gateway_health(request: Request, res: ResourcesDep) -> JSONResponse:
-        checks = {"database": await health.check_database(res.pool),
-                  "temporal": await health.check_temporal(res.temporal)}
+        checks = {
+            "database": await health.check_database(res.pool),
+            "temporal": await health.check_temporal(res.temporal),
+        }
         for svc in local:
             if svc.knowledge:
                 checks.update(await health.check_knowledge(res.extras["knowledge"]))
             for queue, wf in svc.queues:
                 checks[f"workers:{queue}"] = await health.check_queue(
-                    res.temporal, settings.temporal_namespace, settings.queue(queue), workflows=wf)
+                    res.temporal, settings.temporal_namespace, settings.queue(queue), workflows=wf
+                )
         for name, url in remote.items():
             checks[f"service:{name}"] = await _remote_health(res.extras["http"], url)
         return await health.answer(request, res, checks)
 
-    app.add_api_route("/health", gateway_health, methods=["GET"], tags=["health"], summary="readiness",
-                      description=health.DESCRIPTION)
+    app.add_api_route(
+        "/health", gateway_health, methods=["GET"], tags=["health"], summary="readiness", description=health.DESCRIPTION
+    )
     return app
 
 
@@ -113,7 +135,8 @@ def _service_health(svc: ServiceDef):
             checks["temporal"] = await health.check_temporal(res.temporal)
         for queue, wf in svc.queues:
             checks[f"workers:{queue}"] = await health.check_queue(
-                res.temporal, res.settings.temporal_namespace, res.settings.queue(queue), workflows=wf)
+                res.temporal, res.settings.temporal_namespace, res.settings.queue(queue), workflows=wf
+            )
         return await health.answer(request, res, checks, service=svc.name)
 
     return service_health

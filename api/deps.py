@@ -1,4 +1,5 @@
 """FastAPI dependencies: process-wide resources and the authenticated, authorised caller."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -63,20 +64,30 @@ async def authenticate(
     x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Principal:
-    principal = await guard.authenticate(res.auth, res.limiter, address=client_address(request, res.settings),
-                                         api_key=x_api_key, authorization=authorization)
+    principal = await guard.authenticate(
+        res.auth,
+        res.limiter,
+        address=client_address(request, res.settings),
+        api_key=x_api_key,
+        authorization=authorization,
+    )
     request.state.principal = principal
     return principal
 
 
-async def authorize(request: Request, res: ResourcesDep, principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+async def authorize(
+    request: Request, res: ResourcesDep, principal: Annotated[Principal, Depends(authenticate)]
+) -> Principal:
     """Rate limit (the key's budget, then the tenant's), then check the role the route's method and path need."""
     if res.limiter is not None:
         state = await res.limiter.hit(principal)
         request.state.rate_headers = state.headers()
         if not state.allowed:
-            detail = ("rate limit exceeded" if state.refused_by == "key"
-                      else "the tenant's rate limit is exceeded (all of its keys together)")
+            detail = (
+                "rate limit exceeded"
+                if state.refused_by == "key"
+                else "the tenant's rate limit is exceeded (all of its keys together)"
+            )
             raise HTTPException(429, detail, headers=state.headers())
     needed = required_role(request.method, request.url.path)
     if not principal.role.at_least(needed):

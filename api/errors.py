@@ -1,10 +1,10 @@
 """Every error leaves as JSON with a `detail`; no stack trace ever reaches a client."""
+
 from __future__ import annotations
 
 import logging
 
 import asyncpg
-
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -30,9 +30,16 @@ class ServiceUnavailable(Exception):
 # Every 422 is `{"detail": ...}`: FastAPI's request validation gives a list of {loc, msg, type}; a
 # domain error (Invalid) a sentence, sometimes with more fields (errors, problems). The OpenAPI says so.
 UNPROCESSABLE = {
-    "title": "HTTPValidationError", "type": "object", "required": ["detail"], "additionalProperties": True,
-    "properties": {"detail": {"title": "Detail", "anyOf": [
-        {"type": "string"}, {"type": "array", "items": {"$ref": "#/components/schemas/ValidationError"}}]}},
+    "title": "HTTPValidationError",
+    "type": "object",
+    "required": ["detail"],
+    "additionalProperties": True,
+    "properties": {
+        "detail": {
+            "title": "Detail",
+            "anyOf": [{"type": "string"}, {"type": "array", "items": {"$ref": "#/components/schemas/ValidationError"}}],
+        }
+    },
 }
 
 
@@ -54,6 +61,7 @@ def document_errors(app: FastAPI) -> None:
 
 def install(app: FastAPI) -> None:
     document_errors(app)
+
     @app.exception_handler(DomainError)
     async def _domain(_: Request, err: DomainError) -> JSONResponse:
         return JSONResponse({"detail": err.message, **err.extra}, status_code=_STATUS.get(type(err), 400))
@@ -64,8 +72,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(ServiceUnavailable)
     async def _unavailable(_: Request, err: ServiceUnavailable) -> JSONResponse:
-        return JSONResponse({"detail": f"{err.what} is unavailable, try again shortly"}, status_code=503,
-                            headers={"Retry-After": "5"})
+        return JSONResponse(
+            {"detail": f"{err.what} is unavailable, try again shortly"}, status_code=503, headers={"Retry-After": "5"}
+        )
 
     @app.exception_handler(VectorStoreUnavailable)
     async def _vectors_down(request: Request, err: VectorStoreUnavailable) -> JSONResponse:
@@ -86,8 +95,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, err: RequestValidationError) -> JSONResponse:
-        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-                  for e in err.errors()]
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in err.errors()
+        ]
         return JSONResponse({"detail": errors}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)

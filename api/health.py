@@ -4,6 +4,7 @@ Anyone may ask whether the platform is up (a load balancer, a monitor); only an 
 tenant's admin or owner key or token) or the gateway's internal token sees which check failed and
 the topology behind it (queues, pollers, the vector store's mode, the embedders).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -11,11 +12,11 @@ import time
 from typing import Any
 
 import asyncpg
+from fastapi import Request
+from fastapi.responses import JSONResponse
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
-from fastapi import Request
-from fastapi.responses import JSONResponse
 from temporalio.client import Client
 
 from api.security.auth import AuthError
@@ -51,9 +52,14 @@ async def check_queue(client: Client | None, namespace: str, queue: str, *, work
     counts = {}
     try:
         for kind in kinds:
-            resp = await asyncio.wait_for(client.workflow_service.describe_task_queue(
-                DescribeTaskQueueRequest(namespace=namespace, task_queue=TaskQueue(name=queue), task_queue_type=kind)
-            ), 3)
+            resp = await asyncio.wait_for(
+                client.workflow_service.describe_task_queue(
+                    DescribeTaskQueueRequest(
+                        namespace=namespace, task_queue=TaskQueue(name=queue), task_queue_type=kind
+                    )
+                ),
+                3,
+            )
             now = time.time()
             fresh = [p for p in resp.pollers if now - p.last_access_time.ToSeconds() < POLLER_FRESH_SECONDS]
             counts["workflow" if kind == TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW else "activity"] = len(fresh)
@@ -62,9 +68,11 @@ async def check_queue(client: Client | None, namespace: str, queue: str, *, work
     return {"ok": all(counts.values()), "pollers": counts}
 
 
-DESCRIPTION = ("200 `{\"status\": \"ok\"}` when everything this process needs is reachable, else 503. "
-               "With an admin's X-API-Key or token (or the gateway's internal token) the answer also "
-               "carries each check.")
+DESCRIPTION = (
+    '200 `{"status": "ok"}` when everything this process needs is reachable, else 503. '
+    "With an admin's X-API-Key or token (or the gateway's internal token) the answer also "
+    "carries each check."
+)
 
 
 async def may_see_checks(request: Request, res) -> bool:
@@ -78,8 +86,9 @@ async def may_see_checks(request: Request, res) -> bool:
     return principal.auth == "internal" or principal.role.at_least(Role.admin)
 
 
-async def answer(request: Request, res, checks: dict[str, dict[str, Any]], *, service: str | None = None
-                 ) -> JSONResponse:
+async def answer(
+    request: Request, res, checks: dict[str, dict[str, Any]], *, service: str | None = None
+) -> JSONResponse:
     code, body = verdict(checks)
     if not await may_see_checks(request, res):
         body = {"status": body["status"], **({"detail": "unavailable"} if code != 200 else {})}
@@ -105,8 +114,11 @@ async def check_knowledge(runtime) -> dict[str, dict[str, Any]]:
         store = {"ok": False, "error": type(err).__name__}
     info = {e.name: e for e in runtime.info()}
     default = info.get(runtime.default)
-    embedders = {"ok": bool(default and default.loaded), "default": runtime.default,
-                 "loaded": sorted(n for n, e in info.items() if e.loaded)}
+    embedders = {
+        "ok": bool(default and default.loaded),
+        "default": runtime.default,
+        "loaded": sorted(n for n, e in info.items() if e.loaded),
+    }
     if default and default.error:
         embedders["error"] = default.error
     return {"vector_store": store, "embedders": embedders}

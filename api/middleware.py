@@ -1,5 +1,6 @@
 """Pure ASGI middleware: rate-limit headers (set by the authorize dependency) and security headers
 on every response, and the request body limit."""
+
 from __future__ import annotations
 
 from starlette.datastructures import Headers
@@ -31,13 +32,19 @@ class RateHeadersMiddleware:
 DOCS_PATHS = ("/docs", "/redoc")
 # Swagger UI and ReDoc as FastAPI serves them: their bundles come from jsDelivr, the page starts them
 # with an inline script, and nothing may frame it.
-DOCS_CSP = ("default-src 'none'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-            "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
-            "font-src https://fonts.gstatic.com; img-src 'self' data: https://fastapi.tiangolo.com "
-            "https://cdn.redoc.ly; connect-src 'self'; worker-src blob:; frame-ancestors 'none'; base-uri 'none'")
+DOCS_CSP = (
+    "default-src 'none'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
+    "font-src https://fonts.gstatic.com; img-src 'self' data: https://fastapi.tiangolo.com "
+    "https://cdn.redoc.ly; connect-src 'self'; worker-src blob:; frame-ancestors 'none'; base-uri 'none'"
+)
 API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'"
-SECURITY_HEADERS = {b"x-content-type-options": b"nosniff", b"referrer-policy": b"no-referrer",
-                    b"x-frame-options": b"DENY", b"cross-origin-resource-policy": b"same-origin"}
+SECURITY_HEADERS = {
+    b"x-content-type-options": b"nosniff",
+    b"referrer-policy": b"no-referrer",
+    b"x-frame-options": b"DENY",
+    b"cross-origin-resource-policy": b"same-origin",
+}
 
 
 class SecurityHeadersMiddleware:
@@ -59,8 +66,9 @@ class SecurityHeadersMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() not in extra
-                           and k.lower() != b"server"]
+                headers = [
+                    (k, v) for k, v in message.get("headers", []) if k.lower() not in extra and k.lower() != b"server"
+                ]
                 message = {**message, "headers": [*headers, *extra.items()]}
             await send(message)
 
@@ -101,7 +109,8 @@ class BodyLimitMiddleware:
             if int(declared) <= self.drain_bytes:
                 await self._drain(receive)
             await JSONResponse({"detail": detail}, status_code=413, headers={"connection": "close"})(
-                scope, receive, send)
+                scope, receive, send
+            )
             return
         seen = 0
 

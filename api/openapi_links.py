@@ -5,6 +5,7 @@ A POST that creates a resource links to every operation that takes its id as a p
 ...) and to every POST whose body names it (`POST /api/templates` -> `POST /api/instances`'s
 `template_id`). Only operations this app serves are linked.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -37,7 +38,11 @@ def add_links(schema: dict[str, Any]) -> None:
         links: dict[str, Any] = {}
         for path, ops in paths.items():
             for method, op in ops.items():
-                if not isinstance(op, dict) or "operationId" not in op or (path, method) == (source_path, source_method):
+                if (
+                    not isinstance(op, dict)
+                    or "operationId" not in op
+                    or (path, method) == (source_path, source_method)
+                ):
                     continue
                 link: dict[str, Any] = {}
                 if "{" + name + "}" in path:

@@ -3,6 +3,7 @@
 Authentication, RBAC and rate limiting happen here, at the gateway; the service receives a
 short-lived internal token naming the caller, and accepts nothing else.
 """
+
 from __future__ import annotations
 
 from urllib.parse import quote
@@ -14,8 +15,18 @@ from api.deps import PrincipalDep, ResourcesDep
 from api.errors import ServiceUnavailable
 from api.services import owner_of
 
-HOP_HEADERS = {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "authorization",
-               "x-api-key", "te", "upgrade", "proxy-authorization"}
+HOP_HEADERS = {
+    "host",
+    "content-length",
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "authorization",
+    "x-api-key",
+    "te",
+    "upgrade",
+    "proxy-authorization",
+}
 
 router = APIRouter()
 
@@ -39,8 +50,11 @@ async def forward(path: str, request: Request, res: ResourcesDep, principal: Pri
     headers["authorization"] = f"Bearer {res.auth.issue_internal(principal)}"
     try:
         upstream = await client.request(
-            request.method, remote[service].rstrip("/") + _requoted(request.scope["path"]),
-            params=request.query_params, content=await request.body(), headers=headers,
+            request.method,
+            remote[service].rstrip("/") + _requoted(request.scope["path"]),
+            params=request.query_params,
+            content=await request.body(),
+            headers=headers,
         )
     except httpx.InvalidURL as err:
         raise HTTPException(400, f"the path cannot be forwarded: {err}") from err

@@ -8,6 +8,7 @@ Budgets:
   database lookup are refused with 429 before the lookup, except keys that authenticated within
   AUTH_KNOWN_GOOD_SECONDS (a mark per key hash): a working client keeps working beside an attacker.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,11 @@ class RateState:
     reset_at: float  # unix time when the window frees up again
 
     def headers(self) -> dict[str, str]:
-        h = {"X-RateLimit-Limit": str(self.limit), "X-RateLimit-Remaining": str(self.remaining),
-             "X-RateLimit-Reset": str(math.ceil(self.reset_at))}
+        h = {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(self.remaining),
+            "X-RateLimit-Reset": str(math.ceil(self.reset_at)),
+        }
         if not self.allowed:
             h["Retry-After"] = self.retry_after()
         return h
@@ -95,8 +99,9 @@ class RateLimiter:
     async def _hit(self, item: RateLimitItem, *ids: str) -> RateState:
         allowed = await self.limiter.hit(item, NS, *ids)
         stats = await self.limiter.get_window_stats(item, NS, *ids)
-        return RateState(allowed=allowed, limit=item.amount, remaining=max(0, stats.remaining),
-                         reset_at=stats.reset_time)
+        return RateState(
+            allowed=allowed, limit=item.amount, remaining=max(0, stats.remaining), reset_at=stats.reset_time
+        )
 
     async def _spent(self, item: RateLimitItem, *ids: str) -> RateState | None:
         """The window's state if its budget is spent (without spending any), else None."""

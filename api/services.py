@@ -1,4 +1,5 @@
 """The backend services the gateway serves in-process or forwards to (seed ports)."""
+
 from __future__ import annotations
 
 import re
@@ -23,25 +24,33 @@ class ServiceDef:
 
 SERVICES: dict[str, ServiceDef] = {
     "spec-registry": ServiceDef(
-        "spec-registry", 8000, [templates.router],
+        "spec-registry",
+        8000,
+        [templates.router],
         [re.compile(r"^/api/(templates|instances)(/|$)"), re.compile(r"^/api/projects/[^/]+/specs/?$")],
         "spec_registry_url",
     ),
     "orchestrator": ServiceDef(
-        "orchestrator", 8003, [projects.router, pipeline.router],
+        "orchestrator",
+        8003,
+        [projects.router, pipeline.router],
         [re.compile(r"^/api/(projects|tasks|settings)(/|$)")],  # settings: the pipeline's (tenant defaults)
         "orchestrator_url",
         queues=[("orchestrator", True), ("spec-registry", False), ("integration", False)],
     ),
     "generator": ServiceDef(
-        "generator", 8001, [generator.router, providers.router],
+        "generator",
+        8001,
+        [generator.router, providers.router],
         [re.compile(r"^/api/(generate|techniques|models|generations|providers)(/|$)")],
         "generator_url",
         queues=[("generation", True)],
         models=True,
     ),
     "knowledge": ServiceDef(
-        "knowledge", 8002, [knowledge.router],
+        "knowledge",
+        8002,
+        [knowledge.router],
         [re.compile(r"^/api/(snippets|knowledge|similar)(/|$)")],
         "knowledge_url",
         queues=[("knowledge", True)],

@@ -6,6 +6,7 @@ Served by uvicorn with the same options as `specmill serve gateway` (workers/cli
 difference in the figures is the gateway's own work: auth lookup, RLS transaction, query,
 rate limiting, response model validation and middleware.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,15 @@ def main() -> None:
     with open(args.body, encoding="utf-8") as f:
         body = json.load(f)
     # Keep these options identical to workers/cli.py `serve`.
-    uvicorn.run(create_app(body), host=args.host, port=args.port, log_level="info",
-                proxy_headers=False, server_header=False, timeout_graceful_shutdown=10)
+    uvicorn.run(
+        create_app(body),
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        proxy_headers=False,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
 
 
 if __name__ == "__main__":

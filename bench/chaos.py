@@ -15,6 +15,7 @@ debugging round is one task with one task.created and one task.completed, each g
 code.generated, each project's state changes one unbroken chain); and the database agrees with each
 workflow's final state. Exit status 0 only when every check holds.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,16 +37,26 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from workers import embedded  # noqa: E402
+from workers import embedded
 
 QUEUES = ["orchestrator", "spec-registry", "knowledge", "generation", "integration"]
 SPECS = [  # simple enough for a small model, each with tests
     ("add", "Return the sum of a and b.", "def add(a: int, b: int) -> int", ["assert add(2, 3) == 5"]),
-    ("is_even", "Return True when n is even.", "def is_even(n: int) -> bool", ["assert is_even(4)", "assert not is_even(3)"]),
+    (
+        "is_even",
+        "Return True when n is even.",
+        "def is_even(n: int) -> bool",
+        ["assert is_even(4)", "assert not is_even(3)"],
+    ),
     ("square", "Return n multiplied by itself.", "def square(n: int) -> int", ["assert square(3) == 9"]),
     ("maximum", "Return the larger of a and b.", "def maximum(a: int, b: int) -> int", ["assert maximum(2, 7) == 7"]),
     ("negate", "Return -x.", "def negate(x: int) -> int", ["assert negate(4) == -4"]),
-    ("first", "Return the first item of a non-empty list.", "def first(items: list) -> object", ["assert first([3, 4]) == 3"]),
+    (
+        "first",
+        "Return the first item of a non-empty list.",
+        "def first(items: list) -> object",
+        ["assert first([3, 4]) == 3"],
+    ),
     ("length", "Return the number of characters in s.", "def length(s: str) -> int", ["assert length('abc') == 3"]),
     ("double", "Return twice n.", "def double(n: int) -> int", ["assert double(5) == 10"]),
 ]
@@ -71,15 +82,21 @@ class Platform:
         self.port = embedded.free_port()
         self.temporal = f"127.0.0.1:{embedded.free_port()}"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE", "TEMPORAL", "JWT"))}
-        env.update(DATA_DIR=str(self.data), PORT=str(self.port), EMBEDDED_POSTGRES_PORT=str(embedded.free_port()),
-                   TEMPORAL_ADDRESS=self.temporal, TEMPORAL_UI_PORT=str(embedded.free_port()),
-                   KNOWLEDGE_PORT=str(embedded.free_port()),
-                   MODELS_DIR=os.environ.get("MODELS_DIR", str(ROOT / ".specmill" / "models")))
+        env.update(
+            DATA_DIR=str(self.data),
+            PORT=str(self.port),
+            EMBEDDED_POSTGRES_PORT=str(embedded.free_port()),
+            TEMPORAL_ADDRESS=self.temporal,
+            TEMPORAL_UI_PORT=str(embedded.free_port()),
+            KNOWLEDGE_PORT=str(embedded.free_port()),
+            MODELS_DIR=os.environ.get("MODELS_DIR", str(ROOT / ".specmill" / "models")),
+        )
         self.env = env
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = open(root / "launcher.log", "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "workers.cli", "run"], env=env, cwd=ROOT,
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "workers.cli", "run"], env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT
+        )
 
     def wait_healthy(self, timeout: float = 300) -> None:
         deadline = time.monotonic() + timeout
@@ -109,7 +126,7 @@ class Platform:
                 continue
             if env.get("DATA_DIR") != str(self.data) or "workers.cli" not in cmd:
                 continue
-            args = cmd[cmd.index("workers.cli") + 1:]
+            args = cmd[cmd.index("workers.cli") + 1 :]
             want = ["serve", "gateway"] if kind == "gateway" else ["worker", kind.removeprefix("worker:")]
             if args[:2] == want:
                 found.append(proc)
@@ -153,8 +170,14 @@ class Client:
 
 
 def create_tenant(platform: Platform) -> dict:
-    out = subprocess.run([sys.executable, "-m", "workers.cli", "tenant", "create", "--name", "chaos"],
-                         env=platform.env, cwd=ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "workers.cli", "tenant", "create", "--name", "chaos"],
+        env=platform.env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout)
 
 
@@ -165,8 +188,15 @@ def start_projects(api: Client, n: int, model: str, rounds: int, rng: random.Ran
         project = api.call("POST", "/api/projects", json={"name": f"chaos-{i}"})
         api.call("PUT", f"/api/projects/{project['id']}/settings", json={"model": model, "debug_rounds": rounds})
         for name, desc, sig, tests in rng.sample(SPECS, 2):
-            api.call("POST", "/api/instances", json={"template_id": template, "project_id": project["id"], "values": {
-                "function_name": name, "description": desc, "signature": sig, "tests": tests}})
+            api.call(
+                "POST",
+                "/api/instances",
+                json={
+                    "template_id": template,
+                    "project_id": project["id"],
+                    "values": {"function_name": name, "description": desc, "signature": sig, "tests": tests},
+                },
+            )
         projects.append(project)
     for project in projects:
         deadline = time.monotonic() + 60
@@ -246,7 +276,8 @@ def check(api: Client, projects: list[dict], results: dict) -> dict:
         if len(tasks) == rounds and all(created[t["id"]] == 1 and completed[t["id"]] == 1 for t in tasks):
             tasks_ok += 1
         else:
-            problems.append(f"{pid}: {len(tasks)} tasks for {rounds} rounds; events {[(created[t['id']], completed[t['id']]) for t in tasks]}")
+            counts = [(created[t["id"]], completed[t["id"]]) for t in tasks]
+            problems.append(f"{pid}: {len(tasks)} tasks for {rounds} rounds; events {counts}")
         spec_ids = {s["id"] for s in specs}
         generated = [e for e in events if e["type"] == "code.generated" and e["payload"].get("instance_id") in spec_ids]
         every = api.call("GET", f"/api/projects/{pid}/artifacts", params={"all": "true"})
@@ -259,10 +290,19 @@ def check(api: Client, projects: list[dict], results: dict) -> dict:
             db_agrees += 1
         else:
             problems.append(f"{pid}: database says {row['state']}, workflow {results.get(pid)}")
-    figures.update({"terminal": terminal, "instances": instances_total, "one_current_artifact": one_artifact,
-                    "state_chains_unbroken": chains_ok, "tasks_exact": tasks_ok, "generations_exact": gens_ok,
-                    "database_agrees_with_workflow": db_agrees, "problems": problems,
-                    "states": dict(Counter(api.call("GET", f"/api/projects/{p['id']}")["state"] for p in projects))})
+    figures.update(
+        {
+            "terminal": terminal,
+            "instances": instances_total,
+            "one_current_artifact": one_artifact,
+            "state_chains_unbroken": chains_ok,
+            "tasks_exact": tasks_ok,
+            "generations_exact": gens_ok,
+            "database_agrees_with_workflow": db_agrees,
+            "problems": problems,
+            "states": dict(Counter(api.call("GET", f"/api/projects/{p['id']}")["state"] for p in projects)),
+        }
+    )
     return figures
 
 
@@ -297,16 +337,24 @@ def main(argv=None) -> int:
         finally:
             platform.stop()
     print(json.dumps({k: v for k, v in figures.items() if k != "problems"}, indent=1))
-    ok = (figures["terminal"] == figures["projects"] == figures["state_chains_unbroken"] == figures["tasks_exact"]
-          == figures["generations_exact"] == figures["database_agrees_with_workflow"]
-          and figures["one_current_artifact"] == figures["instances"])
+    ok = (
+        figures["terminal"]
+        == figures["projects"]
+        == figures["state_chains_unbroken"]
+        == figures["tasks_exact"]
+        == figures["generations_exact"]
+        == figures["database_agrees_with_workflow"]
+        and figures["one_current_artifact"] == figures["instances"]
+    )
     for problem in figures["problems"]:
         print(f"PROBLEM {problem}")
-    print(f"\n{'nothing lost' if ok else 'CHECKS FAILED'}: {figures['terminal']}/{figures['projects']} projects terminal "
-          f"{figures['states']}, {figures['one_current_artifact']}/{figures['instances']} instances with one current "
-          f"artifact, {figures['tasks_exact']} exact task sets, {figures['generations_exact']} exact generation sets, "
-          f"{figures['state_chains_unbroken']} unbroken state chains, {figures['database_agrees_with_workflow']} "
-          f"database = workflow; {len(kills)} kills in {figures['seconds']} s")
+    print(
+        f"\n{'nothing lost' if ok else 'CHECKS FAILED'}: {figures['terminal']}/{figures['projects']} projects terminal "
+        f"{figures['states']}, {figures['one_current_artifact']}/{figures['instances']} instances with one current "
+        f"artifact, {figures['tasks_exact']} exact task sets, {figures['generations_exact']} exact generation sets, "
+        f"{figures['state_chains_unbroken']} unbroken state chains, {figures['database_agrees_with_workflow']} "
+        f"database = workflow; {len(kills)} kills in {figures['seconds']} s"
+    )
     from bench.gateway import write_figures
 
     print(f"figures: {write_figures('chaos', figures)}")

@@ -11,6 +11,7 @@ LOCAL_DTYPE, ...); the backend is called in process through codegen.manager.Mode
 `--mbpp PATH` is needed for retrieval augmentation (its corpus: MBPP train split 601-974) and for
 `--mbpp-split test` (MBPP test split 11-510 instead of HumanEval).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,11 +24,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from codegen import evaluate as ev  # noqa: E402
-from codegen.manager import ModelManager  # noqa: E402
-from codegen.techniques import check  # noqa: E402
-from models.settings import Settings  # noqa: E402
-from sandbox import SandboxConfig  # noqa: E402
+from codegen import evaluate as ev
+from codegen.manager import ModelManager
+from codegen.techniques import check
+from models.settings import Settings
+from sandbox import SandboxConfig
 
 SUPPORTED = {"retrieval_augmentation", "hierarchical_generation"}  # techniques this harness runs (the baseline: none)
 
@@ -37,13 +38,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", default="local_llama")
     p.add_argument("--techniques", default="", help="comma-separated; empty: the baseline")
     p.add_argument("--limit", type=int, default=None, help="only the first N problems")
-    p.add_argument("--dtype", choices=["int4", "int8", "bf16", "fp32"], default=None, help="local_llama weights (LOCAL_DTYPE)")
+    p.add_argument(
+        "--dtype", choices=["int4", "int8", "bf16", "fp32"], default=None, help="local_llama weights (LOCAL_DTYPE)"
+    )
     p.add_argument("--local-model", default=None, help="LOCAL_MODEL override")
     p.add_argument("--max-new-tokens", type=int, default=384)
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per sandboxed test run")
     p.add_argument("--mbpp", type=Path, default=None, help="path to mbpp.jsonl (retrieval corpus, MBPP benchmark)")
-    p.add_argument("--mbpp-split", choices=["test", "validation"], default=None,
-                   help="evaluate this MBPP split instead of HumanEval")
+    p.add_argument(
+        "--mbpp-split",
+        choices=["test", "validation"],
+        default=None,
+        help="evaluate this MBPP split instead of HumanEval",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)")
     p.add_argument("--name", default=None, help="results file name (default from the settings)")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "eval")
@@ -78,30 +85,66 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> dic
     model_label = Path(settings.local_model).name if local else status.model
     dtype = status.details.get("dtype") if local else None
     retriever = ev.MbppRetriever(args.mbpp) if "retrieval_augmentation" in techniques else None
-    cfg = ev.EvalConfig(model=args.model, techniques=techniques, max_new_tokens=args.max_new_tokens,
-                        timeout_s=args.timeout, sandbox=SandboxConfig.from_settings(settings))
-    print(f"{benchmark}: {len(problems)} problems, {args.model} ({model_label}, {dtype or '-'}), "
-          f"techniques: {', '.join(techniques) or 'baseline'}; model load {load_s:.1f} s", flush=True)
+    cfg = ev.EvalConfig(
+        model=args.model,
+        techniques=techniques,
+        max_new_tokens=args.max_new_tokens,
+        timeout_s=args.timeout,
+        sandbox=SandboxConfig.from_settings(settings),
+    )
+    print(
+        f"{benchmark}: {len(problems)} problems, {args.model} ({model_label}, {dtype or '-'}), "
+        f"techniques: {', '.join(techniques) or 'baseline'}; model load {load_s:.1f} s",
+        flush=True,
+    )
 
     def progress(i: int, r: dict) -> None:
-        print(f"[{i + 1}/{len(problems)}] {r['task_id']}: {r['status']:7s} parses={r['parses']} "
-              f"{r['tokens_out']} tok in {r['latency_s']:.1f} s {(r['error'] or '')[:80]}", flush=True)
+        print(
+            f"[{i + 1}/{len(problems)}] {r['task_id']}: {r['status']:7s} parses={r['parses']} "
+            f"{r['tokens_out']} tok in {r['latency_s']:.1f} s {(r['error'] or '')[:80]}",
+            flush=True,
+        )
 
     summary = ev.evaluate(problems, backend, cfg, retriever=retriever, progress=progress)
-    name = args.name or "-".join(filter(None, [benchmark, model_label, dtype, "+".join(techniques) or "baseline",
-                                               f"first{args.limit}" if args.limit else None]))
-    result = {"name": name, "benchmark": benchmark, "model": args.model, "model_label": model_label, "dtype": dtype,
-              "techniques": techniques, "decoding": "greedy", "max_new_tokens": args.max_new_tokens,
-              "timeout_s": args.timeout, "limit": args.limit, "threads": args.threads, "model_load_s": round(load_s, 2),
-              "backend": status.details, "prompt": ev.PROMPT_HUMANEVAL if benchmark == "humaneval" else "mbpp text + tests",
-              "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "summary": summary}
+    name = args.name or "-".join(
+        filter(
+            None,
+            [
+                benchmark,
+                model_label,
+                dtype,
+                "+".join(techniques) or "baseline",
+                f"first{args.limit}" if args.limit else None,
+            ],
+        )
+    )
+    result = {
+        "name": name,
+        "benchmark": benchmark,
+        "model": args.model,
+        "model_label": model_label,
+        "dtype": dtype,
+        "techniques": techniques,
+        "decoding": "greedy",
+        "max_new_tokens": args.max_new_tokens,
+        "timeout_s": args.timeout,
+        "limit": args.limit,
+        "threads": args.threads,
+        "model_load_s": round(load_s, 2),
+        "backend": status.details,
+        "prompt": ev.PROMPT_HUMANEVAL if benchmark == "humaneval" else "mbpp text + tests",
+        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "summary": summary,
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{name}.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
     (args.out / "README.md").write_text(ev.render_table(args.out), encoding="utf-8")
     s = summary
-    print(f"pass@1 {s['pass@1']:.3f} (95% CI {s['ci95'][0]:.3f}-{s['ci95'][1]:.3f}), {s['passed']}/{s['problems']}; "
-          f"parses {s['parse_rate']:.2f}; {s['tokens_per_s']:.1f} tok/s; wall {s['wall_s']:.0f} s; "
-          f"-> {args.out / (name + '.json')}")
+    print(
+        f"pass@1 {s['pass@1']:.3f} (95% CI {s['ci95'][0]:.3f}-{s['ci95'][1]:.3f}), {s['passed']}/{s['problems']}; "
+        f"parses {s['parse_rate']:.2f}; {s['tokens_per_s']:.1f} tok/s; wall {s['wall_s']:.0f} s; "
+        f"-> {args.out / (name + '.json')}"
+    )
     print(json.dumps({k: v for k, v in s.items() if k != "records"}))
     return result
 

@@ -16,6 +16,7 @@ the meaningful figures, and server CPU per request (psutil) is reported beside t
 The figures go to a table, to .specmill/bench/gateway-<time>.json and, as JSON, to the last line
 of stdout. Everything started here is stopped at the end, on errors and on Ctrl-C too.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,17 +38,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import httpx  # noqa: E402
-import psutil  # noqa: E402
+import httpx
+import psutil
 
-from models.registry import TemplateCreate  # noqa: E402
-from models.settings import Settings  # noqa: E402
-from store.temporal import exit_without_teardown  # noqa: E402
-from store.db import create_pool  # noqa: E402
-from workers.setup import prepare  # noqa: E402
-from store.templates import create_template  # noqa: E402
-from store.tenants import create_tenant  # noqa: E402
-from workers import embedded  # noqa: E402
+from models.registry import TemplateCreate
+from models.settings import Settings
+from store.db import create_pool
+from store.templates import create_template
+from store.temporal import exit_without_teardown
+from store.tenants import create_tenant
+from workers import embedded
+from workers.setup import prepare
 
 HOST = "127.0.0.1"
 
@@ -108,11 +109,15 @@ def make_settings(root: Path, rate_limit: str) -> Settings:
 
 def start_infra(run: Run, settings: Settings) -> None:
     embedded.init_postgres(settings.pg_dir, settings.embedded_pg_superuser_password)
-    run.add("postgres", embedded.start_postgres(settings.pg_dir, settings.embedded_postgres_port,
-                                                run.root / "postgres.log"), signal.SIGINT)
+    run.add(
+        "postgres",
+        embedded.start_postgres(settings.pg_dir, settings.embedded_postgres_port, run.root / "postgres.log"),
+        signal.SIGINT,
+    )
     port = int(settings.temporal_address.rpartition(":")[2])
-    run.add("temporal", embedded.start_temporal(port=port, ui_port=None, db_file=None,
-                                                log_file=run.root / "temporal.log"))
+    run.add(
+        "temporal", embedded.start_temporal(port=port, ui_port=None, db_file=None, log_file=run.root / "temporal.log")
+    )
 
 
 async def seed(settings: Settings, templates: int) -> str:
@@ -122,13 +127,22 @@ async def seed(settings: Settings, templates: int) -> str:
     try:
         tenant = await create_tenant(pool, name="bench")
         for i in range(templates):
-            body = TemplateCreate.model_validate({
-                "name": f"service-{i}", "version": "1.0.0", "description": f"Benchmark template {i}",
-                "schema": {"type": "object", "required": ["name"],
-                           "properties": {"name": {"type": "string", "maxLength": 80},
-                                          "port": {"type": "integer", "minimum": 1, "maximum": 65535},
-                                          "tags": {"type": "array", "items": {"type": "string"}}}},
-            })
+            body = TemplateCreate.model_validate(
+                {
+                    "name": f"service-{i}",
+                    "version": "1.0.0",
+                    "description": f"Benchmark template {i}",
+                    "schema": {
+                        "type": "object",
+                        "required": ["name"],
+                        "properties": {
+                            "name": {"type": "string", "maxLength": 80},
+                            "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                            "tags": {"type": "array", "items": {"type": "string"}},
+                        },
+                    },
+                }
+            )
             await create_template(pool, tenant_id=tenant.tenant_id, user_id=tenant.user_id, body=body)
     finally:
         await pool.close()
@@ -138,10 +152,14 @@ async def seed(settings: Settings, templates: int) -> str:
 def _child_env(settings: Settings, data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
     env.update(
-        DATABASE_URL=settings.app_dsn(), TEMPORAL_ADDRESS=settings.temporal_address,
-        TEMPORAL_EMBEDDED="false", JWT_SECRET=settings.jwt_secret,
-        INTERNAL_TOKEN_SECRET=settings.internal_token_secret, RATE_LIMIT=settings.rate_limit,
-        TASK_QUEUE_PREFIX=settings.task_queue_prefix, DATA_DIR=str(data_dir),
+        DATABASE_URL=settings.app_dsn(),
+        TEMPORAL_ADDRESS=settings.temporal_address,
+        TEMPORAL_EMBEDDED="false",
+        JWT_SECRET=settings.jwt_secret,
+        INTERNAL_TOKEN_SECRET=settings.internal_token_secret,
+        RATE_LIMIT=settings.rate_limit,
+        TASK_QUEUE_PREFIX=settings.task_queue_prefix,
+        DATA_DIR=str(data_dir),
         PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
     )
     return env
@@ -151,9 +169,18 @@ def spawn(run: Run, name: str, args: list[str], env: dict[str, str], port: int) 
     cwd = run.root / "cwd"  # no .env or .specmill/env here
     cwd.mkdir(exist_ok=True)
     log = open(run.root / f"{name}.log", "ab")
-    proc = run.add(name, subprocess.Popen(
-        [sys.executable, *args], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True, preexec_fn=embedded._die_with_parent()))
+    proc = run.add(
+        name,
+        subprocess.Popen(
+            [sys.executable, *args],
+            cwd=cwd,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=embedded._die_with_parent(),
+        ),
+    )
     embedded.wait_for_port(HOST, port, 60, proc, name)
     return proc
 
@@ -170,8 +197,16 @@ class Sample:
     body_bytes: int = 0
 
 
-async def load(url: str, headers: dict[str, str], *, concurrency: int, seconds: float, record: bool,
-               sample: Sample, procs: list[psutil.Process]) -> None:
+async def load(
+    url: str,
+    headers: dict[str, str],
+    *,
+    concurrency: int,
+    seconds: float,
+    record: bool,
+    sample: Sample,
+    procs: list[psutil.Process],
+) -> None:
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(limits=limits, timeout=30, headers=headers) as client:
         await client.get(url)  # open a connection before the clock starts
@@ -228,9 +263,12 @@ def summarise(s: Sample) -> dict:
     lat = sorted(s.latencies)
     n = len(lat)
     return {
-        "requests": n, "errors": s.errors, "seconds": round(s.seconds, 3),
+        "requests": n,
+        "errors": s.errors,
+        "seconds": round(s.seconds, 3),
         "rps": round(n / s.seconds, 1) if s.seconds else 0.0,
-        "p50_ms": round(pct(lat, 50) * 1000, 3), "p99_ms": round(pct(lat, 99) * 1000, 3),
+        "p50_ms": round(pct(lat, 50) * 1000, 3),
+        "p99_ms": round(pct(lat, 99) * 1000, 3),
         "mean_ms": round(sum(lat) / n * 1000, 3) if n else float("nan"),
         "server_cpu_ms_per_req": round(s.server_cpu / n * 1000, 3) if n else float("nan"),
         "body_bytes": s.body_bytes,
@@ -246,28 +284,48 @@ def report(results: dict, args: argparse.Namespace) -> dict:
         "rps": round(g["rps"] / b["rps"], 3) if b["rps"] else None,
         "p50": round(g["p50_ms"] / b["p50_ms"], 3) if b["p50_ms"] else None,
         "p99": round(g["p99_ms"] / b["p99_ms"], 3) if b["p99_ms"] else None,
-        "server_cpu_per_req": (round(g["server_cpu_ms_per_req"] / b["server_cpu_ms_per_req"], 3)
-                               if b["server_cpu_ms_per_req"] else None),
+        "server_cpu_per_req": (
+            round(g["server_cpu_ms_per_req"] / b["server_cpu_ms_per_req"], 3) if b["server_cpu_ms_per_req"] else None
+        ),
     }
-    head = (f"{'target':<30}{'requests':>9}{'errors':>7}{'req/s':>9}{'p50 ms':>8}{'p99 ms':>8}"
-            f"{'srv CPU ms/req':>15}{'bytes':>7}")
+    head = (
+        f"{'target':<30}{'requests':>9}{'errors':>7}{'req/s':>9}{'p50 ms':>8}{'p99 ms':>8}"
+        f"{'srv CPU ms/req':>15}{'bytes':>7}"
+    )
     print()
-    print(f"concurrency {args.concurrency}, {args.duration:g} s measured per target in {args.rounds} "
-          f"alternating rounds, {args.warmup:g} s warm-up each, {os.cpu_count()} CPUs")
+    print(
+        f"concurrency {args.concurrency}, {args.duration:g} s measured per target in {args.rounds} "
+        f"alternating rounds, {args.warmup:g} s warm-up each, {os.cpu_count()} CPUs"
+    )
     print(head)
     print("-" * len(head))
     for name, label in (("gateway", "gateway GET /api/templates"), ("bare", "bare FastAPI GET /bare")):
         row = results[name]
-        print(f"{label:<30}{row['requests']:>9}{row['errors']:>7}{row['rps']:>9.1f}{row['p50_ms']:>8.2f}"
-              f"{row['p99_ms']:>8.2f}{row['server_cpu_ms_per_req']:>15.3f}{row['body_bytes']:>7}")
+        print(
+            f"{label:<30}{row['requests']:>9}{row['errors']:>7}{row['rps']:>9.1f}{row['p50_ms']:>8.2f}"
+            f"{row['p99_ms']:>8.2f}{row['server_cpu_ms_per_req']:>15.3f}{row['body_bytes']:>7}"
+        )
     r = {k: float("nan") if v is None else v for k, v in ratio.items()}
-    print(f"{'ratio gateway/bare':<30}{'':>16}{r['rps']:>9.3f}{r['p50']:>8.2f}{r['p99']:>8.2f}"
-          f"{r['server_cpu_per_req']:>15.2f}")
+    print(
+        f"{'ratio gateway/bare':<30}{'':>16}{r['rps']:>9.3f}{r['p50']:>8.2f}{r['p99']:>8.2f}"
+        f"{r['server_cpu_per_req']:>15.2f}"
+    )
     print("(server CPU: the uvicorn process, plus PostgreSQL's processes for the gateway)")
-    return {"benchmark": "gateway", "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "params": {"concurrency": args.concurrency, "duration_s": args.duration, "warmup_s": args.warmup,
-                       "rounds": args.rounds, "templates": args.templates, "cpus": os.cpu_count()},
-            "gateway": g, "bare": b, "ratio_gateway_over_bare": ratio}
+    return {
+        "benchmark": "gateway",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "params": {
+            "concurrency": args.concurrency,
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "rounds": args.rounds,
+            "templates": args.templates,
+            "cpus": os.cpu_count(),
+        },
+        "gateway": g,
+        "bare": b,
+        "ratio_gateway_over_bare": ratio,
+    }
 
 
 # --- main -----------------------------------------------------------------------------------
@@ -277,15 +335,29 @@ async def measure(targets: dict, args: argparse.Namespace) -> dict:
     samples = {name: Sample() for name in targets}
     for name, (url, headers, procs) in targets.items():
         print(f"warm-up {name} ({args.warmup:g} s)", flush=True)
-        await load(url, headers, concurrency=args.concurrency, seconds=args.warmup, record=False,
-                   sample=samples[name], procs=procs)
+        await load(
+            url,
+            headers,
+            concurrency=args.concurrency,
+            seconds=args.warmup,
+            record=False,
+            sample=samples[name],
+            procs=procs,
+        )
     names = list(targets)
     for r in range(args.rounds):
-        for name in (names if r % 2 == 0 else names[::-1]):
+        for name in names if r % 2 == 0 else names[::-1]:
             url, headers, procs = targets[name]
             print(f"round {r + 1}/{args.rounds}: {name} ({args.duration / args.rounds:g} s)", flush=True)
-            await load(url, headers, concurrency=args.concurrency, seconds=args.duration / args.rounds,
-                       record=True, sample=samples[name], procs=procs)
+            await load(
+                url,
+                headers,
+                concurrency=args.concurrency,
+                seconds=args.duration / args.rounds,
+                record=True,
+                sample=samples[name],
+                procs=procs,
+            )
     return {name: summarise(s) for name, s in samples.items()}
 
 
@@ -302,8 +374,13 @@ def main(args: argparse.Namespace) -> int:
         env = _child_env(settings, root / "gateway-data")
 
         gw_port, bare_port = embedded.free_port(), embedded.free_port()
-        gateway = spawn(run, "gateway", ["-m", "workers.cli", "serve", "gateway", "--host", HOST,
-                                         "--port", str(gw_port)], env, gw_port)
+        gateway = spawn(
+            run,
+            "gateway",
+            ["-m", "workers.cli", "serve", "gateway", "--host", HOST, "--port", str(gw_port)],
+            env,
+            gw_port,
+        )
         gw_url = f"http://{HOST}:{gw_port}/api/templates?builtin=false"  # the tenant's own: a fixed-size page
         headers = {"X-API-Key": api_key}
         resp = httpx.get(gw_url, headers=headers, timeout=30)
@@ -312,8 +389,21 @@ def main(args: argparse.Namespace) -> int:
         if len(body.get("items", [])) != args.templates:
             raise RuntimeError(f"expected {args.templates} templates, the gateway listed {len(body.get('items', []))}")
         (root / "body.json").write_bytes(resp.content)
-        bare = spawn(run, "bare", [str(ROOT / "bench" / "bare_app.py"), "--host", HOST, "--port", str(bare_port),
-                                   "--body", str(root / "body.json")], env, bare_port)
+        bare = spawn(
+            run,
+            "bare",
+            [
+                str(ROOT / "bench" / "bare_app.py"),
+                "--host",
+                HOST,
+                "--port",
+                str(bare_port),
+                "--body",
+                str(root / "body.json"),
+            ],
+            env,
+            bare_port,
+        )
         print(f"stack ready in {time.monotonic() - t0:.1f} s; gateway :{gw_port}, bare :{bare_port}", flush=True)
 
         postgres = next(p for n, p, _ in run.procs if n == "postgres")
@@ -339,8 +429,10 @@ def main(args: argparse.Namespace) -> int:
         for name in ("gateway", "bare"):
             log = root / f"{name}.log"
             if log.exists():
-                print(f"--- tail of {name}.log ---\n" + "\n".join(log.read_text(errors="replace").splitlines()[-20:]),
-                      file=sys.stderr)
+                print(
+                    f"--- tail of {name}.log ---\n" + "\n".join(log.read_text(errors="replace").splitlines()[-20:]),
+                    file=sys.stderr,
+                )
         raise
     finally:
         run.finish(keep=args.keep, failed=failed)
@@ -355,7 +447,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--templates", type=int, default=5, help="templates the tenant owns (default 5, at most 50)")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, data) at the end")
     args = p.parse_args(argv)
-    if args.duration <= 0 or args.warmup < 0 or args.concurrency < 1 or args.rounds < 1 or not 0 <= args.templates <= 50:
+    if (
+        args.duration <= 0
+        or args.warmup < 0
+        or args.concurrency < 1
+        or args.rounds < 1
+        or not 0 <= args.templates <= 50
+    ):
         p.error("need --duration > 0, --warmup >= 0, --concurrency >= 1, --rounds >= 1, 0 <= --templates <= 50")
     return args
 

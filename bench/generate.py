@@ -23,6 +23,7 @@ auto modules, paid once per process before it (a worker pays both once, at start
 difference (a cheap fidelity check; the eval table is the real one).
 Prints a table and writes .specmill/bench/generate-<time>.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-RUNNERS = ["hf-fp32", "hf-bf16", "hf-int8-dynamic", "engine-fp32", "engine-bf16", "engine-int8", "engine-int4",
-           "llama.cpp"]
+RUNNERS = [
+    "hf-fp32",
+    "hf-bf16",
+    "hf-int8-dynamic",
+    "engine-fp32",
+    "engine-bf16",
+    "engine-int8",
+    "engine-int4",
+    "llama.cpp",
+]
 DEFAULT = "engine-int4"  # what LOCAL_DTYPE's default runs
 
 
@@ -53,6 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # --- one runner, in its own process ----------------------------------------------------------------
+
 
 def run_worker(job_file: Path) -> None:
     job = json.loads(job_file.read_text())
@@ -75,8 +85,19 @@ def run_worker(job_file: Path) -> None:
         if len(out) != tokens:
             raise RuntimeError(f"{runner} produced {len(out)} tokens, not {tokens}")
         outputs.append(out)
-    print(json.dumps({"runner": runner, "imports_s": imports_s, "load_s": load_s, "seconds": elapsed,
-                      "tokens": tokens * len(prompts), "outputs": outputs, "details": details}))
+    print(
+        json.dumps(
+            {
+                "runner": runner,
+                "imports_s": imports_s,
+                "load_s": load_s,
+                "seconds": elapsed,
+                "tokens": tokens * len(prompts),
+                "outputs": outputs,
+                "details": details,
+            }
+        )
+    )
 
 
 def _hf(job: dict):
@@ -93,9 +114,10 @@ def _hf(job: dict):
 
     @torch.inference_mode()
     def generate(prompt: list[int], n: int) -> list[int]:
-        out = model.generate(torch.tensor([prompt]), max_new_tokens=n, min_new_tokens=n, do_sample=False,
-                             pad_token_id=pad)
-        return out[0, len(prompt):].tolist()
+        out = model.generate(
+            torch.tensor([prompt]), max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=pad
+        )
+        return out[0, len(prompt) :].tolist()
 
     return generate, {"threads": torch.get_num_threads()}
 
@@ -106,8 +128,13 @@ def _engine(job: dict):
     from codegen.local_llama import LocalLlamaBackend
     from models.settings import Settings
 
-    settings = Settings(_env_file=None, models_dir=job["models_dir"], local_model=job["local_model"],
-                        local_dtype=job["runner"].removeprefix("engine-"), local_device="cpu")
+    settings = Settings(
+        _env_file=None,
+        models_dir=job["models_dir"],
+        local_model=job["local_model"],
+        local_dtype=job["runner"].removeprefix("engine-"),
+        local_device="cpu",
+    )
     backend = LocalLlamaBackend(settings)
     backend.load()
     engine = backend._engine
@@ -142,6 +169,7 @@ _RUNNERS = {"hf": _hf, "engine": _engine, "llama.cpp": _llama_cpp}
 
 # --- the parent: prompts, the runners one after another, the table ----------------------------------
 
+
 def prepare(n_prompts: int) -> dict:
     """Pull and convert the model when needed; the prompts as token ids."""
     from codegen import evaluate as ev
@@ -164,16 +192,26 @@ def prepare(n_prompts: int) -> dict:
     for problem in ev.load_humaneval(n_prompts):
         messages = build_messages(spec_view(PYTHON_FUNCTION, problem.values))
         prompts.append(tokenizer(render_chat(tokenizer, messages), add_special_tokens=False)["input_ids"])
-    return {"models_dir": str(settings.models_path), "local_model": settings.local_model, "gguf": str(source.path),
-            "hf_dir": backend.status().details["loaded_from"], "prompts": prompts}
+    return {
+        "models_dir": str(settings.models_path),
+        "local_model": settings.local_model,
+        "gguf": str(source.path),
+        "hf_dir": backend.status().details["loaded_from"],
+        "prompts": prompts,
+    }
 
 
 def run_runner(runner: str, base: dict, tokens: int) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump({**base, "runner": runner, "tokens": tokens}, f)
     try:
-        proc = subprocess.run([sys.executable, __file__, "--worker", f.name], capture_output=True, text=True,
-                              cwd=ROOT, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+        proc = subprocess.run(
+            [sys.executable, __file__, "--worker", f.name],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+        )
     finally:
         os.unlink(f.name)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -185,7 +223,7 @@ def run_runner(runner: str, base: dict, tokens: int) -> dict:
 
 def same_prefix(a: list[int], b: list[int]) -> int:
     n = 0
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         if x != y:
             break
         n += 1
@@ -204,8 +242,11 @@ def main(argv: list[str] | None = None) -> dict:
     if args.no_llama_cpp and "llama.cpp" in runners:
         runners.remove("llama.cpp")
     base = prepare(args.prompts)
-    print(f"{len(base['prompts'])} prompts of {[len(p) for p in base['prompts']]} tokens, {args.tokens} new tokens "
-          f"each, greedy; GGUF {base['gguf']}", flush=True)
+    print(
+        f"{len(base['prompts'])} prompts of {[len(p) for p in base['prompts']]} tokens, {args.tokens} new tokens "
+        f"each, greedy; GGUF {base['gguf']}",
+        flush=True,
+    )
     results = {}
     for runner in runners:
         r = run_runner(runner, base, args.tokens)
@@ -214,8 +255,10 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"  {runner:16s} failed: {r['error']}", flush=True)
         else:
             r["tok_s"] = r["tokens"] / r["seconds"]
-            print(f"  {runner:16s} {r['tok_s']:6.1f} tok/s  load {r['load_s']:.2f} s  imports {r['imports_s']:.2f} s",
-                  flush=True)
+            print(
+                f"  {runner:16s} {r['tok_s']:6.1f} tok/s  load {r['load_s']:.2f} s  imports {r['imports_s']:.2f} s",
+                flush=True,
+            )
     reference = results.get("hf-fp32", {}).get("outputs")
     cpp = results.get("llama.cpp", {}).get("tok_s")
     rows = []
@@ -226,22 +269,40 @@ def main(argv: list[str] | None = None) -> dict:
             continue
         same = None
         if reference:
-            same = sum(same_prefix(o, ref) for o, ref in zip(r["outputs"], reference)) / r["tokens"]
-        row = {"runner": runner, "tok_s": round(r["tok_s"], 1), "ratio_vs_llama_cpp": round(r["tok_s"] / cpp, 2) if cpp else None,
-               "load_s": round(r["load_s"], 2), "imports_s": round(r["imports_s"], 2),
-               "same_as_hf_fp32": round(same, 2) if same is not None else None, "details": r["details"]}
+            same = sum(same_prefix(o, ref) for o, ref in zip(r["outputs"], reference, strict=False)) / r["tokens"]
+        row = {
+            "runner": runner,
+            "tok_s": round(r["tok_s"], 1),
+            "ratio_vs_llama_cpp": round(r["tok_s"] / cpp, 2) if cpp else None,
+            "load_s": round(r["load_s"], 2),
+            "imports_s": round(r["imports_s"], 2),
+            "same_as_hf_fp32": round(same, 2) if same is not None else None,
+            "details": r["details"],
+        }
         rows.append(row)
-        print(f"| {runner} | {row['tok_s']} | {row['ratio_vs_llama_cpp'] or '-'} | {row['load_s']} | {row['imports_s']} "
-              f"| {row['same_as_hf_fp32'] if same is not None else '-'} |")
-    figures = {"tokens_per_prompt": args.tokens, "prompt_tokens": [len(p) for p in base["prompts"]],
-               "gguf": base["gguf"], "cpus": os.cpu_count(), "rows": rows,
-               "errors": {k: v["error"] for k, v in results.items() if "error" in v}}
+        print(
+            f"| {runner} | {row['tok_s']} | {row['ratio_vs_llama_cpp'] or '-'} | {row['load_s']} | {row['imports_s']} "
+            f"| {row['same_as_hf_fp32'] if same is not None else '-'} |"
+        )
+    figures = {
+        "tokens_per_prompt": args.tokens,
+        "prompt_tokens": [len(p) for p in base["prompts"]],
+        "gguf": base["gguf"],
+        "cpus": os.cpu_count(),
+        "rows": rows,
+        "errors": {k: v["error"] for k, v in results.items() if "error" in v},
+    }
     if cpp and DEFAULT in results and "tok_s" in results[DEFAULT]:
         d = results[DEFAULT]
-        figures["default"] = {"runner": DEFAULT, "ratio_vs_llama_cpp": round(d["tok_s"] / cpp, 2),
-                              "warm_load_s": round(d["load_s"], 2)}
-        print(f"\ndefault ({DEFAULT}): {d['tok_s'] / cpp:.2f} x llama.cpp's tok/s (target >= 0.5); "
-              f"warm load {d['load_s']:.2f} s (target <= 3 s) + {d['imports_s']:.2f} s of imports")
+        figures["default"] = {
+            "runner": DEFAULT,
+            "ratio_vs_llama_cpp": round(d["tok_s"] / cpp, 2),
+            "warm_load_s": round(d["load_s"], 2),
+        }
+        print(
+            f"\ndefault ({DEFAULT}): {d['tok_s'] / cpp:.2f} x llama.cpp's tok/s (target >= 0.5); "
+            f"warm load {d['load_s']:.2f} s (target <= 3 s) + {d['imports_s']:.2f} s of imports"
+        )
     from bench.gateway import write_figures
 
     print(f"figures: {write_figures('generate', figures)}")

@@ -25,6 +25,7 @@ directory to one process, exactly as the knowledge worker and the knowledge API 
 The figures go to a table, to .specmill/bench/kb-<time>.json and, as JSON, to the last line of stdout.
 Everything started here is stopped at the end, on errors and on Ctrl-C too.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,23 +42,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import httpx  # noqa: E402
-import numpy as np  # noqa: E402
+import httpx
+import numpy as np
 
-from bench.gateway import HOST, Run, make_settings, pct, start_infra, write_figures  # noqa: E402
-from bench.kb_corpus import PADDING_NOTE, Problem, load_problems, padding  # noqa: E402
-from knowledge import service  # noqa: E402
-from knowledge.embedders import minilm_dir  # noqa: E402
-from knowledge.runtime import KnowledgeRuntime, get_runtime  # noqa: E402
-from knowledge.vectors import Point  # noqa: E402
-from models.knowledge import IndexItem, SnippetCreate  # noqa: E402
-from models.settings import Settings  # noqa: E402
-from store.temporal import exit_without_teardown  # noqa: E402
-from store.db import create_pool, tenant_tx  # noqa: E402
-from store.snippets import create_snippet  # noqa: E402
-from store.tenants import create_tenant  # noqa: E402
-from workers import embedded  # noqa: E402
-from workers.setup import prepare  # noqa: E402
+from bench.gateway import HOST, Run, make_settings, pct, start_infra, write_figures
+from bench.kb_corpus import PADDING_NOTE, Problem, load_problems, padding
+from knowledge import service
+from knowledge.embedders import minilm_dir
+from knowledge.runtime import KnowledgeRuntime, get_runtime
+from knowledge.vectors import Point
+from models.knowledge import IndexItem, SnippetCreate
+from models.settings import Settings
+from store.db import create_pool, tenant_tx
+from store.snippets import create_snippet
+from store.temporal import exit_without_teardown
+from store.tenants import create_tenant
+from workers import embedded
+from workers.setup import prepare
 
 MODES = ("dense", "hybrid")
 TOP_K = 10
@@ -76,9 +77,13 @@ class Bench:
     async def add_problems(self, problems: list[Problem]) -> None:
         """Through the repository, as POST /api/snippets does (outbox events included)."""
         for p in problems:
-            snip = await create_snippet(self.pool, tenant_id=self.tenant.tenant_id, user_id=self.tenant.user_id,
-                                        body=SnippetCreate(language="python", content=p.content),
-                                        max_bytes=self.settings.snippet_max_bytes)
+            snip = await create_snippet(
+                self.pool,
+                tenant_id=self.tenant.tenant_id,
+                user_id=self.tenant.user_id,
+                body=SnippetCreate(language="python", content=p.content),
+                max_bytes=self.settings.snippet_max_bytes,
+            )
             self.ids.append(snip.id)
             self.texts.append(service.snippet_text(snip.description, snip.content))
 
@@ -89,7 +94,8 @@ class Bench:
             await conn.executemany(
                 """insert into code_snippets (id, tenant_id, user_id, language, content, description, tags,
                    created_at) values ($1, $2, $3, 'python', $4, null, null, now() at time zone 'utc')""",
-                [(i, self.tenant.tenant_id, self.tenant.user_id, t) for i, t in zip(ids, texts)])
+                [(i, self.tenant.tenant_id, self.tenant.user_id, t) for i, t in zip(ids, texts, strict=False)],
+            )
         self.ids += ids
         self.texts += texts
         return ids
@@ -99,8 +105,12 @@ class Bench:
         batch = self.settings.index_batch_size
         t0 = time.perf_counter()
         for start in range(0, len(ids), batch):
-            await service.index_items(self.pool, self.runtime, self.tenant.tenant_id,
-                                      [IndexItem(kind="snippet", id=i) for i in ids[start:start + batch]])
+            await service.index_items(
+                self.pool,
+                self.runtime,
+                self.tenant.tenant_id,
+                [IndexItem(kind="snippet", id=i) for i in ids[start : start + batch]],
+            )
         return time.perf_counter() - t0
 
     async def upsert_perturbed(self, ids: list[uuid.UUID], texts: list[str], base: np.ndarray, seed: int) -> float:
@@ -130,14 +140,17 @@ class Bench:
         out = {}
         for mode in MODES:
             ranks = []
-            for p, target in zip(problems, self.ids):
+            for p, target in zip(problems, self.ids, strict=False):
                 found, _ = await self.similar(getattr(p, field), mode)
                 ranks.append(found.index(target) + 1 if target in found else None)
             n = len(ranks)
-            out[mode] = {"recall@1": round(sum(r == 1 for r in ranks if r) / n, 4),
-                         "recall@5": round(sum(r <= 5 for r in ranks if r) / n, 4),
-                         "recall@10": round(sum(1 for r in ranks if r) / n, 4),
-                         "mrr@10": round(sum(1 / r for r in ranks if r) / n, 4), "queries": n}
+            out[mode] = {
+                "recall@1": round(sum(r == 1 for r in ranks if r) / n, 4),
+                "recall@5": round(sum(r <= 5 for r in ranks if r) / n, 4),
+                "recall@10": round(sum(1 for r in ranks if r) / n, 4),
+                "mrr@10": round(sum(1 / r for r in ranks if r) / n, 4),
+                "queries": n,
+            }
         return out
 
     async def latency(self, queries: list[str], warmup: int = 3) -> dict:
@@ -146,11 +159,19 @@ class Bench:
                 await self.similar(q, mode)
         samples: dict[str, list[float]] = {m: [] for m in MODES}
         for i, q in enumerate(queries):
-            for mode in (MODES if i % 2 == 0 else MODES[::-1]):
+            for mode in MODES if i % 2 == 0 else MODES[::-1]:
                 samples[mode].append((await self.similar(q, mode))[1])
         search = await self.search_only(queries[:10])
-        return {m: {"requests": len(s), "p50_ms": _ms(pct(sorted(s), 50)), "p95_ms": _ms(pct(sorted(s), 95)),
-                    "mean_ms": _ms(sum(s) / len(s)), "qdrant_query_p50_ms": search[m]} for m, s in samples.items()}
+        return {
+            m: {
+                "requests": len(s),
+                "p50_ms": _ms(pct(sorted(s), 50)),
+                "p95_ms": _ms(pct(sorted(s), 95)),
+                "mean_ms": _ms(sum(s) / len(s)),
+                "qdrant_query_p50_ms": search[m],
+            }
+            for m, s in samples.items()
+        }
 
     async def search_only(self, queries: list[str]) -> dict:
         """The Qdrant query alone (no encoding, PostgreSQL or HTTP), in process."""
@@ -161,10 +182,11 @@ class Bench:
         out = {}
         for mode in MODES:
             times = []
-            for q, v in zip(queries, vectors):
+            for q, v in zip(queries, vectors, strict=False):
                 t0 = time.perf_counter()
-                await self.runtime.store.search(collection, tenant_id=self.tenant.tenant_id, dense=v, text=q,
-                                                top_k=TOP_K, hybrid=mode == "hybrid")
+                await self.runtime.store.search(
+                    collection, tenant_id=self.tenant.tenant_id, dense=v, text=q, top_k=TOP_K, hybrid=mode == "hybrid"
+                )
                 times.append(time.perf_counter() - t0)
             out[mode] = _ms(pct(sorted(times), 50))
         return out
@@ -190,7 +212,7 @@ def direct_encode(texts: list[str], batch_size: int, activity_items: int) -> dic
     one_call = time.perf_counter() - t0
     t0 = time.perf_counter()
     for start in range(0, len(texts), activity_items):
-        model.encode(texts[start:start + activity_items], **kw)
+        model.encode(texts[start : start + activity_items], **kw)
     chunked = time.perf_counter() - t0
     return {"vectors": np.asarray(vectors, np.float32), "one_call_s": one_call, "per_activity_s": chunked}
 
@@ -203,8 +225,9 @@ async def measure(settings: Settings, args: argparse.Namespace) -> dict:
     await prepare(settings)
     pool = await create_pool(settings)
     runtime = get_runtime(settings)  # the gateway app below finds this same runtime
-    from api.app import create_app
     import uvicorn
+
+    from api.app import create_app
 
     port = embedded.free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host=HOST, port=port, log_level="warning"))
@@ -215,8 +238,9 @@ async def measure(settings: Settings, args: argparse.Namespace) -> dict:
                 serving.result()
             await asyncio.sleep(0.05)
         created = await create_tenant(pool, name=f"bench-kb-{uuid.uuid4().hex[:6]}")
-        async with httpx.AsyncClient(base_url=f"http://{HOST}:{port}", timeout=120,
-                                     headers={"X-API-Key": created.api_key}) as client:
+        async with httpx.AsyncClient(
+            base_url=f"http://{HOST}:{port}", timeout=120, headers={"X-API-Key": created.api_key}
+        ) as client:
             bench = Bench(settings, pool, runtime, created, client)
             return await _stages(bench, args, t_start)
     finally:
@@ -229,16 +253,22 @@ async def measure(settings: Settings, args: argparse.Namespace) -> dict:
 async def _stages(bench: Bench, args: argparse.Namespace, t_start: float) -> dict:
     problems = load_problems()
     figures: dict = {"problems": len(problems)}
-    print(f"[{time.monotonic() - t_start:5.1f}s] stack ready; storing and indexing {len(problems)} HumanEval "
-          "solutions", flush=True)
+    print(
+        f"[{time.monotonic() - t_start:5.1f}s] stack ready; storing and indexing {len(problems)} HumanEval solutions",
+        flush=True,
+    )
     await bench.add_problems(problems)
     figures["index_164_s"] = round(await bench.index(bench.ids), 2)
     assert await bench.count() == len(problems)
 
-    print(f"[{time.monotonic() - t_start:5.1f}s] quality: {len(problems)} queries x {len(MODES)} modes x 2 "
-          "query forms", flush=True)
-    figures["quality"] = {"docstring": await bench.quality(problems, "query"),
-                          "docstring_without_name_lines": await bench.quality(problems, "query_no_name")}
+    print(
+        f"[{time.monotonic() - t_start:5.1f}s] quality: {len(problems)} queries x {len(MODES)} modes x 2 query forms",
+        flush=True,
+    )
+    figures["quality"] = {
+        "docstring": await bench.quality(problems, "query"),
+        "docstring_without_name_lines": await bench.quality(problems, "query_no_name"),
+    }
 
     print(f"[{time.monotonic() - t_start:5.1f}s] throughput: {SMALL} snippets", flush=True)
     await bench.add_padding(padding(problems, SMALL - len(problems)))
@@ -247,7 +277,7 @@ async def _stages(bench: Bench, args: argparse.Namespace, t_start: float) -> dic
     figures["throughput"] = _throughput(len(bench.texts), product_s, direct)
     assert await bench.count() == SMALL
 
-    queries = [p.query for p in problems][:args.latency_queries]
+    queries = [p.query for p in problems][: args.latency_queries]
     figures["latency"] = {}
     print(f"[{time.monotonic() - t_start:5.1f}s] latency at {SMALL} snippets", flush=True)
     figures["latency"][str(SMALL)] = await bench.latency(queries)
@@ -268,8 +298,11 @@ async def _stages(bench: Bench, args: argparse.Namespace, t_start: float) -> dic
 
 
 def _throughput(n: int, product_s: float, direct: dict) -> dict:
-    rows = {"product_index_items": product_s, "st_encode_one_call": direct["one_call_s"],
-            "st_encode_per_activity": direct["per_activity_s"]}
+    rows = {
+        "product_index_items": product_s,
+        "st_encode_one_call": direct["one_call_s"],
+        "st_encode_per_activity": direct["per_activity_s"],
+    }
     out = {k: {"seconds": round(v, 2), "snippets_per_s": round(n / v, 1)} for k, v in rows.items()}
     out["texts"] = n
     out["ratio_product_over_st_one_call"] = round(direct["one_call_s"] / product_s, 3)
@@ -281,48 +314,76 @@ def _throughput(n: int, product_s: float, direct: dict) -> dict:
 
 
 def report(figures: dict, args: argparse.Namespace, settings: Settings) -> dict:
-    print(f"\nHumanEval retrieval: {figures['problems']} canonical solutions as python snippets (docstring "
-          f"cut out), one query per problem, POST /api/similar top_k={TOP_K}, embedder "
-          f"{settings.default_embedder}")
+    print(
+        f"\nHumanEval retrieval: {figures['problems']} canonical solutions as python snippets (docstring "
+        f"cut out), one query per problem, POST /api/similar top_k={TOP_K}, embedder "
+        f"{settings.default_embedder}"
+    )
     head = f"{'query':<34}{'mode':<8}{'recall@1':>9}{'recall@5':>9}{'recall@10':>10}{'MRR@10':>8}"
     print(head + "\n" + "-" * len(head))
     for form, label in (("docstring", "docstring"), ("docstring_without_name_lines", "docstring, lines naming f cut")):
         for mode in MODES:
             r = figures["quality"][form][mode]
-            print(f"{label:<34}{mode:<8}{r['recall@1']:>9.3f}{r['recall@5']:>9.3f}{r['recall@10']:>10.3f}"
-                  f"{r['mrr@10']:>8.3f}")
+            print(
+                f"{label:<34}{mode:<8}{r['recall@1']:>9.3f}{r['recall@5']:>9.3f}{r['recall@10']:>10.3f}"
+                f"{r['mrr@10']:>8.3f}"
+            )
 
-    print(f"\n/similar latency: HTTP on loopback to the gateway app (uvicorn, this process), one request at a "
-          f"time, {args.latency_queries} docstring queries per cell, Qdrant local mode, {os.cpu_count()} CPUs")
+    print(
+        f"\n/similar latency: HTTP on loopback to the gateway app (uvicorn, this process), one request at a "
+        f"time, {args.latency_queries} docstring queries per cell, Qdrant local mode, {os.cpu_count()} CPUs"
+    )
     head = f"{'snippets':>9}  {'mode':<8}{'p50 ms':>9}{'p95 ms':>9}{'mean ms':>9}{'qdrant query p50 ms':>21}"
     print(head + "\n" + "-" * len(head))
     for size, cells in figures["latency"].items():
         for mode in MODES:
             c = cells[mode]
-            print(f"{int(size):>9}  {mode:<8}{c['p50_ms']:>9.1f}{c['p95_ms']:>9.1f}{c['mean_ms']:>9.1f}"
-                  f"{c['qdrant_query_p50_ms']:>21.1f}")
-    vectors = ("encoded through index_items" if args.encode_all else
-               f"real MiniLM vectors of the {SMALL} set plus N(0, {NOISE_SIGMA}) noise, renormalised")
+            print(
+                f"{int(size):>9}  {mode:<8}{c['p50_ms']:>9.1f}{c['p95_ms']:>9.1f}{c['mean_ms']:>9.1f}"
+                f"{c['qdrant_query_p50_ms']:>21.1f}"
+            )
+    vectors = (
+        "encoded through index_items"
+        if args.encode_all
+        else f"real MiniLM vectors of the {SMALL} set plus N(0, {NOISE_SIGMA}) noise, renormalised"
+    )
     print(f"padding: {PADDING_NOTE}. Rows 1-{SMALL} are encoded for real; rows {SMALL + 1}-{args.large}: {vectors}.")
 
     t = figures["throughput"]
-    print(f"\nembedding throughput, the same {t['texts']} texts (164 HumanEval snippets + padding), MiniLM, "
-          f"batch {settings.embedding_batch_size}")
+    print(
+        f"\nembedding throughput, the same {t['texts']} texts (164 HumanEval snippets + padding), MiniLM, "
+        f"batch {settings.embedding_batch_size}"
+    )
     head = f"{'path':<62}{'seconds':>9}{'snippets/s':>12}"
     print(head + "\n" + "-" * len(head))
     n = settings.index_batch_size
-    for key, label in (("product_index_items", f"product: service.index_items (PG, encode, upsert), {n}/call"),
-                       ("st_encode_one_call", "sentence-transformers encode, one call for all"),
-                       ("st_encode_per_activity", f"sentence-transformers encode, one call per {n} texts")):
+    for key, label in (
+        ("product_index_items", f"product: service.index_items (PG, encode, upsert), {n}/call"),
+        ("st_encode_one_call", "sentence-transformers encode, one call for all"),
+        ("st_encode_per_activity", f"sentence-transformers encode, one call per {n} texts"),
+    ):
         print(f"{label:<62}{t[key]['seconds']:>9.2f}{t[key]['snippets_per_s']:>12.1f}")
-    print(f"ratio product / direct: {t['ratio_product_over_st_one_call']:.3f} (one call), "
-          f"{t['ratio_product_over_st_per_activity']:.3f} ({n} per call)")
-    return {"benchmark": "kb", "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "params": {"top_k": TOP_K, "latency_queries": args.latency_queries, "sizes": [SMALL, args.large],
-                       "embedder": settings.default_embedder, "embedding_batch_size": settings.embedding_batch_size,
-                       "index_batch_size": settings.index_batch_size, "cpus": os.cpu_count(),
-                       "encode_all": args.encode_all, "noise_sigma": None if args.encode_all else NOISE_SIGMA},
-            "padding": PADDING_NOTE, **figures}
+    print(
+        f"ratio product / direct: {t['ratio_product_over_st_one_call']:.3f} (one call), "
+        f"{t['ratio_product_over_st_per_activity']:.3f} ({n} per call)"
+    )
+    return {
+        "benchmark": "kb",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "params": {
+            "top_k": TOP_K,
+            "latency_queries": args.latency_queries,
+            "sizes": [SMALL, args.large],
+            "embedder": settings.default_embedder,
+            "embedding_batch_size": settings.embedding_batch_size,
+            "index_batch_size": settings.index_batch_size,
+            "cpus": os.cpu_count(),
+            "encode_all": args.encode_all,
+            "noise_sigma": None if args.encode_all else NOISE_SIGMA,
+        },
+        "padding": PADDING_NOTE,
+        **figures,
+    }
 
 
 def main(args: argparse.Namespace) -> int:
@@ -349,8 +410,9 @@ def main(args: argparse.Namespace) -> int:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Knowledge base: HumanEval retrieval quality, /similar latency, "
-                                            "embedding throughput.")
+    p = argparse.ArgumentParser(
+        description="Knowledge base: HumanEval retrieval quality, /similar latency, embedding throughput."
+    )
     p.add_argument("--latency-queries", type=int, default=50, help="queries per mode and size (default 50)")
     p.add_argument("--large", type=int, default=20_000, help="snippets in the large latency point (default 20000)")
     p.add_argument("--encode-all", action="store_true", help="encode the large padding for real (many minutes)")

@@ -11,6 +11,7 @@
   2. a function synthesized from one of a dozen templates (filters, counters, folds, string and
      dict helpers, a small class) with random names and constants.
 """
+
 from __future__ import annotations
 
 import ast
@@ -40,13 +41,19 @@ def _problem(task_id: str, p: dict) -> Problem:
     prompt, name = p["prompt"], p["entry_point"]
     fn = next(n for n in ast.walk(ast.parse(prompt)) if isinstance(n, ast.FunctionDef) and n.name == name)
     # the first string statement: usually the docstring, once (HumanEval/115) after an import
-    doc = next((n for n in fn.body if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)
-                and isinstance(n.value.value, str)), None)
+    doc = next(
+        (
+            n
+            for n in fn.body
+            if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) and isinstance(n.value.value, str)
+        ),
+        None,
+    )
     query = inspect.cleandoc(doc.value.value) if doc is not None else ""
     if not (query and doc.lineno > fn.lineno):
         raise ValueError(f"{task_id}: no docstring on its own lines in {name}")
     lines = prompt.splitlines(keepends=True)
-    code = "".join(lines[:doc.lineno - 1] + lines[doc.end_lineno:]).rstrip() + "\n"
+    code = "".join(lines[: doc.lineno - 1] + lines[doc.end_lineno :]).rstrip() + "\n"
     content = code + p["canonical_solution"]
     ast.parse(content)  # still valid Python
     mention = re.compile(rf"\b{re.escape(name)}\b")
@@ -56,15 +63,112 @@ def _problem(task_id: str, p: dict) -> Problem:
 
 # --- padding ---------------------------------------------------------------------------------
 
-VERBS = ("compute", "find", "count", "filter", "merge", "parse", "sort", "check", "build", "collect", "split",
-         "normalize", "encode", "decode", "reverse", "sum", "group", "rank", "scale", "clean", "select", "flatten",
-         "validate", "convert", "extract", "update", "render", "load", "match", "score")
-NOUNS = ("items", "values", "words", "tokens", "scores", "records", "pairs", "digits", "primes", "vowels", "rows",
-         "columns", "names", "keys", "entries", "intervals", "points", "edges", "nodes", "chars", "lines", "totals",
-         "prices", "events", "labels", "weights", "buckets", "matrix", "window", "segments")
-VARS = ("acc", "res", "tmp", "cur", "idx", "pos", "val", "elem", "item", "node", "buf", "total", "best", "left",
-        "right", "lo", "hi", "mid", "count", "seen", "out", "part", "head", "tail", "step", "key", "data", "row",
-        "col", "ch", "word", "num", "flag", "prev", "nxt", "cache", "stack", "queue", "result", "answer")
+VERBS = (
+    "compute",
+    "find",
+    "count",
+    "filter",
+    "merge",
+    "parse",
+    "sort",
+    "check",
+    "build",
+    "collect",
+    "split",
+    "normalize",
+    "encode",
+    "decode",
+    "reverse",
+    "sum",
+    "group",
+    "rank",
+    "scale",
+    "clean",
+    "select",
+    "flatten",
+    "validate",
+    "convert",
+    "extract",
+    "update",
+    "render",
+    "load",
+    "match",
+    "score",
+)
+NOUNS = (
+    "items",
+    "values",
+    "words",
+    "tokens",
+    "scores",
+    "records",
+    "pairs",
+    "digits",
+    "primes",
+    "vowels",
+    "rows",
+    "columns",
+    "names",
+    "keys",
+    "entries",
+    "intervals",
+    "points",
+    "edges",
+    "nodes",
+    "chars",
+    "lines",
+    "totals",
+    "prices",
+    "events",
+    "labels",
+    "weights",
+    "buckets",
+    "matrix",
+    "window",
+    "segments",
+)
+VARS = (
+    "acc",
+    "res",
+    "tmp",
+    "cur",
+    "idx",
+    "pos",
+    "val",
+    "elem",
+    "item",
+    "node",
+    "buf",
+    "total",
+    "best",
+    "left",
+    "right",
+    "lo",
+    "hi",
+    "mid",
+    "count",
+    "seen",
+    "out",
+    "part",
+    "head",
+    "tail",
+    "step",
+    "key",
+    "data",
+    "row",
+    "col",
+    "ch",
+    "word",
+    "num",
+    "flag",
+    "prev",
+    "nxt",
+    "cache",
+    "stack",
+    "queue",
+    "result",
+    "answer",
+)
 _BUILTINS = frozenset(dir(builtins))
 
 
@@ -114,8 +218,9 @@ def renamed_variant(content: str, rng: random.Random) -> str:
         if name == "self" or name.startswith("__"):
             continue
         is_function = any(isinstance(n, ast.FunctionDef) and n.name == name for n in ast.walk(tree))
-        mapping[name] = (f"{rng.choice(VERBS)}_{rng.choice(NOUNS)}{rng.randint(0, 999)}" if is_function
-                         else _ident(rng, taken))
+        mapping[name] = (
+            f"{rng.choice(VERBS)}_{rng.choice(NOUNS)}{rng.randint(0, 999)}" if is_function else _ident(rng, taken)
+        )
     return ast.unparse(_Rename(mapping, rng).visit(tree)) + "\n"
 
 
@@ -144,12 +249,19 @@ TEMPLATES = (
 def synthesized(index: int, rng: random.Random) -> str:
     taken: set[str] = set()
     fields = dict(
-        f=f"{rng.choice(VERBS)}_{rng.choice(NOUNS)}", C=rng.choice(NOUNS).title().rstrip("s") + rng.choice(
-            ("Buffer", "Tracker", "Window", "Pool", "Registry")),
-        a=_ident(rng, taken), b=_ident(rng, taken), c=_ident(rng, taken), x=_ident(rng, taken),
-        k=rng.randint(0, 20), m=rng.choice((2, 3, 8, 10, 16)), cmp=rng.choice(("<", ">", "<=", ">=", "!=")),
-        aop=rng.choice(("+", "*", "^", "|")), strm=rng.choice(("startswith", "endswith", "__contains__")),
-        case=rng.choice(("upper", "lower", "swapcase")), mm=rng.choice(("max", "min")),
+        f=f"{rng.choice(VERBS)}_{rng.choice(NOUNS)}",
+        C=rng.choice(NOUNS).title().rstrip("s") + rng.choice(("Buffer", "Tracker", "Window", "Pool", "Registry")),
+        a=_ident(rng, taken),
+        b=_ident(rng, taken),
+        c=_ident(rng, taken),
+        x=_ident(rng, taken),
+        k=rng.randint(0, 20),
+        m=rng.choice((2, 3, 8, 10, 16)),
+        cmp=rng.choice(("<", ">", "<=", ">=", "!=")),
+        aop=rng.choice(("+", "*", "^", "|")),
+        strm=rng.choice(("startswith", "endswith", "__contains__")),
+        case=rng.choice(("upper", "lower", "swapcase")),
+        mm=rng.choice(("max", "min")),
         pat=rng.choice((r"\d+", r"[A-Z][a-z]+", r"\w+@\w+\.\w+", r"#\w+", r"[aeiou]{2,}")),
     )
     return TEMPLATES[index % len(TEMPLATES)].format(**fields)

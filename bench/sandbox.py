@@ -11,6 +11,7 @@ noisy neighbour hits all of them alike:
 
 Prints p50 and p95 per way in ms, and the sandbox's added cost over `previous`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,14 +28,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sandbox import run_tests  # noqa: E402
-from sandbox.layout import python  # noqa: E402
+from sandbox import run_tests
+from sandbox.layout import python
 
 SOLUTION = "def add(a, b):\n    return a + b\n"
 TESTS = ["assert add(1, 2) == 3", "assert add(-1, 1) == 0", "assert add('a', 'b') == 'ab'"]
-OLD_HARNESS = ("import json, sys\nns = {'__name__': 'solution'}\nexec(open(sys.argv[1]).read(), ns)\n"
-               "for t in json.load(open(sys.argv[2])):\n    exec(t, ns)\n"
-               "json.dump({'stage': 'done'}, open(sys.argv[3], 'w'))\n")
+OLD_HARNESS = (
+    "import json, sys\nns = {'__name__': 'solution'}\nexec(open(sys.argv[1]).read(), ns)\n"
+    "for t in json.load(open(sys.argv[2])):\n    exec(t, ns)\n"
+    "json.dump({'stage': 'done'}, open(sys.argv[3], 'w'))\n"
+)
 
 
 def previous() -> None:
@@ -51,9 +54,23 @@ def previous() -> None:
             resource.setrlimit(resource.RLIMIT_CPU, (11, 12))
             resource.setrlimit(resource.RLIMIT_FSIZE, (16 * mb, 16 * mb))
 
-        proc = subprocess.run(["unshare", "-n", sys.executable, "-I", "../harness.py", "../solution.py",
-                               "../tests.json", "../result.json"], cwd=root / "work", capture_output=True,
-                              preexec_fn=limits, start_new_session=True, timeout=10)
+        proc = subprocess.run(
+            [
+                "unshare",
+                "-n",
+                sys.executable,
+                "-I",
+                "../harness.py",
+                "../solution.py",
+                "../tests.json",
+                "../result.json",
+            ],
+            cwd=root / "work",
+            capture_output=True,
+            preexec_fn=limits,
+            start_new_session=True,
+            timeout=10,
+        )
         assert proc.returncode == 0 and json.loads((root / "result.json").read_text())["stage"] == "done"
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -86,16 +103,20 @@ def main() -> None:
     def pct(xs: list[float], q: float) -> float:
         return statistics.quantiles(xs, n=100)[int(q) - 1]
 
-    print(f"sandbox cost per run: {args.runs} runs of each way, interleaved; {os.cpu_count()} CPUs; "
-          f"sandbox interpreter {python().executable}")
+    print(
+        f"sandbox cost per run: {args.runs} runs of each way, interleaved; {os.cpu_count()} CPUs; "
+        f"sandbox interpreter {python().executable}"
+    )
     print(f"{'way':10} {'p50 ms':>8} {'p95 ms':>8}")
     for name, xs in times.items():
         print(f"{name:10} {statistics.median(xs):8.1f} {pct(xs, 95):8.1f}")
     added50 = statistics.median(times["sandbox"]) - statistics.median(times["previous"])
     added95 = pct(times["sandbox"], 95) - pct(times["previous"], 95)
     ratio = statistics.median(times["sandbox"]) / statistics.median(times["previous"])
-    print(f"added by the sandbox over the previous runner: p50 {added50:+.1f} ms, p95 {added95:+.1f} ms "
-          f"({ratio:.2f}x at p50; target: at most +150 ms)")
+    print(
+        f"added by the sandbox over the previous runner: p50 {added50:+.1f} ms, p95 {added95:+.1f} ms "
+        f"({ratio:.2f}x at p50; target: at most +150 ms)"
+    )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 Backends are synchronous: generation is CPU/GPU-bound or a blocking SDK call, so the generation
 worker runs it in synchronous activities on a thread pool (never on the event loop).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

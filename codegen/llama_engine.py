@@ -25,13 +25,14 @@ The quantized kernels are CPU kernels: on CUDA `int8`/`int4` run as bf16. A prod
 kernel refuses falls back to int8, then to the activation dtype. The engine is checked against
 transformers' own forward pass in the tests (tests/test_local_llama.py).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as F  # noqa: N812 - torch's own idiom
 
 GROUP = 32  # int4 group size along the input dimension: a GGUF Q4 block
 SUPPORTED_TYPES = {"llama"}
@@ -147,14 +148,16 @@ class LlamaEngine:
         self.layers = []
         for block in inner.layers:
             a, m = block.self_attn, block.mlp
-            self.layers.append(Layer(
-                attn_norm=block.input_layernorm.weight.detach().to(self.act),
-                qkv=Linear(torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]), kind, self.act),
-                out=Linear(a.o_proj.weight, kind, self.act),
-                mlp_norm=block.post_attention_layernorm.weight.detach().to(self.act),
-                gate_up=Linear(torch.cat([m.gate_proj.weight, m.up_proj.weight]), kind, self.act),
-                down=Linear(m.down_proj.weight, kind, self.act),
-            ))
+            self.layers.append(
+                Layer(
+                    attn_norm=block.input_layernorm.weight.detach().to(self.act),
+                    qkv=Linear(torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]), kind, self.act),
+                    out=Linear(a.o_proj.weight, kind, self.act),
+                    mlp_norm=block.post_attention_layernorm.weight.detach().to(self.act),
+                    gate_up=Linear(torch.cat([m.gate_proj.weight, m.up_proj.weight]), kind, self.act),
+                    down=Linear(m.down_proj.weight, kind, self.act),
+                )
+            )
         # the head (often the embeddings themselves): int8 at most, it is the most sensitive product
         self.head = Linear(model.lm_head.weight, "int8" if kind != "dense" else "dense", self.act)
         self.intermediate = cfg.intermediate_size
@@ -163,7 +166,9 @@ class LlamaEngine:
     def bytes_per_token(self) -> int:
         """Weight bytes read per decoded token (what bounds the speed of a small model)."""
         total = 0
-        for linear in [self.head] + [x for layer in self.layers for x in (layer.qkv, layer.out, layer.gate_up, layer.down)]:
+        for linear in [self.head] + [
+            x for layer in self.layers for x in (layer.qkv, layer.out, layer.gate_up, layer.down)
+        ]:
             total += linear.w.numel() * linear.w.element_size()
         return total
 
@@ -178,7 +183,7 @@ class LlamaEngine:
         if t > 1 and start:
             raise ValueError("several tokens are fed at position 0 only")
         h = F.embedding(ids, self.embed)
-        cos, sin = cache.cos[start:start + t], cache.sin[start:start + t]
+        cos, sin = cache.cos[start : start + t], cache.sin[start : start + t]
         nq, nk, d = self.heads, self.kv_heads, self.head_dim
         end = start + t
         for i, layer in enumerate(self.layers):
@@ -188,8 +193,9 @@ class LlamaEngine:
             q, k = _rope(q, cos, sin), _rope(k, cos, sin)
             cache.k[i][:, :, start:end] = k
             cache.v[i][:, :, start:end] = v
-            y = F.scaled_dot_product_attention(q, cache.k[i][:, :, :end], cache.v[i][:, :, :end],
-                                               is_causal=t > 1, enable_gqa=nq != nk)
+            y = F.scaled_dot_product_attention(
+                q, cache.k[i][:, :, :end], cache.v[i][:, :, :end], is_causal=t > 1, enable_gqa=nq != nk
+            )
             h = h + layer.out(y.transpose(1, 2).reshape(1, t, nq * d))
             x = self._rms(h, layer.mlp_norm)
             gate, up = layer.gate_up(x).split(self.intermediate, dim=-1)
@@ -201,9 +207,18 @@ class LlamaEngine:
         return Cache(self, length)
 
     @torch.inference_mode()
-    def generate(self, prompt: list[int], max_new: int, *, eos: set[int], temperature: float = 0.0,
-                 top_p: float = 1.0, generator: torch.Generator | None = None,
-                 should_stop: Callable[[list[int]], bool] | None = None, processor=None) -> list[int]:
+    def generate(
+        self,
+        prompt: list[int],
+        max_new: int,
+        *,
+        eos: set[int],
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        generator: torch.Generator | None = None,
+        should_stop: Callable[[list[int]], bool] | None = None,
+        processor=None,
+    ) -> list[int]:
         """New token ids after `prompt`: greedy when temperature is 0, else sampled (temperature, top-p).
 
         Ends at an eos token (kept), after `max_new` tokens, or when `should_stop(new ids)` says so.

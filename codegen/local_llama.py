@@ -18,6 +18,7 @@ weights), `int8` (weight-only, per row), `bf16` or `fp32`; int4/int8 need the en
 and become bf16 otherwise (said in the model's details). The model loads once per process;
 generation is serialised by a lock.
 """
+
 from __future__ import annotations
 
 import copy
@@ -69,8 +70,8 @@ def resolve(local_model: str, models_path: Path) -> Source:
         found = pulled_file(models_path, local_model)
         if found is None:
             raise ModelUnavailable(
-                f"model not pulled: run `specmill models pull {local_model}` "
-                f"(looked in {models_path / local_model})")
+                f"model not pulled: run `specmill models pull {local_model}` (looked in {models_path / local_model})"
+            )
         return Source("gguf", found)
     named = models_path / local_model
     path = named if not Path(local_model).is_absolute() and named.exists() else Path(local_model).expanduser()
@@ -86,8 +87,9 @@ def resolve(local_model: str, models_path: Path) -> Source:
             return Source("gguf", ggufs[0])
         raise ModelUnavailable(f"{path} has no config.json and {'several' if ggufs else 'no'} .gguf files")
     known = f"; pullable: {', '.join(sorted(REGISTRY))}" if REGISTRY else ""
-    raise ModelUnavailable(f"model files not found: {local_model!r} is not a pulled model, a .gguf file or a "
-                           f"Hugging Face directory{known}")
+    raise ModelUnavailable(
+        f"model files not found: {local_model!r} is not a pulled model, a .gguf file or a Hugging Face directory{known}"
+    )
 
 
 def pick_device(local_device: str) -> str:
@@ -108,8 +110,9 @@ class LocalLlamaBackend:
     name = "local_llama"
     backend = "transformers"
 
-    def __init__(self, settings, *, model: str | None = None, dtype: str | None = None,
-                 device: str | None = None) -> None:
+    def __init__(
+        self, settings, *, model: str | None = None, dtype: str | None = None, device: str | None = None
+    ) -> None:
         self.models_path = Path(settings.models_path)
         self.local_model = model or settings.local_model
         self.dtype = dtype or settings.local_dtype
@@ -193,8 +196,11 @@ class LocalLlamaBackend:
         engine, why = None, llama_engine.supported(model)
         if why is None:
             engine = llama_engine.LlamaEngine(model, dtype)
-            self._details = {"engine": "specmill-llama", "kernels": engine.kinds,
-                             "weight_mb_per_token": round(engine.bytes_per_token() / 1e6, 1)}
+            self._details = {
+                "engine": "specmill-llama",
+                "kernels": engine.kinds,
+                "weight_mb_per_token": round(engine.bytes_per_token() / 1e6, 1),
+            }
         else:
             if dtype in ("int8", "int4"):
                 notes.append(f"{self.dtype} needs the Llama engine ({why} is not supported): bf16")
@@ -202,20 +208,31 @@ class LocalLlamaBackend:
             if dtype == "bf16":
                 model = model.to(torch.bfloat16)
             self._details = {"engine": "transformers-generate"}
-        self._details.update({
-            "format": source.format, "dtype": dtype, "device": device, "loaded_from": str(directory),
-            "load": how, "load_s": round(time.perf_counter() - started, 2),
-            "architecture": getattr(model.config, "model_type", None),
-            "context": getattr(model.config, "max_position_embeddings", None),
-            "parameters": sum(p.numel() for p in model.parameters()),
-        })
+        self._details.update(
+            {
+                "format": source.format,
+                "dtype": dtype,
+                "device": device,
+                "loaded_from": str(directory),
+                "load": how,
+                "load_s": round(time.perf_counter() - started, 2),
+                "architecture": getattr(model.config, "model_type", None),
+                "context": getattr(model.config, "max_position_embeddings", None),
+                "parameters": sum(p.numel() for p in model.parameters()),
+            }
+        )
         if notes:
             self._details["note"] = "; ".join(notes)
         self._tokenizer, self._source, self._generation_defaults = tokenizer, source, model.generation_config
         self._engine, self._model = engine, (None if engine is not None else model)
         self._config = model.config
-        log.info("local_llama: %s loaded (%s, %s) in %.1f s", source.path, how, self._details["engine"],
-                 self._details["load_s"])
+        log.info(
+            "local_llama: %s loaded (%s, %s) in %.1f s",
+            source.path,
+            how,
+            self._details["engine"],
+            self._details["load_s"],
+        )
 
     def _converted(self, source: Source) -> tuple[Path, str, bool]:
         """The GGUF as a safetensors directory: (directory, how, whether it is a temporary one).
@@ -274,8 +291,13 @@ class LocalLlamaBackend:
             reason = "stop"
         else:
             reason = "length" if len(new_ids) >= max_new else "stop"
-        return Completion(text=text, tokens_in=tokens_in, tokens_out=len(new_ids),
-                          latency_s=time.perf_counter() - started, finish_reason=reason)
+        return Completion(
+            text=text,
+            tokens_in=tokens_in,
+            tokens_out=len(new_ids),
+            latency_s=time.perf_counter() - started,
+            finish_reason=reason,
+        )
 
     def _eos(self) -> set[int]:
         return set(_as_list(self._generation_defaults.eos_token_id) or _as_list(self._tokenizer.eos_token_id))
@@ -288,9 +310,16 @@ class LocalLlamaBackend:
             generator = torch.Generator(device=self._engine.device)
             generator.manual_seed(params.seed if params.seed is not None else torch.seed())
         stop = stop_checker(self._tokenizer, params.stop)
-        return self._engine.generate(prompt, max_new, eos=eos, temperature=params.temperature, top_p=params.top_p,
-                                     generator=generator, should_stop=stop,
-                                     processor=self._json_constraint(params.json_schema))
+        return self._engine.generate(
+            prompt,
+            max_new,
+            eos=eos,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            generator=generator,
+            should_stop=stop,
+            processor=self._json_constraint(params.json_schema),
+        )
 
     def _hf_generate(self, prompt: list[int], max_new: int, params: GenerationParams, eos: set[int]) -> list[int]:
         """transformers' generate(), for the architectures the engine does not run."""
@@ -302,24 +331,34 @@ class LocalLlamaBackend:
             return []
         base = self._generation_defaults
         pad = next((p for p in (base.pad_token_id, self._tokenizer.pad_token_id) if p is not None), min(eos))
-        config = GenerationConfig(max_new_tokens=max_new, eos_token_id=sorted(eos), pad_token_id=pad,
-                                  bos_token_id=base.bos_token_id, do_sample=params.temperature > 0)
+        config = GenerationConfig(
+            max_new_tokens=max_new,
+            eos_token_id=sorted(eos),
+            pad_token_id=pad,
+            bos_token_id=base.bos_token_id,
+            do_sample=params.temperature > 0,
+        )
         if params.temperature > 0:
             config.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
         stop = stop_checker(self._tokenizer, params.stop)
         criteria = None
         if stop is not None:
-            criteria = [lambda ids, scores, **kw: torch.tensor([stop(ids[0, len(prompt):].tolist())],
-                                                                device=ids.device)]
+            criteria = [
+                lambda ids, scores, **kw: torch.tensor([stop(ids[0, len(prompt) :].tolist())], device=ids.device)
+            ]
         processor = self._json_constraint(params.json_schema)
         input_ids = torch.tensor([prompt], device=model.device)
         with torch.inference_mode(), torch.random.fork_rng(devices=_rng_devices(model)):
             if params.seed is not None:
                 torch.manual_seed(params.seed)
-            output = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                                    generation_config=config, stopping_criteria=criteria,
-                                    logits_processor=LogitsProcessorList([processor]) if processor else None)
-        return output[0, len(prompt):].tolist()
+            output = model.generate(
+                input_ids=input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                generation_config=config,
+                stopping_criteria=criteria,
+                logits_processor=LogitsProcessorList([processor]) if processor else None,
+            )
+        return output[0, len(prompt) :].tolist()
 
     def _json_constraint(self, json_schema: str | None):
         """A logits processor that keeps the answer inside a JSON Schema (xgrammar), or None.
@@ -340,7 +379,8 @@ class LocalLlamaBackend:
                 self._grammar_compiler, self._grammars = xgr.GrammarCompiler(info), {}
             if json_schema not in self._grammars:
                 self._grammars[json_schema] = self._grammar_compiler.compile_json_schema(
-                    json_schema, any_whitespace=False)
+                    json_schema, any_whitespace=False
+                )
             compiled = self._grammars[json_schema]
         return LogitsProcessor(compiled)
 
@@ -362,8 +402,9 @@ def convert_gguf(gguf: Path, out: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True)
-    loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32,
-                                                  local_files_only=True)
+    loaded = AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32, local_files_only=True
+    )
     config = copy.deepcopy(loaded.config)
     if hasattr(config, "quantization_config"):
         del config.quantization_config

@@ -2,6 +2,7 @@
 
 A model that cannot serve says why (GET /api/models) and is never silently replaced by another.
 """
+
 from __future__ import annotations
 
 import threading
@@ -37,7 +38,10 @@ def _anthropic(settings: Settings) -> Backend:
 
 
 FACTORIES: dict[str, Callable[[Settings], Backend]] = {
-    "local_llama": _local, "deepseek_8b": _deepseek, "openai_api": _openai, "anthropic_api": _anthropic,
+    "local_llama": _local,
+    "deepseek_8b": _deepseek,
+    "openai_api": _openai,
+    "anthropic_api": _anthropic,
 }
 assert tuple(FACTORIES) == MODEL_NAMES
 

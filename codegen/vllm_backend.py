@@ -4,6 +4,7 @@ In process needs the optional extra (`pip install .[gpu]`, which brings vllm) an
 without them the model says precisely why it is unavailable and is never replaced by another.
 Set VLLM_BASE_URL to use a vLLM OpenAI-compatible server instead (codegen/remote.py).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -56,8 +57,10 @@ class VLLMBackend:
         return self._reason
 
     def status(self) -> ModelStatus:
-        details = {"in_process": True,
-                   **{k: v for k, v in self.engine_args.items() if isinstance(v, (int, float, str))}}
+        details = {
+            "in_process": True,
+            **{k: v for k, v in self.engine_args.items() if isinstance(v, (int, float, str))},
+        }
         if self._llm is not None:
             return ModelStatus(self.name, self.backend, self.model, "loaded", None, details)
         reason = self.unavailable_reason()
@@ -85,8 +88,11 @@ class VLLMBackend:
         from vllm import SamplingParams
 
         sampling = SamplingParams(
-            max_tokens=params.max_new_tokens, temperature=params.temperature, top_p=params.top_p,
-            stop=[s for s in params.stop if s] or None, seed=params.seed,
+            max_tokens=params.max_new_tokens,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            stop=[s for s in params.stop if s] or None,
+            seed=params.seed,
         )
         chat = [{"role": m.role, "content": m.content} for m in messages]
         started = time.perf_counter()
@@ -97,7 +103,9 @@ class VLLMBackend:
                 raise ModelUnavailable(f"vLLM failed: {type(err).__name__}: {err}") from err
         gen = out.outputs[0]
         return Completion(
-            text=gen.text, tokens_in=len(out.prompt_token_ids or ()), tokens_out=len(gen.token_ids or ()),
+            text=gen.text,
+            tokens_in=len(out.prompt_token_ids or ()),
+            tokens_out=len(gen.token_ids or ()),
             latency_s=time.perf_counter() - started,
             finish_reason="length" if gen.finish_reason == "length" else "stop",
         )

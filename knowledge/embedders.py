@@ -5,6 +5,7 @@
 - `codebert`: any RoBERTa-family encoder in a local directory (microsoft/codebert-base,
   unixcoder, ...), run with transformers, mean-pooled over the attention mask, L2-normalised.
 """
+
 from __future__ import annotations
 
 import os
@@ -48,8 +49,13 @@ class SentenceTransformerEmbedder:
 
     def encode(self, texts: list[str]) -> np.ndarray:
         with self._lock:
-            out = self._st.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
-                                  convert_to_numpy=True, show_progress_bar=False)
+            out = self._st.encode(
+                texts,
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
         return np.asarray(out, dtype=np.float32)
 
 
@@ -75,8 +81,13 @@ class RobertaMeanPoolEmbedder:
         chunks = []
         with self._lock, torch.inference_mode():
             for i in range(0, len(texts), self.batch_size):
-                batch = self._tok(texts[i:i + self.batch_size], padding=True, truncation=True,
-                                  max_length=self.max_length, return_tensors="pt")
+                batch = self._tok(
+                    texts[i : i + self.batch_size],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="pt",
+                )
                 hidden = self._enc(**batch).last_hidden_state
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)

@@ -3,6 +3,7 @@
 Qdrant's local mode locks its directory to one process, so every part of a process (the API's
 routes and the knowledge worker's activities) must share one runtime: `get_runtime` memoises it.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -67,9 +68,15 @@ class KnowledgeRuntime:
         from knowledge.vectors import collection_name
 
         return [
-            EmbedderInfo(name=name, model=spec.model, collection=collection_name(name),
-                         dimension=self._embedders[name].dimension if name in self._embedders else None,
-                         loaded=name in self._embedders, default=name == self.default, error=self._errors.get(name))
+            EmbedderInfo(
+                name=name,
+                model=spec.model,
+                collection=collection_name(name),
+                dimension=self._embedders[name].dimension if name in self._embedders else None,
+                loaded=name in self._embedders,
+                default=name == self.default,
+                error=self._errors.get(name),
+            )
             for name, spec in self.specs.items()
         ]
 

@@ -3,6 +3,7 @@
 Indexing is state-based: given ids, it reads their current rows and makes the index match (upsert
 what exists, delete what does not), so it is idempotent, order-independent and safe to retry.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,8 @@ from knowledge.vectors import Point
 from models.knowledge import IndexItem, IndexResult, SimilarHit, SimilarRequest, SimilarResponse
 from store import knowledge as knowledge_repo
 from store import snippets as snippet_repo
-from store.errors import Invalid, NotFound
 from store.db import tenant_tx
+from store.errors import Invalid, NotFound
 
 
 def snippet_text(description: str | None, content: str) -> str:
@@ -29,22 +30,41 @@ def knowledge_text(key: str, value) -> str:
 
 
 async def index_items(
-    pool: asyncpg.Pool, runtime: KnowledgeRuntime, tenant_id: UUID, items: list[IndexItem],
+    pool: asyncpg.Pool,
+    runtime: KnowledgeRuntime,
+    tenant_id: UUID,
+    items: list[IndexItem],
     heartbeat: Callable[[int], None] = lambda done: None,
 ) -> IndexResult:
-    snippets = await snippet_repo.get_snippets(pool, tenant_id=tenant_id,
-                                               ids=[i.id for i in items if i.kind == "snippet"])
-    entries = await knowledge_repo.get_entries(pool, tenant_id=tenant_id,
-                                               ids=[i.id for i in items if i.kind == "knowledge"])
+    snippets = await snippet_repo.get_snippets(
+        pool, tenant_id=tenant_id, ids=[i.id for i in items if i.kind == "snippet"]
+    )
+    entries = await knowledge_repo.get_entries(
+        pool, tenant_id=tenant_id, ids=[i.id for i in items if i.kind == "knowledge"]
+    )
     present: list[tuple[UUID, str, dict]] = []
     for s in snippets.values():
-        present.append((s.id, snippet_text(s.description, s.content),
-                        {"tenant_id": str(tenant_id), "kind": "snippet", "language": s.language,
-                         "tags": s.tags or []}))
+        present.append(
+            (
+                s.id,
+                snippet_text(s.description, s.content),
+                {"tenant_id": str(tenant_id), "kind": "snippet", "language": s.language, "tags": s.tags or []},
+            )
+        )
     for e in entries.values():
-        present.append((e.id, knowledge_text(e.key, e.value),
-                        {"tenant_id": str(tenant_id), "kind": "knowledge", "language": "json",
-                         "tags": [], "project_id": str(e.project_id)}))
+        present.append(
+            (
+                e.id,
+                knowledge_text(e.key, e.value),
+                {
+                    "tenant_id": str(tenant_id),
+                    "kind": "knowledge",
+                    "language": "json",
+                    "tags": [],
+                    "project_id": str(e.project_id),
+                },
+            )
+        )
     absent = [i.id for i in items if i.id not in snippets and i.id not in entries]
     # Texts of similar length encode together: a batch is padded to its longest text, so mixing a
     # long snippet with short ones wastes most of the batch (sentence-transformers sorts the same way).
@@ -54,41 +74,71 @@ async def index_items(
     for embedder in runtime.loaded():
         collection = await runtime.store.ensure_collection(embedder.name, embedder.dimension)
         for start in range(0, len(present), batch):
-            chunk = present[start:start + batch]
+            chunk = present[start : start + batch]
             vectors = await runtime.encode(embedder.name, [text for _, text, _ in chunk])
-            await runtime.store.upsert(collection, [Point(pid, vec, text, payload)
-                                                    for (pid, text, payload), vec in zip(chunk, vectors)])
+            points = [Point(pid, vec, text, payload) for (pid, text, payload), vec in zip(chunk, vectors, strict=True)]
+            await runtime.store.upsert(collection, points)
             done += len(chunk)
             heartbeat(done)
         await runtime.store.delete(collection, absent, tenant_id=tenant_id)
     return IndexResult(upserted=len(present), deleted=len(absent))
 
 
-async def similar(pool: asyncpg.Pool, runtime: KnowledgeRuntime, tenant_id: UUID, req: SimilarRequest) -> SimilarResponse:
+async def similar(
+    pool: asyncpg.Pool, runtime: KnowledgeRuntime, tenant_id: UUID, req: SimilarRequest
+) -> SimilarResponse:
     name = req.embedder or runtime.default
     if name not in runtime.specs:
         raise Invalid(f"unknown embedder {name!r}; configured: {', '.join(runtime.specs)}")
     if req.project_id is not None:
         async with tenant_tx(pool, tenant_id) as conn:
-            if not await conn.fetchval("select 1 from projects where tenant_id = $1 and id = $2",
-                                       tenant_id, req.project_id):
+            if not await conn.fetchval(
+                "select 1 from projects where tenant_id = $1 and id = $2", tenant_id, req.project_id
+            ):
                 raise NotFound(f"project {req.project_id} not found")
     embedder = runtime.embedder(name)
     collection = await runtime.store.ensure_collection(name, embedder.dimension)
     vector = (await runtime.encode(name, [req.query]))[0]
-    hits = await runtime.store.search(collection, tenant_id=tenant_id, dense=vector, text=req.query, top_k=req.top_k,
-                                      hybrid=req.mode == "hybrid", language=req.language, tags=req.tags,
-                                      project_id=req.project_id)
+    hits = await runtime.store.search(
+        collection,
+        tenant_id=tenant_id,
+        dense=vector,
+        text=req.query,
+        top_k=req.top_k,
+        hybrid=req.mode == "hybrid",
+        language=req.language,
+        tags=req.tags,
+        project_id=req.project_id,
+    )
     snippets = await snippet_repo.get_snippets(pool, tenant_id=tenant_id, ids=[i for i, _, k in hits if k == "snippet"])
-    entries = await knowledge_repo.get_entries(pool, tenant_id=tenant_id, ids=[i for i, _, k in hits if k == "knowledge"])
+    entries = await knowledge_repo.get_entries(
+        pool, tenant_id=tenant_id, ids=[i for i, _, k in hits if k == "knowledge"]
+    )
     results: list[SimilarHit] = []
-    for pid, score, kind in hits:  # a row deleted since it was indexed is skipped: PostgreSQL decides
+    for pid, score, _kind in hits:  # a row deleted since it was indexed is skipped: PostgreSQL decides
         if pid in snippets:
             s = snippets[pid]
-            results.append(SimilarHit(id=pid, score=score, language=s.language, description=s.description,
-                                      content=s.content, tags=s.tags or []))
+            results.append(
+                SimilarHit(
+                    id=pid,
+                    score=score,
+                    language=s.language,
+                    description=s.description,
+                    content=s.content,
+                    tags=s.tags or [],
+                )
+            )
         elif pid in entries:
             e = entries[pid]
-            results.append(SimilarHit(id=pid, score=score, kind="knowledge", language="json", description=e.key,
-                                      content=json.dumps(e.value, ensure_ascii=False), tags=[]))
+            results.append(
+                SimilarHit(
+                    id=pid,
+                    score=score,
+                    kind="knowledge",
+                    language="json",
+                    description=e.key,
+                    content=json.dumps(e.value, ensure_ascii=False),
+                    tags=[],
+                )
+            )
     return SimilarResponse(results=results, mode=req.mode, embedder=name)

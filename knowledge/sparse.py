@@ -7,6 +7,7 @@ weight is BM25's saturated term frequency, and Qdrant's IDF modifier supplies th
 frequency at query time, so the collection scores BM25-like without a separate text index.
 Changing the terms changes the index: run `specmill knowledge reindex` after an upgrade.
 """
+
 from __future__ import annotations
 
 import re

@@ -5,6 +5,7 @@ knowledge entry it indexes, with a dense vector and a lexical sparse vector. Mul
 Qdrant's guidance: a keyword payload index on tenant_id marked `is_tenant`, and every search
 filtered by tenant. Texts and metadata stay in PostgreSQL; the payload holds only what filters need.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -82,8 +83,11 @@ class VectorStore:
         if not points:
             return
         structs = [
-            qm.PointStruct(id=str(p.id), payload=p.payload,
-                           vector={DENSE: p.dense.tolist(), LEXICAL: sparse.document_vector(p.text)})
+            qm.PointStruct(
+                id=str(p.id),
+                payload=p.payload,
+                vector={DENSE: p.dense.tolist(), LEXICAL: sparse.document_vector(p.text)},
+            )
             for p in points
         ]
         await self._call(self.client.upsert(collection, points=structs, wait=True))
@@ -99,9 +103,16 @@ class VectorStore:
         stale: list[UUID] = []
         offset = None
         while True:
-            points, offset = await self._call(self.client.scroll(
-                collection, scroll_filter=_tenant(tenant_id), limit=1000, offset=offset,
-                with_payload=False, with_vectors=False))
+            points, offset = await self._call(
+                self.client.scroll(
+                    collection,
+                    scroll_filter=_tenant(tenant_id),
+                    limit=1000,
+                    offset=offset,
+                    with_payload=False,
+                    with_vectors=False,
+                )
+            )
             stale += [UUID(str(p.id)) for p in points if UUID(str(p.id)) not in keep]
             if offset is None:
                 break
@@ -112,22 +123,40 @@ class VectorStore:
         return (await self._call(self.client.count(collection, count_filter=_tenant(tenant_id), exact=True))).count
 
     async def search(
-        self, collection: str, *, tenant_id: UUID, dense: np.ndarray, text: str, top_k: int, hybrid: bool,
-        language: str | None = None, tags: list[str] | None = None, project_id: UUID | None = None,
+        self,
+        collection: str,
+        *,
+        tenant_id: UUID,
+        dense: np.ndarray,
+        text: str,
+        top_k: int,
+        hybrid: bool,
+        language: str | None = None,
+        tags: list[str] | None = None,
+        project_id: UUID | None = None,
     ) -> list[tuple[UUID, float, str]]:
         """(id, score, kind) best first. Always filtered by tenant."""
         flt = _filter(tenant_id, language, tags, project_id)
         if hybrid:
             limit = top_k * RRF_CANDIDATES
-            result = await self._call(self.client.query_points(
-                collection,
-                prefetch=[qm.Prefetch(query=dense.tolist(), using=DENSE, filter=flt, limit=limit),
-                          qm.Prefetch(query=sparse.query_vector(text), using=LEXICAL, filter=flt, limit=limit)],
-                query=qm.FusionQuery(fusion=qm.Fusion.RRF), limit=top_k, with_payload=["kind"]))
+            result = await self._call(
+                self.client.query_points(
+                    collection,
+                    prefetch=[
+                        qm.Prefetch(query=dense.tolist(), using=DENSE, filter=flt, limit=limit),
+                        qm.Prefetch(query=sparse.query_vector(text), using=LEXICAL, filter=flt, limit=limit),
+                    ],
+                    query=qm.FusionQuery(fusion=qm.Fusion.RRF),
+                    limit=top_k,
+                    with_payload=["kind"],
+                )
+            )
         else:
-            result = await self._call(self.client.query_points(
-                collection, query=dense.tolist(), using=DENSE, query_filter=flt, limit=top_k,
-                with_payload=["kind"]))
+            result = await self._call(
+                self.client.query_points(
+                    collection, query=dense.tolist(), using=DENSE, query_filter=flt, limit=top_k, with_payload=["kind"]
+                )
+            )
         return [(UUID(str(p.id)), float(p.score), (p.payload or {}).get("kind", "snippet")) for p in result.points]
 
     async def ping(self) -> None:
@@ -156,8 +185,17 @@ def _filter(tenant_id: UUID, language: str | None, tags: list[str] | None, proje
     if project_id is None:
         must.append(snippets)
     else:  # snippets, or this project's knowledge entries
-        must.append(qm.Filter(should=[snippets, qm.Filter(must=[
-            qm.FieldCondition(key="kind", match=qm.MatchValue(value="knowledge")),
-            qm.FieldCondition(key="project_id", match=qm.MatchValue(value=str(project_id))),
-        ])]))
+        must.append(
+            qm.Filter(
+                should=[
+                    snippets,
+                    qm.Filter(
+                        must=[
+                            qm.FieldCondition(key="kind", match=qm.MatchValue(value="knowledge")),
+                            qm.FieldCondition(key="project_id", match=qm.MatchValue(value=str(project_id))),
+                        ]
+                    ),
+                ]
+            )
+        )
     return qm.Filter(must=must)

@@ -1,4 +1,5 @@
 """Who is calling: the principal the gateway derives from a JWT or an API key."""
+
 from __future__ import annotations
 
 from datetime import datetime

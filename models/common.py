@@ -1,4 +1,5 @@
 """Shared vocabulary: roles, project states, pages, task enums."""
+
 from __future__ import annotations
 
 from datetime import datetime, timezone

@@ -1,4 +1,5 @@
 """Event payloads of the specification sheets; the class's `schema_name` is the seed's schema."""
+
 from __future__ import annotations
 
 from typing import ClassVar, Literal
@@ -13,7 +14,7 @@ class EventPayload(BaseModel):
     schema_name: ClassVar[str]
 
 
-class spec_template_event(EventPayload):  # noqa: N801 - the seed's schema name
+class spec_template_event(EventPayload):
     schema_name: ClassVar[str] = "spec_template_event"
     template_id: UUID
     tenant_id: UUID
@@ -22,7 +23,7 @@ class spec_template_event(EventPayload):  # noqa: N801 - the seed's schema name
     user_id: UUID | None = None
 
 
-class spec_instance_event(EventPayload):  # noqa: N801
+class spec_instance_event(EventPayload):
     schema_name: ClassVar[str] = "spec_instance_event"
     instance_id: UUID
     template_id: UUID
@@ -32,7 +33,7 @@ class spec_instance_event(EventPayload):  # noqa: N801
     values_hash: str
 
 
-class project_event(EventPayload):  # noqa: N801
+class project_event(EventPayload):
     schema_name: ClassVar[str] = "project_event"
     project_id: UUID
     tenant_id: UUID
@@ -42,7 +43,7 @@ class project_event(EventPayload):  # noqa: N801
     workflow_id: str
 
 
-class project_state_event(EventPayload):  # noqa: N801
+class project_state_event(EventPayload):
     schema_name: ClassVar[str] = "project_state_event"
     project_id: UUID
     tenant_id: UUID
@@ -51,7 +52,7 @@ class project_state_event(EventPayload):  # noqa: N801
     reason: str | None = None
 
 
-class complete_spec_event(EventPayload):  # noqa: N801
+class complete_spec_event(EventPayload):
     """spec.complete: a project's specs were checked and handed to code generation."""
 
     schema_name: ClassVar[str] = "complete_spec_event"
@@ -60,7 +61,7 @@ class complete_spec_event(EventPayload):  # noqa: N801
     instances: dict[UUID, str]  # instance id -> hash of its values
 
 
-class task_event(EventPayload):  # noqa: N801
+class task_event(EventPayload):
     schema_name: ClassVar[str] = "task_event"
     task_id: UUID
     project_id: UUID
@@ -70,7 +71,7 @@ class task_event(EventPayload):  # noqa: N801
     status: TaskStatus
 
 
-class knowledge_update_event(EventPayload):  # noqa: N801
+class knowledge_update_event(EventPayload):
     schema_name: ClassVar[str] = "knowledge_update_event"
     tenant_id: UUID
     kind: Literal["snippet", "knowledge"]
@@ -82,7 +83,7 @@ class knowledge_update_event(EventPayload):  # noqa: N801
     user_id: UUID | None = None
 
 
-class code_generation_result(EventPayload):  # noqa: N801
+class code_generation_result(EventPayload):
     schema_name: ClassVar[str] = "code_generation_result"
     generation_id: UUID
     tenant_id: UUID

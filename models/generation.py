@@ -1,4 +1,5 @@
 """Code generator contracts: POST /api/generate, its workflow and activities, and the results."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -76,7 +77,8 @@ class GenerationInput(BaseModel):
     feedback: str | None = Field(None, description="A debugging round: the previous code's test failure")
     project_id: UUID | None = Field(None, description="Set when a project's pipeline asked for this generation")
     concurrency_limit: int | None = Field(
-        None, description="A pipeline generation: at most this many of the tenant's call a model at once")
+        None, description="A pipeline generation: at most this many of the tenant's call a model at once"
+    )
     lease_queue: str | None = Field(None, description="The queue whose worker grants those leases (orchestrator)")
 
 
@@ -132,8 +134,9 @@ class Candidate(BaseModel):
     parses: bool | None
     finish_reason: str
     round: int = 1
-    missing_items: list[str] = Field(default_factory=list,
-                                     description="hierarchical_generation: planned items the model did not write")
+    missing_items: list[str] = Field(
+        default_factory=list, description="hierarchical_generation: planned items the model did not write"
+    )
 
 
 class CandidatesResult(BaseModel):

@@ -1,11 +1,11 @@
 """Knowledge base contracts: code snippets, project knowledge, similarity search, indexing I/O."""
+
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
-
-import re
 
 from pydantic import AfterValidator, BaseModel, Field, field_validator
 
@@ -14,9 +14,39 @@ from models.registry import check_depth
 
 # The language codes snippets may carry (documented in the README). Lower-case, as sent.
 LANGUAGES: tuple[str, ...] = (
-    "bash", "c", "cpp", "csharp", "css", "dart", "elixir", "go", "haskell", "html", "java", "javascript",
-    "json", "julia", "kotlin", "lua", "markdown", "ocaml", "perl", "php", "python", "r", "ruby", "rust",
-    "scala", "shell", "sql", "swift", "text", "toml", "typescript", "yaml", "zig",
+    "bash",
+    "c",
+    "cpp",
+    "csharp",
+    "css",
+    "dart",
+    "elixir",
+    "go",
+    "haskell",
+    "html",
+    "java",
+    "javascript",
+    "json",
+    "julia",
+    "kotlin",
+    "lua",
+    "markdown",
+    "ocaml",
+    "perl",
+    "php",
+    "python",
+    "r",
+    "ruby",
+    "rust",
+    "scala",
+    "shell",
+    "sql",
+    "swift",
+    "text",
+    "toml",
+    "typescript",
+    "yaml",
+    "zig",
 )
 
 _TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/+\-]{0,63}")

@@ -1,4 +1,5 @@
 """Orchestrator contracts: projects, their state, workflow tasks, and workflow I/O."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -119,7 +120,8 @@ class RecordStateInput(BaseModel):
     run_id: str = ""
     reason: str | None = None
     specs_completed: dict[UUID, str] | None = Field(
-        None, description="Set on spec_definition -> code_generation: spec.complete goes out with the transition")
+        None, description="Set on spec_definition -> code_generation: spec.complete goes out with the transition"
+    )
 
 
 class RecordStateResult(BaseModel):
@@ -127,6 +129,7 @@ class RecordStateResult(BaseModel):
 
 
 # --- the pipeline: what the project workflow's states hand to their activities ------------------
+
 
 class PipelineSettings(BaseModel):
     """The settings a run uses (the project's over the tenant's), read once when the specs complete."""
@@ -212,7 +215,9 @@ class InstanceTestResult(BaseModel):
     instance_id: UUID
     artifact_id: UUID | None
     status: str  # passed | failed | error | timeout | no_tests | missing
-    failure: str | None = Field(None, description="What the next generation round is told: assertion, traceback, output")
+    failure: str | None = Field(
+        None, description="What the next generation round is told: assertion, traceback, output"
+    )
 
 
 class DebugRoundResult(BaseModel):

@@ -3,6 +3,7 @@
 Model names and techniques are checked where they are stored (store/pipeline_settings.py, with
 MODEL_NAMES and codegen.techniques.check), so that these models stay importable by workflows.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -28,8 +29,10 @@ class TenantSettings(BaseModel):
     """A tenant's pipeline defaults (GET/PUT /api/settings); a tenant that set nothing has these."""
 
     default_templates: list[DefaultTemplate] = Field(
-        default_factory=list, max_length=50,
-        description="Attached to every new project; empty: the latest version of every built-in template")
+        default_factory=list,
+        max_length=50,
+        description="Attached to every new project; empty: the latest version of every built-in template",
+    )
     generation_concurrency: int = Field(2, ge=1, le=16, description="Instances generated at once per project")
     debug_rounds: int = Field(2, ge=0, le=10, description="Repair rounds after failing tests")
     model: str = Field("local_llama", min_length=1, max_length=100)

@@ -1,4 +1,5 @@
 """Tenants' own provider API keys: write-only through the API, only a hint ever comes back."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -25,7 +26,10 @@ PROVIDER_MODELS: dict[Provider, tuple[str, ...]] = {
 
 class ProviderKeySet(Strict):
     api_key: str = Field(
-        ..., min_length=8, max_length=512, pattern=r"^[\x21-\x7e]+$",
+        ...,
+        min_length=8,
+        max_length=512,
+        pattern=r"^[\x21-\x7e]+$",
         description="The provider's API key (printable ASCII, no spaces). Stored encrypted; never returned.",
         json_schema_extra={"writeOnly": True},
     )

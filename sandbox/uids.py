@@ -4,6 +4,7 @@ keyring) is then never shared between two runs, nor with the worker. A slot is h
 on a file in a root-only directory, so worker processes on one host never hand out the same uid,
 and a crashed worker's slots free themselves.
 """
+
 from __future__ import annotations
 
 import fcntl

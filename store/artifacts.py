@@ -5,6 +5,7 @@ artifact of an instance is `current` (together they are the project's artifact t
 tree belongs to one instance at a time: `current_paths` says which, so that a round's new files avoid
 the paths the current files of the other instances hold.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -21,9 +22,11 @@ from store.errors import Conflict, Invalid, NotFound
 
 MANIFEST = "manifest.json"  # the name the zip download gives its manifest; no artifact may take it
 
-_COLS = ("id, tenant_id, project_id, instance_id, path, content, content_hash, values_hash, template_id, "
-         "template_name, template_version, model, techniques, retrieved_snippets, generation_id, round, checks, "
-         "test_status, tests, current, created_at, updated_at")
+_COLS = (
+    "id, tenant_id, project_id, instance_id, path, content, content_hash, values_hash, template_id, "
+    "template_name, template_version, model, techniques, retrieved_snippets, generation_id, round, checks, "
+    "test_status, tests, current, created_at, updated_at"
+)
 
 
 def _model(row: asyncpg.Record) -> ArtifactPublic:
@@ -38,8 +41,14 @@ def check_path(path: str) -> str:
     """A relative POSIX path inside the project's tree: no absolute path, `..`, `.`, empty segment,
     backslash or control character, and not the zip's manifest."""
     parts = path.split("/")
-    if (not path or len(path) > 500 or path.startswith("/") or "\\" in path
-            or any(ord(c) < 32 for c in path) or any(p in ("", ".", "..") for p in parts)):
+    if (
+        not path
+        or len(path) > 500
+        or path.startswith("/")
+        or "\\" in path
+        or any(ord(c) < 32 for c in path)
+        or any(p in ("", ".", "..") for p in parts)
+    ):
         raise Invalid(f"artifact path {path!r} is not a relative path inside the project")
     if path == MANIFEST:
         raise Invalid(f"artifact path {MANIFEST!r} is reserved for the download's manifest")
@@ -52,7 +61,9 @@ async def _require_instance(conn: asyncpg.Connection, tenant_id: UUID, project_i
         raise NotFound(f"project {project_id} not found")
     found = await conn.fetchval(
         "select 1 from spec_instances where tenant_id = $1 and project_id = $2 and id = $3 for no key update",
-        tenant_id, project_id, instance_id,
+        tenant_id,
+        project_id,
+        instance_id,
     )
     if not found:
         raise NotFound(f"instance {instance_id} not found in project {project_id}")
@@ -103,8 +114,10 @@ async def store_artifacts(
     paths: dict[str, UUID] = {}
     for item in items:
         if paths.setdefault(item.path, item.instance_id) != item.instance_id:
-            raise Conflict(f"path {item.path!r} is wanted by instances {paths[item.path]} and {item.instance_id}",
-                           extra={"path": item.path})
+            raise Conflict(
+                f"path {item.path!r} is wanted by instances {paths[item.path]} and {item.instance_id}",
+                extra={"path": item.path},
+            )
     ids = sorted(by_instance)
     async with tenant_tx(pool, tenant_id) as conn:
         for instance_id in ids:  # in id order: two writers never wait for each other's locks
@@ -114,29 +127,52 @@ async def store_artifacts(
                where tenant_id = $1 and project_id = $2 and path = any($3::text[]) and current
                  and instance_id <> all($4::uuid[])
                order by path limit 1""",
-            tenant_id, project_id, list(paths), ids,
+            tenant_id,
+            project_id,
+            list(paths),
+            ids,
         )
         if holder is not None:
-            raise Conflict(f"path {holder['path']!r} is already the current file of instance {holder['instance_id']}",
-                           extra={"path": holder["path"], "instance_id": str(holder["instance_id"])})
+            raise Conflict(
+                f"path {holder['path']!r} is already the current file of instance {holder['instance_id']}",
+                extra={"path": holder["path"], "instance_id": str(holder["instance_id"])},
+            )
         await conn.execute(  # the upserts below make each instance's file current again, at its new path
             """update artifacts set current = false, updated_at = now() at time zone 'utc'
                where tenant_id = $1 and project_id = $2 and instance_id = any($3::uuid[]) and current""",
-            tenant_id, project_id, ids,
+            tenant_id,
+            project_id,
+            ids,
         )
         try:
-            return [_model(await conn.fetchrow(_UPSERT, *_args(tenant_id, project_id, item), uuid4()))
-                    for item in items]
+            return [
+                _model(await conn.fetchrow(_UPSERT, *_args(tenant_id, project_id, item), uuid4())) for item in items
+            ]
         except asyncpg.UniqueViolationError as err:  # a concurrent writer of another instance took a path
-            raise Conflict("a path is already the current file of another instance", extra={"paths": list(paths)}) \
-                from err
+            raise Conflict(
+                "a path is already the current file of another instance", extra={"paths": list(paths)}
+            ) from err
 
 
 def _args(tenant_id: UUID, project_id: UUID, a: NewArtifact) -> tuple:
-    return (tenant_id, project_id, a.instance_id, a.path, a.content, content_hash(a.content), a.values_hash,
-            a.template_id, a.template_name, a.template_version, a.model, to_jsonable_python(list(a.techniques)),
-            to_jsonable_python(list(a.retrieved_snippets)), a.generation_id, a.round,
-            to_jsonable_python(dict(a.checks)))
+    return (
+        tenant_id,
+        project_id,
+        a.instance_id,
+        a.path,
+        a.content,
+        content_hash(a.content),
+        a.values_hash,
+        a.template_id,
+        a.template_name,
+        a.template_version,
+        a.model,
+        to_jsonable_python(list(a.techniques)),
+        to_jsonable_python(list(a.retrieved_snippets)),
+        a.generation_id,
+        a.round,
+        to_jsonable_python(dict(a.checks)),
+    )
 
 
 _UPSERT = f"""insert into artifacts (id, tenant_id, project_id, instance_id, path, content, content_hash,
@@ -165,7 +201,10 @@ async def record_test_result(
         row = await conn.fetchrow(
             f"""update artifacts set test_status = $3, tests = $4, updated_at = now() at time zone 'utc'
                 where tenant_id = $1 and id = $2 returning {_COLS}""",
-            tenant_id, artifact_id, test_status, to_jsonable_python(dict(tests)),
+            tenant_id,
+            artifact_id,
+            test_status,
+            to_jsonable_python(dict(tests)),
         )
     if row is None:
         raise NotFound(f"artifact {artifact_id} not found")
@@ -174,7 +213,9 @@ async def record_test_result(
 
 async def get_artifact(pool: asyncpg.Pool, *, tenant_id: UUID, artifact_id: UUID) -> ArtifactPublic:
     async with tenant_tx(pool, tenant_id) as conn:
-        row = await conn.fetchrow(f"select {_COLS} from artifacts where tenant_id = $1 and id = $2", tenant_id, artifact_id)
+        row = await conn.fetchrow(
+            f"select {_COLS} from artifacts where tenant_id = $1 and id = $2", tenant_id, artifact_id
+        )
     if row is None:
         raise NotFound(f"artifact {artifact_id} not found")
     return _model(row)
@@ -190,7 +231,9 @@ async def list_artifacts(
         rows = await conn.fetch(
             f"""select {_COLS} from artifacts where tenant_id = $1 and project_id = $2 and ($3 = false or current)
                 order by path, current desc, created_at desc, id""",
-            tenant_id, project_id, current_only,
+            tenant_id,
+            project_id,
+            current_only,
         )
     return [_model(r) for r in rows]
 
@@ -200,7 +243,8 @@ async def _current(pool: asyncpg.Pool, tenant_id: UUID, project_id: UUID, column
     async with tenant_tx(pool, tenant_id) as conn:
         rows = await conn.fetch(
             f"select instance_id, {column} from artifacts where tenant_id = $1 and project_id = $2 and current",
-            tenant_id, project_id,
+            tenant_id,
+            project_id,
         )
     return {r["instance_id"]: r[column] for r in rows}
 

@@ -1,4 +1,5 @@
 """One asyncpg pool per process, and the tenant-scoped transaction every repository uses."""
+
 from __future__ import annotations
 
 import json

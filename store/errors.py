@@ -1,4 +1,5 @@
 """Domain errors raised by repositories; the API maps them to HTTP, activities to ApplicationError."""
+
 from __future__ import annotations
 
 from typing import Any

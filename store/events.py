@@ -5,6 +5,7 @@ event_counters) and its insert NOTIFYs channel `specmill_events` with the tenant
 (migration 20261125000009). `EventListener` turns those notifications into wake-ups for a process's
 open streams.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -36,7 +37,13 @@ async def emit(
         """insert into events (id, tenant_id, type, schema, subject_id, payload, dedup_key)
            values ($1, $2, $3, $4, $5, $6, $7)
            on conflict (dedup_key) do nothing""",
-        uuid4(), tenant_id, type, payload.schema_name, subject_id, payload.model_dump(mode="json"), dedup_key,
+        uuid4(),
+        tenant_id,
+        type,
+        payload.schema_name,
+        subject_id,
+        payload.model_dump(mode="json"),
+        dedup_key,
     )
     return status.endswith("1")
 
@@ -49,7 +56,10 @@ async def list_events(
         """select tenant_seq as seq, id, type, schema, subject_id, payload, created_at from events
            where tenant_id = $1 and tenant_seq > $2 and ($3::text[] is null or type = any($3))
            order by tenant_seq limit $4""",
-        tenant_id, after, types, limit,
+        tenant_id,
+        after,
+        types,
+        limit,
     )
     return [dict(r) for r in rows]
 

@@ -1,4 +1,5 @@
 """Spec instances: a project's values for one template, validated against its schema."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -6,13 +7,13 @@ from uuid import UUID, uuid4
 
 import asyncpg
 
+from codegen.builtin_templates import SYSTEM_TENANT
+from models import schema_safety
 from models.events import spec_instance_event
 from models.registry import InstanceCreate, InstancePublic, InstanceUpdate, ProjectSpec
-from models import schema_safety
 from models.schema_rules import values_hash
 from store import events
 from store.db import tenant_tx
-from codegen.builtin_templates import SYSTEM_TENANT
 from store.errors import Invalid, NotFound
 from store.paging import keyset, page
 
@@ -51,27 +52,45 @@ async def check_values(schema: dict[str, Any], values: Any) -> None:
     except schema_safety.ValidationAborted as err:
         raise Invalid(str(err)) from err
     if violations:
-        raise Invalid("values do not match the template's schema",
-                      extra={"errors": [v.model_dump() for v in violations]})
+        raise Invalid(
+            "values do not match the template's schema", extra={"errors": [v.model_dump() for v in violations]}
+        )
 
 
 async def _emit(conn: asyncpg.Connection, type_: str, inst: InstancePublic, user_id: UUID) -> None:
     await events.emit(
-        conn, tenant_id=inst.tenant_id, type=type_, subject_id=inst.id,
-        payload=spec_instance_event(instance_id=inst.id, template_id=inst.template_id, project_id=inst.project_id,
-                                    tenant_id=inst.tenant_id, user_id=user_id, values_hash=values_hash(inst.values)),
+        conn,
+        tenant_id=inst.tenant_id,
+        type=type_,
+        subject_id=inst.id,
+        payload=spec_instance_event(
+            instance_id=inst.id,
+            template_id=inst.template_id,
+            project_id=inst.project_id,
+            tenant_id=inst.tenant_id,
+            user_id=user_id,
+            values_hash=values_hash(inst.values),
+        ),
     )
 
 
-async def create_instance(pool: asyncpg.Pool, *, tenant_id: UUID, user_id: UUID, body: InstanceCreate) -> InstancePublic:
+async def create_instance(
+    pool: asyncpg.Pool, *, tenant_id: UUID, user_id: UUID, body: InstanceCreate
+) -> InstancePublic:
     async with tenant_tx(pool, tenant_id) as conn:
         await _require_project(conn, tenant_id, body.project_id)
         await check_values(await _template_schema(conn, tenant_id, body.template_id), body.values)
         row = await conn.fetchrow(
-            f"""insert into spec_instances (id, template_id, project_id, user_id, tenant_id, values, created_at, updated_at)
+            f"""insert into spec_instances (
+                id, template_id, project_id, user_id, tenant_id, values, created_at, updated_at)
                 values ($1, $2, $3, $4, $5, $6, now() at time zone 'utc', now() at time zone 'utc')
                 returning {_COLS}""",
-            uuid4(), body.template_id, body.project_id, user_id, tenant_id, body.values,
+            uuid4(),
+            body.template_id,
+            body.project_id,
+            user_id,
+            tenant_id,
+            body.values,
         )
         inst = _model(row)
         await _emit(conn, "instance.created", inst, user_id)
@@ -89,8 +108,13 @@ async def get_instance(pool: asyncpg.Pool, *, tenant_id: UUID, instance_id: UUID
 
 
 async def list_instances(
-    pool: asyncpg.Pool, *, tenant_id: UUID, project_id: UUID | None, template_id: UUID | None,
-    limit: int, cursor: str | None,
+    pool: asyncpg.Pool,
+    *,
+    tenant_id: UUID,
+    project_id: UUID | None,
+    template_id: UUID | None,
+    limit: int,
+    cursor: str | None,
 ) -> tuple[list[InstancePublic], str | None]:
     args: list = [tenant_id, project_id, template_id]
     after = keyset(cursor, args)
@@ -125,7 +149,10 @@ async def update_instance(
         row = await conn.fetchrow(
             f"""update spec_instances set template_id = $3, values = $4, updated_at = now() at time zone 'utc'
                 where tenant_id = $1 and id = $2 returning {_COLS}""",
-            tenant_id, instance_id, template_id, values,
+            tenant_id,
+            instance_id,
+            template_id,
+            values,
         )
         inst = _model(row)
         await _emit(conn, "instance.updated", inst, user_id)
@@ -134,7 +161,9 @@ async def update_instance(
 
 async def delete_instance(pool: asyncpg.Pool, *, tenant_id: UUID, instance_id: UUID) -> None:
     async with tenant_tx(pool, tenant_id) as conn:
-        status = await conn.execute("delete from spec_instances where tenant_id = $1 and id = $2", tenant_id, instance_id)
+        status = await conn.execute(
+            "delete from spec_instances where tenant_id = $1 and id = $2", tenant_id, instance_id
+        )
     if status.endswith(" 0"):
         raise NotFound(f"instance {instance_id} not found")
 
@@ -147,6 +176,8 @@ async def project_specs(pool: asyncpg.Pool, *, tenant_id: UUID, project_id: UUID
                       t.name as template_name, t.version as template_version
                from spec_instances i join spec_templates t on t.id = i.template_id and t.tenant_id in (i.tenant_id, $3)
                where i.tenant_id = $1 and i.project_id = $2 order by i.created_at, i.id""",
-            tenant_id, project_id, SYSTEM_TENANT,
+            tenant_id,
+            project_id,
+            SYSTEM_TENANT,
         )
     return [ProjectSpec.model_validate(dict(r)) for r in rows]

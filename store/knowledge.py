@@ -1,4 +1,5 @@
 """Project knowledge (specification sheet 3): key -> JSON value entries of one project."""
+
 from __future__ import annotations
 
 from uuid import UUID, uuid4
@@ -37,14 +38,27 @@ async def upsert_entry(
                 on conflict (tenant_id, project_id, key)
                 do update set value = excluded.value, updated_at = now() at time zone 'utc'
                 returning {_COLS}, (xmax = 0) as created""",
-            uuid4(), project_id, tenant_id, body.key, body.value,
+            uuid4(),
+            project_id,
+            tenant_id,
+            body.key,
+            body.value,
         )
         entry = _model(row)
         await events.emit(
-            conn, tenant_id=tenant_id, type="knowledge.updated", subject_id=entry.id,
-            payload=knowledge_update_event(tenant_id=tenant_id, kind="knowledge",
-                                           action="created" if row["created"] else "updated", id=entry.id,
-                                           project_id=project_id, key=entry.key, user_id=user_id),
+            conn,
+            tenant_id=tenant_id,
+            type="knowledge.updated",
+            subject_id=entry.id,
+            payload=knowledge_update_event(
+                tenant_id=tenant_id,
+                kind="knowledge",
+                action="created" if row["created"] else "updated",
+                id=entry.id,
+                project_id=project_id,
+                key=entry.key,
+                user_id=user_id,
+            ),
         )
     return entry, bool(row["created"])
 
@@ -69,8 +83,9 @@ async def list_entries(
 
 async def get_entries(pool: asyncpg.Pool, *, tenant_id: UUID, ids: list[UUID]) -> dict[UUID, KnowledgePublic]:
     async with tenant_tx(pool, tenant_id) as conn:
-        rows = await conn.fetch(f"select {_COLS} from project_knowledge where tenant_id = $1 and id = any($2)",
-                                tenant_id, ids)
+        rows = await conn.fetch(
+            f"select {_COLS} from project_knowledge where tenant_id = $1 and id = any($2)", tenant_id, ids
+        )
     return {r["id"]: _model(r) for r in rows}
 
 
@@ -79,13 +94,25 @@ async def delete_entry(pool: asyncpg.Pool, *, tenant_id: UUID, user_id: UUID, pr
         await _require_project(conn, tenant_id, project_id)
         row = await conn.fetchrow(
             "delete from project_knowledge where tenant_id = $1 and project_id = $2 and key = $3 returning id",
-            tenant_id, project_id, key,
+            tenant_id,
+            project_id,
+            key,
         )
         if row is None:
             raise NotFound(f"knowledge entry {key!r} not found")
         await events.emit(
-            conn, tenant_id=tenant_id, type="knowledge.updated", subject_id=row["id"],
-            payload=knowledge_update_event(tenant_id=tenant_id, kind="knowledge", action="deleted", id=row["id"],
-                                           project_id=project_id, key=key, user_id=user_id),
+            conn,
+            tenant_id=tenant_id,
+            type="knowledge.updated",
+            subject_id=row["id"],
+            payload=knowledge_update_event(
+                tenant_id=tenant_id,
+                kind="knowledge",
+                action="deleted",
+                id=row["id"],
+                project_id=project_id,
+                key=key,
+                user_id=user_id,
+            ),
         )
     return row["id"]

@@ -1,4 +1,5 @@
 """A small migration runner: applies store/migrations/*.sql in name order, once each."""
+
 from __future__ import annotations
 
 import hashlib

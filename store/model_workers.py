@@ -4,6 +4,7 @@ Platform data, not a tenant's: it is read and written outside any tenant context
 table's one RLS policy lets the application role see every row. Liveness is judged on the database's
 clock (seen_at is set with now() by the writer and compared with now() by the reader).
 """
+
 from __future__ import annotations
 
 import json
@@ -54,8 +55,9 @@ async def report(pool: asyncpg.Pool, *, worker_id: str, reports: Iterable[ModelR
                      seen_at = excluded.seen_at""",
             rows,
         )
-        await conn.execute("delete from model_workers where seen_at < now() - make_interval(secs => $1)",
-                           float(PRUNE_AFTER_S))
+        await conn.execute(
+            "delete from model_workers where seen_at < now() - make_interval(secs => $1)", float(PRUNE_AFTER_S)
+        )
 
 
 async def forget(pool: asyncpg.Pool, *, worker_id: str) -> int:
@@ -72,7 +74,17 @@ async def live(pool: asyncpg.Pool, *, within_s: float, model: str | None = None)
             """select worker_id, model, state, reason, details, seen_at from model_workers
                where seen_at >= now() - make_interval(secs => $1) and ($2::text is null or model = $2)
                order by seen_at desc, worker_id""",
-            float(within_s), model,
+            float(within_s),
+            model,
         )
-    return [WorkerReport(model=r["model"], state=r["state"], reason=r["reason"], details=r["details"] or {},
-                         worker_id=r["worker_id"], seen_at=r["seen_at"]) for r in rows]
+    return [
+        WorkerReport(
+            model=r["model"],
+            state=r["state"],
+            reason=r["reason"],
+            details=r["details"] or {},
+            worker_id=r["worker_id"],
+            seen_at=r["seen_at"],
+        )
+        for r in rows
+    ]

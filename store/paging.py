@@ -1,4 +1,5 @@
 """Keyset pagination: an opaque cursor naming the last (created_at, id) a page returned."""
+
 from __future__ import annotations
 
 import base64

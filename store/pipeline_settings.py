@@ -1,4 +1,5 @@
 """Pipeline settings (tenant defaults, project overrides) and the templates attached to projects."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -59,8 +60,7 @@ async def _check_templates(pool: asyncpg.Pool, tenant_id: UUID, refs: list[Defau
         try:
             await templates.find_template(pool, tenant_id=tenant_id, name=ref.name, version=ref.version)
         except NotFound as err:
-            raise Invalid(f"default template {err.message}",
-                          extra={"template": ref.model_dump()}) from err
+            raise Invalid(f"default template {err.message}", extra={"template": ref.model_dump()}) from err
 
 
 async def put_tenant_settings(pool: asyncpg.Pool, *, tenant_id: UUID, update: TenantSettingsUpdate) -> TenantSettings:
@@ -80,14 +80,20 @@ async def put_tenant_settings(pool: asyncpg.Pool, *, tenant_id: UUID, update: Te
     async with tenant_tx(pool, tenant_id) as conn:
         await conn.execute("insert into tenant_settings (tenant_id) values ($1) on conflict do nothing", tenant_id)
         current = await conn.fetchrow(
-            f"select {_TENANT_COLS} from tenant_settings where tenant_id = $1 for update", tenant_id)
+            f"select {_TENANT_COLS} from tenant_settings where tenant_id = $1 for update", tenant_id
+        )
         merged = TenantSettings.model_validate({**dict(current), **fields}).model_dump()
         row = await conn.fetchrow(
             f"""update tenant_settings set default_templates = $2, generation_concurrency = $3, debug_rounds = $4,
                   model = $5, techniques = $6, max_new_tokens = $7, updated_at = now() at time zone 'utc'
                 where tenant_id = $1 returning {_TENANT_COLS}""",
-            tenant_id, merged["default_templates"], merged["generation_concurrency"], merged["debug_rounds"],
-            merged["model"], merged["techniques"], merged["max_new_tokens"],
+            tenant_id,
+            merged["default_templates"],
+            merged["generation_concurrency"],
+            merged["debug_rounds"],
+            merged["model"],
+            merged["techniques"],
+            merged["max_new_tokens"],
         )
     return _tenant_model(row)
 
@@ -101,7 +107,8 @@ async def _effective(conn: asyncpg.Connection, tenant_id: UUID, project_id: UUID
               left join project_settings ps on ps.project_id = p.id and ps.tenant_id = p.tenant_id
               left join tenant_settings ts on ts.tenant_id = p.tenant_id
             where p.tenant_id = $1 and p.id = $2""",
-        tenant_id, project_id,
+        tenant_id,
+        project_id,
     )
     if row is None:
         raise NotFound(f"project {project_id} not found")
@@ -131,12 +138,16 @@ async def put_project_settings(
         await _require_project(conn, tenant_id, project_id)
         await conn.execute(
             "insert into project_settings (project_id, tenant_id) values ($1, $2) on conflict do nothing",
-            project_id, tenant_id)
+            project_id,
+            tenant_id,
+        )
         sets = ", ".join(f"{name} = ${i}" for i, name in enumerate(fields, start=3))
         await conn.execute(
             f"""update project_settings set {sets + ", " if sets else ""}updated_at = now() at time zone 'utc'
                 where tenant_id = $1 and project_id = $2""",
-            tenant_id, project_id, *fields.values(),
+            tenant_id,
+            project_id,
+            *fields.values(),
         )
         return await _effective(conn, tenant_id, project_id)
 
@@ -160,7 +171,9 @@ async def _attached(conn: asyncpg.Connection, tenant_id: UUID, project_id: UUID)
            from project_templates pt join spec_templates t on t.id = pt.template_id
            where pt.tenant_id = $1 and pt.project_id = $2
            order by pt.attached_at, t.name, t.version, t.id""",
-        tenant_id, project_id, SYSTEM_TENANT,
+        tenant_id,
+        project_id,
+        SYSTEM_TENANT,
     )
     return [AttachedTemplate.model_validate(dict(r)) for r in rows]
 

@@ -1,8 +1,9 @@
 """Projects: the rows the orchestrator's workflows mirror their state into."""
+
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -33,20 +34,36 @@ async def creating_project(
             f"""insert into projects (id, tenant_id, name, description, state, user_id, created_at, updated_at)
                 values ($1, $2, $3, $4, $5, $6, now() at time zone 'utc', now() at time zone 'utc')
                 returning {_COLS}""",
-            uuid4(), tenant_id, body.name, body.description, ProjectState.initialization.value, user_id,
+            uuid4(),
+            tenant_id,
+            body.name,
+            body.description,
+            ProjectState.initialization.value,
+            user_id,
         )
         project = _model(row)
         await events.emit(
-            conn, tenant_id=tenant_id, type="project.created", subject_id=project.id,
-            payload=project_event(project_id=project.id, tenant_id=tenant_id, user_id=user_id, name=project.name,
-                                  state=project.state, workflow_id=project.workflow_id),
+            conn,
+            tenant_id=tenant_id,
+            type="project.created",
+            subject_id=project.id,
+            payload=project_event(
+                project_id=project.id,
+                tenant_id=tenant_id,
+                user_id=user_id,
+                name=project.name,
+                state=project.state,
+                workflow_id=project.workflow_id,
+            ),
         )
         yield project
 
 
 async def get_project(pool: asyncpg.Pool, *, tenant_id: UUID, project_id: UUID) -> ProjectPublic:
     async with tenant_tx(pool, tenant_id) as conn:
-        row = await conn.fetchrow(f"select {_COLS} from projects where tenant_id = $1 and id = $2", tenant_id, project_id)
+        row = await conn.fetchrow(
+            f"select {_COLS} from projects where tenant_id = $1 and id = $2", tenant_id, project_id
+        )
     if row is None:
         raise NotFound(f"project {project_id} not found")
     return _model(row)
@@ -68,7 +85,9 @@ async def list_projects(
     return [_model(r) for r in rows], next_cursor
 
 
-async def update_project(pool: asyncpg.Pool, *, tenant_id: UUID, project_id: UUID, body: ProjectUpdate) -> ProjectPublic:
+async def update_project(
+    pool: asyncpg.Pool, *, tenant_id: UUID, project_id: UUID, body: ProjectUpdate
+) -> ProjectPublic:
     fields = body.model_dump(exclude_unset=True)
     async with tenant_tx(pool, tenant_id) as conn:
         row = await conn.fetchrow(
@@ -76,7 +95,11 @@ async def update_project(pool: asyncpg.Pool, *, tenant_id: UUID, project_id: UUI
                   description = case when $4 then $5 else description end,
                   updated_at = now() at time zone 'utc'
                 where tenant_id = $1 and id = $2 returning {_COLS}""",
-            tenant_id, project_id, fields.get("name"), "description" in fields, fields.get("description"),
+            tenant_id,
+            project_id,
+            fields.get("name"),
+            "description" in fields,
+            fields.get("description"),
         )
     if row is None:
         raise NotFound(f"project {project_id} not found")
@@ -94,20 +117,36 @@ async def record_state(pool: asyncpg.Pool, inp: RecordStateInput) -> bool:
         ):
             raise NotFound(f"project {inp.project_id} not found")
         fresh = await events.emit(
-            conn, tenant_id=inp.tenant_id, type="project.state_changed", subject_id=inp.project_id,
+            conn,
+            tenant_id=inp.tenant_id,
+            type="project.state_changed",
+            subject_id=inp.project_id,
             dedup_key=f"{project_workflow_id(inp.project_id)}:{inp.run_id}:state:{inp.seq}",
-            payload=project_state_event(project_id=inp.project_id, tenant_id=inp.tenant_id,
-                                        from_state=inp.from_state, to_state=inp.to_state, reason=inp.reason),
+            payload=project_state_event(
+                project_id=inp.project_id,
+                tenant_id=inp.tenant_id,
+                from_state=inp.from_state,
+                to_state=inp.to_state,
+                reason=inp.reason,
+            ),
         )
         if fresh and inp.specs_completed is not None:
             await events.emit(
-                conn, tenant_id=inp.tenant_id, type="spec.complete", subject_id=inp.project_id,
+                conn,
+                tenant_id=inp.tenant_id,
+                type="spec.complete",
+                subject_id=inp.project_id,
                 dedup_key=f"{project_workflow_id(inp.project_id)}:{inp.run_id}:spec.complete:{inp.seq}",
-                payload=complete_spec_event(project_id=inp.project_id, tenant_id=inp.tenant_id,
-                                            instances=inp.specs_completed))
+                payload=complete_spec_event(
+                    project_id=inp.project_id, tenant_id=inp.tenant_id, instances=inp.specs_completed
+                ),
+            )
         if fresh:
             await conn.execute(
-                "update projects set state = $3, updated_at = now() at time zone 'utc' where tenant_id = $1 and id = $2",
-                inp.tenant_id, inp.project_id, inp.to_state.value,
+                "update projects set state = $3, updated_at = now() at time zone 'utc'"
+                " where tenant_id = $1 and id = $2",
+                inp.tenant_id,
+                inp.project_id,
+                inp.to_state.value,
             )
     return fresh

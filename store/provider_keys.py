@@ -3,6 +3,7 @@
 The ciphertext also seals the tenant and the provider, so a row copied to another tenant or
 provider does not decrypt. Only `get_plaintext` (for the generation worker) returns a key.
 """
+
 from __future__ import annotations
 
 import base64
@@ -45,8 +46,8 @@ def decrypt(secret: str, *, tenant_id: UUID, provider: Provider, ciphertext: str
         plain = _fernet(secret).decrypt(ciphertext.encode()).decode()
     except (InvalidToken, UnicodeDecodeError) as err:
         raise ProviderKeyUnreadable(
-            f"the tenant's {provider.value} key cannot be decrypted (was PROVIDER_KEYS_SECRET changed?); "
-            "store it again") from err
+            f"the tenant's {provider.value} key cannot be decrypted (was PROVIDER_KEYS_SECRET changed?); store it again"
+        ) from err
     owner, _, rest = plain.partition("|")
     sealed_provider, _, api_key = rest.partition("|")
     if owner != str(tenant_id) or sealed_provider != provider.value:
@@ -58,8 +59,9 @@ def _model(row: asyncpg.Record) -> ProviderKeyPublic:
     return ProviderKeyPublic.model_validate(dict(row))
 
 
-async def set_key(pool: asyncpg.Pool, *, tenant_id: UUID, provider: Provider, api_key: str,
-                  secret: str) -> ProviderKeyPublic:
+async def set_key(
+    pool: asyncpg.Pool, *, tenant_id: UUID, provider: Provider, api_key: str, secret: str
+) -> ProviderKeyPublic:
     """Store (or replace) the tenant's key for `provider`; answers the hint and timestamps only."""
     ciphertext = encrypt(secret, tenant_id=tenant_id, provider=provider, api_key=api_key)
     async with tenant_tx(pool, tenant_id) as conn:
@@ -70,7 +72,10 @@ async def set_key(pool: asyncpg.Pool, *, tenant_id: UUID, provider: Provider, ap
                   set ciphertext = excluded.ciphertext, key_hint = excluded.key_hint,
                       updated_at = now() at time zone 'utc'
                 returning {_COLS}""",
-            tenant_id, provider.value, ciphertext, api_key[-HINT_CHARS:],
+            tenant_id,
+            provider.value,
+            ciphertext,
+            api_key[-HINT_CHARS:],
         )
     return _model(row)
 
@@ -79,7 +84,8 @@ async def delete_key(pool: asyncpg.Pool, *, tenant_id: UUID, provider: Provider)
     async with tenant_tx(pool, tenant_id) as conn:
         deleted = await conn.fetchval(
             "delete from tenant_provider_keys where tenant_id = $1 and provider = $2 returning provider",
-            tenant_id, provider.value,
+            tenant_id,
+            provider.value,
         )
     if deleted is None:
         raise NotFound(f"no {provider.value} key is stored for this tenant")
@@ -93,15 +99,17 @@ async def list_keys(pool: asyncpg.Pool, *, tenant_id: UUID) -> list[ProviderKeyP
     return [_model(r) for r in rows]
 
 
-async def get_plaintext(pool: asyncpg.Pool, *, tenant_id: UUID, provider: Provider | str,
-                        secret: str | None) -> str | None:
+async def get_plaintext(
+    pool: asyncpg.Pool, *, tenant_id: UUID, provider: Provider | str, secret: str | None
+) -> str | None:
     """The tenant's own key for `provider` (None: it has none, use the platform's).
     For the generation worker only; raises ProviderKeyUnreadable if it does not decrypt."""
     provider = Provider(provider)
     async with tenant_tx(pool, tenant_id) as conn:
         ciphertext = await conn.fetchval(
             "select ciphertext from tenant_provider_keys where tenant_id = $1 and provider = $2",
-            tenant_id, provider.value,
+            tenant_id,
+            provider.value,
         )
     if ciphertext is None:
         return None

@@ -1,4 +1,5 @@
 """Code snippets (specification sheet 3): PostgreSQL is the source of truth; Qdrant follows."""
+
 from __future__ import annotations
 
 from uuid import UUID, uuid4
@@ -26,14 +27,23 @@ def _check_size(content: str | None, max_bytes: int) -> None:
 
 async def _emit(conn: asyncpg.Connection, action: str, snip: SnippetPublic, user_id: UUID) -> None:
     await events.emit(
-        conn, tenant_id=snip.tenant_id, type="knowledge.updated", subject_id=snip.id,
-        payload=knowledge_update_event(tenant_id=snip.tenant_id, kind="snippet", action=action, id=snip.id,
-                                       language=snip.language, user_id=user_id),
+        conn,
+        tenant_id=snip.tenant_id,
+        type="knowledge.updated",
+        subject_id=snip.id,
+        payload=knowledge_update_event(
+            tenant_id=snip.tenant_id, kind="snippet", action=action, id=snip.id, language=snip.language, user_id=user_id
+        ),
     )
 
 
 async def create_snippet(
-    pool: asyncpg.Pool, *, tenant_id: UUID, user_id: UUID, body: SnippetCreate, max_bytes: int,
+    pool: asyncpg.Pool,
+    *,
+    tenant_id: UUID,
+    user_id: UUID,
+    body: SnippetCreate,
+    max_bytes: int,
     snippet_id: UUID | None = None,
 ) -> SnippetPublic:
     """A new snippet and its knowledge.updated event. With a `snippet_id` chosen by the caller (the
@@ -44,11 +54,18 @@ async def create_snippet(
             f"""insert into code_snippets (id, tenant_id, user_id, language, content, description, tags, created_at)
                 values ($1, $2, $3, $4, $5, $6, $7, now() at time zone 'utc')
                 on conflict (id) do nothing returning {_COLS}""",
-            snippet_id or uuid4(), tenant_id, user_id, body.language, body.content, body.description, body.tags,
+            snippet_id or uuid4(),
+            tenant_id,
+            user_id,
+            body.language,
+            body.content,
+            body.description,
+            body.tags,
         )
         if row is None:
-            row = await conn.fetchrow(f"select {_COLS} from code_snippets where tenant_id = $1 and id = $2",
-                                      tenant_id, snippet_id)
+            row = await conn.fetchrow(
+                f"select {_COLS} from code_snippets where tenant_id = $1 and id = $2", tenant_id, snippet_id
+            )
             if row is None:
                 raise Conflict(f"snippet id {snippet_id} is taken")
             return _model(row)
@@ -59,8 +76,9 @@ async def create_snippet(
 
 async def get_snippet(pool: asyncpg.Pool, *, tenant_id: UUID, snippet_id: UUID) -> SnippetPublic:
     async with tenant_tx(pool, tenant_id) as conn:
-        row = await conn.fetchrow(f"select {_COLS} from code_snippets where tenant_id = $1 and id = $2",
-                                  tenant_id, snippet_id)
+        row = await conn.fetchrow(
+            f"select {_COLS} from code_snippets where tenant_id = $1 and id = $2", tenant_id, snippet_id
+        )
     if row is None:
         raise NotFound(f"snippet {snippet_id} not found")
     return _model(row)
@@ -68,14 +86,22 @@ async def get_snippet(pool: asyncpg.Pool, *, tenant_id: UUID, snippet_id: UUID) 
 
 async def get_snippets(pool: asyncpg.Pool, *, tenant_id: UUID, ids: list[UUID]) -> dict[UUID, SnippetPublic]:
     async with tenant_tx(pool, tenant_id) as conn:
-        rows = await conn.fetch(f"select {_COLS} from code_snippets where tenant_id = $1 and id = any($2)",
-                                tenant_id, ids)
+        rows = await conn.fetch(
+            f"select {_COLS} from code_snippets where tenant_id = $1 and id = any($2)", tenant_id, ids
+        )
     return {r["id"]: _model(r) for r in rows}
 
 
 async def list_snippets(
-    pool: asyncpg.Pool, *, tenant_id: UUID, language: str | None, tag: str | None, user_id: UUID | None,
-    q: str | None, limit: int, cursor: str | None,
+    pool: asyncpg.Pool,
+    *,
+    tenant_id: UUID,
+    language: str | None,
+    tag: str | None,
+    user_id: UUID | None,
+    q: str | None,
+    limit: int,
+    cursor: str | None,
 ) -> tuple[list[SnippetPublic], str | None]:
     args: list = [tenant_id, language, tag, user_id, q]
     after = keyset(cursor, args)
@@ -110,8 +136,14 @@ async def update_snippet(
                   description = case when $5 then $6 else description end,
                   tags = case when $7 then $8::jsonb else tags end
                 where tenant_id = $1 and id = $2 returning {_COLS}""",
-            tenant_id, snippet_id, fields.get("language"), fields.get("content"),
-            "description" in fields, fields.get("description"), "tags" in fields, fields.get("tags"),
+            tenant_id,
+            snippet_id,
+            fields.get("language"),
+            fields.get("content"),
+            "description" in fields,
+            fields.get("description"),
+            "tags" in fields,
+            fields.get("tags"),
         )
         if row is None:
             raise NotFound(f"snippet {snippet_id} not found")
@@ -122,8 +154,9 @@ async def update_snippet(
 
 async def delete_snippet(pool: asyncpg.Pool, *, tenant_id: UUID, user_id: UUID, snippet_id: UUID) -> None:
     async with tenant_tx(pool, tenant_id) as conn:
-        row = await conn.fetchrow(f"delete from code_snippets where tenant_id = $1 and id = $2 returning {_COLS}",
-                                  tenant_id, snippet_id)
+        row = await conn.fetchrow(
+            f"delete from code_snippets where tenant_id = $1 and id = $2 returning {_COLS}", tenant_id, snippet_id
+        )
         if row is None:
             raise NotFound(f"snippet {snippet_id} not found")
         await _emit(conn, "deleted", _model(row), user_id)
@@ -138,6 +171,8 @@ async def tenant_items(pool: asyncpg.Pool, *, tenant_id: UUID, after: UUID | Non
                  union all
                  select 'knowledge' as kind, id from project_knowledge where tenant_id = $1) items
                where ($2::uuid is null or id > $2) order by id limit $3""",
-            tenant_id, after, limit,
+            tenant_id,
+            after,
+            limit,
         )
     return [IndexItem(kind=r["kind"], id=r["id"]) for r in rows]

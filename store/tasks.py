@@ -1,4 +1,5 @@
 """Workflow tasks: units of work a service does for a project."""
+
 from __future__ import annotations
 
 from uuid import UUID, uuid4
@@ -22,8 +23,14 @@ def _model(row: asyncpg.Record) -> TaskPublic:
 
 
 def _payload(task: TaskPublic):
-    return task_event(task_id=task.id, project_id=task.project_id, tenant_id=task.tenant_id,
-                      service=task.service, task_type=task.task_type, status=task.status)
+    return task_event(
+        task_id=task.id,
+        project_id=task.project_id,
+        tenant_id=task.tenant_id,
+        service=task.service,
+        task_type=task.task_type,
+        status=task.status,
+    )
 
 
 async def _emit(conn: asyncpg.Connection, type_: str, task: TaskPublic) -> None:
@@ -32,13 +39,21 @@ async def _emit(conn: asyncpg.Connection, type_: str, task: TaskPublic) -> None:
 
 async def create_task(pool: asyncpg.Pool, *, tenant_id: UUID, body: TaskCreate) -> TaskPublic:
     async with tenant_tx(pool, tenant_id) as conn:
-        if not await conn.fetchval("select 1 from projects where tenant_id = $1 and id = $2", tenant_id, body.project_id):
+        if not await conn.fetchval(
+            "select 1 from projects where tenant_id = $1 and id = $2", tenant_id, body.project_id
+        ):
             raise NotFound(f"project {body.project_id} not found")
         row = await conn.fetchrow(
-            f"""insert into workflow_tasks (id, project_id, tenant_id, service, task_type, status, created_at, updated_at)
+            f"""insert into workflow_tasks (
+                id, project_id, tenant_id, service, task_type, status, created_at, updated_at)
                 values ($1, $2, $3, $4, $5, $6, now() at time zone 'utc', now() at time zone 'utc')
                 returning {_COLS}""",
-            uuid4(), body.project_id, tenant_id, body.service.value, body.task_type, body.status.value,
+            uuid4(),
+            body.project_id,
+            tenant_id,
+            body.service.value,
+            body.task_type,
+            body.status.value,
         )
         task = _model(row)
         await _emit(conn, "task.created", task)
@@ -49,15 +64,23 @@ async def create_task(pool: asyncpg.Pool, *, tenant_id: UUID, body: TaskCreate) 
 
 async def get_task(pool: asyncpg.Pool, *, tenant_id: UUID, task_id: UUID) -> TaskPublic:
     async with tenant_tx(pool, tenant_id) as conn:
-        row = await conn.fetchrow(f"select {_COLS} from workflow_tasks where tenant_id = $1 and id = $2", tenant_id, task_id)
+        row = await conn.fetchrow(
+            f"select {_COLS} from workflow_tasks where tenant_id = $1 and id = $2", tenant_id, task_id
+        )
     if row is None:
         raise NotFound(f"task {task_id} not found")
     return _model(row)
 
 
 async def list_tasks(
-    pool: asyncpg.Pool, *, tenant_id: UUID, project_id: UUID | None, status: TaskStatus | None,
-    service: Service | None, limit: int, cursor: str | None,
+    pool: asyncpg.Pool,
+    *,
+    tenant_id: UUID,
+    project_id: UUID | None,
+    status: TaskStatus | None,
+    service: Service | None,
+    limit: int,
+    cursor: str | None,
 ) -> tuple[list[TaskPublic], str | None]:
     args: list = [tenant_id, project_id, status.value if status else None, service.value if service else None]
     after = keyset(cursor, args)
@@ -86,7 +109,9 @@ async def update_task(pool: asyncpg.Pool, *, tenant_id: UUID, task_id: UUID, bod
         row = await conn.fetchrow(
             f"""update workflow_tasks set status = $3, updated_at = now() at time zone 'utc'
                 where tenant_id = $1 and id = $2 returning {_COLS}""",
-            tenant_id, task_id, body.status.value,
+            tenant_id,
+            task_id,
+            body.status.value,
         )
         task = _model(row)
         if task.status in FINISHED and TaskStatus(current) not in FINISHED:
@@ -95,7 +120,13 @@ async def update_task(pool: asyncpg.Pool, *, tenant_id: UUID, task_id: UUID, bod
 
 
 async def ensure_task(
-    pool: asyncpg.Pool, *, tenant_id: UUID, task_id: UUID, project_id: UUID, service: Service, task_type: str,
+    pool: asyncpg.Pool,
+    *,
+    tenant_id: UUID,
+    task_id: UUID,
+    project_id: UUID,
+    service: Service,
+    task_type: str,
     status: TaskStatus,
 ) -> TaskPublic:
     """A pipeline task with an id its workflow chose: created once (task.created), then moved to
@@ -103,16 +134,28 @@ async def ensure_task(
     and emits nothing again; a finished task keeps its status."""
     async with tenant_tx(pool, tenant_id) as conn:
         row = await conn.fetchrow(
-            f"""insert into workflow_tasks (id, project_id, tenant_id, service, task_type, status, created_at, updated_at)
+            f"""insert into workflow_tasks (
+                id, project_id, tenant_id, service, task_type, status, created_at, updated_at)
                 values ($1, $2, $3, $4, $5, 'pending', now() at time zone 'utc', now() at time zone 'utc')
                 on conflict (id) do nothing returning {_COLS}""",
-            task_id, project_id, tenant_id, service.value, task_type,
+            task_id,
+            project_id,
+            tenant_id,
+            service.value,
+            task_type,
         )
         if row is not None:
-            await events.emit(conn, tenant_id=tenant_id, type="task.created", subject_id=task_id,
-                              dedup_key=f"task-{task_id}:created", payload=_payload(_model(row)))
-        row = await conn.fetchrow(f"select {_COLS} from workflow_tasks where tenant_id = $1 and id = $2 for update",
-                                  tenant_id, task_id)
+            await events.emit(
+                conn,
+                tenant_id=tenant_id,
+                type="task.created",
+                subject_id=task_id,
+                dedup_key=f"task-{task_id}:created",
+                payload=_payload(_model(row)),
+            )
+        row = await conn.fetchrow(
+            f"select {_COLS} from workflow_tasks where tenant_id = $1 and id = $2 for update", tenant_id, task_id
+        )
         if row is None:  # another tenant's id, or a project that vanished
             raise NotFound(f"task {task_id} not found")
         task = _model(row)
@@ -120,9 +163,19 @@ async def ensure_task(
             return task
         row = await conn.fetchrow(
             f"""update workflow_tasks set status = $3, updated_at = now() at time zone 'utc'
-                where tenant_id = $1 and id = $2 returning {_COLS}""", tenant_id, task_id, status.value)
+                where tenant_id = $1 and id = $2 returning {_COLS}""",
+            tenant_id,
+            task_id,
+            status.value,
+        )
         task = _model(row)
         if task.status in FINISHED:
-            await events.emit(conn, tenant_id=tenant_id, type="task.completed", subject_id=task_id,
-                              dedup_key=f"task-{task_id}:completed", payload=_payload(task))
+            await events.emit(
+                conn,
+                tenant_id=tenant_id,
+                type="task.completed",
+                subject_id=task_id,
+                dedup_key=f"task-{task_id}:completed",
+                payload=_payload(task),
+            )
     return task

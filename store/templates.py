@@ -1,16 +1,17 @@
 """Spec templates: a JSON Schema per (tenant, name, version)."""
+
 from __future__ import annotations
 
 from uuid import UUID, uuid4
 
 import asyncpg
 
+from codegen.builtin_templates import SYSTEM_TENANT
+from models import schema_safety
 from models.events import spec_template_event
 from models.registry import TemplateCreate, TemplatePublic, TemplateUpdate
-from models import schema_safety
 from store import events
 from store.db import tenant_tx
-from codegen.builtin_templates import SYSTEM_TENANT
 from store.errors import Conflict, Forbidden, Invalid, NotFound
 from store.paging import keyset, page
 
@@ -42,19 +43,29 @@ async def check_schema(schema: dict) -> None:
         raise Invalid(str(err)) from err
     if problems:
         first = problems[0]
-        raise Invalid(f"schema is not a valid JSON Schema (draft 2020-12): {first.path}: {first.message}",
-                      extra={"errors": [p.model_dump() for p in problems]})
+        raise Invalid(
+            f"schema is not a valid JSON Schema (draft 2020-12): {first.path}: {first.message}",
+            extra={"errors": [p.model_dump() for p in problems]},
+        )
 
 
-async def create_template(pool: asyncpg.Pool, *, tenant_id: UUID, user_id: UUID, body: TemplateCreate) -> TemplatePublic:
+async def create_template(
+    pool: asyncpg.Pool, *, tenant_id: UUID, user_id: UUID, body: TemplateCreate
+) -> TemplatePublic:
     await check_schema(body.schema_)
     async with tenant_tx(pool, tenant_id) as conn:
         try:
             row = await conn.fetchrow(
-                f"""insert into spec_templates (id, tenant_id, name, version, description, schema, created_at, updated_at)
+                f"""insert into spec_templates (
+                    id, tenant_id, name, version, description, schema, created_at, updated_at)
                     values ($1, $2, $3, $4, $5, $6, now() at time zone 'utc', now() at time zone 'utc')
                     returning {_COLS}""",
-                uuid4(), tenant_id, body.name, body.version, body.description, body.schema_,
+                uuid4(),
+                tenant_id,
+                body.name,
+                body.version,
+                body.description,
+                body.schema_,
             )
         except asyncpg.UniqueViolationError as err:
             raise Conflict(f"template {body.name!r} version {body.version!r} already exists") from err
@@ -65,9 +76,13 @@ async def create_template(pool: asyncpg.Pool, *, tenant_id: UUID, user_id: UUID,
 
 async def _emit(conn: asyncpg.Connection, type_: str, tpl: TemplatePublic, user_id: UUID) -> None:
     await events.emit(
-        conn, tenant_id=tpl.tenant_id, type=type_, subject_id=tpl.id,
-        payload=spec_template_event(template_id=tpl.id, tenant_id=tpl.tenant_id, name=tpl.name,
-                                    version=tpl.version, user_id=user_id),
+        conn,
+        tenant_id=tpl.tenant_id,
+        type=type_,
+        subject_id=tpl.id,
+        payload=spec_template_event(
+            template_id=tpl.id, tenant_id=tpl.tenant_id, name=tpl.name, version=tpl.version, user_id=user_id
+        ),
     )
 
 
@@ -75,7 +90,9 @@ async def get_template(pool: asyncpg.Pool, *, tenant_id: UUID, template_id: UUID
     async with tenant_tx(pool, tenant_id) as conn:
         row = await conn.fetchrow(
             f"select {_COLS} from spec_templates where tenant_id in ($1, $3) and id = $2",
-            tenant_id, template_id, SYSTEM_TENANT,
+            tenant_id,
+            template_id,
+            SYSTEM_TENANT,
         )
     if row is None:
         raise NotFound(f"template {template_id} not found")
@@ -83,7 +100,13 @@ async def get_template(pool: asyncpg.Pool, *, tenant_id: UUID, template_id: UUID
 
 
 async def list_templates(
-    pool: asyncpg.Pool, *, tenant_id: UUID, name: str | None, version: str | None, limit: int, cursor: str | None,
+    pool: asyncpg.Pool,
+    *,
+    tenant_id: UUID,
+    name: str | None,
+    version: str | None,
+    limit: int,
+    cursor: str | None,
     builtin: bool | None = None,
 ) -> tuple[list[TemplatePublic], str | None]:
     """The tenant's templates and the built-in ones (`builtin`: only those / only the tenant's own)."""
@@ -94,7 +117,8 @@ async def list_templates(
     async with tenant_tx(pool, tenant_id) as conn:
         rows = await conn.fetch(
             f"""select {_COLS} from spec_templates
-                where tenant_id = any($1::uuid[]) and ($2::text is null or name = $2) and ($3::text is null or version = $3)
+                where tenant_id = any($1::uuid[]) and ($2::text is null or name = $2)
+                  and ($3::text is null or version = $3)
                   and {after}
                 order by created_at, id limit ${len(args)}""",
             *args,
@@ -121,14 +145,20 @@ async def update_template(
                   schema = coalesce($5, schema),
                   updated_at = now() at time zone 'utc'
                 where tenant_id = $1 and id = $2 returning {_COLS}""",
-            tenant_id, template_id, "description" in fields, fields.get("description"), fields.get("schema"),
+            tenant_id,
+            template_id,
+            "description" in fields,
+            fields.get("description"),
+            fields.get("schema"),
         )
         tpl = _model(row)
         await _emit(conn, "template.updated", tpl, user_id)
     return tpl
 
 
-async def _check_instances_still_valid(conn: asyncpg.Connection, tenant_id: UUID, template_id: UUID, schema: dict) -> None:
+async def _check_instances_still_valid(
+    conn: asyncpg.Connection, tenant_id: UUID, template_id: UUID, schema: dict
+) -> None:
     rows = await conn.fetch(
         "select id, values from spec_instances where tenant_id = $1 and template_id = $2", tenant_id, template_id
     )
@@ -141,8 +171,10 @@ async def _check_instances_still_valid(conn: asyncpg.Connection, tenant_id: UUID
         if violations:
             broken.append({"instance_id": str(r["id"]), "errors": [v.model_dump() for v in violations]})
     if broken:
-        raise Conflict("the new schema would invalidate existing instances; create a new version instead",
-                       extra={"instances": broken})
+        raise Conflict(
+            "the new schema would invalidate existing instances; create a new version instead",
+            extra={"instances": broken},
+        )
 
 
 async def delete_template(pool: asyncpg.Pool, *, tenant_id: UUID, template_id: UUID) -> None:
@@ -172,7 +204,10 @@ async def find_template(pool: asyncpg.Pool, *, tenant_id: UUID, name: str, versi
         rows = await conn.fetch(
             f"""select {_COLS} from spec_templates where tenant_id in ($1, $2) and name = $3
                   and ($4::text is null or version = $4)""",
-            tenant_id, SYSTEM_TENANT, name, version,
+            tenant_id,
+            SYSTEM_TENANT,
+            name,
+            version,
         )
     if not rows:
         raise NotFound(f"template {name!r}" + (f" version {version!r}" if version else "") + " not found")

@@ -1,4 +1,5 @@
 """The one way every process connects to Temporal: same address, namespace and data converter."""
+
 from __future__ import annotations
 
 import asyncio
@@ -46,9 +47,7 @@ async def connect_temporal_retry(settings: Settings, wait_seconds: float = 60) -
 
 async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
     """Register the search attributes the workflows upsert; idempotent. Returns those added."""
-    existing = await client.operator_service.list_search_attributes(
-        ListSearchAttributesRequest(namespace=namespace)
-    )
+    existing = await client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace=namespace))
     known = set(existing.custom_attributes) | set(existing.system_attributes)
     missing = {k: v for k, v in SEARCH_ATTRIBUTES.items() if k not in known}
     if missing:

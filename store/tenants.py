@@ -1,4 +1,5 @@
 """Tenants, users and API keys. Only a SHA-256 of each API key is stored."""
+
 from __future__ import annotations
 
 import hashlib
@@ -40,7 +41,9 @@ async def create_tenant(pool: asyncpg.Pool, *, name: str, owner_name: str = "own
         await conn.execute("insert into tenants (id, name) values ($1, $2)", tenant_id, name)
         await conn.execute(
             "insert into users (id, tenant_id, name, role) values ($1, $2, $3, 'owner')",
-            user_id, tenant_id, owner_name,
+            user_id,
+            tenant_id,
+            owner_name,
         )
         created = await _insert_key(conn, tenant_id=tenant_id, user_id=user_id, role=Role.owner, name="owner")
     return TenantCreated(tenant_id=tenant_id, user_id=user_id, api_key=created.api_key, key_id=created.key_id)
@@ -54,14 +57,26 @@ async def _insert_key(
     await conn.execute(
         """insert into api_keys (id, tenant_id, user_id, name, prefix, key_hash, role)
            values ($1, $2, $3, $4, $5, $6, $7)""",
-        key_id, tenant_id, user_id, name, prefix, hash_key(key), role.value,
+        key_id,
+        tenant_id,
+        user_id,
+        name,
+        prefix,
+        hash_key(key),
+        role.value,
     )
     return ApiKeyCreated(key_id=key_id, tenant_id=tenant_id, user_id=user_id, role=role, api_key=key)
 
 
 async def create_api_key(
-    pool: asyncpg.Pool, *, tenant_id: UUID, role: Role, name: str | None = None, user_id: UUID | None = None,
-    user_name: str | None = None, max_live: int | None = None,
+    pool: asyncpg.Pool,
+    *,
+    tenant_id: UUID,
+    role: Role,
+    name: str | None = None,
+    user_id: UUID | None = None,
+    user_name: str | None = None,
+    max_live: int | None = None,
 ) -> ApiKeyCreated:
     """A key for an existing user of the tenant, or for a new user of that role.
 
@@ -73,15 +88,21 @@ async def create_api_key(
         if max_live is not None:
             await conn.execute("select pg_advisory_xact_lock(hashtextextended($1::text, 44))", str(tenant_id))
             live = await conn.fetchval(
-                "select count(*) from api_keys where tenant_id = $1 and revoked_at is null", tenant_id)
+                "select count(*) from api_keys where tenant_id = $1 and revoked_at is null", tenant_id
+            )
             if live >= max_live:
-                raise Conflict(f"the tenant already has {live} live API keys, the most allowed "
-                               f"(MAX_API_KEYS_PER_TENANT={max_live}): revoke one first")
+                raise Conflict(
+                    f"the tenant already has {live} live API keys, the most allowed "
+                    f"(MAX_API_KEYS_PER_TENANT={max_live}): revoke one first"
+                )
         if user_id is None:
             user_id = uuid4()
             await conn.execute(
                 "insert into users (id, tenant_id, name, role) values ($1, $2, $3, $4)",
-                user_id, tenant_id, user_name or f"{role.value}-{str(user_id)[:8]}", role.value,
+                user_id,
+                tenant_id,
+                user_name or f"{role.value}-{str(user_id)[:8]}",
+                role.value,
             )
         else:
             user_role = await conn.fetchval(
@@ -109,7 +130,8 @@ async def get_api_key(pool: asyncpg.Pool, *, tenant_id: UUID, key_id: UUID) -> A
         row = await conn.fetchrow(
             """select id, tenant_id, user_id, name, prefix, role, created_at, revoked_at
                from api_keys where tenant_id = $1 and id = $2""",
-            tenant_id, key_id,
+            tenant_id,
+            key_id,
         )
     if row is None:
         raise NotFound(f"api key {key_id} not found")
@@ -122,7 +144,8 @@ async def revoke_api_key(pool: asyncpg.Pool, *, tenant_id: UUID, key_id: UUID) -
             """update api_keys set revoked_at = coalesce(revoked_at, now() at time zone 'utc')
                where tenant_id = $1 and id = $2
                returning id, tenant_id, user_id, name, prefix, role, created_at, revoked_at""",
-            tenant_id, key_id,
+            tenant_id,
+            key_id,
         )
     if row is None:
         raise NotFound(f"api key {key_id} not found")

@@ -1,4 +1,5 @@
 """Users of a tenant and the Supabase Auth subjects linked to them (tenant isolation by RLS)."""
+
 from __future__ import annotations
 
 from uuid import UUID, uuid4
@@ -24,7 +25,11 @@ async def create_user(
             row = await conn.fetchrow(
                 f"""insert into users (id, tenant_id, name, role, supabase_sub) values ($1, $2, $3, $4, $5)
                     returning {_COLUMNS}""",
-                user_id, tenant_id, name or f"{role.value}-{str(user_id)[:8]}", role.value, supabase_sub,
+                user_id,
+                tenant_id,
+                name or f"{role.value}-{str(user_id)[:8]}",
+                role.value,
+                supabase_sub,
             )
     except asyncpg.UniqueViolationError as err:
         raise Conflict(f"Supabase subject {supabase_sub!r} is already linked to a user of this tenant") from err
@@ -39,7 +44,9 @@ async def link_supabase_subject(
         async with tenant_tx(pool, tenant_id) as conn:
             row = await conn.fetchrow(
                 f"update users set supabase_sub = $3 where tenant_id = $1 and id = $2 returning {_COLUMNS}",
-                tenant_id, user_id, supabase_sub,
+                tenant_id,
+                user_id,
+                supabase_sub,
             )
     except asyncpg.UniqueViolationError as err:
         raise Conflict(f"Supabase subject {supabase_sub!r} is already linked to a user of this tenant") from err

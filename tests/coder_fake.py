@@ -4,6 +4,7 @@ The pipeline tests need answers they can predict (wrong code first, right code o
 carries a test failure) to drive a project through every state; the product talks to it with the
 official `openai` SDK, over HTTP, exactly as it would talk to OpenAI.
 """
+
 from __future__ import annotations
 
 import json
@@ -56,11 +57,18 @@ def start() -> tuple[ScriptedCoder, ThreadingHTTPServer]:
             match = re.search(r"named `([A-Za-z_][A-Za-z0-9_]*)`", prompt)
             with coder.lock:
                 coder.spans.append((match.group(1) if match else "", started, time.monotonic()))
-            answer = {"id": "chatcmpl-scripted", "object": "chat.completion", "created": 0, "model": body.get("model"),
-                      "choices": [{"index": 0, "finish_reason": "stop",
-                                   "message": {"role": "assistant", "content": text}}],
-                      "usage": {"prompt_tokens": len(prompt) // 4, "completion_tokens": len(text) // 4,
-                                "total_tokens": (len(prompt) + len(text)) // 4}}
+            answer = {
+                "id": "chatcmpl-scripted",
+                "object": "chat.completion",
+                "created": 0,
+                "model": body.get("model"),
+                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+                "usage": {
+                    "prompt_tokens": len(prompt) // 4,
+                    "completion_tokens": len(text) // 4,
+                    "total_tokens": (len(prompt) + len(text)) // 4,
+                },
+            }
             data = json.dumps(answer).encode()
             self.send_response(200 if self.path.endswith("/chat/completions") else 404)
             self.send_header("Content-Type", "application/json")

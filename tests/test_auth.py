@@ -7,6 +7,7 @@ generate. No request leaves the machine and no real Supabase project is involved
 is that the gateway fetches a JWKS over HTTP and verifies RS256 tokens against it, as it would
 against `https://<ref>.supabase.co/auth/v1/.well-known/jwks.json`.
 """
+
 from __future__ import annotations
 
 import base64
@@ -66,9 +67,17 @@ def bearer(token: str) -> dict[str, str]:
 def local_claims(settings, tenant, *, role: str = "owner", **over) -> dict:
     """Claims of a token specmill itself would issue from the tenant's owner key."""
     now = int(time.time())
-    claims = {"sub": str(tenant.user_id), "tenant_id": str(tenant.tenant_id), "role": role,
-              "key_id": str(tenant.key_id) if tenant.key_id else None,
-              "aud": settings.jwt_audience, "iss": settings.jwt_issuer, "iat": now, "nbf": now, "exp": now + 300}
+    claims = {
+        "sub": str(tenant.user_id),
+        "tenant_id": str(tenant.tenant_id),
+        "role": role,
+        "key_id": str(tenant.key_id) if tenant.key_id else None,
+        "aud": settings.jwt_audience,
+        "iss": settings.jwt_issuer,
+        "iat": now,
+        "nbf": now,
+        "exp": now + 300,
+    }
     claims.update(over)
     return {k: v for k, v in claims.items() if v is not None}
 
@@ -108,10 +117,19 @@ async def test_api_key_authenticates_and_me_says_who(api, tenant):
     assert (await api.get("/api/projects", headers=tenant.headers)).status_code == 200
 
 
-@pytest.mark.parametrize("headers", [
-    {}, {"X-API-Key": "sm_deadbeef_not-a-real-key"}, {"X-API-Key": "no-prefix"}, {"X-API-Key": "sm_" + "x" * 300},
-    {"Authorization": "Basic dXNlcjpwYXNz"}, {"Authorization": "Bearer"}, {"Authorization": "Bearer   "},
-], ids=["none", "unknown-key", "no-prefix", "huge-key", "basic-auth", "bearer-empty", "bearer-blank"])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"X-API-Key": "sm_deadbeef_not-a-real-key"},
+        {"X-API-Key": "no-prefix"},
+        {"X-API-Key": "sm_" + "x" * 300},
+        {"Authorization": "Basic dXNlcjpwYXNz"},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Bearer   "},
+    ],
+    ids=["none", "unknown-key", "no-prefix", "huge-key", "basic-auth", "bearer-empty", "bearer-blank"],
+)
 async def test_missing_or_unknown_credentials_are_401(api, headers):
     assert_401(await api.get("/auth/me", headers=headers))
     assert_401(await api.get("/api/projects", headers=headers))
@@ -185,8 +203,10 @@ def _alg_none(settings, tenant, alg: str = "none") -> str:
 
 
 ATTACKS = {
-    "expired": lambda s, t: sign_hs256(local_claims(s, t, iat=int(time.time()) - 3600, nbf=int(time.time()) - 3600,
-                                                    exp=int(time.time()) - 120), s.jwt_secret),
+    "expired": lambda s, t: sign_hs256(
+        local_claims(s, t, iat=int(time.time()) - 3600, nbf=int(time.time()) - 3600, exp=int(time.time()) - 120),
+        s.jwt_secret,
+    ),
     "alg-none": lambda s, t: _alg_none(s, t),
     "alg-None": lambda s, t: _alg_none(s, t, "None"),
     "alg-none-signed": lambda s, t: sign_hs256(local_claims(s, t), s.jwt_secret, header={"alg": "none"}),
@@ -254,14 +274,19 @@ def jwks_server():
     private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     numbers = private_key.public_key().public_numbers()
     kid = f"test-{uuid.uuid4().hex[:8]}"
-    jwk = {"kty": "RSA", "kid": kid, "alg": "RS256", "use": "sig",
-           "n": b64url(numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big")),
-           "e": b64url(numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big"))}
+    jwk = {
+        "kty": "RSA",
+        "kid": kid,
+        "alg": "RS256",
+        "use": "sig",
+        "n": b64url(numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big")),
+        "e": b64url(numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big")),
+    }
     body = json.dumps({"keys": [jwk]}).encode()
     hits: list[str] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             hits.append(self.path)
             if self.path != "/auth/v1/.well-known/jwks.json":
                 self.send_error(404)
@@ -278,11 +303,15 @@ def jwks_server():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    pem = private_key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    pem = (
+        private_key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     try:
-        yield Jwks(f"http://127.0.0.1:{server.server_address[1]}/auth/v1/.well-known/jwks.json",
-                   private_key, kid, pem, hits)
+        yield Jwks(
+            f"http://127.0.0.1:{server.server_address[1]}/auth/v1/.well-known/jwks.json", private_key, kid, pem, hits
+        )
     finally:
         server.shutdown()
         server.server_close()
@@ -295,11 +324,22 @@ SUPABASE_SECRET = secrets.token_urlsafe(32)
 
 def supabase_claims(tenant=None, *, role: str = "editor", app_metadata: dict | None = None, **over) -> dict:
     now = int(time.time())
-    meta = app_metadata if app_metadata is not None else {"provider": "email", "tenant_id": str(tenant.tenant_id),
-                                                          "role": role}
-    claims = {"sub": str(uuid.uuid4()), "aud": "authenticated", "iss": SUPABASE_ISSUER, "role": "authenticated",
-              "email": "someone@example.com", "iat": now, "exp": now + 300, "app_metadata": meta,
-              "user_metadata": {}}
+    meta = (
+        app_metadata
+        if app_metadata is not None
+        else {"provider": "email", "tenant_id": str(tenant.tenant_id), "role": role}
+    )
+    claims = {
+        "sub": str(uuid.uuid4()),
+        "aud": "authenticated",
+        "iss": SUPABASE_ISSUER,
+        "role": "authenticated",
+        "email": "someone@example.com",
+        "iat": now,
+        "exp": now + 300,
+        "app_metadata": meta,
+        "user_metadata": {},
+    }
     claims.update(over)
     return {k: v for k, v in claims.items() if v is not None}
 
@@ -311,8 +351,9 @@ async def link(pool, tenant, claims: dict, role: str = "editor"):
 
 @pytest.fixture
 def supabase_settings(stack, jwks_server):
-    return stack.with_(supabase_jwt_secret=SUPABASE_SECRET, supabase_jwks_url=jwks_server.url,
-                       supabase_jwt_issuer=SUPABASE_ISSUER)
+    return stack.with_(
+        supabase_jwt_secret=SUPABASE_SECRET, supabase_jwks_url=jwks_server.url, supabase_jwt_issuer=SUPABASE_ISSUER
+    )
 
 
 async def test_supabase_hs256_token_is_accepted(make_app, supabase_settings, pool, tenant):
@@ -322,12 +363,18 @@ async def test_supabase_hs256_token_is_accepted(make_app, supabase_settings, poo
         resp = await client.get("/auth/me", headers=bearer(sign_hs256(claims, SUPABASE_SECRET)))
         assert resp.status_code == 200, resp.text
         me = resp.json()
-        assert me == {"tenant_id": str(tenant.tenant_id), "user_id": str(user.id), "role": "editor",
-                      "auth": "supabase", "key_id": None}
+        assert me == {
+            "tenant_id": str(tenant.tenant_id),
+            "user_id": str(user.id),
+            "role": "editor",
+            "auth": "supabase",
+            "key_id": None,
+        }
         token = sign_hs256(claims, SUPABASE_SECRET)
         assert (await client.get("/api/projects", headers=bearer(token))).status_code == 200
-        resp = await client.post("/api/templates", headers=bearer(token),
-                                 json={"name": "x", "version": "1", "schema": {"type": "object"}})
+        resp = await client.post(
+            "/api/templates", headers=bearer(token), json={"name": "x", "version": "1", "schema": {"type": "object"}}
+        )
         assert resp.status_code == 403, resp.text  # an editor from Supabase is still just an editor
 
 
@@ -371,17 +418,24 @@ def _other_rsa_key() -> rsa.RSAPrivateKey:
 
 SUPABASE_REJECTS = {
     "no-app-metadata": lambda t, j: sign_hs256(
-        {k: v for k, v in supabase_claims(t).items() if k != "app_metadata"}, SUPABASE_SECRET),
+        {k: v for k, v in supabase_claims(t).items() if k != "app_metadata"}, SUPABASE_SECRET
+    ),
     "null-app-metadata": lambda t, j: sign_hs256(supabase_claims(t) | {"app_metadata": None}, SUPABASE_SECRET),
     "app-metadata-without-tenant": lambda t, j: sign_hs256(
-        supabase_claims(t, app_metadata={"provider": "email", "role": "owner"}), SUPABASE_SECRET),
+        supabase_claims(t, app_metadata={"provider": "email", "role": "owner"}), SUPABASE_SECRET
+    ),
     "tenant-only-in-user-metadata": lambda t, j: sign_hs256(
-        supabase_claims(t, app_metadata={"provider": "email"},
-                        user_metadata={"tenant_id": str(t.tenant_id), "role": "owner"}), SUPABASE_SECRET),
+        supabase_claims(
+            t, app_metadata={"provider": "email"}, user_metadata={"tenant_id": str(t.tenant_id), "role": "owner"}
+        ),
+        SUPABASE_SECRET,
+    ),
     "tenant-only-top-level": lambda t, j: sign_hs256(
-        supabase_claims(t, app_metadata={"provider": "email"}, tenant_id=str(t.tenant_id)), SUPABASE_SECRET),
+        supabase_claims(t, app_metadata={"provider": "email"}, tenant_id=str(t.tenant_id)), SUPABASE_SECRET
+    ),
     "rs256-without-tenant": lambda t, j: sign_rs256(
-        supabase_claims(t, app_metadata={"provider": "email", "role": "owner"}), j.private_key, kid=j.kid),
+        supabase_claims(t, app_metadata={"provider": "email", "role": "owner"}), j.private_key, kid=j.kid
+    ),
     "hs256-wrong-secret": lambda t, j: sign_hs256(supabase_claims(t), secrets.token_urlsafe(32)),
     "hs256-wrong-audience": lambda t, j: sign_hs256(supabase_claims(t, aud="anon"), SUPABASE_SECRET),
     "hs256-expired": lambda t, j: sign_hs256(supabase_claims(t, exp=int(time.time()) - 120), SUPABASE_SECRET),
@@ -390,8 +444,7 @@ SUPABASE_REJECTS = {
     "rs256-expired": lambda t, j: sign_rs256(supabase_claims(t, exp=int(time.time()) - 120), j.private_key, kid=j.kid),
     "rs256-other-key-same-kid": lambda t, j: sign_rs256(supabase_claims(t), _other_rsa_key(), kid=j.kid),
     "rs256-unknown-kid": lambda t, j: sign_rs256(supabase_claims(t), j.private_key, kid="unknown"),
-    "hs256-with-public-key-as-secret": lambda t, j: sign_hs256(supabase_claims(t), j.public_pem,
-                                                               header={"kid": j.kid}),
+    "hs256-with-public-key-as-secret": lambda t, j: sign_hs256(supabase_claims(t), j.public_pem, header={"kid": j.kid}),
 }
 
 
@@ -409,8 +462,7 @@ async def test_hs256_signed_with_the_jwks_public_key_is_401(make_app, stack, jwk
     """Algorithm confusion: with only a JWKS configured (no Supabase HS256 secret), an HS256 token whose
     HMAC secret is the PEM of the public key must not verify, whichever issuer it claims."""
     settings = stack.with_(supabase_jwks_url=jwks_server.url, supabase_jwt_issuer=SUPABASE_ISSUER)
-    claims = (supabase_claims(tenant, role="owner") if issuer == "supabase"
-              else local_claims(stack.settings, tenant))
+    claims = supabase_claims(tenant, role="owner") if issuer == "supabase" else local_claims(stack.settings, tenant)
     if issuer == "supabase":
         await link(pool, tenant, claims, "owner")
     async for client in make_app(settings):
@@ -428,13 +480,17 @@ async def test_jwks_is_fetched_on_first_use_whatever_the_monotonic_clock_says(jw
     clock is still below the cache TTL (a fresh container) -- a huge TTL stands in for that here."""
     from api.security.jwt import JwksVerifier
 
-    verifier = JwksVerifier(jwks_server.url, audience="authenticated", issuer=SUPABASE_ISSUER,
-                            max_lifetime=86400, skew=30, ttl=1e12)
+    verifier = JwksVerifier(
+        jwks_server.url, audience="authenticated", issuer=SUPABASE_ISSUER, max_lifetime=86400, skew=30, ttl=1e12
+    )
     before = len(jwks_server.hits)
     await verifier._refresh()
     assert len(jwks_server.hits) == before + 1
-    token = sign_rs256(supabase_claims(app_metadata={"tenant_id": str(uuid.uuid4()), "role": "viewer"}),
-                       jwks_server.private_key, kid=jwks_server.kid)
+    token = sign_rs256(
+        supabase_claims(app_metadata={"tenant_id": str(uuid.uuid4()), "role": "viewer"}),
+        jwks_server.private_key,
+        kid=jwks_server.kid,
+    )
     assert (await verifier.verify(token))["aud"] == "authenticated"
     assert len(jwks_server.hits) == before + 1  # cached
 
@@ -502,8 +558,11 @@ async def test_other_tenants_key_cannot_be_revoked(api, pool, tenant, other_tena
 
 
 def _rate_headers(resp: httpx.Response) -> tuple[int, int, int]:
-    return (int(resp.headers["X-RateLimit-Limit"]), int(resp.headers["X-RateLimit-Remaining"]),
-            int(resp.headers["X-RateLimit-Reset"]))
+    return (
+        int(resp.headers["X-RateLimit-Limit"]),
+        int(resp.headers["X-RateLimit-Remaining"]),
+        int(resp.headers["X-RateLimit-Reset"]),
+    )
 
 
 async def test_successful_responses_carry_rate_limit_headers(api, stack, tenant):
@@ -586,8 +645,15 @@ async def world(api, pool) -> World:
         k = await create_api_key(pool, tenant_id=created.tenant_id, role=role)
         keys[role.value], key_ids[role.value] = k.api_key, k.key_id
     owner = {"X-API-Key": created.api_key}
-    resp = await api.post("/api/templates", headers=owner, json={
-        "name": "rbac", "version": "1.0.0", "schema": {"type": "object", "properties": {"x": {"type": "integer"}}}})
+    resp = await api.post(
+        "/api/templates",
+        headers=owner,
+        json={
+            "name": "rbac",
+            "version": "1.0.0",
+            "schema": {"type": "object", "properties": {"x": {"type": "integer"}}},
+        },
+    )
     assert resp.status_code == 201, resp.text
     template = resp.json()["id"]
     resp = await api.post("/api/projects", headers=owner, json={"name": "rbac"})
@@ -647,20 +713,23 @@ RBAC = [
 ]
 
 
-@pytest.mark.parametrize(("role", "method", "path", "expected"), RBAC,
-                         ids=[f"{r}-{m}-{p.removeprefix('/api/')}-{e}" for r, m, p, e in RBAC])
+@pytest.mark.parametrize(
+    ("role", "method", "path", "expected"), RBAC, ids=[f"{r}-{m}-{p.removeprefix('/api/')}-{e}" for r, m, p, e in RBAC]
+)
 async def test_rbac_matrix(api, world, role, method, path, expected):
     url = path.format(template=world.template, project=world.project)
     body = _body(method, path, world)
-    resp = await api.request(method, url, headers={"X-API-Key": world.keys[role]},
-                             **({"json": body} if body is not None else {}))
+    resp = await api.request(
+        method, url, headers={"X-API-Key": world.keys[role]}, **({"json": body} if body is not None else {})
+    )
     assert resp.status_code == expected, resp.text
     assert resp.headers["content-type"].startswith("application/json")
     if expected == 403:
         assert role in resp.json()["detail"]
     if method == "POST" and expected == 403 and path == "/api/templates":  # nothing was created
-        listed = await api.get("/api/templates", params={"name": body["name"]},
-                               headers={"X-API-Key": world.keys["owner"]})
+        listed = await api.get(
+            "/api/templates", params={"name": body["name"]}, headers={"X-API-Key": world.keys["owner"]}
+        )
         assert listed.json()["items"] == []
 
 
@@ -678,8 +747,9 @@ KEY_RULES = [
 ]
 
 
-@pytest.mark.parametrize(("caller", "new_role", "expected"), KEY_RULES,
-                         ids=[f"{c}-makes-{n}-{e}" for c, n, e in KEY_RULES])
+@pytest.mark.parametrize(
+    ("caller", "new_role", "expected"), KEY_RULES, ids=[f"{c}-makes-{n}-{e}" for c, n, e in KEY_RULES]
+)
 async def test_who_may_create_which_key(api, world, caller, new_role, expected):
     resp = await api.post("/api/keys", json={"role": new_role}, headers={"X-API-Key": world.keys[caller]})
     assert resp.status_code == expected, resp.text
@@ -702,8 +772,9 @@ REVOKE_RULES = [
 ]
 
 
-@pytest.mark.parametrize(("caller", "target", "expected"), REVOKE_RULES,
-                         ids=[f"{c}-revokes-{t}-{e}" for c, t, e in REVOKE_RULES])
+@pytest.mark.parametrize(
+    ("caller", "target", "expected"), REVOKE_RULES, ids=[f"{c}-revokes-{t}-{e}" for c, t, e in REVOKE_RULES]
+)
 async def test_who_may_revoke_which_key(api, pool, world, caller, target, expected):
     victim = await create_api_key(pool, tenant_id=world.tenant_id, role=Role(target))
     resp = await api.delete(f"/api/keys/{victim.key_id}", headers={"X-API-Key": world.keys[caller]})

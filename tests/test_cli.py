@@ -3,6 +3,7 @@
 The CLI reads its Settings from the environment; each run gets DATABASE_URL and JWT_SECRET from the
 test stack and a temporary working directory, so no `.env` or `.specmill/env` of the checkout is used.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -35,15 +36,24 @@ class Run:
 
 @pytest.fixture
 def cli(stack, tmp_path):
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("DATABASE_", "JWT_", "SUPABASE_", "EMBEDDED_", "DATA_DIR", "TEMPORAL_"))}
-    env.update(DATABASE_URL=stack.settings.app_dsn(), JWT_SECRET=stack.settings.jwt_secret,
-               DATA_DIR=str(tmp_path / "data"))
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DATABASE_", "JWT_", "SUPABASE_", "EMBEDDED_", "DATA_DIR", "TEMPORAL_"))
+    }
+    env.update(
+        DATABASE_URL=stack.settings.app_dsn(), JWT_SECRET=stack.settings.jwt_secret, DATA_DIR=str(tmp_path / "data")
+    )
 
     async def run(*args: str, **extra_env: str) -> Run:
         proc = await asyncio.create_subprocess_exec(
-            str(SPECMILL), *args, cwd=tmp_path, env={**env, **extra_env},
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            str(SPECMILL),
+            *args,
+            cwd=tmp_path,
+            env={**env, **extra_env},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         out, err = await asyncio.wait_for(proc.communicate(), 60)
         return Run(proc.returncode, out.decode(), err.decode())
 
@@ -80,12 +90,14 @@ async def test_user_link_supabase_creates_or_links_a_user(cli, pool):
     assert str(found.id) == created["id"]
 
     owner_sub = str(uuid.uuid4())
-    run = await cli("user", "link-supabase", "--tenant", tenant["tenant_id"], "--subject", owner_sub,
-                    "--user", tenant["user_id"])
+    run = await cli(
+        "user", "link-supabase", "--tenant", tenant["tenant_id"], "--subject", owner_sub, "--user", tenant["user_id"]
+    )
     assert run.rc == 0, run.stderr
     assert run.json()["id"] == tenant["user_id"] and run.json()["role"] == "owner"
-    again = await cli("user", "link-supabase", "--tenant", tenant["tenant_id"], "--subject", sub,
-                      "--user", tenant["user_id"])
+    again = await cli(
+        "user", "link-supabase", "--tenant", tenant["tenant_id"], "--subject", sub, "--user", tenant["user_id"]
+    )
     assert again.rc == 1 and "already linked" in again.stderr
 
 
@@ -102,8 +114,9 @@ async def test_apikey_create_list_and_revoke(cli, api):
     assert me.json()["role"] == "editor" and me.json()["tenant_id"] == tenant["tenant_id"]
     assert me.json()["key_id"] == key["key_id"]
     # an editor key: writes projects, not templates
-    resp = await api.post("/api/templates", headers=headers,
-                          json={"name": "t", "version": "1", "schema": {"type": "object"}})
+    resp = await api.post(
+        "/api/templates", headers=headers, json={"name": "t", "version": "1", "schema": {"type": "object"}}
+    )
     assert resp.status_code == 403, resp.text
     token = (await api.post("/auth/token", headers=headers)).json()["access_token"]
     assert (await api.get("/auth/me", headers={"Authorization": f"Bearer {token}"})).status_code == 200
@@ -165,8 +178,9 @@ async def test_cli_errors_exit_nonzero_with_a_message(cli):
 async def test_cli_says_so_when_the_database_is_unreachable(cli):
     from workers.embedded import free_port
 
-    run = await cli("tenant", "create", "--name", "x",
-                    DATABASE_URL=f"postgresql://nobody:nothing@127.0.0.1:{free_port()}/specmill")
+    run = await cli(
+        "tenant", "create", "--name", "x", DATABASE_URL=f"postgresql://nobody:nothing@127.0.0.1:{free_port()}/specmill"
+    )
     assert run.rc == 2, (run.stdout, run.stderr)
     assert run.stdout == ""
     assert "cannot reach the database" in run.stderr

@@ -1,4 +1,5 @@
 """`make demo`'s script against the gateway on a real socket (the model: the scripted OpenAI protocol fake)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -14,11 +15,18 @@ async def test_the_demo_runs_a_project_from_specs_to_tested_code(stack, live_url
     assert {s["function_name"] for s in SPECS} == {"add", "is_even"}
     created = await create_tenant(pool, name="demo-test")
     settings = stack.settings.model_copy(update={"port": urlparse(live_url).port})
-    state = await asyncio.to_thread(run_demo, settings, created.model_dump(mode="json"), model="openai_api",
-                                    rounds=2, timeout_s=60)
+    state = await asyncio.to_thread(
+        run_demo, settings, created.model_dump(mode="json"), model="openai_api", rounds=2, timeout_s=60
+    )
     out = capsys.readouterr().out
     assert state == "completed"
-    for line in ("spec.complete: 2 instance(s)", "debug_round_1: failed", "debug_round_2: completed",
-                 "add.py  round 2  tests: passed", "return a + b", "is_even.py  round 1  tests: passed",
-                 "Temporal UI: http://127.0.0.1:"):
+    for line in (
+        "spec.complete: 2 instance(s)",
+        "debug_round_1: failed",
+        "debug_round_2: completed",
+        "add.py  round 2  tests: passed",
+        "return a + b",
+        "is_even.py  round 1  tests: passed",
+        "Temporal UI: http://127.0.0.1:",
+    ):
         assert line in out, out

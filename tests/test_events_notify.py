@@ -1,5 +1,6 @@
 """Events (issue 10): cursors numbered per tenant, a bounded Last-Event-ID, streams that wake on
 PostgreSQL NOTIFY instead of polling, and a cap on a tenant's open streams."""
+
 from __future__ import annotations
 
 import asyncio
@@ -93,8 +94,9 @@ async def test_stream_wakes_on_notify_and_resumes_from_last_event_id(stack, new_
                 got = await asyncio.wait_for(_read_events(lines, 2), 10)
             assert [e["subject_id"] for e in got] == [first["id"], second["id"]]
             # a reconnecting EventSource sends the last id it saw: the stream goes on after it
-            async with client.stream("GET", "/api/events/stream",
-                                     headers={**t.headers, "Last-Event-ID": str(got[0]["seq"])}) as resp:
+            async with client.stream(
+                "GET", "/api/events/stream", headers={**t.headers, "Last-Event-ID": str(got[0]["seq"])}
+            ) as resp:
                 again = await asyncio.wait_for(_read_events(resp.aiter_lines(), 1), 10)
             assert again[0]["seq"] == got[1]["seq"]
 
@@ -103,12 +105,12 @@ async def test_open_streams_are_capped_per_tenant(stack, new_tenant):
     t, other = await new_tenant(), await new_tenant()
     async with live(stack.with_(max_event_streams_per_tenant=2)) as (url, _app):
         async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-
             open_lines = []  # an abandoned line iterator would close its connection
 
             async def opened(headers) -> httpx.Response:
-                resp = await client.send(client.build_request("GET", "/api/events/stream", headers=headers),
-                                         stream=True)
+                resp = await client.send(
+                    client.build_request("GET", "/api/events/stream", headers=headers), stream=True
+                )
                 if resp.status_code == 200:
                     lines = resp.aiter_lines()
                     open_lines.append(lines)
@@ -159,18 +161,26 @@ async def test_migration_keeps_existing_cursors_and_numbers_on_per_tenant(stack,
             a, b = uuid.uuid4(), uuid.uuid4()
             await conn.executemany("insert into tenants (id, name) values ($1, $2)", [(a, "a"), (b, "b")])
             for tenant in (a, b, a, a, b):
-                await conn.execute("insert into events (id, tenant_id, type, schema, payload) "
-                                   "values ($1, $2, 't', 's', '{}'::jsonb)", uuid.uuid4(), tenant)
+                await conn.execute(
+                    "insert into events (id, tenant_id, type, schema, payload) values ($1, $2, 't', 's', '{}'::jsonb)",
+                    uuid.uuid4(),
+                    tenant,
+                )
             old = await conn.fetch("select seq, tenant_id from events order by seq")
             assert CURSORS_MIGRATION in await apply_migrations(dsn, MIGRATIONS_DIR)
             kept = await conn.fetch("select seq, tenant_seq, tenant_id from events order by seq")
             assert [(r["seq"], r["tenant_id"]) for r in kept] == [(r["seq"], r["tenant_id"]) for r in old]
             assert all(r["tenant_seq"] == r["seq"] for r in kept)
             for tenant in (a, b):
-                await conn.execute("insert into events (id, tenant_id, type, schema, payload) "
-                                   "values ($1, $2, 't', 's', '{}'::jsonb)", uuid.uuid4(), tenant)
-            last = {r["tenant_id"]: r["n"] for r in await conn.fetch(
-                "select tenant_id, max(tenant_seq) as n from events group by tenant_id")}
+                await conn.execute(
+                    "insert into events (id, tenant_id, type, schema, payload) values ($1, $2, 't', 's', '{}'::jsonb)",
+                    uuid.uuid4(),
+                    tenant,
+                )
+            last = {
+                r["tenant_id"]: r["n"]
+                for r in await conn.fetch("select tenant_id, max(tenant_seq) as n from events group by tenant_id")
+            }
             top = {t: max(r["seq"] for r in old if r["tenant_id"] == t) for t in (a, b)}
             assert last == {a: top[a] + 1, b: top[b] + 1}
         finally:

@@ -3,6 +3,7 @@
 The local model here is a tiny random Llama (tests/tiny_models.py): it exercises the real engine,
 prompt building, the workflow, parsing, provenance and events, not code quality.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -10,8 +11,12 @@ import uuid
 import pytest
 
 FN = {"name": "python-function"}
-VALUES = {"function_name": "add", "description": "Add two integers.", "signature": "def add(a: int, b: int) -> int",
-          "tests": ["assert add(1, 2) == 3"]}
+VALUES = {
+    "function_name": "add",
+    "description": "Add two integers.",
+    "signature": "def add(a: int, b: int) -> int",
+    "tests": ["assert add(1, 2) == 3"],
+}
 
 
 async def test_models_lists_every_seed_model_with_state_and_reason(api, tenant):
@@ -28,15 +33,22 @@ async def test_models_lists_every_seed_model_with_state_and_reason(api, tenant):
 async def test_techniques_lists_all_six(api, tenant):
     resp = await api.get("/api/techniques", headers=tenant.headers)
     names = {t["name"]: t for t in resp.json()}
-    assert set(names) == {"multi_head_attention", "retrieval_augmentation", "tree_transformers",
-                          "hierarchical_generation", "syntax_aware_beam_search", "hybrid_grammar_neural"}
+    assert set(names) == {
+        "multi_head_attention",
+        "retrieval_augmentation",
+        "tree_transformers",
+        "hierarchical_generation",
+        "syntax_aware_beam_search",
+        "hybrid_grammar_neural",
+    }
     assert names["retrieval_augmentation"]["implemented"] is True
     assert all({"description", "implemented", "backends", "parameters"} <= set(t) for t in names.values())
 
 
 async def test_generate_from_builtin_template_returns_files_candidates_provenance(api, tenant):
-    resp = await api.post("/api/generate", json={"template": FN, "values": VALUES, "max_new_tokens": 16, "n": 2},
-                          headers=tenant.headers)
+    resp = await api.post(
+        "/api/generate", json={"template": FN, "values": VALUES, "max_new_tokens": 16, "n": 2}, headers=tenant.headers
+    )
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["status"] == "completed"
@@ -66,10 +78,19 @@ async def test_generate_from_builtin_template_returns_files_candidates_provenanc
 async def test_generate_from_instance_and_greedy_is_deterministic(api, tenant):
     tpl = (await api.get("/api/templates", params={"name": "python-function"}, headers=tenant.headers)).json()
     project = (await api.post("/api/projects", json={"name": "g"}, headers=tenant.headers)).json()
-    inst = (await api.post("/api/instances", json={"template_id": tpl["items"][0]["id"], "project_id": project["id"],
-                                                   "values": VALUES}, headers=tenant.headers)).json()
-    first = await api.post("/api/generate", json={"instance_id": inst["id"], "max_new_tokens": 12}, headers=tenant.headers)
-    again = await api.post("/api/generate", json={"instance_id": inst["id"], "max_new_tokens": 12}, headers=tenant.headers)
+    inst = (
+        await api.post(
+            "/api/instances",
+            json={"template_id": tpl["items"][0]["id"], "project_id": project["id"], "values": VALUES},
+            headers=tenant.headers,
+        )
+    ).json()
+    first = await api.post(
+        "/api/generate", json={"instance_id": inst["id"], "max_new_tokens": 12}, headers=tenant.headers
+    )
+    again = await api.post(
+        "/api/generate", json={"instance_id": inst["id"], "max_new_tokens": 12}, headers=tenant.headers
+    )
     assert first.status_code == again.status_code == 200, first.text
     assert first.json()["candidates"][0]["code"] == again.json()["candidates"][0]["code"]
     assert first.json()["provenance"]["instance_id"] == inst["id"]
@@ -77,17 +98,29 @@ async def test_generate_from_instance_and_greedy_is_deterministic(api, tenant):
 
 async def test_retrieval_augmentation_records_the_snippets_used(api, new_tenant):
     t = await new_tenant()
-    snip = (await api.post("/api/snippets", json={"language": "python", "description": "add two integers",
-                                                  "content": "def plus(x, y):\n    return x + y"},
-                           headers=t.headers)).json()
+    snip = (
+        await api.post(
+            "/api/snippets",
+            json={
+                "language": "python",
+                "description": "add two integers",
+                "content": "def plus(x, y):\n    return x + y",
+            },
+            headers=t.headers,
+        )
+    ).json()
     import asyncio
+
     for _ in range(50):  # indexed within a few seconds
         hits = (await api.post("/api/similar", json={"query": "add two integers"}, headers=t.headers)).json()
         if hits["results"]:
             break
         await asyncio.sleep(0.1)
-    resp = await api.post("/api/generate", json={"template": FN, "values": VALUES, "max_new_tokens": 8,
-                                                 "techniques": ["retrieval_augmentation"]}, headers=t.headers)
+    resp = await api.post(
+        "/api/generate",
+        json={"template": FN, "values": VALUES, "max_new_tokens": 8, "techniques": ["retrieval_augmentation"]},
+        headers=t.headers,
+    )
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert snip["id"] in body["provenance"]["retrieved_snippets"]
@@ -95,29 +128,40 @@ async def test_retrieval_augmentation_records_the_snippets_used(api, new_tenant)
 
 
 async def test_inline_template(api, tenant):
-    inline = {"schema": {"type": "object", "x-specmill": {"language": "python", "path": "greet.py"},
-                         "properties": {"what": {"type": "string", "x-specmill": {"role": "description"}}},
-                         "required": ["what"]}}
-    resp = await api.post("/api/generate", json={"template": inline, "values": {"what": "say hello"},
-                                                 "max_new_tokens": 4}, headers=tenant.headers)
+    inline = {
+        "schema": {
+            "type": "object",
+            "x-specmill": {"language": "python", "path": "greet.py"},
+            "properties": {"what": {"type": "string", "x-specmill": {"role": "description"}}},
+            "required": ["what"],
+        }
+    }
+    resp = await api.post(
+        "/api/generate",
+        json={"template": inline, "values": {"what": "say hello"}, "max_new_tokens": 4},
+        headers=tenant.headers,
+    )
     assert resp.status_code == 200, resp.text
     assert resp.json()["files"][0]["path"] == "greet.py"
     assert resp.json()["provenance"]["template_id"] is None
 
 
-@pytest.mark.parametrize("body, status, needle", [
-    ({"template": FN, "values": VALUES, "model": "gpt-9"}, 422, "unknown model"),
-    ({"template": FN, "values": VALUES, "techniques": ["tree_transformers"]}, 422, "not implemented yet"),
-    ({"template": FN, "values": VALUES, "techniques": ["magic"]}, 422, "unknown technique"),
-    ({"template": FN, "values": {"function_name": "1bad"}}, 422, "values do not match"),
-    ({"template": {"name": "no-such-template"}, "values": {}}, 404, "not found"),
-    ({"instance_id": str(uuid.uuid4())}, 404, "not found"),
-    ({"instance_id": "nope"}, 422, None),
-    ({"template": FN}, 422, None),
-    ({"template": FN, "values": VALUES, "model": "deepseek_8b"}, 503, "unavailable"),
-    ({"template": FN, "values": VALUES, "n": 9}, 422, None),
-    ({"template": {"schema": {"type": 12}}, "values": {}}, 422, "not a valid JSON Schema"),
-])
+@pytest.mark.parametrize(
+    "body, status, needle",
+    [
+        ({"template": FN, "values": VALUES, "model": "gpt-9"}, 422, "unknown model"),
+        ({"template": FN, "values": VALUES, "techniques": ["tree_transformers"]}, 422, "not implemented yet"),
+        ({"template": FN, "values": VALUES, "techniques": ["magic"]}, 422, "unknown technique"),
+        ({"template": FN, "values": {"function_name": "1bad"}}, 422, "values do not match"),
+        ({"template": {"name": "no-such-template"}, "values": {}}, 404, "not found"),
+        ({"instance_id": str(uuid.uuid4())}, 404, "not found"),
+        ({"instance_id": "nope"}, 422, None),
+        ({"template": FN}, 422, None),
+        ({"template": FN, "values": VALUES, "model": "deepseek_8b"}, 503, "unavailable"),
+        ({"template": FN, "values": VALUES, "n": 9}, 422, None),
+        ({"template": {"schema": {"type": 12}}, "values": {}}, 422, "not a valid JSON Schema"),
+    ],
+)
 async def test_bad_generate_requests(api, tenant, body, status, needle):
     resp = await api.post("/api/generate", json=body, headers=tenant.headers)
     assert resp.status_code == status, resp.text
@@ -127,8 +171,9 @@ async def test_bad_generate_requests(api, tenant, body, status, needle):
 
 
 async def test_generations_are_tenant_isolated(api, tenant, other_tenant):
-    resp = await api.post("/api/generate", json={"template": FN, "values": VALUES, "max_new_tokens": 4},
-                          headers=tenant.headers)
+    resp = await api.post(
+        "/api/generate", json={"template": FN, "values": VALUES, "max_new_tokens": 4}, headers=tenant.headers
+    )
     gid = resp.json()["id"]
     assert (await api.get(f"/api/generations/{gid}", headers=other_tenant.headers)).status_code == 404
 
@@ -145,18 +190,31 @@ async def test_smollm2_generates_parsing_code_through_the_api(stack, temporal, p
 
     models = Path(__file__).resolve().parent.parent / ".specmill" / "test-models"
     await asyncio.to_thread(pull_mod.pull, "smollm2-135m-instruct", models)
-    settings = stack.with_(task_queue_prefix=f"smol-{uuid.uuid4().hex[:6]}-", models_dir=models,
-                           local_model="smollm2-135m-instruct", local_dtype="fp32")
+    settings = stack.with_(
+        task_queue_prefix=f"smol-{uuid.uuid4().hex[:6]}-",
+        models_dir=models,
+        local_model="smollm2-135m-instruct",
+        local_dtype="fp32",
+    )
     worker = QUEUES["generation"].build(temporal, settings, pool)  # loads the model (a few seconds, cached)
     running = asyncio.create_task(worker.run())
     try:
         async for client in make_app(settings):
             models_listed = {m["name"]: m for m in (await client.get("/api/models", headers=tenant.headers)).json()}
             assert models_listed["local_llama"]["state"] == "loaded"
-            resp = await client.post("/api/generate", headers=tenant.headers, json={
-                "template": {"name": "python-function"}, "max_new_tokens": 96,
-                "values": {"function_name": "add", "description": "Return the sum of two integers a and b.",
-                           "signature": "def add(a: int, b: int) -> int"}})
+            resp = await client.post(
+                "/api/generate",
+                headers=tenant.headers,
+                json={
+                    "template": {"name": "python-function"},
+                    "max_new_tokens": 96,
+                    "values": {
+                        "function_name": "add",
+                        "description": "Return the sum of two integers a and b.",
+                        "signature": "def add(a: int, b: int) -> int",
+                    },
+                },
+            )
             assert resp.status_code == 200, resp.text
             body = resp.json()
             assert body["parses"] is True, body

@@ -1,5 +1,6 @@
 """GET /health answers 200 only when the database, Temporal and the needed workers are reachable; the
 checks behind the answer are shown to admins only."""
+
 from __future__ import annotations
 
 from models.common import Role
@@ -22,8 +23,12 @@ async def test_health_is_ok_with_database_temporal_and_workers(api, tenant):
 
 async def test_without_an_admin_health_says_only_up_or_down(api, stack, pool, tenant, make_app):
     editor = await create_api_key(pool, tenant_id=tenant.tenant_id, user_id=tenant.user_id, role=Role.editor)
-    for headers in ({}, {"X-API-Key": editor.api_key}, {"X-API-Key": "sm_0000_not-a-key"},
-                    {"Authorization": "Bearer not.a.token"}):
+    for headers in (
+        {},
+        {"X-API-Key": editor.api_key},
+        {"X-API-Key": "sm_0000_not-a-key"},
+        {"Authorization": "Bearer not.a.token"},
+    ):
         for path in ("/health", "/health/orchestrator"):
             resp = await api.get(path, headers=headers)
             assert resp.status_code == 200 and resp.json() == {"status": "ok"}, (path, headers, resp.text)
@@ -36,8 +41,10 @@ async def test_health_is_503_naming_missing_workers(stack, make_app, tenant):
     async for client in make_app(stack.with_(task_queue_prefix="nobody-polls-")):
         resp = await client.get("/health", headers=tenant.headers)
         assert resp.status_code == 503
-        assert resp.json()["detail"] == ("down: workers:generation, workers:integration, workers:knowledge, "
-                                          "workers:orchestrator, workers:spec-registry")
+        assert resp.json()["detail"] == (
+            "down: workers:generation, workers:integration, workers:knowledge, "
+            "workers:orchestrator, workers:spec-registry"
+        )
         assert (await client.get("/health/orchestrator")).status_code == 503
         assert (await client.get("/health/spec-registry")).status_code == 200
         assert "checks" not in (await client.get("/health/orchestrator")).json()

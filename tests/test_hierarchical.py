@@ -5,6 +5,7 @@ from a script (and records the prompts it was given), so the planning, retry and
 tested exactly. It stands in for no third-party service. The end-to-end test through the API runs
 the real engine on the tiny random Llama, whose plans never validate.
 """
+
 from __future__ import annotations
 
 import ast
@@ -22,17 +23,30 @@ from codegen.prompts import spec_view
 from codegen.techniques import TECHNIQUES
 from models.generation import Plan
 
-MODULE_SCHEMA = {"type": "object", "x-specmill": {"language": "python", "path": "{module_name}.py"},
-                 "properties": {"module_name": {"type": "string", "x-specmill": {"role": "name"}},
-                                "description": {"type": "string", "x-specmill": {"role": "description"}}}}
+MODULE_SCHEMA = {
+    "type": "object",
+    "x-specmill": {"language": "python", "path": "{module_name}.py"},
+    "properties": {
+        "module_name": {"type": "string", "x-specmill": {"role": "name"}},
+        "description": {"type": "string", "x-specmill": {"role": "description"}},
+    },
+}
 MODULE_VALUES = {"module_name": "shapes", "description": "Areas of shapes."}
 VIEW = spec_view(MODULE_SCHEMA, MODULE_VALUES)
 
-GOOD_PLAN = json.dumps({"items": [
-    {"kind": "function", "name": "circle_area", "signature": "def circle_area(r: float) -> float",
-     "docstring": "Area of a circle."},
-    {"kind": "class", "name": "Square", "signature": "class Square", "docstring": "A square."},
-]})
+GOOD_PLAN = json.dumps(
+    {
+        "items": [
+            {
+                "kind": "function",
+                "name": "circle_area",
+                "signature": "def circle_area(r: float) -> float",
+                "docstring": "Area of a circle.",
+            },
+            {"kind": "class", "name": "Square", "signature": "class Square", "docstring": "A square."},
+        ]
+    }
+)
 
 
 class ScriptedBackend:
@@ -66,35 +80,47 @@ def chat_of(backend: ScriptedBackend):
 
 # --- the plan -----------------------------------------------------------------------------------
 
+
 def test_a_valid_plan_is_parsed_and_normalised():
     items = parse_plan("Here it is:\n```json\n" + GOOD_PLAN + "\n```")
     assert [(i.kind, i.name, i.signature, i.docstring) for i in items] == [
         ("function", "circle_area", "def circle_area(r: float) -> float", "Area of a circle."),
-        ("class", "Square", "class Square", "A square.")]
-    bare = parse_plan('{"items": [{"kind": "function", "name": "f", "signature": "f(x, *a, k=1, **kw):", '
-                      '"docstring": "First line.\\nSecond."}]}')
+        ("class", "Square", "class Square", "A square."),
+    ]
+    bare = parse_plan(
+        '{"items": [{"kind": "function", "name": "f", "signature": "f(x, *a, k=1, **kw):", '
+        '"docstring": "First line.\\nSecond."}]}'
+    )
     assert bare[0].signature == "def f(x, *a, k=1, **kw)" and bare[0].docstring == "First line."
-    assert parse_plan('{"items": [{"kind": "function", "name": "g", "signature": "async def g()"}]}')[0].signature \
+    assert (
+        parse_plan('{"items": [{"kind": "function", "name": "g", "signature": "async def g()"}]}')[0].signature
         == "async def g()"
+    )
 
 
-@pytest.mark.parametrize("text, needle", [
-    ("no json here", "no JSON object"),
-    ('{"items": [{"kind": "function", "name": "f", "signature": "def f()"},]}', "does not parse"),
-    ('{"items": []}', 'non-empty "items"'),
-    ('{"plan": 1}', 'non-empty "items"'),
-    ('{"items": ["f"]}', "not an object"),
-    ('{"items": [{"kind": "method", "name": "f", "signature": "def f()"}]}', "kind must be"),
-    ('{"items": [{"kind": "function", "name": "1f", "signature": "def 1f()"}]}', "not a Python identifier"),
-    ('{"items": [{"kind": "function", "name": "class", "signature": "def class()"}]}', "not a Python identifier"),
-    ('{"items": [{"kind": "function", "name": "f", "signature": "def f(x y)"}]}', "does not parse"),
-    ('{"items": [{"kind": "function", "name": "f", "signature": "def g(x)"}]}', "does not define"),
-    ('{"items": [{"kind": "class", "name": "C", "signature": "class C(:"}]}', "does not parse"),
-    ('{"items": [{"kind": "function", "name": "f", "signature": "def f(): pass; import os"}]}', "does not"),
-    ('{"items": [{"kind": "function", "name": "f"}]}', "needs a signature"),
-    ('{"items": [{"kind": "function", "name": "f", "signature": "def f()"}, '
-     '{"kind": "class", "name": "f", "signature": "class f"}]}', "planned twice"),
-])
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("no json here", "no JSON object"),
+        ('{"items": [{"kind": "function", "name": "f", "signature": "def f()"},]}', "does not parse"),
+        ('{"items": []}', 'non-empty "items"'),
+        ('{"plan": 1}', 'non-empty "items"'),
+        ('{"items": ["f"]}', "not an object"),
+        ('{"items": [{"kind": "method", "name": "f", "signature": "def f()"}]}', "kind must be"),
+        ('{"items": [{"kind": "function", "name": "1f", "signature": "def 1f()"}]}', "not a Python identifier"),
+        ('{"items": [{"kind": "function", "name": "class", "signature": "def class()"}]}', "not a Python identifier"),
+        ('{"items": [{"kind": "function", "name": "f", "signature": "def f(x y)"}]}', "does not parse"),
+        ('{"items": [{"kind": "function", "name": "f", "signature": "def g(x)"}]}', "does not define"),
+        ('{"items": [{"kind": "class", "name": "C", "signature": "class C(:"}]}', "does not parse"),
+        ('{"items": [{"kind": "function", "name": "f", "signature": "def f(): pass; import os"}]}', "does not"),
+        ('{"items": [{"kind": "function", "name": "f"}]}', "needs a signature"),
+        (
+            '{"items": [{"kind": "function", "name": "f", "signature": "def f()"}, '
+            '{"kind": "class", "name": "f", "signature": "class f"}]}',
+            "planned twice",
+        ),
+    ],
+)
 def test_invalid_plans_say_why(text, needle):
     with pytest.raises(PlanError, match=None) as err:
         parse_plan(text)
@@ -102,8 +128,9 @@ def test_invalid_plans_say_why(text, needle):
 
 
 def test_make_plan_retries_feeding_back_the_validation_error():
-    backend = sequence("not json at all", '{"items": [{"kind": "function", "name": "f", "signature": "def f(x y)"}]}',
-                       GOOD_PLAN)
+    backend = sequence(
+        "not json at all", '{"items": [{"kind": "function", "name": "f", "signature": "def f(x y)"}]}', GOOD_PLAN
+    )
     plan = make_plan(chat_of(backend), VIEW)
     assert plan.attempts == 3 and [i.name for i in plan.items] == ["circle_area", "Square"]
     assert plan.tokens_in == 30
@@ -129,17 +156,25 @@ PLAN = Plan(items=parse_plan(GOOD_PLAN))
 def test_body_prompt_has_the_plan_the_item_and_the_references():
     messages = body_messages(VIEW, PLAN, PLAN.items[1], references=["def side(s): return s"])
     user = messages[-1].content
-    assert "def circle_area(r: float) -> float:\n    \"\"\"Area of a circle.\"\"\"\n    ..." in user
+    assert 'def circle_area(r: float) -> float:\n    """Area of a circle."""\n    ...' in user
     assert "Write the complete class `class Square`: A square." in user
     assert "def side(s): return s" in user and "knowledge base" in user
 
 
 def test_assembly_dedupes_imports_keeps_plan_order_and_helpers():
-    first = build_piece(PLAN.items[0], "```python\nimport math\nfrom __future__ import annotations\n\n"
-                                       "def circle_area(r: float) -> float:\n    return math.pi * r * r\n\n"
-                                       "print(circle_area(1))\n```", PLAN)
-    second = build_piece(PLAN.items[1], "import math\n\nUNIT = 1\n\n@dataclass_like\nclass Square:\n"
-                                        "    side: float = UNIT\n\n\ndef circle_area(r):\n    return 0\n", PLAN)
+    first = build_piece(
+        PLAN.items[0],
+        "```python\nimport math\nfrom __future__ import annotations\n\n"
+        "def circle_area(r: float) -> float:\n    return math.pi * r * r\n\n"
+        "print(circle_area(1))\n```",
+        PLAN,
+    )
+    second = build_piece(
+        PLAN.items[1],
+        "import math\n\nUNIT = 1\n\n@dataclass_like\nclass Square:\n"
+        "    side: float = UNIT\n\n\ndef circle_area(r):\n    return 0\n",
+        PLAN,
+    )
     module = assemble([first, second])
     assert module.startswith("from __future__ import annotations\nimport math\n\n\n")
     assert module.count("import math") == 1
@@ -176,11 +211,19 @@ def test_the_technique_is_implemented_with_its_parameters():
 
 # --- through the API and the workflow -----------------------------------------------------------
 
+
 async def test_generate_with_the_tiny_model_fails_plainly_when_no_plan_validates(api, tenant):
     """The tiny random Llama never writes a valid plan: a 200 whose generation failed, saying why."""
-    resp = await api.post("/api/generate", headers=tenant.headers, json={
-        "template": {"name": "python-function"}, "max_new_tokens": 8, "techniques": ["hierarchical_generation"],
-        "values": {"function_name": "add", "description": "Add two integers."}})
+    resp = await api.post(
+        "/api/generate",
+        headers=tenant.headers,
+        json={
+            "template": {"name": "python-function"},
+            "max_new_tokens": 8,
+            "techniques": ["hierarchical_generation"],
+            "values": {"function_name": "add", "description": "Add two integers."},
+        },
+    )
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["status"] == "failed" and body["files"] == [] and body["plan"] is None
@@ -189,14 +232,23 @@ async def test_generate_with_the_tiny_model_fails_plainly_when_no_plan_validates
     assert stored["status"] == "failed" and "no valid plan" in stored["error"]
 
 
-@pytest.mark.parametrize("techniques, status, needle", [
-    (["hierarchical_generation", "tree_transformers"], 422, "not implemented yet: tree_transformers"),
-    (["hierarchical_generation", "magic"], 422, "unknown technique"),
-])
+@pytest.mark.parametrize(
+    "techniques, status, needle",
+    [
+        (["hierarchical_generation", "tree_transformers"], 422, "not implemented yet: tree_transformers"),
+        (["hierarchical_generation", "magic"], 422, "unknown technique"),
+    ],
+)
 async def test_unknown_or_unimplemented_techniques_beside_it_are_422(api, tenant, techniques, status, needle):
-    resp = await api.post("/api/generate", headers=tenant.headers, json={
-        "template": {"name": "python-function"}, "techniques": techniques,
-        "values": {"function_name": "add", "description": "Add two integers."}})
+    resp = await api.post(
+        "/api/generate",
+        headers=tenant.headers,
+        json={
+            "template": {"name": "python-function"},
+            "techniques": techniques,
+            "values": {"function_name": "add", "description": "Add two integers."},
+        },
+    )
     assert resp.status_code == status and needle in resp.json()["detail"], resp.text
 
 
@@ -221,8 +273,16 @@ async def test_workflow_plans_then_writes_each_body_with_retrieved_snippets(api,
     from workflows.generation import GenerationWorkflow
 
     t = await new_tenant()
-    snip = (await api.post("/api/snippets", headers=t.headers, json={
-        "language": "python", "description": "areas of shapes", "content": "def rect_area(w, h):\n    return w * h"})
+    snip = (
+        await api.post(
+            "/api/snippets",
+            headers=t.headers,
+            json={
+                "language": "python",
+                "description": "areas of shapes",
+                "content": "def rect_area(w, h):\n    return w * h",
+            },
+        )
     ).json()
     for _ in range(50):
         hits = (await api.post("/api/similar", json={"query": "Areas of shapes."}, headers=t.headers)).json()
@@ -234,22 +294,51 @@ async def test_workflow_plans_then_writes_each_body_with_retrieved_snippets(api,
     manager._backends["local_llama"] = backend  # our own Backend interface, scripted
     acts = GenerationActivities(pool, manager, stack.settings)
     queue = f"hier-{uuid.uuid4().hex[:8]}"
-    worker = Worker(temporal, task_queue=queue, workflows=[GenerationWorkflow],
-                    activities=[acts.generate_candidates, acts.plan_module, acts.generate_bodies,
-                                acts.record_generation])
+    worker = Worker(
+        temporal,
+        task_queue=queue,
+        workflows=[GenerationWorkflow],
+        activities=[acts.generate_candidates, acts.plan_module, acts.generate_bodies, acts.record_generation],
+    )
     gid, techniques = uuid.uuid4(), ["retrieval_augmentation", "hierarchical_generation"]
-    await generations.create_generation(pool, generation_id=gid, tenant_id=t.tenant_id, user_id=t.user_id,
-                                        model="local_llama", techniques=techniques, request={})
-    spec = SpecSnapshot(template_id=None, template_name="inline", template_version="0", schema=MODULE_SCHEMA,
-                        values=MODULE_VALUES, values_hash="0" * 64)
+    await generations.create_generation(
+        pool,
+        generation_id=gid,
+        tenant_id=t.tenant_id,
+        user_id=t.user_id,
+        model="local_llama",
+        techniques=techniques,
+        request={},
+    )
+    spec = SpecSnapshot(
+        template_id=None,
+        template_name="inline",
+        template_version="0",
+        schema=MODULE_SCHEMA,
+        values=MODULE_VALUES,
+        values_hash="0" * 64,
+    )
     async with worker:
         result = await temporal.execute_workflow(
             "GenerationWorkflow",
-            GenerationInput(generation_id=gid, tenant_id=t.tenant_id, user_id=t.user_id, spec=spec,
-                            model="local_llama", techniques=techniques, max_new_tokens=64, n=1, temperature=0.0,
-                            retrieval_query=VIEW.query(), knowledge_queue=stack.settings.queue("knowledge")),
-            id=f"generation-{gid}", task_queue=queue, result_type=GenerationResult,
-            execution_timeout=timedelta(seconds=60))
+            GenerationInput(
+                generation_id=gid,
+                tenant_id=t.tenant_id,
+                user_id=t.user_id,
+                spec=spec,
+                model="local_llama",
+                techniques=techniques,
+                max_new_tokens=64,
+                n=1,
+                temperature=0.0,
+                retrieval_query=VIEW.query(),
+                knowledge_queue=stack.settings.queue("knowledge"),
+            ),
+            id=f"generation-{gid}",
+            task_queue=queue,
+            result_type=GenerationResult,
+            execution_timeout=timedelta(seconds=60),
+        )
     assert result.status == "completed" and result.parses is True, result
     assert [i.name for i in result.plan.items] == ["circle_area", "Square"] and result.plan.attempts == 1
     code = result.files[0].content

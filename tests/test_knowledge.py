@@ -1,5 +1,6 @@
 """Knowledge base: snippets, project knowledge, similarity search over real MiniLM embeddings in a
 real qdrant-client local store, indexing through the knowledge worker on Temporal, tenant isolation."""
+
 from __future__ import annotations
 
 import asyncio
@@ -22,27 +23,37 @@ RESULT_FIELDS = {"id", "score", "kind", "language", "description", "content", "t
 # Distinct snippets, each with a paraphrased query that shares (almost) no words with it.
 CORPUS = {
     "factorial": dict(
-        language="python", tags=["math"],
+        language="python",
+        tags=["math"],
         description="Compute the factorial of a non-negative integer recursively",
-        content="def factorial(n):\n    return 1 if n <= 1 else n * factorial(n - 1)\n"),
+        content="def factorial(n):\n    return 1 if n <= 1 else n * factorial(n - 1)\n",
+    ),
     "csv": dict(
-        language="python", tags=["io", "files"],
+        language="python",
+        tags=["io", "files"],
         description="Read a CSV file and return its rows as dictionaries",
         content="import csv\n\ndef read_rows(path):\n    with open(path, newline='') as f:\n"
-                "        return list(csv.DictReader(f))\n"),
+        "        return list(csv.DictReader(f))\n",
+    ),
     "debounce": dict(
-        language="javascript", tags=["ui"],
+        language="javascript",
+        tags=["ui"],
         description="Debounce a function so that it only fires after calls stop for a while",
         content="function debounce(fn, ms) {\n  let t;\n  return (...args) => {\n    clearTimeout(t);\n"
-                "    t = setTimeout(() => fn(...args), ms);\n  };\n}\n"),
+        "    t = setTimeout(() => fn(...args), ms);\n  };\n}\n",
+    ),
     "orders": dict(
-        language="sql", tags=["reporting"],
+        language="sql",
+        tags=["reporting"],
         description="Number of orders placed by every customer",
-        content="SELECT customer_id, COUNT(*) AS n FROM orders GROUP BY customer_id ORDER BY n DESC;\n"),
+        content="SELECT customer_id, COUNT(*) AS n FROM orders GROUP BY customer_id ORDER BY n DESC;\n",
+    ),
     "bigfiles": dict(
-        language="bash", tags=["ops", "files"],
+        language="bash",
+        tags=["ops", "files"],
         description="Find files larger than 100 megabytes under a directory",
-        content="find \"$1\" -type f -size +100M -exec ls -lh {} \\;\n"),
+        content='find "$1" -type f -size +100M -exec ls -lh {} \\;\n',
+    ),
 }
 PARAPHRASES = {
     "factorial": "product of all positive integers up to a given value",
@@ -120,8 +131,11 @@ def _assert_json_4xx(resp, code=None):
 
 async def test_snippet_crud_roundtrip(api, tenant):
     h = tenant.headers
-    resp = await api.post("/api/snippets", json={"language": "python", "content": "print('hi')",
-                                                 "description": "greet", "tags": ["demo", "demo", "io"]}, headers=h)
+    resp = await api.post(
+        "/api/snippets",
+        json={"language": "python", "content": "print('hi')", "description": "greet", "tags": ["demo", "demo", "io"]},
+        headers=h,
+    )
     assert resp.status_code == 201, resp.text
     assert resp.headers["X-Specmill-Index"] == "queued"
     snip = resp.json()
@@ -134,19 +148,25 @@ async def test_snippet_crud_roundtrip(api, tenant):
     resp = await api.put(f"/api/snippets/{sid}", json={"content": "print('hello')"}, headers=h)
     assert resp.status_code == 200, resp.text
     assert resp.json() == {**snip, "content": "print('hello')"}
-    resp = await api.put(f"/api/snippets/{sid}", json={"language": "ruby", "description": None, "tags": ["x"]},
-                         headers=h)
+    resp = await api.put(
+        f"/api/snippets/{sid}", json={"language": "ruby", "description": None, "tags": ["x"]}, headers=h
+    )
     assert resp.status_code == 200, resp.text
     updated = resp.json()
     assert (updated["language"], updated["description"], updated["tags"], updated["content"]) == (
-        "ruby", None, ["x"], "print('hello')")
+        "ruby",
+        None,
+        ["x"],
+        "print('hello')",
+    )
     assert (await api.get(f"/api/snippets/{sid}", headers=h)).json() == updated
 
     resp = await api.delete(f"/api/snippets/{sid}", headers=h)
     assert resp.status_code == 204 and resp.content == b""
     for method in ("GET", "PUT", "DELETE"):
-        resp = await api.request(method, f"/api/snippets/{sid}", json={"content": "x"} if method == "PUT" else None,
-                                 headers=h)
+        resp = await api.request(
+            method, f"/api/snippets/{sid}", json={"content": "x"} if method == "PUT" else None, headers=h
+        )
         _assert_json_4xx(resp, 404)
     assert (await api.get("/api/snippets", headers=h)).json()["items"] == []
 
@@ -154,14 +174,16 @@ async def test_snippet_crud_roundtrip(api, tenant):
 async def test_snippet_list_filters_and_pagination(api, tenant, pool):
     h = tenant.headers
     # a second user of the same tenant (an editor key made by the owner)
-    key = (await api.post("/api/keys", json={"role": "editor"}, headers=h))
+    key = await api.post("/api/keys", json={"role": "editor"}, headers=h)
     assert key.status_code == 201, key.text
     h2 = {"X-API-Key": key.json()["api_key"]}
     a = await _snippet(api, tenant, language="python", content="def Alpha(): pass", tags=["one", "shared"])
-    b = await _snippet(api, tenant, language="go", content="func beta() {}", description="The ALPHA helper",
-                       tags=["two"])
-    resp = await api.post("/api/snippets", json={"language": "python", "content": "gamma = 3", "tags": ["shared"]},
-                          headers=h2)
+    b = await _snippet(
+        api, tenant, language="go", content="func beta() {}", description="The ALPHA helper", tags=["two"]
+    )
+    resp = await api.post(
+        "/api/snippets", json={"language": "python", "content": "gamma = 3", "tags": ["shared"]}, headers=h2
+    )
     assert resp.status_code == 201, resp.text
     c = resp.json()
     assert c["user_id"] != a["user_id"]
@@ -202,8 +224,11 @@ async def test_snippet_list_filters_and_pagination(api, tenant, pool):
     # a filter and a cursor together
     first = (await api.get("/api/snippets", params={"limit": 1, "language": "python"}, headers=h)).json()
     assert [s["id"] for s in first["items"]] == [a["id"]] and first["next_cursor"]
-    rest = (await api.get("/api/snippets", params={"limit": 5, "language": "python",
-                                                   "cursor": first["next_cursor"]}, headers=h)).json()
+    rest = (
+        await api.get(
+            "/api/snippets", params={"limit": 5, "language": "python", "cursor": first["next_cursor"]}, headers=h
+        )
+    ).json()
     assert [s["id"] for s in rest["items"]] == [c["id"]] and rest["next_cursor"] is None
     _assert_json_4xx(await api.get("/api/snippets", params={"cursor": "garbage"}, headers=h), 422)
     _assert_json_4xx(await api.get("/api/snippets", params={"limit": 0}, headers=h), 422)
@@ -328,8 +353,12 @@ async def test_paraphrased_queries_find_the_right_snippet(api, tenant, rt, mode)
         top = results[0]
         assert set(top) == RESULT_FIELDS
         assert (top["kind"], top["language"], top["description"], top["content"], top["tags"]) == (
-            "snippet", CORPUS[name]["language"], CORPUS[name]["description"], CORPUS[name]["content"],
-            CORPUS[name]["tags"])
+            "snippet",
+            CORPUS[name]["language"],
+            CORPUS[name]["description"],
+            CORPUS[name]["content"],
+            CORPUS[name]["tags"],
+        )
         scores = [r["score"] for r in results]
         assert scores == sorted(scores, reverse=True)
         assert len({r["id"] for r in results}) == len(results) == 5  # top_k honoured, no duplicates
@@ -340,9 +369,14 @@ async def test_paraphrased_queries_find_the_right_snippet(api, tenant, rt, mode)
 
 async def test_similar_defaults_and_filters(api, tenant, rt):
     made = await _corpus(api, rt, tenant)
-    js_fact = await _snippet(api, tenant, language="javascript", tags=["math", "recursion"],
-                             description="Factorial in JavaScript",
-                             content="const fact = n => (n <= 1 ? 1 : n * fact(n - 1));")
+    js_fact = await _snippet(
+        api,
+        tenant,
+        language="javascript",
+        tags=["math", "recursion"],
+        description="Factorial in JavaScript",
+        content="const fact = n => (n <= 1 ? 1 : n * fact(n - 1));",
+    )
     await _wait_count(rt, tenant, len(made) + 1)
     assert len(await _search(api, tenant, "anything at all")) == 5  # default top_k
 
@@ -377,10 +411,20 @@ async def test_project_knowledge_in_similar(api, tenant, rt):
     h = tenant.headers
     p1, p2 = await _project(api, tenant, "p1"), await _project(api, tenant, "p2")
     made = await _corpus(api, rt, tenant)
-    e1 = (await api.post(f"/api/knowledge/{p1['id']}", json={
-        "key": "deployment", "value": {"target": "kubernetes", "tool": "helm chart", "replicas": 3}}, headers=h)).json()
-    e2 = (await api.post(f"/api/knowledge/{p2['id']}", json={
-        "key": "deployment", "value": {"target": "kubernetes", "tool": "helm chart", "replicas": 5}}, headers=h)).json()
+    e1 = (
+        await api.post(
+            f"/api/knowledge/{p1['id']}",
+            json={"key": "deployment", "value": {"target": "kubernetes", "tool": "helm chart", "replicas": 3}},
+            headers=h,
+        )
+    ).json()
+    e2 = (
+        await api.post(
+            f"/api/knowledge/{p2['id']}",
+            json={"key": "deployment", "value": {"target": "kubernetes", "tool": "helm chart", "replicas": 5}},
+            headers=h,
+        )
+    ).json()
     await _wait_count(rt, tenant, len(made) + 2)
 
     query = "roll out the service to a kubernetes cluster with helm"
@@ -394,7 +438,12 @@ async def test_project_knowledge_in_similar(api, tenant, rt):
         assert ids[0] == e1["id"] and e2["id"] not in ids
         hit = results[0]
         assert set(hit) == RESULT_FIELDS
-        assert (hit["kind"], hit["language"], hit["description"], hit["tags"]) == ("knowledge", "json", "deployment", [])
+        assert (hit["kind"], hit["language"], hit["description"], hit["tags"]) == (
+            "knowledge",
+            "json",
+            "deployment",
+            [],
+        )
         assert "kubernetes" in hit["content"] and "3" in hit["content"]
         other = await _search(api, tenant, query, mode=mode, top_k=50, project_id=p2["id"])
         assert e2["id"] in {r["id"] for r in other} and e1["id"] not in {r["id"] for r in other}
@@ -403,13 +452,17 @@ async def test_project_knowledge_in_similar(api, tenant, rt):
         assert {r["kind"] for r in py} == {"snippet"}
 
     # an entry's new value is searchable; a deleted entry leaves results and the index
-    resp = await api.post(f"/api/knowledge/{p1['id']}", json={
-        "key": "deployment", "value": {"target": "bare metal servers", "tool": "ansible playbooks"}}, headers=h)
+    resp = await api.post(
+        f"/api/knowledge/{p1['id']}",
+        json={"key": "deployment", "value": {"target": "bare metal servers", "tool": "ansible playbooks"}},
+        headers=h,
+    )
     assert resp.status_code == 200, resp.text
 
     async def updated():
-        results = await _search(api, tenant, "provision physical machines with ansible", mode="dense",
-                                project_id=p1["id"], top_k=1)
+        results = await _search(
+            api, tenant, "provision physical machines with ansible", mode="dense", project_id=p1["id"], top_k=1
+        )
         return results and results[0]["id"] == e1["id"] and "ansible" in results[0]["content"]
 
     await wait_for(updated, timeout=5)
@@ -424,9 +477,13 @@ async def test_project_knowledge_in_similar(api, tenant, rt):
 
 async def test_create_update_delete_are_reflected_within_5s(api, tenant, rt):
     h = tenant.headers
-    fib = await _snippet(api, tenant, language="python", description="Fibonacci numbers",
-                         content="def fib(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n"
-                                 "    return a\n")
+    fib = await _snippet(
+        api,
+        tenant,
+        language="python",
+        description="Fibonacci numbers",
+        content="def fib(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a\n",
+    )
     await _wait_count(rt, tenant, 1)
 
     # a create
@@ -441,14 +498,21 @@ async def test_create_update_delete_are_reflected_within_5s(api, tenant, rt):
     assert await found(PARAPHRASES["factorial"], fact["id"], mode="hybrid")
 
     # an update that changes the content: a different query now finds it, the old one no longer does
-    resp = await api.put(f"/api/snippets/{fact['id']}", json={
-        "description": "Send an e-mail through an SMTP server",
-        "content": "import smtplib\n\ndef send(msg):\n    with smtplib.SMTP('localhost') as s:\n"
-                   "        s.send_message(msg)\n"}, headers=h)
+    resp = await api.put(
+        f"/api/snippets/{fact['id']}",
+        json={
+            "description": "Send an e-mail through an SMTP server",
+            "content": "import smtplib\n\ndef send(msg):\n    with smtplib.SMTP('localhost') as s:\n"
+            "        s.send_message(msg)\n",
+        },
+        headers=h,
+    )
     assert resp.status_code == 200, resp.text
+
     async def reindexed():  # the new meaning finds it, and the old meaning now ranks the other snippet first
-        return (await found("dispatch a mail message to a recipient", fact["id"])
-                and await found(PARAPHRASES["factorial"], fib["id"]))
+        return await found("dispatch a mail message to a recipient", fact["id"]) and await found(
+            PARAPHRASES["factorial"], fib["id"]
+        )
 
     await wait_for(reindexed, timeout=5)
     assert await found("dispatch a mail message to a recipient", fact["id"], mode="hybrid")
@@ -479,11 +543,14 @@ async def test_create_update_delete_are_reflected_within_5s(api, tenant, rt):
 async def test_retried_indexing_leaves_one_point_per_snippet(api, tenant, rt, pool, temporal, stack):
     made = await _corpus(api, rt, tenant)
     project = await _project(api, tenant)
-    entry = (await api.post(f"/api/knowledge/{project['id']}", json={"key": "k", "value": {"a": 1}},
-                            headers=tenant.headers)).json()
+    entry = (
+        await api.post(f"/api/knowledge/{project['id']}", json={"key": "k", "value": {"a": 1}}, headers=tenant.headers)
+    ).json()
     expected = {s["id"] for s in made.values()} | {entry["id"]}
     await _wait_count(rt, tenant, len(expected))
-    items = [IndexItem(kind="snippet", id=s["id"]) for s in made.values()] + [IndexItem(kind="knowledge", id=entry["id"])]
+    items = [IndexItem(kind="snippet", id=s["id"]) for s in made.values()] + [
+        IndexItem(kind="knowledge", id=entry["id"])
+    ]
 
     # the same activity body, again and again, and concurrently
     for _ in range(3):
@@ -496,9 +563,13 @@ async def test_retried_indexing_leaves_one_point_per_snippet(api, tenant, rt, po
     # the same ids through the index workflow, repeatedly
     for _ in range(3):
         await temporal.start_workflow(
-            "KnowledgeIndexWorkflow", IndexWorkflowInput(tenant_id=tenant.tenant_id, batch_size=2),
-            id=f"knowledge-index-{tenant.tenant_id}", task_queue=stack.settings.queue("knowledge"),
-            start_signal="enqueue", start_signal_args=[IndexRequest(items=items)])
+            "KnowledgeIndexWorkflow",
+            IndexWorkflowInput(tenant_id=tenant.tenant_id, batch_size=2),
+            id=f"knowledge-index-{tenant.tenant_id}",
+            task_queue=stack.settings.queue("knowledge"),
+            start_signal="enqueue",
+            start_signal_args=[IndexRequest(items=items)],
+        )
     handle = temporal.get_workflow_handle(f"knowledge-index-{tenant.tenant_id}")
 
     async def drained():
@@ -516,8 +587,9 @@ async def test_retried_indexing_leaves_one_point_per_snippet(api, tenant, rt, po
 async def test_reindex_restores_missing_and_prunes_stray_points(api, tenant, other_tenant, rt, temporal, stack):
     made = await _corpus(api, rt, tenant)
     project = await _project(api, tenant)
-    entry = (await api.post(f"/api/knowledge/{project['id']}", json={"key": "k", "value": "v"},
-                            headers=tenant.headers)).json()
+    entry = (
+        await api.post(f"/api/knowledge/{project['id']}", json={"key": "k", "value": "v"}, headers=tenant.headers)
+    ).json()
     theirs = await _snippet(api, other_tenant, language="python", content="print('other tenant')")
     expected = {s["id"] for s in made.values()} | {entry["id"]}
     await _wait_count(rt, tenant, len(expected))
@@ -528,14 +600,27 @@ async def test_reindex_restores_missing_and_prunes_stray_points(api, tenant, oth
     await rt.store.delete(COLLECTION, [uuid.UUID(lost)], tenant_id=tenant.tenant_id)
     stray = uuid.uuid4()
     vec = np.asarray(rt.embedder("minilm").encode(["stray vector"])[0])
-    await rt.store.upsert(COLLECTION, [Point(stray, vec, "stray vector", {
-        "tenant_id": str(tenant.tenant_id), "kind": "snippet", "language": "python", "tags": []})])
+    await rt.store.upsert(
+        COLLECTION,
+        [
+            Point(
+                stray,
+                vec,
+                "stray vector",
+                {"tenant_id": str(tenant.tenant_id), "kind": "snippet", "language": "python", "tags": []},
+            )
+        ],
+    )
     ids = await _point_ids(rt, tenant.tenant_id)
     assert lost not in ids and str(stray) in ids
 
     result = await temporal.execute_workflow(
-        "KnowledgeReindexWorkflow", ReindexInput(tenant_id=tenant.tenant_id), id=f"reindex-{uuid.uuid4()}",
-        task_queue=stack.settings.queue("knowledge"), result_type=ReindexResult)
+        "KnowledgeReindexWorkflow",
+        ReindexInput(tenant_id=tenant.tenant_id),
+        id=f"reindex-{uuid.uuid4()}",
+        task_queue=stack.settings.queue("knowledge"),
+        result_type=ReindexResult,
+    )
     assert (result.indexed, result.removed) == (len(expected), 1)
     assert await _point_ids(rt, tenant.tenant_id) == expected
     assert await rt.store.count(COLLECTION, tenant.tenant_id) == len(expected)
@@ -551,8 +636,9 @@ async def test_cross_tenant_matrix(api, tenant, other_tenant, rt):
     a, b = tenant.headers, other_tenant.headers
     mine = await _corpus(api, rt, tenant)
     project = await _project(api, tenant)
-    entry = (await api.post(f"/api/knowledge/{project['id']}", json={"key": "secret", "value": {"plan": "x"}},
-                            headers=a)).json()
+    entry = (
+        await api.post(f"/api/knowledge/{project['id']}", json={"key": "secret", "value": {"plan": "x"}}, headers=a)
+    ).json()
     theirs = await _snippet(api, other_tenant, language="python", content="print('b')")
     b_project = await _project(api, other_tenant)
     await _wait_count(rt, tenant, len(mine) + 1)
@@ -669,20 +755,32 @@ async def test_bad_input_is_4xx_with_detail_and_stores_nothing(api, tenant, othe
     ]
     for body in bad_posts:
         _assert_json_4xx(await api.post("/api/snippets", json=body, headers=h), 422)
-    for body in [{"content": ""}, {"content": "  "}, {"content": None}, {"language": None},
-                 {"language": "klingon"}, {"colour": "red"}]:
+    for body in [
+        {"content": ""},
+        {"content": "  "},
+        {"content": None},
+        {"language": None},
+        {"language": "klingon"},
+        {"colour": "red"},
+    ]:
         _assert_json_4xx(await api.put(f"/api/snippets/{sid}", json=body, headers=h), 422)
     _assert_json_4xx(await api.get("/api/snippets", params={"language": "klingon"}, headers=h), 422)
     _assert_json_4xx(await api.get("/api/snippets", params={"user_id": "nope"}, headers=h), 422)
     for method in ("GET", "PUT", "DELETE"):
         _assert_json_4xx(await api.request(method, "/api/snippets/not-a-uuid", json={"content": "x"}, headers=h), 422)
-        _assert_json_4xx(await api.request(method, f"/api/snippets/{uuid.uuid4()}", json={"content": "x"},
-                                           headers=h), 404)
+        _assert_json_4xx(
+            await api.request(method, f"/api/snippets/{uuid.uuid4()}", json={"content": "x"}, headers=h), 404
+        )
     _assert_json_4xx(await api.get("/api/knowledge/not-a-uuid", headers=h), 422)
     _assert_json_4xx(await api.post("/api/knowledge/not-a-uuid", json={"key": "k", "value": 1}, headers=h), 422)
     kbase = f"/api/knowledge/{project['id']}"
-    for body in [{"key": "", "value": 1}, {"value": 1}, {"key": "k"}, {"key": "k", "value": 1, "extra": 2},
-                 {"key": "a\nb", "value": 1}]:
+    for body in [
+        {"key": "", "value": 1},
+        {"value": 1},
+        {"key": "k"},
+        {"key": "k", "value": 1, "extra": 2},
+        {"key": "a\nb", "value": 1},
+    ]:
         _assert_json_4xx(await api.post(kbase, json=body, headers=h), 422)
     _assert_json_4xx(await api.post(f"/api/knowledge/{b_project['id']}", json={"key": "k", "value": 1}, headers=h), 404)
     _assert_json_4xx(await api.get(f"/api/knowledge/{b_project['id']}", headers=h), 404)
@@ -722,10 +820,12 @@ async def test_content_byte_limit(make_app, stack, new_tenant):
         ok = await client.post("/api/snippets", json={"language": "text", "content": "x" * 100}, headers=h)
         assert ok.status_code == 201, ok.text
         for content in ["x" * 101, "é" * 51, "x" * 5000]:  # bytes, not characters: 51 x 'é' is 102 bytes
-            _assert_json_4xx(await client.post("/api/snippets", json={"language": "text", "content": content},
-                                               headers=h), 422)
-        assert (await client.post("/api/snippets", json={"language": "text", "content": "é" * 50},
-                                  headers=h)).status_code == 201
+            _assert_json_4xx(
+                await client.post("/api/snippets", json={"language": "text", "content": content}, headers=h), 422
+            )
+        assert (
+            await client.post("/api/snippets", json={"language": "text", "content": "é" * 50}, headers=h)
+        ).status_code == 201
         sid = ok.json()["id"]
         _assert_json_4xx(await client.put(f"/api/snippets/{sid}", json={"content": "y" * 101}, headers=h), 422)
         assert (await client.get(f"/api/snippets/{sid}", headers=h)).json()["content"] == "x" * 100
@@ -778,8 +878,11 @@ async def knowledge_gateway(stack, api, make_app):
     from api.app import create_app
 
     port = embedded.free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(stack.settings, service="knowledge"), host="127.0.0.1",
-                                           port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(stack.settings, service="knowledge"), host="127.0.0.1", port=port, log_level="warning"
+        )
+    )
     task = asyncio.create_task(server.serve())
     await wait_for(lambda: asyncio.sleep(0, server.started), timeout=30)
     try:
@@ -821,5 +924,5 @@ async def test_knowledge_through_the_gateway_proxy(knowledge_gateway, tenant, ot
     _assert_json_4xx(await gw.post("/api/similar", json={"query": "x", "top_k": 0}, headers=h), 422)
     _assert_json_4xx(await gw.post("/api/snippets", json={"language": "python", "content": ""}, headers=h), 422)
     exact = CORPUS["csv"]["content"]
-    theirs = (await gw.post("/api/similar", json={"query": exact, "top_k": 50}, headers=other_tenant.headers))
+    theirs = await gw.post("/api/similar", json={"query": exact, "top_k": 50}, headers=other_tenant.headers)
     assert theirs.status_code == 200 and theirs.json()["results"] == []

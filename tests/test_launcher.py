@@ -1,5 +1,6 @@
 """`specmill run` (what `make run` runs): the whole platform from one command, stopped cleanly by
 Ctrl-C with nothing orphaned, and a second run finds the earlier data intact."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,14 @@ pytestmark = pytest.mark.slow
 
 
 def _start(env, cwd) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "workers.cli", "run"], env=env, cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "workers.cli", "run"],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _wait_healthy(base: str, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -69,16 +76,29 @@ def test_run_serves_stops_cleanly_and_keeps_data(tmp_path, tiny_llama):
     data = tmp_path / "data"
     port = embedded.free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE", "TEMPORAL", "JWT"))}
-    env.update(DATA_DIR=str(data), PORT=str(port), EMBEDDED_POSTGRES_PORT=str(embedded.free_port()),
-               TEMPORAL_ADDRESS=f"127.0.0.1:{embedded.free_port()}", TEMPORAL_UI_PORT=str(embedded.free_port()),
-               KNOWLEDGE_PORT=str(embedded.free_port()), LOCAL_MODEL=str(tiny_llama), LOCAL_DTYPE="fp32")
+    env.update(
+        DATA_DIR=str(data),
+        PORT=str(port),
+        EMBEDDED_POSTGRES_PORT=str(embedded.free_port()),
+        TEMPORAL_ADDRESS=f"127.0.0.1:{embedded.free_port()}",
+        TEMPORAL_UI_PORT=str(embedded.free_port()),
+        KNOWLEDGE_PORT=str(embedded.free_port()),
+        LOCAL_MODEL=str(tiny_llama),
+        LOCAL_DTYPE="fp32",
+    )
     base = f"http://127.0.0.1:{port}"
 
     proc = _start(env, tmp_path)
     try:
         _wait_healthy(base, proc)
-        cli = subprocess.run([sys.executable, "-m", "workers.cli", "tenant", "create", "--name", "acme"],
-                             env=env, cwd=tmp_path, capture_output=True, text=True, check=True)
+        cli = subprocess.run(
+            [sys.executable, "-m", "workers.cli", "tenant", "create", "--name", "acme"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         created = json.loads(cli.stdout)
         assert set(created) == {"tenant_id", "user_id", "api_key", "key_id"}
         h = {"X-API-Key": created["api_key"]}
@@ -92,18 +112,36 @@ def test_run_serves_stops_cleanly_and_keeps_data(tmp_path, tiny_llama):
             assert time.monotonic() < deadline
             time.sleep(0.2)
         # the knowledge base runs in the knowledge worker's process (it owns Qdrant's local store)
-        snippet = httpx.post(f"{base}/api/snippets", headers=h, json={
-            "language": "python", "description": "add two numbers",
-            "content": "def add(a, b):\n    return a + b"}).json()
+        snippet = httpx.post(
+            f"{base}/api/snippets",
+            headers=h,
+            json={
+                "language": "python",
+                "description": "add two numbers",
+                "content": "def add(a, b):\n    return a + b",
+            },
+        ).json()
         _wait_similar(base, h, snippet["id"])
-        reindex = subprocess.run([sys.executable, "-m", "workers.cli", "knowledge", "reindex", "--tenant",
-                                  created["tenant_id"]], env=env, cwd=tmp_path, capture_output=True, text=True)
+        reindex = subprocess.run(
+            [sys.executable, "-m", "workers.cli", "knowledge", "reindex", "--tenant", created["tenant_id"]],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+        )
         assert reindex.returncode == 0, reindex.stderr
         assert json.loads(reindex.stdout)["indexed"] == 1
         # the generation worker (its own process) serves /api/generate with the local model
-        generated = httpx.post(f"{base}/api/generate", headers=h, timeout=60, json={
-            "template": {"name": "python-function"}, "max_new_tokens": 8,
-            "values": {"function_name": "add", "description": "add two numbers"}})
+        generated = httpx.post(
+            f"{base}/api/generate",
+            headers=h,
+            timeout=60,
+            json={
+                "template": {"name": "python-function"},
+                "max_new_tokens": 8,
+                "values": {"function_name": "add", "description": "add two numbers"},
+            },
+        )
         assert generated.status_code == 200, generated.text
         assert generated.json()["files"][0]["path"] == "add.py"
         # the launcher restarts a worker that dies

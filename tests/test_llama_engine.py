@@ -1,4 +1,5 @@
 """codegen/llama_engine.py against transformers' own forward pass and generate(), on tiny models."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -37,8 +38,9 @@ def test_fp32_engine_gives_transformers_logits_at_every_position(hf):
 @torch.inference_mode()
 def test_greedy_decoding_matches_transformers_generate(hf):
     prompt = [1, 5, 17, 42, 99]
-    expected = hf.generate(torch.tensor([prompt]), max_new_tokens=24, min_new_tokens=24, do_sample=False,
-                           pad_token_id=0)[0, len(prompt):].tolist()
+    expected = hf.generate(
+        torch.tensor([prompt]), max_new_tokens=24, min_new_tokens=24, do_sample=False, pad_token_id=0
+    )[0, len(prompt) :].tolist()
     assert LlamaEngine(hf, "fp32").generate(prompt, 24, eos=set()) == expected
 
 
@@ -67,7 +69,7 @@ def test_int4_holds_a_q4_block_weight_exactly():
     linear = Linear(w, "int4", torch.bfloat16)
     assert linear.kind == "int4"
     x = torch.randn(3, k, generator=g).bfloat16()
-    dense = (x.float() @ w.t())
+    dense = x.float() @ w.t()
     torch.testing.assert_close(linear(x).float(), dense, atol=0.05, rtol=0.02)
 
 
@@ -84,8 +86,12 @@ def test_shapes_a_kernel_cannot_take_fall_back(shape: tuple[int, int], kind: str
 
 def test_sampling_is_reproducible_with_a_seeded_generator(hf):
     engine = LlamaEngine(hf, "fp32")
-    runs = [engine.generate([1, 5, 17], 16, eos=set(), temperature=1.0, top_p=0.9,
-                            generator=torch.Generator().manual_seed(s)) for s in (3, 3, 4)]
+    runs = [
+        engine.generate(
+            [1, 5, 17], 16, eos=set(), temperature=1.0, top_p=0.9, generator=torch.Generator().manual_seed(s)
+        )
+        for s in (3, 3, 4)
+    ]
     assert runs[0] == runs[1] and runs[0] != runs[2]
 
 
@@ -109,9 +115,17 @@ def tiny_mistral(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> 
             shutil.copy(f, directory / f.name)
     llama = json_config(tiny_llama)
     torch.manual_seed(0)
-    config = MistralConfig(vocab_size=llama["vocab_size"], hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                           num_attention_heads=2, num_key_value_heads=1, eos_token_id=llama["eos_token_id"],
-                           bos_token_id=llama["bos_token_id"], pad_token_id=llama["pad_token_id"])
+    config = MistralConfig(
+        vocab_size=llama["vocab_size"],
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        eos_token_id=llama["eos_token_id"],
+        bos_token_id=llama["bos_token_id"],
+        pad_token_id=llama["pad_token_id"],
+    )
     MistralForCausalLM(config).save_pretrained(directory)
     return directory
 
@@ -127,8 +141,14 @@ def test_other_architectures_use_transformers_generate(tiny_mistral: Path, tmp_p
 
     with pytest.raises(Unsupported):
         LlamaEngine(AutoModelForCausalLM.from_pretrained(str(tiny_mistral)), "fp32")
-    settings = Settings(_env_file=None, data_dir=tmp_path, models_dir=tmp_path / "models",
-                        local_model=str(tiny_mistral), local_dtype="int4", local_device="cpu")
+    settings = Settings(
+        _env_file=None,
+        data_dir=tmp_path,
+        models_dir=tmp_path / "models",
+        local_model=str(tiny_mistral),
+        local_dtype="int4",
+        local_device="cpu",
+    )
     backend = LocalLlamaBackend(settings)
     out = backend.chat(CHAT, GenerationParams(max_new_tokens=6))
     details = backend.status().details

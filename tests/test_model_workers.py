@@ -3,6 +3,7 @@
 The session's generation worker runs in this process (tests/conftest.py) with the tiny local model
 loaded, so it reports local_llama as loaded. Rows of other, made-up workers are written directly.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,14 +20,19 @@ from workers.queues import ModelReporter
 
 THIS_PROCESS = f"{socket.gethostname()}:{os.getpid()}"  # the in-process workers' ids: this, or this-N
 FN = {"name": "python-function"}
-VALUES = {"function_name": "add", "description": "Add two integers.", "signature": "def add(a: int, b: int) -> int",
-          "tests": ["assert add(1, 2) == 3"]}
+VALUES = {
+    "function_name": "add",
+    "description": "Add two integers.",
+    "signature": "def add(a: int, b: int) -> int",
+    "tests": ["assert add(1, 2) == 3"],
+}
 
 
 async def _rows(pool, worker_id: str) -> dict[str, dict]:
     async with plain_tx(pool) as conn:
-        rows = await conn.fetch("select model, state, reason, details, seen_at from model_workers where worker_id = $1",
-                                worker_id)
+        rows = await conn.fetch(
+            "select model, state, reason, details, seen_at from model_workers where worker_id = $1", worker_id
+        )
     return {r["model"]: dict(r) for r in rows}
 
 
@@ -35,7 +41,9 @@ async def _session_worker(pool) -> str | None:
     async with plain_tx(pool) as conn:
         return await conn.fetchval(
             """select worker_id from model_workers where (worker_id = $1 or worker_id like $1 || '-%')
-               and model = 'local_llama' and state = 'loaded' order by worker_id limit 1""", THIS_PROCESS)
+               and model = 'local_llama' and state = 'loaded' order by worker_id limit 1""",
+            THIS_PROCESS,
+        )
 
 
 async def _models(api, tenant) -> dict[str, dict]:
@@ -49,7 +57,11 @@ async def _insert(pool, worker_id: str, model: str, state: str, reason: str | No
         await conn.execute(
             """insert into model_workers (worker_id, model, state, reason, details)
                values ($1, $2, $3, $4, '{"test": true}')""",
-            worker_id, model, state, reason)
+            worker_id,
+            model,
+            state,
+            reason,
+        )
 
 
 async def _delete(pool, worker_id: str) -> None:
@@ -86,8 +98,11 @@ async def test_stale_reports_are_ignored(api, pool, tenant, fake_worker):
     live = await _models(api, tenant)
     assert live["deepseek_8b"]["state"] == "loaded"
     async with plain_tx(pool) as conn:  # the worker went silent: its last report is older than 3 intervals
-        await conn.execute("update model_workers set seen_at = now() - make_interval(secs => $2) where worker_id = $1",
-                           fake_worker, model_workers.LIVE_WITHIN_S + 5)
+        await conn.execute(
+            "update model_workers set seen_at = now() - make_interval(secs => $2) where worker_id = $1",
+            fake_worker,
+            model_workers.LIVE_WITHIN_S + 5,
+        )
     after = await _models(api, tenant)
     assert after["deepseek_8b"]["state"] == "unavailable" and after["deepseek_8b"]["reason"] == before["reason"]
     assert all(w["worker_id"] != fake_worker for m in after.values() for w in m["workers"])
@@ -101,8 +116,11 @@ async def test_a_live_loaded_report_beats_the_gateways_unavailable(api, pool, te
     assert entry["state"] == "loaded" and entry["reason"] is None and entry["details"] == {"test": True}
     assert {w["worker_id"]: w["state"] for w in entry["workers"]}[fake_worker] == "loaded"
     # ... and POST /api/generate no longer refuses it with 503 (it fails later, on the worker: not here)
-    resp = await api.post("/api/generate", json={"template": FN, "values": {"function_name": "1bad"},
-                                                 "model": "deepseek_8b"}, headers=tenant.headers)
+    resp = await api.post(
+        "/api/generate",
+        json={"template": FN, "values": {"function_name": "1bad"}, "model": "deepseek_8b"},
+        headers=tenant.headers,
+    )
     assert resp.status_code == 422, resp.text  # it got past the model check to the values check
 
 
@@ -115,8 +133,9 @@ async def test_live_workers_that_all_say_unavailable_give_their_reasons(api, poo
     assert entry["state"] == "unavailable"
     assert "no GPU on worker 2" in entry["reason"] and session_reason in entry["reason"]
     assert {w["worker_id"] for w in entry["workers"]} >= {session_worker, fake_worker}
-    resp = await api.post("/api/generate", json={"template": FN, "values": VALUES, "model": "deepseek_8b"},
-                          headers=tenant.headers)
+    resp = await api.post(
+        "/api/generate", json={"template": FN, "values": VALUES, "model": "deepseek_8b"}, headers=tenant.headers
+    )
     assert resp.status_code == 503 and "no GPU on worker 2" in resp.json()["detail"]
 
 

@@ -1,4 +1,5 @@
 """Orchestrator API: projects whose state a Temporal workflow owns, tasks, and the event outbox."""
+
 from __future__ import annotations
 
 import asyncio
@@ -100,13 +101,19 @@ async def test_concurrent_transitions_apply_once(api, tenant, coder):
     pid = project["id"]
     await api.put(f"/api/projects/{pid}/settings", json={"model": "openai_api"}, headers=tenant.headers)
     await _instance(api, tenant, pid, "twice", ["assert twice(2) == 4"])
-    results = await asyncio.gather(*[
-        api.put(f"/api/projects/{pid}/state", json={"state": "code_generation"}, headers=tenant.headers)
-        for _ in range(4)])
+    results = await asyncio.gather(
+        *[
+            api.put(f"/api/projects/{pid}/state", json={"state": "code_generation"}, headers=tenant.headers)
+            for _ in range(4)
+        ]
+    )
     codes = sorted(r.status_code for r in results)
     assert codes == [200, 409, 409, 409], [r.text for r in results]
-    changes = [e["payload"]["to_state"] for e in await _events(api, tenant, type="project.state_changed")
-               if e["subject_id"] == pid]
+    changes = [
+        e["payload"]["to_state"]
+        for e in await _events(api, tenant, type="project.state_changed")
+        if e["subject_id"] == pid
+    ]
     assert changes[:3] == ["initialization", "spec_definition", "code_generation"]
     assert changes.count("code_generation") == 1
 
@@ -137,8 +144,11 @@ async def test_project_crud_list_filter_and_pagination(api, new_tenant):
 
 async def test_tasks_lifecycle_and_events(api, tenant):
     project = await _project(api, tenant)
-    resp = await api.post("/api/tasks", json={"project_id": project["id"], "service": "neural_code_generator",
-                                              "task_type": "generate"}, headers=tenant.headers)
+    resp = await api.post(
+        "/api/tasks",
+        json={"project_id": project["id"], "service": "neural_code_generator", "task_type": "generate"},
+        headers=tenant.headers,
+    )
     assert resp.status_code == 201, resp.text
     task = resp.json()
     assert task["status"] == "pending" and task["tenant_id"] == str(tenant.tenant_id)
@@ -149,8 +159,9 @@ async def test_tasks_lifecycle_and_events(api, tenant):
     assert done.status_code == 200 and done.json()["status"] == "completed"
     again = await api.put(f"/api/tasks/{tid}", json={"status": "running"}, headers=tenant.headers)
     assert again.status_code == 409
-    listed = (await api.get("/api/tasks", params={"project_id": project["id"], "status": "completed"},
-                            headers=tenant.headers)).json()["items"]
+    listed = (
+        await api.get("/api/tasks", params={"project_id": project["id"], "status": "completed"}, headers=tenant.headers)
+    ).json()["items"]
     assert [t["id"] for t in listed] == [tid]
     kinds = [e["type"] for e in await _events(api, tenant) if e["subject_id"] == tid]
     assert kinds == ["task.created", "task.completed"]
@@ -158,20 +169,26 @@ async def test_tasks_lifecycle_and_events(api, tenant):
     assert payload["schema_name"] == "task_event" and payload["payload"]["status"] == "completed"
 
 
-@pytest.mark.parametrize("body", [
-    {"project_id": "not-a-uuid", "service": "spec_registry", "task_type": "x"},
-    {"project_id": str(uuid.uuid4()), "service": "nope", "task_type": "x"},
-    {"project_id": str(uuid.uuid4()), "service": "spec_registry", "task_type": ""},
-    {"project_id": str(uuid.uuid4()), "service": "spec_registry", "task_type": "x", "id": str(uuid.uuid4())},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"project_id": "not-a-uuid", "service": "spec_registry", "task_type": "x"},
+        {"project_id": str(uuid.uuid4()), "service": "nope", "task_type": "x"},
+        {"project_id": str(uuid.uuid4()), "service": "spec_registry", "task_type": ""},
+        {"project_id": str(uuid.uuid4()), "service": "spec_registry", "task_type": "x", "id": str(uuid.uuid4())},
+    ],
+)
 async def test_bad_task_bodies_are_422(api, tenant, body):
     resp = await api.post("/api/tasks", json=body, headers=tenant.headers)
     assert resp.status_code == 422 and "detail" in resp.json()
 
 
 async def test_task_for_unknown_project_is_404(api, tenant):
-    resp = await api.post("/api/tasks", json={"project_id": str(uuid.uuid4()), "service": "spec_registry",
-                                              "task_type": "x"}, headers=tenant.headers)
+    resp = await api.post(
+        "/api/tasks",
+        json={"project_id": str(uuid.uuid4()), "service": "spec_registry", "task_type": "x"},
+        headers=tenant.headers,
+    )
     assert resp.status_code == 404
 
 

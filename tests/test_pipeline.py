@@ -6,6 +6,7 @@ a script (wrong code first, right code once the prompt carries the test failure)
 debugging loop predictable. One run uses the real local engine (the tiny random Llama), which never
 passes its tests, so it ends `failed` with the reasons.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,6 +29,7 @@ async def _save_histories(temporal, workflow_id: str, name: str) -> None:
         history = await temporal.get_workflow_handle(wid).fetch_history()
         record = {"workflow_id": wid, "history": history.to_json_dict()}
         (HISTORIES / f"{name}-{i}.json").write_text(json.dumps(record, indent=0))
+
 
 ADD_WRONG = "def add(a, b):\n    return a - b\n"
 ADD_RIGHT = "def add(a, b):\n    return a + b\n"
@@ -54,9 +56,15 @@ async def _project(api, tenant, settings: dict | None = None) -> dict:
 
 
 async def _instance(api, tenant, project_id: str, name: str, tests: list[str], description: str = "") -> dict:
-    resp = await api.post("/api/instances", headers=tenant.headers, json={
-        "template_id": await _template_id(api, tenant), "project_id": project_id,
-        "values": {"function_name": name, "description": description or f"The function {name}.", "tests": tests}})
+    resp = await api.post(
+        "/api/instances",
+        headers=tenant.headers,
+        json={
+            "template_id": await _template_id(api, tenant),
+            "project_id": project_id,
+            "values": {"function_name": name, "description": description or f"The function {name}.", "tests": tests},
+        },
+    )
     assert resp.status_code == 201, resp.text
     return resp.json()
 
@@ -94,8 +102,16 @@ async def test_a_project_goes_through_every_state_and_repairs_a_failing_instance
     # the states, in order, each recorded once
     changes = [e["payload"] for e in await _events(api, tenant, "project.state_changed") if e["subject_id"] == pid]
     assert [c["to_state"] for c in changes] == [
-        "initialization", "spec_definition", "code_generation", "integration", "debugging",
-        "code_generation", "integration", "debugging", "completed"]
+        "initialization",
+        "spec_definition",
+        "code_generation",
+        "integration",
+        "debugging",
+        "code_generation",
+        "integration",
+        "debugging",
+        "completed",
+    ]
     spec_complete = [e for e in await _events(api, tenant, "spec.complete") if e["subject_id"] == pid]
     assert len(spec_complete) == 1 and set(spec_complete[0]["payload"]["instances"]) == {add["id"], mul["id"]}
 
@@ -107,7 +123,9 @@ async def test_a_project_goes_through_every_state_and_repairs_a_failing_instance
     # one current artifact per instance, with provenance and test results; add's first one kept, not current
     current = (await api.get(f"/api/projects/{pid}/artifacts", headers=tenant.headers)).json()
     assert {a["path"]: (a["content"], a["test_status"], a["round"]) for a in current} == {
-        "add.py": (ADD_RIGHT, "passed", 2), "mul.py": (MUL_RIGHT, "passed", 1)}
+        "add.py": (ADD_RIGHT, "passed", 2),
+        "mul.py": (MUL_RIGHT, "passed", 1),
+    }
     assert all(a["model"] == "openai_api" and a["template_name"] == "python-function" for a in current)
     every = (await api.get(f"/api/projects/{pid}/artifacts", params={"all": "true"}, headers=tenant.headers)).json()
     old = [a for a in every if not a["current"]]
@@ -115,18 +133,24 @@ async def test_a_project_goes_through_every_state_and_repairs_a_failing_instance
 
     # a workflow_tasks row per debugging round, with its events once each
     tasks = (await api.get("/api/tasks", params={"project_id": pid}, headers=tenant.headers)).json()["items"]
-    assert [(t["task_type"], t["status"]) for t in tasks] == [("debug_round_1", "failed"), ("debug_round_2", "completed")]
+    assert [(t["task_type"], t["status"]) for t in tasks] == [
+        ("debug_round_1", "failed"),
+        ("debug_round_2", "completed"),
+    ]
     ids = {t["id"] for t in tasks}
     created = [e for e in await _events(api, tenant, "task.created") if e["subject_id"] in ids]
     completed = [e for e in await _events(api, tenant, "task.completed") if e["subject_id"] in ids]
     assert len(created) == 2 and len(completed) == 2
-    generated = [e for e in await _events(api, tenant, "code.generated")
-                 if e["payload"]["instance_id"] in (add["id"], mul["id"])]
+    generated = [
+        e for e in await _events(api, tenant, "code.generated") if e["payload"]["instance_id"] in (add["id"], mul["id"])
+    ]
     assert len(generated) == 3  # add twice, mul once
 
     # the run has ended: its state is final
     assert (await api.get(f"/api/projects/{pid}/state", headers=tenant.headers)).json() == {
-        "state": "completed", "allowed_next": []}
+        "state": "completed",
+        "allowed_next": [],
+    }
     resp = await api.put(f"/api/projects/{pid}/state", json={"state": "code_generation"}, headers=tenant.headers)
     assert resp.status_code == 409 and resp.json()["allowed_next"] == []
     await _save_histories(temporal, project["workflow_id"], "pipeline-repair")
@@ -140,9 +164,19 @@ async def test_specs_complete_is_refused_with_what_is_missing(api, tenant, coder
     assert resp.json()["problems"][0]["message"].startswith("the project has no spec instances")
 
     # an instance whose tests are not Python is refused when written, and nothing is stored
-    resp = await api.post("/api/instances", headers=tenant.headers, json={
-        "template_id": await _template_id(api, tenant), "project_id": pid,
-        "values": {"function_name": "add", "description": "d", "tests": ["assert add(1, 2) == 3", "assert add(1, 2 == 3"]}})
+    resp = await api.post(
+        "/api/instances",
+        headers=tenant.headers,
+        json={
+            "template_id": await _template_id(api, tenant),
+            "project_id": pid,
+            "values": {
+                "function_name": "add",
+                "description": "d",
+                "tests": ["assert add(1, 2) == 3", "assert add(1, 2 == 3"],
+            },
+        },
+    )
     assert resp.status_code == 422
     assert [(e["path"], e["message"][:17]) for e in resp.json()["errors"]] == [("$.tests[1]", "not valid Python:")]
     assert (await api.get(f"/api/projects/{pid}/specs", headers=tenant.headers)).json() == []
@@ -217,7 +251,9 @@ async def test_a_changed_spec_marks_the_project_stale_and_only_it_is_regenerated
 
     coder.script("inc", first="def inc(x, step=1):\n    return x + step\n")
     values = {"function_name": "inc", "description": "Add step to x.", "tests": ["assert inc(1, 2) == 3"]}
-    assert (await api.put(f"/api/instances/{inc['id']}", json={"values": values}, headers=tenant.headers)).status_code == 200
+    assert (
+        await api.put(f"/api/instances/{inc['id']}", json={"values": values}, headers=tenant.headers)
+    ).status_code == 200
     changes = (await api.get(f"/api/projects/{pid}/changes", headers=tenant.headers)).json()
     assert changes == {"stale": True, "changed": [inc["id"]], "new": []}
     asked = len(coder.prompts_for("dec"))
@@ -234,8 +270,9 @@ async def test_a_changed_spec_marks_the_project_stale_and_only_it_is_regenerated
     current = {a["path"]: a for a in (await api.get(f"/api/projects/{pid}/artifacts", headers=tenant.headers)).json()}
     assert current["inc.py"]["content"] == "def inc(x, step=1):\n    return x + step\n"
     assert current["inc.py"]["test_status"] == "passed" and current["dec.py"]["round"] == 1
-    states = [e["payload"]["to_state"] for e in await _events(api, tenant, "project.state_changed")
-              if e["subject_id"] == pid]
+    states = [
+        e["payload"]["to_state"] for e in await _events(api, tenant, "project.state_changed") if e["subject_id"] == pid
+    ]
     assert states[5:] == ["completed", "code_generation", "integration", "debugging", "completed"]
     assert (await api.get(f"/api/projects/{pid}/changes", headers=tenant.headers)).json()["stale"] is False
     await _save_histories(temporal, project["workflow_id"], "pipeline-regenerate")
@@ -258,20 +295,23 @@ async def test_the_tenants_generation_limit_holds_across_its_projects(api, tenan
     names = ["lim_a", "lim_b", "lim_c", "lim_d"]
     for name in names:
         coder.script(name, first=f"def {name}():\n    return 1\n")
-    assert (await api.put("/api/settings", json={"generation_concurrency": 1}, headers=tenant.headers)).status_code == 200
+    assert (
+        await api.put("/api/settings", json={"generation_concurrency": 1}, headers=tenant.headers)
+    ).status_code == 200
     coder.delay = 0.4
     try:
         projects = [await _project(api, tenant, {"model": "openai_api", "debug_rounds": 0}) for _ in range(2)]
-        for project, pair in zip(projects, (names[:2], names[2:])):
+        for project, pair in zip(projects, (names[:2], names[2:]), strict=False):
             for name in pair:
                 await _instance(api, tenant, project["id"], name, [f"assert {name}() == 1"])
         for project in projects:  # both runs at once
-            assert (await api.post(f"/api/projects/{project['id']}/specs/complete",
-                                   headers=tenant.headers)).status_code == 200
+            assert (
+                await api.post(f"/api/projects/{project['id']}/specs/complete", headers=tenant.headers)
+            ).status_code == 200
         for project in projects:
             assert (await _finished(api, tenant, project["id"]))["state"] == "completed"
     finally:
         coder.delay = 0.0
     spans = sorted((start, end) for name, start, end in coder.spans if name in names)
     assert len(spans) == 4
-    assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:]))  # one at a time
+    assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:], strict=False))  # one at a time

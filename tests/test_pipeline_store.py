@@ -3,6 +3,7 @@ to projects, artifacts stored idempotently by content hash, and their list and z
 
 Projects are made with the store (the row and its project.created event, no workflow), so these tests
 exercise the data layer on its own; the gateway serves every service in process, without workers."""
+
 from __future__ import annotations
 
 import asyncio
@@ -26,8 +27,14 @@ from store.errors import Conflict, Invalid, NotFound
 from store.tenants import create_api_key
 from tests.conftest import _client
 
-DEFAULTS = {"default_templates": [], "generation_concurrency": 2, "debug_rounds": 2, "model": "local_llama",
-            "techniques": [], "max_new_tokens": 384}
+DEFAULTS = {
+    "default_templates": [],
+    "generation_concurrency": 2,
+    "debug_rounds": 2,
+    "model": "local_llama",
+    "techniques": [],
+    "max_new_tokens": 384,
+}
 FUNCTION = builtin_id("python-function", "1.0.0")
 
 
@@ -39,27 +46,57 @@ async def client(stack):
 
 
 async def _project(pool, tenant, name="p") -> uuid.UUID:
-    async with projects.creating_project(pool, tenant_id=tenant.tenant_id, user_id=tenant.user_id,
-                                         body=ProjectCreate(name=name)) as project:
+    async with projects.creating_project(
+        pool, tenant_id=tenant.tenant_id, user_id=tenant.user_id, body=ProjectCreate(name=name)
+    ) as project:
         return project.id
 
 
 async def _instance(pool, tenant, project_id, name="add") -> uuid.UUID:
     inst = await instances.create_instance(
-        pool, tenant_id=tenant.tenant_id, user_id=tenant.user_id,
-        body=InstanceCreate(template_id=FUNCTION, project_id=project_id,
-                            values={"function_name": name, "description": f"{name} two numbers"}))
+        pool,
+        tenant_id=tenant.tenant_id,
+        user_id=tenant.user_id,
+        body=InstanceCreate(
+            template_id=FUNCTION,
+            project_id=project_id,
+            values={"function_name": name, "description": f"{name} two numbers"},
+        ),
+    )
     return inst.id
 
 
-async def _store(pool, tenant, project_id, instance_id, content, *, path="add.py", values_hash="v1", round=1,
-                 checks=None, generation_id=None):
+async def _store(
+    pool,
+    tenant,
+    project_id,
+    instance_id,
+    content,
+    *,
+    path="add.py",
+    values_hash="v1",
+    round=1,
+    checks=None,
+    generation_id=None,
+):
     return await artifacts.store_artifact(
-        pool, tenant_id=tenant.tenant_id, project_id=project_id, instance_id=instance_id, path=path,
-        content=content, values_hash=values_hash, template_id=FUNCTION, template_name="python-function",
-        template_version="1.0.0", model="local_llama", techniques=["retrieval_augmentation"],
-        retrieved_snippets=[uuid.uuid4()], generation_id=generation_id, round=round,
-        checks=checks if checks is not None else {"parse": "ok"})
+        pool,
+        tenant_id=tenant.tenant_id,
+        project_id=project_id,
+        instance_id=instance_id,
+        path=path,
+        content=content,
+        values_hash=values_hash,
+        template_id=FUNCTION,
+        template_name="python-function",
+        template_version="1.0.0",
+        model="local_llama",
+        techniques=["retrieval_augmentation"],
+        retrieved_snippets=[uuid.uuid4()],
+        generation_id=generation_id,
+        round=round,
+        checks=checks if checks is not None else {"parse": "ok"},
+    )
 
 
 async def _key(pool, tenant, role: Role) -> dict[str, str]:
@@ -72,40 +109,61 @@ async def _key(pool, tenant, role: Role) -> dict[str, str]:
 async def test_tenant_settings_default_then_merge_and_null_resets(client, tenant):
     h = tenant.headers
     assert (await client.get("/api/settings", headers=h)).json() == DEFAULTS
-    resp = await client.put("/api/settings", json={"debug_rounds": 5, "techniques": ["retrieval_augmentation"]},
-                            headers=h)
+    resp = await client.put(
+        "/api/settings", json={"debug_rounds": 5, "techniques": ["retrieval_augmentation"]}, headers=h
+    )
     assert resp.status_code == 200, resp.text
     assert resp.json() == {**DEFAULTS, "debug_rounds": 5, "techniques": ["retrieval_augmentation"]}
     resp = await client.put("/api/settings", json={"model": "openai_api", "generation_concurrency": 16}, headers=h)
-    assert resp.json() == {**DEFAULTS, "debug_rounds": 5, "techniques": ["retrieval_augmentation"],
-                           "model": "openai_api", "generation_concurrency": 16}
+    assert resp.json() == {
+        **DEFAULTS,
+        "debug_rounds": 5,
+        "techniques": ["retrieval_augmentation"],
+        "model": "openai_api",
+        "generation_concurrency": 16,
+    }
     resp = await client.put("/api/settings", json={"debug_rounds": None, "techniques": None}, headers=h)
     assert resp.json() == {**DEFAULTS, "model": "openai_api", "generation_concurrency": 16}
     assert (await client.get("/api/settings", headers=h)).json() == resp.json()
     # repeated techniques collapse, in order; an empty PUT changes nothing
-    resp = await client.put("/api/settings", json={"techniques": ["hierarchical_generation", "retrieval_augmentation",
-                                                                  "hierarchical_generation"]}, headers=h)
+    resp = await client.put(
+        "/api/settings",
+        json={"techniques": ["hierarchical_generation", "retrieval_augmentation", "hierarchical_generation"]},
+        headers=h,
+    )
     assert resp.json()["techniques"] == ["hierarchical_generation", "retrieval_augmentation"]
     assert (await client.put("/api/settings", json={}, headers=h)).json() == resp.json()
 
 
-@pytest.mark.parametrize("body, says", [
-    ({"model": "gpt-17"}, "unknown model 'gpt-17'"),
-    ({"model": "local\u0000llama"}, "unknown model"),
-    ({"techniques": ["telepathy"]}, "unknown technique(s): telepathy"),
-    ({"techniques": ["syntax_aware_beam_search"]}, "not implemented yet: syntax_aware_beam_search"),
-    ({"default_templates": [{"name": "no-such-template"}]}, "'no-such-template' not found"),
-    ({"default_templates": [{"name": "python-function", "version": "9.9.9"}]}, "version '9.9.9' not found"),
-    ({"default_templates": [{"name": "bad\u0000name"}]}, None),
-    ({"generation_concurrency": 0}, None), ({"generation_concurrency": 17}, None),
-    ({"debug_rounds": -1}, None), ({"debug_rounds": 11}, None),
-    ({"max_new_tokens": 15}, None), ({"max_new_tokens": 4097}, None),
-    ({"max_new_tokens": "many"}, None), ({"max_new_tokens": 1.5}, None), ({"techniques": "retrieval"}, None),
-    ({"techniques": [1]}, None), ({"default_templates": [{"name": ""}]}, None),
-    ({"default_templates": [{"name": "x", "extra": 1}]}, None), ({"default_templates": ["python-function"]}, None),
-    ({"default_templates": [{"name": "python-function"}] * 51}, None), ({"tenant_id": str(uuid.uuid4())}, None),
-    ({"updated_at": "2026-01-01T00:00:00"}, None), ({"colour": "blue"}, None),
-])
+@pytest.mark.parametrize(
+    "body, says",
+    [
+        ({"model": "gpt-17"}, "unknown model 'gpt-17'"),
+        ({"model": "local\u0000llama"}, "unknown model"),
+        ({"techniques": ["telepathy"]}, "unknown technique(s): telepathy"),
+        ({"techniques": ["syntax_aware_beam_search"]}, "not implemented yet: syntax_aware_beam_search"),
+        ({"default_templates": [{"name": "no-such-template"}]}, "'no-such-template' not found"),
+        ({"default_templates": [{"name": "python-function", "version": "9.9.9"}]}, "version '9.9.9' not found"),
+        ({"default_templates": [{"name": "bad\u0000name"}]}, None),
+        ({"generation_concurrency": 0}, None),
+        ({"generation_concurrency": 17}, None),
+        ({"debug_rounds": -1}, None),
+        ({"debug_rounds": 11}, None),
+        ({"max_new_tokens": 15}, None),
+        ({"max_new_tokens": 4097}, None),
+        ({"max_new_tokens": "many"}, None),
+        ({"max_new_tokens": 1.5}, None),
+        ({"techniques": "retrieval"}, None),
+        ({"techniques": [1]}, None),
+        ({"default_templates": [{"name": ""}]}, None),
+        ({"default_templates": [{"name": "x", "extra": 1}]}, None),
+        ({"default_templates": ["python-function"]}, None),
+        ({"default_templates": [{"name": "python-function"}] * 51}, None),
+        ({"tenant_id": str(uuid.uuid4())}, None),
+        ({"updated_at": "2026-01-01T00:00:00"}, None),
+        ({"colour": "blue"}, None),
+    ],
+)
 async def test_bad_tenant_settings_are_422_and_change_nothing(client, tenant, body, says):
     h = tenant.headers
     await client.put("/api/settings", json={"debug_rounds": 7}, headers=h)
@@ -129,11 +187,15 @@ async def test_malformed_settings_bodies_are_4xx(client, tenant):
 
 async def test_default_templates_resolve_own_and_builtin(client, tenant):
     h = tenant.headers
-    resp = await client.post("/api/templates", json={"name": "mine", "version": "1.0.0",
-                                                     "schema": {"type": "object"}}, headers=h)
+    resp = await client.post(
+        "/api/templates", json={"name": "mine", "version": "1.0.0", "schema": {"type": "object"}}, headers=h
+    )
     assert resp.status_code == 201, resp.text
-    refs = [{"name": "mine", "version": None}, {"name": "python-function", "version": "1.0.0"},
-            {"name": "mine", "version": None}]
+    refs = [
+        {"name": "mine", "version": None},
+        {"name": "python-function", "version": "1.0.0"},
+        {"name": "mine", "version": None},
+    ]
     resp = await client.put("/api/settings", json={"default_templates": refs}, headers=h)
     assert resp.status_code == 200, resp.text
     assert resp.json()["default_templates"] == refs[:2]  # the repeated one once
@@ -157,36 +219,62 @@ async def test_project_settings_override_the_tenant_and_null_clears(client, pool
     pid = await _project(pool, tenant)
     eff = {k: DEFAULTS[k] for k in ("model", "techniques", "max_new_tokens", "debug_rounds", "generation_concurrency")}
     assert (await client.get(f"/api/projects/{pid}/settings", headers=h)).json() == eff
-    tenant_wide = {"model": "openai_api", "techniques": ["retrieval_augmentation"], "max_new_tokens": 500,
-                   "debug_rounds": 4, "generation_concurrency": 3}
+    tenant_wide = {
+        "model": "openai_api",
+        "techniques": ["retrieval_augmentation"],
+        "max_new_tokens": 500,
+        "debug_rounds": 4,
+        "generation_concurrency": 3,
+    }
     assert (await client.put("/api/settings", json=tenant_wide, headers=h)).status_code == 200
     assert (await client.get(f"/api/projects/{pid}/settings", headers=h)).json() == tenant_wide
 
-    resp = await client.put(f"/api/projects/{pid}/settings", json={"model": "local_llama", "max_new_tokens": 128,
-                                                                    "techniques": []}, headers=h)
+    resp = await client.put(
+        f"/api/projects/{pid}/settings",
+        json={"model": "local_llama", "max_new_tokens": 128, "techniques": []},
+        headers=h,
+    )
     assert resp.status_code == 200, resp.text
     assert resp.json() == {**tenant_wide, "model": "local_llama", "max_new_tokens": 128, "techniques": []}
     resp = await client.put(f"/api/projects/{pid}/settings", json={"debug_rounds": 0}, headers=h)  # merges
-    assert resp.json() == {**tenant_wide, "model": "local_llama", "max_new_tokens": 128, "techniques": [],
-                           "debug_rounds": 0}
+    assert resp.json() == {
+        **tenant_wide,
+        "model": "local_llama",
+        "max_new_tokens": 128,
+        "techniques": [],
+        "debug_rounds": 0,
+    }
     resp = await client.put(f"/api/projects/{pid}/settings", json={"model": None, "techniques": None}, headers=h)
     assert resp.json() == {**tenant_wide, "max_new_tokens": 128, "debug_rounds": 0}
     # the tenant's later change shows through where the project has no choice of its own
     await client.put("/api/settings", json={"model": "anthropic_api", "max_new_tokens": 1000}, headers=h)
     got = (await client.get(f"/api/projects/{pid}/settings", headers=h)).json()
     assert got == {**tenant_wide, "model": "anthropic_api", "max_new_tokens": 128, "debug_rounds": 0}
-    assert got == (await pipeline_settings.effective_settings(pool, tenant_id=tenant.tenant_id,
-                                                              project_id=pid)).model_dump()
+    assert (
+        got
+        == (await pipeline_settings.effective_settings(pool, tenant_id=tenant.tenant_id, project_id=pid)).model_dump()
+    )
     # another project of the tenant is untouched
     other = await _project(pool, tenant, "q")
     assert (await client.get(f"/api/projects/{other}/settings", headers=h)).json()["max_new_tokens"] == 1000
 
 
-@pytest.mark.parametrize("body", [
-    {"model": "gpt-17"}, {"techniques": ["telepathy"]}, {"techniques": ["tree_transformers"]},
-    {"max_new_tokens": 8}, {"max_new_tokens": 5000}, {"debug_rounds": 11}, {"debug_rounds": -1},
-    {"generation_concurrency": 4}, {"default_templates": []}, {"techniques": "x"}, {"model": 3},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"model": "gpt-17"},
+        {"techniques": ["telepathy"]},
+        {"techniques": ["tree_transformers"]},
+        {"max_new_tokens": 8},
+        {"max_new_tokens": 5000},
+        {"debug_rounds": 11},
+        {"debug_rounds": -1},
+        {"generation_concurrency": 4},
+        {"default_templates": []},
+        {"techniques": "x"},
+        {"model": 3},
+    ],
+)
 async def test_bad_project_settings_are_422_and_change_nothing(client, pool, tenant, body):
     pid = await _project(pool, tenant)
     h = tenant.headers
@@ -212,22 +300,29 @@ async def test_settings_store_calls_refuse_bad_input(pool, tenant, other_tenant)
     with pytest.raises(NotFound):
         await pipeline_settings.effective_settings(pool, tenant_id=other_tenant.tenant_id, project_id=pid)
     with pytest.raises(NotFound):
-        await pipeline_settings.put_project_settings(pool, tenant_id=other_tenant.tenant_id, project_id=pid,
-                                                     update=ProjectSettingsUpdate(debug_rounds=1))
+        await pipeline_settings.put_project_settings(
+            pool, tenant_id=other_tenant.tenant_id, project_id=pid, update=ProjectSettingsUpdate(debug_rounds=1)
+        )
     with pytest.raises(Invalid, match="unknown model"):
-        await pipeline_settings.put_project_settings(pool, tenant_id=tenant.tenant_id, project_id=pid,
-                                                     update=ProjectSettingsUpdate(model="nope"))
+        await pipeline_settings.put_project_settings(
+            pool, tenant_id=tenant.tenant_id, project_id=pid, update=ProjectSettingsUpdate(model="nope")
+        )
     with pytest.raises(Invalid, match="'ghost' not found"):
-        await pipeline_settings.put_tenant_settings(pool, tenant_id=tenant.tenant_id,
-                                                    update=TenantSettingsUpdate(default_templates=[{"name": "ghost"}]))
+        await pipeline_settings.put_tenant_settings(
+            pool, tenant_id=tenant.tenant_id, update=TenantSettingsUpdate(default_templates=[{"name": "ghost"}])
+        )
     # another tenant's own template does not resolve either
     async with tenant_tx(pool, other_tenant.tenant_id) as conn:
         await conn.execute(
             """insert into spec_templates (id, tenant_id, name, version, schema, created_at, updated_at)
-               values ($1, $2, 'theirs', '1', '{}'::jsonb, now(), now())""", uuid.uuid4(), other_tenant.tenant_id)
+               values ($1, $2, 'theirs', '1', '{}'::jsonb, now(), now())""",
+            uuid.uuid4(),
+            other_tenant.tenant_id,
+        )
     with pytest.raises(Invalid, match="'theirs' not found"):
-        await pipeline_settings.put_tenant_settings(pool, tenant_id=tenant.tenant_id,
-                                                    update=TenantSettingsUpdate(default_templates=[{"name": "theirs"}]))
+        await pipeline_settings.put_tenant_settings(
+            pool, tenant_id=tenant.tenant_id, update=TenantSettingsUpdate(default_templates=[{"name": "theirs"}])
+        )
 
 
 # --- attached templates ---------------------------------------------------------------------
@@ -244,11 +339,13 @@ async def test_attach_builtin_templates_is_idempotent(client, pool, tenant):
         assert await conn.fetchval("select count(*) from project_templates where project_id = $1", pid) == len(first)
     resp = await client.get(f"/api/projects/{pid}/templates", headers=tenant.headers)
     assert resp.status_code == 200, resp.text
-    assert resp.json() == [{"id": str(tid), "name": name, "version": "1.0.0", "builtin": True}
-                           for name, tid in expected]
+    assert resp.json() == [
+        {"id": str(tid), "name": name, "version": "1.0.0", "builtin": True} for name, tid in expected
+    ]
     # concurrent attaches (two workers) still leave one row per template
-    results = await asyncio.gather(*[pipeline_settings.attach_templates(pool, tenant_id=tenant.tenant_id,
-                                                                        project_id=pid) for _ in range(4)])
+    results = await asyncio.gather(
+        *[pipeline_settings.attach_templates(pool, tenant_id=tenant.tenant_id, project_id=pid) for _ in range(4)]
+    )
     assert all(r == first for r in results)
 
 
@@ -256,23 +353,30 @@ async def test_attach_configured_defaults_latest_version_and_detach_on_delete(cl
     h = tenant.headers
     made = {}
     for version in ("1.9.0", "1.10.0"):
-        resp = await client.post("/api/templates", json={"name": "mine", "version": version,
-                                                         "schema": {"type": "object"}}, headers=h)
+        resp = await client.post(
+            "/api/templates", json={"name": "mine", "version": version, "schema": {"type": "object"}}, headers=h
+        )
         made[version] = resp.json()["id"]
-    await client.put("/api/settings", json={"default_templates": [
-        {"name": "mine"}, {"name": "python-class", "version": "1.0.0"}]}, headers=h)
+    await client.put(
+        "/api/settings",
+        json={"default_templates": [{"name": "mine"}, {"name": "python-class", "version": "1.0.0"}]},
+        headers=h,
+    )
     pid = await _project(pool, tenant)
     first = await pipeline_settings.attach_templates(pool, tenant_id=tenant.tenant_id, project_id=pid)
     assert await pipeline_settings.attach_templates(pool, tenant_id=tenant.tenant_id, project_id=pid) == first
     assert set(first) == {uuid.UUID(made["1.10.0"]), builtin_id("python-class", "1.0.0")}
     listed = (await client.get(f"/api/projects/{pid}/templates", headers=h)).json()
     assert {(t["name"], t["version"], t["builtin"]) for t in listed} == {
-        ("mine", "1.10.0", False), ("python-class", "1.0.0", True)}
+        ("mine", "1.10.0", False),
+        ("python-class", "1.0.0", True),
+    }
     # deleting an attached template of the tenant's own detaches it (never a 500)
     resp = await client.delete(f"/api/templates/{made['1.10.0']}", headers=h)
     assert resp.status_code == 204, resp.text
     assert [t["name"] for t in (await client.get(f"/api/projects/{pid}/templates", headers=h)).json()] == [
-        "python-class"]
+        "python-class"
+    ]
     # the configured default now resolves to the remaining version
     again = await pipeline_settings.attach_templates(pool, tenant_id=tenant.tenant_id, project_id=pid)
     assert uuid.UUID(made["1.9.0"]) in again
@@ -310,8 +414,9 @@ async def test_store_artifact_is_idempotent_by_content(pool, tenant):
     # concurrent stores of the same content (a retried activity beside its first attempt): one row
     same = await asyncio.gather(*[_store(pool, tenant, pid, iid, code) for _ in range(5)])
     assert {s.id for s in same} == {a.id}
-    assert len(await artifacts.list_artifacts(pool, tenant_id=tenant.tenant_id, project_id=pid,
-                                              current_only=False)) == 1
+    assert (
+        len(await artifacts.list_artifacts(pool, tenant_id=tenant.tenant_id, project_id=pid, current_only=False)) == 1
+    )
 
 
 async def test_new_content_leaves_exactly_one_current_artifact(pool, tenant):
@@ -325,17 +430,25 @@ async def test_new_content_leaves_exactly_one_current_artifact(pool, tenant):
     assert [(c.path, c.id) for c in current] == [("add.py", v2.id), ("mul.py", m1.id)]
     everything = await artifacts.list_artifacts(pool, tenant_id=tenant.tenant_id, project_id=pid, current_only=False)
     assert [(c.path, c.id, c.current) for c in everything] == [
-        ("add.py", v2.id, True), ("add.py", v1.id, False), ("mul.py", m1.id, True)]
+        ("add.py", v2.id, True),
+        ("add.py", v1.id, False),
+        ("mul.py", m1.id, True),
+    ]
     assert await artifacts.current_values_hashes(pool, tenant_id=tenant.tenant_id, project_id=pid) == {
-        add: "v2", mul: "m1"}
+        add: "v2",
+        mul: "m1",
+    }
     # going back to the first content reuses its row and makes it current again
     back = await _store(pool, tenant, pid, add, "def add(a, b): return a + b\n", values_hash="v3", round=3)
     assert back.id == v1.id and back.current and back.values_hash == "v3"
     assert await artifacts.current_values_hashes(pool, tenant_id=tenant.tenant_id, project_id=pid) == {
-        add: "v3", mul: "m1"}
+        add: "v3",
+        mul: "m1",
+    }
     # racing writers of different contents for one instance: still exactly one current
-    await asyncio.gather(*[_store(pool, tenant, pid, add, f"def add(a, b): return {n}\n", values_hash=f"r{n}")
-                           for n in range(6)])
+    await asyncio.gather(
+        *[_store(pool, tenant, pid, add, f"def add(a, b): return {n}\n", values_hash=f"r{n}") for n in range(6)]
+    )
     assert await _current_count(pool, tenant, add) == 1 and await _current_count(pool, tenant, mul) == 1
 
 
@@ -344,8 +457,9 @@ async def test_record_test_result_and_what_a_restore_keeps(pool, tenant, other_t
     iid = await _instance(pool, tenant, pid)
     a = await _store(pool, tenant, pid, iid, "def add(a, b): return a - b\n")
     tests = {"passed": 1, "failed": 1, "failures": [{"test": "assert add(1, 2) == 3", "error": "AssertionError"}]}
-    got = await artifacts.record_test_result(pool, tenant_id=tenant.tenant_id, artifact_id=a.id,
-                                             test_status="failed", tests=tests)
+    got = await artifacts.record_test_result(
+        pool, tenant_id=tenant.tenant_id, artifact_id=a.id, test_status="failed", tests=tests
+    )
     assert got.test_status == "failed" and got.tests == tests and got.id == a.id
     listed = await artifacts.list_artifacts(pool, tenant_id=tenant.tenant_id, project_id=pid)
     assert listed[0].test_status == "failed" and listed[0].tests == tests
@@ -354,22 +468,40 @@ async def test_record_test_result_and_what_a_restore_keeps(pool, tenant, other_t
     cleared = await _store(pool, tenant, pid, iid, "def add(a, b): return a - b\n", values_hash="other")
     assert cleared.test_status is None and cleared.tests is None
     with pytest.raises(Invalid, match="unknown test status"):
-        await artifacts.record_test_result(pool, tenant_id=tenant.tenant_id, artifact_id=a.id,
-                                           test_status="green", tests={})
+        await artifacts.record_test_result(
+            pool, tenant_id=tenant.tenant_id, artifact_id=a.id, test_status="green", tests={}
+        )
     with pytest.raises(NotFound):
-        await artifacts.record_test_result(pool, tenant_id=tenant.tenant_id, artifact_id=uuid.uuid4(),
-                                           test_status="passed", tests={})
+        await artifacts.record_test_result(
+            pool, tenant_id=tenant.tenant_id, artifact_id=uuid.uuid4(), test_status="passed", tests={}
+        )
     with pytest.raises(NotFound):
-        await artifacts.record_test_result(pool, tenant_id=other_tenant.tenant_id, artifact_id=a.id,
-                                           test_status="passed", tests={})
+        await artifacts.record_test_result(
+            pool, tenant_id=other_tenant.tenant_id, artifact_id=a.id, test_status="passed", tests={}
+        )
     for status in ("passed", "error", "timeout", "no_tests"):
-        got = await artifacts.record_test_result(pool, tenant_id=tenant.tenant_id, artifact_id=a.id,
-                                                 test_status=status, tests={"status": status})
+        got = await artifacts.record_test_result(
+            pool, tenant_id=tenant.tenant_id, artifact_id=a.id, test_status=status, tests={"status": status}
+        )
         assert got.test_status == status
 
 
-@pytest.mark.parametrize("path", ["", "/etc/passwd", "../up.py", "a/../../b.py", "a//b.py", "./a.py", "a/",
-                                  "a\\b.py", "a\nb.py", "x" * 501, "manifest.json"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "",
+        "/etc/passwd",
+        "../up.py",
+        "a/../../b.py",
+        "a//b.py",
+        "./a.py",
+        "a/",
+        "a\\b.py",
+        "a\nb.py",
+        "x" * 501,
+        "manifest.json",
+    ],
+)
 async def test_store_artifact_refuses_paths_outside_the_tree(pool, tenant, path):
     pid = await _project(pool, tenant)
     iid = await _instance(pool, tenant, pid)
@@ -385,9 +517,23 @@ async def test_store_artifact_refuses_foreign_and_conflicting_references(pool, t
         await _store(pool, tenant, pid, stranger, "x = 1\n")
     with pytest.raises(NotFound):  # another tenant's project and instance
         await artifacts.store_artifact(
-            pool, tenant_id=other_tenant.tenant_id, project_id=pid, instance_id=iid, path="a.py", content="",
-            values_hash="v", template_id=None, template_name="t", template_version="1", model="local_llama",
-            techniques=[], retrieved_snippets=[], generation_id=None, round=1, checks={})
+            pool,
+            tenant_id=other_tenant.tenant_id,
+            project_id=pid,
+            instance_id=iid,
+            path="a.py",
+            content="",
+            values_hash="v",
+            template_id=None,
+            template_name="t",
+            template_version="1",
+            model="local_llama",
+            techniques=[],
+            retrieved_snippets=[],
+            generation_id=None,
+            round=1,
+            checks={},
+        )
     with pytest.raises(NotFound):
         await artifacts.list_artifacts(pool, tenant_id=other_tenant.tenant_id, project_id=pid)
     assert await artifacts.current_values_hashes(pool, tenant_id=other_tenant.tenant_id, project_id=pid) == {}
@@ -417,10 +563,10 @@ async def test_artifacts_list_and_zip(client, pool, tenant):
     add, sub = await _instance(pool, tenant, pid, "add"), await _instance(pool, tenant, pid, "sub")
     old = await _store(pool, tenant, pid, add, "def add(a, b): return a\n")
     new = await _store(pool, tenant, pid, add, "def add(a, b):\n    return a + b\n", values_hash="v2", round=2)
-    s = await _store(pool, tenant, pid, sub, "def sub(a, b):\n    return a - b\n", path="pkg/sub.py",
-                     values_hash="s1")
-    await artifacts.record_test_result(pool, tenant_id=tenant.tenant_id, artifact_id=new.id, test_status="passed",
-                                       tests={"passed": 2, "failed": 0})
+    s = await _store(pool, tenant, pid, sub, "def sub(a, b):\n    return a - b\n", path="pkg/sub.py", values_hash="s1")
+    await artifacts.record_test_result(
+        pool, tenant_id=tenant.tenant_id, artifact_id=new.id, test_status="passed", tests={"passed": 2, "failed": 0}
+    )
 
     resp = await client.get(f"/api/projects/{pid}/artifacts", headers=h)
     assert resp.status_code == 200, resp.text
@@ -467,8 +613,13 @@ async def test_empty_project_zip_has_only_the_manifest(client, pool, tenant):
 async def test_viewers_read_everything_new(client, pool, tenant):
     viewer = await _key(pool, tenant, Role.viewer)
     pid = await _project(pool, tenant)
-    for path in ["/api/settings", f"/api/projects/{pid}/settings", f"/api/projects/{pid}/templates",
-                 f"/api/projects/{pid}/artifacts", f"/api/projects/{pid}/artifacts.zip"]:
+    for path in [
+        "/api/settings",
+        f"/api/projects/{pid}/settings",
+        f"/api/projects/{pid}/templates",
+        f"/api/projects/{pid}/artifacts",
+        f"/api/projects/{pid}/artifacts.zip",
+    ]:
         assert (await client.get(path, headers=viewer)).status_code == 200, path
 
 
@@ -477,14 +628,17 @@ async def test_another_tenants_project_is_404_on_every_new_route(client, pool, t
     iid = await _instance(pool, tenant, pid)
     await _store(pool, tenant, pid, iid, "x = 1\n")
     await pipeline_settings.attach_templates(pool, tenant_id=tenant.tenant_id, project_id=pid)
-    before = (await client.put(f"/api/projects/{pid}/settings", json={"debug_rounds": 3},
-                               headers=tenant.headers)).json()
-    attempts = [("GET", f"/api/projects/{pid}/settings", None),
-                ("PUT", f"/api/projects/{pid}/settings", {"debug_rounds": 9}),
-                ("GET", f"/api/projects/{pid}/templates", None),
-                ("GET", f"/api/projects/{pid}/artifacts", None),
-                ("GET", f"/api/projects/{pid}/artifacts?all=true", None),
-                ("GET", f"/api/projects/{pid}/artifacts.zip", None)]
+    before = (
+        await client.put(f"/api/projects/{pid}/settings", json={"debug_rounds": 3}, headers=tenant.headers)
+    ).json()
+    attempts = [
+        ("GET", f"/api/projects/{pid}/settings", None),
+        ("PUT", f"/api/projects/{pid}/settings", {"debug_rounds": 9}),
+        ("GET", f"/api/projects/{pid}/templates", None),
+        ("GET", f"/api/projects/{pid}/artifacts", None),
+        ("GET", f"/api/projects/{pid}/artifacts?all=true", None),
+        ("GET", f"/api/projects/{pid}/artifacts.zip", None),
+    ]
     for who in (other_tenant.headers, tenant.headers):
         for method, path, body in attempts:
             target = path if who is other_tenant.headers else path.replace(str(pid), str(uuid.uuid4()))
@@ -497,25 +651,36 @@ async def test_another_tenants_project_is_404_on_every_new_route(client, pool, t
     assert (await client.get("/api/settings", headers=other_tenant.headers)).json() == DEFAULTS
 
 
-@pytest.mark.parametrize("method, path", [
-    ("GET", "/api/projects/not-a-uuid/settings"), ("PUT", "/api/projects/not-a-uuid/settings"),
-    ("GET", "/api/projects/not-a-uuid/templates"), ("GET", "/api/projects/not-a-uuid/artifacts"),
-    ("GET", "/api/projects/not-a-uuid/artifacts.zip"), ("GET", "/api/projects/{pid}/artifacts?all=maybe"),
-])
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("GET", "/api/projects/not-a-uuid/settings"),
+        ("PUT", "/api/projects/not-a-uuid/settings"),
+        ("GET", "/api/projects/not-a-uuid/templates"),
+        ("GET", "/api/projects/not-a-uuid/artifacts"),
+        ("GET", "/api/projects/not-a-uuid/artifacts.zip"),
+        ("GET", "/api/projects/{pid}/artifacts?all=maybe"),
+    ],
+)
 async def test_bad_ids_and_params_are_422(client, pool, tenant, method, path):
     pid = await _project(pool, tenant)
-    resp = await client.request(method, path.format(pid=pid), json={} if method == "PUT" else None,
-                                headers=tenant.headers)
+    resp = await client.request(
+        method, path.format(pid=pid), json={} if method == "PUT" else None, headers=tenant.headers
+    )
     assert resp.status_code == 422, resp.text
     assert resp.json()["detail"]
 
 
 def test_gateway_forwards_and_guards_the_new_paths():
-    remote = {"spec-registry": "http://r", "orchestrator": "http://o", "generator": "http://g",
-              "knowledge": "http://k"}
+    remote = {"spec-registry": "http://r", "orchestrator": "http://o", "generator": "http://g", "knowledge": "http://k"}
     pid = uuid.uuid4()
-    for path in ["/api/settings", f"/api/projects/{pid}/settings", f"/api/projects/{pid}/templates",
-                 f"/api/projects/{pid}/artifacts", f"/api/projects/{pid}/artifacts.zip"]:
+    for path in [
+        "/api/settings",
+        f"/api/projects/{pid}/settings",
+        f"/api/projects/{pid}/templates",
+        f"/api/projects/{pid}/artifacts",
+        f"/api/projects/{pid}/artifacts.zip",
+    ]:
         assert owner_of(path, remote) == "orchestrator", path
     assert owner_of(f"/api/projects/{pid}/specs", remote) == "spec-registry"
     assert owner_of("/api/settingsx", remote) is None
@@ -530,10 +695,12 @@ async def test_rls_hides_pipeline_rows_from_other_tenants(pool, tenant, other_te
     iid = await _instance(pool, tenant, pid)
     await _store(pool, tenant, pid, iid, "x = 1\n")
     await pipeline_settings.attach_templates(pool, tenant_id=tenant.tenant_id, project_id=pid)
-    await pipeline_settings.put_tenant_settings(pool, tenant_id=tenant.tenant_id,
-                                                update=TenantSettingsUpdate(debug_rounds=1))
-    await pipeline_settings.put_project_settings(pool, tenant_id=tenant.tenant_id, project_id=pid,
-                                                 update=ProjectSettingsUpdate(debug_rounds=1))
+    await pipeline_settings.put_tenant_settings(
+        pool, tenant_id=tenant.tenant_id, update=TenantSettingsUpdate(debug_rounds=1)
+    )
+    await pipeline_settings.put_project_settings(
+        pool, tenant_id=tenant.tenant_id, project_id=pid, update=ProjectSettingsUpdate(debug_rounds=1)
+    )
     async with tenant_tx(pool, other_tenant.tenant_id) as conn:  # no tenant filter: RLS alone hides them
         for table in ("tenant_settings", "project_settings", "project_templates", "artifacts"):
             assert await conn.fetchval(f"select count(*) from {table} where tenant_id = $1", tenant.tenant_id) == 0

@@ -8,6 +8,7 @@ at once, instead of keeping it in `integration` retrying every 30 s (issue 10, M
 (A template path hint such as `../../x.py` is refused when the template and the instance are saved;
 tests/histories/pipeline-poison-path-*.json is a run from before that check, failed at integration.)
 """
+
 from __future__ import annotations
 
 import uuid
@@ -40,8 +41,11 @@ async def _run_again(api, tenant, temporal, project: dict, runs_before: int) -> 
     assert resp.status_code == 202, resp.text
 
     async def ended():
-        states = [e["payload"]["to_state"] for e in await _events(api, tenant, "project.state_changed")
-                  if e["subject_id"] == pid]
+        states = [
+            e["payload"]["to_state"]
+            for e in await _events(api, tenant, "project.state_changed")
+            if e["subject_id"] == pid
+        ]
         return states if states.count("completed") + states.count("failed") > runs_before else None
 
     states = await wait_for(ended, timeout=60, interval=0.25)
@@ -51,11 +55,17 @@ async def _run_again(api, tenant, temporal, project: dict, runs_before: int) -> 
 async def _activity_attempts(temporal, workflow_id: str, activity_type: str) -> list[int]:
     """The attempt each scheduled `activity_type` ended on, from the workflow's history."""
     history = await temporal.get_workflow_handle(workflow_id).fetch_history()
-    names = {e.event_id: e.activity_task_scheduled_event_attributes.activity_type.name for e in history.events
-             if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED}
-    return [e.activity_task_started_event_attributes.attempt for e in history.events
-            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
-            and names[e.activity_task_started_event_attributes.scheduled_event_id] == activity_type]
+    names = {
+        e.event_id: e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    }
+    return [
+        e.activity_task_started_event_attributes.attempt
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+        and names[e.activity_task_started_event_attributes.scheduled_event_id] == activity_type
+    ]
 
 
 async def _last_state_change(api, tenant, pid: str) -> dict:
@@ -87,7 +97,7 @@ async def test_twins_keep_their_own_paths_through_regenerations(api, tenant, cod
     # twin.py, the other's current file: Conflict, retried every 30 s in `integration`)
     runs = 1
     for changed in (other, holder, None):  # then the holder alone, then both at once
-        for inst in ([changed] if changed else [one, two]):
+        for inst in [changed] if changed else [one, two]:
             values = {**inst["values"], "description": inst["values"]["description"] + f" Run {runs + 1}."}
             resp = await api.put(f"/api/instances/{inst['id']}", json={"values": values}, headers=tenant.headers)
             assert resp.status_code == 200, resp.text
@@ -104,15 +114,32 @@ async def test_twins_keep_their_own_paths_through_regenerations(api, tenant, cod
 
 def _output(instance_id: uuid.UUID, name: str, content: str | None = TWIN) -> InstanceOutput:
     values = {"function_name": name, "description": "d"}
-    spec = SpecSnapshot(template_id=uuid.uuid4(), template_name="python-function", template_version="1.0.0",
-                        schema=PYTHON_FUNCTION, values=values, values_hash=values_hash(values), instance_id=instance_id)
+    spec = SpecSnapshot(
+        template_id=uuid.uuid4(),
+        template_name="python-function",
+        template_version="1.0.0",
+        schema=PYTHON_FUNCTION,
+        values=values,
+        values_hash=values_hash(values),
+        instance_id=instance_id,
+    )
     if content is None:
         return InstanceOutput(spec=spec, error="generation failed")
-    gen = GenerationResult(id=uuid.uuid4(), status="completed", candidates=[], parses=True,
-                           files=[GeneratedFile(path=f"{name}.py", content=content)],
-                           provenance=Provenance(template_id=spec.template_id, template_name=spec.template_name,
-                                                 template_version=spec.template_version, values_hash=spec.values_hash,
-                                                 instance_id=instance_id, retrieved_snippets=[]))
+    gen = GenerationResult(
+        id=uuid.uuid4(),
+        status="completed",
+        candidates=[],
+        parses=True,
+        files=[GeneratedFile(path=f"{name}.py", content=content)],
+        provenance=Provenance(
+            template_id=spec.template_id,
+            template_name=spec.template_name,
+            template_version=spec.template_version,
+            values_hash=spec.values_hash,
+            instance_id=instance_id,
+            retrieved_snippets=[],
+        ),
+    )
     return InstanceOutput(spec=spec, generation=gen)
 
 
@@ -120,8 +147,9 @@ def test_paths_avoid_other_instances_current_files_and_do_not_move_on_retry():
     a, b, c = (uuid.UUID(int=n << 100) for n in (1, 2, 3))
 
     def paths(outputs, current):
-        inp = IntegrateInput(tenant_id=uuid.uuid4(), project_id=uuid.uuid4(), round=1, model="m", techniques=[],
-                             outputs=outputs)
+        inp = IntegrateInput(
+            tenant_id=uuid.uuid4(), project_id=uuid.uuid4(), round=1, model="m", techniques=[], outputs=outputs
+        )
         storing = {o.spec.instance_id for o in outputs if o.generation}
         return _unique_paths(inp, current, storing)
 
@@ -132,8 +160,7 @@ def test_paths_avoid_other_instances_current_files_and_do_not_move_on_retry():
     assert paths([_output(b, "twin")], {a: "twin.py"}) == {b: hex_b}
     assert paths([_output(b, "twin")], {a: "twin.py", b: hex_b}) == {b: hex_b}
     # a file that holds a path keeps it, whichever comes first in the round
-    assert paths([_output(a, "twin"), _output(b, "twin")], {b: "twin.py"}) == {a: f"twin_{str(a)[:8]}.py",
-                                                                               b: "twin.py"}
+    assert paths([_output(a, "twin"), _output(b, "twin")], {b: "twin.py"}) == {a: f"twin_{str(a)[:8]}.py", b: "twin.py"}
     # a retry after the first attempt committed: the same paths
     first = paths([_output(a, "twin"), _output(b, "twin"), _output(c, "other")], {})
     assert paths([_output(a, "twin"), _output(b, "twin"), _output(c, "other")], first) == first
@@ -150,9 +177,21 @@ async def test_a_round_may_trade_paths_between_its_instances(pool, api, tenant):
     mul = uuid.UUID((await _instance(api, tenant, project["id"], "mul", []))["id"])
 
     def item(iid, path, content):
-        return artifacts.NewArtifact(instance_id=iid, path=path, content=content, values_hash="v", template_id=None,
-                                     template_name="t", template_version="1", model="m", techniques=[],
-                                     retrieved_snippets=[], generation_id=None, round=1, checks={})
+        return artifacts.NewArtifact(
+            instance_id=iid,
+            path=path,
+            content=content,
+            values_hash="v",
+            template_id=None,
+            template_name="t",
+            template_version="1",
+            model="m",
+            techniques=[],
+            retrieved_snippets=[],
+            generation_id=None,
+            round=1,
+            checks={},
+        )
 
     kw = dict(tenant_id=tenant.tenant_id, project_id=pid)
     await artifacts.store_artifacts(pool, **kw, items=[item(add, "add.py", "a = 1\n"), item(mul, "mul.py", "m = 1\n")])

@@ -1,4 +1,5 @@
 """Tenants' provider API keys: write-only API, encrypted at rest, admins only, one tenant's alone."""
+
 from __future__ import annotations
 
 import secrets
@@ -69,29 +70,38 @@ async def test_write_only_and_encrypted_at_rest(client, pool, tenant):
         row = await conn.fetchrow("select * from tenant_provider_keys where tenant_id = $1", tenant.tenant_id)
     assert row["ciphertext"] != OPENAI_KEY and OPENAI_KEY not in row["ciphertext"]
     assert OPENAI_KEY[8:20] not in row["ciphertext"]
-    assert await provider_keys.get_plaintext(pool, tenant_id=tenant.tenant_id, provider="openai",
-                                             secret=SECRET) == OPENAI_KEY
-    assert await provider_keys.get_plaintext(pool, tenant_id=tenant.tenant_id, provider=Provider.anthropic,
-                                             secret=SECRET) is None
+    assert (
+        await provider_keys.get_plaintext(pool, tenant_id=tenant.tenant_id, provider="openai", secret=SECRET)
+        == OPENAI_KEY
+    )
+    assert (
+        await provider_keys.get_plaintext(pool, tenant_id=tenant.tenant_id, provider=Provider.anthropic, secret=SECRET)
+        is None
+    )
     with pytest.raises(provider_keys.ProviderKeyUnreadable, match="PROVIDER_KEYS_SECRET"):
         await provider_keys.get_plaintext(pool, tenant_id=tenant.tenant_id, provider="openai", secret="another")
 
 
 async def test_replace_and_delete(client, pool, tenant):
-    first = (await client.put("/api/providers/anthropic/key", json={"api_key": "ak-first-1111"},
-                              headers=tenant.headers)).json()
-    second = await client.put("/api/providers/anthropic/key", json={"api_key": "ak-second-2222"},
-                              headers=tenant.headers)
+    first = (
+        await client.put("/api/providers/anthropic/key", json={"api_key": "ak-first-1111"}, headers=tenant.headers)
+    ).json()
+    second = await client.put(
+        "/api/providers/anthropic/key", json={"api_key": "ak-second-2222"}, headers=tenant.headers
+    )
     assert second.status_code == 200
     assert second.json()["key_hint"] == "2222" and second.json()["created_at"] == first["created_at"]
     assert second.json()["updated_at"] >= first["updated_at"]
-    assert await provider_keys.get_plaintext(pool, tenant_id=tenant.tenant_id, provider="anthropic",
-                                             secret=SECRET) == "ak-second-2222"
+    assert (
+        await provider_keys.get_plaintext(pool, tenant_id=tenant.tenant_id, provider="anthropic", secret=SECRET)
+        == "ak-second-2222"
+    )
 
     gone = await client.delete("/api/providers/anthropic/key", headers=tenant.headers)
     assert gone.status_code == 204
-    assert await provider_keys.get_plaintext(pool, tenant_id=tenant.tenant_id, provider="anthropic",
-                                             secret=SECRET) is None
+    assert (
+        await provider_keys.get_plaintext(pool, tenant_id=tenant.tenant_id, provider="anthropic", secret=SECRET) is None
+    )
     again = await client.delete("/api/providers/anthropic/key", headers=tenant.headers)
     assert again.status_code == 404 and "anthropic" in again.json()["detail"]
 
@@ -112,57 +122,73 @@ async def test_admins_only(client, pool, tenant):
 
 
 async def test_other_tenant_sees_nothing(client, pool, tenant, other_tenant):
-    assert (await client.put("/api/providers/openai/key", json={"api_key": OPENAI_KEY},
-                             headers=tenant.headers)).status_code == 200
+    assert (
+        await client.put("/api/providers/openai/key", json={"api_key": OPENAI_KEY}, headers=tenant.headers)
+    ).status_code == 200
 
     items = _by_provider((await client.get("/api/providers", headers=other_tenant.headers)).json())
     assert all(item["tenant_key"] is None for item in items.values())
     assert (await client.delete("/api/providers/openai/key", headers=other_tenant.headers)).status_code == 404
-    assert await provider_keys.get_plaintext(pool, tenant_id=other_tenant.tenant_id, provider="openai",
-                                             secret=SECRET) is None
+    assert (
+        await provider_keys.get_plaintext(pool, tenant_id=other_tenant.tenant_id, provider="openai", secret=SECRET)
+        is None
+    )
 
     # Row Level Security, beneath the repository's own where clauses.
     async with tenant_tx(pool, other_tenant.tenant_id) as conn:
         assert await conn.fetchval("select count(*) from tenant_provider_keys") == 0
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
-            await conn.execute("insert into tenant_provider_keys (tenant_id, provider, ciphertext, key_hint) "
-                               "values ($1, 'anthropic', 'x', 'x')", tenant.tenant_id)
+            await conn.execute(
+                "insert into tenant_provider_keys (tenant_id, provider, ciphertext, key_hint) "
+                "values ($1, 'anthropic', 'x', 'x')",
+                tenant.tenant_id,
+            )
     async with tenant_tx(pool, other_tenant.tenant_id) as conn:
         await conn.execute("update tenant_provider_keys set ciphertext = 'stolen'")
         await conn.execute("delete from tenant_provider_keys")
     async with plain_tx(pool) as conn:
         assert await conn.fetchval("select count(*) from tenant_provider_keys") == 0
-    assert await provider_keys.get_plaintext(pool, tenant_id=tenant.tenant_id, provider="openai",
-                                             secret=SECRET) == OPENAI_KEY  # untouched
+    assert (
+        await provider_keys.get_plaintext(pool, tenant_id=tenant.tenant_id, provider="openai", secret=SECRET)
+        == OPENAI_KEY
+    )  # untouched
 
 
 async def test_ciphertext_is_sealed_to_its_tenant_and_provider(pool, tenant, other_tenant):
-    await provider_keys.set_key(pool, tenant_id=tenant.tenant_id, provider=Provider.openai, api_key=OPENAI_KEY,
-                                secret=SECRET)
+    await provider_keys.set_key(
+        pool, tenant_id=tenant.tenant_id, provider=Provider.openai, api_key=OPENAI_KEY, secret=SECRET
+    )
     async with tenant_tx(pool, tenant.tenant_id) as conn:
-        ciphertext = await conn.fetchval("select ciphertext from tenant_provider_keys where tenant_id = $1",
-                                         tenant.tenant_id)
+        ciphertext = await conn.fetchval(
+            "select ciphertext from tenant_provider_keys where tenant_id = $1", tenant.tenant_id
+        )
         # a row copied to another provider of the same tenant does not decrypt
-        await conn.execute("insert into tenant_provider_keys (tenant_id, provider, ciphertext, key_hint) "
-                           "values ($1, 'vllm', $2, 'x')", tenant.tenant_id, ciphertext)
+        await conn.execute(
+            "insert into tenant_provider_keys (tenant_id, provider, ciphertext, key_hint) values ($1, 'vllm', $2, 'x')",
+            tenant.tenant_id,
+            ciphertext,
+        )
     with pytest.raises(provider_keys.ProviderKeyUnreadable):
         await provider_keys.get_plaintext(pool, tenant_id=tenant.tenant_id, provider="vllm", secret=SECRET)
     with pytest.raises(provider_keys.ProviderKeyUnreadable):
         provider_keys.decrypt(SECRET, tenant_id=other_tenant.tenant_id, provider=Provider.openai, ciphertext=ciphertext)
 
 
-@pytest.mark.parametrize("path,body", [
-    ("/api/providers/mistral/key", {"api_key": "a-valid-looking-key"}),  # unknown provider
-    ("/api/providers/openai/key", {"api_key": ""}),
-    ("/api/providers/openai/key", {"api_key": "q7z-k"}),
-    ("/api/providers/openai/key", {"api_key": "has a space in it"}),
-    ("/api/providers/openai/key", {"api_key": "line\nbreak-key"}),
-    ("/api/providers/openai/key", {"api_key": "k" * 513}),
-    ("/api/providers/openai/key", {"api_key": 12345678}),
-    ("/api/providers/openai/key", {"key": "sk-misnamed-field"}),
-    ("/api/providers/openai/key", {"api_key": "sk-valid-key-1", "extra": 1}),
-    ("/api/providers/openai/key", None),
-])
+@pytest.mark.parametrize(
+    "path,body",
+    [
+        ("/api/providers/mistral/key", {"api_key": "a-valid-looking-key"}),  # unknown provider
+        ("/api/providers/openai/key", {"api_key": ""}),
+        ("/api/providers/openai/key", {"api_key": "q7z-k"}),
+        ("/api/providers/openai/key", {"api_key": "has a space in it"}),
+        ("/api/providers/openai/key", {"api_key": "line\nbreak-key"}),
+        ("/api/providers/openai/key", {"api_key": "k" * 513}),
+        ("/api/providers/openai/key", {"api_key": 12345678}),
+        ("/api/providers/openai/key", {"key": "sk-misnamed-field"}),
+        ("/api/providers/openai/key", {"api_key": "sk-valid-key-1", "extra": 1}),
+        ("/api/providers/openai/key", None),
+    ],
+)
 async def test_bad_input(client, tenant, path, body):
     resp = await client.put(path, json=body, headers=tenant.headers)
     assert resp.status_code == 422, resp.text
@@ -181,15 +207,17 @@ async def test_unknown_provider_delete_and_no_secret(stack, client, tenant):
 
 def test_env_file_gains_missing_secrets(tmp_path):
     env = tmp_path / "env"
-    old = ("# generated by specmill on first start; keep it private\n"
-           "JWT_SECRET=old-jwt\nEMBEDDED_PG_SUPERUSER_PASSWORD=old-su\nEMBEDDED_PG_APP_PASSWORD=old-app\n"
-           "OPENAI_API_KEY=sk-mine")  # an operator's own line, without a final newline
+    old = (
+        "# generated by specmill on first start; keep it private\n"
+        "JWT_SECRET=old-jwt\nEMBEDDED_PG_SUPERUSER_PASSWORD=old-su\nEMBEDDED_PG_APP_PASSWORD=old-app\n"
+        "OPENAI_API_KEY=sk-mine"
+    )  # an operator's own line, without a final newline
     env.write_text(old)
     env.chmod(0o600)
     assert ensure_env_file(tmp_path) == env
     text = env.read_text()
     assert text.startswith(old + "\n")
-    added = [line for line in text[len(old):].splitlines() if line and not line.startswith("#")]
+    added = [line for line in text[len(old) :].splitlines() if line and not line.startswith("#")]
     assert [line.split("=", 1)[0] for line in added] == ["INTERNAL_TOKEN_SECRET", "PROVIDER_KEYS_SECRET"]
     assert all(len(line.split("=", 1)[1]) >= 32 for line in added)
     assert stat.S_IMODE(env.stat().st_mode) == 0o600

@@ -1,5 +1,6 @@
 """Services as their own processes on their seed-style ports, behind the gateway, which keeps
 authentication, RBAC and rate limiting and forwards /api/* with a short-lived internal token."""
+
 from __future__ import annotations
 
 import os
@@ -19,10 +20,22 @@ from workers import embedded
 
 def _serve(stack, service: str, port: int, tmp_path) -> subprocess.Popen:
     s = stack.settings
-    env = {**os.environ, "DATABASE_URL": s.app_dsn(), "TEMPORAL_ADDRESS": s.temporal_address,
-           "JWT_SECRET": s.jwt_secret, "INTERNAL_TOKEN_SECRET": s.internal_token_secret, "TASK_QUEUE_PREFIX": s.task_queue_prefix, "DATA_DIR": str(tmp_path)}
-    return subprocess.Popen([sys.executable, "-m", "workers.cli", "serve", service, "--port", str(port)],
-                            env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "DATABASE_URL": s.app_dsn(),
+        "TEMPORAL_ADDRESS": s.temporal_address,
+        "JWT_SECRET": s.jwt_secret,
+        "INTERNAL_TOKEN_SECRET": s.internal_token_secret,
+        "TASK_QUEUE_PREFIX": s.task_queue_prefix,
+        "DATA_DIR": str(tmp_path),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "workers.cli", "serve", service, "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +44,7 @@ def services(stack, tmp_path_factory):
     ports = {"spec-registry": embedded.free_port(), "orchestrator": embedded.free_port()}
     procs = [_serve(stack, name, port, tmp) for name, port in ports.items()]
     try:
-        for (name, port), proc in zip(ports.items(), procs):
+        for (name, port), proc in zip(ports.items(), procs, strict=False):
             embedded.wait_for_port("127.0.0.1", port, 60, proc, name)
         yield {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     finally:
@@ -48,17 +61,22 @@ async def gateway(stack, services, workers, make_app):
 
 async def test_requests_are_forwarded_to_the_services(gateway, tenant):
     h = tenant.headers
-    tpl = await gateway.post("/api/templates", json={"name": "fn", "version": "1",
-                                                      "schema": {"type": "object", "required": ["name"]}}, headers=h)
+    tpl = await gateway.post(
+        "/api/templates",
+        json={"name": "fn", "version": "1", "schema": {"type": "object", "required": ["name"]}},
+        headers=h,
+    )
     assert tpl.status_code == 201, tpl.text
     project = await gateway.post("/api/projects", json={"name": "remote"}, headers=h)
     assert project.status_code == 201, project.text
     pid = project.json()["id"]
-    bad = await gateway.post("/api/instances", json={"template_id": tpl.json()["id"], "project_id": pid,
-                                                      "values": {}}, headers=h)
+    bad = await gateway.post(
+        "/api/instances", json={"template_id": tpl.json()["id"], "project_id": pid, "values": {}}, headers=h
+    )
     assert bad.status_code == 422 and bad.json()["errors"][0]["message"]
-    inst = await gateway.post("/api/instances", json={"template_id": tpl.json()["id"], "project_id": pid,
-                                                       "values": {"name": "x"}}, headers=h)
+    inst = await gateway.post(
+        "/api/instances", json={"template_id": tpl.json()["id"], "project_id": pid, "values": {"name": "x"}}, headers=h
+    )
     assert inst.status_code == 201, inst.text
     specs = await gateway.get(f"/api/projects/{pid}/specs", headers=h)  # spec registry, under /projects
     assert specs.status_code == 200 and specs.json()[0]["template_name"] == "fn"
@@ -73,8 +91,9 @@ async def test_requests_are_forwarded_to_the_services(gateway, tenant):
 
 async def test_gateway_keeps_rbac_and_services_refuse_direct_keys(gateway, services, pool, tenant):
     viewer = await create_api_key(pool, tenant_id=tenant.tenant_id, role=Role.viewer)
-    denied = await gateway.post("/api/templates", json={"name": "v", "version": "1", "schema": {}},
-                                headers={"X-API-Key": viewer.api_key})
+    denied = await gateway.post(
+        "/api/templates", json={"name": "v", "version": "1", "schema": {}}, headers={"X-API-Key": viewer.api_key}
+    )
     assert denied.status_code == 403
     assert (await gateway.get("/api/templates", headers={"X-API-Key": viewer.api_key})).status_code == 200
     assert (await gateway.get("/api/templates")).status_code == 401
@@ -91,8 +110,9 @@ async def test_health_covers_the_remote_services(gateway, services, stack, pool,
     assert resp.status_code == 200, resp.text
     checks = resp.json()["checks"]
     assert checks["service:spec-registry"]["ok"] and checks["service:orchestrator"]["ok"]
-    caller = Principal(tenant_id=tenant.tenant_id, user_id=tenant.user_id, role=Role.owner, auth="api_key",
-                       key_id=tenant.key_id)
+    caller = Principal(
+        tenant_id=tenant.tenant_id, user_id=tenant.user_id, role=Role.owner, auth="api_key", key_id=tenant.key_id
+    )
     internal = Authenticator(stack.settings, pool).issue_internal(caller)
     async with httpx.AsyncClient(base_url=services["orchestrator"]) as direct:
         assert (await direct.get("/health")).json() == {"status": "ok"}  # the public answer

@@ -1,4 +1,5 @@
 """The README stays true: every setting is in its configuration table, every route in its examples."""
+
 from __future__ import annotations
 
 import re

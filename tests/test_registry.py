@@ -1,4 +1,5 @@
 """Spec registry: templates and instances through the gateway, on a real Postgres and Temporal."""
+
 from __future__ import annotations
 
 import asyncio
@@ -47,8 +48,9 @@ async def make_project(api, t, name: str = "p") -> str:
     return resp.json()["id"]
 
 
-async def make_template(api, t, name: str = "svc", version: str = "1", schema: dict | None = None,
-                        description: str | None = None) -> dict:
+async def make_template(
+    api, t, name: str = "svc", version: str = "1", schema: dict | None = None, description: str | None = None
+) -> dict:
     body: dict[str, Any] = {"name": name, "version": version, "schema": SPEC_SCHEMA if schema is None else schema}
     if description is not None:
         body["description"] = description
@@ -58,8 +60,7 @@ async def make_template(api, t, name: str = "svc", version: str = "1", schema: d
 
 
 async def make_instance(api, t, template_id: str, project_id: str, values: dict | None = None) -> dict:
-    body = {"template_id": template_id, "project_id": project_id,
-            "values": GOOD_VALUES if values is None else values}
+    body = {"template_id": template_id, "project_id": project_id, "values": GOOD_VALUES if values is None else values}
     resp = await api.post("/api/instances", json=body, headers=t.headers)
     assert resp.status_code == 201, resp.text
     return resp.json()
@@ -93,8 +94,9 @@ async def events(api, t, *types: str) -> list[dict]:
     """The tenant's events of these types, walking GET /api/events with its integer cursor."""
     found, after = [], 0
     for _ in range(1000):
-        resp = await api.get("/api/events", params={"after": after, "limit": 100, "type": list(types)},
-                             headers=t.headers)
+        resp = await api.get(
+            "/api/events", params={"after": after, "limit": 100, "type": list(types)}, headers=t.headers
+        )
         assert resp.status_code == 200, resp.text
         body = resp.json()
         found += body["items"]
@@ -122,8 +124,9 @@ def cursor_of(obj: Any) -> str:
 
 
 def canonical_hash(values: Any) -> str:
-    return hashlib.sha256(json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-                          .encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    ).hexdigest()
 
 
 def nested(depth: int) -> Any:
@@ -134,6 +137,7 @@ def nested(depth: int) -> Any:
 
 
 # --- templates: success paths -------------------------------------------------------------
+
 
 async def test_template_crud_round_trip(api, tenant):
     created = await make_template(api, tenant, name="checkout service", version="1.0.0", description="first")
@@ -150,8 +154,9 @@ async def test_template_crud_round_trip(api, tenant):
     assert listed.status_code == 200 and listed.json() == {"items": [created], "next_cursor": None}
 
     new_schema = {**SPEC_SCHEMA, "properties": {**SPEC_SCHEMA["properties"], "notes": {"type": "string"}}}
-    put = await api.put(f"/api/templates/{created['id']}", json={"description": "second", "schema": new_schema},
-                        headers=tenant.headers)
+    put = await api.put(
+        f"/api/templates/{created['id']}", json={"description": "second", "schema": new_schema}, headers=tenant.headers
+    )
     assert put.status_code == 200, put.text
     updated = put.json()
     assert updated["description"] == "second" and updated["schema"] == new_schema
@@ -167,21 +172,27 @@ async def test_template_crud_round_trip(api, tenant):
     assert deleted.status_code == 204 and deleted.content == b""
     assert_json_error(await api.get(f"/api/templates/{created['id']}", headers=tenant.headers), 404)
     assert_json_error(await api.delete(f"/api/templates/{created['id']}", headers=tenant.headers), 404)
-    assert_json_error(await api.put(f"/api/templates/{created['id']}", json={"description": "x"},
-                                    headers=tenant.headers), 404)
+    assert_json_error(
+        await api.put(f"/api/templates/{created['id']}", json={"description": "x"}, headers=tenant.headers), 404
+    )
     assert (await api.get("/api/templates", params=OWN, headers=tenant.headers)).json()["items"] == []
 
 
 async def test_unknown_ids_are_404(api, tenant):
     missing = uuid.uuid4()
-    for method, path in [("GET", f"/api/templates/{missing}"), ("DELETE", f"/api/templates/{missing}"),
-                         ("GET", f"/api/instances/{missing}"), ("DELETE", f"/api/instances/{missing}"),
-                         ("GET", f"/api/projects/{missing}/specs")]:
+    for method, path in [
+        ("GET", f"/api/templates/{missing}"),
+        ("DELETE", f"/api/templates/{missing}"),
+        ("GET", f"/api/instances/{missing}"),
+        ("DELETE", f"/api/instances/{missing}"),
+        ("GET", f"/api/projects/{missing}/specs"),
+    ]:
         assert_json_error(await api.request(method, path, headers=tenant.headers), 404)
     assert_json_error(await api.put(f"/api/instances/{missing}", json={"values": {}}, headers=tenant.headers), 404)
 
 
 # --- template schema validation -----------------------------------------------------------
+
 
 async def test_invalid_schema_is_422_with_every_problem(api, tenant):
     bad = {"type": "objekt", "properties": {"a": {"type": "string", "minLength": -1}}, "required": "a"}
@@ -194,16 +205,20 @@ async def test_invalid_schema_is_422_with_every_problem(api, tenant):
     assert (await api.get("/api/templates", params=OWN, headers=tenant.headers)).json()["items"] == []
 
 
-@pytest.mark.parametrize("schema, path", [
-    ({"$schema": "http://json-schema.org/draft-07/schema#", "type": "object"}, "$.$schema"),
-    ({"type": "string", "pattern": "("}, "$.pattern"),
-    ({"type": "object", "patternProperties": {"[a-": {"type": "string"}}}, "$.patternProperties"),
-    ({"type": "array", "items": {"maxItems": "three"}}, "$.items.maxItems"),
-    ({"properties": []}, "$.properties"),
-])
+@pytest.mark.parametrize(
+    "schema, path",
+    [
+        ({"$schema": "http://json-schema.org/draft-07/schema#", "type": "object"}, "$.$schema"),
+        ({"type": "string", "pattern": "("}, "$.pattern"),
+        ({"type": "object", "patternProperties": {"[a-": {"type": "string"}}}, "$.patternProperties"),
+        ({"type": "array", "items": {"maxItems": "three"}}, "$.items.maxItems"),
+        ({"properties": []}, "$.properties"),
+    ],
+)
 async def test_schema_that_is_not_draft_2020_12_is_422(api, tenant, schema, path):
-    resp = await api.post("/api/templates", json={"name": "bad", "version": "1", "schema": schema},
-                          headers=tenant.headers)
+    resp = await api.post(
+        "/api/templates", json={"name": "bad", "version": "1", "schema": schema}, headers=tenant.headers
+    )
     body = assert_json_error(resp, 422)
     assert path in {e["path"] for e in body["errors"]}, body
     assert (await api.get("/api/templates", params=OWN, headers=tenant.headers)).json()["items"] == []
@@ -211,8 +226,9 @@ async def test_schema_that_is_not_draft_2020_12_is_422(api, tenant, schema, path
 
 async def test_put_with_invalid_schema_is_422_and_changes_nothing(api, tenant):
     tpl = await make_template(api, tenant)
-    resp = await api.put(f"/api/templates/{tpl['id']}", json={"schema": {"type": "string", "pattern": "(("}},
-                         headers=tenant.headers)
+    resp = await api.put(
+        f"/api/templates/{tpl['id']}", json={"schema": {"type": "string", "pattern": "(("}}, headers=tenant.headers
+    )
     body = assert_json_error(resp, 422)
     assert "$.pattern" in {e["path"] for e in body["errors"]}
     assert_json_error(await api.put(f"/api/templates/{tpl['id']}", json={"schema": None}, headers=tenant.headers), 422)
@@ -229,14 +245,18 @@ async def test_schema_reference_cycles_and_dangling_refs_never_500(api, tenant):
         {"$ref": "http://127.0.0.1:9/remote-schema.json"},
     ]
     for i, schema in enumerate(schemas):
-        resp = await api.post("/api/templates", json={"name": "refs", "version": str(i), "schema": schema},
-                              headers=tenant.headers)
+        resp = await api.post(
+            "/api/templates", json={"name": "refs", "version": str(i), "schema": schema}, headers=tenant.headers
+        )
         if resp.status_code == 422:  # rejected up front: fine, as long as it says why
             assert assert_json_error(resp)["errors"]
             continue
         assert resp.status_code == 201, resp.text
-        inst = await api.post("/api/instances", json={"template_id": resp.json()["id"], "project_id": project,
-                                                      "values": {"a": 1}}, headers=tenant.headers)
+        inst = await api.post(
+            "/api/instances",
+            json={"template_id": resp.json()["id"], "project_id": project, "values": {"a": 1}},
+            headers=tenant.headers,
+        )
         body = assert_json_error(inst, 422)
         assert body["errors"] and all(e["path"] and e["message"] for e in body["errors"])
     assert await all_items(api, tenant, "/api/instances") == []
@@ -244,28 +264,40 @@ async def test_schema_reference_cycles_and_dangling_refs_never_500(api, tenant):
 
 # --- instance values validation -----------------------------------------------------------
 
+
 async def test_values_breaking_several_constraints_list_every_violation(api, tenant):
     tpl = await make_template(api, tenant)
     project = await make_project(api, tenant)
     values = {
-        "name": "ab",                      # minLength
-        "priority": "urgent",              # enum
-        "count": 0,                        # minimum
-        "due": "next tuesday",             # format: date
+        "name": "ab",  # minLength
+        "priority": "urgent",  # enum
+        "count": 0,  # minimum
+        "due": "next tuesday",  # format: date
         "tests": ["test_ok", 7, "test_ok2", "check_x"],  # [1] type, [3] pattern
         "owner": {"email": "not-an-email"},  # nested format
-        "extra": True,                     # additionalProperties
+        "extra": True,  # additionalProperties
     }
-    resp = await api.post("/api/instances", json={"template_id": tpl["id"], "project_id": project, "values": values},
-                          headers=tenant.headers)
+    resp = await api.post(
+        "/api/instances",
+        json={"template_id": tpl["id"], "project_id": project, "values": values},
+        headers=tenant.headers,
+    )
     body = assert_json_error(resp, 422)
     errors = body["errors"]
     assert all(set(e) >= {"path", "message"} for e in errors)
     by_path: dict[str, list[str]] = {}
     for e in errors:
         by_path.setdefault(e["path"], []).append(e["message"])
-    assert set(by_path) == {"$.name", "$.priority", "$.count", "$.due", "$.tests[1]", "$.tests[3]",
-                            "$.owner.email", "$"}, errors
+    assert set(by_path) == {
+        "$.name",
+        "$.priority",
+        "$.count",
+        "$.due",
+        "$.tests[1]",
+        "$.tests[3]",
+        "$.owner.email",
+        "$",
+    }, errors
     assert len(errors) == 8, errors
     assert "7 is not of type 'string'" in by_path["$.tests[1]"]
     assert any("does not match" in m for m in by_path["$.tests[3]"])
@@ -273,8 +305,11 @@ async def test_values_breaking_several_constraints_list_every_violation(api, ten
 
     # a missing required property and a too-long array, on top of a bad type
     values = {"name": 42, "tests": ["test_1"] * 6}
-    resp = await api.post("/api/instances", json={"template_id": tpl["id"], "project_id": project, "values": values},
-                          headers=tenant.headers)
+    resp = await api.post(
+        "/api/instances",
+        json={"template_id": tpl["id"], "project_id": project, "values": values},
+        headers=tenant.headers,
+    )
     errors = assert_json_error(resp, 422)["errors"]
     assert sorted(e["path"] for e in errors) == ["$", "$.name", "$.tests"], errors
     assert any("'owner' is a required property" == e["message"] for e in errors)
@@ -287,9 +322,11 @@ async def test_put_of_values_breaking_the_schema_is_422_and_changes_nothing(api,
     tpl = await make_template(api, tenant)
     project = await make_project(api, tenant)
     inst = await make_instance(api, tenant, tpl["id"], project)
-    resp = await api.put(f"/api/instances/{inst['id']}",
-                         json={"values": {**GOOD_VALUES, "tests": ["test_a", "nope", "test_c", None]}},
-                         headers=tenant.headers)
+    resp = await api.put(
+        f"/api/instances/{inst['id']}",
+        json={"values": {**GOOD_VALUES, "tests": ["test_a", "nope", "test_c", None]}},
+        headers=tenant.headers,
+    )
     errors = assert_json_error(resp, 422)["errors"]
     assert sorted(e["path"] for e in errors) == ["$.tests[1]", "$.tests[3]"], errors
     assert (await api.get(f"/api/instances/{inst['id']}", headers=tenant.headers)).json() == inst
@@ -298,10 +335,12 @@ async def test_put_of_values_breaking_the_schema_is_422_and_changes_nothing(api,
 
 # --- instances: success paths and project specs -------------------------------------------
 
+
 async def test_instance_crud_and_project_specs(api, tenant):
     v1 = await make_template(api, tenant, name="svc", version="1")
-    v2 = await make_template(api, tenant, name="svc", version="2",
-                             schema={"type": "object", "properties": {"name": {"type": "string"}}})
+    v2 = await make_template(
+        api, tenant, name="svc", version="2", schema={"type": "object", "properties": {"name": {"type": "string"}}}
+    )
     project, other_project = await make_project(api, tenant, "a"), await make_project(api, tenant, "b")
 
     inst = await make_instance(api, tenant, v1["id"], project)
@@ -321,8 +360,9 @@ async def test_instance_crud_and_project_specs(api, tenant):
     assert put.json()["created_at"] == inst["created_at"] and put.json()["updated_at"] > inst["updated_at"]
 
     # move the instance to version 2 of the template, with values that fit it
-    put = await api.put(f"/api/instances/{inst['id']}", json={"template_id": v2["id"], "values": {"name": "n"}},
-                        headers=tenant.headers)
+    put = await api.put(
+        f"/api/instances/{inst['id']}", json={"template_id": v2["id"], "values": {"name": "n"}}, headers=tenant.headers
+    )
     assert put.status_code == 200, put.text
     moved = put.json()
     assert moved["template_id"] == v2["id"] and moved["values"] == {"name": "n"}
@@ -364,10 +404,12 @@ async def test_instance_update_nulls_are_rejected(api, tenant):
 
 # --- uniqueness ---------------------------------------------------------------------------
 
+
 async def test_duplicate_name_and_version_is_409_but_fine_in_another_tenant(api, tenant, other_tenant):
     first = await make_template(api, tenant, name="dup", version="1.0")
-    resp = await api.post("/api/templates", json={"name": "dup", "version": "1.0", "schema": {"type": "object"}},
-                          headers=tenant.headers)
+    resp = await api.post(
+        "/api/templates", json={"name": "dup", "version": "1.0", "schema": {"type": "object"}}, headers=tenant.headers
+    )
     assert_json_error(resp, 409)
     # another version, another name: fine
     await make_template(api, tenant, name="dup", version="1.1")
@@ -379,14 +421,16 @@ async def test_duplicate_name_and_version_is_409_but_fine_in_another_tenant(api,
     mine = await all_items(api, tenant, "/api/templates", name="dup", version="1.0")
     assert [t["id"] for t in mine] == [first["id"]] and mine[0]["schema"] == SPEC_SCHEMA
     created = await events(api, tenant, "template.created")
-    assert sorted(e["payload"]["name"] + "@" + e["payload"]["version"] for e in created) == \
-        ["dup2@1.0", "dup@1.0", "dup@1.1"]
+    assert sorted(e["payload"]["name"] + "@" + e["payload"]["version"] for e in created) == [
+        "dup2@1.0",
+        "dup@1.0",
+        "dup@1.1",
+    ]
 
 
 async def test_concurrent_duplicates_create_exactly_one(api, tenant):
     body = {"name": "race", "version": "1", "schema": {"type": "object"}}
-    results = await asyncio.gather(*[api.post("/api/templates", json=body, headers=tenant.headers)
-                                     for _ in range(6)])
+    results = await asyncio.gather(*[api.post("/api/templates", json=body, headers=tenant.headers) for _ in range(6)])
     codes = sorted(r.status_code for r in results)
     assert codes == [201, 409, 409, 409, 409, 409], [r.text for r in results]
     for r in results:
@@ -397,6 +441,7 @@ async def test_concurrent_duplicates_create_exactly_one(api, tenant):
 
 
 # --- deleting and changing templates that instances use -----------------------------------
+
 
 async def test_template_with_instances_cannot_be_deleted(api, tenant):
     tpl = await make_template(api, tenant)
@@ -421,8 +466,11 @@ async def test_delete_racing_instance_create_never_leaves_an_orphan(api, tenant)
     for i in range(5):
         tpl = await make_template(api, tenant, version=str(i))
         create, delete = await asyncio.gather(
-            api.post("/api/instances", json={"template_id": tpl["id"], "project_id": project, "values": GOOD_VALUES},
-                     headers=tenant.headers),
+            api.post(
+                "/api/instances",
+                json={"template_id": tpl["id"], "project_id": project, "values": GOOD_VALUES},
+                headers=tenant.headers,
+            ),
             api.delete(f"/api/templates/{tpl['id']}", headers=tenant.headers),
         )
         outcome = (create.status_code, delete.status_code)
@@ -438,8 +486,9 @@ async def test_schema_change_that_breaks_instances_is_409(api, tenant):
     inst = await make_instance(api, tenant, tpl["id"], project)
 
     stricter = {**SPEC_SCHEMA, "properties": {**SPEC_SCHEMA["properties"], "count": {"type": "integer", "minimum": 10}}}
-    resp = await api.put(f"/api/templates/{tpl['id']}", json={"schema": stricter, "description": "changed"},
-                         headers=tenant.headers)
+    resp = await api.put(
+        f"/api/templates/{tpl['id']}", json={"schema": stricter, "description": "changed"}, headers=tenant.headers
+    )
     body = assert_json_error(resp, 409)
     assert [i["instance_id"] for i in body["instances"]] == [inst["id"]]
     assert [e["path"] for e in body["instances"][0]["errors"]] == ["$.count"]
@@ -447,26 +496,40 @@ async def test_schema_change_that_breaks_instances_is_409(api, tenant):
     assert await events(api, tenant, "template.updated") == []
 
     # compatible: a new optional property and a looser bound
-    looser = {**SPEC_SCHEMA, "properties": {**SPEC_SCHEMA["properties"], "count": {"type": "integer", "minimum": 0},
-                                            "notes": {"type": "string"}}}
+    looser = {
+        **SPEC_SCHEMA,
+        "properties": {
+            **SPEC_SCHEMA["properties"],
+            "count": {"type": "integer", "minimum": 0},
+            "notes": {"type": "string"},
+        },
+    }
     resp = await api.put(f"/api/templates/{tpl['id']}", json={"schema": looser}, headers=tenant.headers)
     assert resp.status_code == 200, resp.text
     assert resp.json()["schema"] == looser
     assert (await api.get(f"/api/templates/{tpl['id']}", headers=tenant.headers)).json()["schema"] == looser
     # the new schema is the one instances are now checked against
-    ok = await api.put(f"/api/instances/{inst['id']}", json={"values": {**GOOD_VALUES, "count": 0, "notes": "n"}},
-                       headers=tenant.headers)
+    ok = await api.put(
+        f"/api/instances/{inst['id']}",
+        json={"values": {**GOOD_VALUES, "count": 0, "notes": "n"}},
+        headers=tenant.headers,
+    )
     assert ok.status_code == 200, ok.text
-    bad = await api.post("/api/instances", json={"template_id": tpl["id"], "project_id": project,
-                                                 "values": {**GOOD_VALUES, "notes": 5}}, headers=tenant.headers)
+    bad = await api.post(
+        "/api/instances",
+        json={"template_id": tpl["id"], "project_id": project, "values": {**GOOD_VALUES, "notes": 5}},
+        headers=tenant.headers,
+    )
     assert [e["path"] for e in assert_json_error(bad, 422)["errors"]] == ["$.notes"]
 
 
 # --- pagination and filters ---------------------------------------------------------------
 
+
 async def test_template_pages_walk_everything_once(api, tenant):
-    made = [await make_template(api, tenant, name=n, version=v)
-            for n in ("alpha", "beta") for v in ("1", "2", "3", "4")]
+    made = [
+        await make_template(api, tenant, name=n, version=v) for n in ("alpha", "beta") for v in ("1", "2", "3", "4")
+    ]
     made.append(await make_template(api, tenant, name="gamma", version="2"))
 
     pages = await walk(api, tenant, "/api/templates", 2)
@@ -506,8 +569,14 @@ async def test_instance_pages_and_filters(api, tenant):
     def expect(**f):
         return [i["id"] for i in made if all(i[k] == v for k, v in f.items())]
 
-    for filters in ({"project_id": p1}, {"project_id": p2}, {"template_id": t1["id"]}, {"template_id": t2["id"]},
-                    {"project_id": p1, "template_id": t1["id"]}, {"project_id": p2, "template_id": t2["id"]}):
+    for filters in (
+        {"project_id": p1},
+        {"project_id": p2},
+        {"template_id": t1["id"]},
+        {"template_id": t2["id"]},
+        {"project_id": p1, "template_id": t1["id"]},
+        {"project_id": p2, "template_id": t2["id"]},
+    ):
         got = [i["id"] for p in await walk(api, tenant, "/api/instances", 2, **filters) for i in p]
         assert got == expect(**filters), filters
     assert await all_items(api, tenant, "/api/instances", project_id=str(uuid.uuid4())) == []
@@ -528,9 +597,18 @@ async def test_limit_bounds_are_accepted(api, tenant, path):
 
 
 GARBAGE_CURSORS = [
-    "garbage", "!!!!", "é", "x" * 513, cursor_of({"a": 1}), cursor_of(5), cursor_of(["x", "y", "z"]),
-    cursor_of([None, None]), cursor_of(["2026-01-01T00:00:00", 5]), cursor_of(["2026-01-01T00:00:00", "not-a-uuid"]),
-    cursor_of(["yesterday", str(uuid.uuid4())]), cursor_of(["2026-01-01T00:00:00+05:00", str(uuid.uuid4())]),
+    "garbage",
+    "!!!!",
+    "é",
+    "x" * 513,
+    cursor_of({"a": 1}),
+    cursor_of(5),
+    cursor_of(["x", "y", "z"]),
+    cursor_of([None, None]),
+    cursor_of(["2026-01-01T00:00:00", 5]),
+    cursor_of(["2026-01-01T00:00:00", "not-a-uuid"]),
+    cursor_of(["yesterday", str(uuid.uuid4())]),
+    cursor_of(["2026-01-01T00:00:00+05:00", str(uuid.uuid4())]),
     base64.urlsafe_b64encode(b"\xff\xfe[").decode(),
 ]
 
@@ -543,8 +621,13 @@ async def test_garbage_cursor_is_422(api, tenant, path):
 
 # --- server-set fields --------------------------------------------------------------------
 
-SERVER_FIELDS = {"id": str(uuid.uuid4()), "tenant_id": str(uuid.uuid4()), "user_id": str(uuid.uuid4()),
-                 "created_at": "2020-01-01T00:00:00Z", "updated_at": "2020-01-01T00:00:00Z"}
+SERVER_FIELDS = {
+    "id": str(uuid.uuid4()),
+    "tenant_id": str(uuid.uuid4()),
+    "user_id": str(uuid.uuid4()),
+    "created_at": "2020-01-01T00:00:00Z",
+    "updated_at": "2020-01-01T00:00:00Z",
+}
 
 
 @pytest.mark.parametrize("field", sorted(SERVER_FIELDS))
@@ -554,27 +637,36 @@ async def test_server_set_fields_are_refused(api, tenant, field):
     inst = await make_instance(api, tenant, tpl["id"], project)
     extra = {field: SERVER_FIELDS[field]}
 
-    resp = await api.post("/api/templates", json={"name": "other", "version": "1", "schema": {}, **extra},
-                          headers=tenant.headers)
+    resp = await api.post(
+        "/api/templates", json={"name": "other", "version": "1", "schema": {}, **extra}, headers=tenant.headers
+    )
     body = assert_json_error(resp, 422)
     assert any(d["loc"] == ["body", field] and d["type"] == "extra_forbidden" for d in body["detail"]), body
-    resp = await api.post("/api/instances", json={"template_id": tpl["id"], "project_id": project,
-                                                  "values": GOOD_VALUES, **extra}, headers=tenant.headers)
+    resp = await api.post(
+        "/api/instances",
+        json={"template_id": tpl["id"], "project_id": project, "values": GOOD_VALUES, **extra},
+        headers=tenant.headers,
+    )
     assert_json_error(resp, 422)
-    resp = await api.put(f"/api/templates/{tpl['id']}", json={"description": "changed", **extra},
-                         headers=tenant.headers)
+    resp = await api.put(
+        f"/api/templates/{tpl['id']}", json={"description": "changed", **extra}, headers=tenant.headers
+    )
     assert_json_error(resp, 422)
-    resp = await api.put(f"/api/instances/{inst['id']}", json={"values": {**GOOD_VALUES, "count": 9}, **extra},
-                         headers=tenant.headers)
+    resp = await api.put(
+        f"/api/instances/{inst['id']}", json={"values": {**GOOD_VALUES, "count": 9}, **extra}, headers=tenant.headers
+    )
     assert_json_error(resp, 422)
 
     assert await all_items(api, tenant, "/api/templates") == [tpl]
     assert await all_items(api, tenant, "/api/instances") == [inst]
-    assert len(await events(api, tenant, "template.created", "template.updated",
-                            "instance.created", "instance.updated")) == 2
+    assert (
+        len(await events(api, tenant, "template.created", "template.updated", "instance.created", "instance.updated"))
+        == 2
+    )
 
 
 # --- events -------------------------------------------------------------------------------
+
 
 async def test_registry_changes_write_their_events(api, tenant):
     tpl = await make_template(api, tenant, name="ev", version="1")
@@ -582,8 +674,9 @@ async def test_registry_changes_write_their_events(api, tenant):
     inst = await make_instance(api, tenant, tpl["id"], project)
     await api.put(f"/api/templates/{tpl['id']}", json={"description": "d"}, headers=tenant.headers)
     new_values = {**GOOD_VALUES, "count": 3}
-    assert (await api.put(f"/api/instances/{inst['id']}", json={"values": new_values},
-                          headers=tenant.headers)).status_code == 200
+    assert (
+        await api.put(f"/api/instances/{inst['id']}", json={"values": new_values}, headers=tenant.headers)
+    ).status_code == 200
 
     evs = await events(api, tenant, "template.created", "template.updated", "instance.created", "instance.updated")
     assert [e["type"] for e in evs] == ["template.created", "instance.created", "template.updated", "instance.updated"]
@@ -593,24 +686,38 @@ async def test_registry_changes_write_their_events(api, tenant):
         assert set(e) == {"seq", "id", "type", "schema_name", "subject_id", "payload", "created_at"}
         assert e["created_at"].endswith("+00:00")
     t_created, i_created, t_updated, i_updated = evs
-    template_payload = {"template_id": tpl["id"], "tenant_id": str(tenant.tenant_id), "name": "ev", "version": "1",
-                        "user_id": str(tenant.user_id)}
+    template_payload = {
+        "template_id": tpl["id"],
+        "tenant_id": str(tenant.tenant_id),
+        "name": "ev",
+        "version": "1",
+        "user_id": str(tenant.user_id),
+    }
     for e in (t_created, t_updated):
         assert e["schema_name"] == "spec_template_event" and e["subject_id"] == tpl["id"]
         assert e["payload"] == template_payload
     for e, values in ((i_created, GOOD_VALUES), (i_updated, new_values)):
         assert e["schema_name"] == "spec_instance_event" and e["subject_id"] == inst["id"]
-        assert e["payload"] == {"instance_id": inst["id"], "template_id": tpl["id"], "project_id": project,
-                                "tenant_id": str(tenant.tenant_id), "user_id": str(tenant.user_id),
-                                "values_hash": canonical_hash(values)}
+        assert e["payload"] == {
+            "instance_id": inst["id"],
+            "template_id": tpl["id"],
+            "project_id": project,
+            "tenant_id": str(tenant.tenant_id),
+            "user_id": str(tenant.user_id),
+            "values_hash": canonical_hash(values),
+        }
     assert i_created["payload"]["values_hash"] != i_updated["payload"]["values_hash"]
 
     # the type filter and the cursor
     only = (await api.get("/api/events", params={"type": "instance.updated"}, headers=tenant.headers)).json()
     assert [e["id"] for e in only["items"]] == [i_updated["id"]] and only["next_cursor"] == i_updated["seq"]
-    after = (await api.get("/api/events", params={"after": t_updated["seq"], "type": ["template.updated",
-                                                                                     "instance.updated"]},
-                           headers=tenant.headers)).json()
+    after = (
+        await api.get(
+            "/api/events",
+            params={"after": t_updated["seq"], "type": ["template.updated", "instance.updated"]},
+            headers=tenant.headers,
+        )
+    ).json()
     assert [e["id"] for e in after["items"]] == [i_updated["id"]]
 
 
@@ -625,19 +732,33 @@ async def test_failed_changes_write_no_event(api, tenant):
     failures = [
         api.post("/api/templates", json={"name": "svc", "version": "1", "schema": {}}, headers=tenant.headers),  # 409
         api.post("/api/templates", json={"name": "x", "version": "1", "schema": {"type": 5}}, headers=tenant.headers),
-        api.post("/api/instances", json={"template_id": tpl["id"], "project_id": project, "values": {"name": 1}},
-                 headers=tenant.headers),
-        api.post("/api/instances", json={"template_id": str(uuid.uuid4()), "project_id": project, "values": {}},
-                 headers=tenant.headers),
-        api.put(f"/api/templates/{tpl['id']}", json={"schema": {**SPEC_SCHEMA, "required": ["nope"]}},
-                headers=tenant.headers),
+        api.post(
+            "/api/instances",
+            json={"template_id": tpl["id"], "project_id": project, "values": {"name": 1}},
+            headers=tenant.headers,
+        ),
+        api.post(
+            "/api/instances",
+            json={"template_id": str(uuid.uuid4()), "project_id": project, "values": {}},
+            headers=tenant.headers,
+        ),
+        api.put(
+            f"/api/templates/{tpl['id']}",
+            json={"schema": {**SPEC_SCHEMA, "required": ["nope"]}},
+            headers=tenant.headers,
+        ),
         api.put(f"/api/instances/{inst['id']}", json={"values": {"name": "abc"}}, headers=tenant.headers),
         # values the schema accepts but PostgreSQL cannot store
-        api.post("/api/instances", content='{"template_id": "%s", "project_id": "%s", "values": {"count": NaN}}'
-                                           % (loose["id"], project),
-                 headers={**tenant.headers, **JSON}),
-        api.post("/api/instances", json={"template_id": loose["id"], "project_id": project,
-                                         "values": {"text": "nul\u0000"}}, headers=tenant.headers),
+        api.post(
+            "/api/instances",
+            content='{"template_id": "%s", "project_id": "%s", "values": {"count": NaN}}' % (loose["id"], project),
+            headers={**tenant.headers, **JSON},
+        ),
+        api.post(
+            "/api/instances",
+            json={"template_id": loose["id"], "project_id": project, "values": {"text": "nul\u0000"}},
+            headers=tenant.headers,
+        ),
     ]
     for call in failures:
         assert_json_error(await call)
@@ -649,9 +770,13 @@ async def test_failed_changes_write_no_event(api, tenant):
 
 # --- bad input ----------------------------------------------------------------------------
 
+
 async def _snapshot(api, t) -> tuple:
-    return (await all_items(api, t, "/api/templates"), await all_items(api, t, "/api/instances"),
-            await events(api, t, "template.created", "template.updated", "instance.created", "instance.updated"))
+    return (
+        await all_items(api, t, "/api/templates"),
+        await all_items(api, t, "/api/instances"),
+        await events(api, t, "template.created", "template.updated", "instance.created", "instance.updated"),
+    )
 
 
 async def test_malformed_json_and_wrong_types_are_4xx(api, tenant):
@@ -663,12 +788,22 @@ async def test_malformed_json_and_wrong_types_are_4xx(api, tenant):
     i = {"template_id": tpl["id"], "project_id": project}
 
     raw_bodies = {
-        ("POST", "/api/templates"): [b'{"name": "a",', b"not json", b"[1, 2]", b'"schema"', b"", b"\xff\xfe",
-                                     b'{"name": "a", "version": "1", "schema": {"maximum": Infinity}}'],
+        ("POST", "/api/templates"): [
+            b'{"name": "a",',
+            b"not json",
+            b"[1, 2]",
+            b'"schema"',
+            b"",
+            b"\xff\xfe",
+            b'{"name": "a", "version": "1", "schema": {"maximum": Infinity}}',
+        ],
         ("POST", "/api/instances"): [b'{"template_id": ', b"null", b"{}"],
         ("PUT", f"/api/templates/{tpl['id']}"): [b"{description: 1}", b"[]"],
-        ("PUT", f"/api/instances/{inst['id']}"): [b'{"values": {"count": NaN}}', b'{"values": {"count": -Infinity}}',
-                                                  b'{"values": '],
+        ("PUT", f"/api/instances/{inst['id']}"): [
+            b'{"values": {"count": NaN}}',
+            b'{"values": {"count": -Infinity}}',
+            b'{"values": ',
+        ],
     }
     for (method, path), bodies in raw_bodies.items():
         for raw in bodies:
@@ -676,34 +811,51 @@ async def test_malformed_json_and_wrong_types_are_4xx(api, tenant):
 
     json_bodies = {
         ("POST", "/api/templates"): [
-            {"name": 123, "version": "1", "schema": {}}, {"name": "a", "version": 1, "schema": {}},
-            {"name": "a", "version": "1", "schema": "object"}, {"name": "a", "version": "1", "schema": True},
-            {"name": "a", "version": "1", "schema": []}, {"name": "a", "version": "1"}, {"name": "", "version": "1",
-                                                                                          "schema": {}},
-            {"name": "a/../b", "version": "1", "schema": {}}, {"name": "a", "version": "1 2", "schema": {}},
+            {"name": 123, "version": "1", "schema": {}},
+            {"name": "a", "version": 1, "schema": {}},
+            {"name": "a", "version": "1", "schema": "object"},
+            {"name": "a", "version": "1", "schema": True},
+            {"name": "a", "version": "1", "schema": []},
+            {"name": "a", "version": "1"},
+            {"name": "", "version": "1", "schema": {}},
+            {"name": "a/../b", "version": "1", "schema": {}},
+            {"name": "a", "version": "1 2", "schema": {}},
             {"name": "a", "version": "1", "schema": {}, "description": ["x"]},
             {"name": "a", "version": "1", "schema": {}, "description": "nul\u0000byte"},
             {"name": "a", "version": "1", "schema": {"description": "nul\u0000byte"}},
             {"name": "a", "version": "1", "schema": {"type": "object", "default": nested(300)}},
         ],
         ("POST", "/api/instances"): [
-            {**i, "values": [1, 2]}, {**i, "values": "x"}, {**i, "values": None}, {**i},
-            {**i, "template_id": "not-a-uuid", "values": {}}, {**i, "project_id": 17, "values": {}},
+            {**i, "values": [1, 2]},
+            {**i, "values": "x"},
+            {**i, "values": None},
+            {**i},
+            {**i, "template_id": "not-a-uuid", "values": {}},
+            {**i, "project_id": 17, "values": {}},
             {**i, "project_id": str(uuid.uuid4())[:-1], "values": {}},
-            {**i, "values": {"name": "a\u0000b"}}, {**i, "values": {"a\u0000": 1}},
+            {**i, "values": {"name": "a\u0000b"}},
+            {**i, "values": {"a\u0000": 1}},
             {**i, "values": {"deep": nested(300)}},
         ],
         ("PUT", f"/api/templates/{tpl['id']}"): [{"schema": "x"}, {"description": 5}, {"schema": [1]}],
-        ("PUT", f"/api/instances/{inst['id']}"): [{"values": [1]}, {"template_id": "zzz"}, {"template_id": 1},
-                                                  {"values": {"deep": nested(300)}}, {"values": {"x": "\u0000"}}],
+        ("PUT", f"/api/instances/{inst['id']}"): [
+            {"values": [1]},
+            {"template_id": "zzz"},
+            {"template_id": 1},
+            {"values": {"deep": nested(300)}},
+            {"values": {"x": "\u0000"}},
+        ],
     }
     for (method, path), bodies in json_bodies.items():
         for body in bodies:
             assert_json_error(await api.request(method, path, json=body, headers=tenant.headers))
 
     # not JSON at all
-    resp = await api.post("/api/templates", content=b"name=a&version=1", headers={
-        **tenant.headers, "content-type": "application/x-www-form-urlencoded"})
+    resp = await api.post(
+        "/api/templates",
+        content=b"name=a&version=1",
+        headers={**tenant.headers, "content-type": "application/x-www-form-urlencoded"},
+    )
     assert_json_error(resp, 422)
     # a filter value PostgreSQL cannot hold
     assert_json_error(await api.get("/api/templates", params={"name": "a\u0000"}, headers=tenant.headers))
@@ -720,8 +872,12 @@ async def test_values_nested_as_deep_as_allowed_round_trip(api, tenant):
 
 
 async def test_recursive_schema_checks_deep_values(api, tenant):
-    tree = {"type": "object", "properties": {"label": {"type": "string"}, "child": {"$ref": "#"}},
-            "required": ["label"], "additionalProperties": False}
+    tree = {
+        "type": "object",
+        "properties": {"label": {"type": "string"}, "child": {"$ref": "#"}},
+        "required": ["label"],
+        "additionalProperties": False,
+    }
     tpl = await make_template(api, tenant, schema=tree)
     project = await make_project(api, tenant)
 
@@ -733,23 +889,34 @@ async def test_recursive_schema_checks_deep_values(api, tenant):
 
     ok = await make_instance(api, tenant, tpl["id"], project, chain(60, {"label": "leaf"}))
     assert (await api.get(f"/api/instances/{ok['id']}", headers=tenant.headers)).json() == ok
-    resp = await api.post("/api/instances", json={"template_id": tpl["id"], "project_id": project,
-                                                  "values": chain(4, {"label": 1, "extra": 2})},
-                          headers=tenant.headers)
+    resp = await api.post(
+        "/api/instances",
+        json={"template_id": tpl["id"], "project_id": project, "values": chain(4, {"label": 1, "extra": 2})},
+        headers=tenant.headers,
+    )
     errors = assert_json_error(resp, 422)["errors"]
     assert sorted(e["path"] for e in errors) == ["$.child.child.child", "$.child.child.child.label"], errors
 
 
-@pytest.mark.parametrize("path", [
-    "/api/templates/{bad}", "/api/instances/{bad}", "/api/projects/{bad}/specs",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/templates/{bad}",
+        "/api/instances/{bad}",
+        "/api/projects/{bad}/specs",
+    ],
+)
 async def test_bad_uuids_in_paths_are_422(api, tenant, path):
     for bad in ("not-a-uuid", "1234", str(uuid.uuid4())[:-1] + "g", "%00"):
         url = path.format(bad=bad)
         assert_json_error(await api.get(url, headers=tenant.headers), 422)
         if "specs" not in path:
-            assert_json_error(await api.put(url, json={"description": "x"} if "templates" in path else {"values": {}},
-                                            headers=tenant.headers), 422)
+            assert_json_error(
+                await api.put(
+                    url, json={"description": "x"} if "templates" in path else {"values": {}}, headers=tenant.headers
+                ),
+                422,
+            )
             assert_json_error(await api.delete(url, headers=tenant.headers), 422)
     for params in ({"project_id": "nope"}, {"template_id": "123"}):
         assert_json_error(await api.get("/api/instances", params=params, headers=tenant.headers), 422)
@@ -762,12 +929,13 @@ async def test_body_over_the_limit_is_413_and_stores_nothing(api, tenant, make_a
 
     async def chunks(raw: bytes):
         for i in range(0, len(raw), 512):
-            yield raw[i:i + 512]
+            yield raw[i : i + 512]
 
     async for client in make_app(stack.with_(max_body_bytes=2048)):
         # with a Content-Length
-        resp = await client.post("/api/templates", json={"name": "big", "version": "1", "schema": big_schema},
-                                 headers=tenant.headers)
+        resp = await client.post(
+            "/api/templates", json={"name": "big", "version": "1", "schema": big_schema}, headers=tenant.headers
+        )
         body = assert_json_error(resp, 413)
         assert isinstance(body["detail"], str)
         resp = await client.put(f"/api/templates/{tpl['id']}", json={"schema": big_schema}, headers=tenant.headers)
@@ -780,8 +948,9 @@ async def test_body_over_the_limit_is_413_and_stores_nothing(api, tenant, make_a
         assert await _snapshot(api, tenant) == before
 
         # a body under the limit still works on the same app
-        small = await client.post("/api/templates", json={"name": "small", "version": "1", "schema": {}},
-                                  headers=tenant.headers)
+        small = await client.post(
+            "/api/templates", json={"name": "small", "version": "1", "schema": {}}, headers=tenant.headers
+        )
         assert small.status_code == 201, small.text
         raw = json.dumps({"name": "small", "version": "2", "schema": {}}).encode()
         streamed = await client.post("/api/templates", content=chunks(raw), headers={**tenant.headers, **JSON})
@@ -792,6 +961,7 @@ async def test_body_over_the_limit_is_413_and_stores_nothing(api, tenant, make_a
 
 # --- tenant isolation ---------------------------------------------------------------------
 
+
 async def test_other_tenants_templates_and_projects_are_404(api, tenant, other_tenant):
     mine_tpl, mine_proj = await make_template(api, tenant), await make_project(api, tenant)
     their_tpl, their_proj = await make_template(api, other_tenant), await make_project(api, other_tenant)
@@ -800,9 +970,11 @@ async def test_other_tenants_templates_and_projects_are_404(api, tenant, other_t
     before_theirs = await _snapshot(api, other_tenant)
     before_mine = await _snapshot(api, tenant)
 
-    for body in ({"template_id": their_tpl["id"], "project_id": mine_proj},
-                 {"template_id": mine_tpl["id"], "project_id": their_proj},
-                 {"template_id": their_tpl["id"], "project_id": their_proj}):
+    for body in (
+        {"template_id": their_tpl["id"], "project_id": mine_proj},
+        {"template_id": mine_tpl["id"], "project_id": their_proj},
+        {"template_id": their_tpl["id"], "project_id": their_proj},
+    ):
         resp = await api.post("/api/instances", json={**body, "values": GOOD_VALUES}, headers=tenant.headers)
         assert_json_error(resp, 404)
     resp = await api.put(f"/api/instances/{mine['id']}", json={"template_id": their_tpl["id"]}, headers=tenant.headers)
@@ -839,18 +1011,28 @@ async def test_builtin_templates_are_listed_usable_and_read_only(api, tenant, ot
     assert (await api.get(f"/api/templates/{fn['id']}", headers=other_tenant.headers)).status_code == 200
     # usable as an instance's template
     project = (await api.post("/api/projects", json={"name": "p"}, headers=tenant.headers)).json()
-    bad = await api.post("/api/instances", json={"template_id": fn["id"], "project_id": project["id"],
-                                                  "values": {"function_name": "1x"}}, headers=tenant.headers)
+    bad = await api.post(
+        "/api/instances",
+        json={"template_id": fn["id"], "project_id": project["id"], "values": {"function_name": "1x"}},
+        headers=tenant.headers,
+    )
     assert bad.status_code == 422 and {e["path"] for e in bad.json()["errors"]} == {"$", "$.function_name"}
-    inst = await api.post("/api/instances", json={"template_id": fn["id"], "project_id": project["id"], "values": {
-        "function_name": "add", "description": "add two ints", "tests": ["assert add(1, 2) == 3"]}},
-        headers=tenant.headers)
+    inst = await api.post(
+        "/api/instances",
+        json={
+            "template_id": fn["id"],
+            "project_id": project["id"],
+            "values": {"function_name": "add", "description": "add two ints", "tests": ["assert add(1, 2) == 3"]},
+        },
+        headers=tenant.headers,
+    )
     assert inst.status_code == 201, inst.text
     specs = (await api.get(f"/api/projects/{project['id']}/specs", headers=tenant.headers)).json()
     assert [(s["template_name"], s["template_version"]) for s in specs] == [("python-function", "1.0.0")]
     # read-only for every tenant
-    assert (await api.put(f"/api/templates/{fn['id']}", json={"description": "mine"},
-                          headers=tenant.headers)).status_code == 403
+    assert (
+        await api.put(f"/api/templates/{fn['id']}", json={"description": "mine"}, headers=tenant.headers)
+    ).status_code == 403
     assert (await api.delete(f"/api/templates/{fn['id']}", headers=tenant.headers)).status_code == 403
     own = (await api.get("/api/templates", params={"builtin": "false"}, headers=tenant.headers)).json()["items"]
     assert all(not t["builtin"] for t in own)

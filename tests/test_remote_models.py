@@ -6,6 +6,7 @@ recording every request. No real model and no network is involved; what is teste
 official SDKs send through our backends (model, messages, system, max_tokens, temperature, stop,
 auth headers) and how our backends read the answers and the failures.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -50,16 +51,33 @@ class ProtocolFake:
 
 
 def _openai_ok(body: dict) -> dict:
-    return {"id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": body.get("model"),
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": "def add(a, b):\n    return a + b\n"}}],
-            "usage": {"prompt_tokens": 21, "completion_tokens": 13, "total_tokens": 34}}
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": 0,
+        "model": body.get("model"),
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": "def add(a, b):\n    return a + b\n"},
+            }
+        ],
+        "usage": {"prompt_tokens": 21, "completion_tokens": 13, "total_tokens": 34},
+    }
 
 
 def _anthropic_ok(body: dict) -> dict:
-    return {"id": "msg_fake", "type": "message", "role": "assistant", "model": body.get("model"),
-            "content": [{"type": "text", "text": "def add(a, b):\n"}, {"type": "text", "text": "    return a + b\n"}],
-            "stop_reason": "end_turn", "stop_sequence": None, "usage": {"input_tokens": 17, "output_tokens": 11}}
+    return {
+        "id": "msg_fake",
+        "type": "message",
+        "role": "assistant",
+        "model": body.get("model"),
+        "content": [{"type": "text", "text": "def add(a, b):\n"}, {"type": "text", "text": "    return a + b\n"}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 17, "output_tokens": 11},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -103,9 +121,16 @@ def settings(fake) -> Settings:
     """Explicit values: nothing may come from the environment or an env file."""
     fake.queued.clear()
     return Settings(
-        _env_file=None, openai_base_url=f"{fake.url}/v1", openai_api_key="sk-platform-0000", openai_model="gpt-fake",
-        anthropic_base_url=fake.url, anthropic_api_key="ak-platform-0000", anthropic_model="claude-fake",
-        vllm_base_url=None, vllm_api_key=None, provider_keys_secret=None,
+        _env_file=None,
+        openai_base_url=f"{fake.url}/v1",
+        openai_api_key="sk-platform-0000",
+        openai_model="gpt-fake",
+        anthropic_base_url=fake.url,
+        anthropic_api_key="ak-platform-0000",
+        anthropic_model="claude-fake",
+        vllm_base_url=None,
+        vllm_api_key=None,
+        provider_keys_secret=None,
     )
 
 
@@ -127,8 +152,10 @@ def test_openai_request_shape_and_answer(fake, settings):
     assert seen.path == "/v1/chat/completions"
     assert seen.headers["authorization"] == "Bearer sk-platform-0000"
     assert seen.body["model"] == "gpt-fake"
-    assert seen.body["messages"] == [{"role": "system", "content": "You write Python."},
-                                     {"role": "user", "content": "Write add(a, b)."}]
+    assert seen.body["messages"] == [
+        {"role": "system", "content": "You write Python."},
+        {"role": "user", "content": "Write add(a, b)."},
+    ]
     assert seen.body["max_tokens"] == 64
     assert seen.body["temperature"] == 0.2 and seen.body["top_p"] == 0.9
     assert seen.body["stop"] == ["\nclass "] and seen.body["seed"] == 7
@@ -160,25 +187,39 @@ def test_openai_no_key_at_all(fake, settings):
 
 
 def test_openai_length_and_stops_beyond_four(fake, settings):
-    fake.answer(200, {**_openai_ok({"model": "gpt-fake"}),
-                      "choices": [{"index": 0, "finish_reason": "length",
-                                   "message": {"role": "assistant", "content": "a\nb\nEND c"}}]})
+    fake.answer(
+        200,
+        {
+            **_openai_ok({"model": "gpt-fake"}),
+            "choices": [
+                {"index": 0, "finish_reason": "length", "message": {"role": "assistant", "content": "a\nb\nEND c"}}
+            ],
+        },
+    )
     out = openai_backend(settings).chat(CHAT, GenerationParams(stop=("1", "2", "3", "4", "END")))
     assert fake.last.body["stop"] == ["1", "2", "3", "4"]  # OpenAI takes at most 4 ...
     assert out.text == "a\nb\n" and out.finish_reason == "stop"  # ... the fifth is applied here
 
-    fake.answer(200, {**_openai_ok({"model": "gpt-fake"}),
-                      "choices": [{"index": 0, "finish_reason": "length",
-                                   "message": {"role": "assistant", "content": "def f("}}], "usage": None})
+    fake.answer(
+        200,
+        {
+            **_openai_ok({"model": "gpt-fake"}),
+            "choices": [{"index": 0, "finish_reason": "length", "message": {"role": "assistant", "content": "def f("}}],
+            "usage": None,
+        },
+    )
     out = openai_backend(settings).chat(CHAT, GenerationParams(max_new_tokens=3))
     assert out.finish_reason == "length" and (out.tokens_in, out.tokens_out) == (0, 0)
 
 
-@pytest.mark.parametrize("status,retryable,words", [
-    (401, False, ["HTTP 401", "the platform's API key was refused", "Incorrect API key provided"]),
-    (500, True, ["HTTP 500", "the server had an error"]),
-    (429, True, ["HTTP 429", "rate limit"]),
-])
+@pytest.mark.parametrize(
+    "status,retryable,words",
+    [
+        (401, False, ["HTTP 401", "the platform's API key was refused", "Incorrect API key provided"]),
+        (500, True, ["HTTP 500", "the server had an error"]),
+        (429, True, ["HTTP 429", "rate limit"]),
+    ],
+)
 def test_openai_http_errors(fake, settings, status, retryable, words):
     message = {401: "Incorrect API key provided", 500: "the server had an error", 429: "rate limit reached"}[status]
     fake.answer(status, {"error": {"message": message, "type": "x", "code": None}})
@@ -248,8 +289,16 @@ def test_anthropic_tenant_key_and_length(fake, settings):
 
 def test_anthropic_sampling_when_asked(fake, settings):
     """For older models and compatible servers: temperature (clamped to 0..1) and top_p are sent."""
-    backend = AnthropicBackend(name="anthropic_api", backend="anthropic", model="claude-old", provider="anthropic",
-                               key_env="ANTHROPIC_API_KEY", base_url=fake.url, api_key="ak-1", send_sampling=True)
+    backend = AnthropicBackend(
+        name="anthropic_api",
+        backend="anthropic",
+        model="claude-old",
+        provider="anthropic",
+        key_env="ANTHROPIC_API_KEY",
+        base_url=fake.url,
+        api_key="ak-1",
+        send_sampling=True,
+    )
     backend.chat(CHAT, GenerationParams(temperature=1.7, top_p=0.5))
     assert fake.last.body["temperature"] == 1.0 and fake.last.body["top_p"] == 0.5
     backend.chat(CHAT, GenerationParams(temperature=0.0))
@@ -263,8 +312,10 @@ def test_anthropic_no_key(fake, settings):
     assert backend.status().state == "unavailable"
 
 
-@pytest.mark.parametrize("status,kind,retryable", [
-    (401, "authentication_error", False), (500, "api_error", True), (529, "overloaded_error", True)])
+@pytest.mark.parametrize(
+    "status,kind,retryable",
+    [(401, "authentication_error", False), (500, "api_error", True), (529, "overloaded_error", True)],
+)
 def test_anthropic_http_errors(fake, settings, status, kind, retryable):
     fake.answer(status, {"type": "error", "error": {"type": kind, "message": f"fake {kind}"}})
     with pytest.raises(RemoteModelError) as info:
@@ -284,8 +335,9 @@ def test_anthropic_connection_refused(settings):
 
 
 def test_deepseek_over_vllm_openai_server(fake, settings):
-    configured = settings.model_copy(update={"vllm_base_url": f"{fake.url}/v1",
-                                             "deepseek_model": "deepseek-ai/DeepSeek-R1-Distill-Llama-8B"})
+    configured = settings.model_copy(
+        update={"vllm_base_url": f"{fake.url}/v1", "deepseek_model": "deepseek-ai/DeepSeek-R1-Distill-Llama-8B"}
+    )
     backend = deepseek_backend(configured)
     assert isinstance(backend, OpenAIBackend)
     status = backend.status()
@@ -340,20 +392,31 @@ def _tiny_llama(directory) -> None:
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
-    fast.chat_template = ("{% for m in messages %}{{ m['role'] }} {{ m['content'] }} {% endfor %}"
-                          "{% if add_generation_prompt %}assistant {% endif %}")
+    fast.chat_template = (
+        "{% for m in messages %}{{ m['role'] }} {{ m['content'] }} {% endfor %}"
+        "{% if add_generation_prompt %}assistant {% endif %}"
+    )
     fast.save_pretrained(directory)
-    config = LlamaConfig(vocab_size=len(vocab), hidden_size=256, intermediate_size=512, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512,
-                         bos_token_id=1, eos_token_id=2)
+    config = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=512,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
     LlamaForCausalLM(config).save_pretrained(directory)
 
 
 @pytest.mark.skipif(not _vllm_runnable(), reason="needs vllm (pip install .[gpu]) and a CUDA GPU")
 def test_in_process_vllm_generates(tmp_path):
     _tiny_llama(tmp_path)
-    backend = VLLMBackend(model=str(tmp_path), dtype="float16", enforce_eager=True, max_model_len=256,
-                          gpu_memory_utilization=0.3)
+    backend = VLLMBackend(
+        model=str(tmp_path), dtype="float16", enforce_eager=True, max_model_len=256, gpu_memory_utilization=0.3
+    )
     assert backend.status().state == "available"
     out = backend.chat(CHAT, GenerationParams(max_new_tokens=8, temperature=0.0, seed=0))
     assert backend.status().state == "loaded"

@@ -5,6 +5,7 @@ SPECMILL_SAVE_HISTORIES=1). A change to a workflow that would make Temporal's re
 workflow diverge (another activity, a reordered command) fails here; such a change needs
 `workflow.patched(...)` or a new workflow type. Record again after a deliberate, versioned change.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,6 +31,8 @@ def test_there_are_recorded_histories():
 async def test_recorded_history_replays(path: Path):
     record = json.loads(path.read_text())
     history = WorkflowHistory.from_json(record["workflow_id"], record["history"])
-    replayer = Replayer(workflows=[ProjectWorkflow, GenerationWorkflow, KnowledgeIndexWorkflow,
-                                   KnowledgeReindexWorkflow], data_converter=pydantic_data_converter)
+    replayer = Replayer(
+        workflows=[ProjectWorkflow, GenerationWorkflow, KnowledgeIndexWorkflow, KnowledgeReindexWorkflow],
+        data_converter=pydantic_data_converter,
+    )
     await replayer.replay_workflow(history)

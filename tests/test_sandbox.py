@@ -1,11 +1,10 @@
 """sandbox/: generated code runs in the bubblewrap engine with limits; the attacks live in tests/security."""
+
 from __future__ import annotations
 
 import uuid
 
 import psutil
-
-import pytest
 
 from sandbox import isolation, run_python, run_tests
 
@@ -63,8 +62,10 @@ def test_memory_bomb_is_stopped_by_the_limit():
 
 
 def test_writing_a_huge_file_is_limited():
-    code = ("import os\nwith open('big', 'wb') as f:\n    for _ in range(64):\n        f.write(b'x' * 1024 * 1024)\n"
-            "print('wrote', os.path.getsize('big'))\n")
+    code = (
+        "import os\nwith open('big', 'wb') as f:\n    for _ in range(64):\n        f.write(b'x' * 1024 * 1024)\n"
+        "print('wrote', os.path.getsize('big'))\n"
+    )
     r = run_python(code, file_size_mb=1)
     assert r.status in ("failed", "error")
     assert "wrote" not in r.stdout
@@ -77,8 +78,10 @@ def test_output_is_truncated():
 
 
 def test_each_run_starts_in_an_empty_working_directory_that_vanishes():
-    first = run_python("import os\nopen('left-behind', 'w').write('x')\nopen('/tmp/also', 'w').write('x')\n"
-                       "print(os.getcwd(), sorted(os.listdir('.')))\n")
+    first = run_python(
+        "import os\nopen('left-behind', 'w').write('x')\nopen('/tmp/also', 'w').write('x')\n"
+        "print(os.getcwd(), sorted(os.listdir('.')))\n"
+    )
     assert first.status == "passed" and first.stdout.split() == ["/work", "['left-behind']"]
     second = run_python("import os\nprint(sorted(os.listdir('/work')), sorted(os.listdir('/tmp')))\n")
     assert second.status == "passed" and second.stdout.split() == ["[]", "[]"]

@@ -1,4 +1,5 @@
 """Tenant isolation, twice: every query filters by tenant, and Row Level Security holds when one does not."""
+
 from __future__ import annotations
 
 import uuid
@@ -17,10 +18,20 @@ async def owned(api, tenant):
     h = tenant.headers
     tpl = (await api.post("/api/templates", json={"name": "t", "version": "1", "schema": SCHEMA}, headers=h)).json()
     project = (await api.post("/api/projects", json={"name": "p"}, headers=h)).json()
-    inst = (await api.post("/api/instances", json={"template_id": tpl["id"], "project_id": project["id"],
-                                                   "values": {"n": 1}}, headers=h)).json()
-    task = (await api.post("/api/tasks", json={"project_id": project["id"], "service": "spec_registry",
-                                               "task_type": "check"}, headers=h)).json()
+    inst = (
+        await api.post(
+            "/api/instances",
+            json={"template_id": tpl["id"], "project_id": project["id"], "values": {"n": 1}},
+            headers=h,
+        )
+    ).json()
+    task = (
+        await api.post(
+            "/api/tasks",
+            json={"project_id": project["id"], "service": "spec_registry", "task_type": "check"},
+            headers=h,
+        )
+    ).json()
     key = (await api.post("/api/keys", json={"role": "viewer"}, headers=h)).json()
     return {"template": tpl, "project": project, "instance": inst, "task": task, "key": key}
 
@@ -75,8 +86,7 @@ async def test_cross_tenant_matrix_is_404_and_changes_nothing(api, tenant, other
 
 async def test_app_role_does_not_bypass_rls(pool):
     async with pool.acquire() as conn:
-        row = await conn.fetchrow(
-            "select rolsuper, rolbypassrls from pg_roles where rolname = current_user")
+        row = await conn.fetchrow("select rolsuper, rolbypassrls from pg_roles where rolname = current_user")
     assert row["rolsuper"] is False and row["rolbypassrls"] is False
 
 
@@ -105,7 +115,8 @@ async def test_rls_rejects_writing_a_row_for_another_tenant(pool, tenant, other_
             await conn.execute(
                 """insert into projects (id, tenant_id, name, state, user_id, created_at, updated_at)
                    values (gen_random_uuid(), $1, 'evil', 'initialization', gen_random_uuid(), now(), now())""",
-                tenant.tenant_id)
+                tenant.tenant_id,
+            )
 
 
 async def test_tenant_context_is_transaction_local(stack):

@@ -1,4 +1,5 @@
 """The `specmill` command line."""
+
 from __future__ import annotations
 
 import asyncio
@@ -121,8 +122,15 @@ def serve(
     _logging()
     application = create_app(settings, service=None if service == "gateway" else service)
     default_port = settings.port if service == "gateway" else SERVICES[service].port
-    uvicorn.run(application, host=host or settings.host, port=port or default_port, log_level="info",
-                proxy_headers=False, server_header=False, timeout_graceful_shutdown=10)
+    uvicorn.run(
+        application,
+        host=host or settings.host,
+        port=port or default_port,
+        log_level="info",
+        proxy_headers=False,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
 
 
 @app.command()
@@ -260,8 +268,11 @@ def knowledge_reindex(
         settings = _settings()
         client = await connect_temporal(settings)
         handle = await client.start_workflow(
-            REINDEX_WORKFLOW, ReindexInput(tenant_id=tenant), id=f"knowledge-reindex-{tenant}",
-            task_queue=settings.queue("knowledge"), result_type=ReindexResult,
+            REINDEX_WORKFLOW,
+            ReindexInput(tenant_id=tenant),
+            id=f"knowledge-reindex-{tenant}",
+            task_queue=settings.queue("knowledge"),
+            result_type=ReindexResult,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             static_summary=f"re-index tenant {tenant}",
         )

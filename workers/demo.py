@@ -6,6 +6,7 @@
 4. prints the code, the test results and the Temporal UI link of the run.
 Everything goes through the gateway's HTTP API, as a user's own scripts would.
 """
+
 from __future__ import annotations
 
 import time
@@ -18,10 +19,18 @@ from rich.syntax import Syntax
 console = Console(soft_wrap=True)
 
 SPECS = [
-    {"function_name": "add", "description": "Return the sum of the two integers a and b.",
-     "signature": "def add(a: int, b: int) -> int", "tests": ["assert add(2, 3) == 5", "assert add(-1, 1) == 0"]},
-    {"function_name": "is_even", "description": "Return True when the integer n is even, else False.",
-     "signature": "def is_even(n: int) -> bool", "tests": ["assert is_even(4) is True", "assert is_even(7) is False"]},
+    {
+        "function_name": "add",
+        "description": "Return the sum of the two integers a and b.",
+        "signature": "def add(a: int, b: int) -> int",
+        "tests": ["assert add(2, 3) == 5", "assert add(-1, 1) == 0"],
+    },
+    {
+        "function_name": "is_even",
+        "description": "Return True when the integer n is even, else False.",
+        "signature": "def is_even(n: int) -> bool",
+        "tests": ["assert is_even(4) is True", "assert is_even(7) is False"],
+    },
 ]
 TERMINAL = {"completed", "failed", "cancelled"}
 
@@ -43,8 +52,10 @@ def run_demo(settings, tenant: dict, *, model: str, rounds: int, timeout_s: floa
     with httpx.Client(base_url=base, headers={"X-API-Key": tenant["api_key"]}, timeout=60) as http:
         health = http.get("/health")
         if health.status_code != 200:
-            raise DemoError(f"the platform is not ready at {base} (GET /health: {health.status_code} "
-                            f"{health.text[:200]}); start it with `make run`")
+            raise DemoError(
+                f"the platform is not ready at {base} (GET /health: {health.status_code} "
+                f"{health.text[:200]}); start it with `make run`"
+            )
         project = _check(http.post("/api/projects", json={"name": "demo", "description": "make demo"}), 201)
         pid = project["id"]
         console.print(f"[bold]project[/bold] {pid}  (workflow {project['workflow_id']})")
@@ -52,8 +63,10 @@ def run_demo(settings, tenant: dict, *, model: str, rounds: int, timeout_s: floa
         _wait_state(http, pid, {"spec_definition"}, 30)
         template = _check(http.get("/api/templates", params={"name": "python-function"}))["items"][0]
         for values in SPECS:
-            inst = _check(http.post("/api/instances", json={"template_id": template["id"], "project_id": pid,
-                                                            "values": values}), 201)
+            inst = _check(
+                http.post("/api/instances", json={"template_id": template["id"], "project_id": pid, "values": values}),
+                201,
+            )
             console.print(f"  spec {values['function_name']}: {len(values['tests'])} tests  (instance {inst['id']})")
         cursor = _latest_cursor(http)
         _check(http.post(f"/api/projects/{pid}/specs/complete"))
@@ -93,8 +106,11 @@ def _follow(http: httpx.Client, pid: str, cursor: int, timeout_s: float) -> str:
             line = _describe(event, pid)
             if line:
                 console.print(f"  [dim]{time.monotonic() - started:6.1f} s[/dim]  {line}")
-            if event["type"] == "project.state_changed" and event["subject_id"] == pid \
-                    and event["payload"]["to_state"] in TERMINAL:
+            if (
+                event["type"] == "project.state_changed"
+                and event["subject_id"] == pid
+                and event["payload"]["to_state"] in TERMINAL
+            ):
                 return event["payload"]["to_state"]
         cursor = page["next_cursor"]
         if not page["items"]:

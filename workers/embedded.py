@@ -16,6 +16,7 @@ What is private, and to whom:
   platform's user), postgres refuses to start if it is any looser, and the socket file is 0700 too.
   Nobody else can reach the socket, and a password is needed even by those who can.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -33,7 +34,6 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-
 
 PG_SYSTEM_USER = "embedded_postgres"  # postgres refuses to run as root
 
@@ -147,8 +147,12 @@ def ensure_env_file(data_dir: Path) -> Path:
     missing = [f"{name}={secrets.token_urlsafe(n)}" for name, n in GENERATED_SECRETS.items() if name not in present]
     if missing:
         with open(env, "a") as f:
-            f.write(("" if not text or text.endswith("\n") else "\n")
-                    + "# added by a newer specmill\n" + "\n".join(missing) + "\n")
+            f.write(
+                ("" if not text or text.endswith("\n") else "\n")
+                + "# added by a newer specmill\n"
+                + "\n".join(missing)
+                + "\n"
+            )
     return env
 
 
@@ -186,7 +190,7 @@ def _chown_tree(path: Path, user: str | None) -> None:
 
     entry = pwd.getpwnam(user)
     _let_postgres_reach(path, entry.pw_gid)
-    for root, dirs, files in os.walk(path):
+    for root, _dirs, files in os.walk(path):
         os.chown(root, entry.pw_uid, entry.pw_gid)
         for name in files:
             os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid)
@@ -222,9 +226,24 @@ def init_postgres(pgdata: Path, superuser_password: str) -> None:
         os.chown(pw.name, entry.pw_uid, entry.pw_gid)
     try:
         subprocess.run(
-            [_pg_bin("initdb"), "-D", str(pgdata), "-U", "postgres", "-E", "UTF8", "--locale=C",
-             "--auth-local=scram-sha-256", "--auth-host=scram-sha-256", f"--pwfile={pw.name}"],
-            check=True, **_as_user(user), env=_plain_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                _pg_bin("initdb"),
+                "-D",
+                str(pgdata),
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--auth-local=scram-sha-256",
+                "--auth-host=scram-sha-256",
+                f"--pwfile={pw.name}",
+            ],
+            check=True,
+            **_as_user(user),
+            env=_plain_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
     finally:
         os.unlink(pw.name)
@@ -255,10 +274,30 @@ def start_postgres(pgdata: Path, port: int, log_file: Path) -> subprocess.Popen:
     log_file.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_file, "ab")
     proc = subprocess.Popen(
-        [_pg_bin("postgres"), "-D", str(pgdata), "-h", "127.0.0.1", "-p", str(port), "-k", str(sock_dir),
-         "-c", "unix_socket_permissions=0700", "-c", "max_connections=200", "-c", "shared_buffers=128MB",
-         "-c", "fsync=on"],
-        **_as_user(user), env=_plain_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            _pg_bin("postgres"),
+            "-D",
+            str(pgdata),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-k",
+            str(sock_dir),
+            "-c",
+            "unix_socket_permissions=0700",
+            "-c",
+            "max_connections=200",
+            "-c",
+            "shared_buffers=128MB",
+            "-c",
+            "fsync=on",
+        ],
+        **_as_user(user),
+        env=_plain_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
         preexec_fn=_die_with_parent(signal.SIGINT),  # SIGINT: fast shutdown
     )
     wait_for_port("127.0.0.1", port, 30, proc, "postgres")
@@ -271,9 +310,23 @@ def start_postgres(pgdata: Path, port: int, log_file: Path) -> subprocess.Popen:
 def start_temporal(
     *, port: int, ui_port: int | None, db_file: Path | None, log_file: Path, namespace: str = "default"
 ) -> subprocess.Popen:
-    args = [temporal_bin(), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port),
-            "--log-level", "warn", "--namespace", namespace,
-            "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"]
+    args = [
+        temporal_bin(),
+        "server",
+        "start-dev",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warn",
+        "--namespace",
+        namespace,
+        "--sqlite-pragma",
+        "journal_mode=wal",
+        "--sqlite-pragma",
+        "synchronous=normal",
+    ]
     if db_file is not None:
         db_file.parent.mkdir(parents=True, exist_ok=True)
         args += ["--db-filename", str(db_file)]
@@ -283,8 +336,14 @@ def start_temporal(
         args += ["--ui-port", str(ui_port), "--ui-ip", "127.0.0.1"]
     log_file.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_file, "ab")
-    proc = subprocess.Popen(args, env=_plain_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            preexec_fn=_die_with_parent(signal.SIGTERM))
+    proc = subprocess.Popen(
+        args,
+        env=_plain_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=_die_with_parent(signal.SIGTERM),
+    )
     wait_for_port("127.0.0.1", port, 60, proc, "temporal server")
     return proc
 

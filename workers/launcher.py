@@ -10,6 +10,7 @@ env file itself (ENV_FROM_LAUNCHER): the integration worker, which runs the test
 the application role's database password and nothing else. It still runs as the platform's user,
 so the sandbox, not this, is what keeps `<data_dir>/env` away from the code under test.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -50,8 +51,9 @@ _APP_DB = ("DATABASE_URL", "EMBEDDED_PG_APP_PASSWORD", "TEMPORAL_API_KEY")  # ev
 _MODELS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "VLLM_API_KEY", "PROVIDER_KEYS_SECRET")  # + tenants' keys
 
 CHILD_SECRETS: dict[str, tuple[str, ...]] = {
-    "gateway": _APP_DB + _MODELS + ("JWT_SECRET", "INTERNAL_TOKEN_SECRET", "SUPABASE_JWT_SECRET", "REDIS_URL",
-                                    "QDRANT_API_KEY"),
+    "gateway": _APP_DB
+    + _MODELS
+    + ("JWT_SECRET", "INTERNAL_TOKEN_SECRET", "SUPABASE_JWT_SECRET", "REDIS_URL", "QDRANT_API_KEY"),
     "orchestrator": _APP_DB,
     "spec-registry": _APP_DB,
     "knowledge": _APP_DB + ("QDRANT_API_KEY",),
@@ -68,8 +70,9 @@ def child_env(process: str, *, serves: bool = False, base: Mapping[str, str] | N
     """The environment a child starts with: `base` (default: ours, env files loaded) less every
     secret not in its CHILD_SECRETS row, marked so that it reads no env file itself."""
     keep = set(CHILD_SECRETS[process]) | (set(SERVING_SECRETS) if serves else set())
-    env = {k: v for k, v in (os.environ if base is None else base).items()
-           if k.upper() not in SECRETS or k.upper() in keep}  # settings match names case-insensitively
+    env = {
+        k: v for k, v in (os.environ if base is None else base).items() if k.upper() not in SECRETS or k.upper() in keep
+    }  # settings match names case-insensitively
     env[ENV_FROM_LAUNCHER] = "1"
     return env
 
@@ -93,8 +96,14 @@ def _load_dotenv() -> None:
 def _spawn(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
     log.parent.mkdir(parents=True, exist_ok=True)
     out = open(log, "ab")
-    return subprocess.Popen([sys.executable, "-m", "workers.cli", *args], stdout=out, stderr=subprocess.STDOUT,
-                            env=env, start_new_session=True, preexec_fn=embedded._die_with_parent())
+    return subprocess.Popen(
+        [sys.executable, "-m", "workers.cli", *args],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+        preexec_fn=embedded._die_with_parent(),
+    )
 
 
 def run_platform() -> int:
@@ -124,17 +133,35 @@ def run_platform() -> int:
     try:
         if settings.uses_embedded_postgres:
             embedded.init_postgres(settings.pg_dir, settings.embedded_pg_superuser_password)
-            infra.append(Child("postgres", lambda: embedded.start_postgres(
-                settings.pg_dir, settings.embedded_postgres_port, settings.log_dir / "postgres.log"), signal.SIGINT))
+            infra.append(
+                Child(
+                    "postgres",
+                    lambda: embedded.start_postgres(
+                        settings.pg_dir, settings.embedded_postgres_port, settings.log_dir / "postgres.log"
+                    ),
+                    signal.SIGINT,
+                )
+            )
         host, _, port = settings.temporal_address.rpartition(":")
         if settings.temporal_embedded:
             if embedded.port_open(host, int(port)):
-                console.print(f"[red]{settings.temporal_address} is already in use; stop that server or set "
-                              "TEMPORAL_EMBEDDED=false to use it[/red]")
+                console.print(
+                    f"[red]{settings.temporal_address} is already in use; stop that server or set "
+                    "TEMPORAL_EMBEDDED=false to use it[/red]"
+                )
                 return 1
-            infra.append(Child("temporal", lambda: embedded.start_temporal(
-                port=int(port), ui_port=settings.temporal_ui_port, db_file=settings.temporal_db,
-                log_file=settings.log_dir / "temporal.log", namespace=settings.temporal_namespace)))
+            infra.append(
+                Child(
+                    "temporal",
+                    lambda: embedded.start_temporal(
+                        port=int(port),
+                        ui_port=settings.temporal_ui_port,
+                        db_file=settings.temporal_db,
+                        log_file=settings.log_dir / "temporal.log",
+                        namespace=settings.temporal_namespace,
+                    ),
+                )
+            )
         for child in infra:
             console.print(f"starting {child.name} ...")
             child.proc = child.start()
@@ -151,10 +178,14 @@ def run_platform() -> int:
                 args += ["--serve", "knowledge", "--port", str(settings.knowledge_port)]
                 gateway_env["KNOWLEDGE_URL"] = f"http://{settings.host}:{settings.knowledge_port}"
             env = child_env(queue, serves="--serve" in args)
-            apps.append(Child(f"worker:{queue}", lambda a=args, q=queue, e=env: _spawn(
-                a, settings.log_dir / f"worker-{q}.log", e)))
-        apps.append(Child("gateway", lambda: _spawn(["serve", "gateway"], settings.log_dir / "gateway.log",
-                                                    gateway_env)))
+            apps.append(
+                Child(
+                    f"worker:{queue}", lambda a=args, q=queue, e=env: _spawn(a, settings.log_dir / f"worker-{q}.log", e)
+                )
+            )
+        apps.append(
+            Child("gateway", lambda: _spawn(["serve", "gateway"], settings.log_dir / "gateway.log", gateway_env))
+        )
         for child in apps:
             child.proc = child.start()
         _wait_healthy(settings, lambda: stopping)

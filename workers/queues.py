@@ -1,4 +1,5 @@
 """What each task queue's worker serves. One entry per queue; `specmill worker <queue>` runs it."""
+
 from __future__ import annotations
 
 import asyncio
@@ -57,8 +58,12 @@ def _spec_registry(client: Client, settings: Settings, pool: asyncpg.Pool) -> Wo
     """initialization's templates and spec.complete's checks (validation in schema_safety's process pool)."""
     schema_safety.configure(settings)
     acts = PipelineActivities(pool)
-    return Worker(client, task_queue=settings.queue("spec-registry"),
-                  activities=[acts.attach_templates, acts.check_specs], max_concurrent_activities=8)
+    return Worker(
+        client,
+        task_queue=settings.queue("spec-registry"),
+        activities=[acts.attach_templates, acts.check_specs],
+        max_concurrent_activities=8,
+    )
 
 
 def _integration(client: Client, settings: Settings, pool: asyncpg.Pool) -> Worker:
@@ -69,8 +74,12 @@ def _integration(client: Client, settings: Settings, pool: asyncpg.Pool) -> Work
     except SandboxUnavailable as err:  # serve anyway: debugging then fails each project with this reason
         log.error("%s; projects will fail in debugging until it is fixed", err)
     acts = PipelineActivities(pool, config)
-    return Worker(client, task_queue=settings.queue("integration"),
-                  activities=[acts.integrate_artifacts, acts.run_spec_tests], max_concurrent_activities=2)
+    return Worker(
+        client,
+        task_queue=settings.queue("integration"),
+        activities=[acts.integrate_artifacts, acts.run_spec_tests],
+        max_concurrent_activities=2,
+    )
 
 
 def _knowledge(client: Client, settings: Settings, pool: asyncpg.Pool) -> Worker:
@@ -83,8 +92,13 @@ def _knowledge(client: Client, settings: Settings, pool: asyncpg.Pool) -> Worker
         client,
         task_queue=settings.queue("knowledge"),
         workflows=[KnowledgeIndexWorkflow, KnowledgeReindexWorkflow],
-        activities=[acts.index_items, acts.list_tenant_items, acts.prune_tenant_points, acts.retrieve_references,
-                    acts.publish_generated],
+        activities=[
+            acts.index_items,
+            acts.list_tenant_items,
+            acts.prune_tenant_points,
+            acts.retrieve_references,
+            acts.publish_generated,
+        ],
         max_concurrent_activities=4,
     )
 
@@ -98,8 +112,14 @@ class ModelReporter:
     stops the worker.
     """
 
-    def __init__(self, pool: asyncpg.Pool, manager: ModelManager, *, worker_id: str | None = None,
-                 interval: float = model_workers.REPORT_INTERVAL_S) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        manager: ModelManager,
+        *,
+        worker_id: str | None = None,
+        interval: float = model_workers.REPORT_INTERVAL_S,
+    ) -> None:
         self.pool = pool
         self.manager = manager
         if worker_id is None:
@@ -114,8 +134,9 @@ class ModelReporter:
         try:
             statuses = await asyncio.to_thread(self.manager.statuses)  # a status may touch the disk
             reports = [model_workers.ModelReport(s.name, s.state, s.reason, s.details) for s in statuses]
-            await asyncio.wait_for(model_workers.report(self.pool, worker_id=self.worker_id, reports=reports),
-                                   _MODEL_REPORT_TIMEOUT_S)
+            await asyncio.wait_for(
+                model_workers.report(self.pool, worker_id=self.worker_id, reports=reports), _MODEL_REPORT_TIMEOUT_S
+            )
             return True
         except Exception as err:  # noqa: BLE001 - try again at the next tick
             log.warning("could not report model states as %s: %s: %s", self.worker_id, type(err).__name__, err)

@@ -3,6 +3,7 @@
 The embedded stack (make run), the test fixtures, the benchmark and `specmill setup` (for your own
 PostgreSQL/Supabase and Temporal, or the compose file) all go through `prepare`.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -28,7 +29,8 @@ async def prepare(settings: Settings, *, temporal_wait: float = 60) -> list[str]
     finally:
         await conn.close()
     password = settings.app_role_password or (
-        settings.embedded_pg_app_password if settings.uses_embedded_postgres else None)
+        settings.embedded_pg_app_password if settings.uses_embedded_postgres else None
+    )
     if password:
         conn = await asyncpg.connect(settings.admin_dsn())
         try:

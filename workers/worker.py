@@ -3,6 +3,7 @@
 With `--serve SERVICE --port N` the same process also serves that backend service's API: this is
 how the knowledge worker and the knowledge API share one owner of Qdrant's local-mode store.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -44,9 +45,14 @@ def _server(settings: Settings, service: str, port: int | None):
     from api.app import create_app
     from api.services import SERVICES
 
-    config = uvicorn.Config(create_app(settings, service=service), host=settings.host,
-                            port=port or SERVICES[service].port, log_level="info", server_header=False,
-                            timeout_graceful_shutdown=10)
+    config = uvicorn.Config(
+        create_app(settings, service=service),
+        host=settings.host,
+        port=port or SERVICES[service].port,
+        log_level="info",
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # this process's handlers stop both
     return server

@@ -4,6 +4,7 @@ Retrieval runs on the knowledge worker (it owns the embedder and the vector stor
 generated on the generation worker, which loads its model once; the outcome and its code.generated
 event are recorded in one transaction.
 """
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -30,8 +31,11 @@ with workflow.unsafe.imports_passed_through():
         RetrieveInput,
     )
 
-GENERATE_RETRY = RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seconds=2),
-                             non_retryable_error_types=["ModelUnavailable", "BadRequest"])
+GENERATE_RETRY = RetryPolicy(
+    maximum_attempts=5,
+    initial_interval=timedelta(seconds=2),
+    non_retryable_error_types=["ModelUnavailable", "BadRequest"],
+)
 RECORD_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 
 
@@ -52,11 +56,21 @@ class GenerationWorkflow:
             cause = err.cause
             error = cause.message if isinstance(cause, ApplicationError) else str(err)
             result = GenerationResult(
-                id=inp.generation_id, status="failed", files=[], candidates=[], parses=None, note=error,
-                provenance=_provenance(inp, []))
+                id=inp.generation_id,
+                status="failed",
+                files=[],
+                candidates=[],
+                parses=None,
+                note=error,
+                provenance=_provenance(inp, []),
+            )
         await workflow.execute_activity(
-            "record_generation", RecordGenerationInput(inp=inp, result=result, error=error),
-            start_to_close_timeout=timedelta(seconds=30), retry_policy=RECORD_RETRY, summary="record the outcome")
+            "record_generation",
+            RecordGenerationInput(inp=inp, result=result, error=error),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RECORD_RETRY,
+            summary="record the outcome",
+        )
         return result
 
     async def _generate(self, inp: GenerationInput) -> GenerationResult:
@@ -68,16 +82,26 @@ class GenerationWorkflow:
             return await self._steps(inp)
         finally:
             await workflow.execute_activity(
-                "release_generation_slot", lease, task_queue=inp.lease_queue, start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=RECORD_RETRY, summary="release the tenant's generation slot")
+                "release_generation_slot",
+                lease,
+                task_queue=inp.lease_queue,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RECORD_RETRY,
+                summary="release the tenant's generation slot",
+            )
 
     async def _acquire(self, inp: GenerationInput, lease: LeaseInput) -> None:
         """Wait (a durable timer, no worker held) until the tenant has a generation slot free."""
         wait = 1.0
         while not await workflow.execute_activity(
-                "acquire_generation_slot", lease, task_queue=inp.lease_queue, result_type=bool,
-                start_to_close_timeout=timedelta(seconds=30), retry_policy=RECORD_RETRY,
-                summary=f"a generation slot of the tenant (at most {lease.limit} at once)"):
+            "acquire_generation_slot",
+            lease,
+            task_queue=inp.lease_queue,
+            result_type=bool,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RECORD_RETRY,
+            summary=f"a generation slot of the tenant (at most {lease.limit} at once)",
+        ):
             await workflow.sleep(wait)
             wait = min(wait * 2, 10.0)
 
@@ -96,45 +120,71 @@ class GenerationWorkflow:
                 if {r.id for r in again} - set(used):
                     used.update({r.id: r for r in again})
                     second = await self._candidates(inp, list(used.values()), round_=2, plan=plan)
-                    out = CandidatesResult(candidates=second.candidates + out.candidates,
-                                           path=out.path, language=out.language)
+                    out = CandidatesResult(
+                        candidates=second.candidates + out.candidates, path=out.path, language=out.language
+                    )
         chosen = best(out.candidates)
         files = [GeneratedFile(path=out.path, content=chosen.code)] if chosen else []
         note = None
         if chosen is not None and chosen.parses is False:
             note = "no candidate parses: the best attempt is returned as it is"
-        return GenerationResult(id=inp.generation_id, status="completed", files=files, candidates=out.candidates,
-                                parses=chosen.parses if chosen else None, note=note,
-                                provenance=_provenance(inp, list(used)), plan=plan)
+        return GenerationResult(
+            id=inp.generation_id,
+            status="completed",
+            files=files,
+            candidates=out.candidates,
+            parses=chosen.parses if chosen else None,
+            note=note,
+            provenance=_provenance(inp, list(used)),
+            plan=plan,
+        )
 
     async def _plan(self, inp: GenerationInput) -> Plan:
         """hierarchical_generation: a checked plan first (an invalid one after its retries fails the generation)."""
         return await workflow.execute_activity(
-            "plan_module", PlanInput(job=inp),
-            result_type=Plan, start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=timedelta(seconds=30),
+            "plan_module",
+            PlanInput(job=inp),
+            result_type=Plan,
+            start_to_close_timeout=timedelta(minutes=30),
+            heartbeat_timeout=timedelta(seconds=30),
             retry_policy=GENERATE_RETRY,
-            summary=f"{inp.model}: plan the module")
+            summary=f"{inp.model}: plan the module",
+        )
 
     async def _retrieve(self, inp: GenerationInput, query: str) -> list[Reference]:
         if not query.strip():
             return []
         return await workflow.execute_activity(
-            "retrieve_references", RetrieveInput(tenant_id=inp.tenant_id, query=query[:4000], top_k=3),
+            "retrieve_references",
+            RetrieveInput(tenant_id=inp.tenant_id, query=query[:4000], top_k=3),
             task_queue=inp.knowledge_queue,
-            result_type=list[Reference], start_to_close_timeout=timedelta(seconds=60),
-            retry_policy=RetryPolicy(maximum_attempts=5), summary="retrieve snippets")
+            result_type=list[Reference],
+            start_to_close_timeout=timedelta(seconds=60),
+            retry_policy=RetryPolicy(maximum_attempts=5),
+            summary="retrieve snippets",
+        )
 
-    async def _candidates(self, inp: GenerationInput, refs: list[Reference], round_: int,
-                          plan: Plan | None = None) -> CandidatesResult:
+    async def _candidates(
+        self, inp: GenerationInput, refs: list[Reference], round_: int, plan: Plan | None = None
+    ) -> CandidatesResult:
         return await workflow.execute_activity(
             "generate_bodies" if plan is not None else "generate_candidates",
             CandidatesInput(job=inp, references=refs, round=round_, plan=plan),
-            result_type=CandidatesResult, start_to_close_timeout=timedelta(minutes=30),
-            heartbeat_timeout=timedelta(seconds=30), retry_policy=GENERATE_RETRY,
-            summary=f"{inp.model}: {inp.n} candidate(s), round {round_}")
+            result_type=CandidatesResult,
+            start_to_close_timeout=timedelta(minutes=30),
+            heartbeat_timeout=timedelta(seconds=30),
+            retry_policy=GENERATE_RETRY,
+            summary=f"{inp.model}: {inp.n} candidate(s), round {round_}",
+        )
 
 
 def _provenance(inp: GenerationInput, snippet_ids: list) -> Provenance:
     s = inp.spec
-    return Provenance(template_id=s.template_id, template_name=s.template_name, template_version=s.template_version,
-                      values_hash=s.values_hash, instance_id=s.instance_id, retrieved_snippets=snippet_ids)
+    return Provenance(
+        template_id=s.template_id,
+        template_name=s.template_name,
+        template_version=s.template_version,
+        values_hash=s.values_hash,
+        instance_id=s.instance_id,
+        retrieved_snippets=snippet_ids,
+    )

@@ -4,6 +4,7 @@ KnowledgeIndexWorkflow: one per tenant (`knowledge-index-<tenant>`), fed by sign
 every write; it batches the ids it is sent and indexes them, retrying while Qdrant is away, so the
 index catches up by itself. KnowledgeReindexWorkflow rebuilds a tenant's vectors from PostgreSQL.
 """
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -27,17 +28,22 @@ with workflow.unsafe.imports_passed_through():
     )
 
 # Until Qdrant answers again: no attempt limit, backing off to one try a minute.
-INDEX_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
-                          maximum_interval=timedelta(seconds=60))
+INDEX_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=timedelta(seconds=60)
+)
 IDLE = timedelta(hours=1)
 BATCHES_BEFORE_CONTINUE = 500
 
 
 def _index(inp: IndexInput):
     return workflow.execute_activity(
-        "index_items", inp, result_type=IndexResult,
-        start_to_close_timeout=timedelta(minutes=10), heartbeat_timeout=timedelta(seconds=60),
-        retry_policy=INDEX_RETRY, summary=f"index {len(inp.items)} item(s)",
+        "index_items",
+        inp,
+        result_type=IndexResult,
+        start_to_close_timeout=timedelta(minutes=10),
+        heartbeat_timeout=timedelta(seconds=60),
+        retry_policy=INDEX_RETRY,
+        summary=f"index {len(inp.items)} item(s)",
     )
 
 
@@ -63,11 +69,12 @@ class KnowledgeIndexWorkflow:
                 await workflow.wait_condition(lambda: bool(self._pending), timeout=IDLE)
             except TimeoutError:
                 return  # idle for an hour: the next write starts a fresh run
-            batch = [self._pending.pop(key) for key in list(self._pending)[:inp.batch_size]]
+            batch = [self._pending.pop(key) for key in list(self._pending)[: inp.batch_size]]
             await _index(IndexInput(tenant_id=inp.tenant_id, items=batch))
         await workflow.wait_condition(workflow.all_handlers_finished)
-        workflow.continue_as_new(IndexWorkflowInput(tenant_id=inp.tenant_id, batch_size=inp.batch_size,
-                                                    pending=list(self._pending.values())))
+        workflow.continue_as_new(
+            IndexWorkflowInput(tenant_id=inp.tenant_id, batch_size=inp.batch_size, pending=list(self._pending.values()))
+        )
 
 
 @workflow.defn(name=REINDEX_WORKFLOW)
@@ -86,16 +93,25 @@ class KnowledgeReindexWorkflow:
         after = None
         while True:
             page = await workflow.execute_activity(
-                "list_tenant_items", ReindexPageInput(tenant_id=inp.tenant_id, after=after, limit=256),
-                result_type=ReindexPage, start_to_close_timeout=timedelta(seconds=60),
-                retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)), summary="list rows")
+                "list_tenant_items",
+                ReindexPageInput(tenant_id=inp.tenant_id, after=after, limit=256),
+                result_type=ReindexPage,
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
+                summary="list rows",
+            )
             if not page.items:
                 break
             await _index(IndexInput(tenant_id=inp.tenant_id, items=page.items))
             self._indexed += len(page.items)
             after = page.last
         removed = await workflow.execute_activity(
-            "prune_tenant_points", ReindexPageInput(tenant_id=inp.tenant_id), result_type=int,
-            start_to_close_timeout=timedelta(minutes=10), heartbeat_timeout=timedelta(seconds=60),
-            retry_policy=INDEX_RETRY, summary="prune stale points")
+            "prune_tenant_points",
+            ReindexPageInput(tenant_id=inp.tenant_id),
+            result_type=int,
+            start_to_close_timeout=timedelta(minutes=10),
+            heartbeat_timeout=timedelta(seconds=60),
+            retry_policy=INDEX_RETRY,
+            summary="prune stale points",
+        )
         return ReindexResult(indexed=self._indexed, removed=removed)

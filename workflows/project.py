@@ -14,6 +14,7 @@ Invalid, a validation error, no sandbox) moves the project to failed with the er
 DELETE cancels the run (cancelled). Every transition is mirrored into the projects row and the outbox
 by an activity before it is visible; the SpecmillState search attribute follows.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -50,25 +51,36 @@ with workflow.unsafe.imports_passed_through():
         PublishInput,
         PublishResult,
         RecordStateInput,
-        Regenerate,
         RecordStateResult,
+        Regenerate,
         SpecsCheckResult,
         StateChange,
         StateView,
     )
 
 S = ProjectState
-RECORD_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30),
-                           non_retryable_error_types=["NotFound"])
+RECORD_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=30),
+    non_retryable_error_types=["NotFound"],
+)
 PATCH_SANDBOX_UNAVAILABLE = "debugging-fails-without-sandbox"
 # Any activity of the run failing with a non-retryable error ends the project `failed` with its message
 # (before: it failed the workflow, or the store's Invalid and Conflict were retried for ever).
 PATCH_PERMANENT_FAILURES = "pipeline-fails-on-permanent-errors"
-WORK_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30),
-                         non_retryable_error_types=["NotFound", "BadRequest"])
+WORK_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=30),
+    non_retryable_error_types=["NotFound", "BadRequest"],
+)
 # What a user may ask for in each state; the pipeline moves through the others itself.
-REQUESTABLE = {S.spec_definition: (S.code_generation, S.cancelled), S.initialization: (S.cancelled,),
-               S.code_generation: (S.cancelled,), S.integration: (S.cancelled,), S.debugging: (S.cancelled,)}
+REQUESTABLE = {
+    S.spec_definition: (S.code_generation, S.cancelled),
+    S.initialization: (S.cancelled,),
+    S.code_generation: (S.cancelled,),
+    S.integration: (S.cancelled,),
+    S.debugging: (S.cancelled,),
+}
 
 
 @workflow.defn(name=PROJECT_WORKFLOW)
@@ -114,17 +126,26 @@ class ProjectWorkflow:
     async def complete_specs(self, req: CompleteSpecs) -> StateView:
         async with self._lock:
             self._check(StateChange(state=S.code_generation))  # re-checked under the lock
-            check = await self._activity("check_specs", ProjectRef(tenant_id=self._inp.tenant_id,
-                                         project_id=self._inp.project_id), self._inp.queues.spec_registry,
-                                         SpecsCheckResult, "check the specs")
+            check = await self._activity(
+                "check_specs",
+                ProjectRef(tenant_id=self._inp.tenant_id, project_id=self._inp.project_id),
+                self._inp.queues.spec_registry,
+                SpecsCheckResult,
+                "check the specs",
+            )
             if check.problems:
                 raise ApplicationError(
                     f"the specs are not complete: {len(check.problems)} problem(s)",
                     {"problems": [p.model_dump(mode="json") for p in check.problems]},
-                    type="SpecsIncomplete", non_retryable=True)
+                    type="SpecsIncomplete",
+                    non_retryable=True,
+                )
             self._specs = check
-            await self._move(S.code_generation, f"spec.complete: {len(check.specs)} instance(s)",
-                             specs_completed={s.instance_id: s.values_hash for s in check.specs})
+            await self._move(
+                S.code_generation,
+                f"spec.complete: {len(check.specs)} instance(s)",
+                specs_completed={s.instance_id: s.values_hash for s in check.specs},
+            )
         return self.state()
 
     @complete_specs.validator
@@ -134,12 +155,17 @@ class ProjectWorkflow:
     def _check(self, change: StateChange) -> None:
         allowed = REQUESTABLE.get(self._state, ())
         if change.state not in allowed:
-            why = "" if self._state in TERMINAL_STATES or change.state == S.cancelled else \
-                ": the pipeline moves through code_generation, integration and debugging itself"
+            why = (
+                ""
+                if self._state in TERMINAL_STATES or change.state == S.cancelled
+                else ": the pipeline moves through code_generation, integration and debugging itself"
+            )
             raise ApplicationError(
                 f"cannot move from {self._state.value} to {change.state.value}{why}",
                 {"state": self._state.value, "allowed_next": [s.value for s in allowed]},
-                type="TransitionNotAllowed", non_retryable=True)
+                type="TransitionNotAllowed",
+                non_retryable=True,
+            )
 
     # --- the work -------------------------------------------------------------------------
 
@@ -149,9 +175,13 @@ class ProjectWorkflow:
                 await self._regenerate(inp.regenerate)
             else:
                 await self._record(None, S.initialization, "workflow started")
-                attached = await self._activity("attach_templates", ProjectRef(tenant_id=inp.tenant_id,
-                                                project_id=inp.project_id), inp.queues.spec_registry,
-                                                AttachTemplatesResult, "attach the default templates")
+                attached = await self._activity(
+                    "attach_templates",
+                    ProjectRef(tenant_id=inp.tenant_id, project_id=inp.project_id),
+                    inp.queues.spec_registry,
+                    AttachTemplatesResult,
+                    "attach the default templates",
+                )
                 await self._move(S.spec_definition, f"{len(attached.template_ids)} template(s) attached")
         await workflow.wait_condition(lambda: self._specs is not None or self._state in TERMINAL_STATES)
         if self._specs is not None and self._state not in TERMINAL_STATES:
@@ -164,28 +194,39 @@ class ProjectWorkflow:
         cause = err.cause
         if not isinstance(cause, ApplicationError) or err.activity_type == "record_project_state":
             return None  # a cancellation, or the failure could not be recorded either
-        if (cause.non_retryable or err.retry_state == RetryState.NON_RETRYABLE_FAILURE) \
-                and workflow.patched(PATCH_PERMANENT_FAILURES):
+        if (cause.non_retryable or err.retry_state == RetryState.NON_RETRYABLE_FAILURE) and workflow.patched(
+            PATCH_PERMANENT_FAILURES
+        ):
             return cause
         # runs from before PATCH_PERMANENT_FAILURES: only run_spec_tests' SandboxUnavailable ended them
-        if (err.activity_type == "run_spec_tests" and cause.type == SANDBOX_UNAVAILABLE
-                and workflow.patched(PATCH_SANDBOX_UNAVAILABLE)):
+        if (
+            err.activity_type == "run_spec_tests"
+            and cause.type == SANDBOX_UNAVAILABLE
+            and workflow.patched(PATCH_SANDBOX_UNAVAILABLE)
+        ):
             return cause
         return None
 
     async def _regenerate(self, req: Regenerate) -> None:
         """A later run: the changed instances only, straight to code_generation."""
         self._state = req.from_state
-        check = await self._activity("check_specs", ProjectRef(tenant_id=self._inp.tenant_id,
-                                     project_id=self._inp.project_id, only=req.instance_ids),
-                                     self._inp.queues.spec_registry, SpecsCheckResult, "check the changed specs")
+        check = await self._activity(
+            "check_specs",
+            ProjectRef(tenant_id=self._inp.tenant_id, project_id=self._inp.project_id, only=req.instance_ids),
+            self._inp.queues.spec_registry,
+            SpecsCheckResult,
+            "check the changed specs",
+        )
         if check.problems:  # changed again since the API looked
             self._reasons = [p.message for p in check.problems]
             await self._move(S.failed, "regenerate: " + "; ".join(self._reasons)[:500])
             return
         self._specs = check
-        await self._move(S.code_generation, f"regenerate: {len(check.specs)} changed instance(s)",
-                         specs_completed={s.instance_id: s.values_hash for s in check.specs})
+        await self._move(
+            S.code_generation,
+            f"regenerate: {len(check.specs)} changed instance(s)",
+            specs_completed={s.instance_id: s.values_hash for s in check.specs},
+        )
 
     async def _pipeline(self, specs: SpecsCheckResult) -> None:
         cfg = specs.settings
@@ -194,58 +235,102 @@ class ProjectWorkflow:
             if round_ > 1:
                 await self._move(S.code_generation, f"round {round_}: regenerate {len(todo)} failing instance(s)")
             outputs = await self._generate(todo, specs, round_, feedback)
-            await self._move(S.integration, f"round {round_}: {sum(o.generation is not None for o in outputs)} "
-                                            f"of {len(outputs)} generated")
+            await self._move(
+                S.integration,
+                f"round {round_}: {sum(o.generation is not None for o in outputs)} of {len(outputs)} generated",
+            )
             integrated = await self._activity(
                 "integrate_artifacts",
-                IntegrateInput(tenant_id=self._inp.tenant_id, project_id=self._inp.project_id, round=round_,
-                               model=cfg.model, techniques=cfg.techniques, outputs=outputs),
-                self._inp.queues.integration, IntegrateResult, f"round {round_}: check and store the artifacts")
+                IntegrateInput(
+                    tenant_id=self._inp.tenant_id,
+                    project_id=self._inp.project_id,
+                    round=round_,
+                    model=cfg.model,
+                    techniques=cfg.techniques,
+                    outputs=outputs,
+                ),
+                self._inp.queues.integration,
+                IntegrateResult,
+                f"round {round_}: check and store the artifacts",
+            )
             await self._move(S.debugging, f"round {round_}: test {len(integrated.artifacts)} artifact(s)")
             # no sandbox on the worker (SandboxUnavailable): nothing runs unconfined, and the project fails
             tested = await self._activity(
                 "run_spec_tests",
-                DebugRoundInput(tenant_id=self._inp.tenant_id, project_id=self._inp.project_id, round=round_,
-                                task_id=workflow.uuid4(), artifacts=integrated.artifacts, specs=todo),
-                self._inp.queues.integration, DebugRoundResult, f"round {round_}: run the tests",
-                timeout=timedelta(minutes=30), heartbeat=timedelta(seconds=30))
+                DebugRoundInput(
+                    tenant_id=self._inp.tenant_id,
+                    project_id=self._inp.project_id,
+                    round=round_,
+                    task_id=workflow.uuid4(),
+                    artifacts=integrated.artifacts,
+                    specs=todo,
+                ),
+                self._inp.queues.integration,
+                DebugRoundResult,
+                f"round {round_}: run the tests",
+                timeout=timedelta(minutes=30),
+                heartbeat=timedelta(seconds=30),
+            )
             passing = [r.artifact_id for r in tested.results if r.status == "passed" and r.artifact_id]
             if passing:
                 await self._activity(
-                    "publish_generated", PublishInput(tenant_id=self._inp.tenant_id, user_id=self._inp.user_id,
-                                                      project_id=self._inp.project_id, artifact_ids=passing),
-                    self._inp.queues.knowledge, PublishResult,
-                    f"round {round_}: {len(passing)} passing artifact(s) become snippets")
+                    "publish_generated",
+                    PublishInput(
+                        tenant_id=self._inp.tenant_id,
+                        user_id=self._inp.user_id,
+                        project_id=self._inp.project_id,
+                        artifact_ids=passing,
+                    ),
+                    self._inp.queues.knowledge,
+                    PublishResult,
+                    f"round {round_}: {len(passing)} passing artifact(s) become snippets",
+                )
             failing = tested.failing
             if not failing:
                 await self._move(S.completed, f"all tests pass (round {round_})")
                 return
             feedback = {r.instance_id: r.failure or r.status for r in failing}
             todo = [s for s in todo if s.instance_id in feedback]
-        self._reasons = [f"instance {iid}: {text.splitlines()[0] if text else 'failed'}"
-                         for iid, text in feedback.items()]
-        await self._move(S.failed, f"tests still fail after {cfg.debug_rounds} debugging round(s): "
-                                   + "; ".join(self._reasons)[:500])
+        self._reasons = [
+            f"instance {iid}: {text.splitlines()[0] if text else 'failed'}" for iid, text in feedback.items()
+        ]
+        await self._move(
+            S.failed, f"tests still fail after {cfg.debug_rounds} debugging round(s): " + "; ".join(self._reasons)[:500]
+        )
 
-    async def _generate(self, todo: list[SpecSnapshot], specs: SpecsCheckResult, round_: int,
-                        feedback: dict) -> list[InstanceOutput]:
+    async def _generate(
+        self, todo: list[SpecSnapshot], specs: SpecsCheckResult, round_: int, feedback: dict
+    ) -> list[InstanceOutput]:
         cfg, gate = specs.settings, asyncio.Semaphore(max(1, specs.settings.generation_concurrency))
 
         async def one(spec: SpecSnapshot) -> InstanceOutput:
             async with gate:
                 job = GenerationInput(
-                    generation_id=workflow.uuid4(), tenant_id=self._inp.tenant_id, user_id=self._inp.user_id,
-                    spec=spec, model=cfg.model, techniques=cfg.techniques, max_new_tokens=cfg.max_new_tokens, n=1,
-                    temperature=0.0, retrieval_query=specs.retrieval_queries.get(spec.instance_id, ""),
-                    knowledge_queue=self._inp.queues.knowledge, feedback=feedback.get(spec.instance_id),
-                    project_id=self._inp.project_id, concurrency_limit=cfg.generation_concurrency,
-                    lease_queue=self._inp.queues.orchestrator)
+                    generation_id=workflow.uuid4(),
+                    tenant_id=self._inp.tenant_id,
+                    user_id=self._inp.user_id,
+                    spec=spec,
+                    model=cfg.model,
+                    techniques=cfg.techniques,
+                    max_new_tokens=cfg.max_new_tokens,
+                    n=1,
+                    temperature=0.0,
+                    retrieval_query=specs.retrieval_queries.get(spec.instance_id, ""),
+                    knowledge_queue=self._inp.queues.knowledge,
+                    feedback=feedback.get(spec.instance_id),
+                    project_id=self._inp.project_id,
+                    concurrency_limit=cfg.generation_concurrency,
+                    lease_queue=self._inp.queues.orchestrator,
+                )
                 try:
                     result = await workflow.execute_child_workflow(
-                        GENERATION_WORKFLOW, job, result_type=GenerationResult,
+                        GENERATION_WORKFLOW,
+                        job,
+                        result_type=GenerationResult,
                         id=f"{workflow.info().workflow_id}-{spec.instance_id}-round-{round_}",
                         task_queue=self._inp.queues.generation,
-                        static_summary=f"{spec.template_name} instance {spec.instance_id}, round {round_}")
+                        static_summary=f"{spec.template_name} instance {spec.instance_id}, round {round_}",
+                    )
                 except ChildWorkflowError as err:
                     if is_cancelled_exception(err):
                         raise
@@ -256,25 +341,48 @@ class ProjectWorkflow:
 
         return list(await asyncio.gather(*(one(s) for s in todo)))
 
-    async def _activity(self, name: str, arg, queue: str, result_type, summary: str, *,
-                        timeout: timedelta = timedelta(minutes=1), heartbeat: timedelta | None = None):
+    async def _activity(
+        self,
+        name: str,
+        arg,
+        queue: str,
+        result_type,
+        summary: str,
+        *,
+        timeout: timedelta = timedelta(minutes=1),
+        heartbeat: timedelta | None = None,
+    ):
         return await workflow.execute_activity(
-            name, arg, task_queue=queue, result_type=result_type, start_to_close_timeout=timeout,
-            heartbeat_timeout=heartbeat, retry_policy=WORK_RETRY, summary=summary)
+            name,
+            arg,
+            task_queue=queue,
+            result_type=result_type,
+            start_to_close_timeout=timeout,
+            heartbeat_timeout=heartbeat,
+            retry_policy=WORK_RETRY,
+            summary=summary,
+        )
 
     async def _move(self, to: ProjectState, reason: str, *, specs_completed: dict | None = None) -> None:
         await self._record(self._state, to, reason, specs_completed)
         self._state = to
 
-    async def _record(self, frm: ProjectState | None, to: ProjectState, reason: str,
-                      specs_completed: dict | None = None) -> None:
+    async def _record(
+        self, frm: ProjectState | None, to: ProjectState, reason: str, specs_completed: dict | None = None
+    ) -> None:
         self._seq += 1
         await workflow.execute_activity(
             "record_project_state",
-            RecordStateInput(tenant_id=self._inp.tenant_id, project_id=self._inp.project_id,
-                             from_state=frm, to_state=to, seq=self._seq, run_id=workflow.info().run_id,
-                             reason=reason[:1000],
-                             specs_completed=specs_completed),
+            RecordStateInput(
+                tenant_id=self._inp.tenant_id,
+                project_id=self._inp.project_id,
+                from_state=frm,
+                to_state=to,
+                seq=self._seq,
+                run_id=workflow.info().run_id,
+                reason=reason[:1000],
+                specs_completed=specs_completed,
+            ),
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=RECORD_RETRY,
             result_type=RecordStateResult,

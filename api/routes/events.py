@@ -1,4 +1,5 @@
 """/api/events: the tenant's outbox after a cursor, and a live Server-Sent Events stream."""
+
 from __future__ import annotations
 
 import asyncio
@@ -21,8 +22,9 @@ from store.events import EventListener
 
 router = APIRouter(tags=["events"])
 
-After = Annotated[int, Query(ge=0, le=2**62, description="Return events with seq (the tenant's own numbering) "
-                                                         "greater than this")]
+After = Annotated[
+    int, Query(ge=0, le=2**62, description="Return events with seq (the tenant's own numbering) greater than this")
+]
 Types = Annotated[list[str] | None, Query(max_length=20, description="Only these event types")]
 
 
@@ -42,9 +44,15 @@ class EventPage(BaseModel):
 
 
 def _out(row: dict[str, Any]) -> EventOut:
-    return EventOut(seq=row["seq"], id=str(row["id"]), type=row["type"], schema_name=row["schema"],
-                    subject_id=str(row["subject_id"]) if row["subject_id"] else None, payload=row["payload"],
-                    created_at=row["created_at"].replace(tzinfo=timezone.utc).isoformat())
+    return EventOut(
+        seq=row["seq"],
+        id=str(row["id"]),
+        type=row["type"],
+        schema_name=row["schema"],
+        subject_id=str(row["subject_id"]) if row["subject_id"] else None,
+        payload=row["payload"],
+        created_at=row["created_at"].replace(tzinfo=timezone.utc).isoformat(),
+    )
 
 
 @router.get("/events", response_model=EventPage)
@@ -91,20 +99,32 @@ async def _lifespan(app):
 router.lifespan_context = _lifespan  # merged into the app's by include_router
 
 
-@router.get("/events/stream", response_class=StreamingResponse,
-            responses={429: {"description": "The tenant has MAX_EVENT_STREAMS_PER_TENANT streams open"}})
-async def stream_events(res: ResourcesDep, p: PrincipalDep, after: After = 0, type: Types = None,
-                        last_event_id: Annotated[str | None, Header(include_in_schema=False)] = None):
+@router.get(
+    "/events/stream",
+    response_class=StreamingResponse,
+    responses={429: {"description": "The tenant has MAX_EVENT_STREAMS_PER_TENANT streams open"}},
+)
+async def stream_events(
+    res: ResourcesDep,
+    p: PrincipalDep,
+    after: After = 0,
+    type: Types = None,
+    last_event_id: Annotated[str | None, Header(include_in_schema=False)] = None,
+):
     """SSE: each event's `id` is its seq (the tenant's own numbering), so a reconnecting client resumes
     with Last-Event-ID. The stream wakes on the events' NOTIFY; it re-reads every
     EVENT_STREAM_POLL_SECONDS as well (with a keep-alive comment), in case a notification was lost."""
     cursor = _cursor(last_event_id, after)
     pool, settings, holder = res.pool, res.settings, f"stream/{uuid4()}"
     limit, ttl = settings.max_event_streams_per_tenant, max(LEASE_TTL_S, 3 * settings.event_stream_poll_seconds)
-    if not await leases.acquire(pool, tenant_id=p.tenant_id, holder=holder, limit=limit, ttl_s=ttl,
-                                kind="event_stream"):
-        raise HTTPException(429, f"the tenant already has {limit} event streams open "
-                                 "(MAX_EVENT_STREAMS_PER_TENANT)", headers={"Retry-After": "30"})
+    if not await leases.acquire(
+        pool, tenant_id=p.tenant_id, holder=holder, limit=limit, ttl_s=ttl, kind="event_stream"
+    ):
+        raise HTTPException(
+            429,
+            f"the tenant already has {limit} event streams open (MAX_EVENT_STREAMS_PER_TENANT)",
+            headers={"Retry-After": "30"},
+        )
     listener = _listener(res)
     wake = listener.subscribe(p.tenant_id)
 
@@ -125,8 +145,7 @@ async def stream_events(res: ResourcesDep, p: PrincipalDep, after: After = 0, ty
                     continue
                 if time.monotonic() - renewed >= RENEW_S:
                     renewed = time.monotonic()
-                    await leases.renew(pool, tenant_id=p.tenant_id, holder=holder, ttl_s=ttl,
-                                       kind="event_stream")
+                    await leases.renew(pool, tenant_id=p.tenant_id, holder=holder, ttl_s=ttl, kind="event_stream")
                 try:
                     await asyncio.wait_for(wake.wait(), settings.event_stream_poll_seconds)
                 except asyncio.TimeoutError:
@@ -136,5 +155,6 @@ async def stream_events(res: ResourcesDep, p: PrincipalDep, after: After = 0, ty
             with anyio.CancelScope(shield=True):  # a disconnect cancels the stream: free its slot anyway
                 await leases.release(pool, tenant_id=p.tenant_id, holder=holder, kind="event_stream")
 
-    return StreamingResponse(gen(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        gen(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )

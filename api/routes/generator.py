@@ -1,4 +1,5 @@
 """Neural code generator: models, techniques, POST /api/generate (specification sheet 2)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -51,14 +52,23 @@ def merged_status(own: ModelStatus, reports: list[model_workers.WorkerReport]) -
     """One model as GET /api/models shows it: the live generation workers' word when any reported it
     (loaded in one > available in one > unavailable in all, with their reasons), else the gateway's own
     status; `workers` lists the live reports."""
-    entry = {"name": own.name, "backend": own.backend, "model": own.model, "state": own.state,
-             "reason": own.reason, "details": own.details,
-             "workers": [{"worker_id": r.worker_id, "state": r.state, "seen_at": r.seen_at} for r in reports]}
+    entry = {
+        "name": own.name,
+        "backend": own.backend,
+        "model": own.model,
+        "state": own.state,
+        "reason": own.reason,
+        "details": own.details,
+        "workers": [{"worker_id": r.worker_id, "state": r.state, "seen_at": r.seen_at} for r in reports],
+    }
     if reports:
         best = min(reports, key=lambda r: _RANK[r.state])  # reports come newest first: the newest of the best
         reasons = list(dict.fromkeys(r.reason for r in reports if r.reason))
-        entry.update(state=best.state, details=best.details,
-                     reason=("; ".join(reasons) or None) if best.state == "unavailable" else None)
+        entry.update(
+            state=best.state,
+            details=best.details,
+            reason=("; ".join(reasons) or None) if best.state == "unavailable" else None,
+        )
     return entry
 
 
@@ -75,15 +85,24 @@ async def list_models(models: ModelsDep, pool: PoolDep, p: PrincipalDep):
 _HOST_PATH = re.compile(r"(?<![\w.~-])/(?:[^\s/'\"]+/)*[^\s/'\",;)]+")
 
 
+def _unpath(text):
+    return _HOST_PATH.sub("<path>", text) if isinstance(text, str) else text
+
+
 def _public(entry: dict) -> dict:
     """What viewers and editors see of a model: no host paths, no worker host names or pids."""
-    unpath = lambda text: _HOST_PATH.sub("<path>", text) if isinstance(text, str) else text  # noqa: E731
     model = entry["model"]
-    return {**entry, "model": os.path.basename(model.rstrip("/")) if model.startswith("/") else model,
-            "reason": unpath(entry["reason"]),
-            "details": {k: v for k, v in entry["details"].items()
-                        if not (isinstance(v, str) and _HOST_PATH.search(v)) and not isinstance(v, (dict, list))},
-            "workers": [{"state": w["state"], "seen_at": w["seen_at"]} for w in entry["workers"]]}
+    return {
+        **entry,
+        "model": os.path.basename(model.rstrip("/")) if model.startswith("/") else model,
+        "reason": _unpath(entry["reason"]),
+        "details": {
+            k: v
+            for k, v in entry["details"].items()
+            if not (isinstance(v, str) and _HOST_PATH.search(v)) and not isinstance(v, (dict, list))
+        },
+        "workers": [{"state": w["state"], "seen_at": w["seen_at"]} for w in entry["workers"]],
+    }
 
 
 @router.get("/techniques", response_model=list[TechniqueInfo])
@@ -102,24 +121,37 @@ async def _resolve(pool, p: Principal, body: GenerateRequest) -> SpecSnapshot:
         values, instance_id = body.values, None
         template_id, name, version, schema = None, body.template.name, body.template.version, body.template.schema_
     else:
-        tpl = await templates.find_template(pool, tenant_id=p.tenant_id, name=body.template.name,
-                                            version=body.template.version)
+        tpl = await templates.find_template(
+            pool, tenant_id=p.tenant_id, name=body.template.name, version=body.template.version
+        )
         values, instance_id = body.values, None
         template_id, name, version, schema = tpl.id, tpl.name, tpl.version, tpl.schema_
     await instances.check_values(schema, values)
-    return SpecSnapshot(template_id=template_id, template_name=name, template_version=version, schema=schema,
-                        values=values, values_hash=values_hash(values), instance_id=instance_id)
+    return SpecSnapshot(
+        template_id=template_id,
+        template_name=name,
+        template_version=version,
+        schema=schema,
+        values=values,
+        values_hash=values_hash(values),
+        instance_id=instance_id,
+    )
 
 
-@router.post("/generate", response_model=GenerationResult,
-             responses={202: {"description": "Still running: poll GET /api/generations/{id}"}})
+@router.post(
+    "/generate",
+    response_model=GenerationResult,
+    responses={202: {"description": "Still running: poll GET /api/generations/{id}"}},
+)
 async def generate(body: GenerateRequest, res: ResourcesDep, models: ModelsDep, p: PrincipalDep):
     """Counted against the tenant's generation_concurrency (one slot from here until the outcome is
     recorded: 429 while all are taken), and n × max_new_tokens is capped by GENERATE_TOKEN_BUDGET."""
     budget = res.settings.generate_token_budget
     if body.n * body.max_new_tokens > budget:
-        raise Invalid(f"n × max_new_tokens = {body.n} × {body.max_new_tokens} = {body.n * body.max_new_tokens} "
-                      f"tokens is over the budget of {budget} per request (GENERATE_TOKEN_BUDGET)")
+        raise Invalid(
+            f"n × max_new_tokens = {body.n} × {body.max_new_tokens} = {body.n * body.max_new_tokens} "
+            f"tokens is over the budget of {budget} per request (GENERATE_TOKEN_BUDGET)"
+        )
     if body.model not in MODEL_NAMES:
         raise Invalid(f"unknown model {body.model!r}; one of: {', '.join(MODEL_NAMES)}")
     try:
@@ -136,9 +168,15 @@ async def generate(body: GenerateRequest, res: ResourcesDep, models: ModelsDep, 
     gid = uuid4()
     await _take_slot(res, p, gid)
     try:
-        await generations.create_generation(res.pool, generation_id=gid, tenant_id=p.tenant_id, user_id=p.user_id,
-                                            model=body.model, techniques=techniques,
-                                            request=body.model_dump(mode="json", by_alias=True))
+        await generations.create_generation(
+            res.pool,
+            generation_id=gid,
+            tenant_id=p.tenant_id,
+            user_id=p.user_id,
+            model=body.model,
+            techniques=techniques,
+            request=body.model_dump(mode="json", by_alias=True),
+        )
     except BaseException:
         await leases.release(res.pool, tenant_id=p.tenant_id, holder=generation_workflow_id(gid))
         raise
@@ -146,34 +184,63 @@ async def generate(body: GenerateRequest, res: ResourcesDep, models: ModelsDep, 
     try:
         handle = await res.temporal.start_workflow(
             GENERATION_WORKFLOW,
-            GenerationInput(generation_id=gid, tenant_id=p.tenant_id, user_id=p.user_id, spec=spec, model=body.model,
-                            techniques=techniques, max_new_tokens=body.max_new_tokens, n=body.n,
-                            temperature=body.temperature, knowledge_queue=s.queue("knowledge"),
-                            retrieval_query=spec_view(spec.schema_, spec.values).query()),
-            id=generation_workflow_id(gid), task_queue=s.queue("generation"), result_type=GenerationResult,
+            GenerationInput(
+                generation_id=gid,
+                tenant_id=p.tenant_id,
+                user_id=p.user_id,
+                spec=spec,
+                model=body.model,
+                techniques=techniques,
+                max_new_tokens=body.max_new_tokens,
+                n=body.n,
+                temperature=body.temperature,
+                knowledge_queue=s.queue("knowledge"),
+                retrieval_query=spec_view(spec.schema_, spec.values).query(),
+            ),
+            id=generation_workflow_id(gid),
+            task_queue=s.queue("generation"),
+            result_type=GenerationResult,
             static_summary=f"{spec.template_name}@{spec.template_version} with {body.model}",
         )
     except (RPCError, RuntimeError) as err:
         await leases.release(res.pool, tenant_id=p.tenant_id, holder=generation_workflow_id(gid))
-        await generations.finish_generation(res.pool, generation_id=gid, tenant_id=p.tenant_id, spec=spec,
-                                            model=body.model, techniques=techniques, result=None,
-                                            error="could not start: Temporal unavailable")
+        await generations.finish_generation(
+            res.pool,
+            generation_id=gid,
+            tenant_id=p.tenant_id,
+            spec=spec,
+            model=body.model,
+            techniques=techniques,
+            result=None,
+            error="could not start: Temporal unavailable",
+        )
         raise ServiceUnavailable("Temporal") from err
     try:
         return await asyncio.wait_for(asyncio.shield(handle.result()), s.generate_wait_seconds)
     except asyncio.TimeoutError:
-        return JSONResponse({"id": str(gid), "status": "running", "detail": "still generating",
-                             "href": f"/api/generations/{gid}"}, status_code=202)
+        return JSONResponse(
+            {"id": str(gid), "status": "running", "detail": "still generating", "href": f"/api/generations/{gid}"},
+            status_code=202,
+        )
 
 
 async def _take_slot(res, p: Principal, gid: UUID) -> None:
     """One of the tenant's generation slots, shared with its projects' generations (store/leases.py).
     Held by the generation workflow's id; record_generation frees it, or it expires."""
     limit = (await pipeline_settings.get_tenant_settings(res.pool, tenant_id=p.tenant_id)).generation_concurrency
-    if not await leases.acquire(res.pool, tenant_id=p.tenant_id, holder=generation_workflow_id(gid), limit=limit,
-                                ttl_s=res.settings.generate_lease_ttl_seconds):
-        raise HTTPException(429, f"all {limit} of the tenant's generation slots are busy (generation_concurrency "
-                                 "in /api/settings); try again when one finishes", headers={"Retry-After": "10"})
+    if not await leases.acquire(
+        res.pool,
+        tenant_id=p.tenant_id,
+        holder=generation_workflow_id(gid),
+        limit=limit,
+        ttl_s=res.settings.generate_lease_ttl_seconds,
+    ):
+        raise HTTPException(
+            429,
+            f"all {limit} of the tenant's generation slots are busy (generation_concurrency "
+            "in /api/settings); try again when one finishes",
+            headers={"Retry-After": "10"},
+        )
 
 
 @router.get("/generations/{generation_id}", response_model=GenerationPublic)

@@ -1,4 +1,5 @@
 """/api/keys: admins manage viewer and editor keys; only an owner makes or revokes admin/owner keys."""
+
 from __future__ import annotations
 
 from uuid import UUID
@@ -33,8 +34,9 @@ async def list_keys(pool: PoolDep, p: PrincipalDep):
 async def create_key(body: KeyCreate, pool: PoolDep, p: PrincipalDep, settings: SettingsDep):
     """409 once the tenant holds MAX_API_KEYS_PER_TENANT unrevoked keys."""
     _may_manage(p, body.role)
-    return await tenants.create_api_key(pool, tenant_id=p.tenant_id, role=body.role, name=body.name,
-                                        max_live=settings.max_api_keys_per_tenant)
+    return await tenants.create_api_key(
+        pool, tenant_id=p.tenant_id, role=body.role, name=body.name, max_live=settings.max_api_keys_per_tenant
+    )
 
 
 @router.delete("/keys/{key_id}", response_model=ApiKeyPublic)

@@ -1,4 +1,5 @@
 """Knowledge base: code snippets, project knowledge, similarity search (specification sheet 3)."""
+
 from __future__ import annotations
 
 import logging
@@ -50,9 +51,12 @@ async def _enqueue(res: ResourcesDep, tenant_id: UUID, items: list[IndexItem], r
         if res.temporal is None:
             raise RuntimeError("no Temporal client")
         await res.temporal.start_workflow(
-            INDEX_WORKFLOW, IndexWorkflowInput(tenant_id=tenant_id, batch_size=s.index_batch_size),
-            id=index_workflow_id(tenant_id), task_queue=s.queue("knowledge"),
-            start_signal="enqueue", start_signal_args=[IndexRequest(items=items)],
+            INDEX_WORKFLOW,
+            IndexWorkflowInput(tenant_id=tenant_id, batch_size=s.index_batch_size),
+            id=index_workflow_id(tenant_id),
+            task_queue=s.queue("knowledge"),
+            start_signal="enqueue",
+            start_signal_args=[IndexRequest(items=items)],
             static_summary=f"knowledge index of tenant {tenant_id}",
         )
         response.headers["X-Specmill-Index"] = "queued"
@@ -62,19 +66,27 @@ async def _enqueue(res: ResourcesDep, tenant_id: UUID, items: list[IndexItem], r
 
 
 @router.get("/snippets", response_model=Page[SnippetPublic])
-async def list_snippets(pool: PoolDep, p: PrincipalDep, limit: Limit = 50, cursor: Cursor = None,
-                        language: Language | None = None, tag: Annotated[str | None, Query(max_length=64)] = None,
-                        user_id: UUID | None = None,
-                        q: Annotated[str | None, Query(min_length=1, max_length=200, description="Free text")] = None):
-    items, nxt = await snippet_repo.list_snippets(pool, tenant_id=p.tenant_id, language=language, tag=tag,
-                                                  user_id=user_id, q=q, limit=limit, cursor=cursor)
+async def list_snippets(
+    pool: PoolDep,
+    p: PrincipalDep,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    language: Language | None = None,
+    tag: Annotated[str | None, Query(max_length=64)] = None,
+    user_id: UUID | None = None,
+    q: Annotated[str | None, Query(min_length=1, max_length=200, description="Free text")] = None,
+):
+    items, nxt = await snippet_repo.list_snippets(
+        pool, tenant_id=p.tenant_id, language=language, tag=tag, user_id=user_id, q=q, limit=limit, cursor=cursor
+    )
     return Page(items=items, next_cursor=nxt)
 
 
 @router.post("/snippets", response_model=SnippetPublic, status_code=201)
 async def create_snippet(body: SnippetCreate, response: Response, res: ResourcesDep, p: PrincipalDep):
-    snip = await snippet_repo.create_snippet(res.pool, tenant_id=p.tenant_id, user_id=p.user_id, body=body,
-                                             max_bytes=res.settings.snippet_max_bytes)
+    snip = await snippet_repo.create_snippet(
+        res.pool, tenant_id=p.tenant_id, user_id=p.user_id, body=body, max_bytes=res.settings.snippet_max_bytes
+    )
     await _enqueue(res, p.tenant_id, [IndexItem(kind="snippet", id=snip.id)], response)
     return snip
 
@@ -86,8 +98,14 @@ async def get_snippet(snippet_id: UUID, pool: PoolDep, p: PrincipalDep):
 
 @router.put("/snippets/{snippet_id}", response_model=SnippetPublic)
 async def update_snippet(snippet_id: UUID, body: SnippetUpdate, response: Response, res: ResourcesDep, p: PrincipalDep):
-    snip = await snippet_repo.update_snippet(res.pool, tenant_id=p.tenant_id, user_id=p.user_id,
-                                             snippet_id=snippet_id, body=body, max_bytes=res.settings.snippet_max_bytes)
+    snip = await snippet_repo.update_snippet(
+        res.pool,
+        tenant_id=p.tenant_id,
+        user_id=p.user_id,
+        snippet_id=snippet_id,
+        body=body,
+        max_bytes=res.settings.snippet_max_bytes,
+    )
     await _enqueue(res, p.tenant_id, [IndexItem(kind="snippet", id=snip.id)], response)
     return snip
 
@@ -106,18 +124,30 @@ async def embedders(runtime: RuntimeDep, p: PrincipalDep):
 
 
 @router.get("/knowledge/{project_id}", response_model=Page[KnowledgePublic])
-async def list_knowledge(project_id: UUID, pool: PoolDep, p: PrincipalDep, limit: Limit = 50, cursor: Cursor = None,
-                         key: Annotated[str | None, Query(max_length=200)] = None):
-    items, nxt = await knowledge_repo.list_entries(pool, tenant_id=p.tenant_id, project_id=project_id, key=key,
-                                                   limit=limit, cursor=cursor)
+async def list_knowledge(
+    project_id: UUID,
+    pool: PoolDep,
+    p: PrincipalDep,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    key: Annotated[str | None, Query(max_length=200)] = None,
+):
+    items, nxt = await knowledge_repo.list_entries(
+        pool, tenant_id=p.tenant_id, project_id=project_id, key=key, limit=limit, cursor=cursor
+    )
     return Page(items=items, next_cursor=nxt)
 
 
-@router.post("/knowledge/{project_id}", response_model=KnowledgePublic, status_code=201,
-             responses={200: {"description": "An existing key's value was updated"}})
+@router.post(
+    "/knowledge/{project_id}",
+    response_model=KnowledgePublic,
+    status_code=201,
+    responses={200: {"description": "An existing key's value was updated"}},
+)
 async def upsert_knowledge(project_id: UUID, body: KnowledgeUpsert, res: ResourcesDep, p: PrincipalDep):
-    entry, created = await knowledge_repo.upsert_entry(res.pool, tenant_id=p.tenant_id, user_id=p.user_id,
-                                                       project_id=project_id, body=body)
+    entry, created = await knowledge_repo.upsert_entry(
+        res.pool, tenant_id=p.tenant_id, user_id=p.user_id, project_id=project_id, body=body
+    )
     response = JSONResponse(entry.model_dump(mode="json"), status_code=201 if created else 200)
     await _enqueue(res, p.tenant_id, [IndexItem(kind="knowledge", id=entry.id)], response)
     return response
@@ -125,8 +155,9 @@ async def upsert_knowledge(project_id: UUID, body: KnowledgeUpsert, res: Resourc
 
 @router.delete("/knowledge/{project_id}/{key:path}", status_code=204)  # keys may hold "/"
 async def delete_knowledge(project_id: UUID, key: str, res: ResourcesDep, p: PrincipalDep):
-    entry_id = await knowledge_repo.delete_entry(res.pool, tenant_id=p.tenant_id, user_id=p.user_id,
-                                                 project_id=project_id, key=key)
+    entry_id = await knowledge_repo.delete_entry(
+        res.pool, tenant_id=p.tenant_id, user_id=p.user_id, project_id=project_id, key=key
+    )
     response = Response(status_code=204)
     await _enqueue(res, p.tenant_id, [IndexItem(kind="knowledge", id=entry_id)], response)
     return response
@@ -135,4 +166,3 @@ async def delete_knowledge(project_id: UUID, key: str, res: ResourcesDep, p: Pri
 @router.post("/similar", response_model=SimilarResponse)
 async def similar(body: SimilarRequest, pool: PoolDep, runtime: RuntimeDep, p: PrincipalDep):
     return await service.similar(pool, runtime, p.tenant_id, body)
-

@@ -1,5 +1,6 @@
 """Pipeline settings and artifacts, served by the orchestrator: tenant defaults (admin writes), a
 project's own settings (editor writes), its attached templates, and its generated files."""
+
 from __future__ import annotations
 
 import asyncio
@@ -42,8 +43,7 @@ async def get_project_settings(project_id: UUID, pool: PoolDep, p: PrincipalDep)
 
 @router.put("/projects/{project_id}/settings", response_model=EffectiveSettings)
 async def put_project_settings(project_id: UUID, body: ProjectSettingsUpdate, pool: PoolDep, p: PrincipalDep):
-    return await pipeline_settings.put_project_settings(pool, tenant_id=p.tenant_id, project_id=project_id,
-                                                        update=body)
+    return await pipeline_settings.put_project_settings(pool, tenant_id=p.tenant_id, project_id=project_id, update=body)
 
 
 @router.get("/projects/{project_id}/templates", response_model=list[AttachedTemplate])
@@ -52,19 +52,30 @@ async def project_templates(project_id: UUID, pool: PoolDep, p: PrincipalDep):
 
 
 @router.get("/projects/{project_id}/artifacts", response_model=list[ArtifactPublic])
-async def list_artifacts(project_id: UUID, pool: PoolDep, p: PrincipalDep,
-                         all: bool = Query(False, description="Include the artifacts no longer current")):
+async def list_artifacts(
+    project_id: UUID,
+    pool: PoolDep,
+    p: PrincipalDep,
+    all: bool = Query(False, description="Include the artifacts no longer current"),
+):
     return await artifacts.list_artifacts(pool, tenant_id=p.tenant_id, project_id=project_id, current_only=not all)
 
 
-@router.get("/projects/{project_id}/artifacts.zip", response_class=Response,
-            responses={200: {"content": {"application/zip": {}},
-                             "description": "The current files at their paths, and manifest.json"}})
+@router.get(
+    "/projects/{project_id}/artifacts.zip",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/zip": {}}, "description": "The current files at their paths, and manifest.json"}
+    },
+)
 async def download_artifacts(project_id: UUID, pool: PoolDep, p: PrincipalDep):
     items = await artifacts.list_artifacts(pool, tenant_id=p.tenant_id, project_id=project_id)
     data = await asyncio.to_thread(build_zip, project_id, items)
-    return Response(data, media_type="application/zip", headers={
-        "Content-Disposition": f'attachment; filename="project-{project_id}-artifacts.zip"'})
+    return Response(
+        data,
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="project-{project_id}-artifacts.zip"'},
+    )
 
 
 def _zip_time(moment: datetime | None) -> tuple[int, int, int, int, int, int]:
@@ -96,4 +107,3 @@ def build_zip(project_id: UUID, items: list[ArtifactPublic]) -> bytes:
         body = json.dumps(manifest(project_id, items), indent=2, ensure_ascii=False)
         zf.writestr(_entry(artifacts.MANIFEST, last), body)
     return buf.getvalue()
-

@@ -1,4 +1,5 @@
 """Orchestrator: projects, their workflow-owned state, and tasks (specification sheet 4)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -18,12 +19,12 @@ from models.orchestrator import (
     PROJECT_WORKFLOW,
     STATE_KEY,
     TENANT_KEY,
-    ProjectCreate,
-    ProjectPublic,
-    ProjectUpdate,
     CompleteSpecs,
     PipelineQueues,
     ProjectChanges,
+    ProjectCreate,
+    ProjectPublic,
+    ProjectUpdate,
     ProjectWorkflowInput,
     Regenerate,
     StateChange,
@@ -39,27 +40,32 @@ router = APIRouter(tags=["orchestrator"])
 
 
 @router.get("/projects", response_model=Page[ProjectPublic])
-async def list_projects(pool: PoolDep, p: PrincipalDep, limit: Limit = 50, cursor: Cursor = None,
-                        state: ProjectState | None = None):
+async def list_projects(
+    pool: PoolDep, p: PrincipalDep, limit: Limit = 50, cursor: Cursor = None, state: ProjectState | None = None
+):
     items, nxt = await projects.list_projects(pool, tenant_id=p.tenant_id, state=state, limit=limit, cursor=cursor)
     return Page(items=items, next_cursor=nxt)
 
 
 @router.post("/projects", response_model=ProjectPublic, status_code=201)
-async def create_project(body: ProjectCreate, pool: PoolDep, p: PrincipalDep, temporal: TemporalDep,
-                         settings: SettingsDep):
+async def create_project(
+    body: ProjectCreate, pool: PoolDep, p: PrincipalDep, temporal: TemporalDep, settings: SettingsDep
+):
     async with projects.creating_project(pool, tenant_id=p.tenant_id, user_id=p.user_id, body=body) as project:
         try:
             await temporal.start_workflow(
                 PROJECT_WORKFLOW,
-                ProjectWorkflowInput(project_id=project.id, tenant_id=p.tenant_id, user_id=p.user_id,
-                                     queues=pipeline_queues(settings)),
+                ProjectWorkflowInput(
+                    project_id=project.id, tenant_id=p.tenant_id, user_id=p.user_id, queues=pipeline_queues(settings)
+                ),
                 id=project.workflow_id,
                 task_queue=settings.queue("orchestrator"),
-                search_attributes=TypedSearchAttributes([
-                    SearchAttributePair(TENANT_KEY, str(p.tenant_id)),
-                    SearchAttributePair(STATE_KEY, ProjectState.initialization.value),
-                ]),
+                search_attributes=TypedSearchAttributes(
+                    [
+                        SearchAttributePair(TENANT_KEY, str(p.tenant_id)),
+                        SearchAttributePair(STATE_KEY, ProjectState.initialization.value),
+                    ]
+                ),
                 static_summary=f"project {project.name!r}",
             )
         except (RPCError, RuntimeError) as err:  # RuntimeError: the lazy client could not connect
@@ -78,9 +84,13 @@ async def update_project(project_id: UUID, body: ProjectUpdate, pool: PoolDep, p
 
 
 def pipeline_queues(settings) -> PipelineQueues:
-    return PipelineQueues(orchestrator=settings.queue("orchestrator"), spec_registry=settings.queue("spec-registry"),
-                          generation=settings.queue("generation"),
-                          knowledge=settings.queue("knowledge"), integration=settings.queue("integration"))
+    return PipelineQueues(
+        orchestrator=settings.queue("orchestrator"),
+        spec_registry=settings.queue("spec-registry"),
+        generation=settings.queue("generation"),
+        knowledge=settings.queue("knowledge"),
+        integration=settings.queue("integration"),
+    )
 
 
 @router.delete("/projects/{project_id}", status_code=204)
@@ -123,8 +133,9 @@ async def _query_state(project: ProjectPublic, temporal: Client) -> StateView:
 
 
 @router.put("/projects/{project_id}/state", response_model=StateView)
-async def set_state(project_id: UUID, body: StateChange, pool: PoolDep, p: PrincipalDep, temporal: TemporalDep,
-                    settings: SettingsDep):
+async def set_state(
+    project_id: UUID, body: StateChange, pool: PoolDep, p: PrincipalDep, temporal: TemporalDep, settings: SettingsDep
+):
     """code_generation is spec.complete (as POST .../specs/complete); cancelled cancels (as DELETE); the
     pipeline moves through the other states itself, so asking for them is a 409 with what is allowed."""
     project = await projects.get_project(pool, tenant_id=p.tenant_id, project_id=project_id)
@@ -134,16 +145,21 @@ async def set_state(project_id: UUID, body: StateChange, pool: PoolDep, p: Princ
         await _cancel(project, temporal)
         return StateView(state=ProjectState.cancelled, allowed_next=[])
     view = await _query_state(project, temporal)
-    return JSONResponse({"detail": f"cannot move from {view.state.value} to {body.state.value}"
-                                   + ("" if view.state in TERMINAL_STATES else
-                                      ": the pipeline moves through its states itself"),
-                         "state": view.state.value, "allowed_next": [s.value for s in view.allowed_next]},
-                        status_code=409)
+    return JSONResponse(
+        {
+            "detail": f"cannot move from {view.state.value} to {body.state.value}"
+            + ("" if view.state in TERMINAL_STATES else ": the pipeline moves through its states itself"),
+            "state": view.state.value,
+            "allowed_next": [s.value for s in view.allowed_next],
+        },
+        status_code=409,
+    )
 
 
 @router.post("/projects/{project_id}/specs/complete", response_model=StateView)
-async def complete_specs(project_id: UUID, pool: PoolDep, p: PrincipalDep, temporal: TemporalDep,
-                         settings: SettingsDep):
+async def complete_specs(
+    project_id: UUID, pool: PoolDep, p: PrincipalDep, temporal: TemporalDep, settings: SettingsDep
+):
     """spec.complete: checks every instance (409 with the problems) and starts code generation."""
     project = await projects.get_project(pool, tenant_id=p.tenant_id, project_id=project_id)
     return await _complete_specs(project, temporal, settings, p.user_id)
@@ -154,7 +170,8 @@ async def _complete_specs(project: ProjectPublic, temporal: Client, settings, us
     try:
         return await asyncio.wait_for(
             handle.execute_update("complete_specs", CompleteSpecs(requested_by=user_id), result_type=StateView),
-            settings.update_timeout_seconds)
+            settings.update_timeout_seconds,
+        )
     except WorkflowUpdateFailedError as err:
         cause = err.cause
         if isinstance(cause, ApplicationError) and cause.type in ("TransitionNotAllowed", "SpecsIncomplete"):
@@ -165,8 +182,14 @@ async def _complete_specs(project: ProjectPublic, temporal: Client, settings, us
         raise ServiceUnavailable("the orchestrator worker") from err
     except (RPCError, RuntimeError) as err:
         if isinstance(err, RPCError) and err.status == RPCStatusCode.NOT_FOUND:  # ended: its state is final
-            return JSONResponse({"detail": f"project is {project.state.value}; no transition is allowed",
-                                 "state": project.state.value, "allowed_next": []}, status_code=409)
+            return JSONResponse(
+                {
+                    "detail": f"project is {project.state.value}; no transition is allowed",
+                    "state": project.state.value,
+                    "allowed_next": [],
+                },
+                status_code=409,
+            )
         raise _temporal_error(err) from err
 
 
@@ -197,14 +220,19 @@ async def regenerate(project_id: UUID, pool: PoolDep, p: PrincipalDep, temporal:
     try:
         await temporal.start_workflow(
             PROJECT_WORKFLOW,
-            ProjectWorkflowInput(project_id=project.id, tenant_id=p.tenant_id, user_id=p.user_id,
-                                 queues=pipeline_queues(settings),
-                                 regenerate=Regenerate(instance_ids=changes.changed + changes.new,
-                                                       from_state=project.state)),
-            id=project.workflow_id, task_queue=settings.queue("orchestrator"),
+            ProjectWorkflowInput(
+                project_id=project.id,
+                tenant_id=p.tenant_id,
+                user_id=p.user_id,
+                queues=pipeline_queues(settings),
+                regenerate=Regenerate(instance_ids=changes.changed + changes.new, from_state=project.state),
+            ),
+            id=project.workflow_id,
+            task_queue=settings.queue("orchestrator"),
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            search_attributes=TypedSearchAttributes([SearchAttributePair(TENANT_KEY, str(p.tenant_id)),
-                                                     SearchAttributePair(STATE_KEY, project.state.value)]),
+            search_attributes=TypedSearchAttributes(
+                [SearchAttributePair(TENANT_KEY, str(p.tenant_id)), SearchAttributePair(STATE_KEY, project.state.value)]
+            ),
             static_summary=f"project {project.name!r}: regenerate {len(changes.changed) + len(changes.new)}",
         )
     except WorkflowAlreadyStartedError as err:
@@ -221,10 +249,18 @@ def _temporal_error(err: Exception) -> Exception:
 
 
 @router.get("/tasks", response_model=Page[TaskPublic])
-async def list_tasks(pool: PoolDep, p: PrincipalDep, limit: Limit = 50, cursor: Cursor = None,
-                     project_id: UUID | None = None, status: TaskStatus | None = None, service: Service | None = None):
-    items, nxt = await tasks.list_tasks(pool, tenant_id=p.tenant_id, project_id=project_id, status=status,
-                                        service=service, limit=limit, cursor=cursor)
+async def list_tasks(
+    pool: PoolDep,
+    p: PrincipalDep,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    project_id: UUID | None = None,
+    status: TaskStatus | None = None,
+    service: Service | None = None,
+):
+    items, nxt = await tasks.list_tasks(
+        pool, tenant_id=p.tenant_id, project_id=project_id, status=status, service=service, limit=limit, cursor=cursor
+    )
     return Page(items=items, next_cursor=nxt)
 
 

@@ -2,6 +2,7 @@
 
 The generation worker uses a tenant's key for that tenant's requests ahead of the platform's.
 """
+
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Response
@@ -13,8 +14,11 @@ from store import provider_keys
 
 router = APIRouter(tags=["providers"])
 
-_PLATFORM_KEY = {Provider.openai: "openai_api_key", Provider.anthropic: "anthropic_api_key",
-                 Provider.vllm: "vllm_api_key"}
+_PLATFORM_KEY = {
+    Provider.openai: "openai_api_key",
+    Provider.anthropic: "anthropic_api_key",
+    Provider.vllm: "vllm_api_key",
+}
 
 
 def _secret(settings: Settings) -> str:
@@ -26,17 +30,28 @@ def _secret(settings: Settings) -> str:
 @router.get("/providers", response_model=list[ProviderInfo], summary="Providers and the tenant's keys (hints only)")
 async def list_providers(pool: PoolDep, settings: SettingsDep, p: PrincipalDep):
     stored = {k.provider: k for k in await provider_keys.list_keys(pool, tenant_id=p.tenant_id)}
-    return [ProviderInfo(provider=prov, models=list(PROVIDER_MODELS[prov]), tenant_key=stored.get(prov),
-                         platform_key=bool(getattr(settings, _PLATFORM_KEY[prov])))
-            for prov in Provider]
+    return [
+        ProviderInfo(
+            provider=prov,
+            models=list(PROVIDER_MODELS[prov]),
+            tenant_key=stored.get(prov),
+            platform_key=bool(getattr(settings, _PLATFORM_KEY[prov])),
+        )
+        for prov in Provider
+    ]
 
 
-@router.put("/providers/{provider}/key", response_model=ProviderKeyPublic,
-            summary="Store or replace the tenant's key (write-only)")
-async def set_provider_key(provider: Provider, body: ProviderKeySet, pool: PoolDep, settings: SettingsDep,
-                           p: PrincipalDep):
-    return await provider_keys.set_key(pool, tenant_id=p.tenant_id, provider=provider, api_key=body.api_key,
-                                       secret=_secret(settings))
+@router.put(
+    "/providers/{provider}/key",
+    response_model=ProviderKeyPublic,
+    summary="Store or replace the tenant's key (write-only)",
+)
+async def set_provider_key(
+    provider: Provider, body: ProviderKeySet, pool: PoolDep, settings: SettingsDep, p: PrincipalDep
+):
+    return await provider_keys.set_key(
+        pool, tenant_id=p.tenant_id, provider=provider, api_key=body.api_key, secret=_secret(settings)
+    )
 
 
 @router.delete("/providers/{provider}/key", status_code=204, summary="Forget the tenant's key")

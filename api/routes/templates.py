@@ -1,4 +1,5 @@
 """Spec registry: templates and instances (specification sheet 1)."""
+
 from __future__ import annotations
 
 from uuid import UUID
@@ -22,10 +23,18 @@ router = APIRouter(tags=["spec registry"])
 
 
 @router.get("/templates", response_model=Page[TemplatePublic])
-async def list_templates(pool: PoolDep, p: PrincipalDep, limit: Limit = 50, cursor: Cursor = None,
-                         name: str | None = None, version: str | None = None, builtin: bool | None = None):
-    items, nxt = await templates.list_templates(pool, tenant_id=p.tenant_id, name=name, version=version,
-                                                limit=limit, cursor=cursor, builtin=builtin)
+async def list_templates(
+    pool: PoolDep,
+    p: PrincipalDep,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    name: str | None = None,
+    version: str | None = None,
+    builtin: bool | None = None,
+):
+    items, nxt = await templates.list_templates(
+        pool, tenant_id=p.tenant_id, name=name, version=version, limit=limit, cursor=cursor, builtin=builtin
+    )
     return Page(items=items, next_cursor=nxt)
 
 
@@ -41,8 +50,9 @@ async def get_template(template_id: UUID, pool: PoolDep, p: PrincipalDep):
 
 @router.put("/templates/{template_id}", response_model=TemplatePublic)
 async def update_template(template_id: UUID, body: TemplateUpdate, pool: PoolDep, p: PrincipalDep):
-    return await templates.update_template(pool, tenant_id=p.tenant_id, user_id=p.user_id,
-                                           template_id=template_id, body=body)
+    return await templates.update_template(
+        pool, tenant_id=p.tenant_id, user_id=p.user_id, template_id=template_id, body=body
+    )
 
 
 @router.delete("/templates/{template_id}", status_code=204)
@@ -52,10 +62,17 @@ async def delete_template(template_id: UUID, pool: PoolDep, p: PrincipalDep):
 
 
 @router.get("/instances", response_model=Page[InstancePublic])
-async def list_instances(pool: PoolDep, p: PrincipalDep, limit: Limit = 50, cursor: Cursor = None,
-                         project_id: UUID | None = None, template_id: UUID | None = None):
-    items, nxt = await instances.list_instances(pool, tenant_id=p.tenant_id, project_id=project_id,
-                                                template_id=template_id, limit=limit, cursor=cursor)
+async def list_instances(
+    pool: PoolDep,
+    p: PrincipalDep,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    project_id: UUID | None = None,
+    template_id: UUID | None = None,
+):
+    items, nxt = await instances.list_instances(
+        pool, tenant_id=p.tenant_id, project_id=project_id, template_id=template_id, limit=limit, cursor=cursor
+    )
     return Page(items=items, next_cursor=nxt)
 
 
@@ -71,8 +88,9 @@ async def get_instance(instance_id: UUID, pool: PoolDep, p: PrincipalDep):
 
 @router.put("/instances/{instance_id}", response_model=InstancePublic)
 async def update_instance(instance_id: UUID, body: InstanceUpdate, pool: PoolDep, p: PrincipalDep):
-    return await instances.update_instance(pool, tenant_id=p.tenant_id, user_id=p.user_id,
-                                           instance_id=instance_id, body=body)
+    return await instances.update_instance(
+        pool, tenant_id=p.tenant_id, user_id=p.user_id, instance_id=instance_id, body=body
+    )
 
 
 @router.delete("/instances/{instance_id}", status_code=204)

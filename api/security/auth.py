@@ -9,6 +9,7 @@ Three kinds of token, three trust rules:
   specmill-internal) is trusted as it says: the gateway minted it from a principal it had just
   read from our rows. Neither secret verifies the other kind of token.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -47,11 +48,15 @@ class Authenticator:
         check_secrets(settings, gateway=not internal_only)
         self.settings, self.pool, self.internal_only = settings, pool, internal_only
         self.jwks = (
-            tokens.JwksVerifier(settings.supabase_jwks_url, audience=settings.supabase_jwt_audience,
-                                issuer=settings.supabase_jwt_issuer or "",
-                                max_lifetime=settings.supabase_max_token_lifetime_seconds,
-                                skew=settings.jwt_clock_skew_seconds)
-            if settings.supabase_jwks_url else None
+            tokens.JwksVerifier(
+                settings.supabase_jwks_url,
+                audience=settings.supabase_jwt_audience,
+                issuer=settings.supabase_jwt_issuer or "",
+                max_lifetime=settings.supabase_max_token_lifetime_seconds,
+                skew=settings.jwt_clock_skew_seconds,
+            )
+            if settings.supabase_jwks_url
+            else None
         )
 
     # --- issuing ------------------------------------------------------------------------
@@ -61,15 +66,27 @@ class Authenticator:
             raise ValueError("specmill JWTs are minted from API keys only")
         claims = {"sub": str(p.user_id), "tenant_id": str(p.tenant_id), "role": p.role.value, "key_id": str(p.key_id)}
         s = self.settings
-        return tokens.issue(claims, secret=s.jwt_secret, ttl=s.jwt_ttl_seconds, audience=s.jwt_audience, issuer=s.jwt_issuer)
+        return tokens.issue(
+            claims, secret=s.jwt_secret, ttl=s.jwt_ttl_seconds, audience=s.jwt_audience, issuer=s.jwt_issuer
+        )
 
     def issue_internal(self, p: Principal) -> str:
         """What the gateway forwards to a backend service after authenticating the caller."""
-        claims = {"sub": str(p.user_id), "tenant_id": str(p.tenant_id), "role": p.role.value,
-                  "via": p.auth, **({"key_id": str(p.key_id)} if p.key_id else {})}
+        claims = {
+            "sub": str(p.user_id),
+            "tenant_id": str(p.tenant_id),
+            "role": p.role.value,
+            "via": p.auth,
+            **({"key_id": str(p.key_id)} if p.key_id else {}),
+        }
         s = self.settings
-        return tokens.issue(claims, secret=s.internal_token_secret, ttl=s.internal_token_ttl_seconds,
-                            audience=INTERNAL_AUDIENCE, issuer=s.jwt_issuer)
+        return tokens.issue(
+            claims,
+            secret=s.internal_token_secret,
+            ttl=s.internal_token_ttl_seconds,
+            audience=INTERNAL_AUDIENCE,
+            issuer=s.jwt_issuer,
+        )
 
     # --- verifying ----------------------------------------------------------------------
 
@@ -88,16 +105,23 @@ class Authenticator:
             raise AuthError("invalid API key")
         if row["revoked_at"] is not None:
             raise AuthError("API key revoked")
-        return Principal(tenant_id=row["tenant_id"], user_id=row["user_id"], role=Role(row["role"]),
-                         auth="api_key", key_id=row["id"])
+        return Principal(
+            tenant_id=row["tenant_id"], user_id=row["user_id"], role=Role(row["role"]), auth="api_key", key_id=row["id"]
+        )
 
     async def from_jwt(self, token: str) -> Principal:
         s = self.settings
         try:
             iss = tokens.unverified_issuer(token)
             if iss == s.jwt_issuer:
-                claims = tokens.verify_hs256(token, secret=s.jwt_secret, audience=s.jwt_audience, issuer=s.jwt_issuer,
-                                             max_lifetime=s.jwt_ttl_seconds, skew=s.jwt_clock_skew_seconds)
+                claims = tokens.verify_hs256(
+                    token,
+                    secret=s.jwt_secret,
+                    audience=s.jwt_audience,
+                    issuer=s.jwt_issuer,
+                    max_lifetime=s.jwt_ttl_seconds,
+                    skew=s.jwt_clock_skew_seconds,
+                )
                 return await self._from_key_claims(claims)
             if s.supabase_jwt_issuer and iss == s.supabase_jwt_issuer:
                 return await self._from_supabase(await self._verify_supabase(token))
@@ -131,9 +155,14 @@ class Authenticator:
         if self.jwks is not None and tokens._header(token).get("alg") != "HS256":
             return await self.jwks.verify(token)
         if s.supabase_jwt_secret:
-            return tokens.verify_hs256(token, secret=s.supabase_jwt_secret, audience=s.supabase_jwt_audience,
-                                       issuer=s.supabase_jwt_issuer, max_lifetime=s.supabase_max_token_lifetime_seconds,
-                                       skew=s.jwt_clock_skew_seconds)
+            return tokens.verify_hs256(
+                token,
+                secret=s.supabase_jwt_secret,
+                audience=s.supabase_jwt_audience,
+                issuer=s.supabase_jwt_issuer,
+                max_lifetime=s.supabase_max_token_lifetime_seconds,
+                skew=s.jwt_clock_skew_seconds,
+            )
         raise tokens.TokenError("token signature or format invalid")
 
     async def _from_supabase(self, claims: dict[str, Any]) -> Principal:
@@ -148,15 +177,24 @@ class Authenticator:
     def _internal(self, token: str) -> Principal:
         s = self.settings
         try:
-            claims = tokens.verify_hs256(token, secret=s.internal_token_secret, audience=INTERNAL_AUDIENCE,
-                                         issuer=s.jwt_issuer, max_lifetime=s.internal_token_ttl_seconds,
-                                         skew=s.jwt_clock_skew_seconds)
+            claims = tokens.verify_hs256(
+                token,
+                secret=s.internal_token_secret,
+                audience=INTERNAL_AUDIENCE,
+                issuer=s.jwt_issuer,
+                max_lifetime=s.internal_token_ttl_seconds,
+                skew=s.jwt_clock_skew_seconds,
+            )
         except tokens.TokenError as err:
             raise AuthError(f"service accepts gateway tokens only: {err}") from err
         try:
-            return Principal(tenant_id=_uuid(claims.get("tenant_id")), user_id=_uuid(claims.get("sub")),
-                             role=Role(claims.get("role")), auth="internal",
-                             key_id=_uuid(claims["key_id"]) if claims.get("key_id") else None)
+            return Principal(
+                tenant_id=_uuid(claims.get("tenant_id")),
+                user_id=_uuid(claims.get("sub")),
+                role=Role(claims.get("role")),
+                auth="internal",
+                key_id=_uuid(claims["key_id"]) if claims.get("key_id") else None,
+            )
         except (ValueError, ValidationError) as err:
             raise AuthError("token lacks a valid tenant_id, role or sub") from err
 

@@ -4,6 +4,7 @@ address that proxy saw, read from X-Forwarded-For right to left past every trust
 A client cannot choose its address by sending X-Forwarded-For itself: the header is read only from
 a trusted peer, and only the entries that trusted proxies appended are believed.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -24,7 +25,7 @@ def _networks(cidrs: tuple[str, ...]) -> tuple[Network, ...]:
 def _ip(text: str):
     text = text.strip()
     if text.startswith("[") and "]" in text:  # [v6]:port
-        text = text[1:text.index("]")]
+        text = text[1 : text.index("]")]
     elif text.count(":") == 1:  # v4:port
         text = text.split(":", 1)[0]
     try:

@@ -9,12 +9,13 @@
   attacker at the same address. A key first used while its address is blocked waits for the window.
 - Successes never count.
 """
+
 from __future__ import annotations
 
 from fastapi import HTTPException
 
 from api.ratelimit import RateLimiter, RateState
-from api.security.auth import AuthError, Authenticator
+from api.security.auth import Authenticator, AuthError
 from models.auth import Principal
 from store.tenants import hash_key, key_prefix
 
@@ -25,8 +26,9 @@ def _too_many(state: RateState) -> HTTPException:
     return HTTPException(429, BLOCKED, headers={"Retry-After": state.retry_after()})
 
 
-async def authenticate(auth: Authenticator, limiter: RateLimiter | None, *, address: str,
-                       api_key: str | None, authorization: str | None) -> Principal:
+async def authenticate(
+    auth: Authenticator, limiter: RateLimiter | None, *, address: str, api_key: str | None, authorization: str | None
+) -> Principal:
     if limiter is None or auth.internal_only or api_key is None:
         return await auth.authenticate(api_key=api_key, authorization=authorization)
     return await from_api_key(auth, limiter, address=address, key=api_key)

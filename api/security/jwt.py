@@ -1,6 +1,7 @@
 """The one module that uses python-jose. Every decode states its algorithms, requires exp and iat,
 checks audience and issuer, bounds the token's lifetime (`exp - iat`), refuses `iat`/`nbf` ahead of
 now beyond the clock skew, and refuses anything that is not a three-part JWS (JWE included)."""
+
 from __future__ import annotations
 
 import time
@@ -12,8 +13,17 @@ from jose.exceptions import JOSEError
 
 LOCAL_ALGORITHMS = ["HS256"]
 ASYMMETRIC_ALGORITHMS = ["RS256", "ES256"]
-_REQUIRED = {"require_exp": True, "require_iat": True, "require_aud": True, "require_iss": True,
-             "require_sub": True, "verify_exp": True, "verify_nbf": True, "verify_aud": True, "verify_iss": True}
+_REQUIRED = {
+    "require_exp": True,
+    "require_iat": True,
+    "require_aud": True,
+    "require_iss": True,
+    "require_sub": True,
+    "verify_exp": True,
+    "verify_nbf": True,
+    "verify_aud": True,
+    "verify_iss": True,
+}
 
 
 class TokenError(Exception):
@@ -44,8 +54,9 @@ def unverified_issuer(token: str) -> str | None:
     return iss if isinstance(iss, str) else None
 
 
-def verify_hs256(token: str, *, secret: str, audience: str, issuer: str, max_lifetime: int,
-                 skew: int) -> dict[str, Any]:
+def verify_hs256(
+    token: str, *, secret: str, audience: str, issuer: str, max_lifetime: int, skew: int
+) -> dict[str, Any]:
     header = _header(token)
     if header.get("alg") not in LOCAL_ALGORITHMS:
         raise TokenError("token algorithm not accepted")
@@ -54,11 +65,13 @@ def verify_hs256(token: str, *, secret: str, audience: str, issuer: str, max_lif
     return _decode(token, secret, LOCAL_ALGORITHMS, audience, issuer, max_lifetime=max_lifetime, skew=skew)
 
 
-def _decode(token: str, key: Any, algorithms: list[str], audience: str, issuer: str, *, max_lifetime: int,
-            skew: int) -> dict[str, Any]:
+def _decode(
+    token: str, key: Any, algorithms: list[str], audience: str, issuer: str, *, max_lifetime: int, skew: int
+) -> dict[str, Any]:
     try:
-        claims = jwt.decode(token, key, algorithms=algorithms, audience=audience, issuer=issuer,
-                            options={**_REQUIRED, "leeway": skew})
+        claims = jwt.decode(
+            token, key, algorithms=algorithms, audience=audience, issuer=issuer, options={**_REQUIRED, "leeway": skew}
+        )
     except jwt.ExpiredSignatureError as err:
         raise TokenError("token expired") from err
     except jwt.JWTClaimsError as err:
@@ -94,8 +107,9 @@ def check_times(claims: dict[str, Any], *, max_lifetime: int, skew: int, now: fl
 class JwksVerifier:
     """RS256/ES256 tokens checked against a JWKS (Supabase's asymmetric signing keys)."""
 
-    def __init__(self, url: str, *, audience: str, issuer: str, max_lifetime: int, skew: int,
-                 ttl: float = 600.0) -> None:
+    def __init__(
+        self, url: str, *, audience: str, issuer: str, max_lifetime: int, skew: int, ttl: float = 600.0
+    ) -> None:
         self.url, self.audience, self.issuer, self.ttl = url, audience, issuer, ttl
         self.max_lifetime, self.skew = max_lifetime, skew
         self._keys: dict[str, dict[str, Any]] = {}

@@ -5,6 +5,7 @@ generation); admin manages templates, API keys and the tenant's pipeline setting
 owner manages admins (checked where keys are made).
 The same table guards in-process routes and the gateway's forwarding to separate services.
 """
+
 from __future__ import annotations
 
 from models.common import Role

@@ -1,4 +1,5 @@
 """Less exposure (issue 10, L2): host paths and worker ids only for admins."""
+
 from __future__ import annotations
 
 import json

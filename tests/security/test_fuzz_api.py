@@ -8,6 +8,7 @@ workers. The gateway waits at most 2 s for a generation or a workflow update (th
 or 503, as documented), so every answer can meet the bound. Sized by MAX_EXAMPLES to take a few
 minutes here; SPECMILL_FUZZ_EXAMPLES raises it.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -37,10 +38,15 @@ async def gateway_url(stack, workers):
     from workers import embedded
 
     port = embedded.free_port()
-    settings = stack.with_(generate_wait_seconds=2, update_timeout_seconds=2,  # limits have their own tests
-                           rate_limit="1000000/minute", tenant_rate_limit="1000000/minute")
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning",
-                                           server_header=False))
+    settings = stack.with_(
+        generate_wait_seconds=2,
+        update_timeout_seconds=2,  # limits have their own tests
+        rate_limit="1000000/minute",
+        tenant_rate_limit="1000000/minute",
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning", server_header=False)
+    )
     task = asyncio.create_task(server.serve())
 
     async def started() -> bool:
@@ -54,14 +60,40 @@ async def gateway_url(stack, workers):
 
 async def test_schemathesis_finds_no_server_error(gateway_url, tenant, tmp_path):
     cli = Path(sys.executable).with_name("schemathesis")
-    args = [str(cli), "run", f"{gateway_url}/openapi.json", "--checks",
-            "not_a_server_error,response_schema_conformance", "--max-response-time", str(MAX_RESPONSE_S),
-            "-H", f"X-API-Key: {tenant.api_key}", "--max-examples", str(MAX_EXAMPLES), "--seed", str(SEED),
-            "--phases", "examples,coverage,fuzzing,stateful", "--workers", "1", "--request-timeout", "30",
-            "--suppress-health-check", "all", "--report", "junit", "--report-dir", str(tmp_path),
-            "--output-truncate", "true", "--no-color", *EXCLUDED]
-    proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.STDOUT, env={**os.environ, "NO_COLOR": "1"})
+    args = [
+        str(cli),
+        "run",
+        f"{gateway_url}/openapi.json",
+        "--checks",
+        "not_a_server_error,response_schema_conformance",
+        "--max-response-time",
+        str(MAX_RESPONSE_S),
+        "-H",
+        f"X-API-Key: {tenant.api_key}",
+        "--max-examples",
+        str(MAX_EXAMPLES),
+        "--seed",
+        str(SEED),
+        "--phases",
+        "examples,coverage,fuzzing,stateful",
+        "--workers",
+        "1",
+        "--request-timeout",
+        "30",
+        "--suppress-health-check",
+        "all",
+        "--report",
+        "junit",
+        "--report-dir",
+        str(tmp_path),
+        "--output-truncate",
+        "true",
+        "--no-color",
+        *EXCLUDED,
+    ]
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env={**os.environ, "NO_COLOR": "1"}
+    )
     out, _ = await asyncio.wait_for(proc.communicate(), timeout=900)
     text = out.decode(errors="replace")
     print(text[-4000:])  # the summary, shown with -s or on failure

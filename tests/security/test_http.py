@@ -1,5 +1,6 @@
 """HTTP hardening at the gateway: security headers, a 413 the client can read, paths the proxy
 forwards re-quoted (issue 10: L1, L7)."""
+
 from __future__ import annotations
 
 import httpx
@@ -9,8 +10,12 @@ SECURITY = {"x-content-type-options": "nosniff", "referrer-policy": "no-referrer
 
 
 async def test_every_answer_carries_the_security_headers(api, tenant):
-    for resp in (await api.get("/api/templates", headers=tenant.headers), await api.get("/api/templates"),
-                 await api.get("/health"), await api.get("/api/projects/not-a-uuid", headers=tenant.headers)):
+    for resp in (
+        await api.get("/api/templates", headers=tenant.headers),
+        await api.get("/api/templates"),
+        await api.get("/health"),
+        await api.get("/api/projects/not-a-uuid", headers=tenant.headers),
+    ):
         for name, value in SECURITY.items():
             assert resp.headers[name] == value, (resp.request.url, name)
         assert resp.headers["cache-control"] == "no-store"
@@ -33,18 +38,24 @@ async def test_an_oversized_body_gets_a_413_the_client_can_read(live_url, tenant
 
     async def chunks():
         for i in range(0, len(body), 65536):
-            yield body[i:i + 65536]
+            yield body[i : i + 65536]
 
     async with httpx.AsyncClient(base_url=live_url, timeout=30) as client:  # a real socket: a reset would raise
-        resp = await client.post("/api/projects", content=chunks() if streamed else body,
-                           headers={**tenant.headers, "content-type": "application/json"})
+        resp = await client.post(
+            "/api/projects",
+            content=chunks() if streamed else body,
+            headers={**tenant.headers, "content-type": "application/json"},
+        )
     assert resp.status_code == 413
     assert resp.json()["detail"] == f"request body is larger than {stack.settings.max_body_bytes} bytes"
 
 
 async def test_the_next_request_after_a_413_is_served(live_url, tenant, stack):
     async with httpx.AsyncClient(base_url=live_url, timeout=30) as client:
-        big = await client.post("/api/projects", content=b"x" * (stack.settings.max_body_bytes + 1),
-                          headers={**tenant.headers, "content-type": "application/json"})
+        big = await client.post(
+            "/api/projects",
+            content=b"x" * (stack.settings.max_body_bytes + 1),
+            headers={**tenant.headers, "content-type": "application/json"},
+        )
         assert big.status_code == 413
         assert (await client.get("/api/templates", headers=tenant.headers)).status_code == 200

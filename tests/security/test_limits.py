@@ -2,6 +2,7 @@
 authentication per address and key prefix without locking working clients out, trusted proxies,
 generation slots and a token budget for POST /api/generate, and the same limits shared by two
 gateways through a real Redis."""
+
 from __future__ import annotations
 
 import asyncio
@@ -20,8 +21,12 @@ from tests.test_auth import assert_401, bearer, exchange
 from workers import embedded
 
 FN = {"name": "python-function"}
-VALUES = {"function_name": "add", "description": "Add two integers.", "signature": "def add(a: int, b: int) -> int",
-          "tests": ["assert add(1, 2) == 3"]}
+VALUES = {
+    "function_name": "add",
+    "description": "Add two integers.",
+    "signature": "def add(a: int, b: int) -> int",
+    "tests": ["assert add(1, 2) == 3"],
+}
 
 
 def wrong_key(n: int, prefix: str = "0badc0de") -> str:
@@ -47,8 +52,9 @@ def lookups(monkeypatch):
 
 async def test_tenant_limit_spans_all_its_keys(make_app, stack, pool, tenant, other_tenant):
     async for client in make_app(stack.with_(rate_limit="100/minute", tenant_rate_limit="3/minute")):
-        keys = [tenant.api_key] + [(await create_api_key(pool, tenant_id=tenant.tenant_id, role=Role.viewer)).api_key
-                                   for _ in range(3)]
+        keys = [tenant.api_key] + [
+            (await create_api_key(pool, tenant_id=tenant.tenant_id, role=Role.viewer)).api_key for _ in range(3)
+        ]
         for key in keys[:3]:  # three keys, one request each: the tenant's three
             resp = await client.get("/api/projects", headers={"X-API-Key": key})
             assert resp.status_code == 200, resp.text
@@ -71,23 +77,25 @@ async def test_a_tenant_holds_at_most_max_api_keys(make_app, stack, tenant):
         assert "MAX_API_KEYS_PER_TENANT" in resp.json()["detail"]
         # concurrent creators cannot slip past the count either
         assert (await client.delete(f"/api/keys/{made[0]['key_id']}", headers=tenant.headers)).status_code == 200
-        results = await asyncio.gather(*[client.post("/api/keys", json={"role": "viewer"}, headers=tenant.headers)
-                                         for _ in range(4)])
+        results = await asyncio.gather(
+            *[client.post("/api/keys", json={"role": "viewer"}, headers=tenant.headers) for _ in range(4)]
+        )
         assert sorted(r.status_code for r in results) == [201, 409, 409, 409]
 
 
 # --- failed authentication ---------------------------------------------------------------------------
 
 
-async def test_bad_keys_are_limited_per_address_and_never_lock_out_a_working_client(
-        make_app, stack, tenant, lookups):
+async def test_bad_keys_are_limited_per_address_and_never_lock_out_a_working_client(make_app, stack, tenant, lookups):
     """Today's fault: 35 bad /auth/token attempts locked every loopback client out for a minute."""
     async for client in make_app(stack.with_(auth_rate_limit="5/minute")):
         assert (await client.get("/api/projects", headers=tenant.headers)).status_code == 200
         token = await exchange(client, tenant.api_key)
         lookups.clear()
-        codes = [(await client.post("/auth/token", json={"api_key": wrong_key(i, f"{i:08x}")})).status_code
-                 for i in range(35)]
+        codes = [
+            (await client.post("/auth/token", json={"api_key": wrong_key(i, f"{i:08x}")})).status_code
+            for i in range(35)
+        ]
         assert codes == [401] * 5 + [429] * 30, codes
         assert len(lookups) == 5  # a blocked address's bad keys cost no database lookup
         resp = await client.get("/api/projects", headers={"X-API-Key": wrong_key(99, "12345678")})
@@ -111,43 +119,66 @@ async def test_a_revoked_key_loses_its_pass_through_a_blocked_address(make_app, 
         resp = await client.delete(f"/api/keys/{viewer.key_id}", headers=tenant.headers)
         assert resp.status_code == 200
         lookups.clear()
-        codes = [(await client.get("/api/projects", headers={"X-API-Key": viewer.api_key})).status_code
-                 for _ in range(3)]
+        codes = [
+            (await client.get("/api/projects", headers={"X-API-Key": viewer.api_key})).status_code for _ in range(3)
+        ]
         assert codes == [429, 429, 429] and len(lookups) == 1  # one lookup finds it revoked, then no more
 
 
 async def test_failures_are_limited_per_key_prefix_from_any_address(make_app, stack, tenant, lookups):
     """An attacker who knows a key's prefix and tries secrets from many addresses (trusted proxy)."""
     prefix = tenant.api_key.split("_")[1]
-    settings = stack.with_(auth_rate_limit="100/minute", auth_prefix_rate_limit="3/minute",
-                           trusted_proxies=["127.0.0.1/32"])
+    settings = stack.with_(
+        auth_rate_limit="100/minute", auth_prefix_rate_limit="3/minute", trusted_proxies=["127.0.0.1/32"]
+    )
     async for client in make_app(settings):
         assert (await client.get("/api/projects", headers=tenant.headers)).status_code == 200
         lookups.clear()
-        codes = [(await client.get("/api/projects", headers={"X-API-Key": wrong_key(i, prefix),
-                                                             "X-Forwarded-For": f"203.0.113.{i}"})).status_code
-                 for i in range(8)]
+        codes = [
+            (
+                await client.get(
+                    "/api/projects", headers={"X-API-Key": wrong_key(i, prefix), "X-Forwarded-For": f"203.0.113.{i}"}
+                )
+            ).status_code
+            for i in range(8)
+        ]
         assert codes == [401] * 3 + [429] * 5 and len(lookups) == 3
         # the real key with that prefix keeps working; other prefixes from those addresses are untouched
         assert (await client.get("/api/projects", headers=tenant.headers)).status_code == 200
-        assert_401(await client.get("/api/projects", headers={"X-API-Key": wrong_key(0),
-                                                              "X-Forwarded-For": "203.0.113.1"}))
+        assert_401(
+            await client.get("/api/projects", headers={"X-API-Key": wrong_key(0), "X-Forwarded-For": "203.0.113.1"})
+        )
 
 
 async def test_x_forwarded_for_counts_only_from_trusted_proxies(make_app, stack):
     # no trusted proxy: a client that rotates X-Forwarded-For is still one address
     async for client in make_app(stack.with_(auth_rate_limit="2/minute")):
-        codes = [(await client.get("/api/projects", headers={"X-API-Key": wrong_key(i, f"{i:08x}"),
-                                                             "X-Forwarded-For": f"198.51.100.{i}"})).status_code
-                 for i in range(4)]
+        codes = [
+            (
+                await client.get(
+                    "/api/projects",
+                    headers={"X-API-Key": wrong_key(i, f"{i:08x}"), "X-Forwarded-For": f"198.51.100.{i}"},
+                )
+            ).status_code
+            for i in range(4)
+        ]
         assert codes == [401, 401, 429, 429]
     # the peer (the test client, 127.0.0.1) is a trusted proxy: each forwarded client has its own budget
     async for client in make_app(stack.with_(auth_rate_limit="2/minute", trusted_proxies=["127.0.0.0/8", "::1"])):
         for addr in ("198.51.100.7", "198.51.100.8"):
-            codes = [(await client.get("/api/projects", headers={
-                "X-API-Key": wrong_key(i, f"{i:08x}"),
-                # what the client wrote first is not believed: the proxy appended the address it saw
-                "X-Forwarded-For": f"10.9.9.{i}, {addr}"})).status_code for i in range(3)]
+            codes = [
+                (
+                    await client.get(
+                        "/api/projects",
+                        headers={
+                            "X-API-Key": wrong_key(i, f"{i:08x}"),
+                            # what the client wrote first is not believed: the proxy appended the address it saw
+                            "X-Forwarded-For": f"10.9.9.{i}, {addr}",
+                        },
+                    )
+                ).status_code
+                for i in range(3)
+            ]
             assert codes == [401, 401, 429], (addr, codes)
 
 
@@ -156,14 +187,19 @@ async def test_x_forwarded_for_counts_only_from_trusted_proxies(make_app, stack)
 
 async def test_generate_over_the_token_budget_is_422(make_app, stack, tenant):
     async for client in make_app(stack.with_(generate_token_budget=1000)):
-        resp = await client.post("/api/generate", headers=tenant.headers,
-                                 json={"template": FN, "values": VALUES, "n": 8, "max_new_tokens": 4096})
+        resp = await client.post(
+            "/api/generate",
+            headers=tenant.headers,
+            json={"template": FN, "values": VALUES, "n": 8, "max_new_tokens": 4096},
+        )
         assert resp.status_code == 422, resp.text
         assert "GENERATE_TOKEN_BUDGET" in resp.json()["detail"] and "32768" in resp.json()["detail"]
 
 
 async def test_generate_counts_against_the_tenants_generation_slots(api, pool, tenant, other_tenant):
-    assert (await api.put("/api/settings", json={"generation_concurrency": 1}, headers=tenant.headers)).status_code == 200
+    assert (
+        await api.put("/api/settings", json={"generation_concurrency": 1}, headers=tenant.headers)
+    ).status_code == 200
     body = {"template": FN, "values": VALUES, "max_new_tokens": 4}
     # a pipeline generation of this tenant holds its only slot
     holder = f"project-{uuid.uuid4()}-x-round-1"
@@ -191,7 +227,9 @@ async def test_generate_counts_against_the_tenants_generation_slots(api, pool, t
 
 async def test_a_running_generate_holds_the_tenants_slot(api, tenant):
     """Two requests at once with generation_concurrency 1: the second finds the first's slot taken."""
-    assert (await api.put("/api/settings", json={"generation_concurrency": 1}, headers=tenant.headers)).status_code == 200
+    assert (
+        await api.put("/api/settings", json={"generation_concurrency": 1}, headers=tenant.headers)
+    ).status_code == 200
     body = {"template": FN, "values": VALUES, "max_new_tokens": 8}
     results = await asyncio.gather(*[api.post("/api/generate", json=body, headers=tenant.headers) for _ in range(2)])
     assert sorted(r.status_code for r in results) == [200, 429], [r.text for r in results]
@@ -206,8 +244,23 @@ def redis_url(tmp_path):
     if server is None:
         pytest.skip("no redis-server binary: install Debian's redis-server (apt-get install -y redis-server)")
     port = embedded.free_port()
-    proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
     try:
         yield f"redis://127.0.0.1:{port}/0"
     finally:
@@ -232,8 +285,9 @@ async def _redis_up(url: str) -> None:
 async def test_two_gateways_share_limits_through_redis(make_app, stack, tenant, other_tenant, redis_url):
     pytest.importorskip("redis", reason="redis-py, the Redis client of `limits` here: pip install '.[redis]'")
     await _redis_up(redis_url)
-    settings = stack.with_(redis_url=redis_url, rate_limit="100/minute", tenant_rate_limit="4/minute",
-                           auth_rate_limit="3/minute")
+    settings = stack.with_(
+        redis_url=redis_url, rate_limit="100/minute", tenant_rate_limit="4/minute", auth_rate_limit="3/minute"
+    )
     async for one in make_app(settings):
         async for two in make_app(settings):
             for client in (one, two, one, two):

@@ -4,6 +4,7 @@ at once, instead of retrying or running the tests some other way.
 A second set of workers (their own task queues and data dir) is configured with an interpreter
 that does not exist, so the integration worker's engine cannot be built.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -21,10 +22,14 @@ from tests.test_pipeline import _finished, _instance, _project
 from workers.queues import QUEUES
 
 
-async def test_a_worker_without_sandbox_fails_the_project_in_debugging(stack, temporal, pool, make_app, new_tenant,
-                                                                       tmp_path):
-    settings = stack.with_(task_queue_prefix=f"nosandbox-{uuid.uuid4().hex[:8]}-", data_dir=tmp_path,
-                           sandbox_python="/nonexistent/python3.11")
+async def test_a_worker_without_sandbox_fails_the_project_in_debugging(
+    stack, temporal, pool, make_app, new_tenant, tmp_path
+):
+    settings = stack.with_(
+        task_queue_prefix=f"nosandbox-{uuid.uuid4().hex[:8]}-",
+        data_dir=tmp_path,
+        sandbox_python="/nonexistent/python3.11",
+    )
     running = [QUEUES[q].build(temporal, settings, pool) for q in QUEUES]
     tasks = [asyncio.create_task(w.run()) for w in running]
     tenant = await new_tenant("nosandbox")
@@ -40,9 +45,10 @@ async def test_a_worker_without_sandbox_fails_the_project_in_debugging(stack, te
             assert result["reasons"] and result["reasons"][0].startswith("sandbox unavailable: ")
             assert "/nonexistent/python3.11" in result["reasons"][0]
 
-            async def last_state_event():
-                resp = await api.get("/api/events", params={"type": "project.state_changed", "limit": 100},
-                                     headers=tenant.headers)
+            async def last_state_event(api=api, pid=pid):
+                resp = await api.get(
+                    "/api/events", params={"type": "project.state_changed", "limit": 100}, headers=tenant.headers
+                )
                 mine = [e for e in resp.json()["items"] if e["subject_id"] == pid]
                 return mine[-1] if mine and mine[-1]["payload"]["to_state"] == "failed" else None
 
@@ -58,13 +64,19 @@ async def test_a_worker_without_sandbox_fails_the_project_in_debugging(stack, te
 
 
 def test_static_checks_accept_only_what_the_sandbox_can_import():
-    files = {"a.py": "import json\nimport numpy\nimport torch\nfrom b import helper\n", "b.py": "def helper():\n    pass\n"}
+    files = {
+        "a.py": "import json\nimport numpy\nimport torch\nfrom b import helper\n",
+        "b.py": "def helper():\n    pass\n",
+    }
     checks = static_checks(files, {"numpy"})
     assert checks["a.py"].parses and checks["b.py"].problems == []
-    assert checks["a.py"].problems == ["import torch does not resolve: not in the project, the standard library "
-                                       "or the allowed packages (numpy)"]
-    assert static_checks(files)["a.py"].problems[0] == "import numpy does not resolve: not in the project, " \
-                                                       "the standard library"
+    assert checks["a.py"].problems == [
+        "import torch does not resolve: not in the project, the standard library or the allowed packages (numpy)"
+    ]
+    assert (
+        static_checks(files)["a.py"].problems[0] == "import numpy does not resolve: not in the project, "
+        "the standard library"
+    )
 
 
 def test_a_bubblewrap_that_cannot_make_its_namespaces_makes_the_sandbox_unavailable():

@@ -4,6 +4,7 @@ debugging activity's path): each is contained, and recorded as that test's failu
 A test's source is any Python (`assert not exec(...)` defeats the `^\\s*assert` pattern), so each
 attack is written as plain code here.
 """
+
 from __future__ import annotations
 
 import json
@@ -74,8 +75,11 @@ def test_other_runs_leave_nothing_to_find():
 def test_writing_outside_the_tmpfs_fails():
     for path in ("/usr/lib/x", "/sandbox/solution.py", "/x", "/proc/sys/kernel/hostname"):
         run = attack(f"open({path!r}, 'w').write('x')")
-        assert run.status == "failed" and "OSError" in run.failed_test["error"] or "PermissionError" in \
-            run.failed_test["error"], (path, run)
+        assert (
+            run.status == "failed"
+            and "OSError" in run.failed_test["error"]
+            or "PermissionError" in run.failed_test["error"]
+        ), (path, run)
 
 
 # --- services and the network -----------------------------------------------------------------
@@ -116,11 +120,13 @@ def test_setns_on_the_parent_namespaces_is_refused():
 
 
 def test_the_process_has_no_privileges_inside():
-    run = run_python(textwrap.dedent("""
+    run = run_python(
+        textwrap.dedent("""
         status = dict(line.split(':\\t', 1) for line in open('/proc/self/status').read().splitlines() if ':\\t' in line)
-        print(status['Uid'].split()[0], status['CapEff'].strip(), status['CapBnd'].strip(), status['NoNewPrivs'].strip(),
-              status['Seccomp'].strip())
-    """))
+        keys = ('CapEff', 'CapBnd', 'NoNewPrivs', 'Seccomp')
+        print(status['Uid'].split()[0], *(status[k].strip() for k in keys))
+    """)
+    )
     assert run.status == "passed", run
     assert run.stdout.split() == ["65534", "0000000000000000", "0000000000000000", "1", "2"]
 
@@ -133,8 +139,14 @@ def test_the_run_has_its_own_unprivileged_uid_on_the_host():
         seen = None
         deadline = time.monotonic() + 15
         while seen is None and time.monotonic() < deadline and not running.done():
-            seen = next((p.info["uids"] for p in psutil.process_iter(["cmdline", "uids"])
-                         if token in " ".join(p.info["cmdline"] or [])), None)
+            seen = next(
+                (
+                    p.info["uids"]
+                    for p in psutil.process_iter(["cmdline", "uids"])
+                    if token in " ".join(p.info["cmdline"] or [])
+                ),
+                None,
+            )
         run = running.result()
     assert run.status == "timeout"
     assert seen is not None, "the run's process never showed on the host"
@@ -165,7 +177,8 @@ def test_a_fork_bomb_is_capped():
 
 def test_children_share_one_memory_limit():
     # each child stays under the per-process limit; together they exceed the run's
-    run = attack("""
+    run = attack(
+        """
         import os, select
         held_r, held_w = os.pipe()
         go_r, go_w = os.pipe()
@@ -183,14 +196,17 @@ def test_children_share_one_memory_limit():
             held += 1
         os.close(go_w)
         assert held == 4, f'held {held}'
-    """, memory_mb=512)
+    """,
+        memory_mb=512,
+    )
     assert run.status in ("failed", "error"), run
     assert run.reason and "memory limit" in run.reason or (run.failed_test and "held" in run.failed_test["error"])
 
 
 def test_a_setsid_grandchild_does_not_survive_the_run():
     token = f"survivor-{uuid.uuid4().hex}"
-    run = attack(f"""
+    run = attack(
+        f"""
         import os, sys
         if os.fork() == 0:
             os.setsid()
@@ -198,7 +214,9 @@ def test_a_setsid_grandchild_does_not_survive_the_run():
                 os.execv(sys.executable, [sys.executable, '-c', 'import signal; signal.pause()', '{token}'])
             os._exit(0)
         assert False, 'left a survivor'
-    """, timeout_s=10)
+    """,
+        timeout_s=10,
+    )
     assert failed_with(run, "AssertionError: left a survivor"), run
     assert [p.pid for p in psutil.process_iter(["cmdline"]) if token in " ".join(p.info["cmdline"] or [])] == []
 
@@ -207,7 +225,10 @@ def test_a_setsid_grandchild_does_not_survive_the_run():
 
 
 def test_writing_a_result_file_and_exiting_zero_is_a_failure():
-    run = run_tests("def f():\n    return 1\n", [textwrap.dedent("""
+    run = run_tests(
+        "def f():\n    return 1\n",
+        [
+            textwrap.dedent("""
         import json, os
         forged = json.dumps({'stage': 'done', 'index': None, 'passed': 2, 'nonce': '0' * 32}).encode()
         for path in ('/work/result.json', '/tmp/result.json', 'result.json'):
@@ -218,7 +239,10 @@ def test_writing_a_result_file_and_exiting_zero_is_a_failure():
             except OSError:
                 pass
         os._exit(0)
-    """), "assert f() == 2"])
+    """),
+            "assert f() == 2",
+        ],
+    )
     assert run.status == "failed" and run.reason == NO_VERDICT, run
 
 
@@ -242,22 +266,34 @@ def test_standard_library_imports_and_passing_tests():
                 words = list(pool.map(str.lower, re.findall(r"\\w+", text)))
             return dict(collections.Counter(words))
     """)
-    run = run_tests(code, ["assert word_counts('a B b') == {'a': 1, 'b': 2}", "assert math.isclose(1.0, 1.0)",
-                           "assert sqlite3.connect(':memory:').execute('select 2').fetchone() == (2,)",
-                           "assert str(zoneinfo.ZoneInfo('Europe/Paris')) == 'Europe/Paris'"])
+    run = run_tests(
+        code,
+        [
+            "assert word_counts('a B b') == {'a': 1, 'b': 2}",
+            "assert math.isclose(1.0, 1.0)",
+            "assert sqlite3.connect(':memory:').execute('select 2').fetchone() == (2,)",
+            "assert str(zoneinfo.ZoneInfo('Europe/Paris')) == 'Europe/Paris'",
+        ],
+    )
     assert run.passed, run
 
 
 def test_multiprocessing_within_the_limits_works():
-    code = "import multiprocessing as mp\n\ndef squares(n):\n    with mp.Pool(2) as p:\n        return p.map(abs, range(-n, 0))\n"
+    code = (
+        "import multiprocessing as mp\n\n"
+        "def squares(n):\n    with mp.Pool(2) as p:\n        return p.map(abs, range(-n, 0))\n"
+    )
     run = run_tests(code, ["assert squares(3) == [3, 2, 1]"])
     assert run.passed, run
 
 
 def test_an_allowed_package_imports_and_others_do_not():
     config = SandboxConfig(packages=("numpy",))
-    ok = run_tests("import numpy as np\n\ndef total(n):\n    return int(np.arange(n).sum())\n", ["assert total(5) == 10"],
-                   config=config)
+    ok = run_tests(
+        "import numpy as np\n\ndef total(n):\n    return int(np.arange(n).sum())\n",
+        ["assert total(5) == 10"],
+        config=config,
+    )
     assert ok.passed, ok
     for module in ("torch", "asyncpg", "temporalio", "specmill", "models"):
         run = run_tests(f"import {module}\n", ["assert True"], config=config)
@@ -281,7 +317,10 @@ def test_a_run_whose_cgroup_cannot_be_joined_never_starts(monkeypatch):
     with pytest.raises(OSError, match="refused"):
         run_python(code, timeout_s=5, config=config)
     base, count = config.uid_base, config.uid_count
-    left = [p.info for p in psutil.process_iter(["pid", "cmdline", "uids", "status"])
-            if p.info["uids"] and base <= p.info["uids"].real < base + count and p.info["status"] != "zombie"]
+    left = [
+        p.info
+        for p in psutil.process_iter(["pid", "cmdline", "uids", "status"])
+        if p.info["uids"] and base <= p.info["uids"].real < base + count and p.info["status"] != "zombie"
+    ]
     assert left == []  # bwrap and its child are gone (without the kill, bwrap waits on the released child)
     assert [p.pid for p in psutil.process_iter(["cmdline"]) if token in " ".join(p.info["cmdline"] or [])] == []

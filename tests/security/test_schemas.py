@@ -1,5 +1,6 @@
 """Schemas from tenants: nothing is fetched (H1), nothing blocks the gateway (H2), patterns run in
 linear time (H3), a `$ref` to a non-schema is a 422 (L1), and path hints stay inside the project (M4)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -21,6 +22,7 @@ SECRET = f"top-secret-{uuid.uuid4().hex}"
 
 # --- fixtures --------------------------------------------------------------------------------
 
+
 class _Server:
     """A local HTTP server that answers any GET with a JSON schema holding SECRET, and counts requests."""
 
@@ -29,7 +31,7 @@ class _Server:
         seen = self.requests
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 seen.append(self.path)
                 body = json.dumps({"type": "integer", "description": SECRET}).encode()
                 self.send_response(200)
@@ -72,8 +74,11 @@ async def _project(api, t) -> str:
 
 
 async def _template(api, t, schema: dict) -> dict:
-    resp = await api.post("/api/templates", json={"name": f"t-{uuid.uuid4().hex[:8]}", "version": "1",
-                                                  "schema": schema}, headers=t.headers)
+    resp = await api.post(
+        "/api/templates",
+        json={"name": f"t-{uuid.uuid4().hex[:8]}", "version": "1", "schema": schema},
+        headers=t.headers,
+    )
     assert resp.status_code == 201, resp.text
     return resp.json()
 
@@ -84,7 +89,12 @@ async def _legacy_template(pool, t, schema: dict) -> str:
     async with tenant_tx(pool, t.tenant_id) as conn:
         await conn.execute(
             """insert into spec_templates (id, tenant_id, name, version, schema, created_at, updated_at)
-               values ($1, $2, $3, '1', $4, now(), now())""", tid, t.tenant_id, f"legacy-{tid.hex[:8]}", schema)
+               values ($1, $2, $3, '1', $4, now(), now())""",
+            tid,
+            t.tenant_id,
+            f"legacy-{tid.hex[:8]}",
+            schema,
+        )
     return str(tid)
 
 
@@ -98,21 +108,30 @@ def _outside_refs(server_url: str, secret_path) -> list[tuple[str, dict, str]]:
         ("relative", {"$ref": "other.json#/$defs/x"}, "other.json#/$defs/x"),
         ("id-relative", {"$id": f"{server_url}/root.json", "$ref": "sibling.json"}, "sibling.json"),
         ("dynamic", {"$dynamicRef": f"{server_url}/meta#meta"}, f"{server_url}/meta#meta"),
-        ("non-schema", {"properties": {"a": {"type": "string"}}, "$ref": "#/properties/a/type"},
-         "#/properties/a/type"),
-        ("non-schema-list", {"$defs": {"x": {"enum": [1, 2]}}, "properties": {"b": {"$ref": "#/$defs/x/enum"}}},
-         "#/$defs/x/enum"),
-        ("pointer-through-string", {"properties": {"a": {"type": "string"}}, "$ref": "#/properties/a/type/0"},
-         "#/properties/a/type/0"),
+        ("non-schema", {"properties": {"a": {"type": "string"}}, "$ref": "#/properties/a/type"}, "#/properties/a/type"),
+        (
+            "non-schema-list",
+            {"$defs": {"x": {"enum": [1, 2]}}, "properties": {"b": {"$ref": "#/$defs/x/enum"}}},
+            "#/$defs/x/enum",
+        ),
+        (
+            "pointer-through-string",
+            {"properties": {"a": {"type": "string"}}, "$ref": "#/properties/a/type/0"},
+            "#/properties/a/type/0",
+        ),
         ("unchecked-target", {"x-foo": {"type": 5}, "$ref": "#/x-foo"}, "#/x-foo"),
     ]
 
 
 # --- H1: nothing leaves the process ------------------------------------------------------------
 
+
 def test_value_validation_resolves_nothing_outside_the_schema(server, secret_file):
-    for schema in ({"$ref": f"{server.url}/s.json"}, {"$ref": secret_file.as_uri()},
-                   {"$dynamicRef": f"{server.url}/m#meta"}):
+    for schema in (
+        {"$ref": f"{server.url}/s.json"},
+        {"$ref": secret_file.as_uri()},
+        {"$dynamicRef": f"{server.url}/m#meta"},
+    ):
         found = value_violations(schema, 5)
         assert found and "does not resolve" in found[0].message, found
         assert SECRET not in repr(found)
@@ -123,8 +142,11 @@ def test_local_references_and_the_metaschemas_still_resolve():
     good = [
         {"$defs": {"name": {"type": "string", "minLength": 2}}, "properties": {"n": {"$ref": "#/$defs/name"}}},
         {"$defs": {"a": {"$anchor": "word", "type": "string"}}, "items": {"$ref": "#word"}},
-        {"$id": "https://example.com/root.json", "$defs": {"a": {"$id": "a.json", "type": "string"}},
-         "properties": {"x": {"$ref": "a.json"}}},
+        {
+            "$id": "https://example.com/root.json",
+            "$defs": {"a": {"$id": "a.json", "type": "string"}},
+            "properties": {"x": {"$ref": "a.json"}},
+        },
         {"properties": {"s": {"$ref": "https://json-schema.org/draft/2020-12/schema"}}},
         {"x-shared": {"type": "integer"}, "properties": {"n": {"$ref": "#/x-shared"}}},
     ]
@@ -137,8 +159,11 @@ def test_local_references_and_the_metaschemas_still_resolve():
 
 async def test_template_with_an_outside_reference_is_a_422_that_names_it(api, tenant, server, secret_file):
     for case, schema, ref in _outside_refs(server.url, secret_file):
-        resp = await api.post("/api/templates", json={"name": f"r-{uuid.uuid4().hex[:8]}", "version": "1",
-                                                      "schema": schema}, headers=tenant.headers)
+        resp = await api.post(
+            "/api/templates",
+            json={"name": f"r-{uuid.uuid4().hex[:8]}", "version": "1", "schema": schema},
+            headers=tenant.headers,
+        )
         assert resp.status_code == 422, (case, resp.text)
         assert ref in resp.json()["detail"], (case, resp.json())
         assert SECRET not in resp.text
@@ -152,28 +177,35 @@ async def test_template_with_an_outside_reference_is_a_422_that_names_it(api, te
 
 async def test_inline_schema_with_an_outside_reference_is_a_422(api, tenant, server, secret_file):
     for case, schema, ref in _outside_refs(server.url, secret_file):
-        resp = await api.post("/api/generate", json={"template": {"schema": schema}, "values": {"a": 1},
-                                                     "max_new_tokens": 4}, headers=tenant.headers)
+        resp = await api.post(
+            "/api/generate",
+            json={"template": {"schema": schema}, "values": {"a": 1}, "max_new_tokens": 4},
+            headers=tenant.headers,
+        )
         assert resp.status_code == 422, (case, resp.text)
         assert ref in resp.text, (case, resp.json())  # in `errors`; with templates.check_schema, in `detail` too
         assert SECRET not in resp.text
     assert server.requests == []
 
 
-async def test_instances_of_a_legacy_template_with_outside_references_fetch_nothing(api, pool, tenant, server,
-                                                                                    secret_file):
+async def test_instances_of_a_legacy_template_with_outside_references_fetch_nothing(
+    api, pool, tenant, server, secret_file
+):
     pid = await _project(api, tenant)
     for case, schema, _ref in _outside_refs(server.url, secret_file):
         tid = await _legacy_template(pool, tenant, schema)
-        resp = await api.post("/api/instances", json={"template_id": tid, "project_id": pid,
-                                                      "values": {"a": 1, "b": 1}},
-                              headers=tenant.headers)
+        resp = await api.post(
+            "/api/instances",
+            json={"template_id": tid, "project_id": pid, "values": {"a": 1, "b": 1}},
+            headers=tenant.headers,
+        )
         assert resp.status_code == 422, (case, resp.text)  # a $ref to a non-schema was a 500
         assert SECRET not in resp.text
     assert server.requests == []
 
 
 # --- H3: linear-time patterns ----------------------------------------------------------------
+
 
 def test_a_catastrophic_pattern_runs_in_linear_time():
     started = time.perf_counter()
@@ -185,14 +217,17 @@ def test_a_catastrophic_pattern_runs_in_linear_time():
     assert time.perf_counter() - started < 0.5
 
 
-@pytest.mark.parametrize("schema, needle", [
-    ({"pattern": "^(a)\\1$"}, "RE2"),
-    ({"pattern": "^(?=a)a$"}, "RE2"),
-    ({"properties": {"x": {"pattern": "(?<!b)a"}}}, "RE2"),
-    ({"patternProperties": {"^(?!x)": {}}}, "RE2"),
-    ({"pattern": "a" * 1001}, "longer than 1000"),
-    ({"pattern": "(a{1000}){1000}"}, "RE2"),
-])
+@pytest.mark.parametrize(
+    "schema, needle",
+    [
+        ({"pattern": "^(a)\\1$"}, "RE2"),
+        ({"pattern": "^(?=a)a$"}, "RE2"),
+        ({"properties": {"x": {"pattern": "(?<!b)a"}}}, "RE2"),
+        ({"patternProperties": {"^(?!x)": {}}}, "RE2"),
+        ({"pattern": "a" * 1001}, "longer than 1000"),
+        ({"pattern": "(a{1000}){1000}"}, "RE2"),
+    ],
+)
 def test_patterns_re2_cannot_run_are_refused(schema, needle):
     found = schema_problems(schema)
     assert found and needle in found[0].message, found
@@ -212,25 +247,31 @@ def test_violations_are_capped_in_number_and_size():
 
 
 async def test_patterns_through_the_api(api, tenant):
-    resp = await api.post("/api/templates", json={"name": "bad-pattern", "version": "1",
-                                                  "schema": {"properties": {"x": {"pattern": "(a)\\1"}}}},
-                          headers=tenant.headers)
+    resp = await api.post(
+        "/api/templates",
+        json={"name": "bad-pattern", "version": "1", "schema": {"properties": {"x": {"pattern": "(a)\\1"}}}},
+        headers=tenant.headers,
+    )
     assert resp.status_code == 422 and "RE2" in resp.json()["detail"], resp.text
-    tpl = await _template(api, tenant, {"type": "object", "properties": {"x": {"type": "string",
-                                                                               "pattern": "^(a+)+$"}}})
+    tpl = await _template(
+        api, tenant, {"type": "object", "properties": {"x": {"type": "string", "pattern": "^(a+)+$"}}}
+    )
     pid = await _project(api, tenant)
     started = time.perf_counter()
-    resp = await api.post("/api/instances", json={"template_id": tpl["id"], "project_id": pid,
-                                                  "values": {"x": "a" * 26 + "b"}}, headers=tenant.headers)
+    resp = await api.post(
+        "/api/instances",
+        json={"template_id": tpl["id"], "project_id": pid, "values": {"x": "a" * 26 + "b"}},
+        headers=tenant.headers,
+    )
     assert resp.status_code == 422 and "does not match" in resp.text, resp.text
     assert time.perf_counter() - started < 0.5
 
 
 # --- H2: validation off the event loop, with a deadline -------------------------------------------
 
+
 async def test_a_hostile_validation_neither_blocks_others_nor_runs_past_its_deadline(api, stack, tenant):
-    tpl = await _template(api, tenant, {"type": "object",
-                                        "properties": {"xs": {"type": "array", "uniqueItems": True}}})
+    tpl = await _template(api, tenant, {"type": "object", "properties": {"xs": {"type": "array", "uniqueItems": True}}})
     pid = await _project(api, tenant)
     await schema_safety.warm()
     # uniqueItems over distinct objects is quadratic in jsonschema: legal, within every cap, and slow
@@ -274,27 +315,29 @@ async def test_an_activity_gets_a_violation_not_an_exception_past_the_deadline(s
 NAMED = {"function_name": {"type": "string", "x-specmill": {"role": "name"}}}
 
 
-@pytest.mark.parametrize("hint, needle", [
-    ("../../x.py", "'..'"),
-    ("src/../../x.py", "'..'"),
-    ("/etc/x.py", "absolute"),
-    ("a\\b.py", "backslash"),
-    ("a\x00.py", "NUL"),
-    ("a\x01.py", "control"),
-    ("{function_name:>99999999}.py", "format spec"),
-    ("{function_name!r}.py", "conversion"),
-    ("{function_name.__class__}.py", "plain property name"),
-    ("{}.py", "plain property name"),
-    ("{nope}.py", "not a property"),
-    ("src/{function_name", "expected '}'"),
-    (".hidden/{function_name}.py", "segment"),
-    ("a b.py", "segment"),
-    ("manifest.json", "reserved"),
-    (17, "must be a string"),
-])
+@pytest.mark.parametrize(
+    "hint, needle",
+    [
+        ("../../x.py", "'..'"),
+        ("src/../../x.py", "'..'"),
+        ("/etc/x.py", "absolute"),
+        ("a\\b.py", "backslash"),
+        ("a\x00.py", "NUL"),
+        ("a\x01.py", "control"),
+        ("{function_name:>99999999}.py", "format spec"),
+        ("{function_name!r}.py", "conversion"),
+        ("{function_name.__class__}.py", "plain property name"),
+        ("{}.py", "plain property name"),
+        ("{nope}.py", "not a property"),
+        ("src/{function_name", "expected '}'"),
+        (".hidden/{function_name}.py", "segment"),
+        ("a b.py", "segment"),
+        ("manifest.json", "reserved"),
+        (17, "must be a string"),
+    ],
+)
 def test_bad_path_hints_are_refused(hint, needle):
-    found = schema_problems({"type": "object", "properties": NAMED,
-                             "x-specmill": {"language": "python", "path": hint}})
+    found = schema_problems({"type": "object", "properties": NAMED, "x-specmill": {"language": "python", "path": hint}})
     assert found and found[0].path == "$.x-specmill.path" and needle in found[0].message, found
 
 
@@ -304,26 +347,43 @@ def test_good_path_hints_pass():
 
 
 async def test_path_hints_are_checked_when_the_template_is_saved(api, tenant):
-    resp = await api.post("/api/templates", json={"name": "escape", "version": "1", "schema": {
-        "type": "object", "properties": NAMED, "x-specmill": {"path": "../../x.py"}}}, headers=tenant.headers)
+    resp = await api.post(
+        "/api/templates",
+        json={
+            "name": "escape",
+            "version": "1",
+            "schema": {"type": "object", "properties": NAMED, "x-specmill": {"path": "../../x.py"}},
+        },
+        headers=tenant.headers,
+    )
     assert resp.status_code == 422, resp.text
     assert "path hint" in resp.json()["detail"] and ".." in resp.json()["detail"]
 
 
 async def test_instance_values_cannot_render_a_path_outside_the_project(api, tenant):
-    tpl = await _template(api, tenant, {"type": "object", "properties": NAMED,
-                                        "x-specmill": {"language": "python", "path": "{function_name}.py"}})
+    tpl = await _template(
+        api,
+        tenant,
+        {"type": "object", "properties": NAMED, "x-specmill": {"language": "python", "path": "{function_name}.py"}},
+    )
     pid = await _project(api, tenant)
     for name in ("../../x", "/abs", "a\\b", "..", "a/../../b"):
-        resp = await api.post("/api/instances", json={"template_id": tpl["id"], "project_id": pid,
-                                                      "values": {"function_name": name}}, headers=tenant.headers)
+        resp = await api.post(
+            "/api/instances",
+            json={"template_id": tpl["id"], "project_id": pid, "values": {"function_name": name}},
+            headers=tenant.headers,
+        )
         assert resp.status_code == 422, (name, resp.text)
         assert "safe relative path" in resp.text
-    ok = await api.post("/api/instances", json={"template_id": tpl["id"], "project_id": pid,
-                                                "values": {"function_name": "fine"}}, headers=tenant.headers)
+    ok = await api.post(
+        "/api/instances",
+        json={"template_id": tpl["id"], "project_id": pid, "values": {"function_name": "fine"}},
+        headers=tenant.headers,
+    )
     assert ok.status_code == 201, ok.text
-    resp = await api.put(f"/api/instances/{ok.json()['id']}", json={"values": {"function_name": "../up"}},
-                         headers=tenant.headers)
+    resp = await api.put(
+        f"/api/instances/{ok.json()['id']}", json={"values": {"function_name": "../up"}}, headers=tenant.headers
+    )
     assert resp.status_code == 422 and "safe relative path" in resp.text
 
 
@@ -341,12 +401,21 @@ def test_the_spec_check_reports_a_legacy_template_path_and_the_generator_never_u
 
 # --- L1: no 500 from what a schema or its values hold ---------------------------------------------
 
+
 async def test_code_nested_too_deep_to_parse_is_a_422(api, tenant):
-    tpl = await _template(api, tenant, {"type": "object", "properties": {
-        "tests": {"type": "array", "items": {"type": "string"}, "x-specmill": {"role": "tests"}}}})
+    tpl = await _template(
+        api,
+        tenant,
+        {
+            "type": "object",
+            "properties": {"tests": {"type": "array", "items": {"type": "string"}, "x-specmill": {"role": "tests"}}},
+        },
+    )
     pid = await _project(api, tenant)
-    resp = await api.post("/api/instances", json={"template_id": tpl["id"], "project_id": pid,
-                                                  "values": {"tests": ["assert a" + ".b" * 100_000]}},
-                          headers=tenant.headers)
+    resp = await api.post(
+        "/api/instances",
+        json={"template_id": tpl["id"], "project_id": pid, "values": {"tests": ["assert a" + ".b" * 100_000]}},
+        headers=tenant.headers,
+    )
     assert resp.status_code == 422, resp.text
     assert "Python" in resp.text

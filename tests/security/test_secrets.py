@@ -1,6 +1,7 @@
 """Secrets and the database out of reach (issue 9, part 2): PostgreSQL wants a password on its socket
 too, `<data_dir>/env` is private, and the worker that runs the specs' tests gets only the secrets
 it needs."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,9 @@ ALL_SECRETS = {name: f"value-of-{name}" for name in SECRETS}
 
 
 async def _socket_login(pg_dir: Path, port: int, password: str | None) -> str:
-    conn = await asyncpg.connect(host=str(pg_dir), port=port, user="postgres", database="postgres",
-                                 password=password, passfile="/nonexistent")  # no ~/.pgpass either
+    conn = await asyncpg.connect(
+        host=str(pg_dir), port=port, user="postgres", database="postgres", password=password, passfile="/nonexistent"
+    )  # no ~/.pgpass either
     try:
         return await conn.fetchval("select current_user")
     finally:
@@ -74,9 +76,24 @@ async def test_trusting_data_dir_is_upgraded_on_start(short_tmp, monkeypatch, ca
         import pwd
 
         os.chown(pwfile, pwd.getpwnam(user).pw_uid, -1)
-    subprocess.run([embedded._pg_bin("initdb"), "-D", str(pg_dir), "-U", "postgres", "-E", "UTF8", "--locale=C",
-                    "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}"],
-                   check=True, capture_output=True, **embedded._as_user(user))
+    subprocess.run(
+        [
+            embedded._pg_bin("initdb"),
+            "-D",
+            str(pg_dir),
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            f"--pwfile={pwfile}",
+        ],
+        check=True,
+        capture_output=True,
+        **embedded._as_user(user),
+    )
     hba = pg_dir / "pg_hba.conf"
     assert any(line.split()[-1:] == ["trust"] for line in hba.read_text().splitlines() if not line.startswith("#"))
 
@@ -128,8 +145,16 @@ def test_new_env_file_is_private(tmp_path):
 def test_integration_worker_gets_only_the_app_database():
     base = {**ALL_SECRETS, "PATH": "/usr/bin", "DATA_DIR": "/d", "jwt_secret": "lower-case-too"}
     env = child_env("integration", base=base)
-    for name in ("JWT_SECRET", "jwt_secret", "INTERNAL_TOKEN_SECRET", "PROVIDER_KEYS_SECRET",
-                 "EMBEDDED_PG_SUPERUSER_PASSWORD", "DATABASE_ADMIN_URL", "APP_ROLE_PASSWORD", "OPENAI_API_KEY"):
+    for name in (
+        "JWT_SECRET",
+        "jwt_secret",
+        "INTERNAL_TOKEN_SECRET",
+        "PROVIDER_KEYS_SECRET",
+        "EMBEDDED_PG_SUPERUSER_PASSWORD",
+        "DATABASE_ADMIN_URL",
+        "APP_ROLE_PASSWORD",
+        "OPENAI_API_KEY",
+    ):
         assert name not in env
     assert env["EMBEDDED_PG_APP_PASSWORD"] == base["EMBEDDED_PG_APP_PASSWORD"]
     assert env["DATABASE_URL"] == base["DATABASE_URL"]
@@ -158,13 +183,20 @@ def test_integration_worker_reads_no_env_file(tmp_path):
     (tmp_path / ".env").write_text("JWT_SECRET=from-dotenv\nPROVIDER_KEYS_SECRET=from-dotenv\n")
     base = {k: v for k, v in os.environ.items() if k.upper() not in SECRETS}
     env = child_env("integration", base={**base, "DATA_DIR": str(data), "EMBEDDED_PG_APP_PASSWORD": "app-pw"})
-    code = ("import json; from workers.cli import _settings; s = _settings(); print(json.dumps({k: getattr(s, k) "
-            "for k in ('jwt_secret', 'internal_token_secret', 'provider_keys_secret', "
-            "'embedded_pg_superuser_password', 'embedded_pg_app_password')}))")
+    code = (
+        "import json; from workers.cli import _settings; s = _settings(); print(json.dumps({k: getattr(s, k) "
+        "for k in ('jwt_secret', 'internal_token_secret', 'provider_keys_secret', "
+        "'embedded_pg_superuser_password', 'embedded_pg_app_password')}))"
+    )
     root = Path(__file__).resolve().parents[2]
     env["PYTHONPATH"] = os.pathsep.join([str(root), *filter(None, [env.get("PYTHONPATH")])])
-    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True,
-                         check=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, check=True, timeout=60
+    )
     assert json.loads(out.stdout.strip().splitlines()[-1]) == {
-        "jwt_secret": None, "internal_token_secret": None, "provider_keys_secret": None,
-        "embedded_pg_superuser_password": None, "embedded_pg_app_password": "app-pw"}
+        "jwt_secret": None,
+        "internal_token_secret": None,
+        "provider_keys_secret": None,
+        "embedded_pg_superuser_password": None,
+        "embedded_pg_app_password": "app-pw",
+    }

@@ -4,6 +4,7 @@ The attacker here holds what the sandbox escape of issue 9 gave them: the JWT se
 tenant A and the ids of tenant B. Every token is hand-built (tests/test_auth.py's helpers), sent through
 the real gateway (real PostgreSQL, real Temporal), and every refusal is a 401 with a JSON `detail`.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -53,8 +54,9 @@ async def test_jwt_without_key_id_is_refused_even_with_the_real_secret(api, stac
 
 @pytest.mark.parametrize("key_id", ["", "not-a-uuid", 42])
 async def test_jwt_with_a_malformed_key_id_is_refused(api, stack, tenant, key_id):
-    assert_401(await api.get("/auth/me", headers=bearer(forge(stack, local_claims(stack.settings, tenant,
-                                                                                 key_id=key_id)))))
+    assert_401(
+        await api.get("/auth/me", headers=bearer(forge(stack, local_claims(stack.settings, tenant, key_id=key_id))))
+    )
 
 
 async def test_owner_role_claim_on_an_editor_key_is_refused(api, stack, pool, tenant):
@@ -154,8 +156,15 @@ async def test_token_without_exp_or_iat_is_refused(api, stack, tenant, missing):
     assert_401(await api.get("/auth/me", headers=bearer(forge(stack, claims))))
 
 
-@pytest.mark.parametrize("claims", [{"exp": "9999999999", "iat": 1}, {"exp": 10, "iat": True},
-                                    {"exp": 10, "iat": None}, {"exp": 10.0, "iat": 1, "nbf": "0"}])
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"exp": "9999999999", "iat": 1},
+        {"exp": 10, "iat": True},
+        {"exp": 10, "iat": None},
+        {"exp": 10.0, "iat": 1, "nbf": "0"},
+    ],
+)
 def test_time_claims_must_be_numbers(claims):
     with pytest.raises(TokenError):
         check_times(claims, max_lifetime=10**12, skew=30, now=5)
@@ -169,8 +178,15 @@ SUPABASE_SECRET = secrets.token_urlsafe(32)
 
 def supabase(tenant_id, *, sub: str, role: str = "owner", lifetime: int = 300, iat_in: int = 0) -> str:
     iat = int(time.time()) + iat_in
-    claims = {"sub": sub, "aud": "authenticated", "iss": SUPABASE_ISSUER, "role": "authenticated",
-              "iat": iat, "exp": iat + lifetime, "app_metadata": {"tenant_id": str(tenant_id), "role": role}}
+    claims = {
+        "sub": sub,
+        "aud": "authenticated",
+        "iss": SUPABASE_ISSUER,
+        "role": "authenticated",
+        "iat": iat,
+        "exp": iat + lifetime,
+        "app_metadata": {"tenant_id": str(tenant_id), "role": role},
+    }
     return sign_hs256(claims, SUPABASE_SECRET)
 
 
@@ -192,8 +208,13 @@ async def test_supabase_role_and_tenant_come_from_our_row(sb, pool, tenant):
     token = supabase(tenant.tenant_id, sub=sub, role="owner")  # app_metadata claims owner
     me = await sb.get("/auth/me", headers=bearer(token))
     assert me.status_code == 200, me.text
-    assert me.json() == {"tenant_id": str(tenant.tenant_id), "user_id": str(user.id), "role": "viewer",
-                         "auth": "supabase", "key_id": None}
+    assert me.json() == {
+        "tenant_id": str(tenant.tenant_id),
+        "user_id": str(user.id),
+        "role": "viewer",
+        "auth": "supabase",
+        "key_id": None,
+    }
     denied = await sb.post("/api/projects", json={"name": "nope"}, headers=bearer(token))
     assert denied.status_code == 403, denied.text
 
@@ -230,8 +251,9 @@ async def registry(make_app):
 
 
 def internal_token(stack, pool, tenant) -> str:
-    principal = Principal(tenant_id=tenant.tenant_id, user_id=tenant.user_id, role=Role.owner, auth="api_key",
-                          key_id=tenant.key_id)
+    principal = Principal(
+        tenant_id=tenant.tenant_id, user_id=tenant.user_id, role=Role.owner, auth="api_key", key_id=tenant.key_id
+    )
     return Authenticator(stack.settings, pool).issue_internal(principal)
 
 
