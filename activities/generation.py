@@ -14,7 +14,7 @@ from activities.heartbeat import heartbeating
 from codegen import hierarchical
 from codegen.base import GenerationParams, ModelUnavailable
 from codegen.manager import ModelManager
-from codegen.prompts import build_messages, extract_code, parses, spec_view
+from codegen.prompts import build_messages, extract_code, parses
 from models.generation import (
     Candidate,
     CandidatesInput,
@@ -25,6 +25,7 @@ from models.generation import (
     RecordGenerationInput,
 )
 from models.settings import Settings
+from models.spec_view import spec_view
 from store import generations, leases
 
 TOKENS_PER_CHAR = 0.25  # a reference's share of the prompt budget is estimated from its length

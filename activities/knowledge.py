@@ -9,8 +9,8 @@ from temporalio.exceptions import ApplicationError
 
 from activities.errors import permanent_failures
 from knowledge import service
+from knowledge.errors import VectorStoreUnavailable
 from knowledge.runtime import KnowledgeRuntime
-from knowledge.vectors import VectorStoreUnavailable
 from models.generation import Reference, RetrieveInput
 from models.knowledge import (
     IndexInput,

@@ -19,7 +19,6 @@ from temporalio.exceptions import ApplicationError
 
 from activities.errors import permanent_failures
 from activities.heartbeat import heartbeating
-from codegen.prompts import spec_view
 from models.common import Service, TaskStatus
 from models.generation import SpecSnapshot
 from models.orchestrator import (
@@ -38,6 +37,7 @@ from models.orchestrator import (
 )
 from models.schema_rules import values_hash
 from models.schema_safety import checked_value_violations
+from models.spec_view import spec_view
 from sandbox import SandboxConfig, SandboxUnavailable, isolation, run_tests
 from store import artifacts, instances, pipeline_settings, tasks, templates
 from store.errors import Conflict, Invalid

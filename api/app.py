@@ -18,10 +18,10 @@ from api.ratelimit import RateLimiter
 from api.routes import auth, events, keys
 from api.security.auth import Authenticator
 from api.services import SERVICES, ServiceDef
+from infra.temporal import connect_temporal
 from models import schema_safety
 from models.settings import Settings, get_settings
 from store.db import create_pool
-from store.temporal import connect_temporal
 
 log = logging.getLogger("specmill.api")
 

@@ -12,8 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.openapi_links import add_links
 from api.security.auth import AuthError
-from knowledge.runtime import EmbedderUnavailable
-from knowledge.vectors import VectorStoreUnavailable
+from knowledge.errors import EmbedderUnavailable, VectorStoreUnavailable
 from store.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
 
 log = logging.getLogger("specmill.api")

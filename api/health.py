@@ -21,14 +21,14 @@ from temporalio.client import Client
 
 from api.security.auth import AuthError
 from models.common import Role
+from store.db import ping
 
 POLLER_FRESH_SECONDS = 90  # a long poll lasts up to ~70 s; older pollers are gone
 
 
 async def check_database(pool: asyncpg.Pool) -> dict[str, Any]:
     try:
-        async with pool.acquire(timeout=3) as conn:
-            await conn.fetchval("select 1")
+        await ping(pool, timeout=3)
         return {"ok": True}
     except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as err:
         return {"ok": False, "error": type(err).__name__}

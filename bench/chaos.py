@@ -37,7 +37,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from workers import embedded
+from infra import embedded
 
 QUEUES = ["orchestrator", "spec-registry", "knowledge", "generation", "integration"]
 SPECS = [  # simple enough for a small model, each with tests
@@ -362,6 +362,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from store.temporal import exit_without_teardown
+    from infra.temporal import exit_without_teardown
 
     exit_without_teardown(main())

@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT))
 
 from codegen import evaluate as ev
 from codegen.manager import ModelManager
-from codegen.techniques import check
 from models.settings import Settings
+from models.techniques import check
 from sandbox import SandboxConfig
 
 SUPPORTED = {"retrieval_augmentation", "hierarchical_generation"}  # techniques this harness runs (the baseline: none)

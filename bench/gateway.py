@@ -41,14 +41,14 @@ sys.path.insert(0, str(ROOT))
 import httpx
 import psutil
 
+from infra import embedded
+from infra.setup import prepare
+from infra.temporal import exit_without_teardown
 from models.registry import TemplateCreate
 from models.settings import Settings
 from store.db import create_pool
 from store.templates import create_template
-from store.temporal import exit_without_teardown
 from store.tenants import create_tenant
-from workers import embedded
-from workers.setup import prepare
 
 HOST = "127.0.0.1"
 

@@ -173,11 +173,12 @@ _RUNNERS = {"hf": _hf, "engine": _engine, "llama.cpp": _llama_cpp}
 def prepare(n_prompts: int) -> dict:
     """Pull and convert the model when needed; the prompts as token ids."""
     from codegen import evaluate as ev
-    from codegen.builtin_templates import PYTHON_FUNCTION
     from codegen.local_llama import LocalLlamaBackend, render_chat, resolve
-    from codegen.prompts import build_messages, spec_view
+    from codegen.prompts import build_messages
     from codegen.pull import REGISTRY, pull
+    from models.builtin_templates import PYTHON_FUNCTION
     from models.settings import Settings
+    from models.spec_view import spec_view
 
     settings = Settings()
     if settings.local_model in REGISTRY:

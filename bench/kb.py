@@ -47,6 +47,9 @@ import numpy as np
 
 from bench.gateway import HOST, Run, make_settings, pct, start_infra, write_figures
 from bench.kb_corpus import PADDING_NOTE, Problem, load_problems, padding
+from infra import embedded
+from infra.setup import prepare
+from infra.temporal import exit_without_teardown
 from knowledge import service
 from knowledge.embedders import minilm_dir
 from knowledge.runtime import KnowledgeRuntime, get_runtime
@@ -55,10 +58,7 @@ from models.knowledge import IndexItem, SnippetCreate
 from models.settings import Settings
 from store.db import create_pool, tenant_tx
 from store.snippets import create_snippet
-from store.temporal import exit_without_teardown
 from store.tenants import create_tenant
-from workers import embedded
-from workers.setup import prepare
 
 MODES = ("dense", "hybrid")
 TOP_K = 10

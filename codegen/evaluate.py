@@ -39,8 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from codegen.base import GenerationParams
-from codegen.builtin_templates import PYTHON_FUNCTION
-from codegen.prompts import build_messages, extract_code, parses, spec_view
+from codegen.prompts import build_messages, extract_code, parses
+from models.builtin_templates import PYTHON_FUNCTION
+from models.spec_view import spec_view
 from sandbox import SandboxConfig, run_tests
 
 PROMPT_HUMANEVAL = (

@@ -21,8 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from codegen.base import Completion, Message
-from codegen.prompts import SpecView, extract_code, spec_lines
+from codegen.prompts import extract_code, spec_lines
 from models.generation import Plan, PlanItem
+from models.spec_view import SpecView
 
 MAX_ITEMS = 12
 PLAN_ATTEMPTS = 3

@@ -1,4 +1,4 @@
-"""From any template and its values to a chat prompt, through the schema's `x-specmill` hints.
+"""From a spec's view (models.spec_view) to a chat prompt, and from the answer back to code.
 
 Template-level hint: {"language": ..., "path": "{function_name}.py"}. Property roles: `name`,
 `description`, `signature`, `tests`, `items` (a list of {kind, name, signature, description}) and
@@ -9,63 +9,12 @@ template works without any template-specific code here.
 from __future__ import annotations
 
 import ast
-import json
 import re
-from dataclasses import dataclass, field
-from typing import Any
 
 from codegen.base import Message
-from models import spec_paths
+from models.spec_view import SpecView
 
-ROLES = ("name", "description", "signature", "tests", "items", "context")
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)(?:```|\Z)", re.S)
-
-
-@dataclass
-class SpecView:
-    """The parts of a spec instance the generator uses, by role."""
-
-    language: str = "python"
-    path: str = "main.py"
-    name: str | None = None
-    description: str | None = None
-    signatures: list[str] = field(default_factory=list)
-    tests: list[str] = field(default_factory=list)
-    items: list[dict[str, Any]] = field(default_factory=list)
-    context: list[str] = field(default_factory=list)
-    requirements: list[str] = field(default_factory=list)
-
-    def query(self) -> str:
-        """What retrieval searches with: the description and the signatures."""
-        return "\n".join(filter(None, [self.description, *self.signatures]))
-
-
-def spec_view(schema: dict[str, Any], values: dict[str, Any]) -> SpecView:
-    hints = schema.get("x-specmill") if isinstance(schema.get("x-specmill"), dict) else {}
-    view = SpecView(language=str(hints.get("language", "python")))
-    props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
-    for key, value in values.items():
-        prop = props.get(key)
-        prop_hints = prop.get("x-specmill") if isinstance(prop, dict) else None  # a property may be `true`
-        role = prop_hints.get("role") if isinstance(prop_hints, dict) else None
-        if role == "name":
-            view.name = str(value)
-        elif role == "description":
-            view.description = str(value)
-        elif role == "signature":
-            view.signatures += [str(v) for v in (value if isinstance(value, list) else [value])]
-        elif role == "tests":
-            view.tests += [str(v) for v in (value if isinstance(value, list) else [value])]
-        elif role == "items" and isinstance(value, list):
-            view.items += [v for v in value if isinstance(v, dict)]
-        elif role == "context":
-            view.context.append(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
-        else:
-            view.requirements.append(f"{key}: {value if isinstance(value, str) else json.dumps(value)}")
-    # The path hint is checked when the template is saved and the rendered path when the instance is
-    # (models.spec_paths); one that still leaves the project's tree falls back to main.<ext> here.
-    view.path = spec_paths.file_path(schema, values, view.name)
-    return view
 
 
 def spec_lines(view: SpecView, *, signatures: str, tests: str) -> list[str]:

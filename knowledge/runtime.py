@@ -11,15 +11,11 @@ import logging
 import threading
 
 from knowledge.embedders import Embedder, EmbedderSpec, configured
-from knowledge.vectors import VectorStore
+from knowledge.errors import EmbedderUnavailable
 from models.knowledge import EmbedderInfo
 from models.settings import Settings
 
 log = logging.getLogger("specmill.knowledge")
-
-
-class EmbedderUnavailable(Exception):
-    pass
 
 
 class KnowledgeRuntime:
@@ -33,6 +29,8 @@ class KnowledgeRuntime:
         if not settings.qdrant_url:
             settings.qdrant_local_path.mkdir(parents=True, exist_ok=True)
             path = str(settings.qdrant_local_path)
+        from knowledge.vectors import VectorStore  # qdrant-client: only in the process that owns the store
+
         self.store = VectorStore.open(url=settings.qdrant_url, api_key=settings.qdrant_api_key, path=path)
 
     @property

@@ -13,12 +13,11 @@ from uuid import UUID
 import asyncpg
 
 from knowledge.runtime import KnowledgeRuntime
-from knowledge.vectors import Point
 from models.knowledge import IndexItem, IndexResult, SimilarHit, SimilarRequest, SimilarResponse
 from store import knowledge as knowledge_repo
 from store import snippets as snippet_repo
-from store.db import tenant_tx
-from store.errors import Invalid, NotFound
+from store.errors import Invalid
+from store.projects import get_project
 
 
 def snippet_text(description: str | None, content: str) -> str:
@@ -69,6 +68,8 @@ async def index_items(
     # Texts of similar length encode together: a batch is padded to its longest text, so mixing a
     # long snippet with short ones wastes most of the batch (sentence-transformers sorts the same way).
     present.sort(key=lambda p: len(p[1]))
+    from knowledge.vectors import Point  # qdrant-client: only in the process that owns the store
+
     batch = runtime.settings.embedding_batch_size
     done = 0
     for embedder in runtime.loaded():
@@ -91,11 +92,7 @@ async def similar(
     if name not in runtime.specs:
         raise Invalid(f"unknown embedder {name!r}; configured: {', '.join(runtime.specs)}")
     if req.project_id is not None:
-        async with tenant_tx(pool, tenant_id) as conn:
-            if not await conn.fetchval(
-                "select 1 from projects where tenant_id = $1 and id = $2", tenant_id, req.project_id
-            ):
-                raise NotFound(f"project {req.project_id} not found")
+        await get_project(pool, tenant_id=tenant_id, project_id=req.project_id)  # NotFound: another tenant's too
     embedder = runtime.embedder(name)
     collection = await runtime.store.ensure_collection(name, embedder.dimension)
     vector = (await runtime.encode(name, [req.query]))[0]

@@ -18,13 +18,10 @@ from qdrant_client import AsyncQdrantClient
 from qdrant_client import models as qm
 
 from knowledge import sparse
+from knowledge.errors import VectorStoreUnavailable
 
 DENSE, LEXICAL = "dense", "lexical"
 RRF_CANDIDATES = 4  # each arm of a hybrid query fetches top_k * this before fusion
-
-
-class VectorStoreUnavailable(Exception):
-    """Qdrant cannot be reached or refused the call."""
 
 
 @dataclass

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from uuid import UUID
 
 from pydantic import BaseModel, Field, model_validator
@@ -11,7 +11,9 @@ from pydantic import BaseModel, Field, model_validator
 from models.common import Public, Strict
 from models.registry import JsonObject
 
-MODEL_NAMES = ("local_llama", "deepseek_8b", "openai_api", "anthropic_api")
+# The models a request may name; what each can do right now is GET /api/models.
+ModelName = Literal["local_llama", "deepseek_8b", "openai_api", "anthropic_api"]
+MODEL_NAMES: tuple[str, ...] = get_args(ModelName)
 GENERATION_WORKFLOW = "GenerationWorkflow"
 
 
@@ -31,7 +33,7 @@ class GenerateRequest(Strict):
     instance_id: UUID | None = None
     template: TemplateRef | InlineTemplate | None = None
     values: JsonObject | None = None
-    model: str = "local_llama"
+    model: ModelName = "local_llama"
     techniques: list[str] = Field(default_factory=list, max_length=6)
     max_new_tokens: int = Field(256, ge=1, le=4096)
     n: int = Field(1, ge=1, le=8, description="Candidates")

@@ -1,7 +1,7 @@
 """Pipeline contracts: tenant and project generation settings, attached templates, artifacts.
 
-Model names and techniques are checked where they are stored (store/pipeline_settings.py, with
-MODEL_NAMES and codegen.techniques.check), so that these models stay importable by workflows.
+Updates name their model from `ModelName` (a 422 lists the choices); techniques are checked where
+they are stored (store/pipeline_settings.py, with models.techniques.check).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from uuid import UUID
 from pydantic import BaseModel, Field
 
 from models.common import Public, Strict
+from models.generation import ModelName
 
 TestStatus = Literal["passed", "failed", "error", "timeout", "no_tests"]
 TEST_STATUSES: tuple[str, ...] = ("passed", "failed", "error", "timeout", "no_tests")
@@ -46,7 +47,7 @@ class TenantSettingsUpdate(Strict):
     default_templates: list[DefaultTemplate] | None = Field(None, max_length=50)
     generation_concurrency: int | None = Field(None, ge=1, le=16)
     debug_rounds: int | None = Field(None, ge=0, le=10)
-    model: str | None = Field(None, min_length=1, max_length=100)
+    model: ModelName | None = None
     techniques: list[str] | None = Field(None, max_length=6)
     max_new_tokens: int | None = Field(None, ge=16, le=4096)
 
@@ -54,7 +55,7 @@ class TenantSettingsUpdate(Strict):
 class ProjectSettingsUpdate(Strict):
     """PUT /api/projects/{id}/settings merges: fields left out keep their value; null: the tenant's default."""
 
-    model: str | None = Field(None, min_length=1, max_length=100)
+    model: ModelName | None = None
     techniques: list[str] | None = Field(None, max_length=6)
     max_new_tokens: int | None = Field(None, ge=16, le=4096)
     debug_rounds: int | None = Field(None, ge=0, le=10)

@@ -30,6 +30,12 @@ async def create_pool(settings: Settings, *, dsn: str | None = None) -> asyncpg.
     )
 
 
+async def ping(pool: asyncpg.Pool, *, timeout: float) -> None:
+    """A round trip to the database (health checks); raises when it cannot be made within `timeout`."""
+    async with pool.acquire(timeout=timeout) as conn:
+        await conn.fetchval("select 1")
+
+
 @asynccontextmanager
 async def tenant_tx(pool: asyncpg.Pool, tenant_id: UUID) -> AsyncIterator[asyncpg.Connection]:
     """A transaction whose Row Level Security context is `tenant_id`.

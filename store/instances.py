@@ -7,8 +7,8 @@ from uuid import UUID, uuid4
 
 import asyncpg
 
-from codegen.builtin_templates import SYSTEM_TENANT
 from models import schema_safety
+from models.builtin_templates import SYSTEM_TENANT
 from models.events import spec_instance_event
 from models.registry import InstanceCreate, InstancePublic, InstanceUpdate, ProjectSpec
 from models.schema_rules import values_hash

@@ -45,3 +45,19 @@ async def apply_migrations(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[s
     finally:
         await conn.close()
     return applied
+
+
+async def create_database(conn: asyncpg.Connection, name: str) -> None:
+    """Create database `name` unless it exists (a connection to the maintenance database)."""
+    if not await conn.fetchval("select 1 from pg_database where datname = $1", name):
+        await conn.execute(f'create database "{name}"')
+
+
+async def set_app_password(admin_dsn: str, password: str) -> None:
+    """Let the application role `specmill_app` log in with `password`."""
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        quoted = password.replace("'", "''")
+        await conn.execute(f"alter role specmill_app with login password '{quoted}'")
+    finally:
+        await conn.close()

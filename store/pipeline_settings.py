@@ -7,8 +7,7 @@ from uuid import UUID
 
 import asyncpg
 
-from codegen.builtin_templates import SYSTEM_TENANT
-from codegen.techniques import check as check_techniques
+from models.builtin_templates import SYSTEM_TENANT
 from models.generation import MODEL_NAMES
 from models.pipeline import (
     AttachedTemplate,
@@ -18,6 +17,7 @@ from models.pipeline import (
     TenantSettings,
     TenantSettingsUpdate,
 )
+from models.techniques import check as check_techniques
 from store import templates
 from store.db import tenant_tx
 from store.errors import Invalid, NotFound

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from uuid import UUID, uuid4
 
 import asyncpg
 
-from codegen.builtin_templates import SYSTEM_TENANT
 from models import schema_safety
+from models.builtin_templates import BUILTINS, SYSTEM_TENANT, builtin_id
 from models.events import spec_template_event
 from models.registry import TemplateCreate, TemplatePublic, TemplateUpdate
 from store import events
@@ -213,3 +214,28 @@ async def find_template(pool: asyncpg.Pool, *, tenant_id: UUID, name: str, versi
         raise NotFound(f"template {name!r}" + (f" version {version!r}" if version else "") + " not found")
     own = [r for r in rows if r["tenant_id"] == tenant_id] or rows
     return _model(max(own, key=lambda r: _version_key(r["version"])))
+
+
+async def install_builtins(conn) -> int:
+    """Upsert the built-in templates (admin connection; idempotent). Returns how many changed."""
+    await conn.execute(
+        "insert into tenants (id, name) values ($1, 'system') on conflict (id) do nothing", SYSTEM_TENANT
+    )
+    changed = 0
+    for name, version, description, schema in BUILTINS:
+        status = await conn.execute(
+            """insert into spec_templates (id, tenant_id, name, version, description, schema, created_at, updated_at)
+               values ($1, $2, $3, $4, $5, $6::jsonb, now() at time zone 'utc', now() at time zone 'utc')
+               on conflict (id) do update set description = excluded.description, schema = excluded.schema,
+                 updated_at = now() at time zone 'utc'
+               where spec_templates.schema is distinct from excluded.schema
+                  or spec_templates.description is distinct from excluded.description""",
+            builtin_id(name, version),
+            SYSTEM_TENANT,
+            name,
+            version,
+            description,
+            json.dumps(schema),
+        )
+        changed += int(status.split()[-1])
+    return changed

@@ -34,6 +34,11 @@ def _new_key() -> tuple[str, str]:
     return prefix, f"{KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
 
 
+async def tenant_exists(pool: asyncpg.Pool, tenant_id: UUID) -> bool:
+    async with tenant_tx(pool, tenant_id) as conn:
+        return bool(await conn.fetchval("select 1 from tenants where id = $1", tenant_id))
+
+
 async def create_tenant(pool: asyncpg.Pool, *, name: str, owner_name: str = "owner") -> TenantCreated:
     """A tenant, its owner user and an owner API key, in one transaction."""
     tenant_id, user_id = uuid4(), uuid4()

@@ -15,13 +15,13 @@ import pytest
 from asgi_lifespan import LifespanManager
 
 from api.app import create_app
+from infra import embedded
+from infra.setup import prepare
+from infra.temporal import connect_temporal
 from models.settings import Settings
 from store.db import create_pool
-from store.temporal import connect_temporal
 from store.tenants import create_tenant
-from workers import embedded
 from workers.queues import QUEUES
-from workers.setup import prepare
 
 
 @dataclass

@@ -176,7 +176,7 @@ async def test_cli_errors_exit_nonzero_with_a_message(cli):
 
 
 async def test_cli_says_so_when_the_database_is_unreachable(cli):
-    from workers.embedded import free_port
+    from infra.embedded import free_port
 
     run = await cli(
         "tenant", "create", "--name", "x", DATABASE_URL=f"postgresql://nobody:nothing@127.0.0.1:{free_port()}/specmill"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from store.temporal import connect_temporal
+from infra.temporal import connect_temporal
 from tests.conftest import wait_for
 from tests.test_pipeline import _events, _instance
 from workers.queues import QUEUES

@@ -207,7 +207,8 @@ async def test_runtime_indexes_into_a_codebert_collection(pool, tenant, tiny_rob
 
 
 async def test_runtime_reports_a_missing_codebert_directory(tmp_path: Path):
-    from knowledge.runtime import EmbedderUnavailable, KnowledgeRuntime
+    from knowledge.errors import EmbedderUnavailable
+    from knowledge.runtime import KnowledgeRuntime
     from models.settings import Settings
 
     settings = Settings(

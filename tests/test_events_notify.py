@@ -15,10 +15,10 @@ import httpx
 import pytest
 
 from api.app import create_app
+from infra import embedded
 from store.migrate import MIGRATIONS_DIR, apply_migrations, migration_files
 from tests.conftest import wait_for
 from tests.test_registry import make_template
-from workers import embedded
 
 CURSORS_MIGRATION = "20261125000009_event_cursors_streams"
 

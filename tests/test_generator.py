@@ -149,7 +149,7 @@ async def test_inline_template(api, tenant):
 @pytest.mark.parametrize(
     "body, status, needle",
     [
-        ({"template": FN, "values": VALUES, "model": "gpt-9"}, 422, "unknown model"),
+        ({"template": FN, "values": VALUES, "model": "gpt-9"}, 422, "Input should be 'local_llama', 'deepseek_8b'"),
         ({"template": FN, "values": VALUES, "techniques": ["tree_transformers"]}, 422, "not implemented yet"),
         ({"template": FN, "values": VALUES, "techniques": ["magic"]}, 422, "unknown technique"),
         ({"template": FN, "values": {"function_name": "1bad"}}, 422, "values do not match"),

@@ -3,9 +3,9 @@ checks behind the answer are shown to admins only."""
 
 from __future__ import annotations
 
+from infra import embedded
 from models.common import Role
 from store.tenants import create_api_key
-from workers import embedded
 
 
 async def test_health_is_ok_with_database_temporal_and_workers(api, tenant):

@@ -19,9 +19,9 @@ import pytest
 
 from codegen.base import Completion, GenerationParams, Message, ModelStatus
 from codegen.hierarchical import PlanError, assemble, body_messages, build_piece, make_plan, parse_plan
-from codegen.prompts import spec_view
-from codegen.techniques import TECHNIQUES
 from models.generation import Plan
+from models.spec_view import spec_view
+from models.techniques import TECHNIQUES
 
 MODULE_SCHEMA = {
     "type": "object",

@@ -10,12 +10,12 @@ from urllib.parse import quote
 import numpy as np
 import pytest
 
+from infra import embedded
 from knowledge import service
 from knowledge.runtime import get_runtime
 from knowledge.vectors import Point
 from models.knowledge import IndexItem, IndexRequest, IndexWorkflowInput, ReindexInput, ReindexResult
 from tests.conftest import wait_for
-from workers import embedded
 
 COLLECTION = "kb_minilm"
 RESULT_FIELDS = {"id", "score", "kind", "language", "description", "content", "tags"}

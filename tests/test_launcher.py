@@ -14,7 +14,7 @@ import httpx
 import psutil
 import pytest
 
-from workers import embedded
+from infra import embedded
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,7 @@ import uuid
 from temporalio.api.enums.v1 import EventType
 
 from activities.pipeline import _unique_paths
-from codegen.builtin_templates import PYTHON_FUNCTION
+from models.builtin_templates import PYTHON_FUNCTION
 from models.generation import GeneratedFile, GenerationResult, Provenance, SpecSnapshot
 from models.orchestrator import InstanceOutput, IntegrateInput
 from models.schema_rules import values_hash

@@ -14,13 +14,13 @@ from asgi_lifespan import LifespanManager
 from api.app import create_app
 from api.routes import providers
 from api.services import SERVICES
+from infra.embedded import GENERATED_SECRETS, ensure_env_file
 from models.common import Role
 from models.providers import Provider
 from models.settings import Settings
 from store import provider_keys
 from store.db import plain_tx, tenant_tx
 from store.tenants import create_api_key
-from workers.embedded import GENERATED_SECRETS, ensure_env_file
 
 SECRET = "test-provider-keys-secret-" + secrets.token_urlsafe(8)
 OPENAI_KEY = "sk-proj-" + secrets.token_urlsafe(30)

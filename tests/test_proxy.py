@@ -11,11 +11,11 @@ import httpx
 import pytest
 
 from api.security.auth import Authenticator
+from infra import embedded
 from models.auth import Principal
 from models.common import Role
 from store.tenants import create_api_key
 from tests.conftest import wait_for
-from workers import embedded
 
 
 def _serve(stack, service: str, port: int, tmp_path) -> subprocess.Popen:

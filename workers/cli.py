@@ -63,7 +63,7 @@ async def _with_pool(fn):
 
 def _done_with_temporal(output: str) -> None:
     """Print, then end without interpreter teardown (a command that used a Temporal client)."""
-    from store.temporal import exit_without_teardown
+    from infra.temporal import exit_without_teardown
 
     typer.echo(output)
     exit_without_teardown(0)
@@ -137,7 +137,7 @@ def serve(
 def setup() -> None:
     """Prepare your own PostgreSQL and Temporal: migrations, the app role's login (APP_ROLE_PASSWORD),
     search attributes. Idempotent; `make run` does the same for the embedded stack."""
-    from workers.setup import prepare
+    from infra.setup import prepare
 
     _done_with_temporal(json.dumps({"applied": asyncio.run(prepare(_settings()))}))
 
@@ -253,17 +253,13 @@ def knowledge_reindex(
     upserted, points without a row removed. Runs as a workflow on the `knowledge` task queue."""
     from temporalio.common import WorkflowIDConflictPolicy
 
+    from infra.temporal import connect_temporal
     from models.knowledge import REINDEX_WORKFLOW, ReindexInput, ReindexResult
-    from store.temporal import connect_temporal
 
     async def main():
-        async def known(pool):
-            from store.db import tenant_tx
+        from store.tenants import tenant_exists
 
-            async with tenant_tx(pool, tenant) as conn:
-                return await conn.fetchval("select 1 from tenants where id = $1", tenant)
-
-        if not await _with_pool(known):
+        if not await _with_pool(lambda pool: tenant_exists(pool, tenant)):
             _fail(ValueError(f"tenant {tenant} not found"))
         settings = _settings()
         client = await connect_temporal(settings)

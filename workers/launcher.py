@@ -28,10 +28,10 @@ import httpx
 from dotenv import dotenv_values
 from rich.console import Console
 
+from infra import embedded
+from infra.setup import prepare
 from models.settings import Settings
-from workers import embedded
 from workers.queues import QUEUES
-from workers.setup import prepare
 
 console = Console()
 

@@ -10,9 +10,9 @@ import asyncio
 import logging
 import signal
 
+from infra.temporal import connect_temporal_retry
 from models.settings import Settings
 from store.db import create_pool
-from store.temporal import connect_temporal_retry
 from workers.queues import QUEUES
 
 log = logging.getLogger("specmill.worker")

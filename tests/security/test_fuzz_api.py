@@ -35,7 +35,7 @@ async def gateway_url(stack, workers):
     import uvicorn
 
     from api.app import create_app
-    from workers import embedded
+    from infra import embedded
 
     port = embedded.free_port()
     settings = stack.with_(

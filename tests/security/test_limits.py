@@ -13,12 +13,12 @@ import uuid
 import pytest
 
 import api.security.auth as auth_module
+from infra import embedded
 from models.common import Role
 from store import leases
 from store.tenants import create_api_key
 from tests.conftest import wait_for
 from tests.test_auth import assert_401, bearer, exchange
-from workers import embedded
 
 FN = {"name": "python-function"}
 VALUES = {

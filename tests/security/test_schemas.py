@@ -12,9 +12,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from codegen.prompts import spec_view
 from models import schema_safety
 from models.schema_rules import Limits, schema_problems, value_violations
+from models.spec_view import spec_view
 from store.db import tenant_tx
 
 SECRET = f"top-secret-{uuid.uuid4().hex}"

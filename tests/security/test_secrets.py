@@ -18,7 +18,7 @@ import asyncpg
 import psutil
 import pytest
 
-from workers import embedded
+from infra import embedded
 from workers.launcher import CHILD_SECRETS, ENV_FROM_LAUNCHER, SECRETS, child_env
 
 ALL_SECRETS = {name: f"value-of-{name}" for name in SECRETS}

@@ -121,34 +121,3 @@ BUILTINS: list[tuple[str, str, str, dict[str, Any]]] = [
     ("python-module", "1.0.0", "A Python module: several functions and classes described together.", PYTHON_MODULE),
     ("python-class", "1.0.0", "One Python class with its methods.", PYTHON_CLASS),
 ]
-
-
-async def install_builtins(conn) -> int:
-    """Upsert the built-in templates (admin connection; idempotent). Returns how many changed."""
-    await conn.execute(
-        "insert into tenants (id, name) values ($1, 'system') on conflict (id) do nothing", SYSTEM_TENANT
-    )
-    changed = 0
-    for name, version, description, schema in BUILTINS:
-        status = await conn.execute(
-            """insert into spec_templates (id, tenant_id, name, version, description, schema, created_at, updated_at)
-               values ($1, $2, $3, $4, $5, $6::jsonb, now() at time zone 'utc', now() at time zone 'utc')
-               on conflict (id) do update set description = excluded.description, schema = excluded.schema,
-                 updated_at = now() at time zone 'utc'
-               where spec_templates.schema is distinct from excluded.schema
-                  or spec_templates.description is distinct from excluded.description""",
-            builtin_id(name, version),
-            SYSTEM_TENANT,
-            name,
-            version,
-            description,
-            _json(schema),
-        )
-        changed += int(status.split()[-1])
-    return changed
-
-
-def _json(value: Any) -> str:
-    import json
-
-    return json.dumps(value)

@@ -11,10 +11,10 @@ import asyncio
 import asyncpg
 from temporalio.service import RPCError
 
-from codegen.builtin_templates import install_builtins
+from infra.temporal import connect_temporal_retry, ensure_search_attributes
 from models.settings import Settings
-from store.migrate import apply_migrations
-from store.temporal import connect_temporal_retry, ensure_search_attributes
+from store.migrate import apply_migrations, create_database, set_app_password
+from store.templates import install_builtins
 
 
 async def prepare(settings: Settings, *, temporal_wait: float = 60) -> list[str]:
@@ -32,12 +32,7 @@ async def prepare(settings: Settings, *, temporal_wait: float = 60) -> list[str]
         settings.embedded_pg_app_password if settings.uses_embedded_postgres else None
     )
     if password:
-        conn = await asyncpg.connect(settings.admin_dsn())
-        try:
-            quoted = password.replace("'", "''")
-            await conn.execute(f"alter role specmill_app with login password '{quoted}'")
-        finally:
-            await conn.close()
+        await set_app_password(settings.admin_dsn(), password)
     await _register_search_attributes(settings, temporal_wait)
     return applied
 
@@ -68,7 +63,6 @@ async def _create_embedded_database(settings: Settings) -> None:
                 raise
             await asyncio.sleep(0.2)
     try:
-        if not await conn.fetchval("select 1 from pg_database where datname = 'specmill'"):
-            await conn.execute("create database specmill")
+        await create_database(conn, "specmill")
     finally:
         await conn.close()
