@@ -13,15 +13,25 @@ T = TypeVar("T")
 EVERY_S = 5.0  # heartbeat timeouts of the activities that use this are 30 s
 
 
-async def heartbeating(awaitable: Awaitable[T], *details) -> T:
-    """Await `awaitable`, heartbeating `details` every few seconds until it is done."""
+class Progress:
+    """Where a call on a thread has got to: the thread sets it, the heartbeats report it."""
+
+    def __init__(self) -> None:
+        self.details: tuple = ()
+
+    def __call__(self, *details) -> None:
+        self.details = details
+
+
+async def heartbeating(awaitable: Awaitable[T], progress: Progress | None = None) -> T:
+    """Await `awaitable`, heartbeating (with `progress`'s details) every few seconds until it is done."""
     task = asyncio.ensure_future(awaitable)
     try:
         while True:
             done, _ = await asyncio.wait({task}, timeout=EVERY_S)
             if done:
                 return task.result()
-            activity.heartbeat(*details)
+            activity.heartbeat(*(progress.details if progress else ()))
     except asyncio.CancelledError:
         task.cancel()
         raise

@@ -11,6 +11,13 @@ from activities.errors import permanent_failures
 from knowledge import service
 from knowledge.errors import VectorStoreUnavailable
 from knowledge.runtime import KnowledgeRuntime
+from models.activities import (
+    INDEX_ITEMS,
+    LIST_TENANT_ITEMS,
+    PRUNE_TENANT_POINTS,
+    PUBLISH_GENERATED,
+    RETRIEVE_REFERENCES,
+)
 from models.generation import Reference, RetrieveInput
 from models.knowledge import (
     IndexInput,
@@ -30,7 +37,7 @@ class KnowledgeActivities:
     def __init__(self, pool: asyncpg.Pool, runtime: KnowledgeRuntime) -> None:
         self._pool, self._runtime = pool, runtime
 
-    @activity.defn(name="index_items")
+    @activity.defn(name=INDEX_ITEMS.name)
     @permanent_failures
     async def index_items(self, inp: IndexInput) -> IndexResult:
         """Make the index match the database for these items; heartbeats after each encoded batch."""
@@ -41,13 +48,13 @@ class KnowledgeActivities:
         except VectorStoreUnavailable as err:  # retried by Temporal until Qdrant is back
             raise ApplicationError(f"vector store unavailable: {err}", type="VectorStoreUnavailable") from err
 
-    @activity.defn(name="list_tenant_items")
+    @activity.defn(name=LIST_TENANT_ITEMS.name)
     @permanent_failures
     async def list_tenant_items(self, inp: ReindexPageInput) -> ReindexPage:
         items = await snippets.tenant_items(self._pool, tenant_id=inp.tenant_id, after=inp.after, limit=inp.limit)
         return ReindexPage(items=items, last=items[-1].id if items else None)
 
-    @activity.defn(name="prune_tenant_points")
+    @activity.defn(name=PRUNE_TENANT_POINTS.name)
     @permanent_failures
     async def prune_tenant_points(self, inp: ReindexPageInput) -> int:
         """After a re-index: delete the tenant's points whose rows no longer exist."""
@@ -68,7 +75,7 @@ class KnowledgeActivities:
             raise ApplicationError(f"vector store unavailable: {err}", type="VectorStoreUnavailable") from err
         return removed
 
-    @activity.defn(name="publish_generated")
+    @activity.defn(name=PUBLISH_GENERATED.name)
     @permanent_failures
     async def publish_generated(self, inp: PublishInput) -> PublishResult:
         """Generated code that passed its tests becomes a snippet of the tenant (tagged `generated`),
@@ -103,7 +110,7 @@ class KnowledgeActivities:
             )
         return PublishResult(snippet_ids=ids)
 
-    @activity.defn(name="retrieve_references")
+    @activity.defn(name=RETRIEVE_REFERENCES.name)
     @permanent_failures
     async def retrieve_references(self, inp: RetrieveInput) -> list[Reference]:
         """The tenant's snippets most like `query` (hybrid search), for retrieval augmentation."""

@@ -18,7 +18,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.errors import permanent_failures
-from activities.heartbeat import heartbeating
+from activities.heartbeat import Progress, heartbeating
+from models.activities import ATTACH_TEMPLATES, CHECK_SPECS, INTEGRATE_ARTIFACTS, RUN_SPEC_TESTS
 from models.common import Service, TaskStatus
 from models.generation import SpecSnapshot
 from models.orchestrator import (
@@ -59,14 +60,14 @@ class PipelineActivities:
 
     # --- spec-registry queue --------------------------------------------------------------
 
-    @activity.defn(name="attach_templates")
+    @activity.defn(name=ATTACH_TEMPLATES.name)
     @permanent_failures
     async def attach_templates(self, inp: ProjectRef) -> AttachTemplatesResult:
         """initialization: the tenant's default templates (or the built-in ones) attached to the project."""
         ids = await pipeline_settings.attach_templates(self._pool, tenant_id=inp.tenant_id, project_id=inp.project_id)
         return AttachTemplatesResult(template_ids=ids)
 
-    @activity.defn(name="check_specs")
+    @activity.defn(name=CHECK_SPECS.name)
     @permanent_failures
     async def check_specs(self, inp: ProjectRef) -> SpecsCheckResult:
         """spec.complete: every instance validated against its template again (its tests must parse);
@@ -108,7 +109,7 @@ class PipelineActivities:
 
     # --- integration queue ----------------------------------------------------------------
 
-    @activity.defn(name="integrate_artifacts")
+    @activity.defn(name=INTEGRATE_ARTIFACTS.name)
     @permanent_failures
     async def integrate_artifacts(self, inp: IntegrateInput) -> IntegrateResult:
         """integration: the round's files into the project's tree, checked, stored by content hash in one
@@ -180,7 +181,7 @@ class PipelineActivities:
             )
         return IntegrateResult(artifacts=out)
 
-    @activity.defn(name="run_spec_tests")
+    @activity.defn(name=RUN_SPEC_TESTS.name)
     @permanent_failures
     async def run_spec_tests(self, inp: DebugRoundInput) -> DebugRoundResult:
         """debugging: each instance's tests against its code in sandbox/; the round is a workflow_tasks row.
@@ -200,7 +201,9 @@ class PipelineActivities:
         )
         await tasks.ensure_task(self._pool, **task, status=TaskStatus.running)
         results: list[InstanceTestResult] = []
+        progress = Progress()
         for i, ref in enumerate(inp.artifacts):
+            progress(i)
             spec = specs[ref.instance_id]
             tests = spec_view(spec.schema_, spec.values).tests
             if ref.artifact_id is None:
@@ -227,7 +230,7 @@ class PipelineActivities:
                             memory_mb=TEST_MEMORY_MB,
                             config=self._sandbox,
                         ),
-                        i,
+                        progress,
                     )
                 except SandboxUnavailable as err:  # never run unconfined; no retry can fix it
                     await tasks.ensure_task(self._pool, **task, status=TaskStatus.failed)

@@ -7,6 +7,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.errors import permanent_failures
+from models.activities import ACQUIRE_GENERATION_SLOT, RECORD_PROJECT_STATE, RELEASE_GENERATION_SLOT
 from models.generation import LeaseInput
 from models.orchestrator import RecordStateInput, RecordStateResult
 from store import leases, projects
@@ -17,7 +18,7 @@ class ProjectActivities:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    @activity.defn(name="record_project_state")
+    @activity.defn(name=RECORD_PROJECT_STATE.name)
     @permanent_failures
     async def record_project_state(self, inp: RecordStateInput) -> RecordStateResult:
         try:
@@ -30,7 +31,7 @@ class ProjectActivities:
             raise ApplicationError(err.message, type="NotFound", non_retryable=True) from err
         return RecordStateResult(applied=applied)
 
-    @activity.defn(name="acquire_generation_slot")
+    @activity.defn(name=ACQUIRE_GENERATION_SLOT.name)
     @permanent_failures
     async def acquire_generation_slot(self, inp: LeaseInput) -> bool:
         """One of the tenant's generation slots for this holder, if one is free (a retry renews it)."""
@@ -38,7 +39,7 @@ class ProjectActivities:
             self._pool, tenant_id=inp.tenant_id, holder=inp.holder, limit=inp.limit, ttl_s=inp.ttl_s
         )
 
-    @activity.defn(name="release_generation_slot")
+    @activity.defn(name=RELEASE_GENERATION_SLOT.name)
     @permanent_failures
     async def release_generation_slot(self, inp: LeaseInput) -> None:
         await leases.release(self._pool, tenant_id=inp.tenant_id, holder=inp.holder)

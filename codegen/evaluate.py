@@ -1,10 +1,13 @@
-"""Evaluation of the generator: HumanEval (and MBPP's test split) through the real generation path.
+"""Evaluation of the generator: HumanEval (and MBPP's test split) through the shipped generation path.
 
-The path is the generation activity's: a spec of the built-in `python-function` template ->
-`spec_view` -> `build_messages` (with the references, when retrieval augmentation is on) ->
-`Backend.chat` (greedy) -> `extract_code` -> `parses`. The backend is called in process, through
-`codegen.manager.ModelManager`, not through Temporal: the figures are the model's and the prompt's,
-not the orchestration's. Each completion then runs in sandbox/ against the problem's own tests.
+Each problem becomes the generation job a user's POST /api/generate would make (a `python-function`
+spec, greedy, one candidate; `job_for`), and runs through the very functions the generation workflow
+runs: the steps of models.generation_steps (retrieval, plan, candidates, the RepoCoder re-query,
+`best`), each step executed by codegen.generate exactly as the generation activities call it. Only
+the transport differs: the backend is called in process (codegen.manager.ModelManager), not through
+Temporal, and retrieval searches the eval's corpus instead of a tenant's knowledge base.
+tests/test_generation_path.py runs a job both ways on a scripted backend and compares every request
+the model receives. Each chosen candidate then runs in sandbox/ against the problem's own tests.
 
 The fixed prompt (nothing here is tuned on HumanEval):
 - HumanEval: function_name = the entry point; signature = the problem's prompt as it stands (imports,
@@ -17,18 +20,17 @@ The fixed prompt (nothing here is tuned on HumanEval):
   name only); description = the task's text; tests = its test_list (in the prompt, as in the MBPP
   paper). Program: test_setup_code + the generated code. Tests: test_list.
 
-Retrieval augmentation runs as the generation workflow does (query = description + signature, top
-3, within the activity's 512-token budget, then one RepoCoder re-query with the first draft and a
-second round when it finds new snippets; the best candidate is chosen by the workflow's `best`),
-against an in-memory corpus of MBPP train-split solutions (task_id 601-974; each snippet is the
-task's text as a comment, then its code) embedded with the product's MiniLM and searched densely by
-cosine, never HumanEval solutions. This stands in for the knowledge worker's /similar (Qdrant, dense
-or hybrid) so that the eval needs no database, Temporal or tenant; the prompt side is the same.
+Retrieval augmentation's corpus is MBPP's train split (task_id 601-974; each snippet is the task's
+text as a comment, then its code), embedded with the product's MiniLM and searched densely by cosine,
+never HumanEval solutions. It stands in for the knowledge worker's /similar (Qdrant, dense or hybrid)
+so that the eval needs no database, Temporal or tenant; top_k, the query's cut and the prompt budget
+are the technique's own settings (models.techniques.RETRIEVAL).
 """
 
 from __future__ import annotations
 
 import ast
+import asyncio
 import gzip
 import json
 import math
@@ -37,10 +39,14 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from uuid import NAMESPACE_URL, UUID, uuid5
 
-from codegen.base import GenerationParams
-from codegen.prompts import build_messages, extract_code, parses
-from models.builtin_templates import PYTHON_FUNCTION
+from codegen import generate
+from codegen.hierarchical import PlanError
+from models.builtin_templates import PYTHON_FUNCTION, SYSTEM_TENANT, builtin_id
+from models.generation import CandidatesResult, GenerationInput, Plan, Reference, SpecSnapshot
+from models.generation_steps import best, run_steps
+from models.schema_rules import values_hash
 from models.spec_view import spec_view
 from sandbox import SandboxConfig, run_tests
 
@@ -49,7 +55,6 @@ PROMPT_HUMANEVAL = (
     "last line, with the imports it needs."
 )
 MBPP_SPLITS = {"fewshot": (1, 10), "test": (11, 510), "validation": (511, 600), "train": (601, 974)}
-TOP_K, REF_BUDGET_TOKENS = 3, 512  # as the generation workflow and activity use them
 
 
 @dataclass
@@ -140,8 +145,8 @@ class MbppRetriever:
         self.vectors = self.embedder.encode(self.contents)
         torch.set_num_threads(threads)
 
-    def search(self, query: str, top_k: int = TOP_K) -> list[tuple[str, str]]:
-        scores = self.vectors @ self.embedder.encode([query[:4000]])[0]
+    def search(self, query: str, top_k: int) -> list[tuple[str, str]]:
+        scores = self.vectors @ self.embedder.encode([query])[0]
         best = scores.argsort()[::-1][:top_k]
         return [(self.ids[i], self.contents[i]) for i in best]
 
@@ -157,104 +162,82 @@ class EvalConfig:
     sandbox: SandboxConfig | None = None  # the integration worker's (SandboxConfig.from_settings)
 
 
-def _candidate(backend, view, refs: list[str] | None, cfg: EvalConfig, round_: int):
-    from activities.generation import within_budget
-    from models.generation import Candidate
+class _InProcessSteps:
+    """The steps of models.generation_steps run in this process: the shipped candidate generation
+    (codegen.generate) against the backend, retrieval against the eval's corpus."""
 
-    refs = within_budget(refs, REF_BUDGET_TOKENS) if refs else None
-    completion = backend.chat(
-        build_messages(view, references=refs),
-        GenerationParams(max_new_tokens=cfg.max_new_tokens, temperature=0.0, seed=1000 * round_),
+    def __init__(self, backend, job: GenerationInput, retriever: MbppRetriever | None) -> None:
+        self.job, self.retriever = job, retriever
+        self.chat = lambda messages, params: backend.chat(messages, params)
+        self.names: dict[UUID, str] = {}  # a reference's id -> its MBPP task id
+
+    async def retrieve(self, query: str, top_k: int) -> list[Reference]:
+        if self.retriever is None:
+            return []
+        out = []
+        for task_id, content in self.retriever.search(query, top_k):
+            ref_id = uuid5(NAMESPACE_URL, task_id)
+            self.names[ref_id] = task_id
+            out.append(Reference(id=ref_id, content=content))
+        return out
+
+    async def plan(self) -> Plan:
+        return generate.plan(self.chat, self.job)
+
+    async def candidates(self, references: list[Reference], round_: int, plan: Plan | None) -> CandidatesResult:
+        if plan is not None:
+            return generate.bodies(self.chat, self.job, plan, references, round_)
+        return generate.candidates(self.chat, self.job, references, round_)
+
+
+def job_for(problem: Problem, cfg: EvalConfig) -> GenerationInput:
+    """The generation job a user's POST /api/generate would make for this problem (greedy, one candidate)."""
+    spec = SpecSnapshot(
+        template_id=builtin_id("python-function", "1.0.0"),
+        template_name="python-function",
+        template_version="1.0.0",
+        schema=PYTHON_FUNCTION,
+        values=problem.values,
+        values_hash=values_hash(problem.values),
     )
-    code = extract_code(completion.text, view.language)
-    return Candidate(
+    return GenerationInput(
+        generation_id=uuid5(NAMESPACE_URL, problem.task_id),
+        tenant_id=SYSTEM_TENANT,
+        user_id=SYSTEM_TENANT,
+        spec=spec,
         model=cfg.model,
         techniques=cfg.techniques,
-        code=code,
-        tokens_in=completion.tokens_in,
-        tokens_out=completion.tokens_out,
-        latency_s=completion.latency_s,
-        parses=parses(code, view.language),
-        finish_reason=completion.finish_reason,
-        round=round_,
-    )
-
-
-def _hierarchical_candidate(backend, view, refs: list[str] | None, cfg: EvalConfig, round_: int):
-    """hierarchical_generation as the plan_module and generate_bodies activities run it (greedy)."""
-    import json
-
-    from activities.generation import within_budget
-    from codegen import hierarchical as h
-    from models.generation import Candidate
-
-    refs = within_budget(refs, REF_BUDGET_TOKENS) if refs else None
-    plan_params = GenerationParams(
-        max_new_tokens=max(cfg.max_new_tokens, h.PLAN_MIN_TOKENS), seed=0, json_schema=json.dumps(h.PLAN_SCHEMA)
-    )
-    plan = h.make_plan(lambda m: backend.chat(m, plan_params), view)
-    params = GenerationParams(max_new_tokens=cfg.max_new_tokens, temperature=0.0, seed=1000 * round_)
-    pieces, t_in, t_out, latency, finish = [], plan.tokens_in, plan.tokens_out, plan.latency_s, "stop"
-    for item in plan.items:
-        completion = backend.chat(h.body_messages(view, plan, item, references=refs), params)
-        pieces.append(h.build_piece(item, completion.text, plan, view.language))
-        t_in, t_out, latency = (
-            t_in + completion.tokens_in,
-            t_out + completion.tokens_out,
-            latency + completion.latency_s,
-        )
-        finish = "length" if completion.finish_reason == "length" else finish
-    code = h.assemble(pieces)
-    return Candidate(
-        model=cfg.model,
-        techniques=cfg.techniques,
-        code=code,
-        tokens_in=t_in,
-        tokens_out=t_out,
-        latency_s=latency,
-        parses=parses(code, view.language),
-        finish_reason=finish,
-        round=round_,
-        missing_items=[p.item.name for p in pieces if not p.written],
+        max_new_tokens=cfg.max_new_tokens,
+        n=1,
+        temperature=0.0,
+        retrieval_query=spec_view(PYTHON_FUNCTION, problem.values).query(),
     )
 
 
 def solve(problem: Problem, backend, cfg: EvalConfig, retriever: MbppRetriever | None = None) -> dict:
-    """Generate one greedy completion for a problem, as the workflow would, and test it in the sandbox."""
-    from workflows.generation import best
-
-    view = spec_view(PYTHON_FUNCTION, problem.values)
-    used: dict[str, str] = {}
-    candidates = []
-    make = _hierarchical_candidate if "hierarchical_generation" in cfg.techniques else _candidate
+    """Generate for a problem exactly as the generation workflow does (models.generation_steps over
+    codegen.generate), then test the chosen code in the sandbox against the problem's tests."""
+    job = job_for(problem, cfg)
+    steps = _InProcessSteps(backend, job, retriever)
     try:
-        if retriever is not None:
-            used.update(retriever.search(view.query()))
-        candidates.append(make(backend, view, list(used.values()) or None, cfg, 1))
-        if retriever is not None and candidates[0].code.strip():  # RepoCoder: re-query with the draft
-            again = dict(retriever.search(candidates[0].code))
-            if set(again) - set(used):
-                used.update(again)
-                candidates.insert(0, make(backend, view, list(used.values()), cfg, 2))
-    except ValueError as err:  # the activity's BadRequest (a prompt longer than the model's context) or PlanError
-        if not candidates:
-            return {
-                "task_id": problem.task_id,
-                "passed": False,
-                "status": "error",
-                "parses": None,
-                "tokens_in": 0,
-                "tokens_out": 0,
-                "latency_s": 0.0,
-                "finish_reason": None,
-                "rounds": 0,
-                "references": list(used),
-                "error": (
-                    str(err) if type(err).__name__ == "PlanError" else f"the model cannot take this request: {err}"
-                )[:300],
-                "sandbox": None,
-                "code": "",
-            }
+        result = asyncio.run(run_steps(job, steps))
+    except ValueError as err:  # the activity's BadRequest (a prompt longer than the model's context) or PlanInvalid
+        return {
+            "task_id": problem.task_id,
+            "passed": False,
+            "status": "error",
+            "parses": None,
+            "tokens_in": 0,
+            "tokens_out": 0,
+            "latency_s": 0.0,
+            "finish_reason": None,
+            "rounds": 0,
+            "references": list(steps.names.values()),
+            "error": (str(err) if isinstance(err, PlanError) else f"the model cannot take this request: {err}")[:300],
+            "sandbox": None,
+            "code": "",
+        }
+    candidates = result.candidates
     chosen = best(candidates)
     program = f"{problem.prefix}\n\n{chosen.code}\n" if problem.prefix else chosen.code + "\n"
     run = run_tests(program, problem.tests, timeout_s=cfg.timeout_s, memory_mb=cfg.memory_mb, config=cfg.sandbox)
@@ -270,8 +253,8 @@ def solve(problem: Problem, backend, cfg: EvalConfig, retriever: MbppRetriever |
         "tokens_out": sum(c.tokens_out for c in candidates),
         "latency_s": round(sum(c.latency_s for c in candidates), 3),
         "finish_reason": chosen.finish_reason,
-        "rounds": len(candidates),
-        "references": list(used),
+        "rounds": len({c.round for c in candidates}),
+        "references": [steps.names[i] for i in result.provenance.retrieved_snippets],
         "error": error[:300] if error else None,
         "sandbox": run.isolation,
         "code": chosen.code[:4000],

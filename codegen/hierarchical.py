@@ -24,10 +24,9 @@ from codegen.base import Completion, Message
 from codegen.prompts import extract_code, spec_lines
 from models.generation import Plan, PlanItem
 from models.spec_view import SpecView
+from models.techniques import HIERARCHICAL
 
-MAX_ITEMS = 12
-PLAN_ATTEMPTS = 3
-PLAN_MIN_TOKENS = 384  # a plan's token budget: the request's max_new_tokens, at least this
+MAX_ITEMS = HIERARCHICAL.max_items
 IDENT = "^[A-Za-z_][A-Za-z0-9_]*$"
 PLAN_SCHEMA = {  # what local_llama's decoding is constrained to (other backends: check and retry only)
     "type": "object",
@@ -156,7 +155,7 @@ def parse_plan(text: str) -> list[PlanItem]:
 Chat = Callable[[list[Message]], Completion]
 
 
-def make_plan(chat: Chat, view: SpecView, *, attempts: int = PLAN_ATTEMPTS) -> Plan:
+def make_plan(chat: Chat, view: SpecView, *, attempts: int = HIERARCHICAL.plan_attempts) -> Plan:
     """Ask for a plan until one is valid, feeding back the last validation error; PlanError after
     `attempts` invalid answers (its message names the last problem)."""
     feedback: str | None = None

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable
 
 from codegen.base import Backend, ModelStatus
-from models.generation import MODEL_NAMES
+from models.common import MODEL_NAMES
 from models.settings import Settings
 
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, field_serializer
 
 T = TypeVar("T")
+
+# The models a request may name; what each can do right now is GET /api/models.
+ModelName = Literal["local_llama", "deepseek_8b", "openai_api", "anthropic_api"]
+MODEL_NAMES: tuple[str, ...] = get_args(ModelName)
 
 
 class Strict(BaseModel):

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, Field, model_validator
 
-from models.common import Public, Strict
+from models.common import ModelName, Public, Strict
 from models.registry import JsonObject
+from models.techniques import HIERARCHICAL
 
-# The models a request may name; what each can do right now is GET /api/models.
-ModelName = Literal["local_llama", "deepseek_8b", "openai_api", "anthropic_api"]
-MODEL_NAMES: tuple[str, ...] = get_args(ModelName)
 GENERATION_WORKFLOW = "GenerationWorkflow"
 
 
@@ -116,7 +114,7 @@ class Plan(BaseModel):
 
 class PlanInput(BaseModel):
     job: GenerationInput
-    attempts: int = 3
+    attempts: int = HIERARCHICAL.plan_attempts
 
 
 class CandidatesInput(BaseModel):

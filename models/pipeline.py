@@ -12,8 +12,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 
-from models.common import Public, Strict
-from models.generation import ModelName
+from models.common import ModelName, Public, Strict
 
 TestStatus = Literal["passed", "failed", "error", "timeout", "no_tests"]
 TEST_STATUSES: tuple[str, ...] = ("passed", "failed", "error", "timeout", "no_tests")

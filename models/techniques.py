@@ -1,13 +1,63 @@
-"""The six generation techniques of the specification sheets, and which are implemented.
+"""The six generation techniques of the specification sheets, which are implemented, and the
+settings each runs with.
 
-Asking for one that is not implemented is a 422 that says so; it is never silently ignored.
+Asking for one that is not implemented is a 422 that says so; it is never silently ignored. The
+settings are data: the generation path (codegen/generate.py, models/generation_steps.py) reads
+them from here, and GET /api/techniques shows the same values, so the catalog cannot drift from
+what runs.
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from typing import Any
 
-ALL_BACKENDS = ["local_llama", "deepseek_8b", "openai_api", "anthropic_api"]
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.common import MODEL_NAMES
+
+ALL_BACKENDS = list(MODEL_NAMES)
+
+
+class RetrievalSettings(BaseModel):
+    """retrieval_augmentation (RepoCoder: retrieve, draft, re-query with the draft, generate again)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    top_k: int = Field(3, description="snippets per query")
+    budget_tokens: int = Field(
+        512, description="estimated prompt tokens the snippets may take (a quarter of their characters, plus 8 each)"
+    )
+    query_chars: int = Field(4000, description="characters of a query sent to the knowledge base (the rest is cut)")
+    requery: bool = Field(
+        True, description="re-query with the first draft and, when that finds new snippets, generate a second round"
+    )
+
+
+class HierarchicalSettings(BaseModel):
+    """hierarchical_generation (plan the module, then one body per planned item)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    plan_attempts: int = Field(3, description="answers asked for until the plan is valid, each told the last error")
+    plan_min_tokens: int = Field(384, description="the plan's token budget: max_new_tokens, at least this")
+    max_items: int = Field(12, description="functions and classes a plan may have")
+
+
+RETRIEVAL = RetrievalSettings()
+HIERARCHICAL = HierarchicalSettings()
+
+
+class TechniqueParameter(BaseModel):
+    default: Any = Field(description="The value the generation path uses")
+    description: str
+
+
+def parameters(settings: BaseModel) -> dict[str, TechniqueParameter]:
+    """A technique's settings as the catalog shows them: each field's value and description."""
+    return {
+        name: TechniqueParameter(default=getattr(settings, name), description=field.description or "")
+        for name, field in type(settings).model_fields.items()
+    }
 
 
 class TechniqueInfo(BaseModel):
@@ -15,7 +65,7 @@ class TechniqueInfo(BaseModel):
     description: str
     implemented: bool
     backends: list[str]
-    parameters: dict[str, str]
+    parameters: dict[str, TechniqueParameter]
 
 
 TECHNIQUES: dict[str, TechniqueInfo] = {
@@ -28,11 +78,7 @@ TECHNIQUES: dict[str, TechniqueInfo] = {
             "draft (RepoCoder) and generates again. The snippets used are recorded in the provenance.",
             implemented=True,
             backends=ALL_BACKENDS,
-            parameters={
-                "top_k": "snippets per query (3)",
-                "budget_chars": "characters of snippets in the prompt (2000)",
-                "requery": "re-query with the first draft (true)",
-            },
+            parameters=parameters(RETRIEVAL),
         ),
         TechniqueInfo(
             name="hierarchical_generation",
@@ -41,16 +87,13 @@ TECHNIQUES: dict[str, TechniqueInfo] = {
             "again with the validation error when invalid. Then generates each body with the plan as "
             "context (one model call per item, retrieved snippets included when retrieval_augmentation is "
             "also asked for) and assembles the module: imports once at the top, items in plan order. The "
-            "plan is returned in the result; no valid plan after the retries fails the generation, saying why.",
+            "plan is returned in the result; no valid plan after the retries fails the generation, saying why. "
+            "max_new_tokens applies to each planned item's body; n candidates each have all their bodies. "
+            "On local_llama the plan's decoding is constrained to its JSON Schema (xgrammar); other backends "
+            "are checked and asked again.",
             implemented=True,
             backends=ALL_BACKENDS,
-            parameters={
-                "plan_attempts": "answers asked for until the plan is valid, each told the last error (3)",
-                "plan_max_new_tokens": "the plan's token budget: max_new_tokens, at least 384",
-                "max_new_tokens": "per planned item's body; n: candidates, each with all its bodies",
-                "constrained_decoding": "local_llama: the plan's decoding is constrained to its JSON Schema "
-                "(xgrammar); other backends: check and retry only",
-            },
+            parameters=parameters(HIERARCHICAL),
         ),
         TechniqueInfo(
             name="syntax_aware_beam_search",

@@ -8,7 +8,7 @@ from uuid import UUID
 import asyncpg
 
 from models.builtin_templates import SYSTEM_TENANT
-from models.generation import MODEL_NAMES
+from models.common import MODEL_NAMES
 from models.pipeline import (
     AttachedTemplate,
     DefaultTemplate,

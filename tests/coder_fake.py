@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 REPAIR_MARK = "A previous attempt failed"  # what codegen.prompts.build_messages adds with feedback
+PLAN_MARK = "List every top-level function and class"  # codegen.hierarchical.plan_messages
 
 
 @dataclass
@@ -22,6 +23,8 @@ class ScriptedCoder:
     url: str = ""
     scripts: dict[str, tuple[str, str]] = field(default_factory=dict)  # function name -> (first, repair)
     prompts: list[str] = field(default_factory=list)
+    requests: list[dict] = field(default_factory=list)  # every request body, as received
+    plans: dict[str, str] = field(default_factory=dict)  # spec name -> the answer to a planning prompt
     lock: threading.Lock = field(default_factory=threading.Lock)
     delay: float = 0.0  # seconds each answer takes
     spans: list[tuple[str, float, float]] = field(default_factory=list)  # (function name, start, end)
@@ -34,6 +37,9 @@ class ScriptedCoder:
         return [p for p in self.prompts[since:] if f"`{name}`" in p]
 
     def answer(self, prompt: str) -> str:
+        planned = re.search(r"^Name: ([A-Za-z_][A-Za-z0-9_]*)$", prompt, re.M)
+        if PLAN_MARK in prompt and planned and planned.group(1) in self.plans:
+            return self.plans[planned.group(1)]
         match = re.search(r"named `([A-Za-z_][A-Za-z0-9_]*)`", prompt)
         first, repair = self.scripts.get(match.group(1) if match else "", ("def unknown():\n    pass\n",) * 2)
         return f"```python\n{repair if REPAIR_MARK in prompt else first}\n```"
@@ -52,6 +58,7 @@ def start() -> tuple[ScriptedCoder, ThreadingHTTPServer]:
             started = time.monotonic()
             with coder.lock:
                 coder.prompts.append(prompt)
+                coder.requests.append(body)
             text = coder.answer(prompt)
             time.sleep(coder.delay)
             match = re.search(r"named `([A-Za-z_][A-Za-z0-9_]*)`", prompt)

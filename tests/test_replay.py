@@ -3,7 +3,14 @@
 tests/histories/ holds histories of real runs (recorded by the pipeline tests with
 SPECMILL_SAVE_HISTORIES=1). A change to a workflow that would make Temporal's replay of a running
 workflow diverge (another activity, a reordered command) fails here; such a change needs
-`workflow.patched(...)` or a new workflow type. Record again after a deliberate, versioned change.
+`workflow.patched(...)` or a new workflow type, and new recordings are added beside the old ones,
+which are never rewritten (tests/test_histories.py fails on any edit).
+
+pipeline-prelease-* were recorded before the tenant generation lease (2026-11-25) and recovered from
+git: their generation workflows ran without lease activities, and they replay because the lease is
+gated by the input that starts a run (`lease_queue`, absent from every input made before the
+change), not by a patch. A patch added now would break the runs recorded since, which carry the
+lease activities without a marker; every later change is patched.
 """
 
 from __future__ import annotations

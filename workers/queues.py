@@ -14,14 +14,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 import asyncpg
+from temporalio import activity
 from temporalio.client import Client
 from temporalio.plugin import SimplePlugin
 from temporalio.worker import Worker
 
+from activities.generation import GenerationActivities
 from activities.knowledge import KnowledgeActivities
 from activities.pipeline import PipelineActivities
 from activities.projects import ProjectActivities
 from models import schema_safety
+from models.activities import GENERATION, INTEGRATION, KNOWLEDGE, ORCHESTRATOR, SPEC_REGISTRY, served_by
 from models.settings import Settings
 from sandbox import SandboxConfig, SandboxUnavailable, isolation
 from store import model_workers
@@ -37,19 +40,36 @@ _MODEL_REPORT_TIMEOUT_S = 10.0  # one report (or the final delete) gives up afte
 _reporters_made = itertools.count(1)  # a second generation worker in one process (tests) gets its own id
 
 
+def served(queue: str, acts: object) -> list[Callable]:
+    """The activities of `acts` that the table (models/activities.py) says `queue` serves: every one of
+    them, under the table's name, or a RuntimeError naming what is missing (the worker does not start)."""
+    out, missing = [], []
+    for entry in served_by(queue):
+        method = getattr(acts, entry.name, None)
+        defn = activity._Definition.from_callable(method) if callable(method) else None
+        if defn is None or defn.name != entry.name:
+            missing.append(entry.name)
+        else:
+            out.append(method)
+    if missing:
+        raise RuntimeError(f"queue {queue}: {type(acts).__name__} does not define {', '.join(missing)}")
+    return out
+
+
 @dataclass(frozen=True)
 class QueueDef:
     name: str
     build: Callable[[Client, Settings, asyncpg.Pool], Worker]
+    activities: type  # whose methods serve the queue's activities (`served`)
 
 
 def _orchestrator(client: Client, settings: Settings, pool: asyncpg.Pool) -> Worker:
     acts = ProjectActivities(pool)
     return Worker(
         client,
-        task_queue=settings.queue("orchestrator"),
+        task_queue=settings.queue(ORCHESTRATOR),
         workflows=[ProjectWorkflow],
-        activities=[acts.record_project_state, acts.acquire_generation_slot, acts.release_generation_slot],
+        activities=served(ORCHESTRATOR, acts),
         activity_executor=ThreadPoolExecutor(4),
     )
 
@@ -60,8 +80,8 @@ def _spec_registry(client: Client, settings: Settings, pool: asyncpg.Pool) -> Wo
     acts = PipelineActivities(pool)
     return Worker(
         client,
-        task_queue=settings.queue("spec-registry"),
-        activities=[acts.attach_templates, acts.check_specs],
+        task_queue=settings.queue(SPEC_REGISTRY),
+        activities=served(SPEC_REGISTRY, acts),
         max_concurrent_activities=8,
     )
 
@@ -76,8 +96,8 @@ def _integration(client: Client, settings: Settings, pool: asyncpg.Pool) -> Work
     acts = PipelineActivities(pool, config)
     return Worker(
         client,
-        task_queue=settings.queue("integration"),
-        activities=[acts.integrate_artifacts, acts.run_spec_tests],
+        task_queue=settings.queue(INTEGRATION),
+        activities=served(INTEGRATION, acts),
         max_concurrent_activities=2,
     )
 
@@ -90,15 +110,9 @@ def _knowledge(client: Client, settings: Settings, pool: asyncpg.Pool) -> Worker
     acts = KnowledgeActivities(pool, runtime)
     return Worker(
         client,
-        task_queue=settings.queue("knowledge"),
+        task_queue=settings.queue(KNOWLEDGE),
         workflows=[KnowledgeIndexWorkflow, KnowledgeReindexWorkflow],
-        activities=[
-            acts.index_items,
-            acts.list_tenant_items,
-            acts.prune_tenant_points,
-            acts.retrieve_references,
-            acts.publish_generated,
-        ],
+        activities=served(KNOWLEDGE, acts),
         max_concurrent_activities=4,
     )
 
@@ -176,7 +190,6 @@ def _generation(client: Client, settings: Settings, pool: asyncpg.Pool) -> Worke
     """The GPU-pinned worker of the design card: it loads its local model once, at start, and reports
     its models' states while it runs (a Temporal worker plugin ties the reporter to Worker.run, so
     `specmill worker generation` and an in-process worker both report)."""
-    from activities.generation import GenerationActivities
     from codegen.manager import ModelManager
     from workflows.generation import GenerationWorkflow
 
@@ -190,18 +203,21 @@ def _generation(client: Client, settings: Settings, pool: asyncpg.Pool) -> Worke
     acts = GenerationActivities(pool, manager, settings)
     return Worker(
         client,
-        task_queue=settings.queue("generation"),
+        task_queue=settings.queue(GENERATION),
         workflows=[GenerationWorkflow],
-        activities=[acts.generate_candidates, acts.plan_module, acts.generate_bodies, acts.record_generation],
+        activities=served(GENERATION, acts),
         max_concurrent_activities=2,
         plugins=[SimplePlugin("specmill.model_reports", run_context=ModelReporter(pool, manager).running)],
     )
 
 
 QUEUES: dict[str, QueueDef] = {
-    "orchestrator": QueueDef("orchestrator", _orchestrator),
-    "spec-registry": QueueDef("spec-registry", _spec_registry),
-    "knowledge": QueueDef("knowledge", _knowledge),
-    "generation": QueueDef("generation", _generation),
-    "integration": QueueDef("integration", _integration),
+    q.name: q
+    for q in [
+        QueueDef(ORCHESTRATOR, _orchestrator, ProjectActivities),
+        QueueDef(SPEC_REGISTRY, _spec_registry, PipelineActivities),
+        QueueDef(KNOWLEDGE, _knowledge, KnowledgeActivities),
+        QueueDef(GENERATION, _generation, GenerationActivities),
+        QueueDef(INTEGRATION, _integration, PipelineActivities),
+    ]
 }

@@ -12,17 +12,18 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
+from workflows.calls import execute
+
 with workflow.unsafe.imports_passed_through():
+    from models.activities import INDEX_ITEMS, LIST_TENANT_ITEMS, PRUNE_TENANT_POINTS
     from models.knowledge import (
         INDEX_WORKFLOW,
         REINDEX_WORKFLOW,
         IndexInput,
         IndexItem,
         IndexRequest,
-        IndexResult,
         IndexWorkflowInput,
         ReindexInput,
-        ReindexPage,
         ReindexPageInput,
         ReindexResult,
     )
@@ -36,10 +37,9 @@ BATCHES_BEFORE_CONTINUE = 500
 
 
 def _index(inp: IndexInput):
-    return workflow.execute_activity(
-        "index_items",
+    return execute(
+        INDEX_ITEMS,
         inp,
-        result_type=IndexResult,
         start_to_close_timeout=timedelta(minutes=10),
         heartbeat_timeout=timedelta(seconds=60),
         retry_policy=INDEX_RETRY,
@@ -92,10 +92,9 @@ class KnowledgeReindexWorkflow:
     async def run(self, inp: ReindexInput) -> ReindexResult:
         after = None
         while True:
-            page = await workflow.execute_activity(
-                "list_tenant_items",
+            page = await execute(
+                LIST_TENANT_ITEMS,
                 ReindexPageInput(tenant_id=inp.tenant_id, after=after, limit=256),
-                result_type=ReindexPage,
                 start_to_close_timeout=timedelta(seconds=60),
                 retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
                 summary="list rows",
@@ -105,10 +104,9 @@ class KnowledgeReindexWorkflow:
             await _index(IndexInput(tenant_id=inp.tenant_id, items=page.items))
             self._indexed += len(page.items)
             after = page.last
-        removed = await workflow.execute_activity(
-            "prune_tenant_points",
+        removed = await execute(
+            PRUNE_TENANT_POINTS,
             ReindexPageInput(tenant_id=inp.tenant_id),
-            result_type=int,
             start_to_close_timeout=timedelta(minutes=10),
             heartbeat_timeout=timedelta(seconds=60),
             retry_policy=INDEX_RETRY,

@@ -31,27 +31,33 @@ from temporalio.exceptions import (
     is_cancelled_exception,
 )
 
+from workflows.calls import execute
+
 with workflow.unsafe.imports_passed_through():
+    from models.activities import (
+        ATTACH_TEMPLATES,
+        CHECK_SPECS,
+        INTEGRATE_ARTIFACTS,
+        PUBLISH_GENERATED,
+        RECORD_PROJECT_STATE,
+        RUN_SPEC_TESTS,
+        ActivityType,
+    )
     from models.common import TERMINAL_STATES, ProjectState
     from models.generation import GENERATION_WORKFLOW, GenerationInput, GenerationResult, SpecSnapshot
     from models.orchestrator import (
         PROJECT_WORKFLOW,
         SANDBOX_UNAVAILABLE,
         STATE_KEY,
-        AttachTemplatesResult,
         CompleteSpecs,
         DebugRoundInput,
-        DebugRoundResult,
         InstanceOutput,
         IntegrateInput,
-        IntegrateResult,
         ProjectRef,
         ProjectWorkflowInput,
         ProjectWorkflowResult,
         PublishInput,
-        PublishResult,
         RecordStateInput,
-        RecordStateResult,
         Regenerate,
         SpecsCheckResult,
         StateChange,
@@ -127,10 +133,9 @@ class ProjectWorkflow:
         async with self._lock:
             self._check(StateChange(state=S.code_generation))  # re-checked under the lock
             check = await self._activity(
-                "check_specs",
+                CHECK_SPECS,
                 ProjectRef(tenant_id=self._inp.tenant_id, project_id=self._inp.project_id),
                 self._inp.queues.spec_registry,
-                SpecsCheckResult,
                 "check the specs",
             )
             if check.problems:
@@ -176,10 +181,9 @@ class ProjectWorkflow:
             else:
                 await self._record(None, S.initialization, "workflow started")
                 attached = await self._activity(
-                    "attach_templates",
+                    ATTACH_TEMPLATES,
                     ProjectRef(tenant_id=inp.tenant_id, project_id=inp.project_id),
                     inp.queues.spec_registry,
-                    AttachTemplatesResult,
                     "attach the default templates",
                 )
                 await self._move(S.spec_definition, f"{len(attached.template_ids)} template(s) attached")
@@ -211,10 +215,9 @@ class ProjectWorkflow:
         """A later run: the changed instances only, straight to code_generation."""
         self._state = req.from_state
         check = await self._activity(
-            "check_specs",
+            CHECK_SPECS,
             ProjectRef(tenant_id=self._inp.tenant_id, project_id=self._inp.project_id, only=req.instance_ids),
             self._inp.queues.spec_registry,
-            SpecsCheckResult,
             "check the changed specs",
         )
         if check.problems:  # changed again since the API looked
@@ -240,7 +243,7 @@ class ProjectWorkflow:
                 f"round {round_}: {sum(o.generation is not None for o in outputs)} of {len(outputs)} generated",
             )
             integrated = await self._activity(
-                "integrate_artifacts",
+                INTEGRATE_ARTIFACTS,
                 IntegrateInput(
                     tenant_id=self._inp.tenant_id,
                     project_id=self._inp.project_id,
@@ -250,13 +253,12 @@ class ProjectWorkflow:
                     outputs=outputs,
                 ),
                 self._inp.queues.integration,
-                IntegrateResult,
                 f"round {round_}: check and store the artifacts",
             )
             await self._move(S.debugging, f"round {round_}: test {len(integrated.artifacts)} artifact(s)")
             # no sandbox on the worker (SandboxUnavailable): nothing runs unconfined, and the project fails
             tested = await self._activity(
-                "run_spec_tests",
+                RUN_SPEC_TESTS,
                 DebugRoundInput(
                     tenant_id=self._inp.tenant_id,
                     project_id=self._inp.project_id,
@@ -266,7 +268,6 @@ class ProjectWorkflow:
                     specs=todo,
                 ),
                 self._inp.queues.integration,
-                DebugRoundResult,
                 f"round {round_}: run the tests",
                 timeout=timedelta(minutes=30),
                 heartbeat=timedelta(seconds=30),
@@ -274,7 +275,7 @@ class ProjectWorkflow:
             passing = [r.artifact_id for r in tested.results if r.status == "passed" and r.artifact_id]
             if passing:
                 await self._activity(
-                    "publish_generated",
+                    PUBLISH_GENERATED,
                     PublishInput(
                         tenant_id=self._inp.tenant_id,
                         user_id=self._inp.user_id,
@@ -282,7 +283,6 @@ class ProjectWorkflow:
                         artifact_ids=passing,
                     ),
                     self._inp.queues.knowledge,
-                    PublishResult,
                     f"round {round_}: {len(passing)} passing artifact(s) become snippets",
                 )
             failing = tested.failing
@@ -343,20 +343,18 @@ class ProjectWorkflow:
 
     async def _activity(
         self,
-        name: str,
+        act: ActivityType,
         arg,
         queue: str,
-        result_type,
         summary: str,
         *,
         timeout: timedelta = timedelta(minutes=1),
         heartbeat: timedelta | None = None,
     ):
-        return await workflow.execute_activity(
-            name,
+        return await execute(
+            act,
             arg,
             task_queue=queue,
-            result_type=result_type,
             start_to_close_timeout=timeout,
             heartbeat_timeout=heartbeat,
             retry_policy=WORK_RETRY,
@@ -371,8 +369,8 @@ class ProjectWorkflow:
         self, frm: ProjectState | None, to: ProjectState, reason: str, specs_completed: dict | None = None
     ) -> None:
         self._seq += 1
-        await workflow.execute_activity(
-            "record_project_state",
+        await execute(
+            RECORD_PROJECT_STATE,
             RecordStateInput(
                 tenant_id=self._inp.tenant_id,
                 project_id=self._inp.project_id,
@@ -385,7 +383,6 @@ class ProjectWorkflow:
             ),
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=RECORD_RETRY,
-            result_type=RecordStateResult,
             summary=f"{frm.value if frm else 'new'} -> {to.value}",
         )
         workflow.upsert_search_attributes([STATE_KEY.value_set(to.value)])

@@ -1,0 +1,146 @@
+"""Candidate generation: the one path from a generation job to candidates, for the product and the eval.
+
+The generation activities (activities/generation.py) call these functions on a thread and add only
+Temporal's concerns: heartbeats, the tenant's API key, and error types for retries. `make eval`
+(codegen/evaluate.py) calls the very same functions in process. `chat(messages, params)` is one
+model call; everything else (the view of the spec, the prompt, the references within their budget,
+the decoding parameters, extraction, the parse check, the plan and its bodies) happens here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from codegen import hierarchical
+from codegen.base import Completion, GenerationParams, Message
+from codegen.prompts import build_messages, extract_code, parses
+from models.generation import Candidate, CandidatesResult, GenerationInput, Plan, Reference
+from models.spec_view import spec_view
+from models.techniques import HIERARCHICAL, RETRIEVAL
+
+Chat = Callable[[list[Message], GenerationParams], Completion]
+Progress = Callable[..., None]  # called with the candidate (and item) index after each model call
+
+TOKENS_PER_CHAR = 0.25  # a reference's share of the prompt budget is estimated from its length
+TOKENS_PER_REFERENCE = 8  # its framing in the prompt
+SAMPLED_TEMPERATURE = 0.8
+
+
+def within_budget(contents: list[str], budget_tokens: int = RETRIEVAL.budget_tokens) -> list[str]:
+    """The references that fit the budget, best first (one too long is skipped, later ones may fit)."""
+    chosen, used = [], 0
+    for text in contents:
+        cost = int(len(text) * TOKENS_PER_CHAR) + TOKENS_PER_REFERENCE
+        if used + cost > budget_tokens:
+            continue
+        chosen.append(text)
+        used += cost
+    return chosen
+
+
+def candidate_temperature(job: GenerationInput, index: int) -> float:
+    """Greedy asked for n > 1: the first candidate is greedy, the others sampled so that they differ."""
+    if job.temperature == 0.0 and index > 0:
+        return SAMPLED_TEMPERATURE
+    return job.temperature
+
+
+def candidate_params(job: GenerationInput, round_: int, index: int) -> GenerationParams:
+    return GenerationParams(
+        max_new_tokens=job.max_new_tokens, temperature=candidate_temperature(job, index), seed=1000 * round_ + index
+    )
+
+
+def plan_params(job: GenerationInput) -> GenerationParams:
+    """The plan is greedy and constrained to its JSON Schema where the backend can (local_llama)."""
+    return GenerationParams(
+        max_new_tokens=max(job.max_new_tokens, HIERARCHICAL.plan_min_tokens),
+        seed=0,
+        json_schema=json.dumps(hierarchical.PLAN_SCHEMA),
+    )
+
+
+def _references(references: list[Reference]) -> list[str] | None:
+    return within_budget([r.content for r in references]) if references else None
+
+
+def candidates(
+    chat: Chat,
+    job: GenerationInput,
+    references: list[Reference],
+    round_: int,
+    progress: Progress | None = None,
+) -> CandidatesResult:
+    """`job.n` candidates for one spec, one model call each, with the references in the prompt."""
+    view = spec_view(job.spec.schema_, job.spec.values)
+    messages = build_messages(view, references=_references(references), feedback=job.feedback)
+    out: list[Candidate] = []
+    for i in range(job.n):
+        completion = chat(messages, candidate_params(job, round_, i))
+        code = extract_code(completion.text, view.language)
+        out.append(
+            Candidate(
+                model=job.model,
+                techniques=job.techniques,
+                code=code,
+                tokens_in=completion.tokens_in,
+                tokens_out=completion.tokens_out,
+                latency_s=round(completion.latency_s, 3),
+                parses=parses(code, view.language),
+                finish_reason=completion.finish_reason,
+                round=round_,
+            )
+        )
+        if progress:
+            progress(i + 1)
+    return CandidatesResult(candidates=out, path=view.path, language=view.language)
+
+
+def plan(chat: Chat, job: GenerationInput, attempts: int = HIERARCHICAL.plan_attempts) -> Plan:
+    """hierarchical_generation, step 1: a checked plan; PlanError when none is valid after `attempts`."""
+    view = spec_view(job.spec.schema_, job.spec.values)
+    params = plan_params(job)
+    return hierarchical.make_plan(lambda messages: chat(messages, params), view, attempts=attempts)
+
+
+def bodies(
+    chat: Chat,
+    job: GenerationInput,
+    plan: Plan,
+    references: list[Reference],
+    round_: int,
+    progress: Progress | None = None,
+) -> CandidatesResult:
+    """hierarchical_generation, step 2: per candidate, one model call per planned item, then the module
+    assembled in plan order (imports once at the top)."""
+    view = spec_view(job.spec.schema_, job.spec.values)
+    refs = _references(references)
+    out: list[Candidate] = []
+    for i in range(job.n):
+        params = candidate_params(job, round_, i)
+        pieces, t_in, t_out, latency, finish = [], 0, 0, 0.0, "stop"
+        for j, item in enumerate(plan.items):
+            completion = chat(hierarchical.body_messages(view, plan, item, references=refs), params)
+            pieces.append(hierarchical.build_piece(item, completion.text, plan, view.language))
+            t_in, t_out = t_in + completion.tokens_in, t_out + completion.tokens_out
+            latency += completion.latency_s
+            finish = "length" if completion.finish_reason == "length" else finish
+            if progress:
+                progress(i, j + 1)
+        code = hierarchical.assemble(pieces)
+        out.append(
+            Candidate(
+                model=job.model,
+                techniques=job.techniques,
+                code=code,
+                tokens_in=t_in,
+                tokens_out=t_out,
+                latency_s=round(latency, 3),
+                parses=parses(code, view.language),
+                finish_reason=finish,
+                round=round_,
+                missing_items=[p.item.name for p in pieces if not p.written],
+            )
+        )
+    return CandidatesResult(candidates=out, path=view.path, language=view.language)
