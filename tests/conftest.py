@@ -173,20 +173,40 @@ async def live_url(stack: Stack, workers) -> AsyncIterator[str]:
         )
     )
     task = asyncio.create_task(server.serve())
+    deadline = asyncio.get_running_loop().time() + 30
     while not server.started:
+        if task.done():  # it could not bind, or crashed while starting: its error, else a clear failure
+            task.result()
+            raise AssertionError(f"the live gateway on port {port} exited before it started")
+        if asyncio.get_running_loop().time() > deadline:
+            server.should_exit = True
+            raise AssertionError(f"the live gateway on port {port} did not start within 30s")
         await asyncio.sleep(0.05)
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     await task
 
 
+CHECK_GRACE_S = 5.0  # how long past the deadline one check already under way may still take
+
+
 async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.1):
-    """Poll an async predicate until it returns something truthy; return that value."""
-    deadline = asyncio.get_running_loop().time() + timeout
+    """Poll an async predicate until it returns something truthy; return that value. Past `timeout`
+    it fails (AssertionError), and so does a check that hangs past the deadline (plus a short grace)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    value = None
     while True:
-        value = await predicate()
+        bound = asyncio.timeout_at(deadline + CHECK_GRACE_S)
+        try:
+            async with bound:
+                value = await predicate()
+        except TimeoutError:
+            if bound.expired():
+                raise AssertionError(f"condition not met within {timeout}s (a check hung; last: {value!r})") from None
+            raise
         if value:
             return value
-        if asyncio.get_running_loop().time() > deadline:
+        if loop.time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s (last: {value!r})")
         await asyncio.sleep(interval)

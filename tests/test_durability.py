@@ -17,6 +17,7 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+import psutil
 import pytest
 
 from infra.temporal import connect_temporal
@@ -35,6 +36,26 @@ def _env(settings) -> dict[str, str]:
         if value is not None:
             env[name.upper()] = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
     return env
+
+
+def _running_tests(worker: subprocess.Popen) -> list[psutil.Process]:
+    """The sandboxed harness processes under `worker` that are running a spec's tests (bwrap's child,
+    once it has exec'd the interpreter on /sandbox/harness.py)."""
+    found = []
+    for proc in psutil.Process(worker.pid).children(recursive=True):
+        try:
+            cmd = proc.cmdline()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if "/sandbox/harness.py" in cmd and "tests" in cmd and "bwrap" not in Path(cmd[0]).name:
+            found.append(proc)
+    return found
+
+
+async def _pending_activities(temporal, workflow_id: str) -> list[tuple[str, int]]:
+    """(activity type, attempt) of each activity the workflow has scheduled or running."""
+    desc = await temporal.get_workflow_handle(workflow_id).describe()
+    return [(a.activity_type.name, a.attempt) for a in desc.raw_description.pending_activities]
 
 
 def _integration_worker(settings, log: Path) -> subprocess.Popen:
@@ -71,7 +92,9 @@ async def test_a_worker_killed_mid_activity_loses_and_duplicates_nothing(
             await _instance(api, tenant, pid, "slow_add", ["assert slow_add(1, 2) == 3"])
             assert (await api.post(f"/api/projects/{pid}/specs/complete", headers=tenant.headers)).status_code == 200
             await wait_for(lambda: _is(state, "debugging"), timeout=60)
-            await asyncio.sleep(1.5)  # the tests are running in the worker (they take 4 s)
+            # the kill lands while the tests run (4 s): their sandboxed process is up under this worker
+            await wait_for(lambda: asyncio.sleep(0, _running_tests(first)), timeout=30, interval=0.05)
+            assert await _pending_activities(temporal, project["workflow_id"]) == [("run_spec_tests", 1)]
             first.send_signal(signal.SIGKILL)
             first.wait(10)
             second = _integration_worker(settings, tmp_path / "worker-2.log")

@@ -71,7 +71,7 @@ def test_harness_end_to_end_on_the_tiny_model(tiny_llama: Path, tmp_path: Path):
     saved = json.loads((out / "tiny.json").read_text())
     assert saved["summary"]["problems"] == 2 and saved["decoding"] == "greedy" and saved["techniques"] == []
     table = (out / "README.md").read_text()
-    assert "| [tiny](tiny.json) | humaneval |" in table
+    assert "| [tiny](tiny.json) | humaneval |" in table and "| baseline | shared | 2 |" in table
 
 
 def test_mbpp_split_and_retrieval_corpus(tiny_llama: Path, tmp_path: Path):

@@ -79,14 +79,19 @@ async def _read_events(lines, count: int) -> list[dict]:
 
 
 async def test_stream_wakes_on_notify_and_resumes_from_last_event_id(stack, new_tenant):
-    """The re-read interval is 10 minutes here, so an event that arrives in seconds came by NOTIFY."""
+    """The re-read interval is 10 minutes here, so an event that arrives in seconds came by NOTIFY.
+    The events are made only once the stream's first read is done (its backlog, one event, has
+    arrived): that read cannot have picked them up."""
     t = await new_tenant()
     async with live(stack.with_(event_stream_poll_seconds=600)) as (url, app):
         async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            backlog = await make_template(client, t, name="zero")
             async with client.stream("GET", "/api/events/stream", headers=t.headers) as resp:
                 assert resp.status_code == 200
                 lines = resp.aiter_lines()
                 assert await anext(lines) == ": connected"
+                replayed = await asyncio.wait_for(_read_events(lines, 1), 10)
+                assert [e["subject_id"] for e in replayed] == [backlog["id"]]
                 listener = app.state.resources.extras["event_listener"]
                 assert await listener.wait_ready(10)
                 first = await make_template(client, t, name="one")

@@ -9,7 +9,6 @@ the real engine on the tiny random Llama, whose plans never validate.
 from __future__ import annotations
 
 import ast
-import asyncio
 import json
 import uuid
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from codegen.hierarchical import PlanError, assemble, body_messages, build_piece
 from models.generation import Plan
 from models.spec_view import spec_view
 from models.techniques import TECHNIQUES
+from tests.conftest import wait_for
 
 MODULE_SCHEMA = {
     "type": "object",
@@ -284,11 +284,12 @@ async def test_workflow_plans_then_writes_each_body_with_retrieved_snippets(api,
             },
         )
     ).json()
-    for _ in range(50):
+
+    async def indexed():  # the retrieval below has to find it
         hits = (await api.post("/api/similar", json={"query": "Areas of shapes."}, headers=t.headers)).json()
-        if hits["results"]:
-            break
-        await asyncio.sleep(0.1)
+        return snip["id"] in [r["id"] for r in hits["results"]]
+
+    await wait_for(indexed, timeout=10)
     backend = ScriptedBackend(_scripted_module)
     manager = ModelManager(stack.settings)
     manager._backends["local_llama"] = backend  # our own Backend interface, scripted
@@ -353,7 +354,8 @@ async def test_workflow_plans_then_writes_each_body_with_retrieved_snippets(api,
 def test_local_llama_constrains_the_plan_to_its_json_schema(tiny_llama):
     """The real engine on the tiny random Llama: unconstrained it writes bytes at random; with the
     plan's schema (xgrammar) its answer is JSON of that shape from the first token."""
-    pytest.importorskip("xgrammar")
+    import xgrammar  # noqa: F401 - a hard dependency (pyproject.toml): missing, this fails rather than skips
+
     from codegen.hierarchical import PLAN_SCHEMA, plan_messages
     from codegen.local_llama import LocalLlamaBackend
     from models.settings import Settings

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import datetime, timezone
 from urllib.parse import quote
 
 import numpy as np
@@ -14,7 +15,14 @@ from infra import embedded
 from knowledge import service
 from knowledge.runtime import get_runtime
 from knowledge.vectors import Point
-from models.knowledge import IndexItem, IndexRequest, IndexWorkflowInput, ReindexInput, ReindexResult
+from models.knowledge import (
+    IndexItem,
+    IndexRequest,
+    IndexWorkflowInput,
+    ReindexInput,
+    ReindexResult,
+    index_workflow_id,
+)
 from tests.conftest import wait_for
 
 COLLECTION = "kb_minilm"
@@ -98,6 +106,37 @@ async def _wait_count(rt, tenant, n, timeout=5.0):
         return await rt.store.count(COLLECTION, tenant.tenant_id) == n
 
     await wait_for(reached, timeout)
+
+
+async def _index_idle(temporal, tenant_id, timeout: float = 10.0) -> None:
+    """The tenant's index workflow has nothing left to do: every request sent to it is taken (its
+    `pending` query, which sees every signal already in its history, is 0) and no index activity is
+    scheduled or running (none pending in its description)."""
+    handle = temporal.get_workflow_handle(index_workflow_id(tenant_id))
+
+    async def idle():
+        if await handle.query("pending", result_type=int):
+            return False
+        return not (await handle.describe()).raw_description.pending_activities
+
+    await wait_for(idle, timeout)
+
+
+async def _enqueued(temporal, tenant_id) -> int:
+    """How many index requests (`enqueue` signals) the tenant's index workflow has received."""
+    history = await temporal.get_workflow_handle(index_workflow_id(tenant_id)).fetch_history()
+    return sum(
+        1
+        for e in history.events
+        if e.HasField("workflow_execution_signaled_event_attributes")
+        and e.workflow_execution_signaled_event_attributes.signal_name == "enqueue"
+    )
+
+
+def _utc(stamp: str) -> datetime:
+    """An API timestamp as a naive UTC datetime (as PostgreSQL's `now() at time zone 'utc'`)."""
+    parsed = datetime.fromisoformat(stamp)
+    return parsed.astimezone(timezone.utc).replace(tzinfo=None) if parsed.tzinfo else parsed
 
 
 async def _point_ids(rt, tenant_id) -> set[str]:
@@ -251,7 +290,7 @@ async def test_viewer_reads_and_searches_but_cannot_write(api, tenant, rt):
 # --- project knowledge CRUD -------------------------------------------------------------
 
 
-async def test_knowledge_upsert_list_delete(api, tenant):
+async def test_knowledge_upsert_list_delete(api, tenant, pool):
     h = tenant.headers
     project = await _project(api, tenant)
     base = f"/api/knowledge/{project['id']}"
@@ -264,13 +303,16 @@ async def test_knowledge_upsert_list_delete(api, tenant):
     assert first["value"] == {"db": "postgres", "queue": ["temporal"]}
     assert first["created_at"] == first["updated_at"]
 
-    await asyncio.sleep(0.01)
+    async def clock_past_first():  # so the next write's now() is later than the first one's
+        return await pool.fetchval("select now() at time zone 'utc'") > _utc(first["updated_at"])
+
+    await wait_for(clock_past_first, timeout=5, interval=0.001)
     resp = await api.post(base, json={"key": "stack", "value": {"db": "sqlite"}}, headers=h)
     assert resp.status_code == 200, resp.text
     second = resp.json()
     assert second["id"] == first["id"] and second["value"] == {"db": "sqlite"}
     assert second["created_at"] == first["created_at"]
-    assert second["updated_at"] > first["updated_at"]
+    assert _utc(second["updated_at"]) > _utc(first["updated_at"])
 
     # other JSON values: scalars, lists, strings
     for key, value in [("n", 3), ("names", ["a", "b"]), ("motto", "ship it"), ("flag", False)]:
@@ -570,13 +612,7 @@ async def test_retried_indexing_leaves_one_point_per_snippet(api, tenant, rt, po
             start_signal="enqueue",
             start_signal_args=[IndexRequest(items=items)],
         )
-    handle = temporal.get_workflow_handle(f"knowledge-index-{tenant.tenant_id}")
-
-    async def drained():
-        return await handle.query("pending", result_type=int) == 0
-
-    await wait_for(drained, timeout=10)
-    await asyncio.sleep(0.5)  # let the last batch's activity finish
+    await _index_idle(temporal, tenant.tenant_id)  # every batch taken, and its activity finished
     assert await rt.store.count(COLLECTION, tenant.tenant_id) == len(expected)
     assert await _point_ids(rt, tenant.tenant_id) == expected
     # a search still returns each snippet once
@@ -632,7 +668,7 @@ async def test_reindex_restores_missing_and_prunes_stray_points(api, tenant, oth
 # --- tenant isolation -------------------------------------------------------------------
 
 
-async def test_cross_tenant_matrix(api, tenant, other_tenant, rt):
+async def test_cross_tenant_matrix(api, tenant, other_tenant, rt, temporal):
     a, b = tenant.headers, other_tenant.headers
     mine = await _corpus(api, rt, tenant)
     project = await _project(api, tenant)
@@ -646,6 +682,8 @@ async def test_cross_tenant_matrix(api, tenant, other_tenant, rt):
     before_snips = {s["id"]: (await api.get(f"/api/snippets/{s['id']}", headers=a)).json() for s in mine.values()}
     before_entries = (await api.get(f"/api/knowledge/{project['id']}", headers=a)).json()
     b_events_before = await _events(api, other_tenant, type="knowledge.updated")
+    tenants = (tenant.tenant_id, other_tenant.tenant_id)
+    enqueued_before = [await _enqueued(temporal, tid) for tid in tenants]
 
     a_ids = {s["id"] for s in mine.values()} | {entry["id"]}
     for s in mine.values():
@@ -677,7 +715,11 @@ async def test_cross_tenant_matrix(api, tenant, other_tenant, rt):
     for sid, before in before_snips.items():
         assert (await api.get(f"/api/snippets/{sid}", headers=a)).json() == before
     assert (await api.get(kbase, headers=a)).json() == before_entries
-    await asyncio.sleep(0.5)  # had anything been queued, give it time to land
+    # nothing was queued for indexing, for either tenant (an index request is sent before the
+    # response), and what had been queued before is done: the index is as it will stay
+    assert [await _enqueued(temporal, tid) for tid in tenants] == enqueued_before
+    for tid in tenants:
+        await _index_idle(temporal, tid)
     assert await _point_ids(rt, tenant.tenant_id) == a_ids
     assert [s["id"] for s in (await api.get("/api/snippets", headers=b)).json()["items"]] == [theirs["id"]]
     assert await _events(api, other_tenant, type="knowledge.updated") == b_events_before

@@ -56,6 +56,37 @@ def _ours(data_dir) -> list[psutil.Process]:
     return found
 
 
+def _until(check, timeout: float, what: str, interval: float = 0.2):
+    """Poll `check` until it returns something truthy (returned); past `timeout`, fail saying `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout}s (last: {value!r})")
+        time.sleep(interval)
+
+
+def _worker_child(launcher: psutil.Process, queue: str) -> psutil.Process | None:
+    """The launcher's own child process that runs `specmill worker <queue>`, if one is running."""
+    for child in launcher.children():
+        try:
+            cmd = child.cmdline()
+            if child.status() != psutil.STATUS_ZOMBIE and cmd[cmd.index("worker") + 1 :][:1] == [queue]:
+                return child
+        except (psutil.NoSuchProcess, ValueError):
+            continue
+    return None
+
+
+def _assert_nothing_left(data) -> None:
+    """Every process of this data dir has exited (waited for, with a deadline), and none is left."""
+    _gone, alive = psutil.wait_procs(_ours(data), timeout=30)
+    assert alive == [], [p.cmdline() for p in alive]
+    assert _ours(data) == [], [p.cmdline() for p in _ours(data)]
+
+
 def _wait_similar(base: str, headers: dict, snippet_id: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -107,10 +138,13 @@ def test_run_serves_stops_cleanly_and_keeps_data(tmp_path, tiny_llama):
         assert created_resp.headers["x-content-type-options"] == "nosniff"
         assert created_resp.headers["cache-control"] == "no-store"
         project = created_resp.json()
-        deadline = time.monotonic() + 20
-        while httpx.get(f"{base}/api/projects/{project['id']}/state", headers=h).json()["state"] != "spec_definition":
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+        _until(
+            lambda: (
+                httpx.get(f"{base}/api/projects/{project['id']}/state", headers=h).json()["state"] == "spec_definition"
+            ),
+            20,
+            "the project's workflow did not reach spec_definition",
+        )
         # the knowledge base runs in the knowledge worker's process (it owns Qdrant's local store)
         snippet = httpx.post(
             f"{base}/api/snippets",
@@ -144,17 +178,27 @@ def test_run_serves_stops_cleanly_and_keeps_data(tmp_path, tiny_llama):
         )
         assert generated.status_code == 200, generated.text
         assert generated.json()["files"][0]["path"] == "add.py"
-        # the launcher restarts a worker that dies
-        worker = next(p for p in _ours(data) if "worker" in p.cmdline())
+        # the launcher restarts a worker that dies: a new process (another pid), the launcher's child
+        launcher = psutil.Process(proc.pid)
+        queue = "orchestrator"
+        worker = _worker_child(launcher, queue)
+        assert worker is not None, [c.cmdline() for c in launcher.children()]
         worker.kill()
-        time.sleep(2)
+        # gone once the launcher has reaped it (a zombie until then): the launcher saw it die
+        _gone, alive = psutil.wait_procs([worker], timeout=30)
+        assert alive == [], f"the killed worker {worker.pid} was never reaped by the launcher"
+        restarted = _until(lambda: _worker_child(launcher, queue), 30, f"the launcher did not restart worker {queue}")
+        assert restarted.pid != worker.pid
+        assert restarted.is_running() and restarted.status() != psutil.STATUS_ZOMBIE
+        assert restarted.ppid() == proc.pid
         _wait_healthy(base, proc, 60)
+        still = _worker_child(launcher, queue)
+        assert still is not None and still.pid == restarted.pid  # and it stayed up
     finally:
         out = _interrupt(proc)
     assert "specmill is running" in out and f"gateway       {base}" in out and "/docs" in out
     assert proc.returncode == 0, out
-    time.sleep(1)
-    assert _ours(data) == [], [p.cmdline() for p in _ours(data)]
+    _assert_nothing_left(data)
 
     proc = _start(env, tmp_path)
     try:
@@ -170,5 +214,4 @@ def test_run_serves_stops_cleanly_and_keeps_data(tmp_path, tiny_llama):
         _wait_similar(base, h, snippet["id"])  # the vectors survived too
     finally:
         _interrupt(proc)
-    time.sleep(1)
-    assert _ours(data) == []
+    _assert_nothing_left(data)

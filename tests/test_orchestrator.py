@@ -125,13 +125,15 @@ async def test_project_crud_list_filter_and_pagination(api, new_tenant):
     assert resp.status_code == 200 and resp.json()["name"] == "renamed" and resp.json()["description"] is None
     assert (await api.put(f"/api/projects/{ids[0]}", json={"state": "completed"}, headers=t.headers)).status_code == 422
     seen, cursor = [], None
-    while True:
+    for _ in range(10):  # 5 projects, 2 a page: 3 pages; a cursor that never ends fails here
         params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
         page = (await api.get("/api/projects", params=params, headers=t.headers)).json()
         seen += [p["id"] for p in page["items"]]
         cursor = page["next_cursor"]
         if not cursor:
             break
+    else:
+        pytest.fail(f"pagination never ended: {seen}")
     assert seen == ids
 
     async def all_in_spec_definition():
@@ -207,25 +209,56 @@ async def test_events_cursor_and_validation(api, new_tenant):
         assert resp.status_code == 422, bad
 
 
+async def _next_event(lines, timeout: float, what: str) -> dict:
+    """The next event (a `data:` line) on an open SSE stream, within `timeout` seconds."""
+
+    async def read() -> dict:
+        async for line in lines:
+            if line.startswith("data: "):
+                return json.loads(line[6:])
+        raise AssertionError(f"the stream ended while waiting for {what}")
+
+    try:
+        return await asyncio.wait_for(read(), timeout)
+    except TimeoutError:
+        raise AssertionError(f"no event on the open stream within {timeout}s while waiting for {what}") from None
+
+
 async def test_sse_stream_delivers_events_live(live_url, api, new_tenant):
+    """The stream replays the backlog first; an event created only after the client has read that
+    replay (so after the stream's first read) must still arrive on the same open stream."""
     t = await new_tenant()
-    received: list[dict] = []
+    earlier = await _ready(api, t, "earlier")
 
-    async def listen():
-        async with httpx.AsyncClient(base_url=live_url, timeout=20) as client:
-            async with client.stream("GET", "/api/events/stream", headers=t.headers) as resp:
-                assert resp.status_code == 200
-                assert resp.headers["content-type"].startswith("text/event-stream")
-                async for line in resp.aiter_lines():
-                    if line.startswith("data: "):
-                        received.append(json.loads(line[6:]))
-                        if any(e["type"] == "project.state_changed" for e in received):
-                            return
+    async def backlog():
+        items = await _events(api, t)
+        settled = any(
+            e["type"] == "project.state_changed"
+            and e["subject_id"] == earlier["id"]
+            and e["payload"]["to_state"] == "spec_definition"
+            for e in items
+        )
+        return items if settled else None
 
-    listener = asyncio.create_task(listen())
-    await asyncio.sleep(0.3)
-    project = await _project(api, t)
-    await asyncio.wait_for(listener, 15)
-    assert received[0]["type"] == "project.created" and received[0]["subject_id"] == project["id"]
-    seqs = [e["seq"] for e in received]
-    assert seqs == sorted(seqs)
+    before = await wait_for(backlog)
+    last_before = before[-1]["seq"]
+    async with httpx.AsyncClient(base_url=live_url, timeout=20) as client:
+        async with client.stream("GET", "/api/events/stream", headers=t.headers) as resp:
+            assert resp.status_code == 200
+            assert resp.headers["content-type"].startswith("text/event-stream")
+            lines = resp.aiter_lines()
+            assert await asyncio.wait_for(anext(lines), 10) == ": connected"
+            replayed: list[dict] = []
+            while not replayed or replayed[-1]["seq"] < last_before:
+                replayed.append(await _next_event(lines, 10, f"the backlog up to seq {last_before}"))
+            assert [e["seq"] for e in replayed] == [e["seq"] for e in before]
+            # only now, the stream open and its backlog read, does the event come to be
+            project = await _project(api, t, "live")
+            live: list[dict] = []
+            while not any(e["type"] == "project.state_changed" and e["subject_id"] == project["id"] for e in live):
+                live.append(await _next_event(lines, 15, f"the events of project {project['id']}"))
+    mine = [e for e in live if e["subject_id"] == project["id"]]
+    assert mine[0]["type"] == "project.created"
+    assert all(e["seq"] > last_before for e in live)  # created after the connection, none replayed twice
+    seqs = [e["seq"] for e in replayed + live]
+    assert seqs == sorted(set(seqs))
