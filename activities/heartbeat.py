@@ -14,12 +14,16 @@ EVERY_S = 5.0  # heartbeat timeouts of the activities that use this are 30 s
 
 
 class Progress:
-    """Where a call on a thread has got to: the thread sets it, the heartbeats report it."""
+    """Where a call on a thread has got to: the thread sets it, the heartbeats report it. Once the
+    activity is cancelled, the thread's next report raises, so it stops before its next model call."""
 
     def __init__(self) -> None:
         self.details: tuple = ()
+        self.cancelled = False
 
     def __call__(self, *details) -> None:
+        if self.cancelled:
+            raise asyncio.CancelledError("the activity was cancelled")
         self.details = details
 
 
@@ -33,5 +37,7 @@ async def heartbeating(awaitable: Awaitable[T], progress: Progress | None = None
                 return task.result()
             activity.heartbeat(*(progress.details if progress else ()))
     except asyncio.CancelledError:
+        if progress is not None:
+            progress.cancelled = True
         task.cancel()
         raise

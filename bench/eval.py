@@ -126,6 +126,7 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> dic
         "dtype": dtype,
         "techniques": techniques,
         "decoding": "greedy",
+        "generation_path": "shared",  # codegen/generate.py + models/generation_steps.py, as the product runs them
         "max_new_tokens": args.max_new_tokens,
         "timeout_s": args.timeout,
         "limit": args.limit,

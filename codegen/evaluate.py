@@ -306,11 +306,13 @@ def render_table(results_dir: Path) -> str:
         "Written by `make eval` (bench/eval.py); one row per results file here. "
         "pass@1 is greedy, with a 95% Wilson interval; parses: the share of extracted code that parses; tok/s: "
         "generated tokens over generation time (CPU runs share a 2-core machine, so read them as rough). "
-        "See codegen/evaluate.py for the fixed prompt and the generation path.",
+        "See codegen/evaluate.py for the fixed prompt and the generation path. path: `shared` runs went through "
+        "the product's own generation functions (codegen/generate.py, models/generation_steps.py); `copy` runs "
+        "(before 2026-12-01) through an earlier copy of them in the eval harness.",
         "",
-        "| run | benchmark | model | dtype | engine | techniques | problems | pass@1 | 95% CI | parses | tok/s "
-        "| threads | wall (s) |",
-        "| --- | --- | --- | --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
+        "| run | benchmark | model | dtype | engine | techniques | path | problems | pass@1 | 95% CI | parses "
+        "| tok/s | threads | wall (s) |",
+        "| --- | --- | --- | --- | --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
     ]
     for path in sorted(results_dir.glob("*.json")):
         try:
@@ -322,7 +324,7 @@ def render_table(results_dir: Path) -> str:
         lines.append(
             f"| [{path.stem}]({path.name}) | {d['benchmark']} | {d['model_label']} | {d.get('dtype') or '-'} "
             f"| {(d.get('backend') or {}).get('engine', '-')} | {', '.join(d['techniques']) or 'baseline'} "
-            f"| {s['problems']} | {s['pass@1']:.3f} "
+            f"| {d.get('generation_path', 'copy')} | {s['problems']} | {s['pass@1']:.3f} "
             f"| {lo:.3f}-{hi:.3f} | {s['parse_rate']:.2f} | {s['tokens_per_s']:.1f} | {d.get('threads') or 'auto'} "
             f"| {s['wall_s']:.0f} |"
         )

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from models.common import ModelName, Public, Strict
 from models.registry import JsonObject
-from models.techniques import HIERARCHICAL
+from models.techniques import HIERARCHICAL, RETRIEVAL
 
 GENERATION_WORKFLOW = "GenerationWorkflow"
 
@@ -90,7 +90,7 @@ class Reference(BaseModel):
 class RetrieveInput(BaseModel):
     tenant_id: UUID
     query: str
-    top_k: int = 3
+    top_k: int = RETRIEVAL.top_k
 
 
 class PlanItem(BaseModel):
