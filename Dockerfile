@@ -18,6 +18,7 @@ COPY store ./store
 COPY knowledge ./knowledge
 COPY codegen ./codegen
 COPY sandbox ./sandbox
+COPY infra ./infra
 # The CPU build of torch keeps the image small; for a GPU image drop the extra index.
 RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu . \
  && useradd --system --create-home --home-dir /home/specmill specmill \
