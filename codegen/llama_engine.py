@@ -179,32 +179,40 @@ class LlamaEngine:
         """Logits (float32) of the last position, after feeding `ids` (1 x T) from position `start`.
 
         Either the whole prompt (start 0) or one token at a time after it."""
-        t = ids.shape[1]
+        return self.forward_rows(ids, start, cache)[0]
+
+    def forward_rows(self, ids: torch.Tensor, start: int, cache: "Cache") -> torch.Tensor:
+        """Logits (B x vocab, float32) of the last position of each of the cache's first B rows,
+        after feeding `ids` (B x T) from position `start`: B sequences in one pass, each row of the
+        cache its own sequence. Either a prompt (start 0, T tokens) or one token per row after it."""
+        b, t = ids.shape
         if t > 1 and start:
             raise ValueError("several tokens are fed at position 0 only")
+        if b > cache.rows:
+            raise ValueError(f"{b} rows fed to a cache of {cache.rows}")
         h = F.embedding(ids, self.embed)
         cos, sin = cache.cos[start : start + t], cache.sin[start : start + t]
         nq, nk, d = self.heads, self.kv_heads, self.head_dim
         end = start + t
         for i, layer in enumerate(self.layers):
             x = self._rms(h, layer.attn_norm)
-            qkv = layer.qkv(x).view(1, t, nq + 2 * nk, d).transpose(1, 2)
+            qkv = layer.qkv(x).view(b, t, nq + 2 * nk, d).transpose(1, 2)
             q, k, v = qkv.split([nq, nk, nk], dim=1)
             q, k = _rope(q, cos, sin), _rope(k, cos, sin)
-            cache.k[i][:, :, start:end] = k
-            cache.v[i][:, :, start:end] = v
+            cache.k[i][:b, :, start:end] = k
+            cache.v[i][:b, :, start:end] = v
             y = F.scaled_dot_product_attention(
-                q, cache.k[i][:, :, :end], cache.v[i][:, :, :end], is_causal=t > 1, enable_gqa=nq != nk
+                q, cache.k[i][:b, :, :end], cache.v[i][:b, :, :end], is_causal=t > 1, enable_gqa=nq != nk
             )
-            h = h + layer.out(y.transpose(1, 2).reshape(1, t, nq * d))
+            h = h + layer.out(y.transpose(1, 2).reshape(b, t, nq * d))
             x = self._rms(h, layer.mlp_norm)
             gate, up = layer.gate_up(x).split(self.intermediate, dim=-1)
             h = h + layer.down(F.silu(gate) * up)
         h = self._rms(h[:, -1:], self.norm)
-        return self.head(h)[0, -1].float()
+        return self.head(h)[:, -1].float()
 
-    def new_cache(self, length: int) -> "Cache":
-        return Cache(self, length)
+    def new_cache(self, length: int, rows: int = 1) -> "Cache":
+        return Cache(self, length, rows)
 
     @torch.inference_mode()
     def generate(
@@ -242,16 +250,40 @@ class LlamaEngine:
 
 
 class Cache:
-    """Keys and values of every layer, allocated once, plus the rotary tables for its length."""
+    """Keys and values of every layer for `rows` sequences, allocated once, plus the rotary tables
+    for its length. Several rows decode together (beams, or n candidates): the prompt is fed once,
+    to row 0, and `share_prompt` gives every row its keys and values; `reorder` moves rows in place
+    when beams are reordered, copying only the rows that change, and only up to the current length."""
 
-    def __init__(self, engine: LlamaEngine, length: int) -> None:
-        shape = (1, engine.kv_heads, length, engine.head_dim)
+    def __init__(self, engine: LlamaEngine, length: int, rows: int = 1) -> None:
+        self.rows = rows
+        shape = (rows, engine.kv_heads, length, engine.head_dim)
         self.k = [torch.empty(shape, dtype=engine.act, device=engine.device) for _ in engine.layers]
         self.v = [torch.empty(shape, dtype=engine.act, device=engine.device) for _ in engine.layers]
         positions = torch.arange(length, device=engine.device)[None]
         probe = torch.empty(1, dtype=torch.float32, device=engine.device)
         cos, sin = engine.rotary(probe, positions)
         self.cos, self.sin = cos[0].to(engine.act), sin[0].to(engine.act)  # L x D, broadcast over heads
+
+    def share_prompt(self, length: int) -> None:
+        """Every row gets row 0's first `length` positions (the prompt, fed once)."""
+        for k, v in zip(self.k, self.v, strict=True):
+            k[1:, :, :length] = k[:1, :, :length]
+            v[1:, :, :length] = v[:1, :, :length]
+
+    def reorder(self, sources: list[int], length: int) -> None:
+        """Row r becomes what row sources[r] was, over the first `length` positions. Only the rows
+        whose source differs are copied (through a gather of just those rows)."""
+        if len(sources) > self.rows:
+            raise ValueError(f"{len(sources)} rows reordered in a cache of {self.rows}")
+        moved = [r for r, src in enumerate(sources) if src != r]
+        if not moved:
+            return
+        dst = torch.tensor(moved, device=self.k[0].device)
+        src = torch.tensor([sources[r] for r in moved], device=self.k[0].device)
+        for k, v in zip(self.k, self.v, strict=True):
+            k[dst, :, :length] = k[src, :, :length]  # the right side gathers first: cycles are safe
+            v[dst, :, :length] = v[src, :, :length]
 
 
 def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

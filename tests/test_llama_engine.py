@@ -155,3 +155,50 @@ def test_other_architectures_use_transformers_generate(tiny_mistral: Path, tmp_p
     assert out.tokens_out == 6
     assert details["engine"] == "transformers-generate" and details["dtype"] == "bf16"
     assert "int4 needs the Llama engine" in details["note"]
+
+
+@torch.inference_mode()
+def test_batched_rows_give_the_logits_of_each_sequence_alone(hf):
+    """The prompt fed once (row 0) and shared, then three continuations decoded in one pass per step:
+    each row's logits equal those of its sequence decoded alone, within 1e-4 (fp32)."""
+    engine = LlamaEngine(hf, "fp32")
+    prompt = [1, 5, 17, 42, 99]
+    steps = [[7, 8, 9], [3, 250, 3], [11, 64, 77]]  # per step, one token for each of the three rows
+    cache = engine.new_cache(len(prompt) + len(steps), rows=3)
+    first = engine.forward_rows(torch.tensor([prompt]), 0, cache)
+    cache.share_prompt(len(prompt))
+    batched = [first.expand(3, -1)]
+    for pos, tokens in enumerate(steps, start=len(prompt)):
+        batched.append(engine.forward_rows(torch.tensor([[t] for t in tokens]), pos, cache))
+    for row in range(3):
+        alone = engine.new_cache(len(prompt) + len(steps))
+        logits = [engine.forward(torch.tensor([prompt]), 0, alone)]
+        for pos, tokens in enumerate(steps, start=len(prompt)):
+            logits.append(engine.forward(torch.tensor([[tokens[row]]]), pos, alone))
+        for step, expected in enumerate(logits):
+            torch.testing.assert_close(batched[step][row], expected, atol=1e-4, rtol=1e-4)
+
+
+@torch.inference_mode()
+def test_reordered_rows_continue_the_sequences_they_were_given(hf):
+    """Beams reordered in place (row 0 <- 2, rows 1 and 2 <- 0, a cycle included): each row then
+    continues the history it took, as that history decoded alone would."""
+    engine = LlamaEngine(hf, "fp32")
+    prompt = [1, 5, 17, 42]
+    histories = [[7, 8], [3, 250], [11, 64]]
+    cache = engine.new_cache(len(prompt) + 3, rows=3)
+    engine.forward_rows(torch.tensor([prompt]), 0, cache)
+    cache.share_prompt(len(prompt))
+    for i in range(2):
+        engine.forward_rows(torch.tensor([[h[i]] for h in histories]), len(prompt) + i, cache)
+    sources = [2, 0, 0]
+    cache.reorder(sources, len(prompt) + 2)
+    nxt = [5, 6, 7]
+    got = engine.forward_rows(torch.tensor([[t] for t in nxt]), len(prompt) + 2, cache)
+    for row, src in enumerate(sources):
+        alone = engine.new_cache(len(prompt) + 3)
+        engine.forward(torch.tensor([prompt + histories[src]]), 0, alone)
+        expected = engine.forward(torch.tensor([[nxt[row]]]), len(prompt) + 2, alone)
+        torch.testing.assert_close(got[row], expected, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="4 rows reordered in a cache of 3"):
+        cache.reorder([0, 1, 2, 0], 1)
