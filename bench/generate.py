@@ -13,6 +13,9 @@ Runners, each a lever of the issue:
   (fp32, bf16, and int8 as dynamic quantization of every Linear with torch.ao);
 - `engine-*`: codegen/llama_engine.py through LocalLlamaBackend's load (fused products, a cache
   allocated once, one Python loop), with fp32, bf16, weight-only int8 or int4 weights;
+- `beam-w*`: codegen/beam_search.py on the int4 engine at widths 1, 2 and 4 (no pruning, no end
+  token: every beam runs `--tokens` steps; tok/s counts the tokens of the best beam, so the ratio to
+  `engine-int4` is beam search's cost per token of output);
 - `llama.cpp`: llama-cpp-python (installed by the make target only) on the GGUF file itself.
 
 tok/s = new tokens / time from the request to the last token (prefill included), over all prompts.
@@ -46,6 +49,9 @@ RUNNERS = [
     "engine-bf16",
     "engine-int8",
     "engine-int4",
+    "beam-w1",
+    "beam-w2",
+    "beam-w4",
     "llama.cpp",
 ]
 DEFAULT = "engine-int4"  # what LOCAL_DTYPE's default runs
@@ -122,7 +128,8 @@ def _hf(job: dict):
     return generate, {"threads": torch.get_num_threads()}
 
 
-def _engine(job: dict):
+def _load_engine(job: dict, dtype: str):
+    """The engine as LocalLlamaBackend loads it, and its details."""
     import torch
 
     from codegen.local_llama import LocalLlamaBackend
@@ -132,17 +139,33 @@ def _engine(job: dict):
         _env_file=None,
         models_dir=job["models_dir"],
         local_model=job["local_model"],
-        local_dtype=job["runner"].removeprefix("engine-"),
+        local_dtype=dtype,
         local_device="cpu",
     )
     backend = LocalLlamaBackend(settings)
     backend.load()
-    engine = backend._engine
+    return backend._engine, {**backend.status().details, "threads": torch.get_num_threads()}
+
+
+def _engine(job: dict):
+    engine, details = _load_engine(job, job["runner"].removeprefix("engine-"))
 
     def generate(prompt: list[int], n: int) -> list[int]:
         return engine.generate(prompt, n, eos=set())
 
-    return generate, {**backend.status().details, "threads": torch.get_num_threads()}
+    return generate, details
+
+
+def _beam(job: dict):
+    from codegen.beam_search import beam_search
+
+    width = int(job["runner"].removeprefix("beam-w"))
+    engine, details = _load_engine(job, "int4")
+
+    def generate(prompt: list[int], n: int) -> list[int]:
+        return beam_search(engine, prompt, n, eos=set(), width=width).hypotheses[0].tokens
+
+    return generate, {**details, "width": width}
 
 
 def _llama_cpp(job: dict):
@@ -164,7 +187,7 @@ def _llama_cpp(job: dict):
     return generate, {"threads": threads, "version": llama_cpp.__version__}
 
 
-_RUNNERS = {"hf": _hf, "engine": _engine, "llama.cpp": _llama_cpp}
+_RUNNERS = {"hf": _hf, "engine": _engine, "beam": _beam, "llama.cpp": _llama_cpp}
 
 
 # --- the parent: prompts, the runners one after another, the table ----------------------------------
