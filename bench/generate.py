@@ -16,6 +16,8 @@ Runners, each a lever of the issue:
 - `beam-w*`: codegen/beam_search.py on the int4 engine at widths 1, 2 and 4 (no pruning, no end
   token: every beam runs `--tokens` steps; tok/s counts the tokens of the best beam, so the ratio to
   `engine-int4` is beam search's cost per token of output);
+- `seq-n4` and `rows-n4`: 4 sampled candidates (temperature 0.8, one seed each) per prompt on the
+  int4 engine, as 4 sequential calls and as one batched pass (`generate_rows`); tok/s counts all 4;
 - `llama.cpp`: llama-cpp-python (installed by the make target only) on the GGUF file itself.
 
 tok/s = new tokens / time from the request to the last token (prefill included), over all prompts.
@@ -52,6 +54,8 @@ RUNNERS = [
     "beam-w1",
     "beam-w2",
     "beam-w4",
+    "seq-n4",
+    "rows-n4",
     "llama.cpp",
 ]
 DEFAULT = "engine-int4"  # what LOCAL_DTYPE's default runs
@@ -73,6 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run_worker(job_file: Path) -> None:
     job = json.loads(job_file.read_text())
     runner, prompts, tokens = job["runner"], job["prompts"], job["tokens"]
+    per_prompt = tokens * (int(runner.rsplit("-n", 1)[1]) if runner.startswith(("seq-", "rows-")) else 1)
     t0 = time.perf_counter()
     if runner == "llama.cpp":
         import llama_cpp  # noqa: F401
@@ -88,8 +93,8 @@ def run_worker(job_file: Path) -> None:
         t0 = time.perf_counter()
         out = generate(prompt, tokens)
         elapsed += time.perf_counter() - t0
-        if len(out) != tokens:
-            raise RuntimeError(f"{runner} produced {len(out)} tokens, not {tokens}")
+        if len(out) != per_prompt:
+            raise RuntimeError(f"{runner} produced {len(out)} tokens, not {per_prompt}")
         outputs.append(out)
     print(
         json.dumps(
@@ -98,7 +103,7 @@ def run_worker(job_file: Path) -> None:
                 "imports_s": imports_s,
                 "load_s": load_s,
                 "seconds": elapsed,
-                "tokens": tokens * len(prompts),
+                "tokens": per_prompt * len(prompts),
                 "outputs": outputs,
                 "details": details,
             }
@@ -168,6 +173,23 @@ def _beam(job: dict):
     return generate, {**details, "width": width}
 
 
+def _candidates(job: dict):
+    import torch
+
+    kind, n = job["runner"].split("-n")
+    engine, details = _load_engine(job, "int4")
+
+    def generate(prompt: list[int], tokens: int) -> list[int]:
+        seeds = [torch.Generator().manual_seed(i) for i in range(int(n))]
+        if kind == "rows":
+            rows = engine.generate_rows(prompt, tokens, eos=set(), temperatures=[0.8] * int(n), generators=seeds)
+        else:
+            rows = [engine.generate(prompt, tokens, eos=set(), temperature=0.8, generator=g) for g in seeds]
+        return [t for row in rows for t in row]
+
+    return generate, {**details, "candidates": int(n)}
+
+
 def _llama_cpp(job: dict):
     from llama_cpp import Llama
 
@@ -187,7 +209,14 @@ def _llama_cpp(job: dict):
     return generate, {"threads": threads, "version": llama_cpp.__version__}
 
 
-_RUNNERS = {"hf": _hf, "engine": _engine, "beam": _beam, "llama.cpp": _llama_cpp}
+_RUNNERS = {
+    "hf": _hf,
+    "engine": _engine,
+    "beam": _beam,
+    "seq": _candidates,
+    "rows": _candidates,
+    "llama.cpp": _llama_cpp,
+}
 
 
 # --- the parent: prompts, the runners one after another, the table ----------------------------------

@@ -248,6 +248,50 @@ class LlamaEngine:
                 return new
             logits = self.forward(torch.tensor([[token]], device=self.device), len(sequence) - 1, cache)
 
+    @torch.inference_mode()
+    def generate_rows(
+        self,
+        prompt: list[int],
+        max_new: int,
+        *,
+        eos: set[int],
+        temperatures: list[float],
+        top_p: float = 1.0,
+        generators: list[torch.Generator | None] | None = None,
+        should_stop: Callable[[list[int]], bool] | None = None,
+    ) -> list[list[int]]:
+        """len(temperatures) continuations of `prompt` decoded together, one forward pass per step:
+        the prompt is fed once and shared, each row chooses its own token (greedy at temperature 0,
+        else sampled with its own generator), and a row that ends (as in `generate`) leaves the
+        batch: the rows still running move to the front of the cache and only they are fed."""
+        n = len(temperatures)
+        generators = generators or [None] * n
+        if len(generators) != n:
+            raise ValueError("one generator (or None) per row")
+        outs: list[list[int]] = [[] for _ in range(n)]
+        if max_new <= 0 or n == 0:
+            return outs
+        cache = self.new_cache(len(prompt) + max_new, rows=n)
+        logits = self.forward_rows(torch.tensor([prompt], device=self.device), 0, cache).expand(n, -1)
+        cache.share_prompt(len(prompt))
+        active = list(range(n))  # the row of the cache at position i decodes outs[active[i]]
+        step = 0
+        while True:
+            still, tokens = [], []
+            for i, r in enumerate(active):
+                token = _choose(logits[i], temperatures[r], top_p, generators[r])
+                outs[r].append(token)
+                if not (token in eos or len(outs[r]) >= max_new or (should_stop is not None and should_stop(outs[r]))):
+                    still.append(i)
+                    tokens.append(token)
+            if not still:
+                return outs
+            cache.reorder(still, len(prompt) + step)  # the running rows to the front
+            active = [active[i] for i in still]
+            feed = torch.tensor([[t] for t in tokens], device=self.device)
+            logits = self.forward_rows(feed, len(prompt) + step, cache)
+            step += 1
+
 
 class Cache:
     """Keys and values of every layer for `rows` sequences, allocated once, plus the rotary tables

@@ -202,3 +202,35 @@ def test_reordered_rows_continue_the_sequences_they_were_given(hf):
         torch.testing.assert_close(got[row], expected, atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="4 rows reordered in a cache of 3"):
         cache.reorder([0, 1, 2, 0], 1)
+
+
+@torch.inference_mode()
+def test_rows_decoded_together_are_the_sequences_decoded_alone(hf):
+    """n candidates in one pass per step: a greedy row is greedy decoding, a sampled row is what its
+    own seeded generator samples alone, and a row that ends leaves the others running."""
+    engine = LlamaEngine(hf, "fp32")
+    prompt = [1, 5, 17, 42, 99]
+    greedy = engine.generate(prompt, 16, eos=set())
+    alone = [
+        engine.generate(prompt, 16, eos=set(), temperature=0.8, generator=torch.Generator().manual_seed(seed))
+        for seed in (1, 2)
+    ]
+    rows = engine.generate_rows(
+        prompt,
+        16,
+        eos=set(),
+        temperatures=[0.0, 0.8, 0.8],
+        generators=[None, torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)],
+    )
+    assert rows == [greedy, *alone]
+    stop_at = greedy[3]  # the greedy row ends at this token's first appearance; the sampled rows go on
+    ended = engine.generate_rows(
+        prompt,
+        16,
+        eos={stop_at},
+        temperatures=[0.0, 0.8],
+        generators=[None, torch.Generator().manual_seed(1)],
+    )
+    assert ended[0] == greedy[: greedy.index(stop_at) + 1]
+    sampled = engine.generate(prompt, 16, eos={stop_at}, temperature=0.8, generator=torch.Generator().manual_seed(1))
+    assert ended[1] == sampled
