@@ -52,14 +52,16 @@ class GenerationActivities:
         api_key = await self._tenant_key(job.tenant_id, job.model)
         return lambda messages, params: _chat(backend, messages, params, api_key)
 
+    async def _on_thread(self, step, job: GenerationInput, *args):
+        """`step(chat, job, *args, progress)` of codegen.generate on a thread, heartbeating its progress."""
+        chat, progress = await self._chat(job), Progress()
+        return await heartbeating(asyncio.to_thread(step, chat, job, *args, progress), progress)
+
     @activity.defn(name=GENERATE_CANDIDATES.name)
     @permanent_failures
     async def generate_candidates(self, inp: CandidatesInput) -> CandidatesResult:
         """n candidates for one spec (codegen.generate.candidates on a thread, heartbeating meanwhile)."""
-        chat, progress = await self._chat(inp.job), Progress()
-        return await heartbeating(
-            asyncio.to_thread(generate.candidates, chat, inp.job, inp.references, inp.round, progress), progress
-        )
+        return await self._on_thread(generate.candidates, inp.job, inp.references, inp.round)
 
     @activity.defn(name=PLAN_MODULE.name)
     @permanent_failures
@@ -77,11 +79,7 @@ class GenerationActivities:
         """hierarchical_generation, step 2: per candidate, one model call per planned item, then the module."""
         if inp.plan is None:
             raise ApplicationError("generate_bodies needs a plan", type="BadRequest", non_retryable=True)
-        chat, progress = await self._chat(inp.job), Progress()
-        return await heartbeating(
-            asyncio.to_thread(generate.bodies, chat, inp.job, inp.plan, inp.references, inp.round, progress),
-            progress,
-        )
+        return await self._on_thread(generate.bodies, inp.job, inp.plan, inp.references, inp.round)
 
     @activity.defn(name=RECORD_GENERATION.name)
     @permanent_failures

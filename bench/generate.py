@@ -77,7 +77,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run_worker(job_file: Path) -> None:
     job = json.loads(job_file.read_text())
     runner, prompts, tokens = job["runner"], job["prompts"], job["tokens"]
-    per_prompt = tokens * (int(runner.rsplit("-n", 1)[1]) if runner.startswith(("seq-", "rows-")) else 1)
     t0 = time.perf_counter()
     if runner == "llama.cpp":
         import llama_cpp  # noqa: F401
@@ -87,6 +86,7 @@ def run_worker(job_file: Path) -> None:
     t0 = time.perf_counter()
     generate, details = _RUNNERS[runner.split("-")[0]](job)
     load_s = time.perf_counter() - t0
+    per_prompt = tokens * details.get("candidates", 1)  # seq-n4 / rows-n4: every candidate's tokens
     generate(prompts[0][:64], 16)  # warm-up
     outputs, elapsed = [], 0.0
     for prompt in prompts:

@@ -168,7 +168,7 @@ class _InProcessSteps:
 
     def __init__(self, backend, job: GenerationInput, retriever: MbppRetriever | None) -> None:
         self.job, self.retriever = job, retriever
-        self.chat = lambda messages, params: backend.chat(messages, params)
+        self.chat = backend.chat
         self.names: dict[UUID, str] = {}  # a reference's id -> its MBPP task id
 
     async def retrieve(self, query: str, top_k: int) -> list[Reference]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from models.common import GENERATION, INTEGRATION, KNOWLEDGE, ORCHESTRATOR, SPEC_REGISTRY
 from models.generation import (
     CandidatesInput,
     CandidatesResult,
@@ -38,16 +39,6 @@ from models.orchestrator import (
 
 A = TypeVar("A")
 R = TypeVar("R")
-
-# the queues, by their base name (a deployment's TASK_QUEUE_PREFIX goes before it)
-ORCHESTRATOR, SPEC_REGISTRY, INTEGRATION, KNOWLEDGE, GENERATION = (
-    "orchestrator",
-    "spec-registry",
-    "integration",
-    "knowledge",
-    "generation",
-)
-QUEUES = (ORCHESTRATOR, SPEC_REGISTRY, INTEGRATION, KNOWLEDGE, GENERATION)
 
 
 @dataclass(frozen=True)

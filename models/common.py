@@ -10,6 +10,16 @@ from pydantic import BaseModel, ConfigDict, field_serializer
 
 T = TypeVar("T")
 
+# The task queues, by their base name (a deployment's TASK_QUEUE_PREFIX goes before it, Settings.queue)
+ORCHESTRATOR, SPEC_REGISTRY, INTEGRATION, KNOWLEDGE, GENERATION = (
+    "orchestrator",
+    "spec-registry",
+    "integration",
+    "knowledge",
+    "generation",
+)
+QUEUES = (ORCHESTRATOR, SPEC_REGISTRY, INTEGRATION, KNOWLEDGE, GENERATION)
+
 # The models a request may name; what each can do right now is GET /api/models.
 ModelName = Literal["local_llama", "deepseek_8b", "openai_api", "anthropic_api"]
 MODEL_NAMES: tuple[str, ...] = get_args(ModelName)

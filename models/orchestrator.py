@@ -8,7 +8,18 @@ from uuid import UUID, uuid5
 from pydantic import BaseModel, Field
 from temporalio.common import SearchAttributeKey
 
-from models.common import ProjectState, Public, Service, Strict, TaskStatus
+from models.common import (
+    GENERATION,
+    INTEGRATION,
+    KNOWLEDGE,
+    ORCHESTRATOR,
+    SPEC_REGISTRY,
+    ProjectState,
+    Public,
+    Service,
+    Strict,
+    TaskStatus,
+)
 from models.generation import GenerationResult, SpecSnapshot
 
 
@@ -81,11 +92,11 @@ def project_workflow_id(project_id: UUID) -> str:
 class PipelineQueues(BaseModel):
     """The task queues a project's run uses (with the deployment's TASK_QUEUE_PREFIX applied)."""
 
-    orchestrator: str = "orchestrator"
-    spec_registry: str = "spec-registry"
-    generation: str = "generation"
-    knowledge: str = "knowledge"
-    integration: str = "integration"
+    orchestrator: str = ORCHESTRATOR
+    spec_registry: str = SPEC_REGISTRY
+    generation: str = GENERATION
+    knowledge: str = KNOWLEDGE
+    integration: str = INTEGRATION
 
 
 class Regenerate(BaseModel):

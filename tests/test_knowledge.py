@@ -926,7 +926,7 @@ async def knowledge_gateway(stack, api, make_app):
         )
     )
     task = asyncio.create_task(server.serve())
-    await wait_for(lambda: asyncio.sleep(0, server.started), timeout=30)
+    await wait_for(lambda: server.started, timeout=30)
     try:
         async for client in make_app(stack.with_(knowledge_url=f"http://127.0.0.1:{port}")):
             yield client

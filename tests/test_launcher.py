@@ -31,16 +31,14 @@ def _start(env, cwd) -> subprocess.Popen:
 
 
 def _wait_healthy(base: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def healthy() -> bool:
         assert proc.poll() is None, proc.stdout.read()
         try:
-            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                return
+            return httpx.get(f"{base}/health", timeout=2).status_code == 200
         except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError("platform did not become healthy")
+            return False
+
+    _until(healthy, timeout, "platform did not become healthy", interval=0.5)
 
 
 def _ours(data_dir) -> list[psutil.Process]:

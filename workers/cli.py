@@ -12,7 +12,7 @@ from uuid import UUID
 
 import typer
 
-from models.common import Role
+from models.common import KNOWLEDGE, Role
 
 app = typer.Typer(help="specmill: typed specifications in, working and tested code out.", no_args_is_help=True)
 tenant_app = typer.Typer(help="Tenants.", no_args_is_help=True)
@@ -267,7 +267,7 @@ def knowledge_reindex(
             REINDEX_WORKFLOW,
             ReindexInput(tenant_id=tenant),
             id=f"knowledge-reindex-{tenant}",
-            task_queue=settings.queue("knowledge"),
+            task_queue=settings.queue(KNOWLEDGE),
             result_type=ReindexResult,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             static_summary=f"re-index tenant {tenant}",

@@ -24,7 +24,8 @@ from activities.knowledge import KnowledgeActivities
 from activities.pipeline import PipelineActivities
 from activities.projects import ProjectActivities
 from models import schema_safety
-from models.activities import GENERATION, INTEGRATION, KNOWLEDGE, ORCHESTRATOR, SPEC_REGISTRY, served_by
+from models.activities import served_by
+from models.common import GENERATION, INTEGRATION, KNOWLEDGE, ORCHESTRATOR, SPEC_REGISTRY
 from models.settings import Settings
 from sandbox import SandboxConfig, SandboxUnavailable, isolation
 from store import model_workers

@@ -17,7 +17,7 @@ from api.errors import ServiceUnavailable
 from codegen.base import ModelStatus
 from codegen.manager import ModelManager
 from models.auth import Principal
-from models.common import Role
+from models.common import GENERATION, KNOWLEDGE, Role
 from models.generation import (
     GENERATION_WORKFLOW,
     GenerateRequest,
@@ -191,11 +191,11 @@ async def generate(body: GenerateRequest, res: ResourcesDep, models: ModelsDep, 
                 max_new_tokens=body.max_new_tokens,
                 n=body.n,
                 temperature=body.temperature,
-                knowledge_queue=s.queue("knowledge"),
+                knowledge_queue=s.queue(KNOWLEDGE),
                 retrieval_query=spec_view(spec.schema_, spec.values).query(),
             ),
             id=generation_workflow_id(gid),
-            task_queue=s.queue("generation"),
+            task_queue=s.queue(GENERATION),
             result_type=GenerationResult,
             static_summary=f"{spec.template_name}@{spec.template_version} with {body.model}",
         )

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from api.deps import Cursor, Limit, PoolDep, PrincipalDep, ResourcesDep
 from knowledge import service
 from knowledge.runtime import KnowledgeRuntime
-from models.common import Page
+from models.common import KNOWLEDGE, Page
 from models.knowledge import (
     INDEX_WORKFLOW,
     EmbedderInfo,
@@ -54,7 +54,7 @@ async def _enqueue(res: ResourcesDep, tenant_id: UUID, items: list[IndexItem], r
             INDEX_WORKFLOW,
             IndexWorkflowInput(tenant_id=tenant_id, batch_size=s.index_batch_size),
             id=index_workflow_id(tenant_id),
-            task_queue=s.queue("knowledge"),
+            task_queue=s.queue(KNOWLEDGE),
             start_signal="enqueue",
             start_signal_args=[IndexRequest(items=items)],
             static_summary=f"knowledge index of tenant {tenant_id}",

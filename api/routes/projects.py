@@ -14,7 +14,18 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import Cursor, Limit, PoolDep, PrincipalDep, SettingsDep, TemporalDep
 from api.errors import ServiceUnavailable
-from models.common import TERMINAL_STATES, Page, ProjectState, Service, TaskStatus
+from models.common import (
+    GENERATION,
+    INTEGRATION,
+    KNOWLEDGE,
+    ORCHESTRATOR,
+    SPEC_REGISTRY,
+    TERMINAL_STATES,
+    Page,
+    ProjectState,
+    Service,
+    TaskStatus,
+)
 from models.orchestrator import (
     PROJECT_WORKFLOW,
     STATE_KEY,
@@ -59,7 +70,7 @@ async def create_project(
                     project_id=project.id, tenant_id=p.tenant_id, user_id=p.user_id, queues=pipeline_queues(settings)
                 ),
                 id=project.workflow_id,
-                task_queue=settings.queue("orchestrator"),
+                task_queue=settings.queue(ORCHESTRATOR),
                 search_attributes=TypedSearchAttributes(
                     [
                         SearchAttributePair(TENANT_KEY, str(p.tenant_id)),
@@ -85,11 +96,11 @@ async def update_project(project_id: UUID, body: ProjectUpdate, pool: PoolDep, p
 
 def pipeline_queues(settings) -> PipelineQueues:
     return PipelineQueues(
-        orchestrator=settings.queue("orchestrator"),
-        spec_registry=settings.queue("spec-registry"),
-        generation=settings.queue("generation"),
-        knowledge=settings.queue("knowledge"),
-        integration=settings.queue("integration"),
+        orchestrator=settings.queue(ORCHESTRATOR),
+        spec_registry=settings.queue(SPEC_REGISTRY),
+        generation=settings.queue(GENERATION),
+        knowledge=settings.queue(KNOWLEDGE),
+        integration=settings.queue(INTEGRATION),
     )
 
 
@@ -228,7 +239,7 @@ async def regenerate(project_id: UUID, pool: PoolDep, p: PrincipalDep, temporal:
                 regenerate=Regenerate(instance_ids=changes.changed + changes.new, from_state=project.state),
             ),
             id=project.workflow_id,
-            task_queue=settings.queue("orchestrator"),
+            task_queue=settings.queue(ORCHESTRATOR),
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
             search_attributes=TypedSearchAttributes(
                 [SearchAttributePair(TENANT_KEY, str(p.tenant_id)), SearchAttributePair(STATE_KEY, project.state.value)]
