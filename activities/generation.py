@@ -23,6 +23,7 @@ from models.generation import (
     RecordGenerationInput,
 )
 from models.settings import Settings
+from models.techniques import Unsupported
 from store import generations, leases
 
 
@@ -50,12 +51,15 @@ class GenerationActivities:
         except KeyError as err:
             raise ApplicationError(f"unknown model {job.model!r}", type="BadRequest", non_retryable=True) from err
         api_key = await self._tenant_key(job.tenant_id, job.model)
-        return lambda messages, params: _chat(backend, messages, params, api_key)
+        return generate.ModelCall(backend, call=lambda messages, params: _chat(backend, messages, params, api_key))
 
     async def _on_thread(self, step, job: GenerationInput, *args):
         """`step(chat, job, *args, progress)` of codegen.generate on a thread, heartbeating its progress."""
         chat, progress = await self._chat(job), Progress()
-        return await heartbeating(asyncio.to_thread(step, chat, job, *args, progress), progress)
+        try:
+            return await heartbeating(asyncio.to_thread(step, chat, job, *args, progress), progress)
+        except Unsupported as err:  # a technique this model cannot run: no retry changes that
+            raise ApplicationError(str(err), type="BadRequest", non_retryable=True) from err
 
     @activity.defn(name=GENERATE_CANDIDATES.name)
     @permanent_failures

@@ -2,7 +2,8 @@
 
 spec-registry: `attach_templates` (initialization) and `check_specs` (spec.complete);
 integration: `integrate_artifacts` (static checks, artifacts stored by content hash) and
-`run_spec_tests` (each instance's tests in sandbox/, one workflow_tasks row per round).
+`run_spec_tests` (each instance's tests in sandbox/, one workflow_tasks row per round) and
+`test_candidates` (a generation's candidates against the spec's visible tests, to choose among them).
 Every one is idempotent: a retry after a crash finds what the first attempt stored.
 """
 
@@ -19,9 +20,10 @@ from temporalio.exceptions import ApplicationError
 
 from activities.errors import permanent_failures
 from activities.heartbeat import Progress, heartbeating
-from models.activities import ATTACH_TEMPLATES, CHECK_SPECS, INTEGRATE_ARTIFACTS, RUN_SPEC_TESTS
+from codegen.candidate_tests import run_candidates
+from models.activities import ATTACH_TEMPLATES, CHECK_SPECS, INTEGRATE_ARTIFACTS, RUN_SPEC_TESTS, TEST_CANDIDATES
 from models.common import Service, TaskStatus
-from models.generation import SpecSnapshot
+from models.generation import SpecSnapshot, TestCandidatesInput, TestCandidatesResult
 from models.orchestrator import (
     SANDBOX_UNAVAILABLE,
     ArtifactRef,
@@ -248,6 +250,29 @@ class PipelineActivities:
             self._pool, **task, status=TaskStatus.failed if outcome.failing else TaskStatus.completed
         )
         return outcome
+
+    @activity.defn(name=TEST_CANDIDATES.name)
+    @permanent_failures
+    async def test_candidates(self, inp: TestCandidatesInput) -> TestCandidatesResult:
+        """Each candidate of a generation against the spec's visible tests, in sandbox/ with the limits of
+        the debugging state; nothing is stored (the generation records the results in its candidates)."""
+        progress = Progress()
+        try:
+            results = await heartbeating(
+                asyncio.to_thread(
+                    run_candidates,
+                    inp.codes,
+                    inp.tests,
+                    config=self._sandbox,
+                    timeout_s=TEST_TIMEOUT_S,
+                    memory_mb=TEST_MEMORY_MB,
+                    progress=progress,
+                ),
+                progress,
+            )
+        except SandboxUnavailable as err:  # never run unconfined; no retry can fix it
+            raise _no_sandbox(str(err)) from err
+        return TestCandidatesResult(results=results)
 
 
 class FileChecks:

@@ -27,10 +27,8 @@ sys.path.insert(0, str(ROOT))
 from codegen import evaluate as ev
 from codegen.manager import ModelManager
 from models.settings import Settings
-from models.techniques import check
+from models.techniques import BeamSettings, TechniqueOptions, check
 from sandbox import SandboxConfig
-
-SUPPORTED = {"retrieval_augmentation", "hierarchical_generation"}  # techniques this harness runs (the baseline: none)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -51,18 +49,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="evaluate this MBPP split instead of HumanEval",
     )
+    p.add_argument("--beam-width", type=int, default=None, help="syntax_aware_beam_search: width (1-8)")
+    p.add_argument("--length-penalty", type=float, default=None, help="syntax_aware_beam_search: length penalty")
+    p.add_argument(
+        "--visible-tests",
+        choices=["on", "off"],
+        default=None,
+        help="syntax_aware_beam_search: rank the beams by the docstring's examples (HumanEval only)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)")
     p.add_argument("--name", default=None, help="results file name (default from the settings)")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "eval")
     return p.parse_args(argv)
 
 
+def options(args: argparse.Namespace, techniques: list[str]) -> TechniqueOptions:
+    """The techniques' parameters from the flags (a flag for a technique not asked for is an error)."""
+    beam = {
+        k: v
+        for k, v in {
+            "width": args.beam_width,
+            "length_penalty": args.length_penalty,
+            "visible_tests": None if args.visible_tests is None else args.visible_tests == "on",
+        }.items()
+        if v is not None
+    }
+    if beam and "syntax_aware_beam_search" not in techniques:
+        raise SystemExit("--beam-width, --length-penalty and --visible-tests need syntax_aware_beam_search")
+    return TechniqueOptions(syntax_aware_beam_search=BeamSettings(**beam) if beam else None)
+
+
 def main(argv: list[str] | None = None, settings: Settings | None = None) -> dict:
     args = parse_args(argv)
     techniques = check([t.strip() for t in args.techniques.split(",") if t.strip()])
-    unsupported = [t for t in techniques if t not in SUPPORTED]
-    if unsupported:
-        raise SystemExit(f"the eval harness does not run {', '.join(unsupported)} yet")
     if ("retrieval_augmentation" in techniques or args.mbpp_split) and args.mbpp is None:
         raise SystemExit("--mbpp PATH is needed for retrieval_augmentation and for --mbpp-split")
     if args.threads:
@@ -91,6 +110,7 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> dic
         max_new_tokens=args.max_new_tokens,
         timeout_s=args.timeout,
         sandbox=SandboxConfig.from_settings(settings),
+        options=options(args, techniques),
     )
     print(
         f"{benchmark}: {len(problems)} problems, {args.model} ({model_label}, {dtype or '-'}), "
@@ -114,6 +134,8 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> dic
                 model_label,
                 dtype,
                 "+".join(techniques) or "baseline",
+                f"w{args.beam_width}" if args.beam_width else None,
+                "no-visible-tests" if args.visible_tests == "off" else None,
                 f"first{args.limit}" if args.limit else None,
             ],
         )
@@ -125,7 +147,8 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> dic
         "model_label": model_label,
         "dtype": dtype,
         "techniques": techniques,
-        "decoding": "greedy",
+        "decoding": "beam" if "syntax_aware_beam_search" in techniques else "greedy",
+        "options": cfg.options.model_dump(exclude_none=True),
         "generation_path": "shared",  # codegen/generate.py + models/generation_steps.py, as the product runs them
         "max_new_tokens": args.max_new_tokens,
         "timeout_s": args.timeout,

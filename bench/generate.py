@@ -155,8 +155,10 @@ def _load_engine(job: dict, dtype: str):
 def _engine(job: dict):
     engine, details = _load_engine(job, job["runner"].removeprefix("engine-"))
 
+    from codegen.decoding import Stopping
+
     def generate(prompt: list[int], n: int) -> list[int]:
-        return engine.generate(prompt, n, eos=set())
+        return engine.generate(prompt, Stopping(set(), n))
 
     return generate, details
 
@@ -176,15 +178,18 @@ def _beam(job: dict):
 def _candidates(job: dict):
     import torch
 
+    from codegen.decoding import Sampling, Stopping
+
     kind, n = job["runner"].split("-n")
     engine, details = _load_engine(job, "int4")
 
     def generate(prompt: list[int], tokens: int) -> list[int]:
         seeds = [torch.Generator().manual_seed(i) for i in range(int(n))]
+        choosers = [Sampling(0.8, 1.0, g) for g in seeds]
         if kind == "rows":
-            rows = engine.generate_rows(prompt, tokens, eos=set(), temperatures=[0.8] * int(n), generators=seeds)
+            rows = engine.generate_rows(prompt, Stopping(set(), tokens), choosers)
         else:
-            rows = [engine.generate(prompt, tokens, eos=set(), temperature=0.8, generator=g) for g in seeds]
+            rows = [engine.generate(prompt, Stopping(set(), tokens), chooser=c) for c in choosers]
         return [t for row in rows for t in row]
 
     return generate, {**details, "candidates": int(n)}

@@ -19,15 +19,40 @@ class Message:
 
 
 @dataclass(frozen=True)
+class Beam:
+    """Beam search (syntax_aware_beam_search): `width` beams, ranked by log-probability / length ** penalty;
+    `prune`: drop at line ends the beams whose code can no longer parse (codegen/syntax_check.py)."""
+
+    width: int = 4
+    length_penalty: float = 1.0
+    prune: bool = True
+
+
+@dataclass(frozen=True)
 class GenerationParams:
     max_new_tokens: int = 256
     temperature: float = 0.0  # 0: greedy
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
-    # A JSON Schema (as JSON text) the answer must follow. local_llama constrains decoding to it with
-    # xgrammar; other backends may ignore it (callers check the answer anyway).
+    # A JSON Schema (as JSON text) the answer must follow, on backends with the `json_schema` or
+    # `logits` capability; others ignore it (callers check the answer anyway).
     json_schema: str | None = None
+    # An EBNF grammar (xgrammar's dialect; codegen/python_grammar.py) the answer must follow: only for
+    # backends with the `logits` or `grammar` capability (models.techniques.resolve checks).
+    grammar: str | None = None
+    beam: Beam | None = None  # only for backends with the `logits` or `beam_search` capability
+
+
+@dataclass(frozen=True)
+class Alternative:
+    """One finished beam of a beam search."""
+
+    text: str
+    tokens_out: int
+    logprob: float  # summed over its tokens
+    score: float  # logprob / tokens_out ** length_penalty: the order of the beams
+    finish_reason: str
 
 
 @dataclass(frozen=True)
@@ -36,7 +61,10 @@ class Completion:
     tokens_in: int
     tokens_out: int
     latency_s: float
-    finish_reason: str = "stop"  # "stop" | "length"
+    finish_reason: str = "stop"  # "stop" | "length" | "dead_end" (the grammar allowed no token)
+    # beam search: every finished beam, best first (text is the first one's); empty otherwise
+    alternatives: tuple[Alternative, ...] = ()
+    notes: tuple[str, ...] = ()  # what decoding observed: beams pruned, grammar dead ends
 
 
 @dataclass
@@ -57,6 +85,9 @@ class ModelUnavailable(Exception):
 
 class Backend(Protocol):
     name: str
+    # What it can do, in the vocabulary of models.techniques.CAPABILITIES; techniques are checked
+    # against it (models.techniques.resolve) before anything runs.
+    capabilities: frozenset[str]
 
     def status(self) -> ModelStatus: ...
 

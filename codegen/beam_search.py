@@ -18,11 +18,14 @@ visible tests happens above it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
+from codegen import decoding
+from codegen.decoding import Processor
 from codegen.llama_engine import LlamaEngine
 from codegen.syntax_check import complete_lines, viable
 
@@ -43,6 +46,7 @@ class Hypothesis:
 class BeamResult:
     hypotheses: list[Hypothesis]  # best first
     pruned: int = 0  # beams dropped because their code could no longer parse
+    dead_ends: int = 0  # beams a processor (the grammar) left no token
     steps: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -59,10 +63,13 @@ def beam_search(
     code_of: Callable[[list[int]], str] | None = None,
     newline_tokens: set[int] | None = None,
     should_stop: Callable[[list[int]], bool] | None = None,
+    processors: Sequence[Processor] = (),
 ) -> BeamResult:
     """The `width` best continuations of `prompt`. `code_of(tokens)` gives the code a beam has written
     (for the syntax check); it runs when a beam's last token is in `newline_tokens` (None: every step).
-    Without `code_of` nothing is pruned."""
+    Without `code_of` nothing is pruned. `processors` (a grammar's masks, one state per row) change
+    each step's logits and follow the beams: `reorder` before `advance`, as codegen/decoding.py says;
+    a beam they leave no token is a dead end and is dropped (counted in `dead_ends`)."""
     if not 1 <= width <= MAX_WIDTH:
         raise ValueError(f"beam width must be 1..{MAX_WIDTH}, not {width}")
     if max_new <= 0:
@@ -75,12 +82,17 @@ def beam_search(
     result = BeamResult(hypotheses=[])
     while beams:
         result.steps += 1
-        logprobs = torch.log_softmax(logits[: len(beams)], dim=-1)
+        live = decoding.apply(processors, logits[: len(beams)])
+        # a fully masked row gives NaN: -inf too (nan_to_num would turn -inf itself into a finite number)
+        logprobs = torch.log_softmax(live, dim=-1).nan_to_num(nan=-math.inf, neginf=-math.inf)
+        result.dead_ends += sum(decoding.dead(row) for row in live)
         totals = logprobs + torch.tensor([lp for _, lp in beams], device=logprobs.device)[:, None]
         # 2 x width candidates: enough to refill the beam after some finish or are pruned
         top = torch.topk(totals.flatten(), min(2 * width, totals.numel()))
         kept: list[tuple[list[int], float, int]] = []  # (tokens, log-probability, parent row)
         for value, flat in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+            if value == -math.inf:
+                break  # the rest are masked out too
             parent, token = divmod(flat, logprobs.shape[1])
             tokens = beams[parent][0] + [token]
             if token in eos or (should_stop is not None and should_stop(tokens)):
@@ -105,11 +117,16 @@ def beam_search(
         if not kept:
             break
         cache.reorder([parent for _, _, parent in kept], len(prompt) + len(kept[0][0]) - 1)
+        decoding.reorder(processors, [parent for _, _, parent in kept])
+        decoding.advance(processors, [tokens[-1] for tokens, _, _ in kept])
         beams = [(tokens, lp) for tokens, lp, _ in kept]
         feed = torch.tensor([[tokens[-1]] for tokens, _ in beams], device=engine.device)
         logits = engine.forward_rows(feed, len(prompt) + len(beams[0][0]) - 1, cache)
     if not finished:
-        result.notes.append("every beam was pruned: no continuation kept the code valid Python")
+        why = (
+            "the grammar allowed no continuation" if result.dead_ends else "no continuation kept the code valid Python"
+        )
+        result.notes.append(f"no beam finished: {why}")
     finished.sort(key=lambda h: h.score(length_penalty), reverse=True)
     result.hypotheses = finished[:width]
     return result

@@ -42,12 +42,14 @@ from pathlib import Path
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from codegen import generate
+from codegen.candidate_tests import docstring_tests, run_candidates
 from codegen.hierarchical import PlanError
 from models.builtin_templates import PYTHON_FUNCTION, SYSTEM_TENANT, builtin_id
-from models.generation import CandidatesResult, GenerationInput, Plan, Reference, SpecSnapshot
+from models.generation import CandidatesResult, CandidateTests, GenerationInput, Plan, Reference, SpecSnapshot
 from models.generation_steps import best, run_steps
 from models.schema_rules import values_hash
 from models.spec_view import spec_view
+from models.techniques import TechniqueOptions
 from sandbox import SandboxConfig, run_tests
 
 PROMPT_HUMANEVAL = (
@@ -63,7 +65,8 @@ class Problem:
     benchmark: str
     values: dict  # the python-function spec values
     prefix: str  # code placed before the generated code in the program tested
-    tests: list[str]
+    tests: list[str]  # the hidden tests that score it
+    visible: list[str] = field(default_factory=list)  # what candidates may be ranked by (never the hidden ones)
 
 
 def load_humaneval(limit: int | None = None, path: Path | None = None) -> list[Problem]:
@@ -80,6 +83,7 @@ def load_humaneval(limit: int | None = None, path: Path | None = None) -> list[P
             {"function_name": r["entry_point"], "description": PROMPT_HUMANEVAL, "signature": r["prompt"].strip()},
             r["prompt"],
             [r["test"], f"check({r['entry_point']})"],
+            docstring_tests(r["prompt"], r["entry_point"]),
         )
         for r in rows
     ]
@@ -160,15 +164,16 @@ class EvalConfig:
     memory_mb: int = 1024
     extra: dict = field(default_factory=dict)
     sandbox: SandboxConfig | None = None  # the integration worker's (SandboxConfig.from_settings)
+    options: TechniqueOptions = field(default_factory=TechniqueOptions)
 
 
 class _InProcessSteps:
     """The steps of models.generation_steps run in this process: the shipped candidate generation
     (codegen.generate) against the backend, retrieval against the eval's corpus."""
 
-    def __init__(self, backend, job: GenerationInput, retriever: MbppRetriever | None) -> None:
-        self.job, self.retriever = job, retriever
-        self.chat = backend.chat
+    def __init__(self, backend, job: GenerationInput, retriever: MbppRetriever | None, problem: Problem, cfg) -> None:
+        self.job, self.retriever, self.problem, self.cfg = job, retriever, problem, cfg
+        self.chat = generate.ModelCall(backend)
         self.names: dict[UUID, str] = {}  # a reference's id -> its MBPP task id
 
     async def retrieve(self, query: str, top_k: int) -> list[Reference]:
@@ -188,6 +193,17 @@ class _InProcessSteps:
         if plan is not None:
             return generate.bodies(self.chat, self.job, plan, references, round_)
         return generate.candidates(self.chat, self.job, references, round_)
+
+    async def test(self, codes: list[str], tests: list[str]) -> list[CandidateTests]:
+        """As the integration worker's test_candidates, after the problem's own setup code."""
+        return run_candidates(
+            codes,
+            tests,
+            prefix=self.problem.prefix,
+            config=self.cfg.sandbox,
+            timeout_s=self.cfg.timeout_s,
+            memory_mb=self.cfg.memory_mb,
+        )
 
 
 def job_for(problem: Problem, cfg: EvalConfig) -> GenerationInput:
@@ -211,6 +227,8 @@ def job_for(problem: Problem, cfg: EvalConfig) -> GenerationInput:
         n=1,
         temperature=0.0,
         retrieval_query=spec_view(PYTHON_FUNCTION, problem.values).query(),
+        options=cfg.options,
+        visible_tests=problem.visible,
     )
 
 
@@ -218,7 +236,7 @@ def solve(problem: Problem, backend, cfg: EvalConfig, retriever: MbppRetriever |
     """Generate for a problem exactly as the generation workflow does (models.generation_steps over
     codegen.generate), then test the chosen code in the sandbox against the problem's tests."""
     job = job_for(problem, cfg)
-    steps = _InProcessSteps(backend, job, retriever)
+    steps = _InProcessSteps(backend, job, retriever, problem, cfg)
     try:
         result = asyncio.run(run_steps(job, steps))
     except ValueError as err:  # the activity's BadRequest (a prompt longer than the model's context) or PlanInvalid
@@ -254,6 +272,9 @@ def solve(problem: Problem, backend, cfg: EvalConfig, retriever: MbppRetriever |
         "latency_s": round(sum(c.latency_s for c in candidates), 3),
         "finish_reason": chosen.finish_reason,
         "rounds": len({c.round for c in candidates}),
+        "candidates": len(candidates),
+        "visible_tests": len(problem.visible),
+        "chosen_tests": chosen.tests.model_dump() if chosen.tests else None,
         "references": [steps.names[i] for i in result.provenance.retrieved_snippets],
         "error": error[:300] if error else None,
         "sandbox": run.isolation,

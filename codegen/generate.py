@@ -9,17 +9,38 @@ the decoding parameters, extraction, the parse check, the plan and its bodies) h
 
 from __future__ import annotations
 
+import ast
 import json
 from collections.abc import Callable
+from typing import Protocol
 
-from codegen import hierarchical
-from codegen.base import Completion, GenerationParams, Message
+from codegen import hierarchical, python_grammar
+from codegen.base import Beam, Completion, GenerationParams, Message
 from codegen.prompts import build_messages, extract_code, parses
 from models.generation import Candidate, CandidatesResult, GenerationInput, Plan, Reference
-from models.spec_view import spec_view
-from models.techniques import HIERARCHICAL, RETRIEVAL
+from models.spec_view import SpecView, spec_view
+from models.techniques import HIERARCHICAL, RETRIEVAL, Mode, resolve
 
-Chat = Callable[[list[Message], GenerationParams], Completion]
+
+class Chat(Protocol):
+    """One model call, and what the model behind it can do (models.techniques.CAPABILITIES)."""
+
+    capabilities: frozenset[str]
+
+    def __call__(self, messages: list[Message], params: GenerationParams) -> Completion: ...
+
+
+class ModelCall:
+    """A backend's chat as a `Chat` (with the tenant's provider key, when it has one)."""
+
+    def __init__(self, backend, api_key: str | None = None, call=None) -> None:
+        self.capabilities = frozenset(backend.capabilities)
+        self._call = call or (lambda messages, params: backend.chat(messages, params, api_key=api_key))
+
+    def __call__(self, messages: list[Message], params: GenerationParams) -> Completion:
+        return self._call(messages, params)
+
+
 Progress = Callable[..., None]  # called with the candidate (and item) index after each model call
 
 TOKENS_PER_CHAR = 0.25  # a reference's share of the prompt budget is estimated from its length
@@ -46,9 +67,28 @@ def candidate_temperature(job: GenerationInput, index: int) -> float:
     return job.temperature
 
 
-def candidate_params(job: GenerationInput, round_: int, index: int) -> GenerationParams:
+def modes(chat: Chat, job: GenerationInput, view: SpecView) -> dict[str, Mode]:
+    """How each of the job's techniques runs on this model (Unsupported, a ValueError, when one cannot)."""
+    return resolve(job.techniques, model=job.model, capabilities=chat.capabilities, language=view.language, n=job.n)
+
+
+def candidate_params(
+    job: GenerationInput, round_: int, index: int, modes: dict[str, Mode] | None = None
+) -> GenerationParams:
+    """The decoding of one candidate: greedy or sampled, and what the decoding techniques add (a beam
+    search, the Python grammar) where the model runs them itself."""
+    modes = modes or {}
+    beam = modes.get("syntax_aware_beam_search")
+    grammar = modes.get("hybrid_grammar_neural")
+    settings = job.options.beam()
     return GenerationParams(
-        max_new_tokens=job.max_new_tokens, temperature=candidate_temperature(job, index), seed=1000 * round_ + index
+        max_new_tokens=job.max_new_tokens,
+        temperature=candidate_temperature(job, index),
+        seed=1000 * round_ + index,
+        beam=(
+            Beam(settings.width, settings.length_penalty, prune=beam.requires == "logits") if beam is not None else None
+        ),
+        grammar=python_grammar.ebnf() if grammar is not None and grammar.requires != "chat" else None,
     )
 
 
@@ -72,29 +112,96 @@ def candidates(
     round_: int,
     progress: Progress | None = None,
 ) -> CandidatesResult:
-    """`job.n` candidates for one spec, one model call each, with the references in the prompt."""
+    """`job.n` candidates for one spec, one model call each (or one beam search, whose finished beams
+    are the candidates), with the references in the prompt."""
     view = spec_view(job.spec.schema_, job.spec.values)
+    how = modes(chat, job, view)
     messages = build_messages(view, references=_references(references), feedback=job.feedback)
+    recheck = how.get("hybrid_grammar_neural")
+    retries = job.options.grammar().retries if recheck is not None and recheck.requires == "chat" else 0
     out: list[Candidate] = []
     for i in range(job.n):
-        completion = chat(messages, candidate_params(job, round_, i))
-        code = extract_code(completion.text, view.language)
-        out.append(
-            Candidate(
-                model=job.model,
-                techniques=job.techniques,
-                code=code,
-                tokens_in=completion.tokens_in,
-                tokens_out=completion.tokens_out,
-                latency_s=round(completion.latency_s, 3),
-                parses=parses(code, view.language),
-                finish_reason=completion.finish_reason,
-                round=round_,
+        params = candidate_params(job, round_, i, how)
+        completion, attempts = _asked_until_it_parses(chat, messages, params, view.language, retries)
+        answers = _answers(completion)
+        for text, extra in answers:
+            code = extract_code(text, view.language)
+            out.append(
+                Candidate(
+                    model=job.model,
+                    techniques=job.techniques,
+                    code=code,
+                    tokens_in=completion.tokens_in,
+                    tokens_out=extra.get("tokens_out", completion.tokens_out),
+                    latency_s=round(completion.latency_s / len(answers), 3),  # a beam search's time, shared
+                    parses=parses(code, view.language),
+                    finish_reason=extra.get("finish_reason", completion.finish_reason),
+                    round=round_,
+                    score=extra.get("score"),
+                    attempts=attempts,
+                    notes=list(completion.notes),
+                )
             )
-        )
         if progress:
             progress(i + 1)
     return CandidatesResult(candidates=out, path=view.path, language=view.language)
+
+
+def _answers(completion: Completion) -> list[tuple[str, dict]]:
+    """The answers in a completion: each finished beam of a beam search, else its one text."""
+    if not completion.alternatives:
+        return [(completion.text, {})]
+    return [
+        (a.text, {"tokens_out": a.tokens_out, "finish_reason": a.finish_reason, "score": a.score})
+        for a in completion.alternatives
+    ]
+
+
+def _asked_until_it_parses(
+    chat: Chat, messages: list[Message], params: GenerationParams, language: str, retries: int
+) -> tuple[Completion, int]:
+    """hybrid_grammar_neural on a model that cannot take the grammar: the answer checked with Python's
+    parser and asked for again, told the error, up to `retries` more times. (The completion returned
+    is the last one; tokens and latency add up over the attempts.)"""
+    completion = chat(messages, params)
+    attempts, tokens_in, tokens_out, latency = 1, completion.tokens_in, completion.tokens_out, completion.latency_s
+    while attempts <= retries:
+        error = syntax_error(extract_code(completion.text, language))
+        if error is None:
+            break
+        messages = [
+            *messages,
+            Message("assistant", completion.text),
+            Message("user", f"That code does not parse: {error}. Answer again with the whole corrected code."),
+        ]
+        completion = chat(messages, params)
+        attempts += 1
+        tokens_in, tokens_out = tokens_in + completion.tokens_in, tokens_out + completion.tokens_out
+        latency += completion.latency_s
+    if attempts == 1:
+        return completion, 1
+    return (
+        Completion(
+            text=completion.text,
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
+            latency_s=latency,
+            finish_reason=completion.finish_reason,
+            notes=(*completion.notes, f"asked {attempts} times until the code parsed or the retries ran out"),
+        ),
+        attempts,
+    )
+
+
+def syntax_error(code: str) -> str | None:
+    """Python's own message for why `code` does not parse (None: it parses)."""
+    try:
+        ast.parse(code)
+    except SyntaxError as err:
+        return f"line {err.lineno}: {err.msg}"
+    except ValueError as err:  # a NUL byte
+        return str(err)
+    return None
 
 
 def plan(chat: Chat, job: GenerationInput, attempts: int = HIERARCHICAL.plan_attempts) -> Plan:

@@ -9,8 +9,9 @@ computation with fewer, larger operations:
 - the key/value cache is allocated once for the whole request and written in place;
 - rotary embeddings come from the model's own rotary module (so every rope scaling it supports
   applies), computed once per request;
-- the decoding loop (greedy or sampled, stop strings, a grammar's logits processor) is one
-  Python loop with one forward call per token.
+- the decoding loop is one Python loop with one forward call per token, composed of the objects of
+  codegen/decoding.py: logits processors (a grammar's masks), a chooser (greedy or sampling) and
+  stopping criteria; beam search (codegen/beam_search.py) is its own loop over the same engine.
 
 Weights (`weights`):
 - `fp32` / `bf16`: as they are, in that dtype;
@@ -28,11 +29,14 @@ transformers' own forward pass in the tests (tests/test_local_llama.py).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F  # noqa: N812 - torch's own idiom
+
+from codegen import decoding
+from codegen.decoding import GREEDY, Chooser, Processor, Stopping
 
 GROUP = 32  # int4 group size along the input dimension: a GGUF Q4 block
 SUPPORTED_TYPES = {"llama"}
@@ -218,60 +222,43 @@ class LlamaEngine:
     def generate(
         self,
         prompt: list[int],
-        max_new: int,
+        stopping: Stopping,
         *,
-        eos: set[int],
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        generator: torch.Generator | None = None,
-        should_stop: Callable[[list[int]], bool] | None = None,
-        processor=None,
+        chooser: Chooser = GREEDY,
+        processors: Sequence[Processor] = (),
     ) -> list[int]:
-        """New token ids after `prompt`: greedy when temperature is 0, else sampled (temperature, top-p).
-
-        Ends at an eos token (kept), after `max_new` tokens, or when `should_stop(new ids)` says so.
-        `processor(input_ids, scores) -> scores` (a transformers-style logits processor, e.g. a
-        grammar) sees the whole sequence and the logits before each choice."""
-        if max_new <= 0:
+        """New token ids after `prompt`, one forward pass per token: the processors change the logits,
+        the chooser picks the token, and `stopping` ends the sequence (an end token is kept) and says
+        why in its `reason` (DEAD_END when the processors left no token at all)."""
+        if stopping.max_new <= 0:
+            stopping.reason = "length"
             return []
-        cache = self.new_cache(len(prompt) + max_new)
-        sequence = list(prompt)
+        cache = self.new_cache(len(prompt) + stopping.max_new)
         logits = self.forward(torch.tensor([prompt], device=self.device), 0, cache)
         new: list[int] = []
         while True:
-            if processor is not None:
-                logits = processor(torch.tensor([sequence], device=self.device), logits[None])[0]
-            token = _choose(logits, temperature, top_p, generator)
-            new.append(token)
-            sequence.append(token)
-            if token in eos or len(new) >= max_new or (should_stop is not None and should_stop(new)):
+            logits = decoding.apply(processors, logits[None])[0]
+            if decoding.dead(logits):
+                stopping.dead_end()
                 return new
-            logits = self.forward(torch.tensor([[token]], device=self.device), len(sequence) - 1, cache)
+            token = chooser(logits)
+            decoding.advance(processors, [token])
+            new.append(token)
+            if stopping.done(new):
+                return new
+            logits = self.forward(torch.tensor([[token]], device=self.device), len(prompt) + len(new) - 1, cache)
 
     @torch.inference_mode()
-    def generate_rows(
-        self,
-        prompt: list[int],
-        max_new: int,
-        *,
-        eos: set[int],
-        temperatures: list[float],
-        top_p: float = 1.0,
-        generators: list[torch.Generator | None] | None = None,
-        should_stop: Callable[[list[int]], bool] | None = None,
-    ) -> list[list[int]]:
-        """len(temperatures) continuations of `prompt` decoded together, one forward pass per step:
-        the prompt is fed once and shared, each row chooses its own token (greedy at temperature 0,
-        else sampled with its own generator), and a row that ends (as in `generate`) leaves the
-        batch: the rows still running move to the front of the cache and only they are fed."""
-        n = len(temperatures)
-        generators = generators or [None] * n
-        if len(generators) != n:
-            raise ValueError("one generator (or None) per row")
+    def generate_rows(self, prompt: list[int], stopping: Stopping, choosers: Sequence[Chooser]) -> list[list[int]]:
+        """len(choosers) continuations of `prompt` decoded together, one forward pass per step: the
+        prompt is fed once and shared, each row picks its token with its own chooser (greedy, or
+        sampling with its own generator), and a row that ends (by `stopping`'s rules, asked per row)
+        leaves the batch: the rows still running move to the front of the cache and only they are fed."""
+        n = len(choosers)
         outs: list[list[int]] = [[] for _ in range(n)]
-        if max_new <= 0 or n == 0:
+        if stopping.max_new <= 0 or n == 0:
             return outs
-        cache = self.new_cache(len(prompt) + max_new, rows=n)
+        cache = self.new_cache(len(prompt) + stopping.max_new, rows=n)
         logits = self.forward_rows(torch.tensor([prompt], device=self.device), 0, cache).expand(n, -1)
         cache.share_prompt(len(prompt))
         active = list(range(n))  # the row of the cache at position i decodes outs[active[i]]
@@ -279,9 +266,9 @@ class LlamaEngine:
         while True:
             still, tokens = [], []
             for i, r in enumerate(active):
-                token = _choose(logits[i], temperatures[r], top_p, generators[r])
+                token = choosers[r](logits[i])
                 outs[r].append(token)
-                if not (token in eos or len(outs[r]) >= max_new or (should_stop is not None and should_stop(outs[r]))):
+                if not replace(stopping, reason=None).done(outs[r]):
                     still.append(i)
                     tokens.append(token)
             if not still:
@@ -334,14 +321,3 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
     return x * cos + rotated * sin
-
-
-def _choose(logits: torch.Tensor, temperature: float, top_p: float, generator) -> int:
-    if temperature <= 0:
-        return int(logits.argmax())
-    probs = torch.softmax(logits / temperature, dim=-1)
-    if top_p < 1.0:
-        sorted_p, order = probs.sort(descending=True)
-        keep = sorted_p.cumsum(0) - sorted_p < top_p  # the smallest prefix whose mass reaches top_p
-        probs = torch.zeros_like(probs).scatter_(0, order[keep], sorted_p[keep])
-    return int(torch.multinomial(probs, 1, generator=generator))

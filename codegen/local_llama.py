@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from codegen.base import Completion, GenerationParams, Message, ModelStatus, ModelUnavailable
+from codegen.base import Alternative, Completion, GenerationParams, Message, ModelStatus, ModelUnavailable
 from codegen.pull import REGISTRY, pulled_file
 
 DTYPES = ("int4", "int8", "bf16", "fp32")
@@ -109,6 +109,7 @@ class LocalLlamaBackend:
 
     name = "local_llama"
     backend = "transformers"
+    capabilities = frozenset({"chat", "logits", "json_schema"})
 
     def __init__(
         self, settings, *, model: str | None = None, dtype: str | None = None, device: str | None = None
@@ -268,6 +269,8 @@ class LocalLlamaBackend:
     # --- generation -----------------------------------------------------------------------
 
     def chat(self, messages: list[Message], params: GenerationParams, *, api_key: str | None = None) -> Completion:
+        from codegen.decoding import DEAD_END  # (torch: imported only where the model runs)
+
         self.load()
         started = time.perf_counter()
         tokenizer = self._tokenizer
@@ -281,54 +284,127 @@ class LocalLlamaBackend:
             max_new = min(max_new, context - tokens_in)
         eos = self._eos()
         with self._gen_lock:
+            if params.beam is not None:
+                return self._beam_completion(prompt, max_new, params, eos, started)
             run = self._decode if self._engine is not None else self._hf_generate
-            new_ids = run(prompt, max_new, params, eos)
+            new_ids, reason = run(prompt, max_new, params, eos)
         text = tokenizer.decode(new_ids, skip_special_tokens=True)
         cut = _cut(text, params.stop)
         if cut is not None:
             text, reason = text[:cut], "stop"
-        elif new_ids and new_ids[-1] in eos:
-            reason = "stop"
-        else:
-            reason = "length" if len(new_ids) >= max_new else "stop"
+        notes = ("the grammar allowed no continuation: the answer stops there",) if reason == DEAD_END else ()
         return Completion(
             text=text,
             tokens_in=tokens_in,
             tokens_out=len(new_ids),
             latency_s=time.perf_counter() - started,
             finish_reason=reason,
+            notes=notes,
         )
 
     def _eos(self) -> set[int]:
         return set(_as_list(self._generation_defaults.eos_token_id) or _as_list(self._tokenizer.eos_token_id))
 
-    def _decode(self, prompt: list[int], max_new: int, params: GenerationParams, eos: set[int]) -> list[int]:
+    def _processors(self, params: GenerationParams, eos: set[int], rows: int = 1) -> list:
+        """The logits processors a request asks for: its grammar's masks or its JSON Schema's."""
+        from codegen.decoding import GrammarProcessor
+
+        out = []
+        for kind, text in (("ebnf", params.grammar), ("json", params.json_schema)):
+            if text:
+                out.append(GrammarProcessor(self._compiled(kind, text), eos, rows=rows))
+        return out
+
+    def _decode(self, prompt: list[int], max_new: int, params: GenerationParams, eos: set[int]):
         import torch
+
+        from codegen.decoding import Stopping, chooser
 
         generator = None
         if params.temperature > 0:
             generator = torch.Generator(device=self._engine.device)
             generator.manual_seed(params.seed if params.seed is not None else torch.seed())
         stop = stop_checker(self._tokenizer, params.stop)
-        return self._engine.generate(
+        stopping = Stopping(eos, max_new, checks=(stop,) if stop else ())
+        tokens = self._engine.generate(
+            prompt,
+            stopping,
+            chooser=chooser(params.temperature, params.top_p, generator),
+            processors=self._processors(params, eos),
+        )
+        return tokens, stopping.reason or "stop"
+
+    def _beam_completion(self, prompt, max_new, params: GenerationParams, eos: set[int], started: float) -> Completion:
+        """syntax_aware_beam_search: the finished beams, best first, as the completion's alternatives."""
+        from codegen.beam_search import beam_search
+        from codegen.decoding import DEAD_END
+
+        if self._engine is None:
+            raise ValueError(
+                f"beam search runs on specmill's Llama engine; this model ({self._config.model_type}) "
+                "runs on transformers' generate"
+            )
+        beam, tokenizer = params.beam, self._tokenizer
+        stop = stop_checker(tokenizer, params.stop)
+        closed, ticks = _fence_closed(tokenizer), self._token_set("`")
+        result = beam_search(
+            self._engine,
             prompt,
             max_new,
             eos=eos,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            generator=generator,
-            should_stop=stop,
-            processor=self._json_constraint(params.json_schema),
+            width=beam.width,
+            length_penalty=beam.length_penalty,
+            code_of=(lambda tokens: _fenced_code(tokenizer.decode(tokens, skip_special_tokens=True)))
+            if beam.prune
+            else None,
+            newline_tokens=self._token_set("\n"),
+            should_stop=(lambda tokens: (tokens[-1] in ticks and closed(tokens)) or bool(stop and stop(tokens))),
+            processors=self._processors(params, eos, rows=beam.width),
+        )
+        alternatives = []
+        for h in result.hypotheses:
+            text = tokenizer.decode(h.tokens, skip_special_tokens=True)
+            cut = _cut(text, params.stop)
+            alternatives.append(
+                Alternative(
+                    text=text if cut is None else text[:cut],
+                    tokens_out=len(h.tokens),
+                    logprob=round(h.logprob, 4),
+                    score=round(h.score(beam.length_penalty), 4),
+                    finish_reason=h.finish_reason,
+                )
+            )
+        notes = list(result.notes)
+        if result.pruned:
+            notes.append(f"{result.pruned} beam(s) pruned at a line end: their code could no longer parse")
+        if result.dead_ends:
+            notes.append(f"{result.dead_ends} beam step(s) ended in a grammar dead end")
+        first = alternatives[0] if alternatives else None
+        return Completion(
+            text=first.text if first else "",
+            tokens_in=len(prompt),
+            tokens_out=sum(a.tokens_out for a in alternatives),
+            latency_s=time.perf_counter() - started,
+            finish_reason=first.finish_reason if first else DEAD_END,
+            alternatives=tuple(alternatives),
+            notes=tuple(notes),
         )
 
-    def _hf_generate(self, prompt: list[int], max_new: int, params: GenerationParams, eos: set[int]) -> list[int]:
+    def _token_set(self, char: str) -> set[int]:
+        """The tokens whose text holds `char` (a line end: where beams are checked; a backtick: where the
+        fence may close), found once per model."""
+        if getattr(self, "_decoded", None) is None:
+            self._decoded = self._tokenizer.batch_decode([[i] for i in range(len(self._tokenizer))])
+        return {i for i, text in enumerate(self._decoded) if char in text}
+
+    def _hf_generate(self, prompt: list[int], max_new: int, params: GenerationParams, eos: set[int]):
         """transformers' generate(), for the architectures the engine does not run."""
         import torch
         from transformers import GenerationConfig, LogitsProcessorList
 
         model = self._model
         if max_new == 0:
-            return []
+            return [], "length"
         base = self._generation_defaults
         pad = next((p for p in (base.pad_token_id, self._tokenizer.pad_token_id) if p is not None), min(eos))
         config = GenerationConfig(
@@ -346,7 +422,11 @@ class LocalLlamaBackend:
             criteria = [
                 lambda ids, scores, **kw: torch.tensor([stop(ids[0, len(prompt) :].tolist())], device=ids.device)
             ]
-        processor = self._json_constraint(params.json_schema)
+        processors = [
+            self._hf_constraint(kind, text)
+            for kind, text in (("ebnf", params.grammar), ("json", params.json_schema))
+            if text
+        ]
         input_ids = torch.tensor([prompt], device=model.device)
         with torch.inference_mode(), torch.random.fork_rng(devices=_rng_devices(model)):
             if params.seed is not None:
@@ -356,33 +436,58 @@ class LocalLlamaBackend:
                 attention_mask=torch.ones_like(input_ids),
                 generation_config=config,
                 stopping_criteria=criteria,
-                logits_processor=LogitsProcessorList([processor]) if processor else None,
+                logits_processor=LogitsProcessorList(processors) if processors else None,
             )
-        return output[0, len(prompt) :].tolist()
+        new = output[0, len(prompt) :].tolist()
+        ended = bool(new) and new[-1] in eos
+        return new, "stop" if ended or len(new) < max_new else "length"
 
-    def _json_constraint(self, json_schema: str | None):
-        """A logits processor that keeps the answer inside a JSON Schema (xgrammar), or None.
+    def _hf_constraint(self, kind: str, text: str):
+        """xgrammar's transformers processor for a grammar or JSON Schema (single-use: one per request)."""
+        from xgrammar.contrib.hf import LogitsProcessor
 
-        The grammar compiler is built once per loaded model and each schema compiled once; a fresh
-        processor serves each request (xgrammar's processor is single-use)."""
-        if not json_schema:
-            return None
-        try:
-            import xgrammar as xgr
-            from xgrammar.contrib.hf import LogitsProcessor
-        except ImportError:  # not installed: unconstrained (callers check the answer and retry)
-            log.warning("local_llama: xgrammar is not installed; JSON Schema constraint ignored")
-            return None
+        return LogitsProcessor(self._compiled(kind, text))
+
+    def _compiled(self, kind: str, text: str):
+        """A grammar ("ebnf") or JSON Schema ("json") compiled for this model's tokenizer, once per process
+        (the Python grammar takes tens of seconds; a JSON Schema milliseconds)."""
+        import xgrammar as xgr
+
         with self._load_lock:
             if getattr(self, "_grammars", None) is None:
                 info = xgr.TokenizerInfo.from_huggingface(self._tokenizer, vocab_size=self._config.vocab_size)
                 self._grammar_compiler, self._grammars = xgr.GrammarCompiler(info), {}
-            if json_schema not in self._grammars:
-                self._grammars[json_schema] = self._grammar_compiler.compile_json_schema(
-                    json_schema, any_whitespace=False
+            key = (kind, text)
+            if key not in self._grammars:
+                compiler = self._grammar_compiler
+                self._grammars[key] = (
+                    compiler.compile_grammar(text)
+                    if kind == "ebnf"
+                    else compiler.compile_json_schema(text, any_whitespace=False)
                 )
-            compiled = self._grammars[json_schema]
-        return LogitsProcessor(compiled)
+            return self._grammars[key]
+
+
+def _fenced_code(text: str) -> str:
+    """The code of the answer's first fenced block so far ("" before its fence opens: prose is not checked)."""
+    start = text.find("```")
+    if start < 0:
+        return ""
+    line_end = text.find("\n", start)
+    if line_end < 0:
+        return ""
+    body = text[line_end + 1 :]
+    close = body.find("```")
+    return body if close < 0 else body[:close]
+
+
+def _fence_closed(tokenizer):
+    """`closed(tokens)`: whether the answer's first fenced block has closed (the rest would be prose)."""
+
+    def closed(tokens: list[int]) -> bool:
+        return tokenizer.decode(tokens, skip_special_tokens=True).count("```") >= 2
+
+    return closed
 
 
 def _load_hf(directory: Path, dtype):

@@ -68,6 +68,9 @@ class _RemoteBackend:
 
     sdk = ""  # the SDK module's name
     default_base_url = ""
+    # Their APIs take no grammar and expose no logits step by step: techniques that need more are
+    # refused (models.techniques.resolve), or run as check-and-ask-again (hybrid_grammar_neural).
+    capabilities = frozenset({"chat"})
 
     def __init__(
         self,

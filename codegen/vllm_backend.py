@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Any
 
-from codegen.base import Backend, Completion, GenerationParams, Message, ModelStatus, ModelUnavailable
+from codegen.base import Alternative, Backend, Completion, GenerationParams, Message, ModelStatus, ModelUnavailable
 from codegen.remote import vllm_server_backend
 from models.settings import Settings
 
@@ -33,6 +33,9 @@ class VLLMBackend:
     """vllm.LLM in this process: loaded once, one generation at a time (the engine batches inside)."""
 
     backend = "vllm"
+    # vLLM runs beam search itself (LLM.beam_search) and constrains decoding to a grammar or a JSON
+    # Schema (structured outputs); its logits are not exposed step by step to our loop.
+    capabilities = frozenset({"chat", "beam_search", "grammar", "json_schema"})
 
     def __init__(self, *, model: str, name: str = "deepseek_8b", **engine_args: Any) -> None:
         self.name = name
@@ -83,22 +86,16 @@ class VLLMBackend:
                 raise ModelUnavailable(f"vLLM could not load {self.model}: {type(err).__name__}: {err}") from err
 
     def chat(self, messages: list[Message], params: GenerationParams, *, api_key: str | None = None) -> Completion:
-        """`api_key` is ignored: the weights are local."""
+        """`api_key` is ignored: the weights are local. A grammar or JSON Schema goes to vLLM's structured
+        outputs; `params.beam` runs vLLM's own beam search (no pruning: its loop is not ours)."""
         self.load()
-        from vllm import SamplingParams
-
-        sampling = SamplingParams(
-            max_tokens=params.max_new_tokens,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            stop=[s for s in params.stop if s] or None,
-            seed=params.seed,
-        )
         chat = [{"role": m.role, "content": m.content} for m in messages]
         started = time.perf_counter()
         with self._lock:  # vllm.LLM is not safe to call from several threads at once
             try:
-                out = self._llm.chat(chat, sampling_params=sampling, use_tqdm=False)[0]
+                if params.beam is not None:
+                    return self._beam(chat, params, started)
+                out = self._llm.chat(chat, sampling_params=self._sampling(params), use_tqdm=False)[0]
             except Exception as err:  # noqa: BLE001 - a prompt too long for the context, CUDA errors
                 raise ModelUnavailable(f"vLLM failed: {type(err).__name__}: {err}") from err
         gen = out.outputs[0]
@@ -108,6 +105,61 @@ class VLLMBackend:
             tokens_out=len(gen.token_ids or ()),
             latency_s=time.perf_counter() - started,
             finish_reason="length" if gen.finish_reason == "length" else "stop",
+        )
+
+    def _sampling(self, params: GenerationParams):
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        structured = None
+        if params.grammar:
+            structured = StructuredOutputsParams(grammar=params.grammar)
+        elif params.json_schema:
+            structured = StructuredOutputsParams(json=params.json_schema)
+        return SamplingParams(
+            max_tokens=params.max_new_tokens,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            stop=[s for s in params.stop if s] or None,
+            seed=params.seed,
+            structured_outputs=structured,
+        )
+
+    def _beam(self, chat: list[dict], params: GenerationParams, started: float) -> Completion:
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import BeamSearchParams
+
+        if params.grammar or params.json_schema:
+            raise ValueError("vLLM's beam search takes no grammar: ask for one of the two techniques")
+        tokenizer = self._llm.get_tokenizer()
+        prompt = tokenizer.apply_chat_template(chat, tokenize=True, add_generation_prompt=True)
+        beam = params.beam
+        out = self._llm.beam_search(
+            [TokensPrompt(prompt_token_ids=prompt)],
+            BeamSearchParams(
+                beam_width=beam.width, max_tokens=params.max_new_tokens, length_penalty=beam.length_penalty
+            ),
+        )[0]
+        alternatives = []
+        for seq in out.sequences:
+            new = list(seq.tokens[len(prompt) :])
+            alternatives.append(
+                Alternative(
+                    text=tokenizer.decode(new, skip_special_tokens=True),
+                    tokens_out=len(new),
+                    logprob=round(float(seq.cum_logprob), 4),
+                    score=round(float(seq.cum_logprob) / max(1, len(new)) ** beam.length_penalty, 4),
+                    finish_reason="length" if len(new) >= params.max_new_tokens else "stop",
+                )
+            )
+        alternatives.sort(key=lambda a: a.score, reverse=True)
+        return Completion(
+            text=alternatives[0].text if alternatives else "",
+            tokens_in=len(prompt),
+            tokens_out=sum(a.tokens_out for a in alternatives),
+            latency_s=time.perf_counter() - started,
+            finish_reason=alternatives[0].finish_reason if alternatives else "stop",
+            alternatives=tuple(alternatives),
         )
 
 

@@ -21,6 +21,8 @@ from models.generation import (
     RecordGenerationInput,
     Reference,
     RetrieveInput,
+    TestCandidatesInput,
+    TestCandidatesResult,
 )
 from models.knowledge import IndexInput, IndexResult, ReindexPage, ReindexPageInput
 from models.orchestrator import (
@@ -56,6 +58,7 @@ ATTACH_TEMPLATES = ActivityType("attach_templates", SPEC_REGISTRY, ProjectRef, A
 CHECK_SPECS = ActivityType("check_specs", SPEC_REGISTRY, ProjectRef, SpecsCheckResult)
 INTEGRATE_ARTIFACTS = ActivityType("integrate_artifacts", INTEGRATION, IntegrateInput, IntegrateResult)
 RUN_SPEC_TESTS = ActivityType("run_spec_tests", INTEGRATION, DebugRoundInput, DebugRoundResult)
+TEST_CANDIDATES = ActivityType("test_candidates", INTEGRATION, TestCandidatesInput, TestCandidatesResult)
 INDEX_ITEMS = ActivityType("index_items", KNOWLEDGE, IndexInput, IndexResult)
 LIST_TENANT_ITEMS = ActivityType("list_tenant_items", KNOWLEDGE, ReindexPageInput, ReindexPage)
 PRUNE_TENANT_POINTS = ActivityType("prune_tenant_points", KNOWLEDGE, ReindexPageInput, int)

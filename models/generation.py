@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from models.common import ModelName, Public, Strict
 from models.registry import JsonObject
-from models.techniques import HIERARCHICAL, RETRIEVAL
+from models.techniques import HIERARCHICAL, RETRIEVAL, TechniqueOptions
 
 GENERATION_WORKFLOW = "GenerationWorkflow"
 
@@ -36,6 +36,10 @@ class GenerateRequest(Strict):
     max_new_tokens: int = Field(256, ge=1, le=4096)
     n: int = Field(1, ge=1, le=8, description="Candidates")
     temperature: float = Field(0.0, ge=0.0, le=2.0)
+    options: TechniqueOptions = Field(
+        default_factory=TechniqueOptions,
+        description="Parameters of the requested techniques, by technique (see GET /api/techniques)",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> "GenerateRequest":
@@ -45,6 +49,9 @@ class GenerateRequest(Strict):
             raise ValueError("template needs values")
         if self.instance_id is not None and self.values is not None:
             raise ValueError("values come from the instance; do not send them with instance_id")
+        unused = [name for name in self.options.model_fields_set if name not in self.techniques]
+        if unused:
+            raise ValueError(f"options for {', '.join(unused)}, which is not among the requested techniques")
         return self
 
 
@@ -80,6 +87,13 @@ class GenerationInput(BaseModel):
         None, description="A pipeline generation: at most this many of the tenant's call a model at once"
     )
     lease_queue: str | None = Field(None, description="The queue whose worker grants those leases (orchestrator)")
+    options: TechniqueOptions = Field(default_factory=TechniqueOptions)
+    visible_tests: list[str] | None = Field(
+        None,
+        description="The tests candidates are ranked by (None: the spec's own `tests`); never a benchmark's "
+        "hidden tests",
+    )
+    integration_queue: str = "integration"
 
 
 class Reference(BaseModel):
@@ -124,6 +138,16 @@ class CandidatesInput(BaseModel):
     plan: Plan | None = Field(None, description="hierarchical_generation: one body per planned item")
 
 
+class CandidateTests(BaseModel):
+    """A candidate against the spec's visible tests, in the sandbox. Tests run in order and the first
+    failure ends the run: `passed` counts the tests before it."""
+
+    passed: int
+    total: int
+    status: str = Field(description="passed | failed | timeout | error")
+    failure: str | None = None
+
+
 class Candidate(BaseModel):
     model: str
     techniques: list[str]
@@ -137,12 +161,28 @@ class Candidate(BaseModel):
     missing_items: list[str] = Field(
         default_factory=list, description="hierarchical_generation: planned items the model did not write"
     )
+    score: float | None = Field(
+        None, description="syntax_aware_beam_search: the beam's log-probability / length ** length_penalty"
+    )
+    attempts: int = Field(1, description="Answers asked for (hybrid_grammar_neural's check-and-retry)")
+    tests: CandidateTests | None = Field(None, description="Its result on the visible tests, when they ran")
+    notes: list[str] = Field(default_factory=list, description="What decoding observed (pruned beams, dead ends)")
 
 
 class CandidatesResult(BaseModel):
     candidates: list[Candidate]
     path: str
     language: str
+
+
+class TestCandidatesInput(BaseModel):
+    tenant_id: UUID
+    codes: list[str]
+    tests: list[str]
+
+
+class TestCandidatesResult(BaseModel):
+    results: list[CandidateTests]
 
 
 class GeneratedFile(BaseModel):

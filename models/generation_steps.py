@@ -1,7 +1,8 @@
 """The steps of one generation, in order, as a pure coroutine: the same code for the product and the eval.
 
 `run_steps` decides what happens (retrieve, plan, generate, re-query with the draft, generate again,
-choose); the caller decides how each step runs. GenerationWorkflow runs every step as an activity
+test the candidates against the spec's visible tests, choose by `rank`); the caller decides how each
+step runs. GenerationWorkflow runs every step as an activity
 (so this module must stay deterministic: no I/O, no clock, no randomness); `make eval` runs them in
 process (codegen/evaluate.py). Both read the settings from the technique catalog (models.techniques).
 """
@@ -13,6 +14,7 @@ from typing import Protocol
 from models.generation import (
     Candidate,
     CandidatesResult,
+    CandidateTests,
     GeneratedFile,
     GenerationInput,
     GenerationResult,
@@ -20,6 +22,7 @@ from models.generation import (
     Provenance,
     Reference,
 )
+from models.spec_view import spec_view
 from models.techniques import RETRIEVAL
 
 
@@ -32,11 +35,60 @@ class Steps(Protocol):
 
     async def candidates(self, references: list[Reference], round_: int, plan: Plan | None) -> CandidatesResult: ...
 
+    async def test(self, codes: list[str], tests: list[str]) -> list[CandidateTests]:
+        """Each code against the tests, in the sandbox."""
+
+
+MAX_TESTED = 8  # candidates run against the visible tests, at most (the best-ranked first)
+
+
+def rank(candidates: list[Candidate]) -> list[Candidate]:
+    """The one selection rule, for every generation (POST /api/generate, a project's pipeline, the eval):
+    1. the code parses; 2. it passes more of the visible tests (when they ran); 3. the later round
+    (retrieval's second round saw more); 4. the higher beam score (syntax_aware_beam_search); 5. the
+    earlier candidate (greedy first)."""
+
+    def key(ic: tuple[int, Candidate]):
+        i, c = ic
+        passed = c.tests.passed if c.tests is not None else -1
+        score = c.score if c.score is not None else 0.0
+        return (c.parses is not True, -passed, -c.round, -score, i)
+
+    return [c for _, c in sorted(enumerate(candidates), key=key)]
+
 
 def best(candidates: list[Candidate]) -> Candidate | None:
-    """A candidate that parses always beats one that does not; then the earliest (greedy first)."""
-    ranked = sorted(enumerate(candidates), key=lambda ic: (ic[1].parses is not True, ic[0]))
-    return ranked[0][1] if ranked else None
+    ranked = rank(candidates)
+    return ranked[0] if ranked else None
+
+
+def visible_tests(inp: GenerationInput) -> list[str]:
+    """What candidates are ranked by: the job's own visible tests, else the spec's `tests`."""
+    if inp.visible_tests is not None:
+        return inp.visible_tests
+    return spec_view(inp.spec.schema_, inp.spec.values).tests
+
+
+def wants_tests(inp: GenerationInput) -> bool:
+    """Rank by tests? With several candidates, unless beam search was asked not to."""
+    if "syntax_aware_beam_search" in inp.techniques:
+        return inp.options.beam().visible_tests
+    return inp.n > 1
+
+
+async def _tested(inp: GenerationInput, steps: Steps, out: CandidatesResult) -> CandidatesResult:
+    """The candidates, the best MAX_TESTED of them with their visible tests' results."""
+    tests = visible_tests(inp)
+    if len(out.candidates) < 2 or not tests or not wants_tests(inp):
+        return out
+    order = rank(out.candidates)[:MAX_TESTED]
+    results = await steps.test([c.code for c in order], tests)
+    tested = {id(c): r for c, r in zip(order, results, strict=True)}
+    return CandidatesResult(
+        candidates=[c.model_copy(update={"tests": tested.get(id(c))}) for c in out.candidates],
+        path=out.path,
+        language=out.language,
+    )
 
 
 def provenance(inp: GenerationInput, snippet_ids: list) -> Provenance:
@@ -76,6 +128,7 @@ async def run_steps(inp: GenerationInput, steps: Steps) -> GenerationResult:
                 out = CandidatesResult(
                     candidates=second.candidates + out.candidates, path=out.path, language=out.language
                 )
+    out = await _tested(inp, steps, out)
     chosen = best(out.candidates)
     files = [GeneratedFile(path=out.path, content=chosen.code)] if chosen else []
     note = None

@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 REPAIR_MARK = "A previous attempt failed"  # what codegen.prompts.build_messages adds with feedback
 PLAN_MARK = "List every top-level function and class"  # codegen.hierarchical.plan_messages
+RETRY_MARK = "That code does not parse"  # codegen.generate: hybrid_grammar_neural's check-and-retry
 
 
 @dataclass
@@ -28,6 +29,7 @@ class ScriptedCoder:
     lock: threading.Lock = field(default_factory=threading.Lock)
     delay: float = 0.0  # seconds each answer takes
     spans: list[tuple[str, float, float]] = field(default_factory=list)  # (function name, start, end)
+    queued: dict[str, list[str]] = field(default_factory=dict)  # function name -> next first answers
 
     def script(self, name: str, first: str, repair: str | None = None) -> None:
         self.scripts[name] = (first, repair if repair is not None else first)
@@ -41,8 +43,11 @@ class ScriptedCoder:
         if PLAN_MARK in prompt and planned and planned.group(1) in self.plans:
             return self.plans[planned.group(1)]
         match = re.search(r"named `([A-Za-z_][A-Za-z0-9_]*)`", prompt)
-        first, repair = self.scripts.get(match.group(1) if match else "", ("def unknown():\n    pass\n",) * 2)
-        return f"```python\n{repair if REPAIR_MARK in prompt else first}\n```"
+        name = match.group(1) if match else ""
+        first, repair = self.scripts.get(name, ("def unknown():\n    pass\n",) * 2)
+        if self.queued.get(name) and REPAIR_MARK not in prompt and RETRY_MARK not in prompt:
+            first = self.queued[name].pop(0)
+        return f"```python\n{repair if REPAIR_MARK in prompt or RETRY_MARK in prompt else first}\n```"
 
 
 def start() -> tuple[ScriptedCoder, ThreadingHTTPServer]:

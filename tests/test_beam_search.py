@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from codegen.beam_search import beam_search
+from codegen.decoding import Stopping
 from codegen.llama_engine import LlamaEngine
 
 PROMPT = [1, 5, 17, 42, 99]
@@ -35,7 +36,7 @@ def _logprob(engine: LlamaEngine, tokens: list[int]) -> float:
 
 
 def test_width_one_is_greedy_token_for_token(engine):
-    greedy = engine.generate(PROMPT, 24, eos=set())
+    greedy = engine.generate(PROMPT, Stopping(set(), 24))
     result = beam_search(engine, PROMPT, 24, eos=set(), width=1)
     assert [h.tokens for h in result.hypotheses] == [greedy]
     assert result.hypotheses[0].finish_reason == "length"
@@ -48,7 +49,7 @@ def test_width_four_scores_are_those_of_each_sequence_alone(engine):
     assert scores == sorted(scores, reverse=True)
     for h in result.hypotheses:  # the beam's cache row held its own history all along
         assert h.logprob == pytest.approx(_logprob(engine, h.tokens), abs=1e-3)
-    greedy = engine.generate(PROMPT, 12, eos=set())
+    greedy = engine.generate(PROMPT, Stopping(set(), 12))
     assert result.hypotheses[0].logprob >= _logprob(engine, greedy) - 1e-3  # never worse than greedy
 
 
@@ -65,11 +66,11 @@ def test_a_beam_whose_code_can_no_longer_parse_is_pruned(engine):
 
 def test_every_beam_pruned_is_said(engine):
     result = beam_search(engine, PROMPT, 4, eos=set(), width=2, code_of=lambda tokens: ")\n")
-    assert result.hypotheses == [] and result.notes and "every beam was pruned" in result.notes[0]
+    assert result.hypotheses == [] and result.notes and "no continuation kept the code valid Python" in result.notes[0]
 
 
 def test_eos_finishes_beams_with_stop(engine):
-    greedy = engine.generate(PROMPT, 6, eos=set())
+    greedy = engine.generate(PROMPT, Stopping(set(), 6))
     result = beam_search(engine, PROMPT, 6, eos={greedy[2]}, width=1)
     first = greedy.index(greedy[2])  # the end token's first appearance ends the beam, and is kept
     assert result.hypotheses[0].tokens == greedy[: first + 1] and result.hypotheses[0].finish_reason == "stop"

@@ -44,7 +44,21 @@ async def test_techniques_lists_all_six(api, tenant):
         "hybrid_grammar_neural",
     }
     assert names["retrieval_augmentation"]["implemented"] is True
-    assert all({"description", "implemented", "backends", "parameters"} <= set(t) for t in names.values())
+    assert all({"description", "implemented", "backends", "parameters", "modes"} <= set(t) for t in names.values())
+    beam, grammar = names["syntax_aware_beam_search"], names["hybrid_grammar_neural"]
+    assert beam["implemented"] and grammar["implemented"]
+    # from the backends' declared capabilities: beam search needs logits (ours) or a beam search of its own
+    assert beam["backends"] == ["local_llama", "deepseek_8b"]
+    assert grammar["backends"] == ["local_llama", "deepseek_8b", "openai_api", "anthropic_api"]
+    assert [m["requires"] for m in grammar["modes"]] == ["logits", "grammar", "chat"]
+    assert beam["parameters"]["width"] == {
+        "default": 4,
+        "description": beam["parameters"]["width"]["description"],
+        "minimum": 1.0,
+        "maximum": 8.0,
+    }
+    assert set(beam["parameters"]) == {"width", "length_penalty", "visible_tests"}
+    assert names["tree_transformers"]["backends"] == []
 
 
 async def test_generate_from_builtin_template_returns_files_candidates_provenance(api, tenant):
@@ -160,6 +174,41 @@ async def test_inline_template(api, tenant):
         ({"template": FN}, 422, None),
         ({"template": FN, "values": VALUES, "model": "deepseek_8b"}, 503, "unavailable"),
         ({"template": FN, "values": VALUES, "n": 9}, 422, None),
+        (
+            {"template": FN, "values": VALUES, "model": "openai_api", "techniques": ["syntax_aware_beam_search"]},
+            422,
+            "syntax_aware_beam_search cannot run on openai_api: it needs `logits`",
+        ),
+        (
+            {
+                "template": FN,
+                "values": VALUES,
+                "techniques": ["syntax_aware_beam_search"],
+                "options": {"syntax_aware_beam_search": {"width": 9}},
+            },
+            422,
+            "less than or equal to 8",
+        ),
+        ({"template": FN, "values": VALUES, "techniques": ["syntax_aware_beam_search"], "n": 2}, 422, "n must be 1"),
+        (
+            {"template": FN, "values": VALUES, "options": {"syntax_aware_beam_search": {"width": 2}}},
+            422,
+            "not among the requested techniques",
+        ),
+        (
+            {
+                "template": FN,
+                "values": {**VALUES, "tests": ["assert greet( =="]},
+                "techniques": ["syntax_aware_beam_search"],
+            },
+            422,
+            None,
+        ),
+        (
+            {"template": FN, "values": VALUES, "techniques": ["hierarchical_generation", "hybrid_grammar_neural"]},
+            422,
+            "cannot be combined with hierarchical_generation",
+        ),
         ({"template": {"schema": {"type": 12}}, "values": {}}, 422, "not a valid JSON Schema"),
     ],
 )
@@ -224,3 +273,63 @@ async def test_smollm2_generates_parsing_code_through_the_api(stack, temporal, p
     finally:
         await worker.shutdown()
         await running
+
+
+# --- issue 12: candidates chosen by the spec's tests, beam search, the grammar's check-and-retry ---------
+
+ADD_TESTS = {**VALUES, "tests": ["assert add(2, 3) == 5", "assert add(-1, 1) == 0"]}
+
+
+async def test_several_candidates_are_ranked_by_the_specs_visible_tests(api, tenant, coder):
+    """Three scripted answers: wrong, right, broken. The right one is chosen and every result is kept."""
+    wrong, right = "def add(a, b):\n    return a - b", "def add(a, b):\n    return a + b"
+    coder.queued["add"] = [wrong, right, "def add(a b):"]
+    resp = await api.post(
+        "/api/generate",
+        headers=tenant.headers,
+        json={"template": FN, "values": ADD_TESTS, "model": "openai_api", "n": 3},
+    )
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["files"][0]["content"] == right
+    tests = [c["tests"] for c in body["candidates"]]
+    assert [t["passed"] for t in tests] == [0, 2, 0] and all(t["total"] == 2 for t in tests)
+    assert tests[0]["status"] == "failed" and "assert add(2, 3) == 5" in tests[0]["failure"]
+    assert body["candidates"][2]["parses"] is False
+
+
+async def test_hybrid_grammar_on_an_api_model_asks_again_with_the_parse_error(api, tenant, coder):
+    coder.script("add", first="def add(a, b)\n    return a + b", repair="def add(a, b):\n    return a + b")
+    mark = len(coder.requests)
+    resp = await api.post(
+        "/api/generate",
+        headers=tenant.headers,
+        json={"template": FN, "values": VALUES, "model": "openai_api", "techniques": ["hybrid_grammar_neural"]},
+    )
+    assert resp.status_code == 200, resp.text
+    chosen = resp.json()["candidates"][0]
+    assert chosen["parses"] is True and chosen["attempts"] == 2
+    asked = coder.requests[mark:]
+    assert len(asked) == 2 and "That code does not parse: line 1" in asked[1]["messages"][-1]["content"]
+    assert asked[1]["messages"][-2]["role"] == "assistant"
+
+
+async def test_beam_search_through_the_api_returns_its_beams_as_ranked_candidates(api, tenant):
+    resp = await api.post(
+        "/api/generate",
+        headers=tenant.headers,
+        json={
+            "template": FN,
+            "values": ADD_TESTS,
+            "max_new_tokens": 12,
+            "techniques": ["syntax_aware_beam_search"],
+            "options": {"syntax_aware_beam_search": {"width": 2}},
+        },
+    )
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    candidates = body["candidates"]
+    assert 1 <= len(candidates) <= 2 and all(c["score"] is not None for c in candidates)
+    assert all(c["techniques"] == ["syntax_aware_beam_search"] for c in candidates)
+    if len(candidates) == 2:  # ranked by the visible tests too (the tiny random model passes none)
+        assert all(c["tests"] is not None and c["tests"]["total"] == 2 for c in candidates)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from codegen.base import GenerationParams, Message
+from codegen.decoding import GREEDY, Sampling, Stopping
 from codegen.llama_engine import Linear, LlamaEngine, Unsupported
 from codegen.local_llama import LocalLlamaBackend
 from models.settings import Settings
@@ -41,7 +42,7 @@ def test_greedy_decoding_matches_transformers_generate(hf):
     expected = hf.generate(
         torch.tensor([prompt]), max_new_tokens=24, min_new_tokens=24, do_sample=False, pad_token_id=0
     )[0, len(prompt) :].tolist()
-    assert LlamaEngine(hf, "fp32").generate(prompt, 24, eos=set()) == expected
+    assert LlamaEngine(hf, "fp32").generate(prompt, Stopping(set(), 24)) == expected
 
 
 @pytest.mark.parametrize("weights", ["bf16", "int8", "int4"])
@@ -87,9 +88,7 @@ def test_shapes_a_kernel_cannot_take_fall_back(shape: tuple[int, int], kind: str
 def test_sampling_is_reproducible_with_a_seeded_generator(hf):
     engine = LlamaEngine(hf, "fp32")
     runs = [
-        engine.generate(
-            [1, 5, 17], 16, eos=set(), temperature=1.0, top_p=0.9, generator=torch.Generator().manual_seed(s)
-        )
+        engine.generate([1, 5, 17], Stopping(set(), 16), chooser=Sampling(1.0, 0.9, torch.Generator().manual_seed(s)))
         for s in (3, 3, 4)
     ]
     assert runs[0] == runs[1] and runs[0] != runs[2]
@@ -97,9 +96,13 @@ def test_sampling_is_reproducible_with_a_seeded_generator(hf):
 
 def test_generation_ends_at_eos_and_at_the_stop_check(hf):
     engine = LlamaEngine(hf, "fp32")
-    free = engine.generate([1, 5, 17], 12, eos=set())
-    assert engine.generate([1, 5, 17], 12, eos={free[3]})[-1] == free[3]
-    assert engine.generate([1, 5, 17], 12, eos=set(), should_stop=lambda new: len(new) == 5) == free[:5]
+    free = engine.generate([1, 5, 17], Stopping(set(), 12))
+    at_eos = Stopping({free[3]}, 12)
+    assert engine.generate([1, 5, 17], at_eos)[-1] == free[3] and at_eos.reason == "stop"
+    checked = Stopping(set(), 12, checks=(lambda new: len(new) == 5,))
+    assert engine.generate([1, 5, 17], checked) == free[:5] and checked.reason == "stop"
+    budget = Stopping(set(), 12)
+    assert engine.generate([1, 5, 17], budget) == free and budget.reason == "length"
 
 
 @pytest.fixture(scope="module")
@@ -210,27 +213,27 @@ def test_rows_decoded_together_are_the_sequences_decoded_alone(hf):
     own seeded generator samples alone, and a row that ends leaves the others running."""
     engine = LlamaEngine(hf, "fp32")
     prompt = [1, 5, 17, 42, 99]
-    greedy = engine.generate(prompt, 16, eos=set())
+    greedy = engine.generate(prompt, Stopping(set(), 16))
     alone = [
-        engine.generate(prompt, 16, eos=set(), temperature=0.8, generator=torch.Generator().manual_seed(seed))
+        engine.generate(prompt, Stopping(set(), 16), chooser=Sampling(0.8, 1.0, torch.Generator().manual_seed(seed)))
         for seed in (1, 2)
     ]
     rows = engine.generate_rows(
         prompt,
-        16,
-        eos=set(),
-        temperatures=[0.0, 0.8, 0.8],
-        generators=[None, torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)],
+        Stopping(set(), 16),
+        [
+            GREEDY,
+            Sampling(0.8, 1.0, torch.Generator().manual_seed(1)),
+            Sampling(0.8, 1.0, torch.Generator().manual_seed(2)),
+        ],
     )
     assert rows == [greedy, *alone]
     stop_at = greedy[3]  # the greedy row ends at this token's first appearance; the sampled rows go on
     ended = engine.generate_rows(
-        prompt,
-        16,
-        eos={stop_at},
-        temperatures=[0.0, 0.8],
-        generators=[None, torch.Generator().manual_seed(1)],
+        prompt, Stopping({stop_at}, 16), [GREEDY, Sampling(0.8, 1.0, torch.Generator().manual_seed(1))]
     )
     assert ended[0] == greedy[: greedy.index(stop_at) + 1]
-    sampled = engine.generate(prompt, 16, eos={stop_at}, temperature=0.8, generator=torch.Generator().manual_seed(1))
+    sampled = engine.generate(
+        prompt, Stopping({stop_at}, 16), chooser=Sampling(0.8, 1.0, torch.Generator().manual_seed(1))
+    )
     assert ended[1] == sampled

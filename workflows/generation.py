@@ -1,8 +1,9 @@
 """GenerationWorkflow (task queue `generation`): one POST /api/generate, durably.
 
 Retrieval runs on the knowledge worker (it owns the embedder and the vector store); candidates are
-generated on the generation worker, which loads its model once; the outcome and its code.generated
-event are recorded in one transaction.
+generated on the generation worker, which loads its model once; several candidates are tested against
+the spec's visible tests on the integration worker (it owns the sandbox); the outcome and its
+code.generated event are recorded in one transaction.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ with workflow.unsafe.imports_passed_through():
         RECORD_GENERATION,
         RELEASE_GENERATION_SLOT,
         RETRIEVE_REFERENCES,
+        TEST_CANDIDATES,
     )
     from models.generation import (
         GENERATION_WORKFLOW,
         CandidatesInput,
         CandidatesResult,
+        CandidateTests,
         GenerationInput,
         GenerationResult,
         LeaseInput,
@@ -37,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
         RecordGenerationInput,
         Reference,
         RetrieveInput,
+        TestCandidatesInput,
     )
     from models.generation_steps import provenance, run_steps
 
@@ -46,6 +50,7 @@ GENERATE_RETRY = RetryPolicy(
     non_retryable_error_types=["ModelUnavailable", "BadRequest"],
 )
 RECORD_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+CANDIDATE_TESTS_PATCH = "candidate-tests"  # the visible tests step (issue 12): new histories only
 
 
 @workflow.defn(name=GENERATION_WORKFLOW)
@@ -148,3 +153,17 @@ class _ActivitySteps:
             retry_policy=GENERATE_RETRY,
             summary=f"{self.inp.model}: {self.inp.n} candidate(s), round {round_}",
         )
+
+    async def test(self, codes: list[str], tests: list[str]) -> list[CandidateTests]:
+        """The candidates against the spec's visible tests, on the integration worker (it owns the sandbox)."""
+        workflow.patched(CANDIDATE_TESTS_PATCH)  # no history before it reaches this step: a marker for later changes
+        result = await execute(
+            TEST_CANDIDATES,
+            TestCandidatesInput(tenant_id=self.inp.tenant_id, codes=codes, tests=tests),
+            task_queue=self.inp.integration_queue,
+            start_to_close_timeout=timedelta(minutes=10),
+            heartbeat_timeout=timedelta(seconds=60),
+            retry_policy=RetryPolicy(maximum_attempts=3, non_retryable_error_types=["SandboxUnavailable"]),
+            summary=f"{len(codes)} candidate(s) against {len(tests)} visible test(s)",
+        )
+        return result.results

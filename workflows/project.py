@@ -89,6 +89,9 @@ REQUESTABLE = {
 }
 
 
+INTEGRATION_QUEUE_PATCH = "generation-integration-queue"
+
+
 @workflow.defn(name=PROJECT_WORKFLOW)
 class ProjectWorkflow:
     @workflow.init
@@ -298,6 +301,13 @@ class ProjectWorkflow:
             S.failed, f"tests still fail after {cfg.debug_rounds} debugging round(s): " + "; ".join(self._reasons)[:500]
         )
 
+    def _integration_queue(self) -> dict:
+        """Where a generation tests its candidates (issue 12). Versioned: histories recorded before it
+        started their generations without the field."""
+        if workflow.patched(INTEGRATION_QUEUE_PATCH):
+            return {"integration_queue": self._inp.queues.integration}
+        return {}
+
     async def _generate(
         self, todo: list[SpecSnapshot], specs: SpecsCheckResult, round_: int, feedback: dict
     ) -> list[InstanceOutput]:
@@ -317,6 +327,7 @@ class ProjectWorkflow:
                     temperature=0.0,
                     retrieval_query=specs.retrieval_queries.get(spec.instance_id, ""),
                     knowledge_queue=self._inp.queues.knowledge,
+                    **self._integration_queue(),
                     feedback=feedback.get(spec.instance_id),
                     project_id=self._inp.project_id,
                     concurrency_limit=cfg.generation_concurrency,

@@ -17,7 +17,7 @@ from api.errors import ServiceUnavailable
 from codegen.base import ModelStatus
 from codegen.manager import ModelManager
 from models.auth import Principal
-from models.common import GENERATION, KNOWLEDGE, Role
+from models.common import GENERATION, INTEGRATION, KNOWLEDGE, MODEL_NAMES, Role
 from models.generation import (
     GENERATION_WORKFLOW,
     GenerateRequest,
@@ -30,7 +30,7 @@ from models.generation import (
 )
 from models.schema_rules import values_hash
 from models.spec_view import spec_view
-from models.techniques import TECHNIQUES, TechniqueInfo, check
+from models.techniques import TECHNIQUES, TechniqueInfo, Unsupported, resolve, supported_backends
 from store import generations, instances, leases, model_workers, pipeline_settings, templates
 from store.errors import Invalid
 
@@ -105,8 +105,11 @@ def _public(entry: dict) -> dict:
 
 
 @router.get("/techniques", response_model=list[TechniqueInfo])
-async def list_techniques(p: PrincipalDep):
-    return list(TECHNIQUES.values())
+async def list_techniques(models: ModelsDep, p: PrincipalDep):
+    """Every technique: whether it is implemented, how it runs on each capability, its parameters, and the
+    models whose backends declare a capability it can run on."""
+    capabilities = {name: models.backend(name).capabilities for name in MODEL_NAMES}
+    return [t.model_copy(update={"backends": supported_backends(t.name, capabilities)}) for t in TECHNIQUES.values()]
 
 
 async def _resolve(pool, p: Principal, body: GenerateRequest) -> SpecSnapshot:
@@ -151,8 +154,10 @@ async def generate(body: GenerateRequest, res: ResourcesDep, models: ModelsDep, 
             f"n × max_new_tokens = {body.n} × {body.max_new_tokens} = {body.n * body.max_new_tokens} "
             f"tokens is over the budget of {budget} per request (GENERATE_TOKEN_BUDGET)"
         )
-    try:
-        techniques = check(body.techniques)
+    try:  # the language is known once the spec is resolved: checked again below
+        techniques = list(
+            resolve(body.techniques, model=body.model, capabilities=_capabilities(models, body), n=body.n)
+        )
     except ValueError as err:
         raise Invalid(str(err)) from err
     reports = await model_workers.live(res.pool, within_s=model_workers.LIVE_WITHIN_S, model=body.model)
@@ -160,6 +165,13 @@ async def generate(body: GenerateRequest, res: ResourcesDep, models: ModelsDep, 
     if status["state"] == "unavailable":
         raise HTTPException(503, f"model {body.model} is unavailable: {status['reason']}")
     spec = await _resolve(res.pool, p, body)
+    view = spec_view(spec.schema_, spec.values)
+    try:
+        resolve(
+            techniques, model=body.model, capabilities=_capabilities(models, body), language=view.language, n=body.n
+        )
+    except Unsupported as err:
+        raise Invalid(str(err)) from err
     if res.temporal is None:
         raise ServiceUnavailable("Temporal")
     gid = uuid4()
@@ -192,7 +204,9 @@ async def generate(body: GenerateRequest, res: ResourcesDep, models: ModelsDep, 
                 n=body.n,
                 temperature=body.temperature,
                 knowledge_queue=s.queue(KNOWLEDGE),
-                retrieval_query=spec_view(spec.schema_, spec.values).query(),
+                integration_queue=s.queue(INTEGRATION),
+                retrieval_query=view.query(),
+                options=body.options,
             ),
             id=generation_workflow_id(gid),
             task_queue=s.queue(GENERATION),
@@ -219,6 +233,10 @@ async def generate(body: GenerateRequest, res: ResourcesDep, models: ModelsDep, 
             {"id": str(gid), "status": "running", "detail": "still generating", "href": f"/api/generations/{gid}"},
             status_code=202,
         )
+
+
+def _capabilities(models: ModelManager, body: GenerateRequest) -> frozenset[str]:
+    return frozenset(models.backend(body.model).capabilities)
 
 
 async def _take_slot(res, p: Principal, gid: UUID) -> None:
