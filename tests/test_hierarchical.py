@@ -53,6 +53,7 @@ class ScriptedBackend:
     """A `codegen.base.Backend` test double: `reply(messages)` scripts each answer; prompts are recorded."""
 
     name = "local_llama"
+    capabilities = frozenset({"chat"})
 
     def __init__(self, reply: Callable[[list[Message]], str]) -> None:
         self.reply, self.calls = reply, []
