@@ -141,7 +141,7 @@ async def test_tenant_settings_default_then_merge_and_null_resets(client, tenant
         ({"model": "gpt-17"}, "Input should be 'local_llama', 'deepseek_8b', 'openai_api' or 'anthropic_api'"),
         ({"model": "local\u0000llama"}, "Input should be 'local_llama'"),
         ({"techniques": ["telepathy"]}, "unknown technique(s): telepathy"),
-        ({"techniques": ["syntax_aware_beam_search"]}, "not implemented yet: syntax_aware_beam_search"),
+        ({"techniques": ["tree_transformers"]}, "not implemented yet: tree_transformers"),
         ({"default_templates": [{"name": "no-such-template"}]}, "'no-such-template' not found"),
         ({"default_templates": [{"name": "python-function", "version": "9.9.9"}]}, "version '9.9.9' not found"),
         ({"default_templates": [{"name": "bad\u0000name"}]}, None),
