@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
@@ -19,8 +21,8 @@ from infra import embedded
 pytestmark = pytest.mark.slow
 
 
-def _start(env, cwd) -> subprocess.Popen:
-    return subprocess.Popen(
+def _start(env, cwd) -> tuple[subprocess.Popen, "_Console"]:
+    proc = subprocess.Popen(
         [sys.executable, "-m", "workers.cli", "run"],
         env=env,
         cwd=cwd,
@@ -28,17 +30,80 @@ def _start(env, cwd) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         text=True,
     )
+    return proc, _Console(proc)
 
 
-def _wait_healthy(base: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    def healthy() -> bool:
-        assert proc.poll() is None, proc.stdout.read()
-        try:
-            return httpx.get(f"{base}/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
+class _Console:
+    """The launcher's console, read on a thread: a test waits for the line that reports an event."""
 
-    _until(healthy, timeout, "platform did not become healthy", interval=0.5)
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.lines: list[str] = []
+        self.closed = False
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, args=(proc.stdout,), daemon=True)
+        self._reader.start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            with self._changed:
+                self.lines.append(line)
+                self._changed.notify_all()
+        with self._changed:
+            self.closed = True
+            self._changed.notify_all()
+
+    def wait(self, needle: str, timeout: float) -> str:
+        """The first line holding `needle`, once the launcher prints it; past `timeout`, or if the
+        launcher exits first, fail with what it printed."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                found = next((line for line in self.lines if needle in line), None)
+                if found is not None:
+                    return found
+                left = deadline - time.monotonic()
+                if self.closed or left <= 0:
+                    why = "the launcher exited" if self.closed else f"not within {timeout}s"
+                    raise AssertionError(f"{needle!r}: {why}; it printed:\n{self.text()}")
+                self._changed.wait(left)
+
+    def text(self) -> str:
+        with self._changed:
+            return "".join(self.lines)
+
+    def finish(self, timeout: float = 30) -> str:
+        """Everything printed, once the launcher has exited and its output is read to the end."""
+        self._reader.join(timeout)
+        assert not self._reader.is_alive(), "the launcher's output did not end"
+        return self.text()
+
+
+def _wait_healthy(base: str, console: _Console, timeout: float = 120) -> None:
+    """The launcher prints its banner once its own health check is done; then /health answers 200."""
+    console.wait("specmill is running", timeout)
+    resp = httpx.get(f"{base}/health", timeout=10)
+    assert resp.status_code == 200, resp.text
+
+
+def _interrupt(proc: subprocess.Popen, console: _Console) -> str:
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=90)
+    return console.finish()
+
+
+def _wait_state(base: str, headers: dict, project_id: str, state: str, timeout: float = 30) -> None:
+    """The project's move into `state`, from the tenant's event stream (its backlog, then live events)."""
+    deadline = time.monotonic() + timeout
+    params = {"type": "project.state_changed"}
+    with httpx.stream("GET", f"{base}/api/events/stream", headers=headers, params=params, timeout=timeout) as resp:
+        assert resp.status_code == 200, resp.read()
+        for line in resp.iter_lines():
+            if line.startswith("data: "):
+                payload = json.loads(line.removeprefix("data: "))["payload"]
+                if payload["project_id"] == project_id and payload["to_state"] == state:
+                    return
+            assert time.monotonic() < deadline, f"project {project_id} did not reach {state} within {timeout}s"
+    raise AssertionError("the event stream ended")
 
 
 def _ours(data_dir) -> list[psutil.Process]:
@@ -52,18 +117,6 @@ def _ours(data_dir) -> list[psutil.Process]:
         if str(data_dir) in cmd or env.get("DATA_DIR") == str(data_dir):
             found.append(proc)
     return found
-
-
-def _until(check, timeout: float, what: str, interval: float = 0.2):
-    """Poll `check` until it returns something truthy (returned); past `timeout`, fail saying `what`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout}s (last: {value!r})")
-        time.sleep(interval)
 
 
 def _worker_child(launcher: psutil.Process, queue: str) -> psutil.Process | None:
@@ -95,12 +148,6 @@ def _wait_similar(base: str, headers: dict, snippet_id: str, timeout: float = 30
         time.sleep(0.3)
 
 
-def _interrupt(proc: subprocess.Popen) -> str:
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=90)
-    return out
-
-
 def test_run_serves_stops_cleanly_and_keeps_data(tmp_path, tiny_llama):
     data = tmp_path / "data"
     port = embedded.free_port()
@@ -117,9 +164,9 @@ def test_run_serves_stops_cleanly_and_keeps_data(tmp_path, tiny_llama):
     )
     base = f"http://127.0.0.1:{port}"
 
-    proc = _start(env, tmp_path)
+    proc, console = _start(env, tmp_path)
     try:
-        _wait_healthy(base, proc)
+        _wait_healthy(base, console)
         cli = subprocess.run(
             [sys.executable, "-m", "workers.cli", "tenant", "create", "--name", "acme"],
             env=env,
@@ -136,13 +183,7 @@ def test_run_serves_stops_cleanly_and_keeps_data(tmp_path, tiny_llama):
         assert created_resp.headers["x-content-type-options"] == "nosniff"
         assert created_resp.headers["cache-control"] == "no-store"
         project = created_resp.json()
-        _until(
-            lambda: (
-                httpx.get(f"{base}/api/projects/{project['id']}/state", headers=h).json()["state"] == "spec_definition"
-            ),
-            20,
-            "the project's workflow did not reach spec_definition",
-        )
+        _wait_state(base, h, project["id"], "spec_definition")
         # the knowledge base runs in the knowledge worker's process (it owns Qdrant's local store)
         snippet = httpx.post(
             f"{base}/api/snippets",
@@ -185,22 +226,25 @@ def test_run_serves_stops_cleanly_and_keeps_data(tmp_path, tiny_llama):
         # gone once the launcher has reaped it (a zombie until then): the launcher saw it die
         _gone, alive = psutil.wait_procs([worker], timeout=30)
         assert alive == [], f"the killed worker {worker.pid} was never reaped by the launcher"
-        restarted = _until(lambda: _worker_child(launcher, queue), 30, f"the launcher did not restart worker {queue}")
+        line = console.wait(f"worker:{queue} restarted (pid ", 30)
+        restarted = psutil.Process(int(re.search(r"\(pid (\d+)\)", line).group(1)))
         assert restarted.pid != worker.pid
         assert restarted.is_running() and restarted.status() != psutil.STATUS_ZOMBIE
         assert restarted.ppid() == proc.pid
-        _wait_healthy(base, proc, 60)
+        # the restarted worker serves: a new project's workflow records its states on the orchestrator queue
+        second = httpx.post(f"{base}/api/projects", json={"name": "after the restart"}, headers=h).json()
+        _wait_state(base, h, second["id"], "spec_definition", 60)
         still = _worker_child(launcher, queue)
         assert still is not None and still.pid == restarted.pid  # and it stayed up
     finally:
-        out = _interrupt(proc)
+        out = _interrupt(proc, console)
     assert "specmill is running" in out and f"gateway       {base}" in out and "/docs" in out
     assert proc.returncode == 0, out
     _assert_nothing_left(data)
 
-    proc = _start(env, tmp_path)
+    proc, console = _start(env, tmp_path)
     try:
-        _wait_healthy(base, proc)
+        _wait_healthy(base, console)
         again = httpx.get(f"{base}/api/projects/{project['id']}", headers=h)
         assert again.status_code == 200 and again.json()["name"] == "kept"
         state = httpx.get(f"{base}/api/projects/{project['id']}/state", headers=h).json()
@@ -211,5 +255,5 @@ def test_run_serves_stops_cleanly_and_keeps_data(tmp_path, tiny_llama):
         assert moved.json()["problems"][0]["message"].startswith("the project has no spec instances")
         _wait_similar(base, h, snippet["id"])  # the vectors survived too
     finally:
-        _interrupt(proc)
+        _interrupt(proc, console)
     _assert_nothing_left(data)

@@ -236,6 +236,8 @@ def _restart(child: Child) -> None:
         child.proc = child.start()
     except Exception as err:  # noqa: BLE001 - keep supervising the others
         console.print(f"[red]{child.name} failed to start: {err}[/red]")
+        return
+    console.print(f"{child.name} restarted (pid {child.proc.pid})")
 
 
 def _wait_healthy(settings: Settings, stopping, timeout: float = 120) -> None:
