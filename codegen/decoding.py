@@ -16,6 +16,7 @@ chooser, not another branch in the loop.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -77,13 +78,15 @@ class Stopping:
     checks: tuple[Callable[[list[int]], bool], ...] = ()
     reason: str | None = None
 
+    def why(self, tokens: list[int]) -> str | None:
+        """Why a sequence of these tokens ends ("stop" or "length"), or None while it goes on."""
+        if (tokens and tokens[-1] in self.eos) or any(check(tokens) for check in self.checks):
+            return "stop"
+        return "length" if len(tokens) >= self.max_new else None
+
     def done(self, tokens: list[int]) -> bool:
-        if tokens and tokens[-1] in self.eos:
-            self.reason = "stop"
-        elif any(check(tokens) for check in self.checks):
-            self.reason = "stop"
-        elif len(tokens) >= self.max_new:
-            self.reason = "length"
+        """Whether the sequence ends here; `reason` then says why."""
+        self.reason = self.why(tokens)
         return self.reason is not None
 
     def dead_end(self) -> None:
@@ -136,8 +139,6 @@ class GrammarProcessor:
         return self._xgr.GrammarMatcher(self.compiled, override_stop_tokens=sorted(self.eos) or None)
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
-        import time
-
         started = time.perf_counter()
         b = logits.shape[0]
         for i in range(b):

@@ -9,14 +9,13 @@ the decoding parameters, extraction, the parse check, the plan and its bodies) h
 
 from __future__ import annotations
 
-import ast
 import json
 from collections.abc import Callable
 from typing import Protocol
 
 from codegen import hierarchical, python_grammar
 from codegen.base import Beam, Completion, GenerationParams, Message
-from codegen.prompts import build_messages, extract_code, parses
+from codegen.prompts import build_messages, extract_code, parses, syntax_error
 from models.generation import Candidate, CandidatesResult, GenerationInput, Plan, Reference
 from models.spec_view import SpecView, spec_view
 from models.techniques import HIERARCHICAL, RETRIEVAL, Mode, resolve
@@ -191,17 +190,6 @@ def _asked_until_it_parses(
         ),
         attempts,
     )
-
-
-def syntax_error(code: str) -> str | None:
-    """Python's own message for why `code` does not parse (None: it parses)."""
-    try:
-        ast.parse(code)
-    except SyntaxError as err:
-        return f"line {err.lineno}: {err.msg}"
-    except ValueError as err:  # a NUL byte
-        return str(err)
-    return None
 
 
 def plan(chat: Chat, job: GenerationInput, attempts: int = HIERARCHICAL.plan_attempts) -> Plan:

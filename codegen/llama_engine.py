@@ -30,7 +30,7 @@ transformers' own forward pass in the tests (tests/test_local_llama.py).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F  # noqa: N812 - torch's own idiom
@@ -268,7 +268,7 @@ class LlamaEngine:
             for i, r in enumerate(active):
                 token = choosers[r](logits[i])
                 outs[r].append(token)
-                if not replace(stopping, reason=None).done(outs[r]):
+                if stopping.why(outs[r]) is None:
                     still.append(i)
                     tokens.append(token)
             if not still:

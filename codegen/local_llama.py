@@ -393,9 +393,12 @@ class LocalLlamaBackend:
     def _token_set(self, char: str) -> set[int]:
         """The tokens whose text holds `char` (a line end: where beams are checked; a backtick: where the
         fence may close), found once per model."""
-        if getattr(self, "_decoded", None) is None:
+        if getattr(self, "_token_sets", None) is None:
             self._decoded = self._tokenizer.batch_decode([[i] for i in range(len(self._tokenizer))])
-        return {i for i, text in enumerate(self._decoded) if char in text}
+            self._token_sets: dict[str, set[int]] = {}
+        if char not in self._token_sets:
+            self._token_sets[char] = {i for i, text in enumerate(self._decoded) if char in text}
+        return self._token_sets[char]
 
     def _hf_generate(self, prompt: list[int], max_new: int, params: GenerationParams, eos: set[int]):
         """transformers' generate(), for the architectures the engine does not run."""

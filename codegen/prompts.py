@@ -76,8 +76,15 @@ def parses(code: str, language: str = "python") -> bool | None:
     """Whether the code parses (None: no parser for that language)."""
     if language != "python":
         return None
+    return syntax_error(code) is None
+
+
+def syntax_error(code: str) -> str | None:
+    """Python's own message for why `code` does not parse (None: it parses)."""
     try:
         ast.parse(code)
-        return True
-    except (SyntaxError, ValueError):
-        return False
+    except SyntaxError as err:
+        return f"line {err.lineno}: {err.msg}"
+    except ValueError as err:  # a NUL byte
+        return str(err)
+    return None

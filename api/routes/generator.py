@@ -30,7 +30,7 @@ from models.generation import (
 )
 from models.schema_rules import values_hash
 from models.spec_view import spec_view
-from models.techniques import TECHNIQUES, TechniqueInfo, Unsupported, resolve, supported_backends
+from models.techniques import TECHNIQUES, TechniqueInfo, resolve, supported_backends
 from store import generations, instances, leases, model_workers, pipeline_settings, templates
 from store.errors import Invalid
 
@@ -154,24 +154,23 @@ async def generate(body: GenerateRequest, res: ResourcesDep, models: ModelsDep, 
             f"n × max_new_tokens = {body.n} × {body.max_new_tokens} = {body.n * body.max_new_tokens} "
             f"tokens is over the budget of {budget} per request (GENERATE_TOKEN_BUDGET)"
         )
-    try:  # the language is known once the spec is resolved: checked again below
-        techniques = list(
-            resolve(body.techniques, model=body.model, capabilities=_capabilities(models, body), n=body.n)
+    spec = await _resolve(res.pool, p, body)
+    view = spec_view(spec.schema_, spec.values)
+    try:  # unknown, unimplemented, or not for this model, this spec's language or these settings
+        how = resolve(
+            body.techniques,
+            model=body.model,
+            capabilities=_capabilities(models, body),
+            language=view.language,
+            n=body.n,
         )
     except ValueError as err:
         raise Invalid(str(err)) from err
+    techniques = list(how)
     reports = await model_workers.live(res.pool, within_s=model_workers.LIVE_WITHIN_S, model=body.model)
     status = merged_status(models.backend(body.model).status(), reports)
     if status["state"] == "unavailable":
         raise HTTPException(503, f"model {body.model} is unavailable: {status['reason']}")
-    spec = await _resolve(res.pool, p, body)
-    view = spec_view(spec.schema_, spec.values)
-    try:
-        resolve(
-            techniques, model=body.model, capabilities=_capabilities(models, body), language=view.language, n=body.n
-        )
-    except Unsupported as err:
-        raise Invalid(str(err)) from err
     if res.temporal is None:
         raise ServiceUnavailable("Temporal")
     gid = uuid4()
