@@ -361,9 +361,12 @@ class LocalLlamaBackend:
             should_stop=(lambda tokens: (tokens[-1] in ticks and closed(tokens)) or bool(stop and stop(tokens))),
             processors=self._processors(params, eos, rows=beam.width),
         )
-        alternatives = []
+        alternatives, trimmed = [], 0
         for h in result.hypotheses:
             text = tokenizer.decode(h.tokens, skip_special_tokens=True)
+            if beam.prune and h.finish_reason == "length":
+                text, was_cut = _keep_parsing_prefix(text)
+                trimmed += was_cut
             cut = _cut(text, params.stop)
             alternatives.append(
                 Alternative(
@@ -377,6 +380,8 @@ class LocalLlamaBackend:
         notes = list(result.notes)
         if result.pruned:
             notes.append(f"{result.pruned} beam(s) pruned at a line end: their code could no longer parse")
+        if trimmed:
+            notes.append(f"{trimmed} beam(s) ran out of tokens: each was cut back to its last line that parses")
         if result.dead_ends:
             notes.append(f"{result.dead_ends} beam step(s) ended in a grammar dead end")
         first = alternatives[0] if alternatives else None
@@ -482,6 +487,22 @@ def _fenced_code(text: str) -> str:
     body = text[line_end + 1 :]
     close = body.find("```")
     return body if close < 0 else body[:close]
+
+
+def _keep_parsing_prefix(text: str) -> tuple[str, bool]:
+    """A beam stopped by the token budget, its fenced code cut back to the longest run of whole lines
+    that parses, and the fence closed (unchanged when it parses already, or when no prefix does)."""
+    from codegen.prompts import syntax_error
+    from codegen.syntax_check import parsing_prefix
+
+    code = _fenced_code(text)
+    if not code or text.count("```") >= 2 or syntax_error(code) is None:
+        return text, False
+    prefix = parsing_prefix(code)
+    if prefix is None:
+        return text, False
+    head = text[: text.find("\n", text.find("```")) + 1]
+    return f"{head}{prefix}\n```", True
 
 
 def _fence_closed(tokenizer):

@@ -12,6 +12,7 @@ HumanEval solutions, and that it rejects code that is already broken.
 
 from __future__ import annotations
 
+import ast
 import codeop
 import warnings
 
@@ -33,3 +34,22 @@ def complete_lines(text: str) -> str:
     """The part of `text` up to its last newline: what a line-end check looks at."""
     cut = text.rfind("\n")
     return text[: cut + 1] if cut >= 0 else ""
+
+
+def parsing_prefix(code: str) -> str | None:
+    """The longest run of whole lines at the start of `code` that parses as it stands (None: none does).
+    What a beam stopped by the token budget keeps: code cut at its last complete statement rather than
+    in the middle of a string or a block."""
+    lines = code.split("\n")
+    for end in range(len(lines), 0, -1):
+        prefix = "\n".join(lines[:end]).rstrip()
+        if not prefix.strip():
+            return None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ast.parse(prefix)
+        except (SyntaxError, ValueError, OverflowError):
+            continue
+        return prefix
+    return None

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from models.common import ModelName, Public, Strict
 from models.registry import JsonObject
-from models.techniques import HIERARCHICAL, RETRIEVAL, TechniqueOptions
+from models.techniques import HIERARCHICAL, RETRIEVAL, TechniqueOptions, check_options
 
 GENERATION_WORKFLOW = "GenerationWorkflow"
 
@@ -49,9 +49,7 @@ class GenerateRequest(Strict):
             raise ValueError("template needs values")
         if self.instance_id is not None and self.values is not None:
             raise ValueError("values come from the instance; do not send them with instance_id")
-        unused = [name for name in self.options.model_fields_set if name not in self.techniques]
-        if unused:
-            raise ValueError(f"options for {', '.join(unused)}, which is not among the requested techniques")
+        check_options(self.techniques, self.options)
         return self
 
 

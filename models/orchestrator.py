@@ -21,6 +21,7 @@ from models.common import (
     TaskStatus,
 )
 from models.generation import GenerationResult, SpecSnapshot
+from models.techniques import TechniqueOptions
 
 
 class ProjectCreate(Strict):
@@ -150,6 +151,8 @@ class PipelineSettings(BaseModel):
     max_new_tokens: int = 384
     debug_rounds: int = 2
     generation_concurrency: int = 2
+    n: int = 1
+    options: TechniqueOptions = Field(default_factory=TechniqueOptions)
 
 
 class ProjectRef(BaseModel):

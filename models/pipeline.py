@@ -13,6 +13,7 @@ from uuid import UUID
 from pydantic import BaseModel, Field
 
 from models.common import ModelName, Public, Strict
+from models.techniques import TechniqueOptions
 
 TestStatus = Literal["passed", "failed", "error", "timeout", "no_tests"]
 TEST_STATUSES: tuple[str, ...] = ("passed", "failed", "error", "timeout", "no_tests")
@@ -38,6 +39,13 @@ class TenantSettings(BaseModel):
     model: str = Field("local_llama", min_length=1, max_length=100)
     techniques: list[str] = Field(default_factory=list, max_length=6)
     max_new_tokens: int = Field(384, ge=16, le=4096)
+    n: int = Field(
+        1, ge=1, le=8, description="Candidates per generation; the one that passes most of the spec's tests is kept"
+    )
+    options: TechniqueOptions = Field(
+        default_factory=TechniqueOptions,
+        description="Parameters of the techniques, by technique (see GET /api/techniques)",
+    )
 
 
 class TenantSettingsUpdate(Strict):
@@ -49,6 +57,8 @@ class TenantSettingsUpdate(Strict):
     model: ModelName | None = None
     techniques: list[str] | None = Field(None, max_length=6)
     max_new_tokens: int | None = Field(None, ge=16, le=4096)
+    n: int | None = Field(None, ge=1, le=8)
+    options: TechniqueOptions | None = None
 
 
 class ProjectSettingsUpdate(Strict):
@@ -58,6 +68,8 @@ class ProjectSettingsUpdate(Strict):
     techniques: list[str] | None = Field(None, max_length=6)
     max_new_tokens: int | None = Field(None, ge=16, le=4096)
     debug_rounds: int | None = Field(None, ge=0, le=10)
+    n: int | None = Field(None, ge=1, le=8)
+    options: TechniqueOptions | None = None
 
 
 class EffectiveSettings(BaseModel):
@@ -68,6 +80,8 @@ class EffectiveSettings(BaseModel):
     max_new_tokens: int
     debug_rounds: int
     generation_concurrency: int
+    n: int = 1
+    options: TechniqueOptions = Field(default_factory=TechniqueOptions)
 
 
 class AttachedTemplate(BaseModel):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from models.common import Strict
 
@@ -89,6 +89,11 @@ class TechniqueOptions(Strict):
 
     syntax_aware_beam_search: BeamSettings | None = None
     hybrid_grammar_neural: GrammarSettings | None = None
+
+    @model_serializer(mode="wrap")
+    def _set_only(self, handler):
+        """Only the techniques whose parameters were given: {} when none were."""
+        return {name: value for name, value in handler(self).items() if value is not None}
 
     def beam(self) -> BeamSettings:
         return self.syntax_aware_beam_search or BeamSettings()
@@ -248,6 +253,13 @@ def check(requested: list[str]) -> list[str]:
     if missing:
         raise ValueError(f"not implemented yet: {', '.join(missing)}; see GET /api/techniques")
     return list(dict.fromkeys(requested))
+
+
+def check_options(techniques: list[str], options: TechniqueOptions) -> None:
+    """ValueError when `options` sets parameters of a technique that is not among `techniques`."""
+    unused = [name for name in options.model_fields_set if name not in techniques]
+    if unused:
+        raise ValueError(f"options for {', '.join(unused)}, which is not among the requested techniques")
 
 
 def mode_for(technique: str, capabilities: frozenset[str]) -> Mode | None:

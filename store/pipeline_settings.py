@@ -18,12 +18,13 @@ from models.pipeline import (
     TenantSettingsUpdate,
 )
 from models.techniques import check as check_techniques
+from models.techniques import check_options
 from store import templates
 from store.db import tenant_tx
 from store.errors import Invalid, NotFound
 
-_TENANT_COLS = "default_templates, generation_concurrency, debug_rounds, model, techniques, max_new_tokens"
-_PROJECT_FIELDS = ("model", "techniques", "max_new_tokens", "debug_rounds")
+_TENANT_COLS = "default_templates, generation_concurrency, debug_rounds, model, techniques, max_new_tokens, n, options"
+_PROJECT_FIELDS = ("model", "techniques", "max_new_tokens", "debug_rounds", "n", "options")
 
 
 def _check_model(model: str | None) -> None:
@@ -38,6 +39,17 @@ def _checked_techniques(techniques: list[str] | None) -> list[str] | None:
         return check_techniques(techniques)
     except ValueError as err:
         raise Invalid(str(err)) from err
+
+
+def _check_candidates(settings: TenantSettings | EffectiveSettings) -> None:
+    """What a run could not start with: options of a technique not chosen, or n > 1 with beam search
+    (its beams are the candidates)."""
+    try:
+        check_options(settings.techniques, settings.options)
+    except ValueError as err:
+        raise Invalid(str(err)) from err
+    if settings.n != 1 and "syntax_aware_beam_search" in settings.techniques:
+        raise Invalid("syntax_aware_beam_search returns its `width` finished beams as the candidates: n must be 1")
 
 
 async def _require_project(conn: asyncpg.Connection, tenant_id: UUID, project_id: UUID) -> None:
@@ -66,8 +78,8 @@ async def _check_templates(pool: asyncpg.Pool, tenant_id: UUID, refs: list[Defau
 async def put_tenant_settings(pool: asyncpg.Pool, *, tenant_id: UUID, update: TenantSettingsUpdate) -> TenantSettings:
     """Merge `update` into the tenant's settings: a field left out keeps its value, null resets it to the
     default. Every default template must resolve now (Invalid names the one that does not)."""
-    fields = update.model_dump(exclude_unset=True)
-    defaults = TenantSettings().model_dump()
+    fields = update.model_dump(exclude_unset=True)  # options: only the parameters that were set
+    defaults = {**TenantSettings().model_dump(), "options": {}}
     fields = {k: defaults[k] if v is None else v for k, v in fields.items()}
     _check_model(fields.get("model"))
     if "techniques" in fields:
@@ -82,10 +94,13 @@ async def put_tenant_settings(pool: asyncpg.Pool, *, tenant_id: UUID, update: Te
         current = await conn.fetchrow(
             f"select {_TENANT_COLS} from tenant_settings where tenant_id = $1 for update", tenant_id
         )
-        merged = TenantSettings.model_validate({**dict(current), **fields}).model_dump()
+        merged_settings = TenantSettings.model_validate({**dict(current), **fields})
+        _check_candidates(merged_settings)
+        merged = {**merged_settings.model_dump(), "options": merged_settings.options.model_dump(exclude_unset=True)}
         row = await conn.fetchrow(
             f"""update tenant_settings set default_templates = $2, generation_concurrency = $3, debug_rounds = $4,
-                  model = $5, techniques = $6, max_new_tokens = $7, updated_at = now() at time zone 'utc'
+                  model = $5, techniques = $6, max_new_tokens = $7, n = $8, options = $9,
+                  updated_at = now() at time zone 'utc'
                 where tenant_id = $1 returning {_TENANT_COLS}""",
             tenant_id,
             merged["default_templates"],
@@ -94,6 +109,8 @@ async def put_tenant_settings(pool: asyncpg.Pool, *, tenant_id: UUID, update: Te
             merged["model"],
             merged["techniques"],
             merged["max_new_tokens"],
+            merged["n"],
+            merged["options"],
         )
     return _tenant_model(row)
 
@@ -101,7 +118,8 @@ async def put_tenant_settings(pool: asyncpg.Pool, *, tenant_id: UUID, update: Te
 async def _effective(conn: asyncpg.Connection, tenant_id: UUID, project_id: UUID) -> EffectiveSettings:
     row = await conn.fetchrow(
         f"""select ps.model as p_model, ps.techniques as p_techniques, ps.max_new_tokens as p_max_new_tokens,
-                   ps.debug_rounds as p_debug_rounds, ts.tenant_id is not null as has_tenant,
+                   ps.debug_rounds as p_debug_rounds, ps.n as p_n, ps.options as p_options,
+                   ts.tenant_id is not null as has_tenant,
                    {", ".join(f"ts.{c}" for c in _TENANT_COLS.split(", "))}
             from projects p
               left join project_settings ps on ps.project_id = p.id and ps.tenant_id = p.tenant_id
@@ -149,7 +167,9 @@ async def put_project_settings(
             project_id,
             *fields.values(),
         )
-        return await _effective(conn, tenant_id, project_id)
+        effective = await _effective(conn, tenant_id, project_id)
+        _check_candidates(effective)  # Invalid rolls the update back
+        return effective
 
 
 # --- templates attached to a project -----------------------------------------------------

@@ -156,6 +156,49 @@ async def test_a_project_goes_through_every_state_and_repairs_a_failing_instance
     await _save_histories(temporal, project["workflow_id"], "pipeline-repair")
 
 
+async def test_the_pipeline_keeps_the_candidate_that_passes_before_any_repair(api, tenant, coder, temporal):
+    """n = 2: the first candidate fails the spec's tests, the second passes. The generation ranks them by
+    those tests in the sandbox and keeps the second; no debugging round is spent, and both results are
+    in the generation's record, which the artifact names."""
+    coder.queued["add"] = [ADD_WRONG, ADD_RIGHT]
+    mark = len(coder.prompts)
+    project = await _project(api, tenant, {"model": "openai_api", "n": 2, "debug_rounds": 1})
+    pid = project["id"]
+    add = await _instance(api, tenant, pid, "add", ["assert add(1, 2) == 3", "assert add(-1, 1) == 0"])
+    resp = await api.post(f"/api/projects/{pid}/specs/complete", headers=tenant.headers)
+    assert resp.status_code == 200, resp.text
+    row = await _finished(api, tenant, pid)
+    assert row["state"] == "completed"
+    changes = [e["payload"] for e in await _events(api, tenant, "project.state_changed") if e["subject_id"] == pid]
+    assert [c["to_state"] for c in changes] == [
+        "initialization",
+        "spec_definition",
+        "code_generation",
+        "integration",
+        "debugging",
+        "completed",
+    ]
+    assert len(coder.prompts_for("add", since=mark)) == 2  # two candidates, no repair prompt
+    assert not [p for p in coder.prompts_for("add", since=mark) if "A previous attempt failed" in p]
+
+    [artifact] = (await api.get(f"/api/projects/{pid}/artifacts", headers=tenant.headers)).json()
+    assert (artifact["instance_id"], artifact["content"], artifact["test_status"], artifact["round"]) == (
+        add["id"],
+        ADD_RIGHT,
+        "passed",
+        1,
+    )
+    generation = (await api.get(f"/api/generations/{artifact['generation_id']}", headers=tenant.headers)).json()
+    candidates = generation["result"]["candidates"]
+    assert [c["code"] for c in candidates] == [ADD_WRONG.rstrip("\n"), ADD_RIGHT.rstrip("\n")]
+    assert [(c["tests"]["passed"], c["tests"]["total"], c["tests"]["status"]) for c in candidates] == [
+        (0, 2, "failed"),
+        (2, 2, "passed"),
+    ]
+    assert "assert add(1, 2) == 3" in candidates[0]["tests"]["failure"]
+    await _save_histories(temporal, project["workflow_id"], "pipeline-candidates")
+
+
 async def test_specs_complete_is_refused_with_what_is_missing(api, tenant, coder):
     project = await _project(api, tenant)
     pid = project["id"]

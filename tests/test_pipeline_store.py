@@ -34,6 +34,8 @@ DEFAULTS = {
     "model": "local_llama",
     "techniques": [],
     "max_new_tokens": 384,
+    "n": 1,
+    "options": {},
 }
 FUNCTION = builtin_id("python-function", "1.0.0")
 
@@ -162,6 +164,12 @@ async def test_tenant_settings_default_then_merge_and_null_resets(client, tenant
         ({"tenant_id": str(uuid.uuid4())}, None),
         ({"updated_at": "2026-01-01T00:00:00"}, None),
         ({"colour": "blue"}, None),
+        ({"n": 0}, None),
+        ({"n": 9}, None),
+        ({"options": {"syntax_aware_beam_search": {"width": 2}}}, "not among the requested techniques"),
+        ({"options": {"syntax_aware_beam_search": {"width": 9}}}, None),
+        ({"options": {"telepathy": {}}}, None),
+        ({"techniques": ["syntax_aware_beam_search"], "n": 3}, "n must be 1"),
     ],
 )
 async def test_bad_tenant_settings_are_422_and_change_nothing(client, tenant, body, says):
@@ -217,7 +225,7 @@ async def test_only_admins_change_tenant_settings(client, pool, tenant):
 async def test_project_settings_override_the_tenant_and_null_clears(client, pool, tenant):
     h = tenant.headers
     pid = await _project(pool, tenant)
-    eff = {k: DEFAULTS[k] for k in ("model", "techniques", "max_new_tokens", "debug_rounds", "generation_concurrency")}
+    eff = {k: v for k, v in DEFAULTS.items() if k != "default_templates"}
     assert (await client.get(f"/api/projects/{pid}/settings", headers=h)).json() == eff
     tenant_wide = {
         "model": "openai_api",
@@ -225,6 +233,8 @@ async def test_project_settings_override_the_tenant_and_null_clears(client, pool
         "max_new_tokens": 500,
         "debug_rounds": 4,
         "generation_concurrency": 3,
+        "n": 1,
+        "options": {},
     }
     assert (await client.put("/api/settings", json=tenant_wide, headers=h)).status_code == 200
     assert (await client.get(f"/api/projects/{pid}/settings", headers=h)).json() == tenant_wide
@@ -259,6 +269,36 @@ async def test_project_settings_override_the_tenant_and_null_clears(client, pool
     assert (await client.get(f"/api/projects/{other}/settings", headers=h)).json()["max_new_tokens"] == 1000
 
 
+async def test_candidates_and_technique_options_are_settings(client, pool, tenant):
+    """n and the techniques' parameters: tenant defaults, project overrides, checked against the techniques
+    the project ends up with (its own or the tenant's)."""
+    h = tenant.headers
+    pid = await _project(pool, tenant)
+    resp = await client.put("/api/settings", json={"n": 3}, headers=h)
+    assert resp.status_code == 200 and resp.json()["n"] == 3
+    assert (await client.get(f"/api/projects/{pid}/settings", headers=h)).json()["n"] == 3
+    # beam search with the tenant's n of 3 cannot run: refused until the project asks for one candidate
+    beam = {"techniques": ["syntax_aware_beam_search"], "options": {"syntax_aware_beam_search": {"width": 2}}}
+    resp = await client.put(f"/api/projects/{pid}/settings", json=beam, headers=h)
+    assert resp.status_code == 422 and "n must be 1" in resp.json()["detail"], resp.text
+    assert (await client.get(f"/api/projects/{pid}/settings", headers=h)).json()["techniques"] == []
+    resp = await client.put(f"/api/projects/{pid}/settings", json={**beam, "n": 1}, headers=h)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["n"] == 1
+    assert resp.json()["options"] == {
+        "syntax_aware_beam_search": {"width": 2, "length_penalty": 1.0, "visible_tests": True}
+    }
+    eff = await pipeline_settings.effective_settings(pool, tenant_id=tenant.tenant_id, project_id=pid)
+    assert eff.options.beam().width == 2 and eff.n == 1
+    # null goes back to the tenant's
+    resp = await client.put(
+        f"/api/projects/{pid}/settings", json={"techniques": None, "options": None, "n": None}, headers=h
+    )
+    assert resp.status_code == 200, resp.text
+    assert (resp.json()["n"], resp.json()["options"], resp.json()["techniques"]) == (3, {}, [])
+    assert (await client.put("/api/settings", json={"n": None}, headers=h)).json()["n"] == 1
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -273,6 +313,11 @@ async def test_project_settings_override_the_tenant_and_null_clears(client, pool
         {"default_templates": []},
         {"techniques": "x"},
         {"model": 3},
+        {"n": 0},
+        {"n": 9},
+        {"options": {"hybrid_grammar_neural": {"retries": 1}}},
+        {"options": {"syntax_aware_beam_search": {"width": 0}}},
+        {"techniques": ["syntax_aware_beam_search"], "n": 2},
     ],
 )
 async def test_bad_project_settings_are_422_and_change_nothing(client, pool, tenant, body):

