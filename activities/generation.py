@@ -11,7 +11,7 @@ from temporalio.exceptions import ApplicationError
 from activities.errors import permanent_failures
 from activities.heartbeat import Progress, heartbeating
 from codegen import generate, hierarchical
-from codegen.base import GenerationParams, ModelUnavailable
+from codegen.base import ModelUnavailable
 from codegen.manager import ModelManager
 from models.activities import GENERATE_BODIES, GENERATE_CANDIDATES, PLAN_MODULE, RECORD_GENERATION
 from models.generation import (
@@ -51,7 +51,11 @@ class GenerationActivities:
         except KeyError as err:
             raise ApplicationError(f"unknown model {job.model!r}", type="BadRequest", non_retryable=True) from err
         api_key = await self._tenant_key(job.tenant_id, job.model)
-        return generate.ModelCall(backend, call=lambda messages, params: _chat(backend, messages, params, api_key))
+        return generate.ModelCall(
+            backend,
+            call=lambda messages, params: _chat(backend.chat, messages, params, api_key),
+            many=lambda messages, params: _chat(backend.chat_many, messages, params, api_key),
+        )
 
     async def _on_thread(self, step, job: GenerationInput, *args):
         """`step(chat, job, *args, progress)` of codegen.generate on a thread, heartbeating its progress."""
@@ -118,10 +122,11 @@ class GenerationActivities:
         await leases.release(self._pool, tenant_id=g.tenant_id, holder=activity.info().workflow_id)
 
 
-def _chat(backend, messages, params: GenerationParams, api_key: str | None):
-    """One model call, its failures as the workflow's ApplicationError types (runs on a thread)."""
+def _chat(call, messages, params, api_key: str | None):
+    """One model call (`chat`, or `chat_many` with a list of params), its failures as the workflow's
+    ApplicationError types (runs on a thread)."""
     try:
-        return backend.chat(messages, params, api_key=api_key)
+        return call(messages, params, api_key=api_key)
     except ValueError as err:  # e.g. a prompt longer than the model's context
         raise ApplicationError(
             f"the model cannot take this request: {err}", type="BadRequest", non_retryable=True

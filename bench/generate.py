@@ -187,7 +187,7 @@ def _candidates(job: dict):
         seeds = [torch.Generator().manual_seed(i) for i in range(int(n))]
         choosers = [Sampling(0.8, 1.0, g) for g in seeds]
         if kind == "rows":
-            rows = engine.generate_rows(prompt, Stopping(set(), tokens), choosers)
+            rows = engine.generate_rows(prompt, Stopping(set(), tokens), choosers).tokens
         else:
             rows = [engine.generate(prompt, Stopping(set(), tokens), chooser=c) for c in choosers]
         return [t for row in rows for t in row]

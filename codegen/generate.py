@@ -16,28 +16,39 @@ from typing import Protocol
 from codegen import hierarchical, python_grammar
 from codegen.base import Beam, Completion, GenerationParams, Message
 from codegen.prompts import build_messages, extract_code, parses, syntax_error
+from codegen.syntax_check import parsing_prefix
 from models.generation import Candidate, CandidatesResult, GenerationInput, Plan, Reference
 from models.spec_view import SpecView, spec_view
 from models.techniques import HIERARCHICAL, RETRIEVAL, Mode, resolve
 
 
 class Chat(Protocol):
-    """One model call, and what the model behind it can do (models.techniques.CAPABILITIES)."""
+    """One model call, and what the model behind it can do (models.techniques.CAPABILITIES). With the
+    `batch` capability, `many` answers the same messages once per params in one batched pass."""
 
     capabilities: frozenset[str]
 
     def __call__(self, messages: list[Message], params: GenerationParams) -> Completion: ...
 
+    def many(self, messages: list[Message], params: list[GenerationParams]) -> list[Completion]: ...
+
 
 class ModelCall:
-    """A backend's chat as a `Chat` (with the tenant's provider key, when it has one)."""
+    """A backend's chat as a `Chat` (with the tenant's provider key, when it has one). `call` and
+    `many` wrap the backend's own `chat` and `chat_many` (the activities map their errors)."""
 
-    def __init__(self, backend, api_key: str | None = None, call=None) -> None:
+    def __init__(self, backend, api_key: str | None = None, call=None, many=None) -> None:
         self.capabilities = frozenset(backend.capabilities)
         self._call = call or (lambda messages, params: backend.chat(messages, params, api_key=api_key))
+        self._many = many or (lambda messages, params: backend.chat_many(messages, params, api_key=api_key))
 
     def __call__(self, messages: list[Message], params: GenerationParams) -> Completion:
         return self._call(messages, params)
+
+    def many(self, messages: list[Message], params: list[GenerationParams]) -> list[Completion]:
+        if "batch" not in self.capabilities:
+            return [self(messages, p) for p in params]
+        return self._many(messages, params)
 
 
 Progress = Callable[..., None]  # called with the candidate (and item) index after each model call
@@ -119,12 +130,21 @@ def candidates(
     recheck = how.get("hybrid_grammar_neural")
     retries = job.options.grammar().retries if recheck is not None and recheck.requires == "chat" else 0
     out: list[Candidate] = []
+    batched = _batched(chat, job, round_, how, messages, retries)
     for i in range(job.n):
         params = candidate_params(job, round_, i, how)
-        completion, attempts = _asked_until_it_parses(chat, messages, params, view.language, retries)
+        if batched is not None:
+            completion, attempts = batched[i], 1
+        else:
+            completion, attempts = _asked_until_it_parses(chat, messages, params, view.language, retries)
         answers = _answers(completion)
         for text, extra in answers:
             code = extract_code(text, view.language)
+            finish = extra.get("finish_reason", completion.finish_reason)
+            notes = list(completion.notes)
+            if finish == "length" and _syntax_aware(how) and view.language == "python":
+                code, note = _cut_back(code)
+                notes += [note] if note else []
             out.append(
                 Candidate(
                     model=job.model,
@@ -134,16 +154,43 @@ def candidates(
                     tokens_out=extra.get("tokens_out", completion.tokens_out),
                     latency_s=round(completion.latency_s / len(answers), 3),  # a beam search's time, shared
                     parses=parses(code, view.language),
-                    finish_reason=extra.get("finish_reason", completion.finish_reason),
+                    finish_reason=finish,
                     round=round_,
                     score=extra.get("score"),
                     attempts=attempts,
-                    notes=list(completion.notes),
+                    notes=notes,
                 )
             )
         if progress:
             progress(i + 1)
     return CandidatesResult(candidates=out, path=view.path, language=view.language)
+
+
+def _syntax_aware(how: dict[str, Mode]) -> bool:
+    return "syntax_aware_beam_search" in how or "hybrid_grammar_neural" in how
+
+
+def _cut_back(code: str) -> tuple[str, str | None]:
+    """An answer the token budget stopped, under a decoding technique that targets syntax: its code up to
+    the last whole line where it parses (a loop in a string or a bracket otherwise leaves nothing that
+    runs). Unchanged when it parses already or when no prefix does; the note says what was cut."""
+    if parses(code):
+        return code, None
+    prefix = parsing_prefix(code)
+    if prefix is None:
+        return code, None
+    kept, total = prefix.count("\n") + 1, code.count("\n") + 1
+    return prefix, f"the token budget ran out: the code was cut back to its first {kept} of {total} lines, which parse"
+
+
+def _batched(
+    chat: Chat, job: GenerationInput, round_: int, how: dict[str, Mode], messages: list[Message], retries: int
+) -> list[Completion] | None:
+    """n > 1 candidates on a model with the `batch` capability: all of them from one batched pass
+    (None: one call each, as when a check-and-retry may ask again for any one of them)."""
+    if job.n < 2 or retries or "batch" not in chat.capabilities:
+        return None
+    return chat.many(messages, [candidate_params(job, round_, i, how) for i in range(job.n)])
 
 
 def _answers(completion: Completion) -> list[tuple[str, dict]]:

@@ -31,12 +31,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F  # noqa: N812 - torch's own idiom
 
 from codegen import decoding
-from codegen.decoding import GREEDY, Chooser, Processor, Stopping
+from codegen.decoding import DEAD_END, GREEDY, Chooser, Processor, Stopping
 
 GROUP = 32  # int4 group size along the input dimension: a GGUF Q4 block
 SUPPORTED_TYPES = {"llama"}
@@ -249,35 +250,62 @@ class LlamaEngine:
             logits = self.forward(torch.tensor([[token]], device=self.device), len(prompt) + len(new) - 1, cache)
 
     @torch.inference_mode()
-    def generate_rows(self, prompt: list[int], stopping: Stopping, choosers: Sequence[Chooser]) -> list[list[int]]:
+    def generate_rows(
+        self,
+        prompt: list[int],
+        stopping: Stopping,
+        choosers: Sequence[Chooser],
+        processors: Sequence[Processor] = (),
+    ) -> Rows:
         """len(choosers) continuations of `prompt` decoded together, one forward pass per step: the
         prompt is fed once and shared, each row picks its token with its own chooser (greedy, or
-        sampling with its own generator), and a row that ends (by `stopping`'s rules, asked per row)
-        leaves the batch: the rows still running move to the front of the cache and only they are fed."""
+        sampling with its own generator) after the processors (one state per row) changed its logits,
+        and a row that ends (by `stopping`'s rules, asked per row, or a dead end) leaves the batch: the
+        rows still running move to the front of the cache and of the processors' states, and only they
+        are fed."""
         n = len(choosers)
         outs: list[list[int]] = [[] for _ in range(n)]
+        reasons = ["length"] * n
         if stopping.max_new <= 0 or n == 0:
-            return outs
+            return Rows(outs, reasons)
         cache = self.new_cache(len(prompt) + stopping.max_new, rows=n)
         logits = self.forward_rows(torch.tensor([prompt], device=self.device), 0, cache).expand(n, -1)
+        if processors:
+            logits = logits.clone()  # the processors change rows in place
         cache.share_prompt(len(prompt))
         active = list(range(n))  # the row of the cache at position i decodes outs[active[i]]
         step = 0
         while True:
+            logits = decoding.apply(processors, logits)
             still, tokens = [], []
             for i, r in enumerate(active):
+                if decoding.dead(logits[i]):
+                    reasons[r] = DEAD_END
+                    continue
                 token = choosers[r](logits[i])
                 outs[r].append(token)
-                if stopping.why(outs[r]) is None:
+                why = stopping.why(outs[r])
+                if why is None:
                     still.append(i)
                     tokens.append(token)
+                else:
+                    reasons[r] = why
             if not still:
-                return outs
+                return Rows(outs, reasons)
             cache.reorder(still, len(prompt) + step)  # the running rows to the front
+            decoding.reorder(processors, still)
+            decoding.advance(processors, tokens)
             active = [active[i] for i in still]
             feed = torch.tensor([[t] for t in tokens], device=self.device)
             logits = self.forward_rows(feed, len(prompt) + step, cache)
             step += 1
+
+
+class Rows(NamedTuple):
+    """What `generate_rows` decoded: each row's new tokens, and why it ended (as `Stopping.reason`)."""
+
+    tokens: list[list[int]]
+    reasons: list[str]
 
 
 class Cache:

@@ -109,7 +109,7 @@ class LocalLlamaBackend:
 
     name = "local_llama"
     backend = "transformers"
-    capabilities = frozenset({"chat", "logits", "json_schema"})
+    capabilities = frozenset({"chat", "logits", "json_schema", "batch"})
 
     def __init__(
         self, settings, *, model: str | None = None, dtype: str | None = None, device: str | None = None
@@ -269,27 +269,69 @@ class LocalLlamaBackend:
     # --- generation -----------------------------------------------------------------------
 
     def chat(self, messages: list[Message], params: GenerationParams, *, api_key: str | None = None) -> Completion:
-        from codegen.decoding import DEAD_END  # (torch: imported only where the model runs)
-
         self.load()
         started = time.perf_counter()
-        tokenizer = self._tokenizer
-        prompt = tokenizer(render_chat(tokenizer, messages), add_special_tokens=False)["input_ids"]
-        tokens_in = len(prompt)
-        context = self._details.get("context") or 0
-        max_new = max(0, int(params.max_new_tokens))
-        if context:
-            if tokens_in >= context:
-                raise ValueError(f"prompt of {tokens_in} tokens does not fit the model's context of {context}")
-            max_new = min(max_new, context - tokens_in)
+        prompt, max_new = self._prompt(messages, params.max_new_tokens)
         eos = self._eos()
         with self._gen_lock:
             if params.beam is not None:
                 return self._beam_completion(prompt, max_new, params, eos, started)
             run = self._decode if self._engine is not None else self._hf_generate
             new_ids, reason = run(prompt, max_new, params, eos)
-        text = tokenizer.decode(new_ids, skip_special_tokens=True)
-        cut = _cut(text, params.stop)
+        return self._completion(new_ids, reason, len(prompt), params.stop, time.perf_counter() - started)
+
+    def chat_many(
+        self, messages: list[Message], params: list[GenerationParams], *, api_key: str | None = None
+    ) -> list[Completion]:
+        """One answer per `params` to the same messages, decoded together in one batched pass
+        (`generate_rows`: the prompt fed once, one forward pass per step for every row still running).
+        Each row keeps its own temperature and seed, so each answer is the one `chat` would give
+        alone. Each latency is its share of the pass. Calls that cannot share a pass (beam search,
+        different budgets, stops or grammars, or a model the engine does not run) go one by one."""
+        from codegen.decoding import Stopping, chooser
+
+        self.load()
+        shared = {(p.max_new_tokens, p.stop, p.grammar, p.json_schema) for p in params}
+        if self._engine is None or len(params) < 2 or len(shared) > 1 or any(p.beam for p in params):
+            return [self.chat(messages, p) for p in params]
+        started = time.perf_counter()
+        first = params[0]
+        prompt, max_new = self._prompt(messages, first.max_new_tokens)
+        eos = self._eos()
+        stop = stop_checker(self._tokenizer, first.stop)
+        with self._gen_lock:
+            choosers = [chooser(p.temperature, p.top_p, self._generator(p)) for p in params]
+            rows = self._engine.generate_rows(
+                prompt,
+                Stopping(eos, max_new, checks=(stop,) if stop else ()),
+                choosers,
+                self._processors(first, eos, rows=len(params)),
+            )
+        share = (time.perf_counter() - started) / len(params)
+        return [
+            self._completion(tokens, reason, len(prompt), first.stop, share)
+            for tokens, reason in zip(rows.tokens, rows.reasons, strict=True)
+        ]
+
+    def _prompt(self, messages: list[Message], max_new_tokens: int) -> tuple[list[int], int]:
+        """The chat's prompt tokens, and the new tokens that fit beside them in the context."""
+        tokenizer = self._tokenizer
+        prompt = tokenizer(render_chat(tokenizer, messages), add_special_tokens=False)["input_ids"]
+        context = self._details.get("context") or 0
+        max_new = max(0, int(max_new_tokens))
+        if context:
+            if len(prompt) >= context:
+                raise ValueError(f"prompt of {len(prompt)} tokens does not fit the model's context of {context}")
+            max_new = min(max_new, context - len(prompt))
+        return prompt, max_new
+
+    def _completion(
+        self, new_ids: list[int], reason: str, tokens_in: int, stop: tuple[str, ...], latency_s: float
+    ) -> Completion:
+        from codegen.decoding import DEAD_END
+
+        text = self._tokenizer.decode(new_ids, skip_special_tokens=True)
+        cut = _cut(text, stop)
         if cut is not None:
             text, reason = text[:cut], "stop"
         notes = ("the grammar allowed no continuation: the answer stops there",) if reason == DEAD_END else ()
@@ -297,10 +339,20 @@ class LocalLlamaBackend:
             text=text,
             tokens_in=tokens_in,
             tokens_out=len(new_ids),
-            latency_s=time.perf_counter() - started,
+            latency_s=latency_s,
             finish_reason=reason,
             notes=notes,
         )
+
+    def _generator(self, params: GenerationParams):
+        """A sampled call's own generator, seeded by its `seed` (None: greedy needs none)."""
+        import torch
+
+        if params.temperature <= 0:
+            return None
+        generator = torch.Generator(device=self._engine.device)
+        generator.manual_seed(params.seed if params.seed is not None else torch.seed())
+        return generator
 
     def _eos(self) -> set[int]:
         return set(_as_list(self._generation_defaults.eos_token_id) or _as_list(self._tokenizer.eos_token_id))
@@ -316,20 +368,14 @@ class LocalLlamaBackend:
         return out
 
     def _decode(self, prompt: list[int], max_new: int, params: GenerationParams, eos: set[int]):
-        import torch
-
         from codegen.decoding import Stopping, chooser
 
-        generator = None
-        if params.temperature > 0:
-            generator = torch.Generator(device=self._engine.device)
-            generator.manual_seed(params.seed if params.seed is not None else torch.seed())
         stop = stop_checker(self._tokenizer, params.stop)
         stopping = Stopping(eos, max_new, checks=(stop,) if stop else ())
         tokens = self._engine.generate(
             prompt,
             stopping,
-            chooser=chooser(params.temperature, params.top_p, generator),
+            chooser=chooser(params.temperature, params.top_p, self._generator(params)),
             processors=self._processors(params, eos),
         )
         return tokens, stopping.reason or "stop"
@@ -361,12 +407,9 @@ class LocalLlamaBackend:
             should_stop=(lambda tokens: (tokens[-1] in ticks and closed(tokens)) or bool(stop and stop(tokens))),
             processors=self._processors(params, eos, rows=beam.width),
         )
-        alternatives, trimmed = [], 0
+        alternatives = []
         for h in result.hypotheses:
             text = tokenizer.decode(h.tokens, skip_special_tokens=True)
-            if beam.prune and h.finish_reason == "length":
-                text, was_cut = _keep_parsing_prefix(text)
-                trimmed += was_cut
             cut = _cut(text, params.stop)
             alternatives.append(
                 Alternative(
@@ -380,8 +423,6 @@ class LocalLlamaBackend:
         notes = list(result.notes)
         if result.pruned:
             notes.append(f"{result.pruned} beam(s) pruned at a line end: their code could no longer parse")
-        if trimmed:
-            notes.append(f"{trimmed} beam(s) ran out of tokens: each was cut back to its last line that parses")
         if result.dead_ends:
             notes.append(f"{result.dead_ends} beam step(s) ended in a grammar dead end")
         first = alternatives[0] if alternatives else None
@@ -487,22 +528,6 @@ def _fenced_code(text: str) -> str:
     body = text[line_end + 1 :]
     close = body.find("```")
     return body if close < 0 else body[:close]
-
-
-def _keep_parsing_prefix(text: str) -> tuple[str, bool]:
-    """A beam stopped by the token budget, its fenced code cut back to the longest run of whole lines
-    that parses, and the fence closed (unchanged when it parses already, or when no prefix does)."""
-    from codegen.prompts import syntax_error
-    from codegen.syntax_check import parsing_prefix
-
-    code = _fenced_code(text)
-    if not code or text.count("```") >= 2 or syntax_error(code) is None:
-        return text, False
-    prefix = parsing_prefix(code)
-    if prefix is None:
-        return text, False
-    head = text[: text.find("\n", text.find("```")) + 1]
-    return f"{head}{prefix}\n```", True
 
 
 def _fence_closed(tokenizer):

@@ -102,13 +102,14 @@ class TechniqueOptions(Strict):
         return self.hybrid_grammar_neural or GrammarSettings()
 
 
-Capability = Literal["chat", "logits", "grammar", "json_schema", "beam_search"]
+Capability = Literal["chat", "logits", "grammar", "json_schema", "beam_search", "batch"]
 CAPABILITIES: dict[str, str] = {
     "chat": "answers a chat (every model)",
     "logits": "exposes its logits step by step to specmill's own decoding loop (codegen/llama_engine.py)",
     "grammar": "constrains its own decoding to a grammar (vLLM structured outputs)",
     "json_schema": "constrains its own decoding to a JSON Schema",
     "beam_search": "runs beam search itself (vLLM LLM.beam_search)",
+    "batch": "decodes n candidates of one prompt together, one forward pass per step (generate_rows)",
 }
 
 

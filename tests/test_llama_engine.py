@@ -227,13 +227,14 @@ def test_rows_decoded_together_are_the_sequences_decoded_alone(hf):
             Sampling(0.8, 1.0, torch.Generator().manual_seed(2)),
         ],
     )
-    assert rows == [greedy, *alone]
+    assert rows.tokens == [greedy, *alone] and rows.reasons == ["length"] * 3
     stop_at = greedy[3]  # the greedy row ends at this token's first appearance; the sampled rows go on
     ended = engine.generate_rows(
         prompt, Stopping({stop_at}, 16), [GREEDY, Sampling(0.8, 1.0, torch.Generator().manual_seed(1))]
     )
-    assert ended[0] == greedy[: greedy.index(stop_at) + 1]
+    assert ended.tokens[0] == greedy[: greedy.index(stop_at) + 1]
+    assert ended.reasons[0] == "stop"
     sampled = engine.generate(
         prompt, Stopping({stop_at}, 16), chooser=Sampling(0.8, 1.0, torch.Generator().manual_seed(1))
     )
-    assert ended[1] == sampled
+    assert ended.tokens[1] == sampled

@@ -221,6 +221,27 @@ def test_sampling_follows_the_seed(tiny: LocalLlamaBackend):
     assert len(others | {a.text}) > 1
 
 
+def test_n_answers_decoded_in_one_batched_pass_are_the_answers_one_by_one(tiny: LocalLlamaBackend):
+    """chat_many: a greedy row and two sampled rows (each with its seed) in one pass give what chat gives
+    for each alone, with the stop strings applied per row; what cannot share a pass goes one by one."""
+    params = [
+        GenerationParams(max_new_tokens=20),
+        GenerationParams(max_new_tokens=20, temperature=1.5, seed=1),
+        GenerationParams(max_new_tokens=20, temperature=1.5, seed=2),
+    ]
+    alone = [tiny.chat(CHAT, p) for p in params]
+    together = tiny.chat_many(CHAT, params)
+    assert [(c.text, c.tokens_out, c.finish_reason) for c in together] == [
+        (c.text, c.tokens_out, c.finish_reason) for c in alone
+    ]
+    assert len({c.text for c in together}) == 3
+    stop = alone[0].text[6:8]
+    stopped = [GenerationParams(max_new_tokens=20, stop=(stop,)), GenerationParams(max_new_tokens=20, stop=(stop,))]
+    assert [c.text for c in tiny.chat_many(CHAT, stopped)] == [tiny.chat(CHAT, stopped[0]).text] * 2
+    mixed = [GenerationParams(max_new_tokens=5), GenerationParams(max_new_tokens=9)]  # budgets differ
+    assert [c.tokens_out for c in tiny.chat_many(CHAT, mixed)] == [5, 9]
+
+
 @pytest.mark.parametrize("dtype", ["fp32", "bf16", "int8", "int4"])
 def test_every_dtype_generates(tiny_llama: Path, tmp_path: Path, dtype: str):
     import torch

