@@ -1,12 +1,14 @@
 """Local generation speed (`make bench-generate`): our engine against llama.cpp, on the same GGUF.
 
-    .venv/bin/python bench/generate.py [--tokens 128] [--prompts 4] [--only NAME,...] [--no-llama-cpp]
+    .venv/bin/python bench/generate.py [--tokens 128] [--prompts 4] [--rounds 3] [--only NAME,...] [--no-llama-cpp]
 
 The prompts are the generator's own (the python-function template's prompt for the first HumanEval
 problems, through the model's chat template), tokenized once and fed as the same token ids to every
 runner. Each runner decodes greedily exactly `--tokens` new tokens per prompt (end-of-sequence
 ignored, so every runner does the same work) in its own subprocess, after one warm-up request, with
-every core of the machine (torch's default thread count; llama.cpp gets as many threads).
+every core of the machine (torch's default thread count; llama.cpp gets as many threads). The runners
+are interleaved over `--rounds` rounds (A B C .. A B C ..), each round a fresh subprocess per runner,
+and every figure is the median over the rounds: on two shared cores one pass can swing severalfold.
 
 Runners, each a lever of the issue:
 - `hf-*`: transformers' generate() on the cached safetensors, as local_llama ran before the engine
@@ -16,8 +18,15 @@ Runners, each a lever of the issue:
 - `beam-w*`: codegen/beam_search.py on the int4 engine at widths 1, 2 and 4 (no pruning, no end
   token: every beam runs `--tokens` steps; tok/s counts the tokens of the best beam, so the ratio to
   `engine-int4` is beam search's cost per token of output);
+- `beam-w4-fp32` and `hf-beam4`: width 4 on the fp32 engine, and transformers' generate(num_beams=4)
+  on the same fp32 weights (the same work: 4 beams, `--tokens` steps, no end token);
 - `seq-n4` and `rows-n4`: 4 sampled candidates (temperature 0.8, one seed each) per prompt on the
   int4 engine, as 4 sequential calls and as one batched pass (`generate_rows`); tok/s counts all 4;
+- `grammar-greedy` and `grammar-beam-w4`: the int4 engine under the Python grammar (codegen/
+  python_grammar.py, xgrammar masks, one matcher per row), greedy and at width 4. The grammar may end
+  an answer early (its fence closes), so these count the tokens they wrote. The mask's own time per
+  token (median, p95) is reported beside the per-token time of `engine-int4`; the grammar's compile
+  for the vocabulary (once per process) is reported apart and not counted in tok/s;
 - `llama.cpp`: llama-cpp-python (installed by the make target only) on the GGUF file itself.
 
 tok/s = new tokens / time from the request to the last token (prefill included), over all prompts.
@@ -54,8 +63,12 @@ RUNNERS = [
     "beam-w1",
     "beam-w2",
     "beam-w4",
+    "beam-w4-fp32",
+    "hf-beam4",
     "seq-n4",
     "rows-n4",
+    "grammar-greedy",
+    "grammar-beam-w4",
     "llama.cpp",
 ]
 DEFAULT = "engine-int4"  # what LOCAL_DTYPE's default runs
@@ -65,6 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tokens", type=int, default=128, help="new tokens per prompt")
     p.add_argument("--prompts", type=int, default=4, help="how many prompts (first HumanEval problems)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; figures are medians over them")
     p.add_argument("--only", default="", help="comma-separated runners (default: all)")
     p.add_argument("--no-llama-cpp", action="store_true", help="skip llama.cpp (ratios are then not printed)")
     p.add_argument("--worker", type=Path, help=argparse.SUPPRESS)  # internal: run one runner from this job file
@@ -93,9 +107,11 @@ def run_worker(job_file: Path) -> None:
         t0 = time.perf_counter()
         out = generate(prompt, tokens)
         elapsed += time.perf_counter() - t0
-        if len(out) != per_prompt:
+        if len(out) != per_prompt and not details.get("grammar"):
             raise RuntimeError(f"{runner} produced {len(out)} tokens, not {per_prompt}")
         outputs.append(out)
+    if details.get("grammar"):
+        details["mask_ms"] = details.pop("mask_s_all")()
     print(
         json.dumps(
             {
@@ -103,7 +119,7 @@ def run_worker(job_file: Path) -> None:
                 "imports_s": imports_s,
                 "load_s": load_s,
                 "seconds": elapsed,
-                "tokens": per_prompt * len(prompts),
+                "tokens": sum(len(o) for o in outputs),
                 "outputs": outputs,
                 "details": details,
             }
@@ -117,6 +133,7 @@ def _hf(job: dict):
     from codegen.local_llama import _load_hf
 
     dtype = job["runner"].removeprefix("hf-")
+    beams = int(dtype.removeprefix("beam")) if dtype.startswith("beam") else 1
     model, _ = _load_hf(Path(job["hf_dir"]), torch.bfloat16 if dtype == "bf16" else torch.float32)
     model.eval()
     if dtype == "int8-dynamic":
@@ -126,11 +143,17 @@ def _hf(job: dict):
     @torch.inference_mode()
     def generate(prompt: list[int], n: int) -> list[int]:
         out = model.generate(
-            torch.tensor([prompt]), max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=pad
+            torch.tensor([prompt]),
+            max_new_tokens=n,
+            min_new_tokens=n,
+            do_sample=False,
+            pad_token_id=pad,
+            num_beams=beams,
+            early_stopping=False,
         )
         return out[0, len(prompt) :].tolist()
 
-    return generate, {"threads": torch.get_num_threads()}
+    return generate, {"threads": torch.get_num_threads(), **({"num_beams": beams} if beams > 1 else {})}
 
 
 def _load_engine(job: dict, dtype: str):
@@ -166,13 +189,60 @@ def _engine(job: dict):
 def _beam(job: dict):
     from codegen.beam_search import beam_search
 
-    width = int(job["runner"].removeprefix("beam-w"))
-    engine, details = _load_engine(job, "int4")
+    width, _, dtype = job["runner"].removeprefix("beam-w").partition("-")
+    width = int(width)
+    engine, details = _load_engine(job, dtype or "int4")
 
     def generate(prompt: list[int], n: int) -> list[int]:
         return beam_search(engine, prompt, n, eos=set(), width=width).hypotheses[0].tokens
 
     return generate, {**details, "width": width}
+
+
+def _grammar(job: dict):
+    """The int4 engine under the Python grammar: greedy (`generate`) or beam search (`beam_search`), the
+    masks from a GrammarProcessor made per request, as LocalLlamaBackend makes them."""
+    import statistics
+
+    from codegen import python_grammar
+    from codegen.beam_search import beam_search
+    from codegen.decoding import GrammarProcessor, Stopping
+    from codegen.local_llama import LocalLlamaBackend
+    from models.settings import Settings
+
+    backend = LocalLlamaBackend(
+        Settings(_env_file=None, models_dir=job["models_dir"], local_model=job["local_model"], local_dtype="int4")
+    )
+    backend.load()
+    engine, eos = backend._engine, backend._eos()
+    t0 = time.perf_counter()
+    compiled = backend._compiled("ebnf", python_grammar.ebnf())
+    compile_s = time.perf_counter() - t0
+    width = int(job["runner"].removeprefix("grammar-beam-w")) if "beam" in job["runner"] else 1
+    masks: list[float] = []
+
+    def generate(prompt: list[int], n: int) -> list[int]:
+        processor = GrammarProcessor(compiled, eos, rows=width)
+        if width == 1:
+            out = engine.generate(prompt, Stopping(set(), n), processors=[processor])
+        else:
+            result = beam_search(engine, prompt, n, eos=set(), width=width, processors=[processor])
+            out = result.hypotheses[0].tokens if result.hypotheses else []
+        if n > 16:  # not the warm-up
+            masks.extend(processor.mask_s)
+        return out
+
+    def mask_ms() -> dict:
+        ms = sorted(1000 * s for s in masks)
+        return {
+            "median": round(statistics.median(ms), 3),
+            "p95": round(ms[int(0.95 * (len(ms) - 1))], 3),
+            "mean": round(statistics.fmean(ms), 3),
+            "masks": len(ms),
+        }
+
+    details = {**backend.status().details, "grammar": "python", "compile_s": round(compile_s, 1), "width": width}
+    return generate, {**details, "mask_s_all": mask_ms}
 
 
 def _candidates(job: dict):
@@ -218,6 +288,7 @@ _RUNNERS = {
     "hf": _hf,
     "engine": _engine,
     "beam": _beam,
+    "grammar": _grammar,
     "seq": _candidates,
     "rows": _candidates,
     "llama.cpp": _llama_cpp,
@@ -288,6 +359,80 @@ def same_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
+def merged(runs: list[dict]) -> dict:
+    """One runner's rounds as one row: the median tok/s, load and imports; the first round's outputs
+    and details (greedy runs write the same tokens every round); a grammar's mask times as the median
+    over the rounds of each round's median and p95."""
+    import statistics
+
+    errors = [r["error"] for r in runs if "error" in r]
+    if errors:
+        return {"runner": runs[0]["runner"], "error": errors[0]}
+    first = runs[0]
+    speeds = [r["tokens"] / r["seconds"] for r in runs]
+    out = {
+        **first,
+        "tok_s": statistics.median(speeds),
+        "tok_s_rounds": speeds,
+        "load_s": statistics.median(r["load_s"] for r in runs),
+        "imports_s": statistics.median(r["imports_s"] for r in runs),
+    }
+    if "mask_ms" in first["details"]:
+        out["details"] = {
+            **first["details"],
+            "mask_ms": {
+                key: round(statistics.median(r["details"]["mask_ms"][key] for r in runs), 3)
+                for key in ("median", "p95", "mean")
+            },
+            "compile_s": round(statistics.median(r["details"]["compile_s"] for r in runs), 1),
+        }
+    return out
+
+
+def compare(results: dict) -> list[dict]:
+    """The ratios issue 12 sets targets for, from the medians of this run (a missing runner: skipped)."""
+    speed = {k: v["tok_s"] for k, v in results.items() if "tok_s" in v}
+    out = []
+
+    def add(what: str, ratio: float, target: str | None, met: bool | None) -> None:
+        out.append({"what": what, "ratio": round(ratio, 2), "target": target, "met": met})
+
+    if {"rows-n4", "seq-n4"} <= speed.keys():
+        r = speed["rows-n4"] / speed["seq-n4"]
+        add("4 candidates: batched pass / 4 sequential calls (aggregate tok/s)", r, ">= 2.5", r >= 2.5)
+    if {"beam-w1", "engine-int4"} <= speed.keys():
+        r = speed["engine-int4"] / speed["beam-w1"]
+        add("beam search width 1: time per token / greedy's", r, "<= 1.1", r <= 1.1)
+    for w in ("beam-w2", "beam-w4"):
+        if {w, "engine-int4"} <= speed.keys():
+            add(f"{w}: time per output token / greedy's", speed["engine-int4"] / speed[w], None, None)
+    if {"beam-w4", "hf-beam4"} <= speed.keys():
+        r = speed["beam-w4"] / speed["hf-beam4"]
+        add("width 4 (int4 engine) / transformers num_beams=4 (fp32), tok/s", r, ">= 2.5", r >= 2.5)
+    if {"beam-w4-fp32", "hf-beam4"} <= speed.keys():
+        r = speed["beam-w4-fp32"] / speed["hf-beam4"]
+        add("width 4 (fp32 engine) / transformers num_beams=4 (fp32), tok/s", r, None, None)
+    if {"grammar-greedy", "engine-int4"} <= speed.keys():
+        r = speed["engine-int4"] / speed["grammar-greedy"]
+        add("grammar-constrained greedy: time per token / unconstrained greedy's", r, "<= 1.15", r <= 1.15)
+        mask = results["grammar-greedy"]["details"]["mask_ms"]
+        per_token_ms = 1000 / speed["engine-int4"]
+        add(
+            f"grammar mask, mean {mask['mean']} ms / unconstrained token {per_token_ms:.1f} ms",
+            mask["mean"] / per_token_ms,
+            "<= 0.15",
+            mask["mean"] / per_token_ms <= 0.15,
+        )
+    if {"grammar-beam-w4", "beam-w4"} <= speed.keys():
+        add(
+            "width 4 with the grammar: time per token / without",
+            speed["beam-w4"] / speed["grammar-beam-w4"],
+            None,
+            None,
+        )
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.worker:
@@ -305,22 +450,22 @@ def main(argv: list[str] | None = None) -> dict:
         f"each, greedy; GGUF {base['gguf']}",
         flush=True,
     )
-    results = {}
-    for runner in runners:
-        r = run_runner(runner, base, args.tokens)
-        results[runner] = r
-        if "error" in r:
-            print(f"  {runner:16s} failed: {r['error']}", flush=True)
-        else:
-            r["tok_s"] = r["tokens"] / r["seconds"]
-            print(
-                f"  {runner:16s} {r['tok_s']:6.1f} tok/s  load {r['load_s']:.2f} s  imports {r['imports_s']:.2f} s",
-                flush=True,
-            )
+    rounds: dict[str, list[dict]] = {r: [] for r in runners}
+    for i in range(args.rounds):  # interleaved: A B C .. then A B C .. again
+        print(f"round {i + 1} of {args.rounds}", flush=True)
+        for runner in runners:
+            r = run_runner(runner, base, args.tokens)
+            rounds[runner].append(r)
+            if "error" in r:
+                print(f"  {runner:16s} failed: {r['error']}", flush=True)
+            else:
+                print(f"  {runner:16s} {r['tokens'] / r['seconds']:6.1f} tok/s  load {r['load_s']:.2f} s", flush=True)
+    results = {runner: merged(runs) for runner, runs in rounds.items()}
     reference = results.get("hf-fp32", {}).get("outputs")
     cpp = results.get("llama.cpp", {}).get("tok_s")
     rows = []
-    print("\n| runner | tok/s | vs llama.cpp | warm load (s) | imports (s) | same as hf-fp32 |")
+    print(f"\nmedians over {args.rounds} round(s)")
+    print("| runner | tok/s | vs llama.cpp | warm load (s) | imports (s) | same as hf-fp32 |")
     print("|---|---|---|---|---|---|")
     for runner, r in results.items():
         if "error" in r:
@@ -331,6 +476,7 @@ def main(argv: list[str] | None = None) -> dict:
         row = {
             "runner": runner,
             "tok_s": round(r["tok_s"], 1),
+            "tok_s_rounds": [round(t, 1) for t in r["tok_s_rounds"]],
             "ratio_vs_llama_cpp": round(r["tok_s"] / cpp, 2) if cpp else None,
             "load_s": round(r["load_s"], 2),
             "imports_s": round(r["imports_s"], 2),
@@ -342,12 +488,21 @@ def main(argv: list[str] | None = None) -> dict:
             f"| {runner} | {row['tok_s']} | {row['ratio_vs_llama_cpp'] or '-'} | {row['load_s']} | {row['imports_s']} "
             f"| {row['same_as_hf_fp32'] if same is not None else '-'} |"
         )
+    comparisons = compare(results)
+    if comparisons:
+        print("\n| comparison | ratio | target | met |")
+        print("|---|---|---|---|")
+        for c in comparisons:
+            met = "-" if c["met"] is None else ("yes" if c["met"] else "no")
+            print(f"| {c['what']} | {c['ratio']} | {c['target'] or '-'} | {met} |")
     figures = {
         "tokens_per_prompt": args.tokens,
         "prompt_tokens": [len(p) for p in base["prompts"]],
         "gguf": base["gguf"],
         "cpus": os.cpu_count(),
+        "rounds": args.rounds,
         "rows": rows,
+        "comparisons": comparisons,
         "errors": {k: v["error"] for k, v in results.items() if "error" in v},
     }
     if cpp and DEFAULT in results and "tok_s" in results[DEFAULT]:
