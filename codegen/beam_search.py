@@ -7,8 +7,9 @@ Our own loop over codegen/llama_engine.py (transformers' beam search would run a
 - kept beams take their parents' cache rows in place (`Cache.reorder`);
 - a beam whose token completes a line is checked by `viable` (codegen/syntax_check.py) on the
   code written so far; one that can no longer become valid Python is dropped (`pruned`);
-- a beam that emits an end token, or meets `should_stop`, is finished; at `max_new` every live
-  beam is finished with reason "length".
+- a beam that emits an end token, or meets `should_stop`, is finished when its code parses as a
+  whole (`complete`), and pruned when it does not; at `max_new` every live beam is finished with
+  reason "length".
 Finished beams are ranked by log-probability over length ** length_penalty (1.0: the mean per
 token). At width 1, without pruning, the result is greedy decoding, token for token.
 
@@ -27,7 +28,7 @@ import torch
 from codegen import decoding
 from codegen.decoding import Processor
 from codegen.llama_engine import LlamaEngine
-from codegen.syntax_check import complete_lines, viable
+from codegen.syntax_check import complete, complete_lines, viable
 
 MAX_WIDTH = 8
 
@@ -96,7 +97,10 @@ def beam_search(
             parent, token = divmod(flat, logprobs.shape[1])
             tokens = beams[parent][0] + [token]
             if token in eos or (should_stop is not None and should_stop(tokens)):
-                finished.append(Hypothesis(tokens, value, "stop"))
+                if code_of is not None and not complete(code_of(tokens)):
+                    result.pruned += 1  # it ended, and what it wrote does not parse
+                else:
+                    finished.append(Hypothesis(tokens, value, "stop"))
             elif (
                 code_of is not None
                 and (newline_tokens is None or token in newline_tokens)

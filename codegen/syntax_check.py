@@ -30,6 +30,17 @@ def viable(source: str) -> bool:
     return True
 
 
+def complete(source: str) -> bool:
+    """Whether `source` parses as a whole module, as it stands (what a finished beam must do)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ast.parse(source)
+    except (SyntaxError, ValueError, OverflowError):
+        return False
+    return True
+
+
 def complete_lines(text: str) -> str:
     """The part of `text` up to its last newline: what a line-end check looks at."""
     cut = text.rfind("\n")
@@ -45,11 +56,6 @@ def parsing_prefix(code: str) -> str | None:
         prefix = "\n".join(lines[:end]).rstrip()
         if not prefix.strip():
             return None
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                ast.parse(prefix)
-        except (SyntaxError, ValueError, OverflowError):
-            continue
-        return prefix
+        if complete(prefix):
+            return prefix
     return None

@@ -76,6 +76,19 @@ def test_eos_finishes_beams_with_stop(engine):
     assert result.hypotheses[0].tokens == greedy[: first + 1] and result.hypotheses[0].finish_reason == "stop"
 
 
+def test_a_beam_that_ends_with_code_that_does_not_parse_is_pruned_not_finished(engine):
+    """The line-end check sees only whole lines; a beam that ends is checked whole: `x = (` cannot end."""
+    greedy = engine.generate(PROMPT, Stopping(set(), 6))
+    end = greedy[2]
+
+    def code_of(tokens: list[int]) -> str:
+        return "x = (" if tokens[-1] == end and len(tokens) == 3 else "x = 1"
+
+    result = beam_search(engine, PROMPT, 6, eos={end}, width=1, code_of=code_of, newline_tokens=set())
+    assert result.pruned == 1
+    assert all(h.tokens != greedy[:3] for h in result.hypotheses)
+
+
 @pytest.mark.parametrize("width", [0, 9])
 def test_width_out_of_range_is_refused(engine, width):
     with pytest.raises(ValueError, match="beam width must be 1..8"):
