@@ -94,6 +94,48 @@ def source_commit() -> str | None:
     return head.stdout.strip() + ("+changes" if dirty else "")
 
 
+class Partial:
+    """A run's records so far, one JSON line each after a first line with the run's settings: a run
+    stopped (a session that ends, a kill) continues where it was with the same command. Settings that
+    differ from the file's are refused rather than mixed into one result."""
+
+    def __init__(self, path: Path, fingerprint: dict) -> None:
+        self.path, self.fingerprint = path, fingerprint
+
+    def load(self) -> dict[str, dict]:
+        if not self.path.exists():
+            return {}
+        lines = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                lines.append(json.loads(line))
+            except ValueError:  # the line a kill tore: it and anything after it are dropped
+                break
+        if not lines or lines[0].get("settings") != self.fingerprint:
+            raise SystemExit(
+                f"{self.path} holds a run with other settings ({lines[0].get('settings') if lines else 'none'}); "
+                "delete it, or give this run another --name"
+            )
+        self.path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")  # whole lines
+        return {line["record"]["task_id"]: line["record"] for line in lines[1:] if "record" in line}
+
+    def add(self, record: dict, commit: str | None) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():
+            self.path.write_text(json.dumps({"settings": self.fingerprint}) + "\n", encoding="utf-8")
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps({"record": record, "commit": commit}) + "\n")
+
+    def commits(self) -> list[str]:
+        if not self.path.exists():
+            return []
+        seen = [json.loads(line).get("commit") for line in self.path.read_text(encoding="utf-8").splitlines()[1:]]
+        return list(dict.fromkeys(c for c in seen if c))
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
 def main(argv: list[str] | None = None, settings: Settings | None = None) -> dict:
     args = parse_args(argv)
     techniques = check([t.strip() for t in args.techniques.split(",") if t.strip()])
@@ -140,8 +182,6 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> dic
             flush=True,
         )
 
-    commit = source_commit()  # before the run: the code it ran
-    summary = ev.evaluate(problems, backend, cfg, retriever=retriever, progress=progress)
     name = args.name or "-".join(
         filter(
             None,
@@ -155,6 +195,32 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> dic
                 f"first{args.limit}" if args.limit else None,
             ],
         )
+    )
+    commit = source_commit()  # before the run: the code it ran
+    fingerprint = {
+        "benchmark": benchmark,
+        "model": args.model,
+        "model_label": model_label,
+        "dtype": dtype,
+        "techniques": techniques,
+        "options": cfg.options.model_dump(exclude_none=True),
+        "max_new_tokens": args.max_new_tokens,
+        "timeout_s": args.timeout,
+        "limit": args.limit,
+        "threads": args.threads,
+    }
+    partial = Partial(args.out / "partial" / f"{name}.jsonl", fingerprint)
+    done = partial.load()
+    if done:
+        print(f"resuming {name}: {len(done)} of {len(problems)} problems done in earlier sittings", flush=True)
+    summary = ev.evaluate(
+        problems,
+        backend,
+        cfg,
+        retriever=retriever,
+        progress=progress,
+        done=done,
+        on_record=lambda record: partial.add(record, commit),
     )
     result = {
         "name": name,
@@ -175,10 +241,13 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> dic
         "prompt": ev.PROMPT_HUMANEVAL if benchmark == "humaneval" else "mbpp text + tests",
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "commit": commit,
+        "commits": partial.commits() or [commit],
+        "settings": fingerprint,
         "summary": summary,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{name}.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
+    partial.remove()
     (args.out / "README.md").write_text(ev.render_table(args.out), encoding="utf-8")
     s = summary
     print(

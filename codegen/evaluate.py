@@ -290,15 +290,28 @@ def evaluate(
     *,
     retriever: MbppRetriever | None = None,
     progress: Callable[[int, dict], None] | None = None,
+    done: dict[str, dict] | None = None,
+    on_record: Callable[[dict], None] | None = None,
 ) -> dict:
-    """Every problem once, greedily; the summary and the per-problem records."""
-    started = time.perf_counter()
+    """Every problem once; the summary and the per-problem records. `done` holds records of an earlier
+    sitting of the same run (by task id): those problems are not solved again. Each new record gets its
+    `wall_s` (solving and testing it) and goes to `on_record` as soon as it exists, so that a run can be
+    spread across sittings; the summary's wall time is the sum over the records."""
+    done = done or {}
     records = []
     for i, problem in enumerate(problems):
-        records.append(solve(problem, backend, cfg, retriever))
+        if problem.task_id in done:
+            records.append(done[problem.task_id])
+            continue
+        started = time.perf_counter()
+        record = solve(problem, backend, cfg, retriever)
+        record["wall_s"] = round(time.perf_counter() - started, 3)
+        records.append(record)
+        if on_record:
+            on_record(record)
         if progress:
-            progress(i, records[-1])
-    return summarise(records, time.perf_counter() - started)
+            progress(i, record)
+    return summarise(records, sum(r.get("wall_s", 0.0) for r in records))
 
 
 def summarise(records: list[dict], wall_s: float) -> dict:

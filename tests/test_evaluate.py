@@ -115,6 +115,31 @@ def test_harness_end_to_end_on_the_tiny_model(tiny_llama: Path, tmp_path: Path):
     assert "| [tiny](tiny.json) | humaneval |" in table and "| baseline | shared | 2 |" in table
 
 
+def test_a_run_spread_across_sittings_takes_up_the_records_it_already_has(tiny_llama: Path, tmp_path: Path):
+    settings = Settings(_env_file=None, data_dir=tmp_path / "data", local_model=str(tiny_llama), local_dtype="fp32")
+    out, argv = tmp_path / "eval", ["--limit", "2", "--max-new-tokens", "8", "--out", str(tmp_path / "eval")]
+    whole = _bench_eval().main([*argv, "--name", "r"], settings=settings)
+    partial = out / "partial" / "r.jsonl"
+    assert not partial.exists()  # a finished run leaves no partial file
+    # a first sitting that stopped after one problem (planted: it says it passed, which the model never does)
+    first = {**whole["summary"]["records"][0], "passed": True, "status": "passed", "wall_s": 7.0}
+    partial.parent.mkdir(exist_ok=True)
+    partial.write_text(
+        json.dumps({"settings": whole["settings"]})
+        + "\n"
+        + json.dumps({"record": first, "commit": "c0"})
+        + '\n{"record": {"task_id": "HumanEval/1", "pas'  # the line a kill tore: dropped, and solved again
+    )
+    resumed = _bench_eval().main([*argv, "--name", "r"], settings=settings)
+    s = resumed["summary"]
+    assert s["records"][0] == first and s["records"][1]["task_id"] == "HumanEval/1" and s["passed"] == 1
+    assert s["wall_s"] >= 7.0 and resumed["commits"][0] == "c0" and not partial.exists()
+    # another run's partial file under this name is refused, not mixed in
+    partial.write_text(json.dumps({"settings": {**whole["settings"], "max_new_tokens": 9}}) + "\n")
+    with pytest.raises(SystemExit, match="holds a run with other settings"):
+        _bench_eval().main([*argv, "--name", "r"], settings=settings)
+
+
 def test_mbpp_split_and_retrieval_corpus(tiny_llama: Path, tmp_path: Path):
     problems = ev.load_mbpp(MBPP, "test")
     assert [p.task_id for p in problems] == ["MBPP/11", "MBPP/12", "MBPP/13"]
