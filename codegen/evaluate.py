@@ -347,12 +347,16 @@ def mcnemar(a: list[bool], b: list[bool]) -> float:
 
 def _greedy_of(d: dict, runs: list[dict]) -> dict | None:
     """The greedy run `d` is paired with: same benchmark, model, dtype and problems, no technique, the
-    shared generation path; the latest one when there are several."""
+    shared generation path; the latest one when there are several. Only runs that record their commit
+    (since 2026-12-01) are paired: older ones ran an engine whose numerics have changed since."""
+    if not d.get("commit"):
+        return None
     ids = [r["task_id"] for r in d["summary"]["records"]]
     same = [
         r
         for r in runs
         if r is not d
+        and r.get("commit")
         and not r["techniques"]
         and r.get("generation_path") == "shared"
         and (r["benchmark"], r["model_label"], r.get("dtype")) == (d["benchmark"], d["model_label"], d.get("dtype"))

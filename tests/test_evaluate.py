@@ -56,6 +56,7 @@ def _run(name: str, techniques: list[str], passed: list[bool], when: str) -> dic
         "techniques": techniques,
         "generation_path": "shared",
         "when": when,
+        "commit": "c",
         "summary": summary,
     }
 
