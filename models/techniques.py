@@ -188,7 +188,8 @@ TECHNIQUES: dict[str, TechniqueInfo] = {
             name="syntax_aware_beam_search",
             description="Beam search over the model's own log-probabilities, with the prompt's cache shared by "
             "every beam. At each line end a beam whose code can no longer become valid Python (codeop) is "
-            "pruned. Each finished beam is a candidate; they are ranked by whether they parse, then by how "
+            "pruned, and a beam that ends is kept only if its code parses; one that the token budget stops "
+            "is cut back to its last line that parses. Each finished beam is a candidate; they are ranked by whether they parse, then by how "
             "many of the spec's own tests they pass in the sandbox (visible_tests), then by their "
             "length-normalised log-probability. Backends that do not expose their logits step by step "
             "cannot run it: a 422 says so, it never falls back to greedy decoding. n must be 1.",
@@ -210,7 +211,8 @@ TECHNIQUES: dict[str, TechniqueInfo] = {
             "indentation column. On local_llama the mask is applied in specmill's engine (one matcher per "
             "beam when combined with syntax_aware_beam_search); deepseek_8b passes the same grammar to "
             "vLLM's structured outputs; openai_api and anthropic_api cannot take a grammar, so their "
-            "answer is checked with Python's parser and asked again with the error, up to `retries` times.",
+            "answer is checked with Python's parser and asked again with the error, up to `retries` times. "
+            "An answer the token budget stops is cut back to its last line that parses.",
             implemented=True,
             modes=[
                 Mode(requires="logits", how="grammar masks in specmill's engine"),
