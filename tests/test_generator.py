@@ -10,6 +10,7 @@ import uuid
 
 import pytest
 
+from store.db import tenant_tx
 from tests.conftest import wait_for
 
 FN = {"name": "python-function"}
@@ -212,10 +213,16 @@ async def test_inline_template(api, tenant):
         ({"template": {"schema": {"type": 12}}, "values": {}}, 422, "not a valid JSON Schema"),
     ],
 )
-async def test_bad_generate_requests(api, tenant, body, status, needle):
+async def test_bad_generate_requests(api, pool, tenant, body, status, needle):
+    async def stored() -> int:
+        async with tenant_tx(pool, tenant.tenant_id) as conn:
+            return await conn.fetchval("select count(*) from generations where tenant_id = $1", tenant.tenant_id)
+
+    before = await stored()
     resp = await api.post("/api/generate", json=body, headers=tenant.headers)
     assert resp.status_code == status, resp.text
     assert resp.json()["detail"]
+    assert await stored() == before  # refused before anything is stored
     if needle:  # in the detail, or in the errors beside it (each with its path)
         assert needle in resp.text
 
