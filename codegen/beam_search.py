@@ -65,11 +65,13 @@ def beam_search(
     newline_tokens: set[int] | None = None,
     should_stop: Callable[[list[int]], bool] | None = None,
     processors: Sequence[Processor] = (),
+    final_code_of: Callable[[list[int]], str] | None = None,
 ) -> BeamResult:
     """The `width` best continuations of `prompt`. `code_of(tokens)` gives the code a beam has written
     (for the syntax check); it runs when a beam's last token is in `newline_tokens` (None: every step).
-    Without `code_of` nothing is pruned. `processors` (a grammar's masks, one state per row) change
-    each step's logits and follow the beams: `reorder` before `advance`, as codegen/decoding.py says;
+    A beam that ends must parse as a whole: `final_code_of(tokens)` (default `code_of`) gives the code
+    its answer finally is. Without `code_of` nothing is pruned. `processors` (a grammar's masks, one
+    state per row) change each step's logits and follow the beams: `reorder` before `advance`, as codegen/decoding.py says;
     a beam they leave no token is a dead end and is dropped (counted in `dead_ends`)."""
     if not 1 <= width <= MAX_WIDTH:
         raise ValueError(f"beam width must be 1..{MAX_WIDTH}, not {width}")
@@ -97,7 +99,7 @@ def beam_search(
             parent, token = divmod(flat, logprobs.shape[1])
             tokens = beams[parent][0] + [token]
             if token in eos or (should_stop is not None and should_stop(tokens)):
-                if code_of is not None and not complete(code_of(tokens)):
+                if code_of is not None and not complete((final_code_of or code_of)(tokens)):
                     result.pruned += 1  # it ended, and what it wrote does not parse
                 else:
                     finished.append(Hypothesis(tokens, value, "stop"))

@@ -384,6 +384,7 @@ class LocalLlamaBackend:
         """syntax_aware_beam_search: the finished beams, best first, as the completion's alternatives."""
         from codegen.beam_search import beam_search
         from codegen.decoding import DEAD_END
+        from codegen.prompts import extract_code
 
         if self._engine is None:
             raise ValueError(
@@ -406,6 +407,8 @@ class LocalLlamaBackend:
             newline_tokens=self._token_set("\n"),
             should_stop=(lambda tokens: (tokens[-1] in ticks and closed(tokens)) or bool(stop and stop(tokens))),
             processors=self._processors(params, eos, rows=beam.width),
+            # what the candidate's code will be (an answer with no opening fence is all code)
+            final_code_of=lambda tokens: extract_code(tokenizer.decode(tokens, skip_special_tokens=True)),
         )
         alternatives = []
         for h in result.hypotheses:

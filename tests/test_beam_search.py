@@ -87,6 +87,11 @@ def test_a_beam_that_ends_with_code_that_does_not_parse_is_pruned_not_finished(e
     result = beam_search(engine, PROMPT, 6, eos={end}, width=1, code_of=code_of, newline_tokens=set())
     assert result.pruned == 1
     assert all(h.tokens != greedy[:3] for h in result.hypotheses)
+    # what the answer finally is decides: nothing fenced yet (no code so far), but all of it is code
+    result = beam_search(
+        engine, PROMPT, 6, eos={end}, width=1, code_of=lambda tokens: "", final_code_of=code_of, newline_tokens=set()
+    )
+    assert result.pruned == 1
 
 
 @pytest.mark.parametrize("width", [0, 9])
