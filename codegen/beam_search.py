@@ -71,8 +71,9 @@ def beam_search(
     (for the syntax check); it runs when a beam's last token is in `newline_tokens` (None: every step).
     A beam that ends must parse as a whole: `final_code_of(tokens)` (default `code_of`) gives the code
     its answer finally is. Without `code_of` nothing is pruned. `processors` (a grammar's masks, one
-    state per row) change each step's logits and follow the beams: `reorder` before `advance`, as codegen/decoding.py says;
-    a beam they leave no token is a dead end and is dropped (counted in `dead_ends`)."""
+    state per row) change each step's logits and follow the beams: `reorder` before `advance`, as
+    codegen/decoding.py says; a beam they leave no token is a dead end and is dropped (counted in
+    `dead_ends`)."""
     if not 1 <= width <= MAX_WIDTH:
         raise ValueError(f"beam width must be 1..{MAX_WIDTH}, not {width}")
     if max_new <= 0:

@@ -186,13 +186,13 @@ TECHNIQUES: dict[str, TechniqueInfo] = {
         ),
         TechniqueInfo(
             name="syntax_aware_beam_search",
-            description="Beam search over the model's own log-probabilities, with the prompt's cache shared by "
-            "every beam. At each line end a beam whose code can no longer become valid Python (codeop) is "
-            "pruned, and a beam that ends is kept only if its code parses; one that the token budget stops "
-            "is cut back to its last line that parses. Each finished beam is a candidate; they are ranked by "
-            "whether they parse, then by how many of the spec's own tests they pass in the sandbox (visible_tests), then by their "
-            "length-normalised log-probability. Backends that do not expose their logits step by step "
-            "cannot run it: a 422 says so, it never falls back to greedy decoding. n must be 1.",
+            description="Beam search over the model's own log-probabilities, with the prompt's cache shared by every "
+            "beam. At each line end a beam whose code can no longer become valid Python (codeop) is pruned, "
+            "and a beam that ends is kept only if its code parses; one that the token budget stops is cut "
+            "back to its last line that parses. Each finished beam is a candidate; they are ranked by whether"
+            " they parse, then by how many of the spec's own tests they pass in the sandbox (visible_tests), "
+            "then by their length-normalised log-probability. Backends that do not expose their logits step "
+            "by step cannot run it: a 422 says so, it never falls back to greedy decoding. n must be 1.",
             implemented=True,
             modes=[
                 Mode(requires="logits", how="specmill's beam loop over the batched engine, pruning at line ends"),
