@@ -78,8 +78,8 @@ async def _check_templates(pool: asyncpg.Pool, tenant_id: UUID, refs: list[Defau
 async def put_tenant_settings(pool: asyncpg.Pool, *, tenant_id: UUID, update: TenantSettingsUpdate) -> TenantSettings:
     """Merge `update` into the tenant's settings: a field left out keeps its value, null resets it to the
     default. Every default template must resolve now (Invalid names the one that does not)."""
-    fields = update.model_dump(exclude_unset=True)  # options: only the parameters that were set
-    defaults = {**TenantSettings().model_dump(), "options": {}}
+    fields = update.model_dump(exclude_unset=True)
+    defaults = TenantSettings().model_dump()
     fields = {k: defaults[k] if v is None else v for k, v in fields.items()}
     _check_model(fields.get("model"))
     if "techniques" in fields:
@@ -96,7 +96,7 @@ async def put_tenant_settings(pool: asyncpg.Pool, *, tenant_id: UUID, update: Te
         )
         merged_settings = TenantSettings.model_validate({**dict(current), **fields})
         _check_candidates(merged_settings)
-        merged = {**merged_settings.model_dump(), "options": merged_settings.options.model_dump(exclude_unset=True)}
+        merged = merged_settings.model_dump()
         row = await conn.fetchrow(
             f"""update tenant_settings set default_templates = $2, generation_concurrency = $3, debug_rounds = $4,
                   model = $5, techniques = $6, max_new_tokens = $7, n = $8, options = $9,
