@@ -221,7 +221,7 @@ def _grammar(job: dict):
     compile_s = time.perf_counter() - t0
     width = int(job["runner"].removeprefix("grammar-beam-w")) if "beam" in job["runner"] else 1
     masks: list[float] = []
-    spent = {"constrained": 0.0, "unconstrained": 0.0}
+    spent = {"constrained": 0.0, "unconstrained": 0.0, "calls": 0}
 
     def decode(prompt: list[int], n: int, processors: list) -> list[int]:
         if width == 1:
@@ -238,7 +238,8 @@ def _grammar(job: dict):
         out = decode(prompt, n, [processor])
         t1 = time.perf_counter()
         decode(prompt, len(out), [])
-        if n > 16:  # not the warm-up
+        spent["calls"] += 1
+        if spent["calls"] > 1:  # the first call is the worker's warm-up
             masks.extend(processor.mask_s)
             spent["constrained"] += t1 - t0
             spent["unconstrained"] += time.perf_counter() - t1
