@@ -157,8 +157,8 @@ def _hf(job: dict):
     return generate, {"threads": torch.get_num_threads(), **({"num_beams": beams} if beams > 1 else {})}
 
 
-def _load_engine(job: dict, dtype: str):
-    """The engine as LocalLlamaBackend loads it, and its details."""
+def _load_backend(job: dict, dtype: str):
+    """LocalLlamaBackend loaded as the product loads it, and its details."""
     import torch
 
     from codegen.local_llama import LocalLlamaBackend
@@ -173,7 +173,13 @@ def _load_engine(job: dict, dtype: str):
     )
     backend = LocalLlamaBackend(settings)
     backend.load()
-    return backend._engine, {**backend.status().details, "threads": torch.get_num_threads()}
+    return backend, {**backend.status().details, "threads": torch.get_num_threads()}
+
+
+def _load_engine(job: dict, dtype: str):
+    """The engine as LocalLlamaBackend loads it, and its details."""
+    backend, details = _load_backend(job, dtype)
+    return backend._engine, details
 
 
 def _engine(job: dict):
@@ -208,13 +214,8 @@ def _grammar(job: dict):
     from codegen import python_grammar
     from codegen.beam_search import beam_search
     from codegen.decoding import GrammarProcessor, Stopping
-    from codegen.local_llama import LocalLlamaBackend
-    from models.settings import Settings
 
-    backend = LocalLlamaBackend(
-        Settings(_env_file=None, models_dir=job["models_dir"], local_model=job["local_model"], local_dtype="int4")
-    )
-    backend.load()
+    backend, details = _load_backend(job, "int4")
     engine, eos = backend._engine, backend._eos()
     t0 = time.perf_counter()
     compiled = backend._compiled("ebnf", python_grammar.ebnf())
@@ -256,7 +257,7 @@ def _grammar(job: dict):
             "unconstrained_same_tokens_s": round(spent["unconstrained"], 3),
         }
 
-    details = {**backend.status().details, "grammar": "python", "compile_s": round(compile_s, 1), "width": width}
+    details = {**details, "grammar": "python", "compile_s": round(compile_s, 1), "width": width}
     return generate, {**details, "mask_s_all": mask_ms, "own_seconds": lambda: spent["constrained"]}
 
 

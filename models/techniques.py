@@ -292,9 +292,14 @@ def resolve(
             f"{' and '.join(decoding)} cannot be combined with hierarchical_generation: its bodies are decoded "
             "one planned item at a time, without the module's grammar"
         )
-    if "syntax_aware_beam_search" in out and n != 1:
-        raise Unsupported("syntax_aware_beam_search returns its `width` finished beams as the candidates: n must be 1")
+    check_n(list(out), n)
     return out
+
+
+def check_n(techniques: list[str], n: int) -> None:
+    """Unsupported when `n` candidates cannot be asked of these techniques: beam search's beams are them."""
+    if "syntax_aware_beam_search" in techniques and n != 1:
+        raise Unsupported("syntax_aware_beam_search returns its `width` finished beams as the candidates: n must be 1")
 
 
 def supported_backends(technique: str, capabilities: dict[str, frozenset[str]]) -> list[str]:

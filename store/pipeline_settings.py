@@ -18,7 +18,7 @@ from models.pipeline import (
     TenantSettingsUpdate,
 )
 from models.techniques import check as check_techniques
-from models.techniques import check_options
+from models.techniques import check_n, check_options
 from store import templates
 from store.db import tenant_tx
 from store.errors import Invalid, NotFound
@@ -46,10 +46,9 @@ def _check_candidates(settings: TenantSettings | EffectiveSettings) -> None:
     (its beams are the candidates)."""
     try:
         check_options(settings.techniques, settings.options)
+        check_n(settings.techniques, settings.n)
     except ValueError as err:
         raise Invalid(str(err)) from err
-    if settings.n != 1 and "syntax_aware_beam_search" in settings.techniques:
-        raise Invalid("syntax_aware_beam_search returns its `width` finished beams as the candidates: n must be 1")
 
 
 async def _require_project(conn: asyncpg.Connection, tenant_id: UUID, project_id: UUID) -> None:

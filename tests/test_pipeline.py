@@ -82,6 +82,12 @@ async def _events(api, tenant, type_: str) -> list[dict]:
     return resp.json()["items"]
 
 
+async def _states(api, tenant, project_id: str) -> list[str]:
+    """The project's states in the order its state_changed events recorded them."""
+    events = await _events(api, tenant, "project.state_changed")
+    return [e["payload"]["to_state"] for e in events if e["subject_id"] == project_id]
+
+
 async def test_a_project_goes_through_every_state_and_repairs_a_failing_instance(api, tenant, coder, temporal):
     coder.script("add", first=ADD_WRONG, repair=ADD_RIGHT)
     coder.script("mul", first=MUL_RIGHT)
@@ -100,8 +106,7 @@ async def test_a_project_goes_through_every_state_and_repairs_a_failing_instance
     assert row["state"] == "completed"
 
     # the states, in order, each recorded once
-    changes = [e["payload"] for e in await _events(api, tenant, "project.state_changed") if e["subject_id"] == pid]
-    assert [c["to_state"] for c in changes] == [
+    assert await _states(api, tenant, pid) == [
         "initialization",
         "spec_definition",
         "code_generation",
@@ -169,8 +174,7 @@ async def test_the_pipeline_keeps_the_candidate_that_passes_before_any_repair(ap
     assert resp.status_code == 200, resp.text
     row = await _finished(api, tenant, pid)
     assert row["state"] == "completed"
-    changes = [e["payload"] for e in await _events(api, tenant, "project.state_changed") if e["subject_id"] == pid]
-    assert [c["to_state"] for c in changes] == [
+    assert await _states(api, tenant, pid) == [
         "initialization",
         "spec_definition",
         "code_generation",
@@ -313,10 +317,13 @@ async def test_a_changed_spec_marks_the_project_stale_and_only_it_is_regenerated
     current = {a["path"]: a for a in (await api.get(f"/api/projects/{pid}/artifacts", headers=tenant.headers)).json()}
     assert current["inc.py"]["content"] == "def inc(x, step=1):\n    return x + step\n"
     assert current["inc.py"]["test_status"] == "passed" and current["dec.py"]["round"] == 1
-    states = [
-        e["payload"]["to_state"] for e in await _events(api, tenant, "project.state_changed") if e["subject_id"] == pid
+    assert (await _states(api, tenant, pid))[5:] == [
+        "completed",
+        "code_generation",
+        "integration",
+        "debugging",
+        "completed",
     ]
-    assert states[5:] == ["completed", "code_generation", "integration", "debugging", "completed"]
     assert (await api.get(f"/api/projects/{pid}/changes", headers=tenant.headers)).json()["stale"] is False
     await _save_histories(temporal, project["workflow_id"], "pipeline-regenerate")
 
