@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from fastapi import APIRouter
 
-from api.routes import generator, knowledge, pipeline, projects, providers, templates
+from api.routes import generator, knowledge, pipeline, projects, providers, runs, templates
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ SERVICES: dict[str, ServiceDef] = {
     "orchestrator": ServiceDef(
         "orchestrator",
         8003,
-        [projects.router, pipeline.router],
+        [projects.router, runs.router, pipeline.router],
         [re.compile(r"^/api/(projects|tasks|settings)(/|$)")],  # settings: the pipeline's (tenant defaults)
         "orchestrator_url",
         queues=[("orchestrator", True), ("spec-registry", False), ("integration", False)],

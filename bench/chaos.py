@@ -229,6 +229,7 @@ def inflict(platform: Platform, kills: int, rng: random.Random, done) -> list[st
 
 async def workflow_results(address: str, projects: list[dict]) -> dict[str, str | None]:
     from temporalio.client import Client as TemporalClient
+    from temporalio.client import WorkflowFailureError
     from temporalio.contrib.pydantic import pydantic_data_converter
 
     client = await TemporalClient.connect(address, data_converter=pydantic_data_converter)
@@ -237,7 +238,10 @@ async def workflow_results(address: str, projects: list[dict]) -> dict[str, str 
         handle = client.get_workflow_handle(p["workflow_id"])
         try:
             out[p["id"]] = (await handle.result())["state"]
-        except Exception as err:  # noqa: BLE001 - cancelled or failed runs carry no result
+        except WorkflowFailureError as err:  # a failed project's run carries its result in the failure
+            details = getattr(err.cause, "details", None)
+            out[p["id"]] = details[0]["state"] if details else f"no result: {type(err.cause).__name__}"
+        except Exception as err:  # noqa: BLE001 - cancelled runs carry no result
             out[p["id"]] = f"no result: {type(err).__name__}"
     return out
 

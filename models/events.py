@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 from uuid import UUID
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from models.common import ProjectState, Service, TaskStatus
+from models.outcome import Outcome
 
 
 class EventPayload(BaseModel):
@@ -50,6 +51,8 @@ class project_state_event(EventPayload):
     from_state: ProjectState | None
     to_state: ProjectState
     reason: str | None = None
+    run_id: UUID | None = None
+    outcome: Outcome | None = Field(None, description="On a terminal state: the run's outcome, by instance name")
 
 
 class complete_spec_event(EventPayload):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
+from typing import Any, Literal
 from uuid import UUID, uuid5
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_serializer
 from temporalio.common import SearchAttributeKey
 
 from models.common import (
@@ -21,6 +22,8 @@ from models.common import (
     TaskStatus,
 )
 from models.generation import GenerationResult, SpecSnapshot
+from models.outcome import Outcome, RunScope
+from models.pipeline import ProjectSettingsUpdate
 from models.techniques import TechniqueOptions
 
 
@@ -44,6 +47,40 @@ class ProjectPublic(Public):
     created_at: datetime
     updated_at: datetime
     workflow_id: str
+    run_id: UUID | None = Field(None, description="The latest run (GET .../runs/{run_id})")
+    reason: str | None = Field(None, description="Why the latest run ended as it did")
+    outcome: Outcome | None = Field(None, description="The latest run's outcome, once it has ended")
+
+
+class RunCreate(Strict):
+    """POST /api/projects/{id}/runs: which instances the new run generates again, and optionally new
+    settings (saved as PUT .../settings would, before the run reads them)."""
+
+    scope: Literal["failed", "changed", "all"] = Field(
+        "failed",
+        description="failed: every instance whose tests do not pass now (or that has no code); "
+        "changed: those whose values changed since their code was generated, and new ones; all: every instance",
+    )
+    settings: ProjectSettingsUpdate | None = None
+
+
+class RunPublic(Public):
+    id: UUID = Field(description="The Temporal run id of the project's workflow")
+    project_id: UUID
+    scope: RunScope
+    instance_ids: list[UUID] | None = Field(None, description="The instances it generates (null: all, run 1)")
+    state: ProjectState
+    settings: dict[str, Any] | None = Field(None, description="What it runs with, once its specs were checked")
+    outcome: Outcome | None = None
+    reason: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    ended_at: datetime | None = None
+    duration_s: float | None = Field(None, description="From start to its terminal state")
+
+    @field_serializer("ended_at")
+    def _ended_utc(self, value: datetime | None) -> str | None:
+        return None if value is None else (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
 
 
 class StateChange(Strict):
@@ -101,10 +138,12 @@ class PipelineQueues(BaseModel):
 
 
 class Regenerate(BaseModel):
-    """A later run of a project (POST .../regenerate): only these instances, from the state the last run left."""
+    """A later run of a project (POST .../runs or .../regenerate): only these instances, from the state the
+    last run left."""
 
     instance_ids: list[UUID]
     from_state: ProjectState
+    scope: RunScope = "changed"
 
 
 class ProjectWorkflowInput(BaseModel):
@@ -119,6 +158,7 @@ class ProjectWorkflowResult(BaseModel):
     project_id: UUID
     state: ProjectState
     reasons: list[str] = Field(default_factory=list, description="Why it failed, when it did")
+    outcome: Outcome | None = None
 
 
 class RecordStateInput(BaseModel):
@@ -134,6 +174,9 @@ class RecordStateInput(BaseModel):
     specs_completed: dict[UUID, str] | None = Field(
         None, description="Set on spec_definition -> code_generation: spec.complete goes out with the transition"
     )
+    scope: RunScope | None = Field(None, description="The run's scope (its project_runs row); None: before runs")
+    settings: PipelineSettings | None = Field(None, description="Set when the specs are checked: what the run uses")
+    outcome: Outcome | None = Field(None, description="Set on a terminal state")
 
 
 class RecordStateResult(BaseModel):
@@ -232,6 +275,11 @@ class InstanceTestResult(BaseModel):
     failure: str | None = Field(
         None, description="What the next generation round is told: assertion, traceback, output"
     )
+    test: str | None = None
+    error: str | None = None
+    actual: str | None = None
+    expected: str | None = None
+    problems: list[str] = Field(default_factory=list)
 
 
 class DebugRoundResult(BaseModel):
@@ -266,3 +314,9 @@ class ProjectChanges(BaseModel):
     stale: bool
     changed: list[UUID] = Field(description="Instances whose values differ from those their current artifact came from")
     new: list[UUID] = Field(description="Instances without a current artifact")
+
+
+class RegenerateAccepted(ProjectChanges):
+    """POST .../regenerate: the changes, and the run it started for them."""
+
+    run_id: UUID

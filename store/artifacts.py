@@ -257,3 +257,8 @@ async def current_paths(pool: asyncpg.Pool, *, tenant_id: UUID, project_id: UUID
 async def current_values_hashes(pool: asyncpg.Pool, *, tenant_id: UUID, project_id: UUID) -> dict[UUID, str]:
     """instance_id -> values_hash of its current artifact (instances with none are absent)."""
     return await _current(pool, tenant_id, project_id, "values_hash")
+
+
+async def current_test_statuses(pool: asyncpg.Pool, *, tenant_id: UUID, project_id: UUID) -> dict[UUID, str | None]:
+    """instance_id -> test_status of its current artifact (None: not tested; instances with none are absent)."""
+    return await _current(pool, tenant_id, project_id, "test_status")

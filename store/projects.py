@@ -8,19 +8,24 @@ from uuid import UUID, uuid4
 
 import asyncpg
 
-from models.common import ProjectState
+from models.common import TERMINAL_STATES, ProjectState
 from models.events import complete_spec_event, project_event, project_state_event
 from models.orchestrator import ProjectCreate, ProjectPublic, ProjectUpdate, RecordStateInput, project_workflow_id
-from store import events
+from store import events, runs
 from store.db import tenant_tx
 from store.errors import NotFound
 from store.paging import keyset, page
 
-_COLS = "id, tenant_id, name, description, state, user_id, created_at, updated_at"
+_COLS = "id, tenant_id, name, description, state, user_id, created_at, updated_at, run_id, reason, outcome"
 
 
 def _model(row: asyncpg.Record) -> ProjectPublic:
-    return ProjectPublic.model_validate({**dict(row), "workflow_id": project_workflow_id(row["id"])})
+    """The row as the API shows it; its outcome once its run has ended (the column keeps the last one
+    while a run goes, to merge the instances that run does not touch: store.runs)."""
+    shown = dict(row)
+    if ProjectState(row["state"]) not in TERMINAL_STATES:
+        shown["outcome"] = None
+    return ProjectPublic.model_validate({**shown, "workflow_id": project_workflow_id(row["id"])})
 
 
 @asynccontextmanager
@@ -128,6 +133,8 @@ async def record_state(pool: asyncpg.Pool, inp: RecordStateInput) -> bool:
                 from_state=inp.from_state,
                 to_state=inp.to_state,
                 reason=inp.reason,
+                run_id=_uuid_or_none(inp.run_id),
+                outcome=inp.outcome,
             ),
         )
         if fresh and inp.specs_completed is not None:
@@ -149,4 +156,12 @@ async def record_state(pool: asyncpg.Pool, inp: RecordStateInput) -> bool:
                 inp.project_id,
                 inp.to_state.value,
             )
+            await runs.on_transition(conn, inp)
     return fresh
+
+
+def _uuid_or_none(text: str) -> UUID | None:
+    try:
+        return UUID(text)
+    except ValueError:
+        return None

@@ -213,3 +213,17 @@ async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.1):
         if loop.time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s (last: {value!r})")
         await asyncio.sleep(interval)
+
+
+async def project_result(temporal, workflow_id: str) -> dict:
+    """A project run's result: a completed run's return value, or a failed run's (ProjectFailed) details."""
+    from temporalio.client import WorkflowFailureError
+    from temporalio.exceptions import ApplicationError
+
+    try:
+        return await temporal.get_workflow_handle(workflow_id).result()
+    except WorkflowFailureError as err:
+        cause = err.cause
+        if not (isinstance(cause, ApplicationError) and cause.type == "ProjectFailed"):
+            raise
+        return cause.details[0]

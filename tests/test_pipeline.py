@@ -13,20 +13,24 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import ApplicationError
+
 from tests.conftest import wait_for
 
 HISTORIES = Path(__file__).parent / "histories"
 
 
-async def _save_histories(temporal, workflow_id: str, name: str) -> None:
-    """With SPECMILL_SAVE_HISTORIES=1, keep the run's histories (the project's and its children's) for
-    tests/test_replay.py: a later change that breaks determinism then fails CI."""
+async def _save_histories(temporal, workflow_id: str, name: str, run_id: str | None = None) -> None:
+    """With SPECMILL_SAVE_HISTORIES=1, keep the run's histories (the project's, its latest run or `run_id`,
+    and its children's) for tests/test_replay.py: a later change that breaks determinism then fails CI."""
     if not os.environ.get("SPECMILL_SAVE_HISTORIES"):
         return
     HISTORIES.mkdir(exist_ok=True)
     ids = [workflow_id] + [wf.id async for wf in temporal.list_workflows(f"WorkflowId STARTS_WITH '{workflow_id}-'")]
     for i, wid in enumerate(ids):
-        history = await temporal.get_workflow_handle(wid).fetch_history()
+        history = await temporal.get_workflow_handle(wid, run_id=run_id if i == 0 else None).fetch_history()
         record = {"workflow_id": wid, "history": history.to_json_dict()}
         (HISTORIES / f"{name}-{i}.json").write_text(json.dumps(record, indent=0))
 
@@ -252,11 +256,22 @@ async def test_rounds_run_out_and_the_project_fails_with_the_reasons(api, tenant
     assert (await api.post(f"/api/projects/{pid}/specs/complete", headers=tenant.headers)).status_code == 200
     row = await _finished(api, tenant, pid)
     assert row["state"] == "failed"
-    result = await temporal.get_workflow_handle(project["workflow_id"]).result()
-    assert result["reasons"][0].startswith(f"instance {inst['id']}:")
+    # the run ends Failed in Temporal (the UI shows it so), its result in the failure's details
+    with pytest.raises(WorkflowFailureError) as failed:
+        await temporal.get_workflow_handle(project["workflow_id"]).result()
+    cause = failed.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "ProjectFailed"
+    result = cause.details[0]
+    assert result["state"] == "failed" and result["reasons"][0].startswith("add: ")
+    assert "add: " in cause.message and inst["id"] not in cause.message  # by name, never by UUID
+    (outcome,) = result["outcome"]["instances"]
+    assert (outcome["name"], outcome["instance_id"], outcome["round"]) == ("add", inst["id"], 2)
+    # GET project carries the same outcome, and the last state event too
+    row = (await api.get(f"/api/projects/{pid}", headers=tenant.headers)).json()
+    assert row["outcome"] == result["outcome"] and row["reason"].startswith("tests still fail")
     last = [e for e in await _events(api, tenant, "project.state_changed") if e["subject_id"] == pid][-1]
-    assert last["payload"]["to_state"] == "failed"
-    assert "after 1 debugging round(s)" in last["payload"]["reason"]
+    assert last["payload"]["to_state"] == "failed" and last["payload"]["outcome"] == result["outcome"]
+    assert "after 1 debugging round(s)" in last["payload"]["reason"] and inst["id"] not in last["payload"]["reason"]
     tasks = (await api.get("/api/tasks", params={"project_id": pid}, headers=tenant.headers)).json()["items"]
     assert [(t["task_type"], t["status"]) for t in tasks] == [("debug_round_1", "failed"), ("debug_round_2", "failed")]
 

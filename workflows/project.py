@@ -63,6 +63,7 @@ with workflow.unsafe.imports_passed_through():
         StateChange,
         StateView,
     )
+    from models.outcome import Outcome, instance_name, instance_outcome, summarize
 
 S = ProjectState
 RECORD_RETRY = RetryPolicy(
@@ -91,6 +92,10 @@ REQUESTABLE = {
 
 INTEGRATION_QUEUE_PATCH = "generation-integration-queue"
 CANDIDATES_PATCH = "pipeline-candidates"
+# A run that ends `failed` ends as Failed in Temporal too, with its outcome in the failure's details
+# (before: it completed, and the Temporal UI showed a failed project as Completed).
+FAILS_IN_TEMPORAL_PATCH = "project-failed-fails-the-run"
+PROJECT_FAILED = "ProjectFailed"
 
 
 @workflow.defn(name=PROJECT_WORKFLOW)
@@ -98,11 +103,15 @@ class ProjectWorkflow:
     @workflow.init
     def __init__(self, inp: ProjectWorkflowInput) -> None:
         self._inp = inp
-        self._state = S.initialization
+        # a later run shows code_generation from its first query on, never the last run's terminal state
+        self._state = S.initialization if inp.regenerate is None else S.code_generation
         self._seq = 0
         self._lock = asyncio.Lock()
         self._specs: SpecsCheckResult | None = None  # set when the specs complete
         self._reasons: list[str] = []
+        self._outcome: Outcome | None = None
+        self._results: dict = {}  # instance id -> (its last InstanceTestResult, the round of it)
+        self._round = 0
 
     @workflow.run
     async def run(self, inp: ProjectWorkflowInput) -> ProjectWorkflowResult:
@@ -114,7 +123,7 @@ class ProjectWorkflow:
                 if failure is None:
                     raise
                 self._reasons = [failure.message]
-                await self._move(S.failed, failure.message[:1000])
+                await self._end(S.failed, failure.message[:1000], why=failure.message)
             await workflow.wait_condition(workflow.all_handlers_finished)
         except BaseException as err:
             # DELETE /api/projects/{id}: record `cancelled`, then end as Canceled in Temporal. The
@@ -122,9 +131,20 @@ class ProjectWorkflow:
             if not is_cancelled_exception(err):
                 raise
             if self._state not in TERMINAL_STATES:
-                await self._move(S.cancelled, "project deleted")
+                await self._end(S.cancelled, "project deleted", why="project deleted")
             raise
-        return ProjectWorkflowResult(project_id=inp.project_id, state=self._state, reasons=self._reasons)
+        result = ProjectWorkflowResult(
+            project_id=inp.project_id, state=self._state, reasons=self._reasons, outcome=self._outcome
+        )
+        if self._state == S.failed and workflow.patched(FAILS_IN_TEMPORAL_PATCH):
+            summary = self._outcome.summary if self._outcome else "; ".join(self._reasons)
+            raise ApplicationError(
+                f"project failed: {summary}"[:2000],
+                result.model_dump(mode="json"),
+                type=PROJECT_FAILED,
+                non_retryable=True,
+            )
+        return result
 
     # --- what users see and ask -----------------------------------------------------------
 
@@ -152,8 +172,9 @@ class ProjectWorkflow:
             self._specs = check
             await self._move(
                 S.code_generation,
-                f"spec.complete: {len(check.specs)} instance(s)",
+                f"spec.complete: {len(check.specs)} instance(s): " + ", ".join(instance_name(s) for s in check.specs),
                 specs_completed={s.instance_id: s.values_hash for s in check.specs},
+                settings=check.settings,
             )
         return self.state()
 
@@ -216,31 +237,38 @@ class ProjectWorkflow:
         return None
 
     async def _regenerate(self, req: Regenerate) -> None:
-        """A later run: the changed instances only, straight to code_generation."""
-        self._state = req.from_state
+        """A later run: the instances its scope chose (changed, failing, or all), straight to code_generation."""
         check = await self._activity(
             CHECK_SPECS,
             ProjectRef(tenant_id=self._inp.tenant_id, project_id=self._inp.project_id, only=req.instance_ids),
             self._inp.queues.spec_registry,
-            "check the changed specs",
+            f"check the specs of this run ({req.scope})",
         )
         if check.problems:  # changed again since the API looked
             self._reasons = [p.message for p in check.problems]
-            await self._move(S.failed, "regenerate: " + "; ".join(self._reasons)[:500])
+            why = "the specs are not complete: " + "; ".join(self._reasons)[:500]
+            await self._end(S.failed, why, why=why)
             return
         self._specs = check
-        await self._move(
+        await self._record(
+            req.from_state,
             S.code_generation,
-            f"regenerate: {len(check.specs)} changed instance(s)",
+            f"run ({req.scope}): {len(check.specs)} instance(s): " + ", ".join(instance_name(s) for s in check.specs),
             specs_completed={s.instance_id: s.values_hash for s in check.specs},
+            settings=check.settings,
         )
 
     async def _pipeline(self, specs: SpecsCheckResult) -> None:
         cfg = specs.settings
         todo, feedback = list(specs.specs), {}
         for round_ in range(1, cfg.debug_rounds + 2):  # the first generation, then a repair per debug round
+            self._round = round_
             if round_ > 1:
-                await self._move(S.code_generation, f"round {round_}: regenerate {len(todo)} failing instance(s)")
+                await self._move(
+                    S.code_generation,
+                    f"round {round_}: regenerate {len(todo)} failing instance(s): "
+                    + ", ".join(instance_name(s) for s in todo),
+                )
             outputs = await self._generate(todo, specs, round_, feedback)
             await self._move(
                 S.integration,
@@ -276,6 +304,7 @@ class ProjectWorkflow:
                 timeout=timedelta(minutes=30),
                 heartbeat=timedelta(seconds=30),
             )
+            self._results.update({r.instance_id: (r, round_) for r in tested.results})
             passing = [r.artifact_id for r in tested.results if r.status == "passed" and r.artifact_id]
             if passing:
                 await self._activity(
@@ -291,16 +320,31 @@ class ProjectWorkflow:
                 )
             failing = tested.failing
             if not failing:
-                await self._move(S.completed, f"all tests pass (round {round_})")
+                await self._end(S.completed, f"all tests pass (round {round_})")
                 return
             feedback = {r.instance_id: r.failure or r.status for r in failing}
             todo = [s for s in todo if s.instance_id in feedback]
-        self._reasons = [
-            f"instance {iid}: {text.splitlines()[0] if text else 'failed'}" for iid, text in feedback.items()
-        ]
-        await self._move(
-            S.failed, f"tests still fail after {cfg.debug_rounds} debugging round(s): " + "; ".join(self._reasons)[:500]
+        outcome = self._outcome_of(S.failed)
+        self._reasons = [f"{i.name}: {i.message}" for i in outcome.failing()]
+        await self._end(
+            S.failed,
+            f"tests still fail after {cfg.debug_rounds} debugging round(s): " + "; ".join(self._reasons)[:800],
         )
+
+    def _outcome_of(self, state: ProjectState, why: str | None = None) -> Outcome:
+        """Each instance of this run by its last result (not run: none yet), and the run's summary."""
+        specs = self._specs.specs if self._specs is not None else []
+        instances = [
+            instance_outcome(s, *self._results.get(s.instance_id, (None, None)))
+            for s in specs
+            if s.instance_id is not None
+        ]
+        return summarize(state, instances, self._round, why)
+
+    async def _end(self, to: ProjectState, reason: str, *, why: str | None = None) -> None:
+        """The terminal transition, recorded with the run's outcome."""
+        self._outcome = self._outcome_of(to, why)
+        await self._move(to, reason, outcome=self._outcome)
 
     def _candidates(self, cfg) -> dict:
         """How many candidates a generation makes, with the techniques' parameters, and where it tests
@@ -344,7 +388,7 @@ class ProjectWorkflow:
                         result_type=GenerationResult,
                         id=f"{workflow.info().workflow_id}-{spec.instance_id}-round-{round_}",
                         task_queue=self._inp.queues.generation,
-                        static_summary=f"{spec.template_name} instance {spec.instance_id}, round {round_}",
+                        static_summary=f"{instance_name(spec)} ({spec.template_name}), round {round_}",
                     )
                 except ChildWorkflowError as err:
                     if is_cancelled_exception(err):
@@ -376,13 +420,21 @@ class ProjectWorkflow:
             summary=summary,
         )
 
-    async def _move(self, to: ProjectState, reason: str, *, specs_completed: dict | None = None) -> None:
-        await self._record(self._state, to, reason, specs_completed)
+    async def _move(self, to: ProjectState, reason: str, **extra) -> None:
+        await self._record(self._state, to, reason, **extra)
         self._state = to
 
     async def _record(
-        self, frm: ProjectState | None, to: ProjectState, reason: str, specs_completed: dict | None = None
+        self,
+        frm: ProjectState | None,
+        to: ProjectState,
+        reason: str,
+        specs_completed: dict | None = None,
+        settings=None,
+        outcome: Outcome | None = None,
     ) -> None:
+        """Mirror a transition (and the run's settings or outcome) into the database; the SpecmillState
+        search attribute follows. Its input's new fields change no command: no patch is needed."""
         self._seq += 1
         await execute(
             RECORD_PROJECT_STATE,
@@ -395,6 +447,9 @@ class ProjectWorkflow:
                 run_id=workflow.info().run_id,
                 reason=reason[:1000],
                 specs_completed=specs_completed,
+                scope=self._inp.regenerate.scope if self._inp.regenerate else "initial",
+                settings=settings,
+                outcome=outcome,
             ),
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=RECORD_RETRY,

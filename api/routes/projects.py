@@ -8,8 +8,8 @@ from uuid import UUID
 from fastapi import APIRouter, HTTPException, Response
 from fastapi.responses import JSONResponse
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import Cursor, Limit, PoolDep, PrincipalDep, SettingsDep, TemporalDep
@@ -32,20 +32,17 @@ from models.orchestrator import (
     TENANT_KEY,
     CompleteSpecs,
     PipelineQueues,
-    ProjectChanges,
     ProjectCreate,
     ProjectPublic,
     ProjectUpdate,
     ProjectWorkflowInput,
-    Regenerate,
     StateChange,
     StateView,
     TaskCreate,
     TaskPublic,
     TaskUpdate,
 )
-from models.schema_rules import values_hash
-from store import artifacts, instances, projects, tasks
+from store import projects, runs, tasks
 
 router = APIRouter(tags=["orchestrator"])
 
@@ -64,7 +61,7 @@ async def create_project(
 ):
     async with projects.creating_project(pool, tenant_id=p.tenant_id, user_id=p.user_id, body=body) as project:
         try:
-            await temporal.start_workflow(
+            handle = await temporal.start_workflow(
                 PROJECT_WORKFLOW,
                 ProjectWorkflowInput(
                     project_id=project.id, tenant_id=p.tenant_id, user_id=p.user_id, queues=pipeline_queues(settings)
@@ -81,7 +78,16 @@ async def create_project(
             )
         except (RPCError, RuntimeError) as err:  # RuntimeError: the lazy client could not connect
             raise ServiceUnavailable("Temporal") from err
-    return project
+    run = await runs.started(
+        pool,
+        tenant_id=p.tenant_id,
+        project_id=project.id,
+        run_id=UUID(handle.result_run_id),
+        scope="initial",
+        state=ProjectState.initialization,
+        instance_ids=None,
+    )
+    return project.model_copy(update={"run_id": run.id})
 
 
 @router.get("/projects/{project_id}", response_model=ProjectPublic)
@@ -202,55 +208,6 @@ async def _complete_specs(project: ProjectPublic, temporal: Client, settings, us
                 status_code=409,
             )
         raise _temporal_error(err) from err
-
-
-async def _changes(pool, tenant_id: UUID, project_id: UUID) -> ProjectChanges:
-    specs = await instances.project_specs(pool, tenant_id=tenant_id, project_id=project_id)
-    generated = await artifacts.current_values_hashes(pool, tenant_id=tenant_id, project_id=project_id)
-    changed = [s.id for s in specs if s.id in generated and generated[s.id] != values_hash(s.values)]
-    new = [s.id for s in specs if s.id not in generated]
-    return ProjectChanges(stale=bool(generated) and bool(changed or new), changed=changed, new=new)
-
-
-@router.get("/projects/{project_id}/changes", response_model=ProjectChanges)
-async def get_changes(project_id: UUID, pool: PoolDep, p: PrincipalDep):
-    """Instances changed since their code was generated (by the hash of their values): stale when any."""
-    await projects.get_project(pool, tenant_id=p.tenant_id, project_id=project_id)
-    return await _changes(pool, p.tenant_id, project_id)
-
-
-@router.post("/projects/{project_id}/regenerate", response_model=ProjectChanges, status_code=202)
-async def regenerate(project_id: UUID, pool: PoolDep, p: PrincipalDep, temporal: TemporalDep, settings: SettingsDep):
-    """A new run of the project's workflow for the changed and new instances only (202; follow the state)."""
-    project = await projects.get_project(pool, tenant_id=p.tenant_id, project_id=project_id)
-    if project.state not in (ProjectState.completed, ProjectState.failed):
-        raise HTTPException(409, f"project is {project.state.value}: regenerate once its run has completed or failed")
-    changes = await _changes(pool, p.tenant_id, project_id)
-    if not (changes.changed or changes.new):
-        raise HTTPException(409, "nothing changed since the last generation: no instance's values differ")
-    try:
-        await temporal.start_workflow(
-            PROJECT_WORKFLOW,
-            ProjectWorkflowInput(
-                project_id=project.id,
-                tenant_id=p.tenant_id,
-                user_id=p.user_id,
-                queues=pipeline_queues(settings),
-                regenerate=Regenerate(instance_ids=changes.changed + changes.new, from_state=project.state),
-            ),
-            id=project.workflow_id,
-            task_queue=settings.queue(ORCHESTRATOR),
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            search_attributes=TypedSearchAttributes(
-                [SearchAttributePair(TENANT_KEY, str(p.tenant_id)), SearchAttributePair(STATE_KEY, project.state.value)]
-            ),
-            static_summary=f"project {project.name!r}: regenerate {len(changes.changed) + len(changes.new)}",
-        )
-    except WorkflowAlreadyStartedError as err:
-        raise HTTPException(409, "a run of this project is already going") from err
-    except (RPCError, RuntimeError) as err:
-        raise ServiceUnavailable("Temporal") from err
-    return changes
 
 
 def _temporal_error(err: Exception) -> Exception:

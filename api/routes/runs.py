@@ -1,0 +1,187 @@
+"""Runs of a project: start a new one from any terminal state, list them, read one (issue 13).
+
+A project's first run starts with the project (POST /api/projects). Once a run has ended (completed,
+failed or cancelled), POST .../runs starts the next with the project's current settings, for the
+instances its scope chooses; POST .../regenerate is the same with scope `changed` (its older shape).
+"""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from fastapi import APIRouter, HTTPException, Response
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
+
+from api.deps import Cursor, Limit, PoolDep, PrincipalDep, SettingsDep, TemporalDep
+from api.errors import ServiceUnavailable
+from api.routes.projects import pipeline_queues
+from models.common import ORCHESTRATOR, TERMINAL_STATES, Page, ProjectState
+from models.orchestrator import (
+    PROJECT_WORKFLOW,
+    STATE_KEY,
+    TENANT_KEY,
+    ProjectChanges,
+    ProjectPublic,
+    ProjectWorkflowInput,
+    Regenerate,
+    RegenerateAccepted,
+    RunCreate,
+    RunPublic,
+)
+from models.schema_rules import values_hash
+from store import artifacts, instances, pipeline_settings, projects, runs
+from store.errors import Conflict
+
+router = APIRouter(tags=["orchestrator"])
+_PASSING = ("passed", "no_tests")
+
+
+async def _changes(pool, tenant_id: UUID, project_id: UUID) -> ProjectChanges:
+    specs = await instances.project_specs(pool, tenant_id=tenant_id, project_id=project_id)
+    generated = await artifacts.current_values_hashes(pool, tenant_id=tenant_id, project_id=project_id)
+    changed = [s.id for s in specs if s.id in generated and generated[s.id] != values_hash(s.values)]
+    new = [s.id for s in specs if s.id not in generated]
+    return ProjectChanges(stale=bool(generated) and bool(changed or new), changed=changed, new=new)
+
+
+@router.get("/projects/{project_id}/changes", response_model=ProjectChanges)
+async def get_changes(project_id: UUID, pool: PoolDep, p: PrincipalDep):
+    """Instances changed since their code was generated (by the hash of their values): stale when any."""
+    await projects.get_project(pool, tenant_id=p.tenant_id, project_id=project_id)
+    return await _changes(pool, p.tenant_id, project_id)
+
+
+async def _chosen(pool, tenant_id: UUID, project_id: UUID, scope: str) -> list[UUID]:
+    """The instances a run of this scope generates; a 409 that says what to do when there are none."""
+    specs = await instances.project_specs(pool, tenant_id=tenant_id, project_id=project_id)
+    if not specs:
+        raise Conflict("the project has no spec instances: create at least one")
+    if scope == "all":
+        return [s.id for s in specs]
+    if scope == "changed":
+        changes = await _changes(pool, tenant_id, project_id)
+        if not (changes.changed or changes.new):
+            raise Conflict(
+                "nothing changed since the last generation: no instance's values differ "
+                '(scope "failed" runs the failing instances again, "all" every instance)'
+            )
+        return changes.changed + changes.new
+    statuses = await artifacts.current_test_statuses(pool, tenant_id=tenant_id, project_id=project_id)
+    failing = [s.id for s in specs if statuses.get(s.id) not in _PASSING]
+    if not failing:
+        raise Conflict('every instance passes its tests: nothing failed (scope "all" runs every instance again)')
+    return failing
+
+
+def _ended(project: ProjectPublic) -> ProjectPublic:
+    """A project whose last run has ended; else a 409 with the state and the id of the run that is going
+    (checked again, atomically, when the run is claimed)."""
+    if project.state not in TERMINAL_STATES:
+        raise Conflict(
+            f"project is {project.state.value}: a run is going; start another once it has ended",
+            extra={"state": project.state.value, "run_id": str(project.run_id) if project.run_id else None},
+        )
+    return project
+
+
+async def start_run(
+    pool, temporal, settings, p, project: ProjectPublic, scope: str, instance_ids: list[UUID]
+) -> RunPublic:
+    """Claim the project (it leaves its terminal state first: a second rerun is a 409), start the run,
+    and record it; a run that cannot start gives the project back its last state."""
+    last_state, last_run = await runs.claim_rerun(pool, tenant_id=p.tenant_id, project_id=project.id)
+    try:
+        handle = await temporal.start_workflow(
+            PROJECT_WORKFLOW,
+            ProjectWorkflowInput(
+                project_id=project.id,
+                tenant_id=p.tenant_id,
+                user_id=p.user_id,
+                queues=pipeline_queues(settings),
+                regenerate=Regenerate(instance_ids=instance_ids, from_state=last_state, scope=scope),
+            ),
+            id=project.workflow_id,
+            task_queue=settings.queue(ORCHESTRATOR),
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(TENANT_KEY, str(p.tenant_id)),
+                    SearchAttributePair(STATE_KEY, ProjectState.code_generation.value),
+                ]
+            ),
+            static_summary=f"project {project.name!r}: run ({scope}) of {len(instance_ids)} instance(s)",
+        )
+    except BaseException as err:
+        await runs.release_rerun(pool, tenant_id=p.tenant_id, project_id=project.id, state=last_state, run_id=last_run)
+        if isinstance(err, WorkflowAlreadyStartedError):
+            raise HTTPException(409, "a run of this project is already going") from err
+        if isinstance(err, (RPCError, RuntimeError)):
+            raise ServiceUnavailable("Temporal") from err
+        raise
+    return await runs.started(
+        pool,
+        tenant_id=p.tenant_id,
+        project_id=project.id,
+        run_id=UUID(handle.result_run_id),
+        scope=scope,
+        state=ProjectState.code_generation,
+        instance_ids=instance_ids,
+    )
+
+
+@router.post(
+    "/projects/{project_id}/runs",
+    response_model=RunPublic,
+    status_code=202,
+    responses={409: {"description": "A run is going (its id in `run_id`), or the scope chose no instance"}},
+)
+async def create_run(
+    project_id: UUID,
+    body: RunCreate,
+    response: Response,
+    pool: PoolDep,
+    p: PrincipalDep,
+    temporal: TemporalDep,
+    settings: SettingsDep,
+):
+    """A new run of a project whose last run has ended, with the project's current settings (`settings`
+    here are saved first, as PUT .../settings would). Answers 202 with the run, already in
+    code_generation: GET .../state and GET .../runs/{id} show this run from now on."""
+    project = _ended(await projects.get_project(pool, tenant_id=p.tenant_id, project_id=project_id))
+    if body.settings is not None:
+        await pipeline_settings.put_project_settings(
+            pool, tenant_id=p.tenant_id, project_id=project_id, update=body.settings
+        )
+    chosen = await _chosen(pool, p.tenant_id, project_id, body.scope)
+    run = await start_run(pool, temporal, settings, p, project, body.scope, chosen)
+    response.headers["Location"] = f"/api/projects/{project_id}/runs/{run.id}"
+    return run
+
+
+@router.get("/projects/{project_id}/runs", response_model=Page[RunPublic])
+async def list_runs(project_id: UUID, pool: PoolDep, p: PrincipalDep, limit: Limit = 50, cursor: Cursor = None):
+    """The project's runs, oldest first: scope, settings, state, outcome, reason and duration."""
+    await projects.get_project(pool, tenant_id=p.tenant_id, project_id=project_id)
+    items, nxt = await runs.list_runs(pool, tenant_id=p.tenant_id, project_id=project_id, limit=limit, cursor=cursor)
+    return Page(items=items, next_cursor=nxt)
+
+
+@router.get("/projects/{project_id}/runs/{run_id}", response_model=RunPublic)
+async def get_run(project_id: UUID, run_id: UUID, pool: PoolDep, p: PrincipalDep):
+    return await runs.get_run(pool, tenant_id=p.tenant_id, project_id=project_id, run_id=run_id)
+
+
+@router.post("/projects/{project_id}/regenerate", response_model=RegenerateAccepted, status_code=202)
+async def regenerate(
+    project_id: UUID, response: Response, pool: PoolDep, p: PrincipalDep, temporal: TemporalDep, settings: SettingsDep
+):
+    """A new run for the changed and new instances only: POST .../runs with scope `changed`, answering
+    with the changes (the run's id is in the Location header and in GET .../runs)."""
+    project = _ended(await projects.get_project(pool, tenant_id=p.tenant_id, project_id=project_id))
+    changes = await _changes(pool, p.tenant_id, project_id)
+    chosen = await _chosen(pool, p.tenant_id, project_id, "changed")
+    run = await start_run(pool, temporal, settings, p, project, "changed", chosen)
+    response.headers["Location"] = f"/api/projects/{project_id}/runs/{run.id}"
+    return RegenerateAccepted(**changes.model_dump(), run_id=run.id)
