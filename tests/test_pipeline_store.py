@@ -655,7 +655,13 @@ async def test_empty_project_zip_has_only_the_manifest(client, pool, tenant):
     assert resp.status_code == 200 and resp.headers["content-type"] == "application/zip"
     with zipfile.ZipFile(io.BytesIO(resp.content)) as zf:
         assert zf.namelist() == ["manifest.json"]
-        assert json.loads(zf.read("manifest.json")) == {"project_id": str(pid), "files": []}
+        assert json.loads(zf.read("manifest.json")) == {
+            "project_id": str(pid),
+            "state": "initialization",
+            "run_id": None,
+            "outcome": None,
+            "files": [],
+        }
 
 
 async def test_viewers_read_everything_new(client, pool, tenant):

@@ -4,6 +4,10 @@ Failed. Real gateway, Temporal, workers and sandbox; the model is the scripted O
 
 from __future__ import annotations
 
+import io
+import json
+import zipfile
+
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from tests.test_pipeline import _finished, _instance, _project, _save_histories
@@ -63,6 +67,12 @@ async def test_a_failed_project_runs_again_with_new_settings_and_completes(api, 
         "twice": ("passed", 2),
         "halve": ("passed", 1),
     }
+
+    # the zip's manifest says the same
+    resp = await api.get(f"/api/projects/{pid}/artifacts.zip", headers=tenant.headers)
+    with zipfile.ZipFile(io.BytesIO(resp.content)) as zf:
+        manifest = json.loads(zf.read("manifest.json"))
+    assert (manifest["state"], manifest["run_id"], manifest["outcome"]) == ("completed", run["id"], row["outcome"])
 
     # the runs, with their settings, outcome, reason and duration
     runs = (await api.get(f"/api/projects/{pid}/runs", headers=tenant.headers)).json()

@@ -13,6 +13,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Response
 
 from api.deps import PoolDep, PrincipalDep
+from models.orchestrator import ProjectPublic
 from models.pipeline import (
     ArtifactPublic,
     AttachedTemplate,
@@ -21,7 +22,7 @@ from models.pipeline import (
     TenantSettings,
     TenantSettingsUpdate,
 )
-from store import artifacts, pipeline_settings
+from store import artifacts, pipeline_settings, projects
 
 router = APIRouter(tags=["pipeline"])
 
@@ -69,8 +70,9 @@ async def list_artifacts(
     },
 )
 async def download_artifacts(project_id: UUID, pool: PoolDep, p: PrincipalDep):
+    project = await projects.get_project(pool, tenant_id=p.tenant_id, project_id=project_id)
     items = await artifacts.list_artifacts(pool, tenant_id=p.tenant_id, project_id=project_id)
-    data = await asyncio.to_thread(build_zip, project_id, items)
+    data = await asyncio.to_thread(build_zip, project, items)
     return Response(
         data,
         media_type="application/zip",
@@ -84,10 +86,17 @@ def _zip_time(moment: datetime | None) -> tuple[int, int, int, int, int, int]:
     return moment.timetuple()[:6]
 
 
-def manifest(project_id: UUID, items: list[ArtifactPublic]) -> dict:
-    """What the zip says of each file: provenance and test results (not the content, which is the file)."""
+def manifest(project: ProjectPublic, items: list[ArtifactPublic]) -> dict:
+    """What the zip says of the project (its state, latest run and that run's outcome, by instance name)
+    and of each file: provenance and test results (not the content, which is the file)."""
     files = [a.model_dump(mode="json", exclude={"content", "tenant_id", "project_id"}) for a in items]
-    return {"project_id": str(project_id), "files": files}
+    return {
+        "project_id": str(project.id),
+        "state": project.state.value,
+        "run_id": str(project.run_id) if project.run_id else None,
+        "outcome": project.outcome.model_dump(mode="json") if project.outcome else None,
+        "files": files,
+    }
 
 
 def _entry(name: str, moment: datetime | None) -> zipfile.ZipInfo:
@@ -97,13 +106,13 @@ def _entry(name: str, moment: datetime | None) -> zipfile.ZipInfo:
     return info
 
 
-def build_zip(project_id: UUID, items: list[ArtifactPublic]) -> bytes:
+def build_zip(project: ProjectPublic, items: list[ArtifactPublic]) -> bytes:
     """The same artifacts always give the same bytes: entries in path order, dated by their last change."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         for a in items:
             zf.writestr(_entry(a.path, a.updated_at), a.content)
         last = max((a.updated_at for a in items), default=None)
-        body = json.dumps(manifest(project_id, items), indent=2, ensure_ascii=False)
+        body = json.dumps(manifest(project, items), indent=2, ensure_ascii=False)
         zf.writestr(_entry(artifacts.MANIFEST, last), body)
     return buf.getvalue()
