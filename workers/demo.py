@@ -3,7 +3,8 @@
 1. creates a tenant (as `specmill tenant create` does) and uses its owner API key;
 2. creates a project with two python-function specs that have tests;
 3. completes the specs and follows the run through its events, printing each state and round;
-4. prints the code, the test results and the Temporal UI link of the run.
+4. prints the code, the run's outcome by function (the failing test, with expected and actual values)
+   and the Temporal UI link of the run. `specmill demo` exits 0 only when the project completed.
 Everything goes through the gateway's HTTP API, as a user's own scripts would.
 """
 
@@ -59,19 +60,22 @@ def run_demo(settings, tenant: dict, *, model: str, rounds: int, timeout_s: floa
         project = _check(http.post("/api/projects", json={"name": "demo", "description": "make demo"}), 201)
         pid = project["id"]
         console.print(f"[bold]project[/bold] {pid}  (workflow {project['workflow_id']})")
+        # a model that cannot serve this tenant now is refused here, with what to do about it
         _check(http.put(f"/api/projects/{pid}/settings", json={"model": model, "debug_rounds": rounds}))
         _wait_state(http, pid, {"spec_definition"}, 30)
         template = _check(http.get("/api/templates", params={"name": "python-function"}))["items"][0]
+        names = {}
         for values in SPECS:
             inst = _check(
                 http.post("/api/instances", json={"template_id": template["id"], "project_id": pid, "values": values}),
                 201,
             )
-            console.print(f"  spec {values['function_name']}: {len(values['tests'])} tests  (instance {inst['id']})")
+            names[inst["id"]] = values["function_name"]
+            console.print(f"  spec {values['function_name']}: {len(values['tests'])} tests")
         cursor = _latest_cursor(http)
         _check(http.post(f"/api/projects/{pid}/specs/complete"))
         console.print(f"[bold]specs complete[/bold]: generating with {model}, up to {rounds} repair round(s)")
-        state = _follow(http, pid, cursor, timeout_s)
+        state = _follow(http, pid, cursor, timeout_s, names)
         _report(http, pid)
         console.print(f"\n[bold]{state}[/bold]  Temporal UI: {ui}/{project['workflow_id']}")
         return state
@@ -97,13 +101,13 @@ def _wait_state(http: httpx.Client, pid: str, states: set[str], timeout_s: float
     raise DemoError(f"project {pid} did not reach {sorted(states)} within {timeout_s:.0f} s")
 
 
-def _follow(http: httpx.Client, pid: str, cursor: int, timeout_s: float) -> str:
+def _follow(http: httpx.Client, pid: str, cursor: int, timeout_s: float, names: dict[str, str]) -> str:
     """Print the run's events as they come; return the final state."""
     started, deadline = time.monotonic(), time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         page = _check(http.get("/api/events", params={"limit": 100, "after": cursor}))
         for event in page["items"]:
-            line = _describe(event, pid)
+            line = _describe(event, pid, names)
             if line:
                 console.print(f"  [dim]{time.monotonic() - started:6.1f} s[/dim]  {line}")
             if (
@@ -118,19 +122,23 @@ def _follow(http: httpx.Client, pid: str, cursor: int, timeout_s: float) -> str:
     raise DemoError(f"the run did not finish within {timeout_s:.0f} s; follow it in the Temporal UI")
 
 
-def _describe(event: dict, pid: str) -> str | None:
+def _describe(event: dict, pid: str, names: dict[str, str]) -> str | None:
     p = event["payload"]
     if event["type"] == "project.state_changed" and event["subject_id"] == pid:
         return f"[cyan]{p['to_state']}[/cyan]  {p.get('reason') or ''}"
-    if event["type"] == "code.generated" and p.get("instance_id"):
-        return f"code generated for instance {p['instance_id']} ({p['model']}, parses: {p['parses']})"
+    if event["type"] == "code.generated" and p.get("instance_id") in names:
+        name = names[p["instance_id"]]
+        if p["status"] != "completed":
+            return f"[red]generation failed[/red] for {name} ({p['model']})"
+        return f"code generated for {name} ({p['model']}, parses: {p['parses']})"
     if event["type"] == "task.completed" and p.get("project_id") == pid:
         return f"{p['task_type']}: {p['status']}"
     return None
 
 
 def _report(http: httpx.Client, pid: str) -> None:
-    for art in _check(http.get(f"/api/projects/{pid}/artifacts")):
+    """The files, then the outcome: each function by name, with its failing test and values."""
+    for art in _items(_check(http.get(f"/api/projects/{pid}/artifacts"))):
         status = art["test_status"] or "not tested"
         color = "green" if status == "passed" else "red"
         console.print(f"\n[bold]{art['path']}[/bold]  round {art['round']}  tests: [{color}]{status}[/{color}]")
@@ -138,6 +146,16 @@ def _report(http: httpx.Client, pid: str) -> None:
             console.print(Syntax(art["content"], "python", line_numbers=False))
         else:
             console.print(art["content"].rstrip(), markup=False, highlight=False)
-        failed = (art.get("tests") or {}).get("failed_test")
-        if failed:
-            console.print(f"  failing: {failed.get('source', '')}  {failed.get('error', '')}"[:300])
+    outcome = _check(http.get(f"/api/projects/{pid}"))["outcome"]
+    if not outcome:
+        return
+    console.print(f"\n[bold]outcome[/bold]: {outcome['summary']}", markup=True, highlight=False)
+    for inst in outcome["instances"]:
+        color = "green" if inst["status"] in ("passed", "no_tests") else "red"
+        console.print(f"  [{color}]{inst['status']:8}[/{color}] {inst['name']}: ", end="")
+        console.print(inst["message"], markup=False, highlight=False)
+
+
+def _items(page) -> list:
+    """A list answer's items (`{"items": [...]}`; a bare list from a gateway before issue 13)."""
+    return page["items"] if isinstance(page, dict) else page
