@@ -2,8 +2,8 @@
 
 Template-level hint: {"language": ..., "path": "{function_name}.py"}. Property roles: `name`,
 `description`, `signature`, `tests`, `items` (a list of {kind, name, signature, description}),
-`context`, `imports` and `setup`. Properties without a role still reach the prompt as requirements, so a tenant's own
-template works without any template-specific code here.
+`context`, `imports` and `setup`. Properties without a role still reach the prompt as requirements,
+so a tenant's own template works without any template-specific code here.
 """
 
 from __future__ import annotations

@@ -60,7 +60,6 @@ PYTHON_FUNCTION: dict[str, Any] = {
 }
 
 
-
 def _python_function_1_1() -> dict[str, Any]:
     """python-function 1.1.0: 1.0.0 plus the module's `imports` and the tests' `setup` lines. Its tests must
     still be `assert` statements; models.spec_code.code_violations refuses any other line there with a

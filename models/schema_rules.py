@@ -28,8 +28,8 @@ from referencing.exceptions import Unresolvable
 from referencing.jsonschema import EMPTY_REGISTRY
 
 from models import schema_refs, spec_paths
-from models.spec_code import code_violations
 from models.registry import SchemaViolation
+from models.spec_code import code_violations
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 
 Template-level hint: {"language": ..., "path": "{function_name}.py"}. Property roles: `name`,
 `description`, `signature`, `tests`, `items` (a list of {kind, name, signature, description}),
-`context`, `imports` (import lines the module must have) and `setup` (lines the tests run after). Properties without a role still reach the prompt as requirements, so a tenant's own
-template works without any template-specific code. Pure: the API, the workers and the eval share it.
+`context`, `imports` (import lines the module must have) and `setup` (lines the tests run after).
+Properties without a role still reach the prompt as requirements, so a tenant's own template works
+without any template-specific code. Pure: the API, the workers and the eval share it.
 """
 
 from __future__ import annotations
