@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from sandbox import compared
+
 FAILURE_CHARS = 1500  # how much of a failure the next round's prompt is told
 
 
@@ -72,15 +74,6 @@ def summary(run) -> str:
     what = f"{head}: the test `{f['test']}`"
     values = compared(f)
     return f"{what} failed: {values}" if values else f"{what} raised {f.get('error')}"
-
-
-def compared(f: dict) -> str | None:
-    """ "expected 3, got 4" for a failed ==; the two sides for another comparison; None for other tests."""
-    if f.get("actual") is None or f.get("expected") is None:
-        return None
-    if f.get("op") == "==":
-        return f"expected {f['expected']}, got {f['actual']}"
-    return f"`{f.get('op')}` does not hold between {f['actual']} (left) and {f['expected']} (right)"
 
 
 def _output(run) -> str | None:

@@ -144,6 +144,17 @@ def run_tests(
     )
 
 
+def compared(failed: dict | None) -> str | None:
+    """A failed comparison in words: "expected 3, got 4" for ==, both sides for another operator; None
+    when the failing test was no comparison assert (`failed`: a SandboxResult's failed_test)."""
+    f = failed or {}
+    if f.get("actual") is None or f.get("expected") is None:
+        return None
+    if f.get("op") == "==":
+        return f"expected {f['expected']}, got {f['actual']}"
+    return f"`{f.get('op')}` does not hold between {f['actual']} (left) and {f['expected']} (right)"
+
+
 def _clean(value):
     """A string from the record as text any store takes (no NUL, no lone surrogate: PostgreSQL's jsonb
     refuses both), capped; other values as they are."""
@@ -174,4 +185,4 @@ def _verdict(raw: bytes, nonce: str) -> dict | None:
     return record
 
 
-__all__ = ["SandboxConfig", "SandboxResult", "SandboxUnavailable", "isolation", "run_python", "run_tests"]
+__all__ = ["SandboxConfig", "SandboxResult", "SandboxUnavailable", "compared", "isolation", "run_python", "run_tests"]

@@ -228,6 +228,7 @@ async def test_the_pipeline_keeps_the_candidate_that_passes_before_any_repair(ap
         (2, 2, "passed"),
     ]
     assert "assert add(1, 2) == 3" in candidates[0]["tests"]["failure"]
+    assert "(expected 3, got -1)" in candidates[0]["tests"]["failure"]  # the harness's introspection
     await _save_histories(temporal, project["workflow_id"], "pipeline-candidates")
 
 
