@@ -1,23 +1,23 @@
 """The project pipeline's activities, by the queue that serves them.
 
 spec-registry: `attach_templates` (initialization) and `check_specs` (spec.complete);
-integration: `integrate_artifacts` (static checks, artifacts stored by content hash) and
-`run_spec_tests` (each instance's tests in sandbox/, one workflow_tasks row per round) and
+integration: `integrate_artifacts` (static checks: activities.code_checks; artifacts stored by content
+hash) and `run_spec_tests` (each instance's tests in sandbox/, one workflow_tasks row per round) and
 `test_candidates` (a generation's candidates against the spec's visible tests, to choose among them).
 Every one is idempotent: a retry after a crash finds what the first attempt stored.
 """
 
 from __future__ import annotations
 
-import ast
 import asyncio
-import sys
 from uuid import UUID
 
 import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities import verdicts
+from activities.code_checks import blocking, static_checks
 from activities.errors import permanent_failures
 from activities.heartbeat import Progress, heartbeating
 from codegen.candidate_tests import run_candidates
@@ -47,7 +47,7 @@ from store.errors import Conflict, Invalid
 
 TEST_TIMEOUT_S = 10.0
 TEST_MEMORY_MB = 512
-FAILURE_CHARS = 1500  # how much of a failure the next round's prompt is told
+FAILURE_CHARS = verdicts.FAILURE_CHARS
 
 
 def _no_sandbox(message: str) -> ApplicationError:
@@ -123,7 +123,9 @@ class PipelineActivities:
             importable = self._sandbox.importable()
         except RuntimeError as err:  # an allowed package is missing: the worker's configuration
             raise _no_sandbox(f"sandbox unavailable: {err}") from err
-        findings = static_checks({paths[iid]: content for iid, content in files.items()}, importable)
+        findings = await asyncio.to_thread(
+            static_checks, {paths[iid]: content for iid, content in files.items()}, importable
+        )
         new: list[artifacts.NewArtifact] = []
         for o in inp.outputs:
             iid = o.spec.instance_id
@@ -186,8 +188,10 @@ class PipelineActivities:
     @activity.defn(name=RUN_SPEC_TESTS.name)
     @permanent_failures
     async def run_spec_tests(self, inp: DebugRoundInput) -> DebugRoundResult:
-        """debugging: each instance's tests against its code in sandbox/; the round is a workflow_tasks row.
-        Without a sandbox nothing runs: a non-retryable SandboxUnavailable, which fails the project."""
+        """debugging: each instance's tests (after its setup lines) against its code in sandbox/; the round
+        is a workflow_tasks row. An artifact with undefined names (integration's static check) is an error
+        without a sandbox run, its findings the failure the repair round is told. Without a sandbox
+        nothing runs: a non-retryable SandboxUnavailable, which fails the project."""
         specs = {s.instance_id: s for s in inp.specs}
         if any(spec_view(s.schema_, s.values).tests for s in inp.specs):
             try:
@@ -207,7 +211,7 @@ class PipelineActivities:
         for i, ref in enumerate(inp.artifacts):
             progress(i)
             spec = specs[ref.instance_id]
-            tests = spec_view(spec.schema_, spec.values).tests
+            view = spec_view(spec.schema_, spec.values)
             if ref.artifact_id is None:
                 results.append(
                     InstanceTestResult(
@@ -215,19 +219,24 @@ class PipelineActivities:
                         artifact_id=None,
                         status="missing",
                         failure="; ".join(ref.problems)[:FAILURE_CHARS],
+                        problems=ref.problems,
                     )
                 )
                 continue
             art = await artifacts.get_artifact(self._pool, tenant_id=inp.tenant_id, artifact_id=ref.artifact_id)
-            if not tests:
-                status, report, failure = "no_tests", {"tests": 0}, None
+            undefined = blocking(ref.problems)
+            if undefined:  # the tests would only stop at the NameError: no sandbox run
+                verdict = verdicts.static_error(undefined, ref.problems, len(view.tests))
+            elif not view.tests:
+                verdict = verdicts.no_tests()
             else:
                 try:
                     run = await heartbeating(
                         asyncio.to_thread(
                             run_tests,
                             art.content,
-                            tests,
+                            view.tests,
+                            setup=view.setup,
                             timeout_s=TEST_TIMEOUT_S,
                             memory_mb=TEST_MEMORY_MB,
                             config=self._sandbox,
@@ -237,12 +246,18 @@ class PipelineActivities:
                 except SandboxUnavailable as err:  # never run unconfined; no retry can fix it
                     await tasks.ensure_task(self._pool, **task, status=TaskStatus.failed)
                     raise _no_sandbox(str(err)) from err
-                status, report, failure = run.status, _report(run, len(tests)), _failure(run)
+                verdict = verdicts.of_run(run, len(view.tests))
             await artifacts.record_test_result(
-                self._pool, tenant_id=inp.tenant_id, artifact_id=art.id, test_status=status, tests=report
+                self._pool,
+                tenant_id=inp.tenant_id,
+                artifact_id=art.id,
+                test_status=verdict.status,
+                tests=verdict.report,
             )
             results.append(
-                InstanceTestResult(instance_id=ref.instance_id, artifact_id=art.id, status=status, failure=failure)
+                InstanceTestResult(
+                    instance_id=ref.instance_id, artifact_id=art.id, problems=ref.problems, **verdict.fields()
+                )
             )
             activity.heartbeat(i + 1)
         outcome = DebugRoundResult(results=results)
@@ -273,65 +288,6 @@ class PipelineActivities:
         except SandboxUnavailable as err:  # never run unconfined; no retry can fix it
             raise _no_sandbox(str(err)) from err
         return TestCandidatesResult(results=results)
-
-
-class FileChecks:
-    def __init__(self) -> None:
-        self.parses: bool = True
-        self.problems: list[str] = []
-
-
-def static_checks(files: dict[str, str], importable: set[str] = frozenset()) -> dict[str, FileChecks]:
-    """Per file: does it parse, and do its imports resolve (a project module and the names taken
-    from it, the standard library, or an allowed package the sandbox shows, `importable`)?"""
-    trees: dict[str, ast.Module] = {}
-    out = {path: FileChecks() for path in files}
-    for path, content in files.items():
-        try:
-            trees[path] = ast.parse(content)
-        except (SyntaxError, ValueError) as err:
-            out[path].parses = False
-            out[path].problems.append(f"does not parse: {getattr(err, 'msg', err)}")
-        except (RecursionError, MemoryError):  # nesting deeper than the parser can take: never a crash
-            out[path].parses = False
-            out[path].problems.append("does not parse: nested too deeply for the parser")
-    modules = {path.removesuffix(".py").replace("/", "."): tree for path, tree in trees.items()}
-    for path, tree in trees.items():
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                for alias in node.names:
-                    _check_module(alias.name, modules, importable, out[path])
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                if node.module in modules:
-                    defined = _top_level_names(modules[node.module])
-                    missing = [a.name for a in node.names if a.name != "*" and a.name not in defined]
-                    if missing:
-                        out[path].problems.append(f"{node.module} does not define {', '.join(missing)}")
-                else:
-                    _check_module(node.module, modules, importable, out[path])
-    return out
-
-
-def _check_module(name: str, modules: dict, importable: set[str], checks: FileChecks) -> None:
-    top = name.split(".")[0]
-    if name in modules or top in modules or top in sys.stdlib_module_names or top in importable:
-        return
-    allowed = f" or the allowed packages ({', '.join(sorted(importable))})" if importable else ""
-    checks.problems.append(f"import {name} does not resolve: not in the project, the standard library{allowed}")
-
-
-def _top_level_names(tree: ast.Module) -> set[str]:
-    names: set[str] = set()
-    for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.add(node.name)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            names.update((a.asname or a.name).split(".")[0] for a in node.names)
-        elif isinstance(node, ast.Assign):
-            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
-        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            names.add(node.target.id)
-    return names
 
 
 def _content(o) -> str | None:
@@ -380,30 +336,3 @@ def _path_options(path: str, instance_id: UUID) -> list[str]:
         stem, dot, ext = name, "", ""
     tagged = [f"{folder}{slash}{stem}_{tag}{dot}{ext}" for tag in (str(instance_id)[:8], instance_id.hex)]
     return [path, *tagged, *(f"{folder}{slash}{stem}_{instance_id.hex}_{n}{dot}{ext}" for n in range(2, 2 + 64))]
-
-
-def _report(run, total: int) -> dict:
-    report = {"status": run.status, "tests": total, "duration_s": round(run.duration_s, 3), "isolation": run.isolation}
-    if run.reason:
-        report["reason"] = run.reason
-    if run.failed_test:
-        report["failed_test"] = run.failed_test
-    if run.status != "passed":
-        report["stderr"] = run.stderr[-2000:]
-    return report
-
-
-def _failure(run) -> str | None:
-    if run.status == "passed":
-        return None
-    f = run.failed_test or {}
-    parts = [f"status: {run.status}" + (f" ({run.reason})" if run.reason else "")]
-    if f.get("source"):
-        parts.append(f"failing test: {f['source']}")
-    if f.get("error"):
-        parts.append(f"error: {f['error']}")
-    if f.get("traceback"):
-        parts.append(f"traceback:\n{f['traceback']}")
-    elif run.stderr.strip():
-        parts.append(f"output:\n{run.stderr.strip()}")
-    return "\n".join(parts)[:FAILURE_CHARS]

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 
 from models.generation import CandidateTests
-from sandbox import SandboxConfig, run_tests
+from sandbox import SandboxConfig, compared, run_tests
 
 TIMEOUT_S = 10.0
 MEMORY_MB = 512
@@ -31,6 +31,8 @@ def result_of(run, total: int) -> CandidateTests:
     index = failed.get("index")
     passed = index if failed.get("stage") == "tests" and isinstance(index, int) else 0
     why = failed.get("error") or run.reason or (run.stderr.strip().splitlines() or [run.status])[-1]
+    values = compared(failed)
+    why += f" ({values})" if values else ""
     test = f"{failed['test']}: " if failed.get("test") else ""
     return CandidateTests(passed=passed, total=total, status=run.status, failure=f"{test}{why}"[:FAILURE_CHARS])
 

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from codegen import hierarchical, python_grammar
 from codegen.base import Beam, Completion, GenerationParams, Message
+from codegen.declared_imports import with_imports
 from codegen.prompts import build_messages, extract_code, parses, syntax_error
 from codegen.syntax_check import parsing_prefix
 from models.generation import Candidate, CandidatesResult, GenerationInput, Plan, Reference
@@ -145,6 +146,10 @@ def candidates(
             if finish == "length" and _syntax_aware(how) and view.language == "python":
                 code, note = _cut_back(code)
                 notes += [note] if note else []
+            completed = with_imports(code, view.imports)
+            if completed != code:
+                notes.append("the spec's declared imports that the code lacked were added at its top")
+                code = completed
             out.append(
                 Candidate(
                     model=job.model,
@@ -270,7 +275,7 @@ def bodies(
             finish = "length" if completion.finish_reason == "length" else finish
             if progress:
                 progress(i, j + 1)
-        code = hierarchical.assemble(pieces)
+        code = with_imports(hierarchical.assemble(pieces), view.imports)
         out.append(
             Candidate(
                 model=job.model,

@@ -1,9 +1,9 @@
 """From a spec's view (models.spec_view) to a chat prompt, and from the answer back to code.
 
 Template-level hint: {"language": ..., "path": "{function_name}.py"}. Property roles: `name`,
-`description`, `signature`, `tests`, `items` (a list of {kind, name, signature, description}) and
-`context`. Properties without a role still reach the prompt as requirements, so a tenant's own
-template works without any template-specific code here.
+`description`, `signature`, `tests`, `items` (a list of {kind, name, signature, description}),
+`context`, `imports` and `setup`. Properties without a role still reach the prompt as requirements,
+so a tenant's own template works without any template-specific code here.
 """
 
 from __future__ import annotations
@@ -18,11 +18,15 @@ _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)(?:```|\Z)", re.S)
 
 
 def spec_lines(view: SpecView, *, signatures: str, tests: str) -> list[str]:
-    """The spec's parts as prompt lines (description, signatures, items, requirements, context, tests);
-    `signatures` and `tests` are the labels of those two blocks."""
+    """The spec's parts as prompt lines (description, imports, signatures, items, requirements, context,
+    the tests' setup, tests); `signatures` and `tests` are the labels of those two blocks. The declared
+    imports are also added to the generated module when the model leaves one out
+    (codegen.declared_imports)."""
     parts: list[str] = []
     if view.description:
         parts.append(f"Description: {view.description}")
+    if view.imports:
+        parts.append("The code must start with these imports:\n" + "\n".join(view.imports))
     if view.signatures:
         parts.append(f"{signatures}:\n" + "\n".join(view.signatures))
     for item in view.items:
@@ -32,6 +36,8 @@ def spec_lines(view: SpecView, *, signatures: str, tests: str) -> list[str]:
         parts.append("Requirements:\n" + "\n".join(f"- {r}" for r in view.requirements))
     if view.context:
         parts.append("Context:\n" + "\n".join(view.context))
+    if view.setup and view.tests:
+        parts.append("The tests run after this setup (it is not part of the code):\n" + "\n".join(view.setup))
     if view.tests:
         parts.append(f"{tests}:\n" + "\n".join(view.tests))
     return parts

@@ -63,10 +63,13 @@ def best(candidates: list[Candidate]) -> Candidate | None:
 
 
 def visible_tests(inp: GenerationInput) -> list[str]:
-    """What candidates are ranked by: the job's own visible tests, else the spec's `tests`."""
+    """What candidates are ranked by: the job's own visible tests, else the spec's `tests`, each after the
+    spec's test `setup` lines (TestCandidatesInput carries tests only, so each test carries its setup;
+    a spec without setup lines, as every one before templates had them, gets its tests unchanged)."""
     if inp.visible_tests is not None:
         return inp.visible_tests
-    return spec_view(inp.spec.schema_, inp.spec.values).tests
+    view = spec_view(inp.spec.schema_, inp.spec.values)
+    return ["\n".join([*view.setup, test]) for test in view.tests] if view.setup else view.tests
 
 
 def wants_tests(inp: GenerationInput) -> bool:

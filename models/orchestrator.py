@@ -271,15 +271,19 @@ class DebugRoundInput(BaseModel):
 class InstanceTestResult(BaseModel):
     instance_id: UUID
     artifact_id: UUID | None
-    status: str  # passed | failed | error | timeout | no_tests | missing
+    status: str  # passed | failed | error (also: undefined names, no test ran) | timeout | no_tests | missing
     failure: str | None = Field(
         None, description="What the next generation round is told: assertion, traceback, output"
     )
-    test: str | None = None
-    error: str | None = None
-    actual: str | None = None
-    expected: str | None = None
-    problems: list[str] = Field(default_factory=list)
+    test: str | None = Field(None, description="The failing test's source (a setup line, when one failed)")
+    error: str | None = Field(
+        None, description="e.g. AssertionError, NameError: name 'datetime' is not defined, or the limit it hit"
+    )
+    actual: str | None = Field(None, description="A failed comparison's left side, as a repr (capped)")
+    expected: str | None = Field(None, description="A failed comparison's right side, as a repr (capped)")
+    problems: list[str] = Field(
+        default_factory=list, description="Integration's static findings (for a missing artifact: why)"
+    )
 
 
 class DebugRoundResult(BaseModel):

@@ -14,7 +14,6 @@ separate process with a deadline, never on an event loop.
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import itertools
 import json
@@ -30,6 +29,7 @@ from referencing.jsonschema import EMPTY_REGISTRY
 
 from models import schema_refs, spec_paths
 from models.registry import SchemaViolation
+from models.spec_code import code_violations
 
 
 @dataclass(frozen=True)
@@ -273,31 +273,6 @@ def path_violations(schema: dict[str, Any], values: Any) -> list[SchemaViolation
             f"safe relative path inside the project: {problem}",
         )
     ]
-
-
-def code_violations(schema: dict[str, Any], values: Any) -> list[SchemaViolation]:
-    """Values a Python template marks as code (`x-specmill` role `tests`) that do not parse."""
-    hints = schema.get("x-specmill") if isinstance(schema.get("x-specmill"), dict) else {}
-    if not isinstance(values, dict) or hints.get("language", "python") != "python":
-        return []
-    out = []
-    for key, prop in (schema.get("properties") or {}).items():
-        prop_hints = prop.get("x-specmill") if isinstance(prop, dict) else None
-        if not isinstance(prop_hints, dict) or prop_hints.get("role") != "tests" or key not in values:
-            continue
-        value = values[key]
-        for i, source in enumerate(value) if isinstance(value, list) else [(None, value)]:
-            if not isinstance(source, str):
-                continue
-            where = f"$.{key}" + (f"[{i}]" if i is not None else "")
-            try:
-                ast.parse(source)
-            except (SyntaxError, ValueError) as err:
-                line = f" (line {err.lineno})" if isinstance(err, SyntaxError) and err.lineno else ""
-                out.append(SchemaViolation(path=where, message=f"not valid Python: {getattr(err, 'msg', err)}{line}"))
-            except (RecursionError, MemoryError):
-                out.append(SchemaViolation(path=where, message="not valid Python here: nested too deeply to parse"))
-    return out
 
 
 def values_hash(values: Any) -> str:

@@ -1,9 +1,10 @@
 """The parts of a spec instance the generator uses, by role, read from the schema's `x-specmill` hints.
 
 Template-level hint: {"language": ..., "path": "{function_name}.py"}. Property roles: `name`,
-`description`, `signature`, `tests`, `items` (a list of {kind, name, signature, description}) and
-`context`. Properties without a role still reach the prompt as requirements, so a tenant's own
-template works without any template-specific code. Pure: the API, the workers and the eval share it.
+`description`, `signature`, `tests`, `items` (a list of {kind, name, signature, description}),
+`context`, `imports` (import lines the module must have) and `setup` (lines the tests run after).
+Properties without a role still reach the prompt as requirements, so a tenant's own template works
+without any template-specific code. Pure: the API, the workers and the eval share it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from models import spec_paths
 
-ROLES = ("name", "description", "signature", "tests", "items", "context")
+ROLES = ("name", "description", "signature", "tests", "items", "context", "imports", "setup")
 
 
 @dataclass
@@ -30,6 +31,8 @@ class SpecView:
     items: list[dict[str, Any]] = field(default_factory=list)
     context: list[str] = field(default_factory=list)
     requirements: list[str] = field(default_factory=list)
+    imports: list[str] = field(default_factory=list)  # import lines the module must have
+    setup: list[str] = field(default_factory=list)  # lines run before the tests, in their namespace
 
     def query(self) -> str:
         """What retrieval searches with: the description and the signatures."""
@@ -54,6 +57,8 @@ def spec_view(schema: dict[str, Any], values: dict[str, Any]) -> SpecView:
             view.tests += [str(v) for v in (value if isinstance(value, list) else [value])]
         elif role == "items" and isinstance(value, list):
             view.items += [v for v in value if isinstance(v, dict)]
+        elif role in ("imports", "setup"):
+            getattr(view, role).extend(str(v) for v in (value if isinstance(value, list) else [value]))
         elif role == "context":
             view.context.append(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
         else:

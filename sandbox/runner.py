@@ -20,6 +20,8 @@ from sandbox.engine import Outcome, RunLimits, SandboxConfig, SandboxUnavailable
 
 Status = Literal["passed", "failed", "timeout", "error"]
 HARNESS = Path(__file__).with_name("harness.py")
+FAILED_FIELDS = ("stage", "index", "test", "error", "traceback", "actual", "expected", "op")
+RECORD_TEXT = 10_000  # characters of any one field of the record kept
 NO_VERDICT = "the process ended before the harness reported a result (os._exit, or its result channel closed)"
 
 
@@ -32,7 +34,9 @@ class SandboxResult:
     duration_s: float
     isolation: str  # the isolation the run had, e.g. bubblewrap+seccomp+cgroup-v1
     signal: str | None = None  # the signal that ended the process, if one did
-    failed_test: dict | None = field(default=None)  # run_tests: {stage, index, test, error, traceback}
+    # run_tests: {stage, index, test, error, traceback, actual, expected, op}; the last three are set when
+    # the failing test is a comparison assert (the reprs of its two sides, and its operator)
+    failed_test: dict | None = field(default=None)
     reason: str | None = None  # what ended a run that did not pass, when the code's own error does not say
 
     @property
@@ -99,22 +103,26 @@ def run_tests(
     code: str,
     tests: list[str],
     *,
+    setup: list[str] | tuple[str, ...] = (),
     timeout_s: float = 10.0,
     memory_mb: int = 512,
     cpu_s: int | None = None,
     file_size_mb: int = 16,
     config: SandboxConfig | None = None,
 ) -> SandboxResult:
-    """Run `code`, then each test (Python source: asserts, or a check(...) call) in its namespace.
+    """Run `code`, then the `setup` lines, then each test (Python source: asserts, or a check(...) call),
+    all in one namespace.
 
     It passes only when the harness reports every test done on its channel with this run's nonce
     and the process exits 0. The first failing test stops the run; `failed_test` then holds its
-    index, source, error and traceback (which shows the failing line), or stage "solution" if the
-    code itself raised."""
+    index, source, error and traceback (which shows the failing line), and for a comparison assert
+    the reprs of both sides (`actual`: the left, `expected`: the right); stage "solution" if the code
+    itself raised, "setup" if a setup line did."""
     eng = engine(config or SandboxConfig())
     limits = _limits(timeout_s, memory_mb, cpu_s, file_size_mb)
     nonce = secrets.token_hex(16)
-    files = {"solution.py": code, "tests.json": json.dumps(list(tests)), "harness.py": HARNESS.read_text("utf-8")}
+    given = json.dumps({"setup": list(setup), "tests": list(tests)})
+    files = {"solution.py": code, "tests.json": given, "harness.py": HARNESS.read_text("utf-8")}
     out = eng.run(
         files,
         ["/sandbox/harness.py", "tests", "/sandbox/solution.py", "/sandbox/tests.json"],
@@ -128,12 +136,32 @@ def run_tests(
         if verdict is None or verdict.get("stage") != "done" or verdict.get("passed") != len(tests):
             status, reason = "failed", NO_VERDICT
     elif verdict is not None and verdict.get("stage") != "done":
-        failed = {k: verdict.get(k) for k in ("stage", "index", "test", "error", "traceback")}
+        failed = {k: _clean(verdict.get(k)) for k in FAILED_FIELDS}
     if status == "failed" and failed is None and reason is None:
         reason = NO_VERDICT
     return SandboxResult(
         status, out.exit_code, out.stdout, out.stderr, out.duration_s, eng.isolation, out.signal, failed, reason
     )
+
+
+def compared(failed: dict | None) -> str | None:
+    """A failed comparison in words: "expected 3, got 4" for ==, both sides for another operator; None
+    when the failing test was no comparison assert (`failed`: a SandboxResult's failed_test)."""
+    f = failed or {}
+    if f.get("actual") is None or f.get("expected") is None:
+        return None
+    if f.get("op") == "==":
+        return f"expected {f['expected']}, got {f['actual']}"
+    return f"`{f.get('op')}` does not hold between {f['actual']} (left) and {f['expected']} (right)"
+
+
+def _clean(value):
+    """A string from the record as text any store takes (no NUL, no lone surrogate: PostgreSQL's jsonb
+    refuses both), capped; other values as they are."""
+    if not isinstance(value, str):
+        return value
+    text = value[:RECORD_TEXT].replace("\x00", "\\x00")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _input(limits: RunLimits, nonce: str) -> bytes:
@@ -157,4 +185,4 @@ def _verdict(raw: bytes, nonce: str) -> dict | None:
     return record
 
 
-__all__ = ["SandboxConfig", "SandboxResult", "SandboxUnavailable", "isolation", "run_python", "run_tests"]
+__all__ = ["SandboxConfig", "SandboxResult", "SandboxUnavailable", "compared", "isolation", "run_python", "run_tests"]

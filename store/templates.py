@@ -217,15 +217,18 @@ async def find_template(pool: asyncpg.Pool, *, tenant_id: UUID, name: str, versi
 
 
 async def install_builtins(conn) -> int:
-    """Upsert the built-in templates (admin connection; idempotent). Returns how many changed."""
+    """Upsert the built-in templates (admin connection; idempotent). Returns how many changed. A new row's
+    created_at follows BUILTINS' order (a microsecond apart), so lists, ordered by it, show the built-ins
+    in that order (python-function 1.0.0 before 1.1.0) even when they are installed together."""
     await conn.execute(
         "insert into tenants (id, name) values ($1, 'system') on conflict (id) do nothing", SYSTEM_TENANT
     )
     changed = 0
-    for name, version, description, schema in BUILTINS:
+    for order, (name, version, description, schema) in enumerate(BUILTINS):
         status = await conn.execute(
             """insert into spec_templates (id, tenant_id, name, version, description, schema, created_at, updated_at)
-               values ($1, $2, $3, $4, $5, $6::jsonb, now() at time zone 'utc', now() at time zone 'utc')
+               values ($1, $2, $3, $4, $5, $6::jsonb, now() at time zone 'utc' + $7::int * interval '1 microsecond',
+                 now() at time zone 'utc')
                on conflict (id) do update set description = excluded.description, schema = excluded.schema,
                  updated_at = now() at time zone 'utc'
                where spec_templates.schema is distinct from excluded.schema
@@ -236,6 +239,7 @@ async def install_builtins(conn) -> int:
             version,
             description,
             json.dumps(schema),
+            order,
         )
         changed += int(status.split()[-1])
     return changed

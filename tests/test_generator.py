@@ -81,7 +81,7 @@ async def test_generate_from_builtin_template_returns_files_candidates_provenanc
     else:
         assert body["parses"] is False and "no candidate parses" in body["note"]
     prov = body["provenance"]
-    assert prov["template_name"] == "python-function" and prov["template_version"] == "1.0.0"
+    assert prov["template_name"] == "python-function" and prov["template_version"] == "1.1.0"  # the latest built-in
     assert len(prov["values_hash"]) == 64 and prov["retrieved_snippets"] == []
     stored = await api.get(f"/api/generations/{body['id']}", headers=tenant.headers)
     assert stored.status_code == 200 and stored.json()["status"] == "completed"

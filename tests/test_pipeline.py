@@ -14,9 +14,12 @@ import os
 from pathlib import Path
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
+from models.orchestrator import DebugRoundResult, IntegrateResult
+from tests.coder_fake import REPAIR_MARK
 from tests.conftest import wait_for
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -35,13 +38,33 @@ async def _save_histories(temporal, workflow_id: str, name: str, run_id: str | N
         (HISTORIES / f"{name}-{i}.json").write_text(json.dumps(record, indent=0))
 
 
+async def _activity_results(temporal, workflow_id: str, activity_type: str, result_type: type) -> list:
+    """Each completed `activity_type`'s result, in order, decoded from the workflow's history."""
+    history = await temporal.get_workflow_handle(workflow_id).fetch_history()
+    names = {
+        e.event_id: e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    }
+    out = []
+    for e in history.events:
+        done = e.activity_task_completed_event_attributes
+        if (
+            e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
+            and names[done.scheduled_event_id] == activity_type
+        ):
+            out += await temporal.data_converter.decode(done.result.payloads, [result_type])
+    return out
+
+
 ADD_WRONG = "def add(a, b):\n    return a - b\n"
 ADD_RIGHT = "def add(a, b):\n    return a + b\n"
 MUL_RIGHT = "def mul(a, b):\n    return a * b\n"
 
 
-async def _template_id(api, tenant, name="python-function") -> str:
-    tpl = (await api.get("/api/templates", params={"name": name}, headers=tenant.headers)).json()
+async def _template_id(api, tenant, name="python-function", version: str | None = None) -> str:
+    params = {"name": name} | ({"version": version} if version else {})
+    tpl = (await api.get("/api/templates", params=params, headers=tenant.headers)).json()
     return tpl["items"][0]["id"]
 
 
@@ -59,14 +82,18 @@ async def _project(api, tenant, settings: dict | None = None) -> dict:
     return project
 
 
-async def _instance(api, tenant, project_id: str, name: str, tests: list[str], description: str = "") -> dict:
+async def _instance(
+    api, tenant, project_id: str, name: str, tests: list[str], description: str = "", **more: list[str]
+) -> dict:
+    """A python-function instance; `more` (imports, setup) takes version 1.1.0, which has them."""
+    values = {"function_name": name, "description": description or f"The function {name}.", "tests": tests}
     resp = await api.post(
         "/api/instances",
         headers=tenant.headers,
         json={
-            "template_id": await _template_id(api, tenant),
+            "template_id": await _template_id(api, tenant, version="1.1.0" if more else None),
             "project_id": project_id,
-            "values": {"function_name": name, "description": description or f"The function {name}.", "tests": tests},
+            "values": values | more,
         },
     )
     assert resp.status_code == 201, resp.text
@@ -204,6 +231,7 @@ async def test_the_pipeline_keeps_the_candidate_that_passes_before_any_repair(ap
         (2, 2, "passed"),
     ]
     assert "assert add(1, 2) == 3" in candidates[0]["tests"]["failure"]
+    assert "(expected 3, got -1)" in candidates[0]["tests"]["failure"]  # the harness's introspection
     await _save_histories(temporal, project["workflow_id"], "pipeline-candidates")
 
 
@@ -380,3 +408,87 @@ async def test_the_tenants_generation_limit_holds_across_its_projects(api, tenan
     spans = sorted((start, end) for name, start, end in coder.spans if name in names)
     assert len(spans) == 4
     assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:], strict=False))  # one at a time
+
+
+TOMORROW_NO_IMPORT = "def tomorrow(d):\n    return d + datetime.timedelta(days=1)\n"
+TOMORROW = "import datetime\n\n\ndef tomorrow(d):\n    return d + datetime.timedelta(days=1)\n"
+
+
+async def test_undefined_names_go_to_the_repair_round_untested_and_comparisons_report_both_sides(
+    api, tenant, coder, temporal
+):
+    """tomorrow's first code uses datetime without importing it (its test's setup imports it, so the
+    sandbox alone would not notice): integration reports the undefined name, the round spends no sandbox
+    run on it, and the repair prompt is told the finding. inc never passes: its result carries the test,
+    both sides of the comparison and the error."""
+    coder.script("tomorrow", first=TOMORROW_NO_IMPORT, repair=TOMORROW)
+    coder.script("inc", first="def inc(x):\n    return x + 2\n")
+    mark = len(coder.prompts)
+    project = await _project(api, tenant, {"model": "openai_api", "debug_rounds": 1})
+    pid = project["id"]
+    tomorrow = await _instance(
+        api,
+        tenant,
+        pid,
+        "tomorrow",
+        ["assert tomorrow(datetime.date(2020, 1, 1)) == datetime.date(2020, 1, 2)"],
+        setup=["import datetime"],
+    )
+    inc = await _instance(api, tenant, pid, "inc", ["assert inc(1) == 2"], imports=["import math"])
+    assert (await api.post(f"/api/projects/{pid}/specs/complete", headers=tenant.headers)).status_code == 200
+    assert (await _finished(api, tenant, pid))["state"] == "failed"  # inc never passes
+    wid = project["workflow_id"]
+
+    # the prompts named the setup and the imports
+    [first_tomorrow] = [p for p in coder.prompts_for("tomorrow", since=mark) if REPAIR_MARK not in p]
+    assert "The tests run after this setup" in first_tomorrow and "import datetime" in first_tomorrow
+    assert "The code must start with these imports:\nimport math" in coder.prompts_for("inc", since=mark)[0]
+
+    # round 1: integration found the undefined name (and inc's declared import, added but unused)
+    integrated = await _activity_results(temporal, wid, "integrate_artifacts", IntegrateResult)
+    found = {a.path: a.problems for a in integrated[0].artifacts}
+    assert found == {
+        "tomorrow.py": ["line 2: undefined name 'datetime'"],
+        "inc.py": ["line 1: 'math' imported but unused"],
+    }
+    rounds = await _activity_results(temporal, wid, "run_spec_tests", DebugRoundResult)
+    assert len(rounds) == 2
+    first = {str(r.instance_id): r for r in rounds[0].results}
+    t = first[tomorrow["id"]]
+    assert (t.status, t.error, t.problems, t.test, t.actual) == (
+        "error",
+        "line 2: undefined name 'datetime'",
+        ["line 2: undefined name 'datetime'"],
+        None,
+        None,
+    )
+    assert t.failure.startswith("error: the code uses names it never defines, so no test ran")
+    i = first[inc["id"]]
+    assert (i.status, i.test, i.error, i.actual, i.expected) == (
+        "failed",
+        "assert inc(1) == 2",
+        "AssertionError",
+        "3",
+        "2",
+    )
+    assert i.failure.splitlines()[0] == "failed: the test `assert inc(1) == 2` failed: expected 2, got 3"
+    assert i.problems == ["line 1: 'math' imported but unused"]
+
+    # the repair prompts were told: the finding for tomorrow, the values for inc
+    [repair] = [p for p in coder.prompts_for("tomorrow", since=mark) if REPAIR_MARK in p]
+    assert "line 2: undefined name 'datetime'" in repair
+    assert any("expected 2, got 3" in p for p in coder.prompts_for("inc", since=mark) if REPAIR_MARK in p)
+
+    # round 2: tomorrow's repaired code passes, its test run after the setup line
+    second = {str(r.instance_id): r for r in rounds[1].results}
+    assert second[tomorrow["id"]].status == "passed" and second[tomorrow["id"]].problems == []
+    assert second[inc["id"]].actual == "3"
+
+    # the stored reports: tomorrow's first file never reached the sandbox; inc's shows both sides
+    every = (await api.get(f"/api/projects/{pid}/artifacts", params={"all": "true"}, headers=tenant.headers)).json()
+    old = next(a for a in every if a["path"] == "tomorrow.py" and not a["current"])
+    assert old["test_status"] == "error" and old["tests"]["stage"] == "static"
+    assert old["checks"]["problems"] == ["line 2: undefined name 'datetime'"]
+    current = next(a for a in every if a["path"] == "inc.py" and a["current"])
+    assert current["content"].startswith("import math\n")  # the declared import, added to the module
+    assert (current["tests"]["actual"], current["tests"]["expected"]) == ("3", "2")

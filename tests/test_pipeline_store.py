@@ -380,15 +380,17 @@ async def test_attach_builtin_templates_is_idempotent(client, pool, tenant):
     pid = await _project(pool, tenant)
     first = await pipeline_settings.attach_templates(pool, tenant_id=tenant.tenant_id, project_id=pid)
     second = await pipeline_settings.attach_templates(pool, tenant_id=tenant.tenant_id, project_id=pid)
-    expected = sorted((name, builtin_id(name, version)) for name, version, _, _ in BUILTINS)
-    assert first == second == [tid for _, tid in expected]
+    latest = {name: version for name, version, _, _ in BUILTINS}  # BUILTINS lists each name's versions in order
+    assert latest["python-function"] == "1.1.0"
+    expected = sorted((name, version, builtin_id(name, version)) for name, version in latest.items())
+    assert first == second == [tid for _, _, tid in expected]
     assert await pipeline_settings.list_project_templates(pool, tenant_id=tenant.tenant_id, project_id=pid) == first
     async with tenant_tx(pool, tenant.tenant_id) as conn:
         assert await conn.fetchval("select count(*) from project_templates where project_id = $1", pid) == len(first)
     resp = await client.get(f"/api/projects/{pid}/templates", headers=tenant.headers)
     assert resp.status_code == 200, resp.text
     assert resp.json() == [
-        {"id": str(tid), "name": name, "version": "1.0.0", "builtin": True} for name, tid in expected
+        {"id": str(tid), "name": name, "version": version, "builtin": True} for name, version, tid in expected
     ]
     # concurrent attaches (two workers) still leave one row per template
     results = await asyncio.gather(

@@ -1036,3 +1036,75 @@ async def test_builtin_templates_are_listed_usable_and_read_only(api, tenant, ot
     assert (await api.delete(f"/api/templates/{fn['id']}", headers=tenant.headers)).status_code == 403
     own = (await api.get("/api/templates", params={"builtin": "false"}, headers=tenant.headers)).json()["items"]
     assert all(not t["builtin"] for t in own)
+
+
+async def test_python_function_1_1_takes_imports_and_setup_and_tests_stay_asserts(api, tenant):
+    listed = (
+        await api.get("/api/templates", params={"name": "python-function", "builtin": "true"}, headers=tenant.headers)
+    ).json()["items"]
+    assert [t["version"] for t in listed] == ["1.0.0", "1.1.0"]
+    old, new = listed
+    # 1.0.0, which instances already reference, is as it was: a new version carries the new properties
+    assert set(old["schema"]["properties"]) == {"function_name", "description", "signature", "tests"}
+    assert {k: p["x-specmill"]["role"] for k, p in new["schema"]["properties"].items()} == {
+        "function_name": "name",
+        "description": "description",
+        "signature": "signature",
+        "tests": "tests",
+        "imports": "imports",
+        "setup": "setup",
+    }
+    project = await make_project(api, tenant)
+    values = {
+        "function_name": "tomorrow",
+        "description": "The day after d.",
+        "signature": "def tomorrow(d: datetime.date) -> datetime.date",
+        "imports": ["import datetime", "from typing import Optional"],
+        "setup": ["import datetime", "FIRST = datetime.date(2020, 1, 1)"],
+        "tests": ["assert tomorrow(FIRST) == datetime.date(2020, 1, 2)"],
+    }
+    made = await api.post(
+        "/api/instances",
+        json={"template_id": new["id"], "project_id": project, "values": values},
+        headers=tenant.headers,
+    )
+    assert made.status_code == 201, made.text
+    specs = (await api.get(f"/api/projects/{project}/specs", headers=tenant.headers)).json()
+    assert [(s["template_name"], s["template_version"]) for s in specs] == [("python-function", "1.1.0")]
+
+    bad = {
+        **values,
+        "imports": ["import os; import sys", "from os import *", "from . import sibling", "x = 1", "import ("],
+        "setup": ["FIRST = ("],
+        "tests": ["import datetime", "assert tomorrow(FIRST) == 1", "FIRST = 2\nassert tomorrow(FIRST) == 3"],
+    }
+    resp = await api.post(
+        "/api/instances", json={"template_id": new["id"], "project_id": project, "values": bad}, headers=tenant.headers
+    )
+    errors = {e["path"]: e["message"] for e in assert_json_error(resp, 422)["errors"]}
+    assert set(errors) == {f"$.imports[{i}]" for i in range(5)} | {"$.setup[0]", "$.tests[0]", "$.tests[2]"}, errors
+    assert errors["$.imports[0]"] == "an import line must be one `import x` or `from x import y` statement"
+    assert errors["$.imports[1]"] == "an import line must name what it imports, not `*`"
+    assert errors["$.imports[2]"].startswith("an import line must be absolute")
+    assert errors["$.imports[3]"] == errors["$.imports[0]"]
+    assert errors["$.imports[4]"].startswith("not valid Python") and errors["$.setup[0]"].startswith("not valid Python")
+    assert errors["$.tests[0]"] == (
+        "a test must be an `assert` statement, and `import datetime` is not one: put other lines (imports, "
+        "fixture values) in `setup`, which runs before the tests"
+    )
+    assert "`FIRST = 2` is not one" in errors["$.tests[2]"] and "`setup`" in errors["$.tests[2]"]
+    # an update is checked the same way, and changes nothing
+    iid = made.json()["id"]
+    resp = await api.put(
+        f"/api/instances/{iid}", json={"values": {**values, "tests": ["import datetime"]}}, headers=tenant.headers
+    )
+    assert assert_json_error(resp, 422)["errors"][0]["path"] == "$.tests[0]"
+    assert (await api.get(f"/api/instances/{iid}", headers=tenant.headers)).json()["values"] == values
+    # 1.0.0 still refuses a non-assert test (its pattern), and has no imports or setup to take one
+    resp = await api.post(
+        "/api/instances",
+        json={"template_id": old["id"], "project_id": project, "values": {**values, "tests": ["import datetime"]}},
+        headers=tenant.headers,
+    )
+    assert {e["path"] for e in assert_json_error(resp, 422)["errors"]} == {"$", "$.tests[0]"}
+    assert len(await all_items(api, tenant, "/api/instances")) == 1

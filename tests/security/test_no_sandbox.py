@@ -65,7 +65,7 @@ async def test_a_worker_without_sandbox_fails_the_project_in_debugging(
 
 def test_static_checks_accept_only_what_the_sandbox_can_import():
     files = {
-        "a.py": "import json\nimport numpy\nimport torch\nfrom b import helper\n",
+        "a.py": "import json\nimport numpy\nimport torch\nfrom b import helper\n\nUSED = json, numpy, torch, helper\n",
         "b.py": "def helper():\n    pass\n",
     }
     checks = static_checks(files, {"numpy"})
