@@ -10,7 +10,7 @@ import zipfile
 
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from tests.test_pipeline import _finished, _instance, _project, _save_histories
+from tests.test_pipeline import _finished, _instance, _project
 
 TWICE_WRONG = "def twice(x):\n    return x + x + 1\n"
 TWICE_RIGHT = "def twice(x):\n    return 2 * x\n"
@@ -27,11 +27,13 @@ async def test_a_failed_project_runs_again_with_new_settings_and_completes(api, 
     assert (await api.post(f"/api/projects/{pid}/specs/complete", headers=tenant.headers)).status_code == 200
     row = await _finished(api, tenant, pid)
     assert row["state"] == "failed" and row["run_id"] == first_run
-    await _save_histories(temporal, project["workflow_id"], "pipeline-run-failed", run_id=first_run)
 
     # the project says why, by name: the failing test and where it failed
     by_name = {i["name"]: i for i in row["outcome"]["instances"]}
     assert by_name["twice"]["status"] == "failed" and by_name["twice"]["stage"] == "debugging"
+    assert by_name["twice"]["test"] == "assert twice(2) == 4"
+    assert (by_name["twice"]["expected"], by_name["twice"]["actual"]) == ("4", "5")
+    assert by_name["twice"]["message"] == "assert twice(2) == 4 failed: expected 4, got 5"
     assert by_name["halve"]["status"] == "passed"
     assert row["outcome"]["summary"].startswith("1 of 2 instance(s) still fail after 1 round(s): twice: ")
     assert twice["id"] not in row["reason"] and "twice: " in row["reason"]
@@ -61,7 +63,6 @@ async def test_a_failed_project_runs_again_with_new_settings_and_completes(api, 
         coder.delay = 0.0
     row = await _finished(api, tenant, pid)
     assert row["state"] == "completed", row["reason"]
-    await _save_histories(temporal, project["workflow_id"], "pipeline-rerun", run_id=row["run_id"])
     # the project's outcome: this run's instance, and the one it did not run as the first run left it
     assert {i["name"]: (i["status"], i["round"]) for i in row["outcome"]["instances"]} == {
         "twice": ("passed", 2),

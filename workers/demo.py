@@ -63,7 +63,8 @@ def run_demo(settings, tenant: dict, *, model: str, rounds: int, timeout_s: floa
         # a model that cannot serve this tenant now is refused here, with what to do about it
         _check(http.put(f"/api/projects/{pid}/settings", json={"model": model, "debug_rounds": rounds}))
         _wait_state(http, pid, {"spec_definition"}, 30)
-        template = _check(http.get("/api/templates", params={"name": "python-function"}))["items"][0]
+        template = _check(http.get("/api/templates", params={"name": "python-function", "version": "1.1.0"}))
+        template = template["items"][0]
         names = {}
         for values in SPECS:
             inst = _check(
