@@ -49,7 +49,8 @@ class GenerateRequest(Strict):
             raise ValueError("template needs values")
         if self.instance_id is not None and self.values is not None:
             raise ValueError("values come from the instance; do not send them with instance_id")
-        check_options(self.techniques, self.options)
+        if self.instance_id is None or "techniques" in self.model_fields_set:  # else: with the project's
+            check_options(self.techniques, self.options)  # (with_project_settings checks the merged request)
         return self
 
 

@@ -201,6 +201,8 @@ def test_project_settings_fill_only_what_the_request_left_unset():
     assert merged.options.beam().width == 3
     own = with_project_settings(GenerateRequest(instance_id=iid, techniques=[], max_new_tokens=7), project)
     assert (own.techniques, own.max_new_tokens, own.options.model_dump()) == ([], 7, {})  # beam options dropped
+    width = GenerateRequest(instance_id=iid, options={"syntax_aware_beam_search": {"width": 2}})
+    assert with_project_settings(width, project).options.beam().width == 2  # for the project's technique
     with pytest.raises(ValueError, match="not among the requested techniques"):
         with_project_settings(
             GenerateRequest(instance_id=iid, options={"hybrid_grammar_neural": {"retries": 1}}), project

@@ -89,6 +89,10 @@ async def list_events(
     project_id: ProjectId = None,
     run_id: RunId = None,
 ):
+    """The tenant's events after `after`, oldest first. `project_id`: the project's own events and those of
+    its instances, tasks, knowledge and generations (404 when it is not the tenant's project). `run_id`:
+    the events of one run of the project's workflow (its state changes and spec.complete); a run id that
+    is not one of the project's matches nothing (an empty page, not an error)."""
     where = await _filter(pool, p, type, project_id, run_id)
     async with tenant_tx(pool, p.tenant_id) as conn:
         rows = await events.list_events(conn, tenant_id=p.tenant_id, after=after, limit=limit, where=where)
