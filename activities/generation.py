@@ -106,6 +106,8 @@ class GenerationActivities:
                     "instance_id": str(g.spec.instance_id),
                     "feedback": g.feedback,
                 },
+                project_id=g.project_id,
+                instance_id=g.spec.instance_id,
             )
         await generations.finish_generation(
             self._pool,

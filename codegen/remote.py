@@ -81,21 +81,26 @@ class _RemoteBackend:
         provider: str,
         key_env: str,
         base_url: str | None,
+        url_env: str = "",
         api_key: str | None,
         tenant_keys: bool = False,
         key_required: bool = True,
         timeout: float = 300.0,
+        probe_path: str | None = None,
     ) -> None:
         self.name = name
         self.backend = backend
         self.model = model
         self.provider = provider  # which tenant provider key serves this model: openai, anthropic, vllm
         self.key_env = key_env
+        self.url_env = url_env  # the setting that moves base_url (its environment variable)
         self.base_url = (base_url or self.default_base_url).rstrip("/")
         self._api_key = api_key or None
         self.tenant_keys = tenant_keys
         self.key_required = key_required
         self.timeout = timeout
+        # a server of our own (vLLM) is only available while it answers: GET this URL tells (api/availability.py)
+        self.probe_url = f"{self.base_url}{probe_path}" if probe_path else None
         self._http: Any = None
         self._lock = threading.Lock()
 
@@ -135,6 +140,11 @@ class _RemoteBackend:
             latency_s=time.perf_counter() - started,
             finish_reason="stop" if cut else finish,
         )
+
+    @property
+    def platform_key(self) -> bool:
+        """Whether the platform has a key of its own for this model (settings)."""
+        return self._api_key is not None
 
     # --- helpers -----------------------------------------------------------------------
     def _unconfigured_reason(self) -> str | None:
@@ -296,6 +306,7 @@ def openai_backend(settings: Settings) -> OpenAIBackend:
         provider="openai",
         key_env="OPENAI_API_KEY",
         base_url=settings.openai_base_url,
+        url_env="OPENAI_BASE_URL",
         api_key=settings.openai_api_key,
         tenant_keys=settings.provider_keys_secret is not None,
     )
@@ -309,6 +320,7 @@ def anthropic_backend(settings: Settings) -> AnthropicBackend:
         provider="anthropic",
         key_env="ANTHROPIC_API_KEY",
         base_url=settings.anthropic_base_url,
+        url_env="ANTHROPIC_BASE_URL",
         api_key=settings.anthropic_api_key,
         tenant_keys=settings.provider_keys_secret is not None,
     )
@@ -326,7 +338,9 @@ def vllm_server_backend(settings: Settings) -> OpenAIBackend:
         provider="vllm",
         key_env="VLLM_API_KEY",
         base_url=settings.vllm_base_url,
+        url_env="VLLM_BASE_URL",
         api_key=settings.vllm_api_key,
         tenant_keys=settings.provider_keys_secret is not None,
         key_required=False,
+        probe_path="/models",
     )

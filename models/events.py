@@ -95,6 +95,7 @@ class code_generation_result(EventPayload):
     techniques: list[str]
     template_id: UUID | None = None
     instance_id: UUID | None = None
+    project_id: UUID | None = None  # the project it was made for (its pipeline, or an instance's)
     values_hash: str | None = None
     files: list[str] = []
     parses: bool | None = None

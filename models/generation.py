@@ -49,8 +49,26 @@ class GenerateRequest(Strict):
             raise ValueError("template needs values")
         if self.instance_id is not None and self.values is not None:
             raise ValueError("values come from the instance; do not send them with instance_id")
-        check_options(self.techniques, self.options)
+        if self.instance_id is None or "techniques" in self.model_fields_set:  # else: with the project's
+            check_options(self.techniques, self.options)  # (with_project_settings checks the merged request)
         return self
+
+
+SETTINGS_FIELDS = ("model", "techniques", "max_new_tokens", "n", "options")  # what a project's settings give
+
+
+def with_project_settings(body: GenerateRequest, project: Any) -> GenerateRequest:
+    """The request with what it left unset taken from the project's effective settings (an
+    EffectiveSettings): model, techniques, max_new_tokens, n, options. The project's options count only
+    for the techniques the result uses; ValueError when the request's own options do not fit them."""
+    update = {name: getattr(project, name) for name in SETTINGS_FIELDS if name not in body.model_fields_set}
+    if "options" in update:
+        techniques = update.get("techniques", body.techniques)
+        mine = {name: getattr(project.options, name) for name in project.options.model_fields_set}
+        update["options"] = TechniqueOptions(**{k: v for k, v in mine.items() if k in techniques})
+    merged = body.model_copy(update=update)
+    check_options(merged.techniques, merged.options)
+    return merged
 
 
 class SpecSnapshot(BaseModel):
@@ -208,15 +226,34 @@ class GenerationResult(BaseModel):
     plan: Plan | None = Field(None, description="hierarchical_generation: the checked plan")
 
 
-class GenerationPublic(Public):  # timestamps in RFC 3339 with their zone
+GenerationStatus = Literal["running", "completed", "failed"]
+
+
+class GenerationSummary(Public):  # timestamps in RFC 3339 with their zone
+    """One generation in GET /api/generations: what it was for and how it went, without its code."""
+
     id: UUID
-    status: Literal["running", "completed", "failed"]
+    status: GenerationStatus
     model: str
     techniques: list[str]
+    project_id: UUID | None = Field(None, description="The project it was made for (its pipeline, or an instance's)")
+    instance_id: UUID | None = None
     created_at: datetime
     updated_at: datetime
-    result: GenerationResult | None = None
     error: str | None = None
+
+
+class GenerationPublic(GenerationSummary):
+    result: GenerationResult | None = None
+
+
+class GenerationFailed(BaseModel):
+    """POST /api/generate's answer (HTTP 502) when the generation ran and failed; the record stays readable."""
+
+    detail: str = Field(description="Why it failed (the model's or the workflow's own words)")
+    id: UUID
+    status: Literal["failed"] = "failed"
+    href: str = Field(description="GET this for the stored generation")
 
 
 class RecordGenerationInput(BaseModel):

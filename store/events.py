@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -31,11 +32,15 @@ async def emit(
     payload: EventPayload,
     subject_id: UUID | None = None,
     dedup_key: str | None = None,
+    run_id: UUID | None = None,
 ) -> bool:
-    """Insert one event; with a dedup_key, a second insert of the same key is a no-op (False)."""
+    """Insert one event; with a dedup_key, a second insert of the same key is a no-op (False).
+
+    The event's project (the `project_id` filter of /api/events) is the payload's `project_id`, when it
+    has one; `run_id` is the project workflow run that emitted it (the `run_id` filter)."""
     status = await conn.execute(
-        """insert into events (id, tenant_id, type, schema, subject_id, payload, dedup_key)
-           values ($1, $2, $3, $4, $5, $6, $7)
+        """insert into events (id, tenant_id, type, schema, subject_id, payload, dedup_key, project_id, run_id)
+           values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
            on conflict (dedup_key) do nothing""",
         uuid4(),
         tenant_id,
@@ -44,24 +49,45 @@ async def emit(
         subject_id,
         payload.model_dump(mode="json"),
         dedup_key,
+        getattr(payload, "project_id", None),
+        run_id,
     )
     return status.endswith("1")
 
 
+@dataclass(frozen=True)
+class EventFilter:
+    """Which of a tenant's events a reader wants: these types, of this project, of this run (None: any)."""
+
+    types: list[str] | None = None
+    project_id: UUID | None = None
+    run_id: UUID | None = None
+
+
 async def list_events(
-    conn: asyncpg.Connection, *, tenant_id: UUID, after: int, limit: int, types: list[str] | None = None
+    conn: asyncpg.Connection, *, tenant_id: UUID, after: int, limit: int, where: EventFilter = EventFilter()
 ) -> list[dict[str, Any]]:
-    """The tenant's events numbered above `after` (its own numbering), oldest first."""
+    """The tenant's events numbered above `after` (its own numbering) that match `where`, oldest first."""
     rows = await conn.fetch(
-        """select tenant_seq as seq, id, type, schema, subject_id, payload, created_at from events
+        """select tenant_seq as seq, id, type, schema, subject_id, project_id, run_id, payload, created_at
+           from events
            where tenant_id = $1 and tenant_seq > $2 and ($3::text[] is null or type = any($3))
-           order by tenant_seq limit $4""",
+             and ($4::uuid is null or project_id = $4) and ($5::uuid is null or run_id = $5)
+           order by tenant_seq limit $6""",
         tenant_id,
         after,
-        types,
+        where.types,
+        where.project_id,
+        where.run_id,
         limit,
     )
     return [dict(r) for r in rows]
+
+
+async def last_seq(conn: asyncpg.Connection, *, tenant_id: UUID) -> int:
+    """The tenant's newest committed event number (0: none yet): where a stream that starts at "now" begins.
+    An event still being written is numbered above it (the tenant's counter row orders the commits)."""
+    return await conn.fetchval("select coalesce(max(tenant_seq), 0) from events where tenant_id = $1", tenant_id)
 
 
 class EventListener:

@@ -1,4 +1,5 @@
-"""Generations: one row per POST /api/generate; the result and its code.generated event land together."""
+"""Generations: one row per POST /api/generate or pipeline generation; the result and its code.generated
+event land together. GET /api/generations lists them newest first."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ from uuid import UUID
 import asyncpg
 
 from models.events import code_generation_result
-from models.generation import GenerationPublic, GenerationResult, SpecSnapshot
+from models.generation import GenerationPublic, GenerationResult, GenerationStatus, GenerationSummary, SpecSnapshot
 from store import events
 from store.db import tenant_tx
 from store.errors import NotFound
+from store.paging import keyset, page
 
-_COLS = "id, status, model, techniques, result, error, created_at, updated_at"
+_SUMMARY_COLS = "id, status, model, techniques, project_id, instance_id, error, created_at, updated_at"
+_COLS = f"{_SUMMARY_COLS}, result"
 
 
 def _model(row: asyncpg.Record) -> GenerationPublic:
@@ -29,18 +32,49 @@ async def create_generation(
     model: str,
     techniques: list[str],
     request: dict[str, Any],
+    project_id: UUID | None = None,
+    instance_id: UUID | None = None,
 ) -> None:
+    """The row of a generation that starts (`project_id`: the project it is made for, if any)."""
     async with tenant_tx(pool, tenant_id) as conn:
         await conn.execute(
-            """insert into generations (id, tenant_id, user_id, model, techniques, request, status)
-               values ($1, $2, $3, $4, $5, $6, 'running') on conflict (id) do nothing""",
+            """insert into generations (id, tenant_id, user_id, model, techniques, request, status,
+                                        project_id, instance_id)
+               values ($1, $2, $3, $4, $5, $6, 'running', $7, $8) on conflict (id) do nothing""",
             generation_id,
             tenant_id,
             user_id,
             model,
             techniques,
             request,
+            project_id,
+            instance_id,
         )
+
+
+async def list_generations(
+    pool: asyncpg.Pool,
+    *,
+    tenant_id: UUID,
+    project_id: UUID | None,
+    status: GenerationStatus | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[GenerationSummary], str | None]:
+    """The tenant's generations, newest first (of one project, in one status), a page at a time."""
+    args: list = [tenant_id, project_id, status]
+    before = keyset(cursor, args, descending=True)
+    args.append(limit + 1)
+    async with tenant_tx(pool, tenant_id) as conn:
+        rows = await conn.fetch(
+            f"""select {_SUMMARY_COLS} from generations
+                where tenant_id = $1 and ($2::uuid is null or project_id = $2) and ($3::text is null or status = $3)
+                  and {before}
+                order by created_at desc, id desc limit ${len(args)}""",
+            *args,
+        )
+    rows, next_cursor = page(rows, limit)
+    return [GenerationSummary.model_validate(dict(r)) for r in rows], next_cursor
 
 
 async def get_generation(pool: asyncpg.Pool, *, tenant_id: UUID, generation_id: UUID) -> GenerationPublic:
@@ -64,13 +98,14 @@ async def finish_generation(
     result: GenerationResult | None,
     error: str | None = None,
 ) -> None:
-    """Store the outcome and its code.generated event once (a retried activity changes nothing)."""
+    """Store the outcome and its code.generated event once (a retried activity changes nothing); the
+    event names the row's project, so a project's event filter finds its generations."""
     gid = generation_id
     async with tenant_tx(pool, tenant_id) as conn:
         status = result.status if result else "failed"
-        await conn.execute(
+        project_id = await conn.fetchval(
             """update generations set status = $3, result = $4, error = $5, updated_at = now() at time zone 'utc'
-               where tenant_id = $1 and id = $2""",
+               where tenant_id = $1 and id = $2 returning project_id""",
             tenant_id,
             gid,
             status,
@@ -91,6 +126,7 @@ async def finish_generation(
                 techniques=techniques,
                 template_id=spec.template_id,
                 instance_id=spec.instance_id,
+                project_id=project_id,
                 values_hash=spec.values_hash,
                 files=[f.path for f in result.files] if result else [],
                 parses=result.parses if result else None,

@@ -32,13 +32,14 @@ def decode_cursor(cursor: str | None) -> tuple[datetime, UUID] | None:
     return after
 
 
-def keyset(cursor: str | None, args: list[Any], alias: str = "") -> str:
-    """SQL condition for rows after the cursor; appends its parameters to args."""
+def keyset(cursor: str | None, args: list[Any], alias: str = "", *, descending: bool = False) -> str:
+    """SQL condition for rows after the cursor (in `order by created_at, id`, or with `descending` in
+    `order by created_at desc, id desc`); appends its parameters to args."""
     after = decode_cursor(cursor)
     if after is None:
         return "true"
     args.extend(after)
-    return f"({alias}created_at, {alias}id) > (${len(args) - 1}, ${len(args)})"
+    return f"({alias}created_at, {alias}id) {'<' if descending else '>'} (${len(args) - 1}, ${len(args)})"
 
 
 def page(rows: list[Any], limit: int) -> tuple[list[Any], str | None]:

@@ -111,11 +111,21 @@ async def update_project(
     return _model(row)
 
 
+def _run_uuid(run_id: str) -> UUID | None:
+    """A Temporal run id is a UUID; anything else (an empty string from before runs were recorded) is None."""
+    try:
+        return UUID(run_id) if run_id else None
+    except ValueError:
+        return None
+
+
 async def record_state(pool: asyncpg.Pool, inp: RecordStateInput) -> bool:
     """Mirror a workflow transition: the row and its project.state_changed event, exactly once.
 
     The event's dedup key is the workflow's transition number, so a retried activity changes nothing.
+    Its events carry the run id (the `run_id` filter of /api/events).
     """
+    run_id = _run_uuid(inp.run_id)
     async with tenant_tx(pool, inp.tenant_id) as conn:
         if not await conn.fetchval(
             "select 1 from projects where tenant_id = $1 and id = $2 for update", inp.tenant_id, inp.project_id
@@ -127,6 +137,7 @@ async def record_state(pool: asyncpg.Pool, inp: RecordStateInput) -> bool:
             type="project.state_changed",
             subject_id=inp.project_id,
             dedup_key=f"{project_workflow_id(inp.project_id)}:{inp.run_id}:state:{inp.seq}",
+            run_id=run_id,
             payload=project_state_event(
                 project_id=inp.project_id,
                 tenant_id=inp.tenant_id,
@@ -144,6 +155,7 @@ async def record_state(pool: asyncpg.Pool, inp: RecordStateInput) -> bool:
                 type="spec.complete",
                 subject_id=inp.project_id,
                 dedup_key=f"{project_workflow_id(inp.project_id)}:{inp.run_id}:spec.complete:{inp.seq}",
+                run_id=run_id,
                 payload=complete_spec_event(
                     project_id=inp.project_id, tenant_id=inp.tenant_id, instances=inp.specs_completed
                 ),

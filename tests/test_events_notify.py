@@ -86,7 +86,7 @@ async def test_stream_wakes_on_notify_and_resumes_from_last_event_id(stack, new_
     async with live(stack.with_(event_stream_poll_seconds=600)) as (url, app):
         async with httpx.AsyncClient(base_url=url, timeout=30) as client:
             backlog = await make_template(client, t, name="zero")
-            async with client.stream("GET", "/api/events/stream", headers=t.headers) as resp:
+            async with client.stream("GET", "/api/events/stream", params={"after": 0}, headers=t.headers) as resp:
                 assert resp.status_code == 200
                 lines = resp.aiter_lines()
                 assert await anext(lines) == ": connected"

@@ -173,7 +173,7 @@ async def test_inline_template(api, tenant):
         ({"instance_id": str(uuid.uuid4())}, 404, "not found"),
         ({"instance_id": "nope"}, 422, None),
         ({"template": FN}, 422, None),
-        ({"template": FN, "values": VALUES, "model": "deepseek_8b"}, 503, "unavailable"),
+        ({"template": FN, "values": VALUES, "model": "deepseek_8b"}, 422, "cannot serve this tenant now"),
         ({"template": FN, "values": VALUES, "n": 9}, 422, None),
         (
             {"template": FN, "values": VALUES, "model": "openai_api", "techniques": ["syntax_aware_beam_search"]},

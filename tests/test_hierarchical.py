@@ -214,7 +214,7 @@ def test_the_technique_is_implemented_with_its_parameters():
 
 
 async def test_generate_with_the_tiny_model_fails_plainly_when_no_plan_validates(api, tenant):
-    """The tiny random Llama never writes a valid plan: a 200 whose generation failed, saying why."""
+    """The tiny random Llama never writes a valid plan: a 502 saying why, and the failed record stays."""
     resp = await api.post(
         "/api/generate",
         headers=tenant.headers,
@@ -225,12 +225,13 @@ async def test_generate_with_the_tiny_model_fails_plainly_when_no_plan_validates
             "values": {"function_name": "add", "description": "Add two integers."},
         },
     )
-    assert resp.status_code == 200, resp.text
+    assert resp.status_code == 502, resp.text
     body = resp.json()
-    assert body["status"] == "failed" and body["files"] == [] and body["plan"] is None
-    assert "hierarchical_generation: no valid plan after 3 attempt(s)" in body["note"]
-    stored = (await api.get(f"/api/generations/{body['id']}", headers=tenant.headers)).json()
+    assert body["status"] == "failed" and body["href"] == f"/api/generations/{body['id']}"
+    assert "hierarchical_generation: no valid plan after 3 attempt(s)" in body["detail"]
+    stored = (await api.get(body["href"], headers=tenant.headers)).json()
     assert stored["status"] == "failed" and "no valid plan" in stored["error"]
+    assert stored["result"]["files"] == [] and stored["result"]["plan"] is None
 
 
 @pytest.mark.parametrize(

@@ -94,7 +94,7 @@ def _interrupt(proc: subprocess.Popen, console: _Console) -> str:
 def _wait_state(base: str, headers: dict, project_id: str, state: str, timeout: float = 30) -> None:
     """The project's move into `state`, from the tenant's event stream (its backlog, then live events)."""
     deadline = time.monotonic() + timeout
-    params = {"type": "project.state_changed"}
+    params = {"type": "project.state_changed", "after": 0}
     with httpx.stream("GET", f"{base}/api/events/stream", headers=headers, params=params, timeout=timeout) as resp:
         assert resp.status_code == 200, resp.read()
         for line in resp.iter_lines():

@@ -115,7 +115,7 @@ async def test_a_live_loaded_report_beats_the_gateways_unavailable(api, pool, te
     entry = (await _models(api, tenant))["deepseek_8b"]
     assert entry["state"] == "loaded" and entry["reason"] is None and entry["details"] == {"test": True}
     assert {w["worker_id"]: w["state"] for w in entry["workers"]}[fake_worker] == "loaded"
-    # ... and POST /api/generate no longer refuses it with 503 (it fails later, on the worker: not here)
+    # ... and POST /api/generate no longer refuses it with 422 (it fails later, on the worker: not here)
     resp = await api.post(
         "/api/generate",
         json={"template": FN, "values": {"function_name": "1bad"}, "model": "deepseek_8b"},
@@ -136,7 +136,8 @@ async def test_live_workers_that_all_say_unavailable_give_their_reasons(api, poo
     resp = await api.post(
         "/api/generate", json={"template": FN, "values": VALUES, "model": "deepseek_8b"}, headers=tenant.headers
     )
-    assert resp.status_code == 503 and "no GPU on worker 2" in resp.json()["detail"]
+    assert resp.status_code == 422 and "no GPU on worker 2" in resp.json()["detail"]
+    assert resp.json()["model"] == "deepseek_8b" and "no GPU on worker 2" in resp.json()["reason"]
 
 
 async def test_clean_shutdown_deletes_the_workers_rows(pool, stack, fake_worker):

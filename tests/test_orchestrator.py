@@ -243,7 +243,7 @@ async def test_sse_stream_delivers_events_live(live_url, api, new_tenant):
     before = await wait_for(backlog)
     last_before = before[-1]["seq"]
     async with httpx.AsyncClient(base_url=live_url, timeout=20) as client:
-        async with client.stream("GET", "/api/events/stream", headers=t.headers) as resp:
+        async with client.stream("GET", "/api/events/stream", params={"after": 0}, headers=t.headers) as resp:
             assert resp.status_code == 200
             assert resp.headers["content-type"].startswith("text/event-stream")
             lines = resp.aiter_lines()

@@ -257,9 +257,9 @@ async def test_project_settings_override_the_tenant_and_null_clears(client, pool
     resp = await client.put(f"/api/projects/{pid}/settings", json={"model": None, "techniques": None}, headers=h)
     assert resp.json() == {**tenant_wide, "max_new_tokens": 128, "debug_rounds": 0}
     # the tenant's later change shows through where the project has no choice of its own
-    await client.put("/api/settings", json={"model": "anthropic_api", "max_new_tokens": 1000}, headers=h)
+    await client.put("/api/settings", json={"model": "local_llama", "max_new_tokens": 1000}, headers=h)
     got = (await client.get(f"/api/projects/{pid}/settings", headers=h)).json()
-    assert got == {**tenant_wide, "model": "anthropic_api", "max_new_tokens": 128, "debug_rounds": 0}
+    assert got == {**tenant_wide, "model": "local_llama", "max_new_tokens": 128, "debug_rounds": 0}
     assert (
         got
         == (await pipeline_settings.effective_settings(pool, tenant_id=tenant.tenant_id, project_id=pid)).model_dump()

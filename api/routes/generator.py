@@ -3,105 +3,57 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import re
 from typing import Annotated
 from uuid import UUID, uuid4
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import JSONResponse
 from temporalio.service import RPCError
 
-from api.deps import PoolDep, PrincipalDep, ResourcesDep
+from api import availability
+from api.deps import Cursor, Limit, PoolDep, PrincipalDep, ResourcesDep
 from api.errors import ServiceUnavailable
-from codegen.base import ModelStatus
 from codegen.manager import ModelManager
 from models.auth import Principal
-from models.common import GENERATION, INTEGRATION, KNOWLEDGE, MODEL_NAMES, Role
+from models.common import GENERATION, INTEGRATION, KNOWLEDGE, MODEL_NAMES, Page, Role
 from models.generation import (
     GENERATION_WORKFLOW,
     GenerateRequest,
+    GenerationFailed,
     GenerationInput,
     GenerationPublic,
     GenerationResult,
+    GenerationStatus,
+    GenerationSummary,
     InlineTemplate,
     SpecSnapshot,
     generation_workflow_id,
+    with_project_settings,
 )
 from models.schema_rules import values_hash
 from models.spec_view import spec_view
 from models.techniques import TECHNIQUES, TechniqueInfo, resolve, supported_backends
-from store import generations, instances, leases, model_workers, pipeline_settings, templates
+from store import generations, instances, leases, pipeline_settings, projects, templates
 from store.errors import Invalid
 
 router = APIRouter(tags=["code generator"])
 
 
 def _models(res: ResourcesDep) -> ModelManager:
-    return res.extras["models"]
+    return availability.manager(res)
 
 
 ModelsDep = Annotated[ModelManager, Depends(_models)]
 
 
-_RANK = {"loaded": 0, "available": 1, "unavailable": 2}
-
-
-def merged_status(own: ModelStatus, reports: list[model_workers.WorkerReport]) -> dict:
-    """One model as GET /api/models shows it: the live generation workers' word when any reported it
-    (loaded in one > available in one > unavailable in all, with their reasons), else the gateway's own
-    status; `workers` lists the live reports."""
-    entry = {
-        "name": own.name,
-        "backend": own.backend,
-        "model": own.model,
-        "state": own.state,
-        "reason": own.reason,
-        "details": own.details,
-        "workers": [{"worker_id": r.worker_id, "state": r.state, "seen_at": r.seen_at} for r in reports],
-    }
-    if reports:
-        best = min(reports, key=lambda r: _RANK[r.state])  # reports come newest first: the newest of the best
-        reasons = list(dict.fromkeys(r.reason for r in reports if r.reason))
-        entry.update(
-            state=best.state,
-            details=best.details,
-            reason=("; ".join(reasons) or None) if best.state == "unavailable" else None,
-        )
-    return entry
-
-
 @router.get("/models")
-async def list_models(models: ModelsDep, pool: PoolDep, p: PrincipalDep):
-    """Every seed model with its backend and whether it can serve; an unavailable one says why.
-    The generation workers report their models (`loaded` is known only there); with no live report
-    the gateway's own view answers (`available`: a worker can load it)."""
-    reports = await model_workers.live(pool, within_s=model_workers.LIVE_WITHIN_S)
-    merged = [merged_status(s, [r for r in reports if r.model == s.name]) for s in models.statuses()]
-    return merged if p.role.at_least(Role.admin) else [_public(m) for m in merged]
-
-
-_HOST_PATH = re.compile(r"(?<![\w.~-])/(?:[^\s/'\"]+/)*[^\s/'\",;)]+")
-
-
-def _unpath(text):
-    return _HOST_PATH.sub("<path>", text) if isinstance(text, str) else text
-
-
-def _public(entry: dict) -> dict:
-    """What viewers and editors see of a model: no host paths, no worker host names or pids."""
-    model = entry["model"]
-    return {
-        **entry,
-        "model": os.path.basename(model.rstrip("/")) if model.startswith("/") else model,
-        "reason": _unpath(entry["reason"]),
-        "details": {
-            k: v
-            for k, v in entry["details"].items()
-            if not (isinstance(v, str) and _HOST_PATH.search(v)) and not isinstance(v, (dict, list))
-        },
-        "workers": [{"state": w["state"], "seen_at": w["seen_at"]} for w in entry["workers"]],
-    }
+async def list_models(res: ResourcesDep, p: PrincipalDep):
+    """Every seed model with its backend and whether it can serve this tenant now; an unavailable one
+    says why and what to do (api/availability.py has the rule: a key for API models, the platform's or
+    the tenant's; an answering server for vLLM over VLLM_BASE_URL). The generation workers report their
+    models (`loaded` is known only there); with no live report the gateway's own view answers."""
+    merged = await availability.statuses(res, p.tenant_id)
+    return merged if p.role.at_least(Role.admin) else [availability.public(m) for m in merged]
 
 
 @router.get("/techniques", response_model=list[TechniqueInfo])
@@ -112,11 +64,13 @@ async def list_techniques(models: ModelsDep, p: PrincipalDep):
     return [t.model_copy(update={"backends": supported_backends(t.name, capabilities)}) for t in TECHNIQUES.values()]
 
 
-async def _resolve(pool, p: Principal, body: GenerateRequest) -> SpecSnapshot:
+async def _resolve(pool, p: Principal, body: GenerateRequest) -> tuple[SpecSnapshot, UUID | None]:
+    """The spec the request names, and the project it belongs to (an instance's; None otherwise)."""
+    project_id = None
     if body.instance_id is not None:
         inst = await instances.get_instance(pool, tenant_id=p.tenant_id, instance_id=body.instance_id)
         tpl = await templates.get_template(pool, tenant_id=p.tenant_id, template_id=inst.template_id)
-        values, instance_id = inst.values, inst.id
+        values, instance_id, project_id = inst.values, inst.id, inst.project_id
         template_id, name, version, schema = tpl.id, tpl.name, tpl.version, tpl.schema_
     elif isinstance(body.template, InlineTemplate):
         await templates.check_schema(body.template.schema_)  # off the loop, no fetching, with a deadline
@@ -129,7 +83,7 @@ async def _resolve(pool, p: Principal, body: GenerateRequest) -> SpecSnapshot:
         values, instance_id = body.values, None
         template_id, name, version, schema = tpl.id, tpl.name, tpl.version, tpl.schema_
     await instances.check_values(schema, values)
-    return SpecSnapshot(
+    spec = SpecSnapshot(
         template_id=template_id,
         template_name=name,
         template_version=version,
@@ -138,39 +92,75 @@ async def _resolve(pool, p: Principal, body: GenerateRequest) -> SpecSnapshot:
         values_hash=values_hash(values),
         instance_id=instance_id,
     )
+    return spec, project_id
 
 
-@router.post(
-    "/generate",
-    response_model=GenerationResult,
-    responses={202: {"description": "Still running: poll GET /api/generations/{id}"}},
-)
-async def generate(body: GenerateRequest, res: ResourcesDep, models: ModelsDep, p: PrincipalDep):
-    """Counted against the tenant's generation_concurrency (one slot from here until the outcome is
-    recorded: 429 while all are taken), and n × max_new_tokens is capped by GENERATE_TOKEN_BUDGET."""
+async def _with_project(pool, p: Principal, body: GenerateRequest, project_id: UUID | None) -> GenerateRequest:
+    """An instance's generation: what the request leaves unset comes from its project's effective settings."""
+    if project_id is None:
+        return body
+    project = await pipeline_settings.effective_settings(pool, tenant_id=p.tenant_id, project_id=project_id)
+    try:
+        return with_project_settings(body, project)
+    except ValueError as err:
+        raise Invalid(f"{err} (the other settings are the project's)") from err
+
+
+def _check_budget(res, body: GenerateRequest) -> None:
     budget = res.settings.generate_token_budget
     if body.n * body.max_new_tokens > budget:
         raise Invalid(
             f"n × max_new_tokens = {body.n} × {body.max_new_tokens} = {body.n * body.max_new_tokens} "
             f"tokens is over the budget of {budget} per request (GENERATE_TOKEN_BUDGET)"
         )
-    spec = await _resolve(res.pool, p, body)
-    view = spec_view(spec.schema_, spec.values)
-    try:  # unknown, unimplemented, or not for this model, this spec's language or these settings
+
+
+def _techniques(models: ModelManager, body: GenerateRequest, language: str) -> list[str]:
+    """The requested techniques, checked: unknown, unimplemented, or not for this model, this spec's
+    language or these settings is a 422."""
+    try:
         how = resolve(
             body.techniques,
             model=body.model,
-            capabilities=_capabilities(models, body),
-            language=view.language,
+            capabilities=frozenset(models.backend(body.model).capabilities),
+            language=language,
             n=body.n,
         )
     except ValueError as err:
         raise Invalid(str(err)) from err
-    techniques = list(how)
-    reports = await model_workers.live(res.pool, within_s=model_workers.LIVE_WITHIN_S, model=body.model)
-    status = merged_status(models.backend(body.model).status(), reports)
-    if status["state"] == "unavailable":
-        raise HTTPException(503, f"model {body.model} is unavailable: {status['reason']}")
+    return list(how)
+
+
+@router.post(
+    "/generate",
+    response_model=GenerationResult,
+    responses={
+        202: {"description": "Still running: poll GET /api/generations/{id}"},
+        502: {
+            "model": GenerationFailed,
+            "description": "The generation ran and failed (`detail` says why); GET /api/generations/{id} keeps it",
+        },
+    },
+)
+async def generate(body: GenerateRequest, res: ResourcesDep, models: ModelsDep, p: PrincipalDep):
+    """Generate code for a spec: a template with values, or an instance (`instance_id`).
+
+    - With `instance_id`, whatever the request leaves out of model, techniques, max_new_tokens, n and
+      options comes from the instance's project's effective settings (GET /api/projects/{id}/settings);
+      what it sets wins. The generation is listed under the project (GET /api/generations?project_id=).
+    - A model that cannot serve this tenant now (no API key, its server not answering) is a 422 up front,
+      with the reason (the rule of GET /api/models).
+    - 200 only for a completed generation. One that ran and failed answers 502 with `detail`, `id`,
+      `status: "failed"` and `href`; the record stays at GET /api/generations/{id}. 202: still running.
+    - Counted against the tenant's generation_concurrency (one slot from here until the outcome is
+      recorded: 429 while all are taken), and n × max_new_tokens is capped by GENERATE_TOKEN_BUDGET.
+    """
+    spec, project_id = await _resolve(res.pool, p, body)
+    body = await _with_project(res.pool, p, body, project_id)
+    _check_budget(res, body)
+    view = spec_view(spec.schema_, spec.values)
+    techniques = _techniques(models, body, view.language)
+    await availability.require_available(res, p.tenant_id, body.model)
     if res.temporal is None:
         raise ServiceUnavailable("Temporal")
     gid = uuid4()
@@ -184,13 +174,35 @@ async def generate(body: GenerateRequest, res: ResourcesDep, models: ModelsDep, 
             model=body.model,
             techniques=techniques,
             request=body.model_dump(mode="json", by_alias=True),
+            project_id=project_id,
+            instance_id=spec.instance_id,
         )
     except BaseException:
         await leases.release(res.pool, tenant_id=p.tenant_id, holder=generation_workflow_id(gid))
         raise
+    handle = await _start(res, p, gid, spec, body, techniques, view.query())
+    try:
+        result = await asyncio.wait_for(asyncio.shield(handle.result()), res.settings.generate_wait_seconds)
+    except asyncio.TimeoutError:
+        return JSONResponse(
+            {"id": str(gid), "status": "running", "detail": "still generating", "href": f"/api/generations/{gid}"},
+            status_code=202,
+        )
+    if result.status == "failed":
+        failed = GenerationFailed(
+            detail=f"generation failed: {result.note or 'no reason was recorded'}",
+            id=gid,
+            href=f"/api/generations/{gid}",
+        )
+        return JSONResponse(failed.model_dump(mode="json"), status_code=502)
+    return result
+
+
+async def _start(res, p: Principal, gid: UUID, spec: SpecSnapshot, body: GenerateRequest, techniques, query: str):
+    """Start the generation workflow; Temporal not answering records the generation failed and is a 503."""
     s = res.settings
     try:
-        handle = await res.temporal.start_workflow(
+        return await res.temporal.start_workflow(
             GENERATION_WORKFLOW,
             GenerationInput(
                 generation_id=gid,
@@ -204,7 +216,7 @@ async def generate(body: GenerateRequest, res: ResourcesDep, models: ModelsDep, 
                 temperature=body.temperature,
                 knowledge_queue=s.queue(KNOWLEDGE),
                 integration_queue=s.queue(INTEGRATION),
-                retrieval_query=view.query(),
+                retrieval_query=query,
                 options=body.options,
             ),
             id=generation_workflow_id(gid),
@@ -225,17 +237,6 @@ async def generate(body: GenerateRequest, res: ResourcesDep, models: ModelsDep, 
             error="could not start: Temporal unavailable",
         )
         raise ServiceUnavailable("Temporal") from err
-    try:
-        return await asyncio.wait_for(asyncio.shield(handle.result()), s.generate_wait_seconds)
-    except asyncio.TimeoutError:
-        return JSONResponse(
-            {"id": str(gid), "status": "running", "detail": "still generating", "href": f"/api/generations/{gid}"},
-            status_code=202,
-        )
-
-
-def _capabilities(models: ModelManager, body: GenerateRequest) -> frozenset[str]:
-    return frozenset(models.backend(body.model).capabilities)
 
 
 async def _take_slot(res, p: Principal, gid: UUID) -> None:
@@ -255,6 +256,29 @@ async def _take_slot(res, p: Principal, gid: UUID) -> None:
             "in /api/settings); try again when one finishes",
             headers={"Retry-After": "10"},
         )
+
+
+@router.get(
+    "/generations",
+    response_model=Page[GenerationSummary],
+    responses={404: {"description": "project_id is not a project of the tenant"}},
+)
+async def list_generations(
+    pool: PoolDep,
+    p: PrincipalDep,
+    project_id: Annotated[UUID | None, Query(description="Only the generations made for this project")] = None,
+    status: Annotated[GenerationStatus | None, Query(description="Only generations in this status")] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+):
+    """The tenant's generations, newest first (POST /api/generate's and its projects' pipelines'), without
+    their code: GET /api/generations/{id} has the result."""
+    if project_id is not None:
+        await projects.get_project(pool, tenant_id=p.tenant_id, project_id=project_id)
+    items, next_cursor = await generations.list_generations(
+        pool, tenant_id=p.tenant_id, project_id=project_id, status=status, limit=limit, cursor=cursor
+    )
+    return Page(items=items, next_cursor=next_cursor)
 
 
 @router.get("/generations/{generation_id}", response_model=GenerationPublic)

@@ -12,7 +12,8 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Response
 
-from api.deps import PoolDep, PrincipalDep
+from api import availability
+from api.deps import PoolDep, PrincipalDep, ResourcesDep
 from models.orchestrator import ProjectPublic
 from models.pipeline import (
     ArtifactPublic,
@@ -32,9 +33,18 @@ async def get_settings(pool: PoolDep, p: PrincipalDep):
     return await pipeline_settings.get_tenant_settings(pool, tenant_id=p.tenant_id)
 
 
+async def _check_model(res, p, model: str | None) -> None:
+    """A model named by the request must be able to serve the tenant now (the rule of GET /api/models);
+    null (back to the default) is not checked."""
+    if model is not None:
+        await availability.require_available(res, p.tenant_id, model)
+
+
 @router.put("/settings", response_model=TenantSettings)
-async def put_settings(body: TenantSettingsUpdate, pool: PoolDep, p: PrincipalDep):
-    return await pipeline_settings.put_tenant_settings(pool, tenant_id=p.tenant_id, update=body)
+async def put_settings(body: TenantSettingsUpdate, res: ResourcesDep, p: PrincipalDep):
+    """Merge into the tenant's defaults. A `model` that cannot serve this tenant now is a 422 with the reason."""
+    await _check_model(res, p, body.model)
+    return await pipeline_settings.put_tenant_settings(res.pool, tenant_id=p.tenant_id, update=body)
 
 
 @router.get("/projects/{project_id}/settings", response_model=EffectiveSettings)
@@ -43,8 +53,14 @@ async def get_project_settings(project_id: UUID, pool: PoolDep, p: PrincipalDep)
 
 
 @router.put("/projects/{project_id}/settings", response_model=EffectiveSettings)
-async def put_project_settings(project_id: UUID, body: ProjectSettingsUpdate, pool: PoolDep, p: PrincipalDep):
-    return await pipeline_settings.put_project_settings(pool, tenant_id=p.tenant_id, project_id=project_id, update=body)
+async def put_project_settings(project_id: UUID, body: ProjectSettingsUpdate, res: ResourcesDep, p: PrincipalDep):
+    """Merge into the project's own settings. A `model` that cannot serve this tenant now is a 422 with the reason."""
+    if body.model is not None:  # another tenant's project is a 404 before anything is said of the model
+        await projects.get_project(res.pool, tenant_id=p.tenant_id, project_id=project_id)
+    await _check_model(res, p, body.model)
+    return await pipeline_settings.put_project_settings(
+        res.pool, tenant_id=p.tenant_id, project_id=project_id, update=body
+    )
 
 
 @router.get("/projects/{project_id}/templates", response_model=list[AttachedTemplate])
