@@ -26,7 +26,7 @@ from codegen.endpoint_probe import EndpointProbe
 from codegen.manager import ModelManager
 from models.common import MODEL_NAMES
 from models.settings import Settings
-from store import model_workers, provider_keys
+from store import model_workers, pipeline_settings, provider_keys
 from store.errors import Invalid
 
 _RANK = {"loaded": 0, "available": 1, "unavailable": 2}
@@ -143,3 +143,11 @@ def public(entry: dict) -> dict:
         },
         "workers": [{"state": w["state"], "seen_at": w["seen_at"]} for w in entry["workers"]],
     }
+
+
+async def require_project_model(res: Resources, tenant_id: UUID, project_id: UUID, model: str | None = None) -> None:
+    """Before a project's run starts (spec.complete, POST .../runs, .../regenerate): the model it will use,
+    `model` when the request changes it, else the project's effective one, can serve now (else 422)."""
+    if model is None:
+        model = (await pipeline_settings.effective_settings(res.pool, tenant_id=tenant_id, project_id=project_id)).model
+    await require_available(res, tenant_id, model)

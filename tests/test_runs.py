@@ -108,6 +108,16 @@ async def test_a_failed_project_runs_again_with_new_settings_and_completes(api, 
     for bad in ({"scope": "some"}, {"settings": {"model": "gpt-17"}}, {"settings": {"debug_rounds": 99}}, {"x": 1}):
         resp = await api.post(f"/api/projects/{pid}/runs", json=bad, headers=tenant.headers)
         assert resp.status_code == 422 and "detail" in resp.json(), (bad, resp.text)
+    # a model that cannot serve this tenant now (no Anthropic key here) is refused up front, and saves nothing
+    resp = await api.post(
+        f"/api/projects/{pid}/runs",
+        json={"scope": "all", "settings": {"model": "anthropic_api"}},
+        headers=tenant.headers,
+    )
+    assert resp.status_code == 422 and resp.json()["model"] == "anthropic_api", resp.text
+    assert "no Anthropic key" in resp.json()["reason"]
+    settings = (await api.get(f"/api/projects/{pid}/settings", headers=tenant.headers)).json()
+    assert settings["model"] == "openai_api"
     assert (await api.get(f"/api/projects/{pid}", headers=tenant.headers)).json()["state"] == "completed"
 
     # another tenant sees none of it

@@ -12,7 +12,8 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import Cursor, Limit, PoolDep, PrincipalDep, SettingsDep, TemporalDep
+from api import availability
+from api.deps import Cursor, Limit, PoolDep, PrincipalDep, ResourcesDep, SettingsDep, TemporalDep
 from api.errors import ServiceUnavailable
 from models.common import (
     GENERATION,
@@ -150,14 +151,12 @@ async def _query_state(project: ProjectPublic, temporal: Client) -> StateView:
 
 
 @router.put("/projects/{project_id}/state", response_model=StateView)
-async def set_state(
-    project_id: UUID, body: StateChange, pool: PoolDep, p: PrincipalDep, temporal: TemporalDep, settings: SettingsDep
-):
+async def set_state(project_id: UUID, body: StateChange, res: ResourcesDep, p: PrincipalDep, temporal: TemporalDep):
     """code_generation is spec.complete (as POST .../specs/complete); cancelled cancels (as DELETE); the
     pipeline moves through the other states itself, so asking for them is a 409 with what is allowed."""
-    project = await projects.get_project(pool, tenant_id=p.tenant_id, project_id=project_id)
+    project = await projects.get_project(res.pool, tenant_id=p.tenant_id, project_id=project_id)
     if body.state == ProjectState.code_generation:
-        return await _complete_specs(project, temporal, settings)
+        return await _complete_specs(res, p, project, temporal)
     if body.state == ProjectState.cancelled and project.state not in TERMINAL_STATES:
         await _cancel(project, temporal)
         return StateView(state=ProjectState.cancelled, allowed_next=[])
@@ -174,15 +173,17 @@ async def set_state(
 
 
 @router.post("/projects/{project_id}/specs/complete", response_model=StateView)
-async def complete_specs(
-    project_id: UUID, pool: PoolDep, p: PrincipalDep, temporal: TemporalDep, settings: SettingsDep
-):
-    """spec.complete: checks every instance (409 with the problems) and starts code generation."""
-    project = await projects.get_project(pool, tenant_id=p.tenant_id, project_id=project_id)
-    return await _complete_specs(project, temporal, settings, p.user_id)
+async def complete_specs(project_id: UUID, res: ResourcesDep, p: PrincipalDep, temporal: TemporalDep):
+    """spec.complete: checks every instance (409 with the problems) and starts code generation; a model
+    that cannot serve this tenant now is a 422 with the reason, before anything starts."""
+    project = await projects.get_project(res.pool, tenant_id=p.tenant_id, project_id=project_id)
+    return await _complete_specs(res, p, project, temporal)
 
 
-async def _complete_specs(project: ProjectPublic, temporal: Client, settings, user_id=None):
+async def _complete_specs(res, p, project: ProjectPublic, temporal: Client):
+    if project.state == ProjectState.spec_definition:
+        await availability.require_project_model(res, p.tenant_id, project.id)
+    settings, user_id = res.settings, p.user_id
     handle = temporal.get_workflow_handle(project.workflow_id)
     try:
         return await asyncio.wait_for(

@@ -14,7 +14,8 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
-from api.deps import Cursor, Limit, PoolDep, PrincipalDep, SettingsDep, TemporalDep
+from api import availability
+from api.deps import Cursor, Limit, PoolDep, PrincipalDep, ResourcesDep, TemporalDep
 from api.errors import ServiceUnavailable
 from api.routes.projects import pipeline_queues
 from models.common import ORCHESTRATOR, TERMINAL_STATES, Page, ProjectState
@@ -138,24 +139,22 @@ async def start_run(
     responses={409: {"description": "A run is going (its id in `run_id`), or the scope chose no instance"}},
 )
 async def create_run(
-    project_id: UUID,
-    body: RunCreate,
-    response: Response,
-    pool: PoolDep,
-    p: PrincipalDep,
-    temporal: TemporalDep,
-    settings: SettingsDep,
+    project_id: UUID, body: RunCreate, response: Response, res: ResourcesDep, p: PrincipalDep, temporal: TemporalDep
 ):
     """A new run of a project whose last run has ended, with the project's current settings (`settings`
     here are saved first, as PUT .../settings would). Answers 202 with the run, already in
-    code_generation: GET .../state and GET .../runs/{id} show this run from now on."""
+    code_generation: GET .../state and GET .../runs/{id} show this run from now on. A model that cannot
+    serve this tenant now, named here or already the project's, is a 422 with the reason."""
+    pool = res.pool
     project = _ended(await projects.get_project(pool, tenant_id=p.tenant_id, project_id=project_id))
+    new_model = body.settings.model if body.settings is not None else None
+    await availability.require_project_model(res, p.tenant_id, project_id, new_model)
     if body.settings is not None:
         await pipeline_settings.put_project_settings(
             pool, tenant_id=p.tenant_id, project_id=project_id, update=body.settings
         )
     chosen = await _chosen(pool, p.tenant_id, project_id, body.scope)
-    run = await start_run(pool, temporal, settings, p, project, body.scope, chosen)
+    run = await start_run(pool, temporal, res.settings, p, project, body.scope, chosen)
     response.headers["Location"] = f"/api/projects/{project_id}/runs/{run.id}"
     return run
 
@@ -174,14 +173,14 @@ async def get_run(project_id: UUID, run_id: UUID, pool: PoolDep, p: PrincipalDep
 
 
 @router.post("/projects/{project_id}/regenerate", response_model=RegenerateAccepted, status_code=202)
-async def regenerate(
-    project_id: UUID, response: Response, pool: PoolDep, p: PrincipalDep, temporal: TemporalDep, settings: SettingsDep
-):
+async def regenerate(project_id: UUID, response: Response, res: ResourcesDep, p: PrincipalDep, temporal: TemporalDep):
     """A new run for the changed and new instances only: POST .../runs with scope `changed`, answering
     with the changes (the run's id is in the Location header and in GET .../runs)."""
+    pool = res.pool
     project = _ended(await projects.get_project(pool, tenant_id=p.tenant_id, project_id=project_id))
+    await availability.require_project_model(res, p.tenant_id, project_id)
     changes = await _changes(pool, p.tenant_id, project_id)
     chosen = await _chosen(pool, p.tenant_id, project_id, "changed")
-    run = await start_run(pool, temporal, settings, p, project, "changed", chosen)
+    run = await start_run(pool, temporal, res.settings, p, project, "changed", chosen)
     response.headers["Location"] = f"/api/projects/{project_id}/runs/{run.id}"
     return RegenerateAccepted(**changes.model_dump(), run_id=run.id)
