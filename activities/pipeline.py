@@ -38,12 +38,13 @@ from models.orchestrator import (
     SpecProblem,
     SpecsCheckResult,
 )
+from models.outcome import instance_name
 from models.schema_rules import values_hash
 from models.schema_safety import checked_value_violations
 from models.spec_view import spec_view
 from sandbox import SandboxConfig, SandboxUnavailable, isolation, run_tests
 from store import artifacts, instances, pipeline_settings, tasks, templates
-from store.errors import Conflict, Invalid
+from store.errors import Conflict, Invalid, NotFound
 
 TEST_TIMEOUT_S = 10.0
 TEST_MEMORY_MB = 512
@@ -147,20 +148,24 @@ class PipelineActivities:
                         checks={"parses": findings[paths[iid]].parses, "problems": findings[paths[iid]].problems},
                     )
                 )
+        names = {o.spec.instance_id: instance_name(o.spec) for o in inp.outputs}
         for item in new:  # a template's path hint that leaves the tree: say which template
             try:
                 artifacts.check_path(item.path)
             except Invalid as err:
                 raise Invalid(
-                    f"template {item.template_name} {item.template_version} (instance {item.instance_id}): "
-                    f"{err.message}"
+                    f"{names[item.instance_id]} (template {item.template_name} {item.template_version}): {err.message}"
                 ) from err
-        stored = {
-            a.instance_id: a
-            for a in await artifacts.store_artifacts(
+        try:
+            saved = await artifacts.store_artifacts(
                 self._pool, tenant_id=inp.tenant_id, project_id=inp.project_id, items=new
             )
-        }
+        except NotFound as err:  # an instance deleted while its code was generated: say which, by name
+            gone = err.extra.get("instance_id")
+            if gone not in names:
+                raise
+            raise NotFound(f"{names[gone]}: the instance was deleted while its code was generated") from err
+        stored = {a.instance_id: a for a in saved}
         out: list[ArtifactRef] = []
         for o in inp.outputs:
             iid, path = o.spec.instance_id, paths[o.spec.instance_id]
@@ -322,7 +327,7 @@ def _unique_paths(inp: IntegrateInput, current: dict[UUID, str], storing: set[UU
             continue
         free = next((p for p in options[iid] if p not in claimed), None)
         if free is None:
-            raise Conflict(f"no free path for instance {iid}: {options[iid][0]!r} and its variants are taken")
+            raise Conflict(f"{instance_name(o.spec)}: no free path, {options[iid][0]!r} and its variants are taken")
         paths[iid] = free
         claimed.add(free)
     return paths

@@ -66,7 +66,7 @@ async def _require_instance(conn: asyncpg.Connection, tenant_id: UUID, project_i
         instance_id,
     )
     if not found:
-        raise NotFound(f"instance {instance_id} not found in project {project_id}")
+        raise NotFound(f"instance {instance_id} not found in project {project_id}", extra={"instance_id": instance_id})
 
 
 @dataclass(frozen=True)

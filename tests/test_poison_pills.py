@@ -243,7 +243,7 @@ async def test_an_instance_deleted_while_generating_fails_the_project_with_the_r
     assert row["state"] == "failed"
     change = await _last_state_change(api, tenant, pid)
     assert change["from_state"] == "integration"
-    assert change["reason"] == f"instance {inst['id']} not found in project {pid}"
+    assert change["reason"] == "vanish: the instance was deleted while its code was generated"
     assert await _activity_attempts(temporal, project["workflow_id"], "integrate_artifacts") == [1]
 
 
