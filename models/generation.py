@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, Field, model_validator
 
-from models.common import ModelName, Public, Strict
+from models.common import ModelName, Public, Strict, UtcDatetime
 from models.registry import JsonObject
 from models.techniques import HIERARCHICAL, RETRIEVAL, TechniqueOptions, check_options
 
@@ -213,8 +212,8 @@ class GenerationPublic(Public):  # timestamps in RFC 3339 with their zone
     status: Literal["running", "completed", "failed"]
     model: str
     techniques: list[str]
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
     result: GenerationResult | None = None
     error: str | None = None
 

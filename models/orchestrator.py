@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from uuid import UUID, uuid5
 
 from pydantic import BaseModel, Field
@@ -19,6 +18,7 @@ from models.common import (
     Service,
     Strict,
     TaskStatus,
+    UtcDatetime,
 )
 from models.generation import GenerationResult, SpecSnapshot
 from models.techniques import TechniqueOptions
@@ -41,8 +41,8 @@ class ProjectPublic(Public):
     description: str | None
     state: ProjectState
     user_id: UUID
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
     workflow_id: str
 
 
@@ -73,8 +73,8 @@ class TaskPublic(Public):
     service: Service
     task_type: str
     status: TaskStatus
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
 
 
 # --- workflow and activity I/O ----------------------------------------------------------

@@ -213,3 +213,17 @@ async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.1):
         if loop.time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s (last: {value!r})")
         await asyncio.sleep(interval)
+
+
+async def page_ids(client: httpx.AsyncClient, path: str, headers: dict, *, limit: int, **params) -> list[list[str]]:
+    """The ids on every page of a list, `limit` a page, following next_cursor until it is null."""
+    pages: list[list[str]] = []
+    cursor = None
+    while True:
+        query = {**params, "limit": limit, **({"cursor": cursor} if cursor else {})}
+        resp = await client.get(path, params=query, headers=headers)
+        assert resp.status_code == 200, resp.text
+        pages.append([item["id"] for item in resp.json()["items"]])
+        cursor = resp.json()["next_cursor"]
+        if cursor is None:
+            return pages

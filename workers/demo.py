@@ -45,6 +45,18 @@ def _check(resp: httpx.Response, *ok: int) -> Any:
     return resp.json() if resp.content else None
 
 
+def _every(http: httpx.Client, path: str) -> list[dict]:
+    """Every item of a list endpoint, page after page (the API answers {"items", "next_cursor"})."""
+    items: list[dict] = []
+    cursor = None
+    while True:
+        page = _check(http.get(path, params={"limit": 100, **({"cursor": cursor} if cursor else {})}))
+        items += page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return items
+
+
 def run_demo(settings, tenant: dict, *, model: str, rounds: int, timeout_s: float) -> str:
     """The demo against the gateway; returns the project's final state."""
     base = f"http://{settings.host}:{settings.port}"
@@ -130,7 +142,7 @@ def _describe(event: dict, pid: str) -> str | None:
 
 
 def _report(http: httpx.Client, pid: str) -> None:
-    for art in _check(http.get(f"/api/projects/{pid}/artifacts")):
+    for art in _every(http, f"/api/projects/{pid}/artifacts"):
         status = art["test_status"] or "not tested"
         color = "green" if status == "passed" else "red"
         console.print(f"\n[bold]{art['path']}[/bold]  round {art['round']}  tests: [{color}]{status}[/{color}]")

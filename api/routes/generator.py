@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID, uuid4
 
 from fastapi import APIRouter, Depends, HTTPException
@@ -17,7 +17,7 @@ from api.errors import ServiceUnavailable
 from codegen.base import ModelStatus
 from codegen.manager import ModelManager
 from models.auth import Principal
-from models.common import GENERATION, INTEGRATION, KNOWLEDGE, MODEL_NAMES, Role
+from models.common import GENERATION, INTEGRATION, KNOWLEDGE, MODEL_NAMES, Page, Role
 from models.generation import (
     GENERATION_WORKFLOW,
     GenerateRequest,
@@ -71,14 +71,14 @@ def merged_status(own: ModelStatus, reports: list[model_workers.WorkerReport]) -
     return entry
 
 
-@router.get("/models")
+@router.get("/models", response_model=Page[dict[str, Any]])
 async def list_models(models: ModelsDep, pool: PoolDep, p: PrincipalDep):
     """Every seed model with its backend and whether it can serve; an unavailable one says why.
     The generation workers report their models (`loaded` is known only there); with no live report
     the gateway's own view answers (`available`: a worker can load it)."""
     reports = await model_workers.live(pool, within_s=model_workers.LIVE_WITHIN_S)
     merged = [merged_status(s, [r for r in reports if r.model == s.name]) for s in models.statuses()]
-    return merged if p.role.at_least(Role.admin) else [_public(m) for m in merged]
+    return Page(items=merged if p.role.at_least(Role.admin) else [_public(m) for m in merged])
 
 
 _HOST_PATH = re.compile(r"(?<![\w.~-])/(?:[^\s/'\"]+/)*[^\s/'\",;)]+")
@@ -104,12 +104,14 @@ def _public(entry: dict) -> dict:
     }
 
 
-@router.get("/techniques", response_model=list[TechniqueInfo])
+@router.get("/techniques", response_model=Page[TechniqueInfo])
 async def list_techniques(models: ModelsDep, p: PrincipalDep):
     """Every technique: whether it is implemented, how it runs on each capability, its parameters, and the
     models whose backends declare a capability it can run on."""
     capabilities = {name: models.backend(name).capabilities for name in MODEL_NAMES}
-    return [t.model_copy(update={"backends": supported_backends(t.name, capabilities)}) for t in TECHNIQUES.values()]
+    return Page(
+        items=[t.model_copy(update={"backends": supported_backends(t.name, capabilities)}) for t in TECHNIQUES.values()]
+    )
 
 
 async def _resolve(pool, p: Principal, body: GenerateRequest) -> SpecSnapshot:
