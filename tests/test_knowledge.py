@@ -969,3 +969,19 @@ async def test_knowledge_through_the_gateway_proxy(knowledge_gateway, tenant, ot
     exact = CORPUS["csv"]["content"]
     theirs = await gw.post("/api/similar", json={"query": exact, "top_k": 50}, headers=other_tenant.headers)
     assert theirs.status_code == 200 and theirs.json()["items"] == []
+
+
+async def test_the_gateway_documents_and_checks_the_knowledge_service(knowledge_gateway, tenant):
+    """The routes it forwards are in its /openapi.json, and /health/knowledge is the service's own answer."""
+    gw = knowledge_gateway
+    paths = (await gw.get("/openapi.json")).json()["paths"]
+    for path in ("/api/snippets", "/api/snippets/{snippet_id}", "/api/knowledge/{project_id}", "/api/similar"):
+        assert path in paths, path
+    assert {"/api/knowledge/embedders", "/api/knowledge/{project_id}/{key}", "/health/knowledge"} <= set(paths)
+    resp = await gw.get("/health/knowledge", headers=tenant.headers)  # an owner: every check
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["service"] == "knowledge"
+    checks = resp.json()["checks"]
+    assert checks["vector_store"]["ok"] and checks["embedders"]["loaded"] == ["minilm"]
+    assert checks["workers:knowledge"]["ok"] and checks["database"]["ok"]
+    assert (await gw.get("/health/knowledge")).json() == {"status": "ok"}  # anyone else: up or down
