@@ -26,6 +26,7 @@ from models.common import Role
 from store.db import ping
 
 POLLER_FRESH_SECONDS = 90  # a long poll lasts up to ~70 s; older pollers are gone
+FORWARD_TIMEOUT_S = 15  # a service's own checks take up to 3 s each
 
 
 async def check_database(pool: asyncpg.Pool) -> dict[str, Any]:
@@ -100,7 +101,9 @@ async def forward(request: Request, res, name: str, url: str) -> JSONResponse:
     caller = await _checker(request, res)
     headers = {"authorization": f"Bearer {res.auth.issue_internal(caller)}"} if caller else {}
     try:
-        resp = await res.extras["http"].get(f"{url.rstrip('/')}/health/{name}", headers=headers, timeout=3)
+        resp = await res.extras["http"].get(
+            f"{url.rstrip('/')}/health/{name}", headers=headers, timeout=FORWARD_TIMEOUT_S
+        )
         return JSONResponse(resp.json(), status_code=resp.status_code)
     except (httpx.HTTPError, ValueError) as err:  # unreachable, or not JSON: not that service
         checks = {f"service:{name}": {"ok": False, "error": type(err).__name__}}
