@@ -120,4 +120,4 @@ class KnowledgeActivities:
             )
         except VectorStoreUnavailable as err:
             raise ApplicationError(f"vector store unavailable: {err}", type="VectorStoreUnavailable") from err
-        return [Reference(id=hit.id, content=hit.content) for hit in found.results]
+        return [Reference(id=hit.id, content=hit.content) for hit in found.items]

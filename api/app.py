@@ -11,7 +11,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from temporalio.client import Client
 
-from api import errors, health, proxy
+from api import docs, errors, health, proxy
 from api.deps import Resources, ResourcesDep
 from api.middleware import BodyLimitMiddleware, RateHeadersMiddleware, SecurityHeadersMiddleware
 from api.ratelimit import RateLimiter
@@ -78,7 +78,10 @@ def create_app(settings: Settings | None = None, service: str | None = None) -> 
         version="0.1.0",
         lifespan=lifespan,
         description="Typed specifications in, working and tested code out. Durable on Temporal.",
+        docs_url=None,  # docs.install serves them, from local assets
+        redoc_url=None,
     )
+    docs.install(app, forwarded=[r for name in remote for r in SERVICES[name].routers])
     errors.install(app)
     app.add_middleware(RateHeadersMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
@@ -99,6 +102,15 @@ def create_app(settings: Settings | None = None, service: str | None = None) -> 
             methods=["GET"],
             tags=["health"],
             summary=f"{svc.name} readiness",
+            description=health.DESCRIPTION,
+        )
+    for name, url in remote.items():
+        app.add_api_route(
+            f"/health/{name}",
+            _forwarded_health(name, url),
+            methods=["GET"],
+            tags=["health"],
+            summary=f"{name} readiness (the service's own answer)",
             description=health.DESCRIPTION,
         )
     if remote:
@@ -140,6 +152,13 @@ def _service_health(svc: ServiceDef):
         return await health.answer(request, res, checks, service=svc.name)
 
     return service_health
+
+
+def _forwarded_health(name: str, url: str):
+    async def forwarded_health(request: Request, res: ResourcesDep) -> JSONResponse:
+        return await health.forward(request, res, name, url)
+
+    return forwarded_health
 
 
 async def _remote_health(client: httpx.AsyncClient, url: str) -> dict:

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import asyncpg
+import httpx
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from temporalio.api.enums.v1 import TaskQueueType
@@ -20,10 +21,12 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
 from api.security.auth import AuthError
+from models.auth import Principal
 from models.common import Role
 from store.db import ping
 
 POLLER_FRESH_SECONDS = 90  # a long poll lasts up to ~70 s; older pollers are gone
+FORWARD_TIMEOUT_S = 15  # a service's own checks take up to 3 s each
 
 
 async def check_database(pool: asyncpg.Pool) -> dict[str, Any]:
@@ -75,15 +78,36 @@ DESCRIPTION = (
 )
 
 
-async def may_see_checks(request: Request, res) -> bool:
+async def _checker(request: Request, res) -> Principal | None:
+    """The caller, when it may see the checks (an admin, or the gateway's internal token); else None."""
     key, authorization = request.headers.get("x-api-key"), request.headers.get("authorization")
     if key is None and authorization is None:
-        return False
+        return None
     try:
         principal = await res.auth.authenticate(api_key=key, authorization=authorization)
     except AuthError:
-        return False  # a bad credential gets the public answer, not a 401 a prober could use
-    return principal.auth == "internal" or principal.role.at_least(Role.admin)
+        return None  # a bad credential gets the public answer, not a 401 a prober could use
+    return principal if principal.auth == "internal" or principal.role.at_least(Role.admin) else None
+
+
+async def may_see_checks(request: Request, res) -> bool:
+    return await _checker(request, res) is not None
+
+
+async def forward(request: Request, res, name: str, url: str) -> JSONResponse:
+    """/health/<name> of a service in its own process, through the gateway: the service's own answer (its
+    checks too when the caller may see them: they are asked for with an internal token naming the caller),
+    or 503 naming `service:<name>` when it cannot be reached."""
+    caller = await _checker(request, res)
+    headers = {"authorization": f"Bearer {res.auth.issue_internal(caller)}"} if caller else {}
+    try:
+        resp = await res.extras["http"].get(
+            f"{url.rstrip('/')}/health/{name}", headers=headers, timeout=FORWARD_TIMEOUT_S
+        )
+        return JSONResponse(resp.json(), status_code=resp.status_code)
+    except (httpx.HTTPError, ValueError) as err:  # unreachable, or not JSON: not that service
+        checks = {f"service:{name}": {"ok": False, "error": type(err).__name__}}
+        return await answer(request, res, checks, service=name)
 
 
 async def answer(

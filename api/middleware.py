@@ -29,14 +29,13 @@ class RateHeadersMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
-DOCS_PATHS = ("/docs", "/redoc")
-# Swagger UI and ReDoc as FastAPI serves them: their bundles come from jsDelivr, the page starts them
-# with an inline script, and nothing may frame it.
+DOCS_PATHS = ("/docs", "/redoc")  # the pages, and their assets under /docs/static (api/docs.py)
+# Swagger UI and ReDoc: their bundles come from this server (no CDN, no web fonts), the page starts them
+# with an inline script, ReDoc runs a worker from a blob, and nothing may frame it.
 DOCS_CSP = (
-    "default-src 'none'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
-    "font-src https://fonts.gstatic.com; img-src 'self' data: https://fastapi.tiangolo.com "
-    "https://cdn.redoc.ly; connect-src 'self'; worker-src blob:; frame-ancestors 'none'; base-uri 'none'"
+    "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "font-src 'self' data:; img-src 'self' data:; connect-src 'self'; worker-src blob:; "
+    "frame-ancestors 'none'; base-uri 'none'"
 )
 API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'"
 SECURITY_HEADERS = {

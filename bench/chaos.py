@@ -168,6 +168,16 @@ class Client:
             raise RuntimeError(f"{method} {path}: {resp.status_code} {resp.text[:300]}")
         raise RuntimeError(f"{method} {path}: the gateway did not come back")
 
+    def every(self, path: str, **params) -> list:
+        """Every item of a list endpoint, following next_cursor to the last page."""
+        items, cursor = [], None
+        while True:
+            page = self.call("GET", path, params={**params, "limit": 100, **({"cursor": cursor} if cursor else {})})
+            items += page["items"]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return items
+
 
 def create_tenant(platform: Platform) -> dict:
     out = subprocess.run(
@@ -263,8 +273,8 @@ def check(api: Client, projects: list[dict], results: dict) -> dict:
         pid = p["id"]
         row = api.call("GET", f"/api/projects/{pid}")
         terminal += row["state"] in TERMINAL
-        specs = api.call("GET", f"/api/projects/{pid}/specs")
-        current = Counter(a["instance_id"] for a in api.call("GET", f"/api/projects/{pid}/artifacts"))
+        specs = api.every(f"/api/projects/{pid}/specs")
+        current = Counter(a["instance_id"] for a in api.every(f"/api/projects/{pid}/artifacts"))
         instances_total += len(specs)
         one_artifact += sum(current[s["id"]] == 1 for s in specs)
         chain = [e["payload"] for e in events if e["type"] == "project.state_changed" and e["subject_id"] == pid]
@@ -284,7 +294,7 @@ def check(api: Client, projects: list[dict], results: dict) -> dict:
             problems.append(f"{pid}: {len(tasks)} tasks for {rounds} rounds; events {counts}")
         spec_ids = {s["id"] for s in specs}
         generated = [e for e in events if e["type"] == "code.generated" and e["payload"].get("instance_id") in spec_ids]
-        every = api.call("GET", f"/api/projects/{pid}/artifacts", params={"all": "true"})
+        every = api.every(f"/api/projects/{pid}/artifacts", all="true")
         per_generation = Counter(e["subject_id"] for e in generated)
         if all(n == 1 for n in per_generation.values()) and len(generated) >= len(every):
             gens_ok += 1

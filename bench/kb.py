@@ -134,7 +134,7 @@ class Bench:
         resp = await self.client.post("/api/similar", json={"query": query, "top_k": TOP_K, "mode": mode})
         elapsed = time.perf_counter() - t0
         resp.raise_for_status()
-        return [uuid.UUID(r["id"]) for r in resp.json()["results"]], elapsed
+        return [uuid.UUID(r["id"]) for r in resp.json()["items"]], elapsed
 
     async def quality(self, problems: list[Problem], field: str) -> dict:
         out = {}

@@ -138,4 +138,4 @@ async def similar(
                     tags=[],
                 )
             )
-    return SimilarResponse(results=results, mode=req.mode, embedder=name)
+    return SimilarResponse(items=results, mode=req.mode, embedder=name)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
 from pydantic import BaseModel, Field
 
-from models.common import Public, Role, Strict
+from models.common import Public, Role, Strict, UtcDatetime
 
 
 class Principal(BaseModel):
@@ -41,7 +40,7 @@ class TenantCreated(BaseModel):
 
 
 class ApiKeyCreated(BaseModel):
-    key_id: UUID
+    id: UUID = Field(description="The new key's id (DELETE /api/keys/{key_id} revokes it)")
     tenant_id: UUID
     user_id: UUID
     role: Role
@@ -55,8 +54,8 @@ class ApiKeyPublic(Public):
     name: str
     prefix: str
     role: Role
-    created_at: datetime
-    revoked_at: datetime | None
+    created_at: UtcDatetime
+    revoked_at: UtcDatetime | None
 
 
 class UserPublic(Public):
@@ -65,4 +64,4 @@ class UserPublic(Public):
     name: str
     role: Role
     supabase_sub: str | None = None
-    created_at: datetime
+    created_at: UtcDatetime

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Generic, Literal, TypeVar, get_args
+from typing import Annotated, Generic, Literal, TypeVar, get_args
 
-from pydantic import BaseModel, ConfigDict, field_serializer
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
 T = TypeVar("T")
 
@@ -31,23 +31,32 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def as_utc(value: datetime) -> datetime:
+    """The columns are `timestamp` holding UTC without a zone: a naive value is UTC, an aware one is converted."""
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+# Every timestamp a response carries: RFC 3339 with its zone (`2026-12-01T10:00:00.123456+00:00`).
+UtcDatetime = Annotated[
+    datetime,
+    AfterValidator(as_utc),
+    PlainSerializer(datetime.isoformat, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time"}, mode="serialization"),
+]
+
+
 class Public(BaseModel):
-    """Response bodies, built from database rows."""
+    """Response bodies, built from database rows (their timestamps are UtcDatetime)."""
 
     model_config = ConfigDict(from_attributes=True)
 
-    @field_serializer("created_at", "updated_at", check_fields=False)
-    def _utc(self, value: datetime | None) -> str | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        return value.isoformat()
-
 
 class Page(BaseModel, Generic[T]):
+    """Every list the API answers: one page of items, and the cursor of the next page (null: the last, or a
+    list too small to page)."""
+
     items: list[T]
-    next_cursor: str | None = None
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page; null on the last page")
 
 
 class Role(str, Enum):

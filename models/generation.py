@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, Field, model_validator
 
-from models.common import ModelName, Public, Strict
+from models.common import ModelName, Public, Strict, UtcDatetime
 from models.registry import JsonObject
 from models.techniques import HIERARCHICAL, RETRIEVAL, TechniqueOptions, check_options
 
@@ -238,8 +237,8 @@ class GenerationSummary(Public):  # timestamps in RFC 3339 with their zone
     techniques: list[str]
     project_id: UUID | None = Field(None, description="The project it was made for (its pipeline, or an instance's)")
     instance_id: UUID | None = None
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
     error: str | None = None
 
 

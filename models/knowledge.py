@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, Field, field_validator
 
-from models.common import Public, Strict
+from models.common import Public, Strict, UtcDatetime
 from models.registry import check_depth
 
 # The language codes snippets may carry (documented in the README). Lower-case, as sent.
@@ -106,7 +105,7 @@ class SnippetPublic(Public):
     content: str
     description: str | None
     tags: list[str] | None
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 class KnowledgeUpsert(Strict):
@@ -120,8 +119,8 @@ class KnowledgePublic(Public):
     tenant_id: UUID
     key: str
     value: Any
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
 
 
 class SimilarRequest(Strict):
@@ -147,7 +146,10 @@ class SimilarHit(BaseModel):
 
 
 class SimilarResponse(BaseModel):
-    results: list[SimilarHit]
+    """The top_k hits, best first: one page (next_cursor is always null; ask for a larger top_k)."""
+
+    items: list[SimilarHit]
+    next_cursor: None = None
     mode: Literal["dense", "hybrid"]
     embedder: str
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any, Literal
 from uuid import UUID, uuid5
 
-from pydantic import BaseModel, Field, field_serializer
+from pydantic import BaseModel, Field
 from temporalio.common import SearchAttributeKey
 
 from models.common import (
@@ -20,6 +19,7 @@ from models.common import (
     Service,
     Strict,
     TaskStatus,
+    UtcDatetime,
 )
 from models.generation import GenerationResult, SpecSnapshot
 from models.outcome import Outcome, RunScope
@@ -44,8 +44,8 @@ class ProjectPublic(Public):
     description: str | None
     state: ProjectState
     user_id: UUID
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
     workflow_id: str
     run_id: UUID | None = Field(None, description="The latest run (GET .../runs/{run_id})")
     reason: str | None = Field(None, description="Why the latest run ended as it did")
@@ -73,14 +73,10 @@ class RunPublic(Public):
     settings: dict[str, Any] | None = Field(None, description="What it runs with, once its specs were checked")
     outcome: Outcome | None = None
     reason: str | None = None
-    created_at: datetime
-    updated_at: datetime
-    ended_at: datetime | None = None
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+    ended_at: UtcDatetime | None = None
     duration_s: float | None = Field(None, description="From start to its terminal state")
-
-    @field_serializer("ended_at")
-    def _ended_utc(self, value: datetime | None) -> str | None:
-        return None if value is None else (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
 
 
 class StateChange(Strict):
@@ -110,8 +106,8 @@ class TaskPublic(Public):
     service: Service
     task_type: str
     status: TaskStatus
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
 
 
 # --- workflow and activity I/O ----------------------------------------------------------

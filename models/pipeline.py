@@ -6,13 +6,12 @@ they are stored (store/pipeline_settings.py, with models.techniques.check).
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, Field
 
-from models.common import ModelName, Public, Strict
+from models.common import ModelName, Public, Strict, UtcDatetime
 from models.techniques import TechniqueOptions
 
 TestStatus = Literal["passed", "failed", "error", "timeout", "no_tests"]
@@ -112,5 +111,5 @@ class ArtifactPublic(Public):
     test_status: TestStatus | None
     tests: dict[str, Any] | None
     current: bool
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDatetime
+    updated_at: UtcDatetime

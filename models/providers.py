@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import Enum
 
 from pydantic import BaseModel, Field
 
-from models.common import Public, Strict
+from models.common import Public, Strict, UtcDatetime
 
 
 class Provider(str, Enum):
@@ -38,8 +37,8 @@ class ProviderKeySet(Strict):
 class ProviderKeyPublic(Public):
     provider: Provider
     key_hint: str = Field(description="The key's last 4 characters.")
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
 
 
 class ProviderInfo(BaseModel):

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import AfterValidator, Field
 
-from models.common import Public, Strict
+from models.common import Public, Strict, UtcDatetime
 
 Name = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\- ]*$")
 Version = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+\-]*$")
@@ -51,8 +50,8 @@ class TemplatePublic(Public):
     version: str
     description: str | None
     schema_: dict[str, Any] = Field(alias="schema", serialization_alias="schema")
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
     builtin: bool = Field(False, description="A built-in template: readable by every tenant, read-only.")
 
 
@@ -74,8 +73,8 @@ class InstancePublic(Public):
     user_id: UUID
     tenant_id: UUID
     values: dict[str, Any]
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
 
 
 class ProjectSpec(InstancePublic):

@@ -19,6 +19,7 @@ from pydantic_core import to_jsonable_python
 from models.pipeline import TEST_STATUSES, ArtifactPublic
 from store.db import tenant_tx
 from store.errors import Conflict, Invalid, NotFound
+from store.paging import keyset, limit_sql, page
 
 MANIFEST = "manifest.json"  # the name the zip download gives its manifest; no artifact may take it
 
@@ -55,10 +56,15 @@ def check_path(path: str) -> str:
     return path
 
 
-async def _require_instance(conn: asyncpg.Connection, tenant_id: UUID, project_id: UUID, instance_id: UUID) -> None:
-    """The instance, in this tenant's project, locked so that its artifacts change one writer at a time."""
+async def _require_project(conn: asyncpg.Connection, tenant_id: UUID, project_id: UUID) -> None:
+    """NotFound unless the project is this tenant's."""
     if not await conn.fetchval("select 1 from projects where tenant_id = $1 and id = $2", tenant_id, project_id):
         raise NotFound(f"project {project_id} not found")
+
+
+async def _require_instance(conn: asyncpg.Connection, tenant_id: UUID, project_id: UUID, instance_id: UUID) -> None:
+    """The instance, in this tenant's project, locked so that its artifacts change one writer at a time."""
+    await _require_project(conn, tenant_id, project_id)
     found = await conn.fetchval(
         "select 1 from spec_instances where tenant_id = $1 and project_id = $2 and id = $3 for no key update",
         tenant_id,
@@ -226,8 +232,7 @@ async def list_artifacts(
 ) -> list[ArtifactPublic]:
     """The project's artifacts by path (all of them, newest first within a path, unless current_only)."""
     async with tenant_tx(pool, tenant_id) as conn:
-        if not await conn.fetchval("select 1 from projects where tenant_id = $1 and id = $2", tenant_id, project_id):
-            raise NotFound(f"project {project_id} not found")
+        await _require_project(conn, tenant_id, project_id)
         rows = await conn.fetch(
             f"""select {_COLS} from artifacts where tenant_id = $1 and project_id = $2 and ($3 = false or current)
                 order by path, current desc, created_at desc, id""",
@@ -236,6 +241,23 @@ async def list_artifacts(
             current_only,
         )
     return [_model(r) for r in rows]
+
+
+async def artifacts_page(
+    pool: asyncpg.Pool, *, tenant_id: UUID, project_id: UUID, current_only: bool, limit: int, cursor: str | None
+) -> tuple[list[ArtifactPublic], str | None]:
+    """GET .../artifacts: one page of the project's artifacts, oldest first, and the next page's cursor."""
+    args: list = [tenant_id, project_id, current_only]
+    after = keyset(cursor, args)
+    async with tenant_tx(pool, tenant_id) as conn:
+        await _require_project(conn, tenant_id, project_id)
+        rows = await conn.fetch(
+            f"""select {_COLS} from artifacts where tenant_id = $1 and project_id = $2 and ($3 = false or current)
+                and {after} order by created_at, id {limit_sql(limit, args)}""",
+            *args,
+        )
+    rows, next_cursor = page(rows, limit)
+    return [_model(r) for r in rows], next_cursor
 
 
 async def _current(pool: asyncpg.Pool, tenant_id: UUID, project_id: UUID, column: str) -> dict[UUID, Any]:

@@ -15,7 +15,7 @@ from models.schema_rules import values_hash
 from store import events
 from store.db import tenant_tx
 from store.errors import Invalid, NotFound
-from store.paging import keyset, page
+from store.paging import keyset, limit_sql, page
 
 _COLS = "id, template_id, project_id, user_id, tenant_id, values, created_at, updated_at"
 
@@ -169,15 +169,25 @@ async def delete_instance(pool: asyncpg.Pool, *, tenant_id: UUID, instance_id: U
 
 
 async def project_specs(pool: asyncpg.Pool, *, tenant_id: UUID, project_id: UUID) -> list[ProjectSpec]:
+    """Every instance of the project, oldest first, with its template's name and version."""
+    return (await project_specs_page(pool, tenant_id=tenant_id, project_id=project_id, limit=None))[0]
+
+
+async def project_specs_page(
+    pool: asyncpg.Pool, *, tenant_id: UUID, project_id: UUID, limit: int | None, cursor: str | None = None
+) -> tuple[list[ProjectSpec], str | None]:
+    """One page of project_specs, and the next page's cursor."""
+    args: list = [tenant_id, project_id, SYSTEM_TENANT]
+    after = keyset(cursor, args, "i.")
     async with tenant_tx(pool, tenant_id) as conn:
         await _require_project(conn, tenant_id, project_id)
         rows = await conn.fetch(
-            """select i.id, i.template_id, i.project_id, i.user_id, i.tenant_id, i.values, i.created_at, i.updated_at,
-                      t.name as template_name, t.version as template_version
-               from spec_instances i join spec_templates t on t.id = i.template_id and t.tenant_id in (i.tenant_id, $3)
-               where i.tenant_id = $1 and i.project_id = $2 order by i.created_at, i.id""",
-            tenant_id,
-            project_id,
-            SYSTEM_TENANT,
+            f"""select i.id, i.template_id, i.project_id, i.user_id, i.tenant_id, i.values, i.created_at, i.updated_at,
+                       t.name as template_name, t.version as template_version
+                from spec_instances i join spec_templates t on t.id = i.template_id and t.tenant_id in (i.tenant_id, $3)
+                where i.tenant_id = $1 and i.project_id = $2 and {after}
+                order by i.created_at, i.id {limit_sql(limit, args)}""",
+            *args,
         )
-    return [ProjectSpec.model_validate(dict(r)) for r in rows]
+    rows, next_cursor = page(rows, limit)
+    return [ProjectSpec.model_validate(dict(r)) for r in rows], next_cursor

@@ -42,9 +42,18 @@ def keyset(cursor: str | None, args: list[Any], alias: str = "", *, descending: 
     return f"({alias}created_at, {alias}id) {'<' if descending else '>'} (${len(args) - 1}, ${len(args)})"
 
 
-def page(rows: list[Any], limit: int) -> tuple[list[Any], str | None]:
+def limit_sql(limit: int | None, args: list[Any]) -> str:
+    """`limit $n` for one row more than a page (page() reads the extra row); appends its parameter to args.
+    No limit: every row (the callers inside the platform that need them all)."""
+    if limit is None:
+        return ""
+    args.append(limit + 1)
+    return f"limit ${len(args)}"
+
+
+def page(rows: list[Any], limit: int | None) -> tuple[list[Any], str | None]:
     """Rows were fetched with limit + 1: the extra row says whether a next page exists."""
-    if len(rows) > limit:
+    if limit is not None and len(rows) > limit:
         rows = rows[:limit]
         last = rows[-1]
         return rows, encode_cursor(last["created_at"], last["id"])

@@ -13,6 +13,7 @@ from models.auth import ApiKeyCreated, ApiKeyPublic, TenantCreated
 from models.common import Role
 from store.db import tenant_tx
 from store.errors import Conflict, NotFound
+from store.paging import keyset, limit_sql, page
 
 KEY_PREFIX = "sm_"
 # sm_<8 hex: the key's prefix, shown in listings>_<token_urlsafe(32)>; anything else is no key of ours
@@ -51,7 +52,7 @@ async def create_tenant(pool: asyncpg.Pool, *, name: str, owner_name: str = "own
             owner_name,
         )
         created = await _insert_key(conn, tenant_id=tenant_id, user_id=user_id, role=Role.owner, name="owner")
-    return TenantCreated(tenant_id=tenant_id, user_id=user_id, api_key=created.api_key, key_id=created.key_id)
+    return TenantCreated(tenant_id=tenant_id, user_id=user_id, api_key=created.api_key, key_id=created.id)
 
 
 async def _insert_key(
@@ -70,7 +71,7 @@ async def _insert_key(
         hash_key(key),
         role.value,
     )
-    return ApiKeyCreated(key_id=key_id, tenant_id=tenant_id, user_id=user_id, role=role, api_key=key)
+    return ApiKeyCreated(id=key_id, tenant_id=tenant_id, user_id=user_id, role=role, api_key=key)
 
 
 async def create_api_key(
@@ -120,14 +121,20 @@ async def create_api_key(
         return await _insert_key(conn, tenant_id=tenant_id, user_id=user_id, role=role, name=name or role.value)
 
 
-async def list_api_keys(pool: asyncpg.Pool, *, tenant_id: UUID) -> list[ApiKeyPublic]:
+async def list_api_keys(
+    pool: asyncpg.Pool, *, tenant_id: UUID, limit: int | None = None, cursor: str | None = None
+) -> tuple[list[ApiKeyPublic], str | None]:
+    """The tenant's keys (revoked ones too), oldest first: one page, and the next page's cursor."""
+    args: list = [tenant_id]
+    after = keyset(cursor, args)
     async with tenant_tx(pool, tenant_id) as conn:
         rows = await conn.fetch(
-            """select id, tenant_id, user_id, name, prefix, role, created_at, revoked_at
-               from api_keys where tenant_id = $1 order by created_at, id""",
-            tenant_id,
+            f"""select id, tenant_id, user_id, name, prefix, role, created_at, revoked_at
+                from api_keys where tenant_id = $1 and {after} order by created_at, id {limit_sql(limit, args)}""",
+            *args,
         )
-    return [ApiKeyPublic.model_validate(dict(r)) for r in rows]
+    rows, next_cursor = page(rows, limit)
+    return [ApiKeyPublic.model_validate(dict(r)) for r in rows], next_cursor
 
 
 async def get_api_key(pool: asyncpg.Pool, *, tenant_id: UUID, key_id: UUID) -> ApiKeyPublic:

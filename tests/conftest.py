@@ -227,3 +227,17 @@ async def project_result(temporal, workflow_id: str) -> dict:
         if not (isinstance(cause, ApplicationError) and cause.type == "ProjectFailed"):
             raise
         return cause.details[0]
+
+
+async def page_ids(client: httpx.AsyncClient, path: str, headers: dict, *, limit: int, **params) -> list[list[str]]:
+    """The ids on every page of a list, `limit` a page, following next_cursor until it is null."""
+    pages: list[list[str]] = []
+    cursor = None
+    while True:
+        query = {**params, "limit": limit, **({"cursor": cursor} if cursor else {})}
+        resp = await client.get(path, params=query, headers=headers)
+        assert resp.status_code == 200, resp.text
+        pages.append([item["id"] for item in resp.json()["items"]])
+        cursor = resp.json()["next_cursor"]
+        if cursor is None:
+            return pages

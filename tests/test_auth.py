@@ -98,7 +98,7 @@ async def exchange(api, api_key: str) -> str:
 async def owner_key_id(api, tenant) -> uuid.UUID:
     resp = await api.get("/api/keys", headers=tenant.headers)
     assert resp.status_code == 200, resp.text
-    (owner,) = [k for k in resp.json() if k["role"] == "owner"]
+    (owner,) = [k for k in resp.json()["items"] if k["role"] == "owner"]
     return uuid.UUID(owner["id"])
 
 
@@ -507,7 +507,7 @@ async def test_revoking_via_api_kills_the_key_and_its_jwt_at_once(api, tenant):
     assert (await api.get("/api/projects", headers=headers)).status_code == 200
     assert (await api.get("/api/projects", headers=bearer(token))).status_code == 200
 
-    resp = await api.delete(f"/api/keys/{created['key_id']}", headers=tenant.headers)
+    resp = await api.delete(f"/api/keys/{created['id']}", headers=tenant.headers)
     assert resp.status_code == 200, resp.text
     assert resp.json()["revoked_at"] is not None
 
@@ -517,16 +517,16 @@ async def test_revoking_via_api_kills_the_key_and_its_jwt_at_once(api, tenant):
     assert_401(await api.post("/auth/token", headers=headers))
     # the owner key that revoked it is untouched
     assert (await api.get("/api/projects", headers=tenant.headers)).status_code == 200
-    listed = {k["id"]: k for k in (await api.get("/api/keys", headers=tenant.headers)).json()}
-    assert listed[created["key_id"]]["revoked_at"] is not None
-    assert "api_key" not in listed[created["key_id"]] and "key_hash" not in listed[created["key_id"]]
+    listed = {k["id"]: k for k in (await api.get("/api/keys", headers=tenant.headers)).json()["items"]}
+    assert listed[created["id"]]["revoked_at"] is not None
+    assert "api_key" not in listed[created["id"]] and "key_hash" not in listed[created["id"]]
 
 
 async def test_revoking_via_store_kills_the_key_and_its_jwt_at_once(api, pool, tenant):
     created = await create_api_key(pool, tenant_id=tenant.tenant_id, role=Role.viewer)
     token = await exchange(api, created.api_key)
     assert (await api.get("/auth/me", headers=bearer(token))).status_code == 200
-    await revoke_api_key(pool, tenant_id=tenant.tenant_id, key_id=created.key_id)
+    await revoke_api_key(pool, tenant_id=tenant.tenant_id, key_id=created.id)
     assert_401(await api.get("/auth/me", headers={"X-API-Key": created.api_key}))
     assert_401(await api.get("/auth/me", headers=bearer(token)))
 
@@ -549,7 +549,7 @@ async def test_forged_key_id_in_a_valid_token_is_401(api, stack, tenant):
 
 async def test_other_tenants_key_cannot_be_revoked(api, pool, tenant, other_tenant):
     victim = await create_api_key(pool, tenant_id=other_tenant.tenant_id, role=Role.editor)
-    resp = await api.delete(f"/api/keys/{victim.key_id}", headers=tenant.headers)
+    resp = await api.delete(f"/api/keys/{victim.id}", headers=tenant.headers)
     assert resp.status_code == 404 and "detail" in resp.json()
     assert (await api.get("/auth/me", headers={"X-API-Key": victim.api_key})).status_code == 200
 
@@ -643,7 +643,7 @@ async def world(api, pool) -> World:
     key_ids: dict[str, uuid.UUID] = {}
     for role in (Role.viewer, Role.editor, Role.admin):
         k = await create_api_key(pool, tenant_id=created.tenant_id, role=role)
-        keys[role.value], key_ids[role.value] = k.api_key, k.key_id
+        keys[role.value], key_ids[role.value] = k.api_key, k.id
     owner = {"X-API-Key": created.api_key}
     resp = await api.post(
         "/api/templates",
@@ -777,7 +777,7 @@ REVOKE_RULES = [
 )
 async def test_who_may_revoke_which_key(api, pool, world, caller, target, expected):
     victim = await create_api_key(pool, tenant_id=world.tenant_id, role=Role(target))
-    resp = await api.delete(f"/api/keys/{victim.key_id}", headers={"X-API-Key": world.keys[caller]})
+    resp = await api.delete(f"/api/keys/{victim.id}", headers={"X-API-Key": world.keys[caller]})
     assert resp.status_code == expected, resp.text
     still = await api.get("/auth/me", headers={"X-API-Key": victim.api_key})
     assert still.status_code == (200 if expected == 403 else 401)

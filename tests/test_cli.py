@@ -112,7 +112,7 @@ async def test_apikey_create_list_and_revoke(cli, api):
     me = await api.get("/auth/me", headers=headers)
     assert me.status_code == 200, me.text
     assert me.json()["role"] == "editor" and me.json()["tenant_id"] == tenant["tenant_id"]
-    assert me.json()["key_id"] == key["key_id"]
+    assert me.json()["key_id"] == key["id"]
     # an editor key: writes projects, not templates
     resp = await api.post(
         "/api/templates", headers=headers, json={"name": "t", "version": "1", "schema": {"type": "object"}}
@@ -124,12 +124,12 @@ async def test_apikey_create_list_and_revoke(cli, api):
     listed = await cli("apikey", "list", "--tenant", tenant["tenant_id"])
     assert listed.rc == 0, listed.stderr
     keys = {k["id"]: k for k in listed.json()}
-    assert set(keys) >= {key["key_id"]} and len(keys) == 2
-    assert keys[key["key_id"]]["name"] == "ci" and keys[key["key_id"]]["revoked_at"] is None
+    assert set(keys) >= {key["id"]} and len(keys) == 2
+    assert keys[key["id"]]["name"] == "ci" and keys[key["id"]]["revoked_at"] is None
     assert key["api_key"] not in listed.stdout and tenant["api_key"] not in listed.stdout
     assert all("key_hash" not in k and "api_key" not in k for k in keys.values())
 
-    run = await cli("apikey", "revoke", "--tenant", tenant["tenant_id"], "--key-id", key["key_id"])
+    run = await cli("apikey", "revoke", "--tenant", tenant["tenant_id"], "--key-id", key["id"])
     assert run.rc == 0, run.stderr
     assert run.json()["revoked_at"] is not None
 
@@ -141,7 +141,7 @@ async def test_apikey_create_list_and_revoke(cli, api):
     assert (await api.get("/auth/me", headers={"X-API-Key": tenant["api_key"]})).status_code == 200
 
     listed = {k["id"]: k for k in (await cli("apikey", "list", "--tenant", tenant["tenant_id"])).json()}
-    assert listed[key["key_id"]]["revoked_at"] is not None
+    assert listed[key["id"]]["revoked_at"] is not None
 
 
 @pytest.mark.parametrize("role", ["viewer", "admin", "owner"])
@@ -162,7 +162,7 @@ async def test_cli_errors_exit_nonzero_with_a_message(cli):
     assert "not found" in json.loads(unknown_tenant.stderr.strip().splitlines()[-1])["error"]
 
     # a key of another tenant is not found through this tenant (and stays live)
-    cross = await cli("apikey", "revoke", "--tenant", tenant["tenant_id"], "--key-id", other_key["key_id"])
+    cross = await cli("apikey", "revoke", "--tenant", tenant["tenant_id"], "--key-id", other_key["id"])
     assert cross.rc == 1 and "not found" in cross.stderr
     still = await cli("apikey", "list", "--tenant", other["tenant_id"])
     assert all(k["revoked_at"] is None for k in still.json())

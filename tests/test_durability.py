@@ -116,7 +116,7 @@ async def test_a_worker_killed_mid_activity_loses_and_duplicates_nothing(
             assert len(created) == len(completed) == 1
             arts = (
                 await api.get(f"/api/projects/{pid}/artifacts", params={"all": "true"}, headers=tenant.headers)
-            ).json()
+            ).json()["items"]
             assert [(a["path"], a["current"], a["test_status"]) for a in arts] == [("slow_add.py", True, "passed")]
             chain = [
                 e["payload"]["to_state"]
@@ -184,7 +184,7 @@ async def test_two_workers_per_queue_do_no_double_work(stack, pool, temporal, ma
                     assert len([e for e in await _events(api, tenant, kind) if e["subject_id"] == tasks[0]["id"]]) == 1
                 arts = (
                     await api.get(f"/api/projects/{pid}/artifacts", params={"all": "true"}, headers=tenant.headers)
-                ).json()
+                ).json()["items"]
                 assert len(arts) == 2 and all(a["current"] and a["test_status"] == "passed" for a in arts)
             generated = [
                 e

@@ -201,7 +201,7 @@ async def test_runtime_indexes_into_a_codebert_collection(pool, tenant, tiny_rob
         hits = await service.similar(
             pool, runtime, tenant.tenant_id, SimilarRequest(query="is n even", embedder="codebert", mode="dense")
         )
-        assert hits.embedder == "codebert" and [h.id for h in hits.results] == [snip.id]
+        assert hits.embedder == "codebert" and [h.id for h in hits.items] == [snip.id]
     finally:
         await runtime.store.close()
 

@@ -101,7 +101,7 @@ async def test_retrieval_augmentation_takes_the_same_steps(api, tenant, coder, s
 
     async def indexed():
         found = await api.post("/api/similar", json={"query": "running total"}, headers=tenant.headers)
-        return [h for h in found.json()["results"] if h["id"] == snippet["id"]]
+        return [h for h in found.json()["items"] if h["id"] == snippet["id"]]
 
     await wait_for(indexed, timeout=30)
     product, generated = await _product(api, tenant, coder, ["retrieval_augmentation"])
@@ -116,7 +116,7 @@ async def test_retrieval_augmentation_takes_the_same_steps(api, tenant, coder, s
         "\n".join([VALUES["description"], VALUES["signature"]]),  # the spec's query
         CODE.strip("\n"),  # RepoCoder: then the first draft
     ]
-    catalog = {t["name"]: t for t in (await api.get("/api/techniques", headers=tenant.headers)).json()}
+    catalog = {t["name"]: t for t in (await api.get("/api/techniques", headers=tenant.headers)).json()["items"]}
     shown = catalog["retrieval_augmentation"]["parameters"]
     assert {k for _, k in retriever.queries} == {shown["top_k"]["default"]} == {3}  # what runs is what is shown
     assert shown["budget_tokens"]["default"] == 512 and shown["requery"]["default"] is True

@@ -25,7 +25,7 @@ VALUES = {
 async def test_models_lists_every_seed_model_with_state_and_reason(api, tenant):
     resp = await api.get("/api/models", headers=tenant.headers)
     assert resp.status_code == 200, resp.text
-    by_name = {m["name"]: m for m in resp.json()}
+    by_name = {m["name"]: m for m in resp.json()["items"]}
     assert set(by_name) == {"local_llama", "deepseek_8b", "openai_api", "anthropic_api"}
     assert by_name["local_llama"]["state"] in ("available", "loaded")
     assert by_name["local_llama"]["backend"] == "transformers"
@@ -35,7 +35,7 @@ async def test_models_lists_every_seed_model_with_state_and_reason(api, tenant):
 
 async def test_techniques_lists_all_six(api, tenant):
     resp = await api.get("/api/techniques", headers=tenant.headers)
-    names = {t["name"]: t for t in resp.json()}
+    names = {t["name"]: t for t in resp.json()["items"]}
     assert set(names) == {
         "multi_head_attention",
         "retrieval_augmentation",
@@ -129,7 +129,7 @@ async def test_retrieval_augmentation_records_the_snippets_used(api, new_tenant)
 
     async def indexed():  # within a few seconds; the test is about nothing else without it
         hits = (await api.post("/api/similar", json={"query": "add two integers"}, headers=t.headers)).json()
-        return snip["id"] in [r["id"] for r in hits["results"]]
+        return snip["id"] in [r["id"] for r in hits["items"]]
 
     await wait_for(indexed, timeout=10)
     resp = await api.post(
@@ -257,7 +257,9 @@ async def test_smollm2_generates_parsing_code_through_the_api(stack, temporal, p
     running = asyncio.create_task(worker.run())
     try:
         async for client in make_app(settings):
-            models_listed = {m["name"]: m for m in (await client.get("/api/models", headers=tenant.headers)).json()}
+            models_listed = {
+                m["name"]: m for m in (await client.get("/api/models", headers=tenant.headers)).json()["items"]
+            }
             assert models_listed["local_llama"]["state"] == "loaded"
             resp = await client.post(
                 "/api/generate",

@@ -72,3 +72,29 @@ async def test_health_is_503_naming_the_database_when_it_is_unreachable(stack, m
         assert resp.status_code == 503 and resp.json() == {"status": "unavailable", "detail": "unavailable"}
         denied = await client.get("/api/templates", headers={"X-API-Key": "sm_0000abcd_" + "x" * 43})  # well-formed
         assert denied.status_code == 503 and "database" in denied.json()["detail"]
+
+
+async def test_knowledge_health_reports_the_vector_store_embedders_and_workers(api, tenant):
+    resp = await api.get("/health/knowledge", headers=tenant.headers)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["service"] == "knowledge" and body["status"] == "ok"
+    checks = body["checks"]
+    assert checks["vector_store"] == {"ok": True, "mode": "local"}
+    assert checks["embedders"]["default"] == "minilm" and checks["embedders"]["loaded"] == ["minilm"]
+    assert checks["workers:knowledge"]["pollers"]["workflow"] >= 1 and checks["database"]["ok"]
+    assert (await api.get("/health/knowledge")).json() == {"status": "ok"}
+
+
+async def test_a_gateway_answers_health_of_a_service_it_cannot_reach(stack, make_app, tenant):
+    """`make run` serves the knowledge API from the knowledge worker: the gateway forwards
+    /health/knowledge there, and says which service is down when it cannot reach it."""
+    closed = embedded.free_port()
+    async for client in make_app(stack.with_(knowledge_url=f"http://127.0.0.1:{closed}")):
+        resp = await client.get("/health/knowledge", headers=tenant.headers)
+        assert resp.status_code == 503, resp.text
+        assert resp.json()["service"] == "knowledge" and resp.json()["detail"] == "down: service:knowledge"
+        public = await client.get("/health/knowledge")
+        assert public.status_code == 503 and public.json() == {"status": "unavailable", "detail": "unavailable"}
+        paths = (await client.get("/openapi.json")).json()["paths"]  # forwarded, and still documented
+        assert {"/api/snippets", "/api/similar", "/api/knowledge/embedders", "/health/knowledge"} <= set(paths)

@@ -289,7 +289,7 @@ async def test_workflow_plans_then_writes_each_body_with_retrieved_snippets(api,
 
     async def indexed():  # the retrieval below has to find it
         hits = (await api.post("/api/similar", json={"query": "Areas of shapes."}, headers=t.headers)).json()
-        return snip["id"] in [r["id"] for r in hits["results"]]
+        return snip["id"] in [r["id"] for r in hits["items"]]
 
     await wait_for(indexed, timeout=10)
     backend = ScriptedBackend(_scripted_module)

@@ -98,7 +98,7 @@ async def _project(api, tenant, name="p") -> dict:
 async def _search(api, tenant, query, **extra) -> list[dict]:
     resp = await api.post("/api/similar", json={"query": query, **extra}, headers=tenant.headers)
     assert resp.status_code == 200, resp.text
-    return resp.json()["results"]
+    return resp.json()["items"]
 
 
 async def _wait_count(rt, tenant, n, timeout=5.0):
@@ -375,7 +375,8 @@ async def test_knowledge_null_value_is_a_json_value(api, tenant):
 async def test_embedders_endpoint(api, tenant):
     resp = await api.get("/api/knowledge/embedders", headers=tenant.headers)
     assert resp.status_code == 200, resp.text
-    by_name = {e["name"]: e for e in resp.json()}
+    assert resp.json()["next_cursor"] is None
+    by_name = {e["name"]: e for e in resp.json()["items"]}
     minilm = by_name["minilm"]
     assert minilm["loaded"] is True and minilm["default"] is True and minilm["error"] is None
     assert minilm["dimension"] == 384 and minilm["collection"] == COLLECTION
@@ -406,7 +407,7 @@ async def test_paraphrased_queries_find_the_right_snippet(api, tenant, rt, mode)
         assert len({r["id"] for r in results}) == len(results) == 5  # top_k honoured, no duplicates
     resp = await api.post("/api/similar", json={"query": "factorial", "mode": mode, "top_k": 2}, headers=tenant.headers)
     body = resp.json()
-    assert body["mode"] == mode and body["embedder"] == "minilm" and len(body["results"]) == 2
+    assert body["mode"] == mode and body["embedder"] == "minilm" and len(body["items"]) == 2
 
 
 async def test_similar_defaults_and_filters(api, tenant, rt):
@@ -941,11 +942,11 @@ async def test_knowledge_through_the_gateway_proxy(knowledge_gateway, tenant, ot
     assert {r.status_code for r in made.values()} == {201}
     assert made["csv"].headers["X-Specmill-Index"] == "queued"
     await _wait_count(rt, tenant, len(made))
-    results = (await gw.post("/api/similar", json={"query": PARAPHRASES["csv"]}, headers=h)).json()["results"]
+    results = (await gw.post("/api/similar", json={"query": PARAPHRASES["csv"]}, headers=h)).json()["items"]
     assert results[0]["id"] == made["csv"].json()["id"]
     listed = await gw.get("/api/snippets", params={"language": "python", "tag": "io"}, headers=h)
     assert [s["id"] for s in listed.json()["items"]] == [made["csv"].json()["id"]]
-    assert (await gw.get("/api/knowledge/embedders", headers=h)).json()[0]["loaded"] is True
+    assert (await gw.get("/api/knowledge/embedders", headers=h)).json()["items"][0]["loaded"] is True
 
     project = await gw.post("/api/projects", json={"name": "p"}, headers=h)  # the orchestrator, in the gateway
     base = f"/api/knowledge/{project.json()['id']}"
@@ -967,4 +968,20 @@ async def test_knowledge_through_the_gateway_proxy(knowledge_gateway, tenant, ot
     _assert_json_4xx(await gw.post("/api/snippets", json={"language": "python", "content": ""}, headers=h), 422)
     exact = CORPUS["csv"]["content"]
     theirs = await gw.post("/api/similar", json={"query": exact, "top_k": 50}, headers=other_tenant.headers)
-    assert theirs.status_code == 200 and theirs.json()["results"] == []
+    assert theirs.status_code == 200 and theirs.json()["items"] == []
+
+
+async def test_the_gateway_documents_and_checks_the_knowledge_service(knowledge_gateway, tenant):
+    """The routes it forwards are in its /openapi.json, and /health/knowledge is the service's own answer."""
+    gw = knowledge_gateway
+    paths = (await gw.get("/openapi.json")).json()["paths"]
+    for path in ("/api/snippets", "/api/snippets/{snippet_id}", "/api/knowledge/{project_id}", "/api/similar"):
+        assert path in paths, path
+    assert {"/api/knowledge/embedders", "/api/knowledge/{project_id}/{key}", "/health/knowledge"} <= set(paths)
+    resp = await gw.get("/health/knowledge", headers=tenant.headers)  # an owner: every check
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["service"] == "knowledge"
+    checks = resp.json()["checks"]
+    assert checks["vector_store"]["ok"] and checks["embedders"]["loaded"] == ["minilm"]
+    assert checks["workers:knowledge"]["ok"] and checks["database"]["ok"]
+    assert (await gw.get("/health/knowledge")).json() == {"status": "ok"}  # anyone else: up or down

@@ -142,7 +142,7 @@ def _wait_similar(base: str, headers: dict, snippet_id: str, timeout: float = 30
     deadline = time.monotonic() + timeout
     while True:
         resp = httpx.post(f"{base}/api/similar", json={"query": "sum of two integers"}, headers=headers, timeout=10)
-        if resp.status_code == 200 and [r["id"] for r in resp.json()["results"]] == [snippet_id]:
+        if resp.status_code == 200 and [r["id"] for r in resp.json()["items"]] == [snippet_id]:
             return
         assert time.monotonic() < deadline, resp.text
         time.sleep(0.3)

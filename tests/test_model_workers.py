@@ -49,7 +49,7 @@ async def _session_worker(pool) -> str | None:
 async def _models(api, tenant) -> dict[str, dict]:
     resp = await api.get("/api/models", headers=tenant.headers)
     assert resp.status_code == 200, resp.text
-    return {m["name"]: m for m in resp.json()}
+    return {m["name"]: m for m in resp.json()["items"]}
 
 
 async def _insert(pool, worker_id: str, model: str, state: str, reason: str | None = None):

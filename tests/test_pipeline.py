@@ -125,7 +125,7 @@ async def test_a_project_goes_through_every_state_and_repairs_a_failing_instance
     mark = len(coder.prompts)
     project = await _project(api, tenant, {"model": "openai_api", "debug_rounds": 2})
     pid = project["id"]
-    attached = (await api.get(f"/api/projects/{pid}/templates", headers=tenant.headers)).json()
+    attached = (await api.get(f"/api/projects/{pid}/templates", headers=tenant.headers)).json()["items"]
     assert "python-function" in {t["name"] for t in attached}  # initialization attached the built-ins
     add = await _instance(api, tenant, pid, "add", ["assert add(1, 2) == 3", "assert add(-1, 1) == 0"])
     mul = await _instance(api, tenant, pid, "mul", ["assert mul(2, 3) == 6"])
@@ -157,13 +157,15 @@ async def test_a_project_goes_through_every_state_and_repairs_a_failing_instance
     assert not [p for p in coder.prompts_for("mul", since=mark) if "A previous attempt failed" in p]
 
     # one current artifact per instance, with provenance and test results; add's first one kept, not current
-    current = (await api.get(f"/api/projects/{pid}/artifacts", headers=tenant.headers)).json()
+    current = (await api.get(f"/api/projects/{pid}/artifacts", headers=tenant.headers)).json()["items"]
     assert {a["path"]: (a["content"], a["test_status"], a["round"]) for a in current} == {
         "add.py": (ADD_RIGHT, "passed", 2),
         "mul.py": (MUL_RIGHT, "passed", 1),
     }
     assert all(a["model"] == "openai_api" and a["template_name"] == "python-function" for a in current)
-    every = (await api.get(f"/api/projects/{pid}/artifacts", params={"all": "true"}, headers=tenant.headers)).json()
+    every = (await api.get(f"/api/projects/{pid}/artifacts", params={"all": "true"}, headers=tenant.headers)).json()[
+        "items"
+    ]
     old = [a for a in every if not a["current"]]
     assert [(a["path"], a["content"], a["test_status"]) for a in old] == [("add.py", ADD_WRONG, "failed")]
 
@@ -216,7 +218,7 @@ async def test_the_pipeline_keeps_the_candidate_that_passes_before_any_repair(ap
     assert len(coder.prompts_for("add", since=mark)) == 2  # two candidates, no repair prompt
     assert not [p for p in coder.prompts_for("add", since=mark) if "A previous attempt failed" in p]
 
-    [artifact] = (await api.get(f"/api/projects/{pid}/artifacts", headers=tenant.headers)).json()
+    [artifact] = (await api.get(f"/api/projects/{pid}/artifacts", headers=tenant.headers)).json()["items"]
     assert (artifact["instance_id"], artifact["content"], artifact["test_status"], artifact["round"]) == (
         add["id"],
         ADD_RIGHT,
@@ -258,7 +260,7 @@ async def test_specs_complete_is_refused_with_what_is_missing(api, tenant, coder
     )
     assert resp.status_code == 422
     assert [(e["path"], e["message"][:17]) for e in resp.json()["errors"]] == [("$.tests[1]", "not valid Python:")]
-    assert (await api.get(f"/api/projects/{pid}/specs", headers=tenant.headers)).json() == []
+    assert (await api.get(f"/api/projects/{pid}/specs", headers=tenant.headers)).json()["items"] == []
     resp = await api.put(f"/api/projects/{pid}/state", json={"state": "code_generation"}, headers=tenant.headers)
     assert resp.status_code == 409 and resp.json()["problems"]
     state = (await api.get(f"/api/projects/{pid}/state", headers=tenant.headers)).json()
@@ -357,7 +359,9 @@ async def test_a_changed_spec_marks_the_project_stale_and_only_it_is_regenerated
 
     await wait_for(done_again, timeout=60, interval=0.25)
     assert len(coder.prompts_for("dec")) == asked  # dec was not regenerated
-    current = {a["path"]: a for a in (await api.get(f"/api/projects/{pid}/artifacts", headers=tenant.headers)).json()}
+    current = {
+        a["path"]: a for a in (await api.get(f"/api/projects/{pid}/artifacts", headers=tenant.headers)).json()["items"]
+    }
     assert current["inc.py"]["content"] == "def inc(x, step=1):\n    return x + step\n"
     assert current["inc.py"]["test_status"] == "passed" and current["dec.py"]["round"] == 1
     assert (await _states(api, tenant, pid))[5:] == [
@@ -378,7 +382,7 @@ async def test_generated_code_that_never_ends_is_a_test_failure_not_a_crash(api,
     await _instance(api, tenant, pid, "spin", ["assert spin() is None"])
     assert (await api.post(f"/api/projects/{pid}/specs/complete", headers=tenant.headers)).status_code == 200
     assert (await _finished(api, tenant, pid, timeout=60))["state"] == "failed"
-    [art] = (await api.get(f"/api/projects/{pid}/artifacts", headers=tenant.headers)).json()
+    [art] = (await api.get(f"/api/projects/{pid}/artifacts", headers=tenant.headers)).json()["items"]
     assert art["test_status"] == "timeout" and art["tests"]["status"] == "timeout"
     tasks = (await api.get("/api/tasks", params={"project_id": pid}, headers=tenant.headers)).json()["items"]
     assert [(t["task_type"], t["status"]) for t in tasks] == [("debug_round_1", "failed")]

@@ -25,7 +25,7 @@ from store import artifacts, instances, pipeline_settings, projects
 from store.db import tenant_tx
 from store.errors import Conflict, Invalid, NotFound
 from store.tenants import create_api_key
-from tests.conftest import _client
+from tests.conftest import _client, page_ids
 
 DEFAULTS = {
     "default_templates": [],
@@ -389,9 +389,12 @@ async def test_attach_builtin_templates_is_idempotent(client, pool, tenant):
         assert await conn.fetchval("select count(*) from project_templates where project_id = $1", pid) == len(first)
     resp = await client.get(f"/api/projects/{pid}/templates", headers=tenant.headers)
     assert resp.status_code == 200, resp.text
-    assert resp.json() == [
-        {"id": str(tid), "name": name, "version": version, "builtin": True} for name, version, tid in expected
-    ]
+    assert resp.json() == {
+        "items": [
+            {"id": str(tid), "name": name, "version": version, "builtin": True} for name, version, tid in expected
+        ],
+        "next_cursor": None,
+    }
     # concurrent attaches (two workers) still leave one row per template
     results = await asyncio.gather(
         *[pipeline_settings.attach_templates(pool, tenant_id=tenant.tenant_id, project_id=pid) for _ in range(4)]
@@ -416,7 +419,7 @@ async def test_attach_configured_defaults_latest_version_and_detach_on_delete(cl
     first = await pipeline_settings.attach_templates(pool, tenant_id=tenant.tenant_id, project_id=pid)
     assert await pipeline_settings.attach_templates(pool, tenant_id=tenant.tenant_id, project_id=pid) == first
     assert set(first) == {uuid.UUID(made["1.10.0"]), builtin_id("python-class", "1.0.0")}
-    listed = (await client.get(f"/api/projects/{pid}/templates", headers=h)).json()
+    listed = (await client.get(f"/api/projects/{pid}/templates", headers=h)).json()["items"]
     assert {(t["name"], t["version"], t["builtin"]) for t in listed} == {
         ("mine", "1.10.0", False),
         ("python-class", "1.0.0", True),
@@ -424,7 +427,7 @@ async def test_attach_configured_defaults_latest_version_and_detach_on_delete(cl
     # deleting an attached template of the tenant's own detaches it (never a 500)
     resp = await client.delete(f"/api/templates/{made['1.10.0']}", headers=h)
     assert resp.status_code == 204, resp.text
-    assert [t["name"] for t in (await client.get(f"/api/projects/{pid}/templates", headers=h)).json()] == [
+    assert [t["name"] for t in (await client.get(f"/api/projects/{pid}/templates", headers=h)).json()["items"]] == [
         "python-class"
     ]
     # the configured default now resolves to the remaining version
@@ -620,7 +623,8 @@ async def test_artifacts_list_and_zip(client, pool, tenant):
 
     resp = await client.get(f"/api/projects/{pid}/artifacts", headers=h)
     assert resp.status_code == 200, resp.text
-    body = resp.json()
+    body = resp.json()["items"]
+    assert resp.json()["next_cursor"] is None
     assert [(a["path"], a["id"]) for a in body] == [("add.py", str(new.id)), ("pkg/sub.py", str(s.id))]
     first = body[0]
     assert first["test_status"] == "passed" and first["tests"] == {"passed": 2, "failed": 0}
@@ -628,8 +632,10 @@ async def test_artifacts_list_and_zip(client, pool, tenant):
     assert first["template_version"] == "1.0.0" and first["model"] == "local_llama" and first["round"] == 2
     assert first["content"].startswith("def add") and first["created_at"].endswith("+00:00")
     assert first["values_hash"] == "v2" and first["checks"] == {"parse": "ok"} and first["current"] is True
-    everything = (await client.get(f"/api/projects/{pid}/artifacts", params={"all": "true"}, headers=h)).json()
-    assert [a["id"] for a in everything] == [str(new.id), str(old.id), str(s.id)]
+    everything = (await client.get(f"/api/projects/{pid}/artifacts", params={"all": "true"}, headers=h)).json()["items"]
+    assert [a["id"] for a in everything] == [str(old.id), str(new.id), str(s.id)]  # oldest first
+    pages = await page_ids(client, f"/api/projects/{pid}/artifacts", h, limit=1, all="true")
+    assert pages == [[str(old.id)], [str(new.id)], [str(s.id)]]
 
     resp = await client.get(f"/api/projects/{pid}/artifacts.zip", headers=h)
     assert resp.status_code == 200, resp.text
@@ -652,7 +658,7 @@ async def test_artifacts_list_and_zip(client, pool, tenant):
 
 async def test_empty_project_zip_has_only_the_manifest(client, pool, tenant):
     pid = await _project(pool, tenant)
-    assert (await client.get(f"/api/projects/{pid}/artifacts", headers=tenant.headers)).json() == []
+    assert (await client.get(f"/api/projects/{pid}/artifacts", headers=tenant.headers)).json()["items"] == []
     resp = await client.get(f"/api/projects/{pid}/artifacts.zip", headers=tenant.headers)
     assert resp.status_code == 200 and resp.headers["content-type"] == "application/zip"
     with zipfile.ZipFile(io.BytesIO(resp.content)) as zf:
@@ -702,7 +708,7 @@ async def test_another_tenants_project_is_404_on_every_new_route(client, pool, t
             assert resp.status_code == 404, (method, target, resp.status_code, resp.text)
             assert "not found" in resp.json()["detail"]
     assert (await client.get(f"/api/projects/{pid}/settings", headers=tenant.headers)).json() == before
-    assert len((await client.get(f"/api/projects/{pid}/artifacts", headers=tenant.headers)).json()) == 1
+    assert len((await client.get(f"/api/projects/{pid}/artifacts", headers=tenant.headers)).json()["items"]) == 1
     # the other tenant's own settings are its own
     assert (await client.get("/api/settings", headers=other_tenant.headers)).json() == DEFAULTS
 

@@ -29,7 +29,7 @@ TWIN = "def twin(x):\n    return x\n"
 
 async def _artifacts(api, tenant, pid: str) -> dict[str, dict]:
     """instance id -> its current artifact."""
-    rows = (await api.get(f"/api/projects/{pid}/artifacts", headers=tenant.headers)).json()
+    rows = (await api.get(f"/api/projects/{pid}/artifacts", headers=tenant.headers)).json()["items"]
     return {a["instance_id"]: a for a in rows}
 
 

@@ -59,7 +59,8 @@ async def test_write_only_and_encrypted_at_rest(client, pool, tenant):
     listing = await client.get("/api/providers", headers=tenant.headers)
     assert listing.status_code == 200
     assert OPENAI_KEY not in listing.text
-    items = _by_provider(listing.json())
+    assert listing.json()["next_cursor"] is None
+    items = _by_provider(listing.json()["items"])
     assert set(items) == {"openai", "anthropic", "vllm"}
     assert items["openai"]["tenant_key"]["key_hint"] == OPENAI_KEY[-4:]
     assert items["openai"]["platform_key"] is True and items["openai"]["models"] == ["openai_api"]
@@ -126,7 +127,7 @@ async def test_other_tenant_sees_nothing(client, pool, tenant, other_tenant):
         await client.put("/api/providers/openai/key", json={"api_key": OPENAI_KEY}, headers=tenant.headers)
     ).status_code == 200
 
-    items = _by_provider((await client.get("/api/providers", headers=other_tenant.headers)).json())
+    items = _by_provider((await client.get("/api/providers", headers=other_tenant.headers)).json()["items"])
     assert all(item["tenant_key"] is None for item in items.values())
     assert (await client.delete("/api/providers/openai/key", headers=other_tenant.headers)).status_code == 404
     assert (

@@ -79,7 +79,7 @@ async def test_requests_are_forwarded_to_the_services(gateway, tenant):
     )
     assert inst.status_code == 201, inst.text
     specs = await gateway.get(f"/api/projects/{pid}/specs", headers=h)  # spec registry, under /projects
-    assert specs.status_code == 200 and specs.json()[0]["template_name"] == "fn"
+    assert specs.status_code == 200 and specs.json()["items"][0]["template_name"] == "fn"
 
     async def in_spec_definition():
         resp = await gateway.get(f"/api/projects/{pid}/state", headers=h)

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import page_ids
+
 # --- helpers -------------------------------------------------------------------------------
 
 JSON = {"content-type": "application/json"}
@@ -376,22 +378,26 @@ async def test_instance_crud_and_project_specs(api, tenant):
 
     specs = await api.get(f"/api/projects/{project}/specs", headers=tenant.headers)
     assert specs.status_code == 200, specs.text
-    rows = specs.json()
+    rows = specs.json()["items"]
     assert [r["id"] for r in rows] == [inst["id"], second["id"]]
+    assert await page_ids(api, f"/api/projects/{project}/specs", tenant.headers, limit=1) == [
+        [inst["id"]],
+        [second["id"]],
+    ]
     assert [(r["template_name"], r["template_version"]) for r in rows] == [("svc", "2"), ("svc", "1")]
     assert rows[0]["values"] == {"name": "n"} and rows[1]["project_id"] == project
-    other_specs = (await api.get(f"/api/projects/{other_project}/specs", headers=tenant.headers)).json()
+    other_specs = (await api.get(f"/api/projects/{other_project}/specs", headers=tenant.headers)).json()["items"]
     assert [r["id"] for r in other_specs] == [elsewhere["id"]]
 
     assert (await api.delete(f"/api/instances/{inst['id']}", headers=tenant.headers)).status_code == 204
     assert_json_error(await api.get(f"/api/instances/{inst['id']}", headers=tenant.headers), 404)
     assert_json_error(await api.delete(f"/api/instances/{inst['id']}", headers=tenant.headers), 404)
-    rows = (await api.get(f"/api/projects/{project}/specs", headers=tenant.headers)).json()
+    rows = (await api.get(f"/api/projects/{project}/specs", headers=tenant.headers)).json()["items"]
     assert [r["id"] for r in rows] == [second["id"]]
 
     empty_project = await make_project(api, tenant, "empty")
     empty = await api.get(f"/api/projects/{empty_project}/specs", headers=tenant.headers)
-    assert empty.status_code == 200 and empty.json() == []
+    assert empty.status_code == 200 and empty.json() == {"items": [], "next_cursor": None}
 
 
 async def test_instance_update_nulls_are_rejected(api, tenant):
@@ -1027,7 +1033,7 @@ async def test_builtin_templates_are_listed_usable_and_read_only(api, tenant, ot
         headers=tenant.headers,
     )
     assert inst.status_code == 201, inst.text
-    specs = (await api.get(f"/api/projects/{project['id']}/specs", headers=tenant.headers)).json()
+    specs = (await api.get(f"/api/projects/{project['id']}/specs", headers=tenant.headers)).json()["items"]
     assert [(s["template_name"], s["template_version"]) for s in specs] == [("python-function", "1.0.0")]
     # read-only for every tenant
     assert (

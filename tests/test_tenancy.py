@@ -53,7 +53,7 @@ def _attempts(o):
         ("GET", f"/api/projects/{p}/specs", None),
         ("GET", f"/api/tasks/{k}", None),
         ("PUT", f"/api/tasks/{k}", {"status": "failed"}),
-        ("DELETE", f"/api/keys/{o['key']['key_id']}", None),
+        ("DELETE", f"/api/keys/{o['key']['id']}", None),
         ("POST", "/api/instances", {"template_id": t, "project_id": p, "values": {"n": 3}}),
         ("POST", "/api/tasks", {"project_id": p, "service": "spec_registry", "task_type": "x"}),
     ]
@@ -76,7 +76,7 @@ async def test_cross_tenant_matrix_is_404_and_changes_nothing(api, tenant, other
         assert (await api.get(f"/api/{path}/{owned[kind]['id']}", headers=h)).json() == before[kind]
     project = (await api.get(f"/api/projects/{owned['project']['id']}", headers=h)).json()
     assert project["name"] == before["project"]["name"] and project["state"] != "cancelled"
-    keys = (await api.get("/api/keys", headers=h)).json()
+    keys = (await api.get("/api/keys", headers=h)).json()["items"]
     assert all(k["revoked_at"] is None for k in keys)
     for path in ["/api/templates", "/api/instances", "/api/projects", "/api/tasks"]:
         own = {"builtin": "false"} if path == "/api/templates" else {}

@@ -217,7 +217,7 @@ def apikey_list(tenant: UUID = typer.Option(...)) -> None:
     """List a tenant's keys (never the keys themselves)."""
     from store.tenants import list_api_keys
 
-    keys = asyncio.run(_with_pool(lambda pool: list_api_keys(pool, tenant_id=tenant)))
+    keys, _ = asyncio.run(_with_pool(lambda pool: list_api_keys(pool, tenant_id=tenant)))  # every key: no limit
     typer.echo(json.dumps([json.loads(k.model_dump_json()) for k in keys]))
 
 

@@ -46,6 +46,18 @@ def _check(resp: httpx.Response, *ok: int) -> Any:
     return resp.json() if resp.content else None
 
 
+def _every(http: httpx.Client, path: str) -> list[dict]:
+    """Every item of a list endpoint, page after page (the API answers {"items", "next_cursor"})."""
+    items: list[dict] = []
+    cursor = None
+    while True:
+        page = _check(http.get(path, params={"limit": 100, **({"cursor": cursor} if cursor else {})}))
+        items += page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return items
+
+
 def run_demo(settings, tenant: dict, *, model: str, rounds: int, timeout_s: float) -> str:
     """The demo against the gateway; returns the project's final state."""
     base = f"http://{settings.host}:{settings.port}"
@@ -139,7 +151,7 @@ def _describe(event: dict, pid: str, names: dict[str, str]) -> str | None:
 
 def _report(http: httpx.Client, pid: str) -> None:
     """The files, then the outcome: each function by name, with its failing test and values."""
-    for art in _items(_check(http.get(f"/api/projects/{pid}/artifacts"))):
+    for art in _every(http, f"/api/projects/{pid}/artifacts"):
         status = art["test_status"] or "not tested"
         color = "green" if status == "passed" else "red"
         console.print(f"\n[bold]{art['path']}[/bold]  round {art['round']}  tests: [{color}]{status}[/{color}]")
@@ -155,8 +167,3 @@ def _report(http: httpx.Client, pid: str) -> None:
         color = "green" if inst["status"] in ("passed", "no_tests") else "red"
         console.print(f"  [{color}]{inst['status']:8}[/{color}] {inst['name']}: ", end="")
         console.print(inst["message"], markup=False, highlight=False)
-
-
-def _items(page) -> list:
-    """A list answer's items (`{"items": [...]}`; a bare list from a gateway before issue 13)."""
-    return page["items"] if isinstance(page, dict) else page

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID, uuid4
 
 from fastapi import APIRouter, Depends, HTTPException, Query
@@ -46,22 +46,24 @@ def _models(res: ResourcesDep) -> ModelManager:
 ModelsDep = Annotated[ModelManager, Depends(_models)]
 
 
-@router.get("/models")
+@router.get("/models", response_model=Page[dict[str, Any]])
 async def list_models(res: ResourcesDep, p: PrincipalDep):
     """Every seed model with its backend and whether it can serve this tenant now; an unavailable one
     says why and what to do (api/availability.py has the rule: a key for API models, the platform's or
     the tenant's; an answering server for vLLM over VLLM_BASE_URL). The generation workers report their
     models (`loaded` is known only there); with no live report the gateway's own view answers."""
     merged = await availability.statuses(res, p.tenant_id)
-    return merged if p.role.at_least(Role.admin) else [availability.public(m) for m in merged]
+    return Page(items=merged if p.role.at_least(Role.admin) else [availability.public(m) for m in merged])
 
 
-@router.get("/techniques", response_model=list[TechniqueInfo])
+@router.get("/techniques", response_model=Page[TechniqueInfo])
 async def list_techniques(models: ModelsDep, p: PrincipalDep):
     """Every technique: whether it is implemented, how it runs on each capability, its parameters, and the
     models whose backends declare a capability it can run on."""
     capabilities = {name: models.backend(name).capabilities for name in MODEL_NAMES}
-    return [t.model_copy(update={"backends": supported_backends(t.name, capabilities)}) for t in TECHNIQUES.values()]
+    return Page(
+        items=[t.model_copy(update={"backends": supported_backends(t.name, capabilities)}) for t in TECHNIQUES.values()]
+    )
 
 
 async def _resolve(pool, p: Principal, body: GenerateRequest) -> tuple[SpecSnapshot, UUID | None]:

@@ -7,9 +7,9 @@ from uuid import UUID
 from fastapi import APIRouter, HTTPException
 from pydantic import Field
 
-from api.deps import PoolDep, PrincipalDep, SettingsDep
+from api.deps import Cursor, Limit, PoolDep, PrincipalDep, SettingsDep
 from models.auth import ApiKeyCreated, ApiKeyPublic, Principal
-from models.common import Role, Strict
+from models.common import Page, Role, Strict
 from store import tenants
 
 router = APIRouter(tags=["api keys"])
@@ -25,9 +25,11 @@ def _may_manage(principal: Principal, role: Role) -> None:
         raise HTTPException(403, "only an owner manages admin and owner keys")
 
 
-@router.get("/keys", response_model=list[ApiKeyPublic])
-async def list_keys(pool: PoolDep, p: PrincipalDep):
-    return await tenants.list_api_keys(pool, tenant_id=p.tenant_id)
+@router.get("/keys", response_model=Page[ApiKeyPublic])
+async def list_keys(pool: PoolDep, p: PrincipalDep, limit: Limit = 50, cursor: Cursor = None):
+    """The tenant's keys, revoked ones too (never the keys themselves), oldest first."""
+    items, nxt = await tenants.list_api_keys(pool, tenant_id=p.tenant_id, limit=limit, cursor=cursor)
+    return Page(items=items, next_cursor=nxt)
 
 
 @router.post("/keys", response_model=ApiKeyCreated, status_code=201)

@@ -118,9 +118,10 @@ async def delete_snippet(snippet_id: UUID, res: ResourcesDep, p: PrincipalDep):
     return response
 
 
-@router.get("/knowledge/embedders", response_model=list[EmbedderInfo])
+@router.get("/knowledge/embedders", response_model=Page[EmbedderInfo])
 async def embedders(runtime: RuntimeDep, p: PrincipalDep):
-    return runtime.info()
+    """The configured embedders, in one page (next_cursor is null): loaded or not, and the default."""
+    return Page(items=runtime.info())
 
 
 @router.get("/knowledge/{project_id}", response_model=Page[KnowledgePublic])

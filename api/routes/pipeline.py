@@ -13,7 +13,8 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Response
 
 from api import availability
-from api.deps import PoolDep, PrincipalDep, ResourcesDep
+from api.deps import Cursor, Limit, PoolDep, PrincipalDep, ResourcesDep
+from models.common import Page
 from models.orchestrator import ProjectPublic
 from models.pipeline import (
     ArtifactPublic,
@@ -63,19 +64,26 @@ async def put_project_settings(project_id: UUID, body: ProjectSettingsUpdate, re
     )
 
 
-@router.get("/projects/{project_id}/templates", response_model=list[AttachedTemplate])
+@router.get("/projects/{project_id}/templates", response_model=Page[AttachedTemplate])
 async def project_templates(project_id: UUID, pool: PoolDep, p: PrincipalDep):
-    return await pipeline_settings.attached_templates(pool, tenant_id=p.tenant_id, project_id=project_id)
+    """The templates attached at initialization: a short list, in one page (next_cursor is null)."""
+    return Page(items=await pipeline_settings.attached_templates(pool, tenant_id=p.tenant_id, project_id=project_id))
 
 
-@router.get("/projects/{project_id}/artifacts", response_model=list[ArtifactPublic])
+@router.get("/projects/{project_id}/artifacts", response_model=Page[ArtifactPublic])
 async def list_artifacts(
     project_id: UUID,
     pool: PoolDep,
     p: PrincipalDep,
     all: bool = Query(False, description="Include the artifacts no longer current"),
+    limit: Limit = 50,
+    cursor: Cursor = None,
 ):
-    return await artifacts.list_artifacts(pool, tenant_id=p.tenant_id, project_id=project_id, current_only=not all)
+    """The project's artifacts, oldest first, with their provenance and test results."""
+    items, nxt = await artifacts.artifacts_page(
+        pool, tenant_id=p.tenant_id, project_id=project_id, current_only=not all, limit=limit, cursor=cursor
+    )
+    return Page(items=items, next_cursor=nxt)
 
 
 @router.get(

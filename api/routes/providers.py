@@ -8,6 +8,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Response
 
 from api.deps import PoolDep, PrincipalDep, SettingsDep
+from models.common import Page
 from models.providers import PROVIDER_MODELS, Provider, ProviderInfo, ProviderKeyPublic, ProviderKeySet
 from models.settings import Settings
 from store import provider_keys
@@ -27,10 +28,11 @@ def _secret(settings: Settings) -> str:
     return settings.provider_keys_secret
 
 
-@router.get("/providers", response_model=list[ProviderInfo], summary="Providers and the tenant's keys (hints only)")
+@router.get("/providers", response_model=Page[ProviderInfo], summary="Providers and the tenant's keys (hints only)")
 async def list_providers(pool: PoolDep, settings: SettingsDep, p: PrincipalDep):
+    """Every provider, in one page (next_cursor is null): its models and whether a key is set."""
     stored = {k.provider: k for k in await provider_keys.list_keys(pool, tenant_id=p.tenant_id)}
-    return [
+    items = [
         ProviderInfo(
             provider=prov,
             models=list(PROVIDER_MODELS[prov]),
@@ -39,6 +41,7 @@ async def list_providers(pool: PoolDep, settings: SettingsDep, p: PrincipalDep):
         )
         for prov in Provider
     ]
+    return Page(items=items)
 
 
 @router.put(

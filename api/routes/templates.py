@@ -99,6 +99,10 @@ async def delete_instance(instance_id: UUID, pool: PoolDep, p: PrincipalDep):
     return Response(status_code=204)
 
 
-@router.get("/projects/{project_id}/specs", response_model=list[ProjectSpec])
-async def project_specs(project_id: UUID, pool: PoolDep, p: PrincipalDep):
-    return await instances.project_specs(pool, tenant_id=p.tenant_id, project_id=project_id)
+@router.get("/projects/{project_id}/specs", response_model=Page[ProjectSpec])
+async def project_specs(project_id: UUID, pool: PoolDep, p: PrincipalDep, limit: Limit = 50, cursor: Cursor = None):
+    """The project's instances, oldest first, each with its template's name and version."""
+    items, nxt = await instances.project_specs_page(
+        pool, tenant_id=p.tenant_id, project_id=project_id, limit=limit, cursor=cursor
+    )
+    return Page(items=items, next_cursor=nxt)

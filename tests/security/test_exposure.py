@@ -11,7 +11,7 @@ from tests.conftest import wait_for
 
 async def test_models_show_paths_and_workers_to_admins_only(api, pool, tenant, tiny_llama):
     async def reported():
-        listed = (await api.get("/api/models", headers=tenant.headers)).json()
+        listed = (await api.get("/api/models", headers=tenant.headers)).json()["items"]
         local = next(m for m in listed if m["name"] == "local_llama")
         return listed if local["workers"] else None
 
@@ -25,5 +25,5 @@ async def test_models_show_paths_and_workers_to_admins_only(api, pool, tenant, t
         text = json.dumps(resp.json())
         assert str(tiny_llama) not in text and str(tiny_llama.parent) not in text, role
         assert "worker_id" not in text
-        shown = next(m for m in resp.json() if m["name"] == "local_llama")
+        shown = next(m for m in resp.json()["items"] if m["name"] == "local_llama")
         assert shown["model"] == tiny_llama.name and shown["workers"][0]["state"] == local["workers"][0]["state"]

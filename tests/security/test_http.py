@@ -24,11 +24,13 @@ async def test_every_answer_carries_the_security_headers(api, tenant):
 
 
 async def test_the_docs_page_has_its_own_policy(api):
-    resp = await api.get("/docs")
-    assert resp.status_code == 200
-    csp = resp.headers["content-security-policy"]
-    assert "frame-ancestors 'none'" in csp and "script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net" in csp
-    assert "cache-control" not in resp.headers
+    for path in ("/docs", "/redoc", "/docs/static/swagger-ui-bundle.js"):
+        resp = await api.get(path)
+        assert resp.status_code == 200, path
+        csp = resp.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in csp and "script-src 'self' 'unsafe-inline';" in csp, path
+        assert "http" not in csp, csp  # the assets are this server's: no CDN, no web fonts
+        assert "cache-control" not in resp.headers
 
 
 @pytest.mark.parametrize("streamed", [False, True])

@@ -76,7 +76,7 @@ async def test_a_tenant_holds_at_most_max_api_keys(make_app, stack, tenant):
         assert resp.status_code == 409, resp.text
         assert "MAX_API_KEYS_PER_TENANT" in resp.json()["detail"]
         # concurrent creators cannot slip past the count either
-        assert (await client.delete(f"/api/keys/{made[0]['key_id']}", headers=tenant.headers)).status_code == 200
+        assert (await client.delete(f"/api/keys/{made[0]['id']}", headers=tenant.headers)).status_code == 200
         results = await asyncio.gather(
             *[client.post("/api/keys", json={"role": "viewer"}, headers=tenant.headers) for _ in range(4)]
         )
@@ -116,7 +116,7 @@ async def test_a_revoked_key_loses_its_pass_through_a_blocked_address(make_app, 
         assert (await client.get("/api/projects", headers=tenant.headers)).status_code == 200
         for i in range(2):
             assert_401(await client.get("/api/projects", headers={"X-API-Key": wrong_key(i)}))
-        resp = await client.delete(f"/api/keys/{viewer.key_id}", headers=tenant.headers)
+        resp = await client.delete(f"/api/keys/{viewer.id}", headers=tenant.headers)
         assert resp.status_code == 200
         lookups.clear()
         codes = [
