@@ -17,7 +17,7 @@ import pytest
 
 from activities.pipeline import static_checks
 from sandbox import SandboxConfig, SandboxUnavailable, isolation, run_tests
-from tests.conftest import wait_for
+from tests.conftest import project_result, wait_for
 from tests.test_pipeline import _finished, _instance, _project
 from workers.queues import QUEUES
 
@@ -41,7 +41,7 @@ async def test_a_worker_without_sandbox_fails_the_project_in_debugging(
             assert (await api.post(f"/api/projects/{pid}/specs/complete", headers=tenant.headers)).status_code == 200
             row = await _finished(api, tenant, pid)
             assert row["state"] == "failed"
-            result = await temporal.get_workflow_handle(project["workflow_id"]).result()
+            result = await project_result(temporal, project["workflow_id"])  # a failed run: its failure's details
             assert result["reasons"] and result["reasons"][0].startswith("sandbox unavailable: ")
             assert "/nonexistent/python3.11" in result["reasons"][0]
 
