@@ -73,7 +73,7 @@ def _closed_port() -> int:
 async def _models(client, headers) -> dict[str, dict]:
     resp = await client.get("/api/models", headers=headers)
     assert resp.status_code == 200, resp.text
-    return {m["name"]: m for m in resp.json()}
+    return {m["name"]: m for m in resp.json()["items"]}
 
 
 async def _refused(resp, model: str, *needles: str) -> dict:

@@ -163,9 +163,8 @@ async def test_a_project_goes_through_every_state_and_repairs_a_failing_instance
         "mul.py": (MUL_RIGHT, "passed", 1),
     }
     assert all(a["model"] == "openai_api" and a["template_name"] == "python-function" for a in current)
-    every = (await api.get(f"/api/projects/{pid}/artifacts", params={"all": "true"}, headers=tenant.headers)).json()[
-        "items"
-    ]
+    every = (await api.get(f"/api/projects/{pid}/artifacts", params={"all": "true"}, headers=tenant.headers)).json()
+    every = every["items"]["items"]
     old = [a for a in every if not a["current"]]
     assert [(a["path"], a["content"], a["test_status"]) for a in old] == [("add.py", ADD_WRONG, "failed")]
 
@@ -490,6 +489,7 @@ async def test_undefined_names_go_to_the_repair_round_untested_and_comparisons_r
 
     # the stored reports: tomorrow's first file never reached the sandbox; inc's shows both sides
     every = (await api.get(f"/api/projects/{pid}/artifacts", params={"all": "true"}, headers=tenant.headers)).json()
+    every = every["items"]
     old = next(a for a in every if a["path"] == "tomorrow.py" and not a["current"])
     assert old["test_status"] == "error" and old["tests"]["stage"] == "static"
     assert old["checks"]["problems"] == ["line 2: undefined name 'datetime'"]

@@ -689,7 +689,17 @@ async def test_registry_changes_write_their_events(api, tenant):
     seqs = [e["seq"] for e in evs]
     assert seqs == sorted(seqs) and len(set(e["id"] for e in evs)) == 4
     for e in evs:
-        assert set(e) == {"seq", "id", "type", "schema_name", "subject_id", "payload", "created_at"}
+        assert set(e) == {
+            "seq",
+            "id",
+            "type",
+            "schema_name",
+            "subject_id",
+            "project_id",
+            "run_id",
+            "payload",
+            "created_at",
+        }
         assert e["created_at"].endswith("+00:00")
     t_created, i_created, t_updated, i_updated = evs
     template_payload = {
@@ -1075,7 +1085,7 @@ async def test_python_function_1_1_takes_imports_and_setup_and_tests_stay_assert
         headers=tenant.headers,
     )
     assert made.status_code == 201, made.text
-    specs = (await api.get(f"/api/projects/{project}/specs", headers=tenant.headers)).json()
+    specs = (await api.get(f"/api/projects/{project}/specs", headers=tenant.headers)).json()["items"]
     assert [(s["template_name"], s["template_version"]) for s in specs] == [("python-function", "1.1.0")]
 
     bad = {
