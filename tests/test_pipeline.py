@@ -164,7 +164,7 @@ async def test_a_project_goes_through_every_state_and_repairs_a_failing_instance
     }
     assert all(a["model"] == "openai_api" and a["template_name"] == "python-function" for a in current)
     every = (await api.get(f"/api/projects/{pid}/artifacts", params={"all": "true"}, headers=tenant.headers)).json()
-    every = every["items"]["items"]
+    every = every["items"]
     old = [a for a in every if not a["current"]]
     assert [(a["path"], a["content"], a["test_status"]) for a in old] == [("add.py", ADD_WRONG, "failed")]
 
