@@ -140,6 +140,9 @@ class Regenerate(BaseModel):
     instance_ids: list[UUID]
     from_state: ProjectState
     scope: RunScope = "changed"
+    feedback: dict[UUID, str] = Field(
+        default_factory=dict, description="Instance -> its last failure, told to the model in this run's first round"
+    )
 
 
 class ProjectWorkflowInput(BaseModel):

@@ -118,6 +118,15 @@ def instance_outcome(spec: SpecSnapshot, result, round_: int | None) -> Instance
     )
 
 
+def feedback_of(instance: InstanceOutcome) -> str:
+    """What a rerun's first round tells the model of this instance's last failure (the rounds of one run
+    tell it the failure text of the round before)."""
+    lines = [f"status: {instance.status}", instance.message, *instance.problems]
+    if instance.error and instance.error not in instance.message:
+        lines.append(f"error: {instance.error}")
+    return "\n".join(dict.fromkeys(line for line in lines if line))
+
+
 def summarize(state: ProjectState, instances: list[InstanceOutcome], rounds: int, why: str | None = None) -> Outcome:
     """The run's outcome; `why`: what ended it when it was not its tests (a permanent error, a deletion)."""
     if why:

@@ -39,6 +39,7 @@ async def test_a_failed_project_runs_again_with_new_settings_and_completes(api, 
     assert twice["id"] not in row["reason"] and "twice: " in row["reason"]
 
     # run again, the failing instance only, with one repair round this time
+    mark = len(coder.prompts)
     coder.delay = 0.5  # the run is still going when the second POST below arrives
     try:
         resp = await api.post(
@@ -63,9 +64,12 @@ async def test_a_failed_project_runs_again_with_new_settings_and_completes(api, 
         coder.delay = 0.0
     row = await _finished(api, tenant, pid)
     assert row["state"] == "completed", row["reason"]
+    # its first round was told how twice failed last time, and that repaired it at once
+    [prompt] = coder.prompts_for("twice", since=mark)
+    assert "A previous attempt failed" in prompt and "assert twice(2) == 4 failed: expected 4, got 5" in prompt
     # the project's outcome: this run's instance, and the one it did not run as the first run left it
     assert {i["name"]: (i["status"], i["round"]) for i in row["outcome"]["instances"]} == {
-        "twice": ("passed", 2),
+        "twice": ("passed", 1),
         "halve": ("passed", 1),
     }
 

@@ -260,7 +260,8 @@ class ProjectWorkflow:
 
     async def _pipeline(self, specs: SpecsCheckResult) -> None:
         cfg = specs.settings
-        todo, feedback = list(specs.specs), {}
+        # a rerun of failing instances tells round 1 how they failed last time (an argument, not a command)
+        todo, feedback = list(specs.specs), dict(self._inp.regenerate.feedback) if self._inp.regenerate else {}
         for round_ in range(1, cfg.debug_rounds + 2):  # the first generation, then a repair per debug round
             self._round = round_
             if round_ > 1:

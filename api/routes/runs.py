@@ -31,12 +31,14 @@ from models.orchestrator import (
     RunCreate,
     RunPublic,
 )
+from models.outcome import feedback_of
 from models.schema_rules import values_hash
 from store import artifacts, instances, pipeline_settings, projects, runs
 from store.errors import Conflict
 
 router = APIRouter(tags=["orchestrator"])
 _PASSING = ("passed", "no_tests")
+_TESTED_FAILING = ("failed", "error", "timeout")
 
 
 async def _changes(pool, tenant_id: UUID, project_id: UUID) -> ProjectChanges:
@@ -87,11 +89,25 @@ def _ended(project: ProjectPublic) -> ProjectPublic:
     return project
 
 
+async def _last_failures(pool, tenant_id: UUID, project: ProjectPublic, chosen: list[UUID]) -> dict[UUID, str]:
+    """The last failure of each chosen instance whose code was tested and whose values have not changed
+    since: the new run's first round is told it, as a repair round is told the round before's."""
+    if project.outcome is None:
+        return {}
+    changed = set((await _changes(pool, tenant_id, project.id)).changed)
+    return {
+        i.instance_id: feedback_of(i)
+        for i in project.outcome.instances
+        if i.status in _TESTED_FAILING and i.instance_id in set(chosen) and i.instance_id not in changed
+    }
+
+
 async def start_run(
     pool, temporal, settings, p, project: ProjectPublic, scope: str, instance_ids: list[UUID]
 ) -> RunPublic:
     """Claim the project (it leaves its terminal state first: a second rerun is a 409), start the run,
     and record it; a run that cannot start gives the project back its last state."""
+    feedback = await _last_failures(pool, p.tenant_id, project, instance_ids)
     last_state, last_run = await runs.claim_rerun(pool, tenant_id=p.tenant_id, project_id=project.id)
     try:
         handle = await temporal.start_workflow(
@@ -101,7 +117,12 @@ async def start_run(
                 tenant_id=p.tenant_id,
                 user_id=p.user_id,
                 queues=pipeline_queues(settings),
-                regenerate=Regenerate(instance_ids=instance_ids, from_state=last_state, scope=scope),
+                regenerate=Regenerate(
+                    instance_ids=instance_ids,
+                    from_state=last_state,
+                    scope=scope,
+                    feedback=feedback,
+                ),
             ),
             id=project.workflow_id,
             task_queue=settings.queue(ORCHESTRATOR),
