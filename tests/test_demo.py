@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 from urllib.parse import urlparse
 
+import httpx
+import pytest
+
 from store.tenants import create_tenant
-from workers.demo import SPECS, run_demo
+from workers.demo import SPECS, DemoError, run_demo
 
 
 async def test_the_demo_runs_a_project_from_specs_to_tested_code(stack, live_url, pool, coder, capsys):
@@ -53,3 +56,15 @@ async def test_a_demo_whose_run_fails_says_why_by_name(stack, live_url, pool, co
         in out
     ), out
     assert "passed   is_even: its tests pass" in out, out
+
+
+async def test_a_demo_with_a_model_that_cannot_serve_stops_before_making_anything(stack, live_url, pool):
+    """No Anthropic key here: the demo says so, with what to do, and leaves no project behind."""
+    created = await create_tenant(pool, name="demo-no-key")
+    settings = stack.settings.model_copy(update={"port": urlparse(live_url).port})
+    with pytest.raises(DemoError, match="anthropic_api cannot serve now: no Anthropic key: set ANTHROPIC_API_KEY"):
+        await asyncio.to_thread(
+            run_demo, settings, created.model_dump(mode="json"), model="anthropic_api", rounds=0, timeout_s=60
+        )
+    async with httpx.AsyncClient(base_url=live_url, headers={"X-API-Key": created.api_key}) as api:
+        assert (await api.get("/api/projects")).json()["items"] == []

@@ -69,10 +69,10 @@ def run_demo(settings, tenant: dict, *, model: str, rounds: int, timeout_s: floa
                 f"the platform is not ready at {base} (GET /health: {health.status_code} "
                 f"{health.text[:200]}); start it with `make run`"
             )
+        _require_model(http, model)
         project = _check(http.post("/api/projects", json={"name": "demo", "description": "make demo"}), 201)
         pid = project["id"]
         console.print(f"[bold]project[/bold] {pid}  (workflow {project['workflow_id']})")
-        # a model that cannot serve this tenant now is refused here, with what to do about it
         _check(http.put(f"/api/projects/{pid}/settings", json={"model": model, "debug_rounds": rounds}))
         _wait_state(http, pid, {"spec_definition"}, 30)
         template = _check(http.get("/api/templates", params={"name": "python-function", "version": "1.1.0"}))
@@ -92,6 +92,15 @@ def run_demo(settings, tenant: dict, *, model: str, rounds: int, timeout_s: floa
         _report(http, pid)
         console.print(f"\n[bold]{state}[/bold]  Temporal UI: {ui}/{project['workflow_id']}")
         return state
+
+
+def _require_model(http: httpx.Client, model: str) -> None:
+    """Stop before anything is made when the model cannot serve this tenant now, with what to do about it."""
+    entry = next((m for m in _check(http.get("/api/models"))["items"] if m["name"] == model), None)
+    if entry is None:
+        raise DemoError(f"no model {model!r}: GET /api/models lists them")
+    if entry["state"] == "unavailable":
+        raise DemoError(f"model {model} cannot serve now: {entry['reason']}")
 
 
 def _latest_cursor(http: httpx.Client) -> int:
