@@ -12,7 +12,11 @@ debugging        each instance's tests in the sandbox (integration queue), one w
 An activity that fails with an error no retry can fix (non-retryable: a store's NotFound, Conflict or
 Invalid, a validation error, no sandbox) moves the project to failed with the error's message as the reason.
 DELETE cancels the run (cancelled). Every transition is mirrored into the projects row and the outbox
-by an activity before it is visible; the SpecmillState search attribute follows.
+by an activity before it is visible; the SpecmillState search attribute follows. A terminal state carries
+the run's outcome (models/outcome.py: each instance by name, with its failing test and values); a run
+that ends failed then ends Failed in Temporal, the result in the failure's details. A later run
+(POST .../runs: `regenerate` in the input) starts in code_generation for the instances its scope chose,
+its first round told how each failed last time.
 """
 
 from __future__ import annotations
