@@ -130,12 +130,15 @@ def verdict(checks: dict[str, dict[str, Any]]) -> tuple[int, dict[str, Any]]:
 
 
 async def check_knowledge(runtime) -> dict[str, dict[str, Any]]:
-    """The vector store answers, and the default embedder is loaded."""
+    """The vector store answers (and its shards opened), and the default embedder is loaded. Edge's shards
+    say how far their index builds are."""
+    s = runtime.settings
+    mode = "server" if s.qdrant_url else s.vector_store
     try:
         await asyncio.wait_for(runtime.store.ping(), 3)
-        store = {"ok": True, "mode": "server" if runtime.settings.qdrant_url else "local"}
-    except Exception as err:  # noqa: BLE001
-        store = {"ok": False, "error": type(err).__name__}
+        store = {"ok": True, "mode": mode, "shards": runtime.store.state()}
+    except Exception as err:  # noqa: BLE001 - the reason is the point of the check
+        store = {"ok": False, "mode": mode, "error": f"{type(err).__name__}: {err}"[:500]}
     info = {e.name: e for e in runtime.info()}
     default = info.get(runtime.default)
     embedders = {

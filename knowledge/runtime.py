@@ -25,13 +25,7 @@ class KnowledgeRuntime:
         self._embedders: dict[str, Embedder] = {}
         self._errors: dict[str, str] = {}
         self._lock = threading.Lock()
-        path = None
-        if not settings.qdrant_url:
-            settings.qdrant_local_path.mkdir(parents=True, exist_ok=True)
-            path = str(settings.qdrant_local_path)
-        from knowledge.vectors import VectorStore  # qdrant-client: only in the process that owns the store
-
-        self.store = VectorStore.open(url=settings.qdrant_url, api_key=settings.qdrant_api_key, path=path)
+        self.store = open_store(settings)
 
     @property
     def default(self) -> str:
@@ -83,12 +77,34 @@ class KnowledgeRuntime:
         return await asyncio.to_thread(embedder.encode, texts)
 
 
+def open_store(settings: Settings):
+    """The vector store this deployment uses: a Qdrant server (QDRANT_URL), else the embedded one,
+    Qdrant Edge by default (VECTOR_STORE=local: qdrant-client's local mode). Opened only in the process
+    that owns it: both embedded stores are single-writer."""
+    from knowledge.vectors import VectorStore
+
+    if settings.qdrant_url:
+        return VectorStore.open(url=settings.qdrant_url, api_key=settings.qdrant_api_key, path=None)
+    if settings.vector_store == "local":
+        settings.qdrant_local_path.mkdir(parents=True, exist_ok=True)
+        return VectorStore.open(url=None, api_key=None, path=str(settings.qdrant_local_path))
+    from knowledge.edge import EdgeVectorStore
+
+    return EdgeVectorStore.open(settings.edge_dir)
+
+
 _RUNTIMES: dict[tuple, KnowledgeRuntime] = {}
 _RUNTIMES_LOCK = threading.Lock()
 
 
 def get_runtime(settings: Settings) -> KnowledgeRuntime:
-    key = (settings.qdrant_url, str(settings.qdrant_local_path.resolve()), str(settings.codebert_model_dir))
+    key = (
+        settings.qdrant_url,
+        settings.vector_store,
+        str(settings.qdrant_local_path.resolve()),
+        str(settings.edge_dir.resolve()),
+        str(settings.codebert_model_dir),
+    )
     with _RUNTIMES_LOCK:
         if key not in _RUNTIMES:
             _RUNTIMES[key] = KnowledgeRuntime(settings)

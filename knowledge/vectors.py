@@ -1,4 +1,6 @@
-"""The vector store: Qdrant through qdrant-client, local mode by default, a server by QDRANT_URL.
+"""The vector store through qdrant-client: a Qdrant server or cluster (QDRANT_URL), or qdrant-client's
+local mode (VECTOR_STORE=local, pure Python: the baseline of make bench-kb). The embedded default is
+Qdrant Edge (knowledge/edge.py), with the same methods and the same points.
 
 One collection per embedder (`kb_<embedder>`), each point named by the id of the snippet or
 knowledge entry it indexes, with a dense vector and a lexical sparse vector. Multi-tenancy follows
@@ -22,6 +24,7 @@ from knowledge.errors import VectorStoreUnavailable
 
 DENSE, LEXICAL = "dense", "lexical"
 RRF_CANDIDATES = 4  # each arm of a hybrid query fetches top_k * this before fusion
+RRF_K = 2  # the rank constant of reciprocal rank fusion, on both stores (Qdrant's default)
 
 
 @dataclass
@@ -97,7 +100,12 @@ class VectorStore:
 
     async def delete_tenant_except(self, collection: str, tenant_id: UUID, keep: set[UUID]) -> int:
         """Remove the tenant's points whose ids are not in `keep` (stale after a re-index)."""
-        stale: list[UUID] = []
+        stale = [i for i in await self.point_ids(collection, tenant_id) if i not in keep]
+        await self.delete(collection, stale, tenant_id=tenant_id)
+        return len(stale)
+
+    async def point_ids(self, collection: str, tenant_id: UUID) -> set[UUID]:
+        ids: set[UUID] = set()
         offset = None
         while True:
             points, offset = await self._call(
@@ -110,11 +118,13 @@ class VectorStore:
                     with_vectors=False,
                 )
             )
-            stale += [UUID(str(p.id)) for p in points if UUID(str(p.id)) not in keep]
+            ids.update(UUID(str(p.id)) for p in points)
             if offset is None:
-                break
-        await self.delete(collection, stale, tenant_id=tenant_id)
-        return len(stale)
+                return ids
+
+    async def dimension(self, collection: str) -> int:
+        info = await self._call(self.client.get_collection(collection))
+        return info.config.params.vectors[DENSE].size
 
     async def count(self, collection: str, tenant_id: UUID) -> int:
         return (await self._call(self.client.count(collection, count_filter=_tenant(tenant_id), exact=True))).count
@@ -143,7 +153,7 @@ class VectorStore:
                         qm.Prefetch(query=dense.tolist(), using=DENSE, filter=flt, limit=limit),
                         qm.Prefetch(query=sparse.query_vector(text), using=LEXICAL, filter=flt, limit=limit),
                     ],
-                    query=qm.FusionQuery(fusion=qm.Fusion.RRF),
+                    query=qm.RrfQuery(rrf=qm.Rrf(k=RRF_K)),
                     limit=top_k,
                     with_payload=["kind"],
                 )
@@ -158,6 +168,12 @@ class VectorStore:
 
     async def ping(self) -> None:
         await self._call(self.client.get_collections())
+
+    async def wait_optimized(self) -> None:
+        """A Qdrant server builds its indexes itself, and local mode has none: nothing to wait for."""
+
+    def state(self) -> dict[str, Any]:
+        return {}
 
     async def _call(self, awaitable):
         try:

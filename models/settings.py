@@ -10,7 +10,7 @@ import ipaddress
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -95,9 +95,15 @@ class Settings(BaseSettings):
         8002, description="make run, local Qdrant: the knowledge worker also serves the knowledge API here."
     )
     qdrant_url: str | None = Field(
-        None, description="Qdrant server or cluster; unset: local mode under <data_dir>/qdrant."
+        None, description="Qdrant server or cluster (qdrant-client); unset: the embedded store, VECTOR_STORE."
     )
     qdrant_api_key: str | None = Field(None, description="API key of the Qdrant server.")
+    vector_store: Literal["edge", "local"] = Field(
+        "edge",
+        description="Without QDRANT_URL: edge (Qdrant Edge, Qdrant's engine in process) or local "
+        "(qdrant-client's local mode, pure Python: the baseline).",
+    )
+    edge_path: Path | None = Field(None, description="Qdrant Edge's shards (default <data_dir>/qdrant-edge).")
     qdrant_path: Path | None = Field(None, description="Local-mode directory (default <data_dir>/qdrant).")
     codebert_model_dir: Path | None = Field(
         None, description="A local RoBERTa-family encoder (codebert-base, unixcoder): enables the `codebert` embedder."
@@ -299,6 +305,10 @@ class Settings(BaseSettings):
     @property
     def qdrant_local_path(self) -> Path:
         return self.qdrant_path or self.data_dir / "qdrant"
+
+    @property
+    def edge_dir(self) -> Path:
+        return self.edge_path or self.data_dir / "qdrant-edge"
 
     def queue(self, name: str) -> str:
         return f"{self.task_queue_prefix}{name}"

@@ -192,8 +192,7 @@ async def test_runtime_indexes_into_a_codebert_collection(pool, tenant, tiny_rob
         assert info["minilm"].loaded and info["minilm"].dimension == 384 and info["minilm"].default
         assert not info["codebert"].default and info["codebert"].error is None
 
-        collection = await runtime.store.client.get_collection("kb_codebert")
-        assert collection.config.params.vectors["dense"].size == HIDDEN
+        assert await runtime.store.dimension("kb_codebert") == HIDDEN
         for name in ("kb_codebert", "kb_minilm"):
             assert await runtime.store.count(name, tenant.tenant_id) == 1
         assert await runtime.store.count("kb_codebert", uuid.uuid4()) == 0

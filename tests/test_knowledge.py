@@ -140,10 +140,7 @@ def _utc(stamp: str) -> datetime:
 
 
 async def _point_ids(rt, tenant_id) -> set[str]:
-    from knowledge.vectors import _tenant
-
-    points, _ = await rt.store.client.scroll(COLLECTION, scroll_filter=_tenant(tenant_id), limit=1000)
-    return {str(p.id) for p in points}
+    return {str(i) for i in await rt.store.point_ids(COLLECTION, tenant_id)}
 
 
 async def _corpus(api, rt, tenant) -> dict[str, dict]:

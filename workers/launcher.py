@@ -173,7 +173,7 @@ def run_platform() -> int:
         for queue in QUEUES:
             args = ["worker", queue]
             if queue == "knowledge" and not settings.qdrant_url and not settings.knowledge_url:
-                # Qdrant's local mode locks its directory to one process: the knowledge worker owns
+                # an embedded store (Qdrant Edge, or local mode) is single-writer: the knowledge worker owns
                 # it and serves the knowledge API too; the gateway forwards to it.
                 args += ["--serve", "knowledge", "--port", str(settings.knowledge_port)]
                 gateway_env["KNOWLEDGE_URL"] = f"http://{settings.host}:{settings.knowledge_port}"

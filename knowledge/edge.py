@@ -1,0 +1,281 @@
+"""The embedded vector store: Qdrant Edge (`qdrant-edge-py`), Qdrant's own engine inside this process.
+
+The same contract as knowledge.vectors.VectorStore, which keeps qdrant-client for a Qdrant server or
+cluster (QDRANT_URL) and its local mode (VECTOR_STORE=local). One shard per embedder, a directory
+`<EDGE_PATH>/kb_<embedder>`, each point named by the id of the snippet or knowledge entry it indexes,
+with a dense vector and the lexical sparse vector (IDF modifier). tenant_id is a keyword index marked
+as the tenant key, and every query, count and delete is filtered by tenant.
+
+A shard is single-writer: the process that owns the knowledge runtime opens it (under `make run`, the
+knowledge worker, which also serves the knowledge API). Edge calls block, so each one runs on a thread.
+After writes the store builds its HNSW index in the background (`optimize`, one at a time, again while
+writes keep coming), off the request path; `state()` says how far it is, for /health/knowledge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import numpy as np
+import qdrant_edge as qe
+
+from knowledge import sparse
+from knowledge.errors import VectorStoreUnavailable
+from knowledge.vectors import DENSE, LEXICAL, RRF_CANDIDATES, RRF_K, Point, collection_name
+
+log = logging.getLogger("specmill.knowledge")
+_KEYWORDS = ("kind", "language", "tags", "project_id")
+SCROLL_PAGE = 1000
+
+
+class EdgeVectorStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._shards: dict[str, qe.EdgeShard] = {}
+        self._open_lock = threading.Lock()
+        self._optimizing: dict[str, threading.Thread] = {}
+        self._dirty: set[str] = set()
+        self._state_lock = threading.Lock()
+        self._optimized_at: dict[str, float] = {}
+        self._errors: dict[str, str] = {}
+
+    @classmethod
+    def open(cls, root: Path) -> "EdgeVectorStore":
+        root.mkdir(parents=True, exist_ok=True)
+        return cls(root)
+
+    async def close(self) -> None:
+        for thread in list(self._optimizing.values()):
+            await asyncio.to_thread(thread.join)
+        with self._open_lock:
+            for shard in self._shards.values():
+                shard.flush()
+                shard.close()
+            self._shards.clear()
+
+    # --- shards -------------------------------------------------------------------------------
+
+    def _open(self, name: str, dimension: int) -> qe.EdgeShard:
+        with self._open_lock:
+            if name in self._shards:
+                return self._shards[name]
+            path = self.root / name
+            config = qe.EdgeConfig(
+                vectors={DENSE: qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine)},
+                sparse_vectors={LEXICAL: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+            )
+            if (path / "edge_config.json").exists() or any(path.glob("segments/*")):
+                shard = qe.EdgeShard.load(str(path), config)
+            else:
+                shard = qe.EdgeShard.create(str(path), config)
+                shard.update(qe.UpdateOperation.create_field_index("tenant_id", qe.KeywordIndexParams(is_tenant=True)))
+                for field in _KEYWORDS:
+                    shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
+            self._shards[name] = shard
+            return shard
+
+    async def ensure_collection(self, embedder: str, dimension: int) -> str:
+        name = collection_name(embedder)
+        try:
+            await asyncio.to_thread(self._open, name, dimension)
+        except Exception as err:  # noqa: BLE001 - a shard that does not load: the store is unavailable
+            self._errors[name] = f"{type(err).__name__}: {err}"
+            raise VectorStoreUnavailable(f"the Qdrant Edge shard {name} does not open: {err}") from err
+        self._errors.pop(name, None)
+        return name
+
+    def _shard(self, name: str) -> qe.EdgeShard:
+        try:
+            return self._shards[name]
+        except KeyError:
+            raise VectorStoreUnavailable(f"collection {name} is not open (ensure_collection first)") from None
+
+    async def _run(self, fn, *args):
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except VectorStoreUnavailable:
+            raise
+        except Exception as err:  # noqa: BLE001 - the engine's own errors: the store is unavailable
+            raise VectorStoreUnavailable(f"{type(err).__name__}: {err}") from err
+
+    # --- writes -------------------------------------------------------------------------------
+
+    async def upsert(self, collection: str, points: list[Point]) -> None:
+        if not points:
+            return
+        shard = self._shard(collection)
+        edge_points = [
+            qe.Point(
+                id=str(p.id),
+                vector={DENSE: p.dense.astype(np.float32).tolist(), LEXICAL: _sparse(sparse.document_vector(p.text))},
+                payload=p.payload,
+            )
+            for p in points
+        ]
+        await self._run(shard.update, qe.UpdateOperation.upsert_points(edge_points))
+        self._optimize_soon(collection)
+
+    async def delete(self, collection: str, ids: list[UUID], *, tenant_id: UUID) -> None:
+        """Delete these points of this tenant: an id that is another tenant's point is left alone."""
+        if ids:
+            only = qe.Filter(must=[qe.HasIdCondition(point_ids={str(i) for i in ids}), _tenant(tenant_id)])
+            await self._run(self._shard(collection).update, qe.UpdateOperation.delete_points_by_filter(only))
+
+    async def delete_tenant_except(self, collection: str, tenant_id: UUID, keep: set[UUID]) -> int:
+        """Remove the tenant's points whose ids are not in `keep` (stale after a re-index)."""
+        stale = [i for i in await self.point_ids(collection, tenant_id) if i not in keep]
+        await self.delete(collection, stale, tenant_id=tenant_id)
+        return len(stale)
+
+    async def point_ids(self, collection: str, tenant_id: UUID) -> set[UUID]:
+        shard, ids, offset = self._shard(collection), set(), None
+        while True:
+            request = qe.ScrollRequest(
+                offset=offset, limit=SCROLL_PAGE, filter=qe.Filter(must=[_tenant(tenant_id)]), with_payload=False
+            )
+            records, offset = await self._run(shard.scroll, request)
+            ids.update(UUID(str(r.id)) for r in records)
+            if offset is None:
+                return ids
+
+    async def dimension(self, collection: str) -> int:
+        """The dense vectors' size, as the shard stored it (its edge_config.json)."""
+        config = json.loads((self.root / collection / "edge_config.json").read_text())
+        return int(config["vectors"][DENSE]["size"])
+
+    # --- reads --------------------------------------------------------------------------------
+
+    async def count(self, collection: str, tenant_id: UUID) -> int:
+        request = qe.CountRequest(filter=qe.Filter(must=[_tenant(tenant_id)]), exact=True)
+        return await self._run(self._shard(collection).count, request)
+
+    async def search(
+        self,
+        collection: str,
+        *,
+        tenant_id: UUID,
+        dense: np.ndarray,
+        text: str,
+        top_k: int,
+        hybrid: bool,
+        language: str | None = None,
+        tags: list[str] | None = None,
+        project_id: UUID | None = None,
+    ) -> list[tuple[UUID, float, str]]:
+        """(id, score, kind) best first. Always filtered by tenant; hybrid: RRF by the engine."""
+        flt = _filter(tenant_id, language, tags, project_id)
+        nearest = qe.Query.Nearest(dense.astype(np.float32).tolist(), using=DENSE)
+        if hybrid:
+            limit = top_k * RRF_CANDIDATES
+            lexical = qe.Query.Nearest(_sparse(sparse.query_vector(text)), using=LEXICAL)
+            request = qe.QueryRequest(
+                limit=top_k,
+                prefetches=[
+                    qe.Prefetch(limit=limit, query=nearest, filter=flt),
+                    qe.Prefetch(limit=limit, query=lexical, filter=flt),
+                ],
+                query=qe.Fusion.Rrf(k=RRF_K),
+                with_payload=["kind"],
+            )
+        else:
+            request = qe.QueryRequest(limit=top_k, query=nearest, filter=flt, with_payload=["kind"])
+        hits = await self._run(self._shard(collection).query, request)
+        return [(UUID(str(h.id)), float(h.score), (h.payload or {}).get("kind", "snippet")) for h in hits]
+
+    async def ping(self) -> None:
+        if self._errors:
+            raise VectorStoreUnavailable("; ".join(f"{k}: {v}" for k, v in self._errors.items()))
+        for shard in list(self._shards.values()):
+            await self._run(shard.info)
+
+    # --- the HNSW index, off the request path -------------------------------------------------
+
+    def _optimize_soon(self, name: str) -> None:
+        """Build the index of `name` on a background thread; a write during a build asks for another."""
+        with self._state_lock:
+            self._dirty.add(name)
+            if name in self._optimizing:
+                return
+            thread = threading.Thread(
+                target=self._optimize_loop, args=(name,), name=f"edge-optimize-{name}", daemon=True
+            )
+            self._optimizing[name] = thread
+        thread.start()
+
+    def _optimize_loop(self, name: str) -> None:
+        while True:
+            with self._state_lock:
+                if name not in self._dirty:
+                    del self._optimizing[name]
+                    return
+                self._dirty.discard(name)
+            started = time.monotonic()
+            try:
+                changed = self._shards[name].optimize()
+                self._shards[name].flush()
+            except Exception as err:  # noqa: BLE001 - reported by state(); the next write tries again
+                log.error("optimizing %s failed: %s", name, err)
+                self._errors[name] = f"optimize: {type(err).__name__}: {err}"
+                continue
+            self._optimized_at[name] = time.time()
+            if changed:
+                log.info("%s: HNSW index built in %.1f s", name, time.monotonic() - started)
+
+    async def wait_optimized(self) -> None:
+        """Until no index build is running or asked for (bench and tests)."""
+        while True:
+            with self._state_lock:
+                threads = list(self._optimizing.values())
+            if not threads:
+                return
+            for thread in threads:
+                await asyncio.to_thread(thread.join)
+
+    def state(self) -> dict[str, Any]:
+        """Each open shard: points, indexed vectors, segments, whether an index build is running."""
+        out: dict[str, Any] = {}
+        for name, shard in list(self._shards.items()):
+            info = shard.info()
+            out[name] = {
+                "points": info.points_count,
+                "indexed_vectors": info.indexed_vectors_count,
+                "segments": info.segments_count,
+                "optimizing": name in self._optimizing,
+                "optimized_at": self._optimized_at.get(name),
+            }
+        return out
+
+
+def _sparse(vector) -> qe.SparseVector:
+    return qe.SparseVector(indices=list(vector.indices), values=list(vector.values))
+
+
+def _match(key: str, value: str) -> qe.FieldCondition:
+    return qe.FieldCondition(key=key, match=qe.MatchValue(value=value))
+
+
+def _tenant(tenant_id: UUID) -> qe.FieldCondition:
+    return _match("tenant_id", str(tenant_id))
+
+
+def _filter(tenant_id: UUID, language: str | None, tags: list[str] | None, project_id: UUID | None) -> qe.Filter:
+    """The same filter as knowledge.vectors._filter, in Edge's types."""
+    must: list[Any] = [_tenant(tenant_id)]
+    if language:
+        must.append(_match("language", language))
+    if tags:
+        must.append(qe.FieldCondition(key="tags", match=qe.MatchAny(any=list(tags))))
+    snippets = _match("kind", "snippet")
+    if project_id is None:
+        must.append(snippets)
+    else:  # snippets, or this project's knowledge entries
+        knowledge = qe.Filter(must=[_match("kind", "knowledge"), _match("project_id", str(project_id))])
+        must.append(qe.Filter(should=[snippets, knowledge]))
+    return qe.Filter(must=must)
