@@ -1,29 +1,32 @@
-"""Knowledge base benchmark (`make bench-kb`): retrieval quality, /similar latency, embedding throughput.
+"""Knowledge base benchmark (`make bench-kb`): retrieval quality, /similar latency, HNSW recall, embedding
+throughput, for Qdrant Edge (the embedded default) and qdrant-client's local mode (the baseline), in one run.
 
-In one run: start a private PostgreSQL and Temporal dev server (bench/gateway.py's helpers), a
-Qdrant local-mode store in the same temp dir, and the real gateway app under uvicorn on a loopback
-port in this process (it shares this process's knowledge runtime: Qdrant's local mode locks its
-directory to one process, exactly as the knowledge worker and the knowledge API share it under
-`make run`). Then, for one tenant:
+One private PostgreSQL and Temporal dev server (bench/gateway.py's helpers); then, for each store in turn,
+its own knowledge runtime and the real gateway app under uvicorn on a loopback port in this process (the
+app shares the process's runtime, as the knowledge worker and the knowledge API share it under `make
+run`: both embedded stores are single-writer). For one new tenant per store:
 
 1. quality: the 164 HumanEval canonical solutions stored as snippets through the repository and
    indexed with knowledge.service.index_items; each problem's docstring queries POST /api/similar
    (top_k=10) in dense and hybrid mode: recall@1, recall@5, MRR. Also with the lines that name the
    function (doctests, examples) removed from the query, so the name cannot give the answer away.
-2. throughput: 836 padding snippets make 1,000; all 1,000 are (re-)indexed through index_items
-   (PostgreSQL read, MiniLM encode in the product's batches, sparse vectors, Qdrant upsert), and the
-   same 1,000 texts are encoded by sentence-transformers directly, in one call for all of them and in
-   one call per activity-sized group (INDEX_BATCH_SIZE, 64), which is what index_items is handed.
-3. latency: POST /api/similar p50/p95 over HTTP, one request at a time, dense and hybrid
-   interleaved, at 1,000 and then at 20,000 snippets in the tenant; beside it the Qdrant query alone.
-   The 19,000 extra padding rows go to PostgreSQL for real; to keep the run within minutes their dense
-   vectors are not encoded one by one but are real vectors of the 1,000 set perturbed with noise (their
-   sparse vectors are computed from their own text). `--encode-all` encodes them for real (slow).
+2. throughput (the first store only): 836 padding snippets make 1,000; all 1,000 are (re-)indexed
+   through index_items (PostgreSQL read, MiniLM encode in the product's batches, sparse vectors, store
+   upsert), and the same 1,000 texts are encoded by sentence-transformers directly, in one call for all
+   of them and in one call per activity-sized group (INDEX_BATCH_SIZE, 64).
+3. at each size of --sizes (default 1k, 20k, 200k snippets in the tenant): the padding rows go to
+   PostgreSQL for real, and to keep the run within minutes their dense vectors are real vectors of the
+   1,000 set perturbed with noise (their sparse vectors come from their own text). Then the time until
+   the store's index is built (Edge builds HNSW in the background after writes), /similar p50/p95 over
+   HTTP one request at a time, dense and hybrid interleaved, the store's own query time, and recall@10
+   of the dense search against the exact search of the same vectors. Local mode stops at --local-max
+   (default 20k): it scores in Python over every point, and at 200k a run would take most of an hour.
 
-    .venv/bin/python bench/kb.py [--latency-queries 50] [--large 20000] [--encode-all] [--keep]
+    .venv/bin/python bench/kb.py [--latency-queries 50] [--sizes 1000,20000,200000] [--stores edge,local]
 
-The figures go to a table, to .specmill/bench/kb-<time>.json and, as JSON, to the last line of stdout.
-Everything started here is stopped at the end, on errors and on Ctrl-C too.
+The figures go to tables (with the targets of issue 14 and the ratios to local mode), to
+.specmill/bench/kb-<time>.json and, as JSON, to the last line of stdout. Everything started here is
+stopped at the end, on errors and on Ctrl-C too.
 """
 
 from __future__ import annotations
@@ -161,20 +164,21 @@ class Bench:
         for i, q in enumerate(queries):
             for mode in MODES if i % 2 == 0 else MODES[::-1]:
                 samples[mode].append((await self.similar(q, mode))[1])
-        search = await self.search_only(queries[:10])
+        search = await self.search_only(queries)
         return {
             m: {
                 "requests": len(s),
                 "p50_ms": _ms(pct(sorted(s), 50)),
                 "p95_ms": _ms(pct(sorted(s), 95)),
                 "mean_ms": _ms(sum(s) / len(s)),
-                "qdrant_query_p50_ms": search[m],
+                "store_query_p50_ms": search[m][0],
+                "store_query_p95_ms": search[m][1],
             }
             for m, s in samples.items()
         }
 
     async def search_only(self, queries: list[str]) -> dict:
-        """The Qdrant query alone (no encoding, PostgreSQL or HTTP), in process."""
+        """The store's query alone (no encoding, PostgreSQL or HTTP), in process: (p50, p95) ms per mode."""
         name = self.runtime.default
         embedder = self.runtime.embedder(name)
         collection = await self.runtime.store.ensure_collection(name, embedder.dimension)
@@ -188,8 +192,20 @@ class Bench:
                     collection, tenant_id=self.tenant.tenant_id, dense=v, text=q, top_k=TOP_K, hybrid=mode == "hybrid"
                 )
                 times.append(time.perf_counter() - t0)
-            out[mode] = _ms(pct(sorted(times), 50))
+            out[mode] = (_ms(pct(sorted(times), 50)), _ms(pct(sorted(times), 95)))
         return out
+
+    async def recall(self, queries: list[str]) -> float:
+        """Recall@10 of the store's dense search (HNSW on Edge) against the exact search of the same vectors."""
+        name = self.runtime.default
+        collection = await self.runtime.store.ensure_collection(name, self.runtime.embedder(name).dimension)
+        found = 0
+        for q, v in zip(queries, await self.runtime.encode(name, queries), strict=False):
+            args = dict(tenant_id=self.tenant.tenant_id, dense=v, text=q, top_k=TOP_K, hybrid=False)
+            approx = {h[0] for h in await self.runtime.store.search(collection, **args)}
+            exact = {h[0] for h in await self.runtime.store.search(collection, **args, exact=True)}
+            found += len(approx & exact)
+        return round(found / (TOP_K * len(queries)), 4)
 
     async def count(self) -> int:
         return await self.runtime.store.count(f"kb_{self.runtime.default}", self.tenant.tenant_id)
@@ -221,8 +237,20 @@ def direct_encode(texts: list[str], batch_size: int, activity_items: int) -> dic
 
 
 async def measure(settings: Settings, args: argparse.Namespace) -> dict:
+    """Each store in turn, on the same PostgreSQL and Temporal: a gateway and a knowledge runtime of its own."""
     t_start = time.monotonic()
     await prepare(settings)
+    figures: dict = {"stores": {}}
+    for i, store in enumerate(args.stores):
+        own = settings.model_copy(update={"vector_store": store})
+        figures["stores"][store] = await _measure_store(own, args, t_start, throughput=i == 0)
+        if i == 0:
+            figures["throughput"] = figures["stores"][store].pop("throughput")
+    figures["total_s"] = round(time.monotonic() - t_start, 1)
+    return figures
+
+
+async def _measure_store(settings: Settings, args: argparse.Namespace, t_start: float, *, throughput: bool) -> dict:
     pool = await create_pool(settings)
     runtime = get_runtime(settings)  # the gateway app below finds this same runtime
     import uvicorn
@@ -242,7 +270,7 @@ async def measure(settings: Settings, args: argparse.Namespace) -> dict:
             base_url=f"http://{HOST}:{port}", timeout=120, headers={"X-API-Key": created.api_key}
         ) as client:
             bench = Bench(settings, pool, runtime, created, client)
-            return await _stages(bench, args, t_start)
+            return await _stages(bench, args, t_start, throughput=throughput)
     finally:
         server.should_exit = True
         await serving
@@ -250,50 +278,52 @@ async def measure(settings: Settings, args: argparse.Namespace) -> dict:
         await pool.close()
 
 
-async def _stages(bench: Bench, args: argparse.Namespace, t_start: float) -> dict:
+def _say(t_start: float, store: str, text: str) -> None:
+    print(f"[{time.monotonic() - t_start:6.1f}s] {store}: {text}", flush=True)
+
+
+async def _stages(bench: Bench, args: argparse.Namespace, t_start: float, *, throughput: bool) -> dict:
+    store = bench.settings.vector_store
     problems = load_problems()
     figures: dict = {"problems": len(problems)}
-    print(
-        f"[{time.monotonic() - t_start:5.1f}s] stack ready; storing and indexing {len(problems)} HumanEval solutions",
-        flush=True,
-    )
+    _say(t_start, store, f"storing and indexing {len(problems)} HumanEval solutions")
     await bench.add_problems(problems)
     figures["index_164_s"] = round(await bench.index(bench.ids), 2)
     assert await bench.count() == len(problems)
-
-    print(
-        f"[{time.monotonic() - t_start:5.1f}s] quality: {len(problems)} queries x {len(MODES)} modes x 2 query forms",
-        flush=True,
-    )
+    await bench.runtime.store.wait_optimized()
+    _say(t_start, store, f"quality: {len(problems)} queries x {len(MODES)} modes x 2 query forms")
     figures["quality"] = {
         "docstring": await bench.quality(problems, "query"),
         "docstring_without_name_lines": await bench.quality(problems, "query_no_name"),
     }
-
-    print(f"[{time.monotonic() - t_start:5.1f}s] throughput: {SMALL} snippets", flush=True)
+    _say(t_start, store, f"{SMALL} snippets")
     await bench.add_padding(padding(problems, SMALL - len(problems)))
     product_s = await bench.index(bench.ids)
     direct = direct_encode(bench.texts, bench.settings.embedding_batch_size, bench.settings.index_batch_size)
-    figures["throughput"] = _throughput(len(bench.texts), product_s, direct)
+    if throughput:
+        figures["throughput"] = _throughput(len(bench.texts), product_s, direct)
     assert await bench.count() == SMALL
-
     queries = [p.query for p in problems][: args.latency_queries]
-    figures["latency"] = {}
-    print(f"[{time.monotonic() - t_start:5.1f}s] latency at {SMALL} snippets", flush=True)
-    figures["latency"][str(SMALL)] = await bench.latency(queries)
-
-    extra = args.large - SMALL
-    print(f"[{time.monotonic() - t_start:5.1f}s] padding to {args.large} snippets", flush=True)
-    texts = padding(problems, extra, start=SMALL - len(problems))
-    ids = await bench.add_padding(texts)
-    if args.encode_all:
-        figures["pad_index_s"] = round(await bench.index(ids), 2)
-    else:
-        figures["pad_upsert_s"] = round(await bench.upsert_perturbed(ids, texts, direct["vectors"], seed=11), 2)
-    assert await bench.count() == args.large
-    print(f"[{time.monotonic() - t_start:5.1f}s] latency at {args.large} snippets", flush=True)
-    figures["latency"][str(args.large)] = await bench.latency(queries)
-    figures["total_s"] = round(time.monotonic() - t_start, 1)
+    figures["latency"], figures["index_build_s"], figures["recall@10"], figures["skipped"] = {}, {}, {}, {}
+    for size in args.sizes:
+        if size > len(bench.ids):
+            if store == "local" and size > args.local_max:
+                figures["skipped"][str(size)] = f"local mode beyond --local-max {args.local_max}"
+                _say(t_start, store, f"{size} skipped: {figures['skipped'][str(size)]}")
+                continue
+            _say(t_start, store, f"padding to {size} snippets")
+            texts = padding(problems, size - len(bench.ids), start=len(bench.ids) - len(problems))
+            ids = await bench.add_padding(texts)
+            figures.setdefault("pad_upsert_s", {})[str(size)] = round(
+                await bench.upsert_perturbed(ids, texts, direct["vectors"], seed=size), 2
+            )
+            assert await bench.count() == size
+        t0 = time.perf_counter()
+        await bench.runtime.store.wait_optimized()
+        figures["index_build_s"][str(size)] = round(time.perf_counter() - t0, 2)
+        _say(t_start, store, f"latency and recall at {size} snippets")
+        figures["latency"][str(size)] = await bench.latency(queries)
+        figures["recall@10"][str(size)] = await bench.recall(queries)
     return figures
 
 
@@ -314,42 +344,112 @@ def _throughput(n: int, product_s: float, direct: dict) -> dict:
 
 
 def report(figures: dict, args: argparse.Namespace, settings: Settings) -> dict:
+    for store, cells in figures["stores"].items():
+        _report_quality(store, cells, settings)
+    _report_latency(figures, args)
+    _report_targets(figures)
+    _report_throughput(figures["throughput"], settings)
+    return {
+        "benchmark": "kb",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "params": {
+            "top_k": TOP_K,
+            "latency_queries": args.latency_queries,
+            "sizes": args.sizes,
+            "stores": args.stores,
+            "local_max": args.local_max,
+            "embedder": settings.default_embedder,
+            "embedding_batch_size": settings.embedding_batch_size,
+            "index_batch_size": settings.index_batch_size,
+            "cpus": os.cpu_count(),
+            "noise_sigma": NOISE_SIGMA,
+        },
+        "padding": PADDING_NOTE,
+        **figures,
+    }
+
+
+def _report_quality(store: str, cells: dict, settings: Settings) -> None:
     print(
-        f"\nHumanEval retrieval: {figures['problems']} canonical solutions as python snippets (docstring "
-        f"cut out), one query per problem, POST /api/similar top_k={TOP_K}, embedder "
+        f"\nHumanEval retrieval, store {store}: {cells['problems']} canonical solutions as python snippets "
+        f"(docstring cut out), one query per problem, POST /api/similar top_k={TOP_K}, embedder "
         f"{settings.default_embedder}"
     )
     head = f"{'query':<34}{'mode':<8}{'recall@1':>9}{'recall@5':>9}{'recall@10':>10}{'MRR@10':>8}"
     print(head + "\n" + "-" * len(head))
     for form, label in (("docstring", "docstring"), ("docstring_without_name_lines", "docstring, lines naming f cut")):
         for mode in MODES:
-            r = figures["quality"][form][mode]
+            r = cells["quality"][form][mode]
             print(
                 f"{label:<34}{mode:<8}{r['recall@1']:>9.3f}{r['recall@5']:>9.3f}{r['recall@10']:>10.3f}"
                 f"{r['mrr@10']:>8.3f}"
             )
 
+
+def _report_latency(figures: dict, args: argparse.Namespace) -> None:
     print(
         f"\n/similar latency: HTTP on loopback to the gateway app (uvicorn, this process), one request at a "
-        f"time, {args.latency_queries} docstring queries per cell, Qdrant local mode, {os.cpu_count()} CPUs"
+        f"time, {args.latency_queries} docstring queries per cell, {os.cpu_count()} CPUs; the store's own "
+        f"query time beside it; recall@10 of the dense search against exact search of the same vectors"
     )
-    head = f"{'snippets':>9}  {'mode':<8}{'p50 ms':>9}{'p95 ms':>9}{'mean ms':>9}{'qdrant query p50 ms':>21}"
+    head = (
+        f"{'store':<7}{'snippets':>9}  {'mode':<8}{'p50 ms':>8}{'p95 ms':>8}{'store p50':>10}{'store p95':>10}"
+        f"{'recall@10':>10}{'index build s':>14}"
+    )
     print(head + "\n" + "-" * len(head))
-    for size, cells in figures["latency"].items():
-        for mode in MODES:
-            c = cells[mode]
-            print(
-                f"{int(size):>9}  {mode:<8}{c['p50_ms']:>9.1f}{c['p95_ms']:>9.1f}{c['mean_ms']:>9.1f}"
-                f"{c['qdrant_query_p50_ms']:>21.1f}"
-            )
-    vectors = (
-        "encoded through index_items"
-        if args.encode_all
-        else f"real MiniLM vectors of the {SMALL} set plus N(0, {NOISE_SIGMA}) noise, renormalised"
+    for store, cells in figures["stores"].items():
+        for size, by_mode in cells["latency"].items():
+            for mode in MODES:
+                c = by_mode[mode]
+                recall = f"{cells['recall@10'][size]:.4f}" if mode == "dense" else ""
+                build = f"{cells['index_build_s'][size]:.1f}" if mode == "dense" else ""
+                print(
+                    f"{store:<7}{int(size):>9}  {mode:<8}{c['p50_ms']:>8.1f}{c['p95_ms']:>8.1f}"
+                    f"{c['store_query_p50_ms']:>10.2f}{c['store_query_p95_ms']:>10.2f}{recall:>10}{build:>14}"
+                )
+        for size, why in cells["skipped"].items():
+            print(f"{store:<7}{int(size):>9}  skipped: {why}")
+    print(
+        f"padding: {PADDING_NOTE}. Rows 1-{SMALL} are encoded for real; the rest are real MiniLM vectors of "
+        f"the {SMALL} set plus N(0, {NOISE_SIGMA}) noise, renormalised."
     )
-    print(f"padding: {PADDING_NOTE}. Rows 1-{SMALL} are encoded for real; rows {SMALL + 1}-{args.large}: {vectors}.")
 
-    t = figures["throughput"]
+
+TARGETS = [  # (what, size, mode, field, bound, at most?)
+    ("/similar p50 ms", "20000", "dense", "p50_ms", 20.0, True),
+    ("/similar p50 ms", "20000", "hybrid", "p50_ms", 20.0, True),
+    ("/similar p50 ms", "200000", "dense", "p50_ms", 40.0, True),
+    ("/similar p50 ms", "200000", "hybrid", "p50_ms", 40.0, True),
+    ("store query p50 ms", "200000", "dense", "store_query_p50_ms", 5.0, True),
+    ("store query p50 ms", "200000", "hybrid", "store_query_p50_ms", 5.0, True),
+]
+
+
+def _report_targets(figures: dict) -> None:
+    edge, local = figures["stores"].get("edge"), figures["stores"].get("local")
+    if edge is None:
+        return
+    print("\ntargets (Qdrant Edge), and the ratio to local mode measured in the same run")
+    head = f"{'figure':<22}{'snippets':>9}  {'mode':<8}{'target':>8}{'edge':>9}{'met':>5}{'local':>9}{'local/edge':>11}"
+    print(head + "\n" + "-" * len(head))
+    for what, size, mode, field, bound, _ in TARGETS:
+        if size not in edge["latency"]:
+            continue
+        value = edge["latency"][size][mode][field]
+        base = local["latency"].get(size, {}).get(mode, {}).get(field) if local else None
+        ratio = f"{base / value:.1f}x" if base else "-"
+        print(
+            f"{what:<22}{int(size):>9}  {mode:<8}{bound:>8.1f}{value:>9.2f}{'yes' if value <= bound else 'no':>5}"
+            f"{(f'{base:.1f}' if base else '-'):>9}{ratio:>11}"
+        )
+    for size, recall in edge["recall@10"].items():
+        print(
+            f"{'HNSW recall@10':<22}{int(size):>9}  {'dense':<8}{0.99:>8.2f}{recall:>9.4f}"
+            f"{'yes' if recall >= 0.99 else 'no':>5}"
+        )
+
+
+def _report_throughput(t: dict, settings: Settings) -> None:
     print(
         f"\nembedding throughput, the same {t['texts']} texts (164 HumanEval snippets + padding), MiniLM, "
         f"batch {settings.embedding_batch_size}"
@@ -367,23 +467,6 @@ def report(figures: dict, args: argparse.Namespace, settings: Settings) -> dict:
         f"ratio product / direct: {t['ratio_product_over_st_one_call']:.3f} (one call), "
         f"{t['ratio_product_over_st_per_activity']:.3f} ({n} per call)"
     )
-    return {
-        "benchmark": "kb",
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "params": {
-            "top_k": TOP_K,
-            "latency_queries": args.latency_queries,
-            "sizes": [SMALL, args.large],
-            "embedder": settings.default_embedder,
-            "embedding_batch_size": settings.embedding_batch_size,
-            "index_batch_size": settings.index_batch_size,
-            "cpus": os.cpu_count(),
-            "encode_all": args.encode_all,
-            "noise_sigma": None if args.encode_all else NOISE_SIGMA,
-        },
-        "padding": PADDING_NOTE,
-        **figures,
-    }
 
 
 def main(args: argparse.Namespace) -> int:
@@ -414,12 +497,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Knowledge base: HumanEval retrieval quality, /similar latency, embedding throughput."
     )
     p.add_argument("--latency-queries", type=int, default=50, help="queries per mode and size (default 50)")
-    p.add_argument("--large", type=int, default=20_000, help="snippets in the large latency point (default 20000)")
-    p.add_argument("--encode-all", action="store_true", help="encode the large padding for real (many minutes)")
+    p.add_argument(
+        "--sizes",
+        default="1000,20000,200000",
+        help="snippets in the tenant at each latency point (default 1000,20000,200000)",
+    )
+    p.add_argument("--stores", default="edge,local", help="stores to measure, in order (default edge,local)")
+    p.add_argument(
+        "--local-max", type=int, default=20_000, help="local mode is not measured beyond this size (default 20000)"
+    )
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, data) at the end")
     args = p.parse_args(argv)
-    if not 1 <= args.latency_queries <= 164 or args.large < SMALL:
-        p.error(f"need 1 <= --latency-queries <= 164 and --large >= {SMALL}")
+    args.sizes = sorted({int(n) for n in args.sizes.split(",")})
+    args.stores = [s for s in args.stores.split(",") if s]
+    if not 1 <= args.latency_queries <= 164 or args.sizes[0] < SMALL or not set(args.stores) <= {"edge", "local"}:
+        p.error(f"need 1 <= --latency-queries <= 164, sizes >= {SMALL}, stores among edge,local")
     return args
 
 

@@ -168,8 +168,10 @@ class EdgeVectorStore:
         language: str | None = None,
         tags: list[str] | None = None,
         project_id: UUID | None = None,
+        exact: bool = False,
     ) -> list[tuple[UUID, float, str]]:
-        """(id, score, kind) best first. Always filtered by tenant; hybrid: RRF by the engine."""
+        """(id, score, kind) best first. Always filtered by tenant; hybrid: RRF by the engine; exact: the dense
+        search scans every point instead of the HNSW graph (make bench-kb's recall reference)."""
         flt = _filter(tenant_id, language, tags, project_id)
         nearest = qe.Query.Nearest(dense.astype(np.float32).tolist(), using=DENSE)
         if hybrid:
@@ -185,7 +187,8 @@ class EdgeVectorStore:
                 with_payload=["kind"],
             )
         else:
-            request = qe.QueryRequest(limit=top_k, query=nearest, filter=flt, with_payload=["kind"])
+            params = qe.SearchParams(exact=True) if exact else None
+            request = qe.QueryRequest(limit=top_k, query=nearest, filter=flt, with_payload=["kind"], params=params)
         hits = await self._run(self._shard(collection).query, request)
         return [(UUID(str(h.id)), float(h.score), (h.payload or {}).get("kind", "snippet")) for h in hits]
 

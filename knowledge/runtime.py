@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 
 from knowledge.embedders import Embedder, EmbedderSpec, configured
 from knowledge.errors import EmbedderUnavailable
@@ -75,6 +76,25 @@ class KnowledgeRuntime:
     async def encode(self, name: str, texts: list[str]):
         embedder = self.embedder(name)
         return await asyncio.to_thread(embedder.encode, texts)
+
+
+REBUILT_MARK = ".rebuilt-from-postgres"
+
+
+def pending_rebuild(settings: Settings) -> str | None:
+    """Why the Qdrant Edge store must be rebuilt from PostgreSQL, the source of truth (None: it need not):
+    a local-mode index from before the upgrade is there, and Edge has not been rebuilt since."""
+    if settings.qdrant_url or settings.vector_store != "edge":
+        return None
+    old = settings.qdrant_local_path / "collection"
+    if not old.is_dir() or not any(old.iterdir()) or (settings.edge_dir / REBUILT_MARK).exists():
+        return None
+    return f"{settings.qdrant_local_path} holds a qdrant-client local-mode index from before Qdrant Edge"
+
+
+def mark_rebuilt(settings: Settings, tenants: int) -> None:
+    settings.edge_dir.mkdir(parents=True, exist_ok=True)
+    (settings.edge_dir / REBUILT_MARK).write_text(f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} {tenants} tenant(s)\n")
 
 
 def open_store(settings: Settings):

@@ -141,8 +141,9 @@ class VectorStore:
         language: str | None = None,
         tags: list[str] | None = None,
         project_id: UUID | None = None,
+        exact: bool = False,
     ) -> list[tuple[UUID, float, str]]:
-        """(id, score, kind) best first. Always filtered by tenant."""
+        """(id, score, kind) best first. Always filtered by tenant; exact: the dense search scans every point."""
         flt = _filter(tenant_id, language, tags, project_id)
         if hybrid:
             limit = top_k * RRF_CANDIDATES
@@ -161,7 +162,13 @@ class VectorStore:
         else:
             result = await self._call(
                 self.client.query_points(
-                    collection, query=dense.tolist(), using=DENSE, query_filter=flt, limit=top_k, with_payload=["kind"]
+                    collection,
+                    query=dense.tolist(),
+                    using=DENSE,
+                    query_filter=flt,
+                    limit=top_k,
+                    with_payload=["kind"],
+                    search_params=qm.SearchParams(exact=True) if exact else None,
                 )
             )
         return [(UUID(str(p.id)), float(p.score), (p.payload or {}).get("kind", "snippet")) for p in result.points]

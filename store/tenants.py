@@ -170,3 +170,10 @@ async def lookup_api_key(pool: asyncpg.Pool, key: str) -> asyncpg.Record | None:
         return None
     async with pool.acquire() as conn:
         return await conn.fetchrow("select * from specmill_lookup_api_key($1)", hash_key(key))
+
+
+async def tenants_with_knowledge(pool: asyncpg.Pool) -> list[UUID]:
+    """Every tenant with a snippet or a knowledge entry (across tenants: a SECURITY DEFINER function that
+    answers only the ids), for the knowledge worker's rebuild of its store."""
+    async with pool.acquire() as conn:
+        return [r[0] for r in await conn.fetch("select specmill_tenants_with_knowledge()")]

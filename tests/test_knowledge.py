@@ -14,7 +14,7 @@ import pytest
 from infra import embedded
 from knowledge import service
 from knowledge.runtime import get_runtime
-from knowledge.vectors import Point
+from knowledge.vectors import Point, VectorStore
 from models.knowledge import (
     IndexItem,
     IndexRequest,
@@ -982,3 +982,33 @@ async def test_the_gateway_documents_and_checks_the_knowledge_service(knowledge_
     assert checks["vector_store"]["ok"] and checks["embedders"]["loaded"] == ["minilm"]
     assert checks["workers:knowledge"]["ok"] and checks["database"]["ok"]
     assert (await gw.get("/health/knowledge")).json() == {"status": "ok"}  # anyone else: up or down
+
+
+# --- the upgrade from local mode to Qdrant Edge ---------------------------------------------------
+
+
+async def test_an_old_local_mode_index_is_rebuilt_from_postgresql_once(
+    api, tenant, rt, temporal, stack, pool, tmp_path, caplog
+):
+    """A data dir with a local-mode index from before Qdrant Edge: on the knowledge worker's start every
+    tenant's vectors are rebuilt from PostgreSQL (reindex workflows), the log says so, and only once."""
+    from knowledge.runtime import REBUILT_MARK, pending_rebuild
+    from workers.queues import _rebuilt_if_needed
+
+    made = await _snippet(api, tenant, language="python", content="def upgraded():\n    return 'edge'\n")
+    await _wait_count(rt, tenant, 1)
+    await rt.store.delete(COLLECTION, [uuid.UUID(made["id"])], tenant_id=tenant.tenant_id)  # as if never in Edge
+    settings = stack.settings.model_copy(update={"qdrant_path": tmp_path / "qdrant", "edge_path": tmp_path / "edge"})
+    assert pending_rebuild(settings) is None  # no old index: nothing to do
+    old = VectorStore.open(url=None, api_key=None, path=str(settings.qdrant_local_path))
+    await old.ensure_collection("minilm", 4)
+    await old.close()
+    assert "local-mode index from before Qdrant Edge" in pending_rebuild(settings)
+
+    with caplog.at_level("WARNING", logger="specmill.worker"):
+        async with _rebuilt_if_needed(temporal, settings, pool):
+            pass
+    assert "rebuilding the vectors of" in caplog.text and (settings.edge_dir / REBUILT_MARK).exists()
+    await _wait_count(rt, tenant, 1, timeout=30)  # the reindex workflow brought the point back
+    assert await _point_ids(rt, tenant.tenant_id) == {made["id"]}
+    assert pending_rebuild(settings) is None  # once

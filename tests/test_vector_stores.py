@@ -56,6 +56,7 @@ async def test_search_finds_the_nearest_point_of_the_tenant_only(store):
     theirs = [_point(b, seed) for seed in range(20)]  # the same vectors, another tenant
     await store.upsert(name, mine + theirs)
     hits = await _search(store, name, a, 7)
+    assert [h[0] for h in await _search(store, name, a, 7, exact=True)] == [h[0] for h in hits]
     assert hits[0][0] == mine[7].id and hits[0][1] == pytest.approx(1.0, abs=1e-4) and hits[0][2] == "snippet"
     assert {h[0] for h in hits} <= {p.id for p in mine}
     assert await store.count(name, a) == 20 and await store.count(name, b) == 20

@@ -12,7 +12,7 @@ from uuid import UUID
 
 import typer
 
-from models.common import KNOWLEDGE, Role
+from models.common import Role
 
 app = typer.Typer(help="specmill: typed specifications in, working and tested code out.", no_args_is_help=True)
 tenant_app = typer.Typer(help="Tenants.", no_args_is_help=True)
@@ -251,10 +251,8 @@ def knowledge_reindex(
 ) -> None:
     """Rebuild a tenant's vectors from PostgreSQL (the source of truth): every row re-embedded and
     upserted, points without a row removed. Runs as a workflow on the `knowledge` task queue."""
-    from temporalio.common import WorkflowIDConflictPolicy
-
     from infra.temporal import connect_temporal
-    from models.knowledge import REINDEX_WORKFLOW, ReindexInput, ReindexResult
+    from workers.queues import start_reindex
 
     async def main():
         from store.tenants import tenant_exists
@@ -263,15 +261,7 @@ def knowledge_reindex(
             _fail(ValueError(f"tenant {tenant} not found"))
         settings = _settings()
         client = await connect_temporal(settings)
-        handle = await client.start_workflow(
-            REINDEX_WORKFLOW,
-            ReindexInput(tenant_id=tenant),
-            id=f"knowledge-reindex-{tenant}",
-            task_queue=settings.queue(KNOWLEDGE),
-            result_type=ReindexResult,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            static_summary=f"re-index tenant {tenant}",
-        )
+        handle = await start_reindex(client, settings, tenant)
         if not wait:
             return {"workflow_id": handle.id, "run_id": handle.result_run_id}
         result = await handle.result()

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
+from uuid import UUID
 
 import asyncpg
 from temporalio import activity
@@ -115,7 +116,50 @@ def _knowledge(client: Client, settings: Settings, pool: asyncpg.Pool) -> Worker
         workflows=[KnowledgeIndexWorkflow, KnowledgeReindexWorkflow],
         activities=served(KNOWLEDGE, acts),
         max_concurrent_activities=4,
+        plugins=[
+            SimplePlugin("specmill.knowledge_upgrade", run_context=lambda: _rebuilt_if_needed(client, settings, pool))
+        ],
     )
+
+
+async def start_reindex(client: Client, settings: Settings, tenant_id: UUID):
+    """KnowledgeReindexWorkflow for a tenant (one at a time per tenant: a second start finds the first)."""
+    from temporalio.common import WorkflowIDConflictPolicy
+
+    from models.knowledge import REINDEX_WORKFLOW, ReindexInput, ReindexResult
+
+    return await client.start_workflow(
+        REINDEX_WORKFLOW,
+        ReindexInput(tenant_id=tenant_id),
+        id=f"knowledge-reindex-{tenant_id}",
+        task_queue=settings.queue(KNOWLEDGE),
+        result_type=ReindexResult,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        static_summary=f"re-index tenant {tenant_id}",
+    )
+
+
+@contextlib.asynccontextmanager
+async def _rebuilt_if_needed(client: Client, settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[None]:
+    """On the knowledge worker's start: after the upgrade from local mode to Qdrant Edge, every tenant's
+    vectors are rebuilt from PostgreSQL (durable reindex workflows, run by this worker), once."""
+    from knowledge.runtime import mark_rebuilt, pending_rebuild
+    from store.tenants import tenants_with_knowledge
+
+    why = pending_rebuild(settings)
+    if why:
+        tenants = await tenants_with_knowledge(pool)
+        log.warning(
+            "upgrade: %s; rebuilding the vectors of %d tenant(s) from PostgreSQL into Qdrant Edge at %s "
+            "(workflows knowledge-reindex-<tenant>); the old files are no longer read: delete them once done",
+            why,
+            len(tenants),
+            settings.edge_dir,
+        )
+        for tenant in tenants:
+            await start_reindex(client, settings, tenant)
+        mark_rebuilt(settings, len(tenants))
+    yield
 
 
 class ModelReporter:
