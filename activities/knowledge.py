@@ -51,6 +51,16 @@ class KnowledgeActivities:
     @activity.defn(name=LIST_TENANT_ITEMS.name)
     @permanent_failures
     async def list_tenant_items(self, inp: ReindexPageInput) -> ReindexPage:
+        """A page of the tenant's rows to re-index. The first page first opens every embedder's collection,
+        moving aside a shard that does not load (it is rebuilt empty, and the reindexes refill it)."""
+        if inp.after is None:
+            try:
+                for embedder in self._runtime.loaded():
+                    await self._runtime.store.ensure_collection(
+                        embedder.name, embedder.dimension, reset_if_corrupt=True
+                    )
+            except VectorStoreUnavailable as err:
+                raise ApplicationError(f"vector store unavailable: {err}", type="VectorStoreUnavailable") from err
         items = await snippets.tenant_items(self._pool, tenant_id=inp.tenant_id, after=inp.after, limit=inp.limit)
         return ReindexPage(items=items, last=items[-1].id if items else None)
 

@@ -33,6 +33,9 @@ from knowledge.vectors import DENSE, LEXICAL, RRF_CANDIDATES, RRF_K, Point, coll
 log = logging.getLogger("specmill.knowledge")
 _KEYWORDS = ("kind", "language", "tags", "project_id")
 SCROLL_PAGE = 1000
+# the HNSW beam of a dense query: on make bench-kb's 200k points it took recall@10 against exact search
+# from 0.98 to 1.0 (a synthetic check) for 0.1 ms more a query
+HNSW_EF = 128
 
 
 class EdgeVectorStore:
@@ -62,7 +65,7 @@ class EdgeVectorStore:
 
     # --- shards -------------------------------------------------------------------------------
 
-    def _open(self, name: str, dimension: int) -> qe.EdgeShard:
+    def _open(self, name: str, dimension: int, reset_if_corrupt: bool) -> qe.EdgeShard:
         with self._open_lock:
             if name in self._shards:
                 return self._shards[name]
@@ -71,20 +74,37 @@ class EdgeVectorStore:
                 vectors={DENSE: qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine)},
                 sparse_vectors={LEXICAL: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
             )
-            if (path / "edge_config.json").exists() or any(path.glob("segments/*")):
-                shard = qe.EdgeShard.load(str(path), config)
+            if path.exists() and any(path.iterdir()):
+                try:
+                    shard = qe.EdgeShard.load(str(path), config)
+                except Exception as err:  # noqa: BLE001 - the engine's words are the reason
+                    if not reset_if_corrupt:
+                        raise
+                    aside = path.with_name(f"{name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+                    path.rename(aside)
+                    log.error(
+                        "%s does not load (%s): moved to %s, rebuilt empty; the reindex refills it", path, err, aside
+                    )
+                    shard = self._create(path, config)
             else:
-                shard = qe.EdgeShard.create(str(path), config)
-                shard.update(qe.UpdateOperation.create_field_index("tenant_id", qe.KeywordIndexParams(is_tenant=True)))
-                for field in _KEYWORDS:
-                    shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
+                shard = self._create(path, config)
             self._shards[name] = shard
             return shard
 
-    async def ensure_collection(self, embedder: str, dimension: int) -> str:
+    @staticmethod
+    def _create(path: Path, config: qe.EdgeConfig) -> qe.EdgeShard:
+        shard = qe.EdgeShard.create(str(path), config)
+        shard.update(qe.UpdateOperation.create_field_index("tenant_id", qe.KeywordIndexParams(is_tenant=True)))
+        for field in _KEYWORDS:
+            shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
+        return shard
+
+    async def ensure_collection(self, embedder: str, dimension: int, *, reset_if_corrupt: bool = False) -> str:
+        """The embedder's shard, opened once (created when new). One that does not load makes the store
+        unavailable with the engine's reason, until a reindex (`reset_if_corrupt`) moves it aside."""
         name = collection_name(embedder)
         try:
-            await asyncio.to_thread(self._open, name, dimension)
+            await asyncio.to_thread(self._open, name, dimension, reset_if_corrupt)
         except Exception as err:  # noqa: BLE001 - a shard that does not load: the store is unavailable
             self._errors[name] = f"{type(err).__name__}: {err}"
             raise VectorStoreUnavailable(f"the Qdrant Edge shard {name} does not open: {err}") from err
@@ -174,20 +194,21 @@ class EdgeVectorStore:
         search scans every point instead of the HNSW graph (make bench-kb's recall reference)."""
         flt = _filter(tenant_id, language, tags, project_id)
         nearest = qe.Query.Nearest(dense.astype(np.float32).tolist(), using=DENSE)
+        beam = qe.SearchParams(hnsw_ef=HNSW_EF)
         if hybrid:
             limit = top_k * RRF_CANDIDATES
             lexical = qe.Query.Nearest(_sparse(sparse.query_vector(text)), using=LEXICAL)
             request = qe.QueryRequest(
                 limit=top_k,
                 prefetches=[
-                    qe.Prefetch(limit=limit, query=nearest, filter=flt),
+                    qe.Prefetch(limit=limit, query=nearest, filter=flt, params=beam),
                     qe.Prefetch(limit=limit, query=lexical, filter=flt),
                 ],
                 query=qe.Fusion.Rrf(k=RRF_K),
                 with_payload=["kind"],
             )
         else:
-            params = qe.SearchParams(exact=True) if exact else None
+            params = qe.SearchParams(exact=True) if exact else beam
             request = qe.QueryRequest(limit=top_k, query=nearest, filter=flt, with_payload=["kind"], params=params)
         hits = await self._run(self._shard(collection).query, request)
         return [(UUID(str(h.id)), float(h.score), (h.payload or {}).get("kind", "snippet")) for h in hits]

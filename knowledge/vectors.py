@@ -53,7 +53,9 @@ class VectorStore:
     async def close(self) -> None:
         await self.client.close()
 
-    async def ensure_collection(self, embedder: str, dimension: int) -> str:
+    async def ensure_collection(self, embedder: str, dimension: int, *, reset_if_corrupt: bool = False) -> str:
+        """The embedder's collection, created when new (a server keeps its own storage whole:
+        `reset_if_corrupt` is Edge's)."""
         name = collection_name(embedder)
         if name in self._ready:
             return name

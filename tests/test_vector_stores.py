@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from knowledge.edge import EdgeVectorStore
+from knowledge.errors import VectorStoreUnavailable
 from knowledge.vectors import Point, VectorStore
 
 DIM = 16
@@ -142,5 +143,28 @@ async def test_edge_builds_its_index_off_the_request_path_and_says_so(tmp_path):
         state = store.state()[name]
         assert state["points"] == 200 and not state["optimizing"] and state["optimized_at"] is not None
         await store.ping()
+    finally:
+        await store.close()
+
+
+async def test_a_corrupt_edge_shard_is_unavailable_with_its_reason_until_a_reindex_resets_it(tmp_path):
+    tenant = uuid.uuid4()
+    first = EdgeVectorStore.open(tmp_path / "edge")
+    await first.upsert(await first.ensure_collection("t", DIM), [_point(tenant, s) for s in range(3)])
+    await first.wait_optimized()
+    await first.close()
+    (tmp_path / "edge" / "kb_t" / "edge_config.json").write_text("{not json")  # a damaged shard
+
+    store = EdgeVectorStore.open(tmp_path / "edge")
+    try:
+        with pytest.raises(VectorStoreUnavailable, match="the Qdrant Edge shard kb_t does not open: "):
+            await store.ensure_collection("t", DIM)
+        with pytest.raises(VectorStoreUnavailable, match="kb_t: "):
+            await store.ping()  # /health/knowledge says unavailable, with this reason
+        name = await store.ensure_collection("t", DIM, reset_if_corrupt=True)  # what a reindex does first
+        await store.ping()
+        assert await store.count(name, tenant) == 0  # empty: the reindex refills it from PostgreSQL
+        [aside] = [p.name for p in (tmp_path / "edge").iterdir() if p.name.startswith("kb_t.corrupt-")]
+        assert (tmp_path / "edge" / aside / "segments").is_dir()  # the damaged files are kept, not deleted
     finally:
         await store.close()

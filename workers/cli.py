@@ -246,26 +246,36 @@ def user_link_supabase(
 
 @knowledge_app.command("reindex")
 def knowledge_reindex(
-    tenant: UUID = typer.Option(..., help="Tenant id"),
+    tenant: UUID | None = typer.Option(None, help="Tenant id"),
+    all_tenants: bool = typer.Option(False, "--all", help="Every tenant with knowledge (after a corrupt shard)"),
     wait: bool = typer.Option(True, help="Wait for the result (it runs on the knowledge worker either way)"),
 ) -> None:
-    """Rebuild a tenant's vectors from PostgreSQL (the source of truth): every row re-embedded and
-    upserted, points without a row removed. Runs as a workflow on the `knowledge` task queue."""
+    """Rebuild a tenant's vectors (or every tenant's, --all) from PostgreSQL, the source of truth: every
+    row re-embedded and upserted, points without a row removed; a Qdrant Edge shard that does not load is
+    moved aside first and rebuilt. Runs as workflows on the `knowledge` task queue; prints one JSON line."""
     from infra.temporal import connect_temporal
     from workers.queues import start_reindex
 
-    async def main():
-        from store.tenants import tenant_exists
+    if (tenant is None) == (not all_tenants):
+        _fail(ValueError("give --tenant ID, or --all"))
 
-        if not await _with_pool(lambda pool: tenant_exists(pool, tenant)):
+    async def main():
+        from store.tenants import tenant_exists, tenants_with_knowledge
+
+        if all_tenants:
+            tenants = await _with_pool(tenants_with_knowledge)
+        elif await _with_pool(lambda pool: tenant_exists(pool, tenant)):
+            tenants = [tenant]
+        else:
             _fail(ValueError(f"tenant {tenant} not found"))
         settings = _settings()
         client = await connect_temporal(settings)
-        handle = await start_reindex(client, settings, tenant)
+        handles = [await start_reindex(client, settings, t) for t in tenants]
         if not wait:
-            return {"workflow_id": handle.id, "run_id": handle.result_run_id}
-        result = await handle.result()
-        return {"workflow_id": handle.id, **result.model_dump()}
+            runs = [{"workflow_id": h.id, "run_id": h.result_run_id} for h in handles]
+        else:
+            runs = [{"workflow_id": h.id, **(await h.result()).model_dump()} for h in handles]
+        return runs[0] if not all_tenants else {"tenants": len(runs), "runs": runs}
 
     try:
         _done_with_temporal(json.dumps(asyncio.run(main())))
