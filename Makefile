@@ -56,7 +56,7 @@ bench-gateway: install
 	$(BIN)/python bench/gateway.py
 
 bench-kb: install
-	$(BIN)/python bench/kb.py
+	$(BIN)/python bench/kb.py $(BENCH_ARGS)
 
 bench-sandbox: install
 	$(BIN)/python bench/sandbox.py $(BENCH_ARGS)

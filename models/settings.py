@@ -111,7 +111,9 @@ class Settings(BaseSettings):
     default_embedder: str = Field("minilm", description="Embedder /api/similar uses unless a request names one.")
     embedding_batch_size: int = Field(32, ge=1, le=1024, description="Texts per encode call in the knowledge worker.")
     snippet_max_bytes: int = Field(100_000, ge=1, description="Largest snippet content accepted (422 above).")
-    index_batch_size: int = Field(64, ge=1, le=1000, description="Items per indexing activity.")
+    index_batch_size: int = Field(
+        512, ge=1, le=1000, description="Items per indexing activity (its texts are sorted by length and encoded together)."
+    )
 
     # --- code generator -----------------------------------------------------------------
     models_dir: Path | None = Field(
