@@ -112,7 +112,10 @@ class Settings(BaseSettings):
     embedding_batch_size: int = Field(32, ge=1, le=1024, description="Texts per encode call in the knowledge worker.")
     snippet_max_bytes: int = Field(100_000, ge=1, description="Largest snippet content accepted (422 above).")
     index_batch_size: int = Field(
-        512, ge=1, le=1000, description="Items per indexing activity (its texts are sorted by length and encoded together)."
+        512,
+        ge=1,
+        le=1000,
+        description="Items per indexing activity (its texts are sorted by length and encoded together).",
     )
 
     # --- code generator -----------------------------------------------------------------
