@@ -47,7 +47,10 @@ async def test_a_killed_knowledge_worker_loses_nothing_of_a_bulk_index(stack, po
         await conn.executemany(
             """insert into code_snippets (id, tenant_id, user_id, language, content, created_at)
                values ($1, $2, $3, 'python', $4, now() at time zone 'utc')""",
-            [(i, created.tenant_id, created.user_id, f"def f_{n}(x):\n    return x + {n}\n") for n, i in enumerate(ids)],
+            [
+                (i, created.tenant_id, created.user_id, f"def f_{n}(x):\n    return x + {n}\n")
+                for n, i in enumerate(ids)
+            ],
         )
     prefix = f"crash-{uuid.uuid4().hex[:8]}-"
     worker = _worker(stack, prefix, tmp_path)
