@@ -128,18 +128,10 @@ class EdgeVectorStore:
     # --- writes -------------------------------------------------------------------------------
 
     async def upsert(self, collection: str, points: list[Point]) -> None:
+        """The points, their sparse vectors computed on the same thread as the write (off the loop)."""
         if not points:
             return
-        shard = self._shard(collection)
-        edge_points = [
-            qe.Point(
-                id=str(p.id),
-                vector={DENSE: p.dense.astype(np.float32).tolist(), LEXICAL: _sparse(sparse.document_vector(p.text))},
-                payload=p.payload,
-            )
-            for p in points
-        ]
-        await self._run(shard.update, qe.UpdateOperation.upsert_points(edge_points))
+        await self._run(_write, self._shard(collection), points)
         self._optimize_soon(collection)
 
     async def delete(self, collection: str, ids: list[UUID], *, tenant_id: UUID) -> None:
@@ -275,6 +267,18 @@ class EdgeVectorStore:
                 "optimized_at": self._optimized_at.get(name),
             }
         return out
+
+
+def _write(shard: qe.EdgeShard, points: list[Point]) -> None:
+    edge_points = [
+        qe.Point(
+            id=str(p.id),
+            vector={DENSE: p.dense.astype(np.float32).tolist(), LEXICAL: _sparse(sparse.document_vector(p.text))},
+            payload=p.payload,
+        )
+        for p in points
+    ]
+    shard.update(qe.UpdateOperation.upsert_points(edge_points))
 
 
 def _sparse(vector) -> qe.SparseVector:

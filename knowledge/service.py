@@ -6,6 +6,7 @@ what exists, delete what does not), so it is idempotent, order-independent and s
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from uuid import UUID
@@ -74,13 +75,25 @@ async def index_items(
     done = 0
     for embedder in runtime.loaded():
         collection = await runtime.store.ensure_collection(embedder.name, embedder.dimension)
-        for start in range(0, len(present), batch):
-            chunk = present[start : start + batch]
-            vectors = await runtime.encode(embedder.name, [text for _, text, _ in chunk])
-            points = [Point(pid, vec, text, payload) for (pid, text, payload), vec in zip(chunk, vectors, strict=True)]
-            await runtime.store.upsert(collection, points)
-            done += len(chunk)
-            heartbeat(done)
+        writing = None  # the previous batch's upsert, overlapping this batch's encoding
+        try:
+            for start in range(0, len(present), batch):
+                chunk = present[start : start + batch]
+                vectors = await runtime.encode(embedder.name, [text for _, text, _ in chunk])
+                points = [
+                    Point(pid, vec, text, payload) for (pid, text, payload), vec in zip(chunk, vectors, strict=True)
+                ]
+                if writing is not None:
+                    await writing
+                    heartbeat(done)
+                writing = asyncio.ensure_future(runtime.store.upsert(collection, points))
+                done += len(chunk)
+            if writing is not None:
+                await writing
+                heartbeat(done)
+        finally:
+            if writing is not None and not writing.done():  # an error left the last write going: let it end
+                await asyncio.gather(writing, return_exceptions=True)
         await runtime.store.delete(collection, absent, tenant_id=tenant_id)
     return IndexResult(upserted=len(present), deleted=len(absent))
 
