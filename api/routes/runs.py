@@ -41,8 +41,10 @@ _PASSING = ("passed", "no_tests")
 _TESTED_FAILING = ("failed", "error", "timeout")
 
 
-async def _changes(pool, tenant_id: UUID, project_id: UUID) -> ProjectChanges:
-    specs = await instances.project_specs(pool, tenant_id=tenant_id, project_id=project_id)
+async def _changes(pool, tenant_id: UUID, project_id: UUID, specs=None) -> ProjectChanges:
+    """By the hash of each instance's values against its current artifact's (`specs`: read if not given)."""
+    if specs is None:
+        specs = await instances.project_specs(pool, tenant_id=tenant_id, project_id=project_id)
     generated = await artifacts.current_values_hashes(pool, tenant_id=tenant_id, project_id=project_id)
     changed = [s.id for s in specs if s.id in generated and generated[s.id] != values_hash(s.values)]
     new = [s.id for s in specs if s.id not in generated]
@@ -56,15 +58,13 @@ async def get_changes(project_id: UUID, pool: PoolDep, p: PrincipalDep):
     return await _changes(pool, p.tenant_id, project_id)
 
 
-async def _chosen(pool, tenant_id: UUID, project_id: UUID, scope: str) -> list[UUID]:
+async def _chosen(pool, tenant_id: UUID, project_id: UUID, scope: str, specs, changes: ProjectChanges) -> list[UUID]:
     """The instances a run of this scope generates; a 409 that says what to do when there are none."""
-    specs = await instances.project_specs(pool, tenant_id=tenant_id, project_id=project_id)
     if not specs:
         raise Conflict("the project has no spec instances: create at least one")
     if scope == "all":
         return [s.id for s in specs]
     if scope == "changed":
-        changes = await _changes(pool, tenant_id, project_id)
         if not (changes.changed or changes.new):
             raise Conflict(
                 "nothing changed since the last generation: no instance's values differ "
@@ -89,25 +89,32 @@ def _ended(project: ProjectPublic) -> ProjectPublic:
     return project
 
 
-async def _last_failures(pool, tenant_id: UUID, project: ProjectPublic, chosen: list[UUID]) -> dict[UUID, str]:
+def _last_failures(project: ProjectPublic, chosen: list[UUID], changes: ProjectChanges) -> dict[UUID, str]:
     """The last failure of each chosen instance whose code was tested and whose values have not changed
     since: the new run's first round is told it, as a repair round is told the round before's."""
     if project.outcome is None:
         return {}
-    changed = set((await _changes(pool, tenant_id, project.id)).changed)
+    wanted = set(chosen) - set(changes.changed)
     return {
         i.instance_id: feedback_of(i)
         for i in project.outcome.instances
-        if i.status in _TESTED_FAILING and i.instance_id in set(chosen) and i.instance_id not in changed
+        if i.status in _TESTED_FAILING and i.instance_id in wanted
     }
 
 
+async def _plan(pool, tenant_id: UUID, project_id: UUID, scope: str) -> tuple[list[UUID], ProjectChanges]:
+    """The instances a run of `scope` generates, and the changes they were chosen from (one read of each)."""
+    specs = await instances.project_specs(pool, tenant_id=tenant_id, project_id=project_id)
+    changes = await _changes(pool, tenant_id, project_id, specs)
+    return await _chosen(pool, tenant_id, project_id, scope, specs, changes), changes
+
+
 async def start_run(
-    pool, temporal, settings, p, project: ProjectPublic, scope: str, instance_ids: list[UUID]
+    pool, temporal, settings, p, project: ProjectPublic, scope: str, instance_ids: list[UUID], changes: ProjectChanges
 ) -> RunPublic:
     """Claim the project (it leaves its terminal state first: a second rerun is a 409), start the run,
     and record it; a run that cannot start gives the project back its last state."""
-    feedback = await _last_failures(pool, p.tenant_id, project, instance_ids)
+    feedback = _last_failures(project, instance_ids, changes)
     last_state, last_run = await runs.claim_rerun(pool, tenant_id=p.tenant_id, project_id=project.id)
     try:
         handle = await temporal.start_workflow(
@@ -174,8 +181,8 @@ async def create_run(
         await pipeline_settings.put_project_settings(
             pool, tenant_id=p.tenant_id, project_id=project_id, update=body.settings
         )
-    chosen = await _chosen(pool, p.tenant_id, project_id, body.scope)
-    run = await start_run(pool, temporal, res.settings, p, project, body.scope, chosen)
+    chosen, changes = await _plan(pool, p.tenant_id, project_id, body.scope)
+    run = await start_run(pool, temporal, res.settings, p, project, body.scope, chosen, changes)
     response.headers["Location"] = f"/api/projects/{project_id}/runs/{run.id}"
     return run
 
@@ -200,8 +207,7 @@ async def regenerate(project_id: UUID, response: Response, res: ResourcesDep, p:
     pool = res.pool
     project = _ended(await projects.get_project(pool, tenant_id=p.tenant_id, project_id=project_id))
     await availability.require_project_model(res, p.tenant_id, project_id)
-    changes = await _changes(pool, p.tenant_id, project_id)
-    chosen = await _chosen(pool, p.tenant_id, project_id, "changed")
-    run = await start_run(pool, temporal, res.settings, p, project, "changed", chosen)
+    chosen, changes = await _plan(pool, p.tenant_id, project_id, "changed")
+    run = await start_run(pool, temporal, res.settings, p, project, "changed", chosen, changes)
     response.headers["Location"] = f"/api/projects/{project_id}/runs/{run.id}"
     return RegenerateAccepted(**changes.model_dump(), run_id=run.id)
