@@ -8,6 +8,7 @@ import inspect
 import secrets
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -241,3 +242,37 @@ async def page_ids(client: httpx.AsyncClient, path: str, headers: dict, *, limit
         cursor = resp.json()["next_cursor"]
         if cursor is None:
             return pages
+
+
+@asynccontextmanager
+async def database_before(stack: Stack, tmp_path: Path, migration: str):
+    """A scratch database with every migration before `migration` applied, for tests of what that one does
+    to older rows: yields (its dsn, a connection to it); dropped at the end."""
+    import shutil
+
+    import asyncpg
+
+    from store.migrate import apply_migrations, migration_files
+
+    admin = stack.settings.admin_dsn()
+    db = f"mig_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(admin)
+    await conn.execute(f'create database "{db}"')
+    await conn.close()
+    dsn = admin.rsplit("/", 1)[0] + f"/{db}"
+    before = tmp_path / "before"
+    before.mkdir()
+    for path in migration_files():
+        if path.stem < migration:
+            shutil.copy(path, before / path.name)
+    try:
+        await apply_migrations(dsn, before)
+        conn = await asyncpg.connect(dsn)
+        try:
+            yield dsn, conn
+        finally:
+            await conn.close()
+    finally:
+        conn = await asyncpg.connect(admin)
+        await conn.execute(f'drop database "{db}" with (force)')
+        await conn.close()

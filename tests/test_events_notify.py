@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import asyncpg
 import httpx
 import pytest
 
 from api.app import create_app
 from infra import embedded
-from store.migrate import MIGRATIONS_DIR, apply_migrations, migration_files
-from tests.conftest import wait_for
+from store.migrate import MIGRATIONS_DIR, apply_migrations
+from tests.conftest import database_before, wait_for
 from tests.test_registry import make_template
 
 CURSORS_MIGRATION = "20261125000009_event_cursors_streams"
@@ -148,49 +146,29 @@ async def test_open_streams_are_capped_per_tenant(stack, new_tenant):
 async def test_migration_keeps_existing_cursors_and_numbers_on_per_tenant(stack, tmp_path):
     """On a database with events from before per-tenant numbering: every row keeps its number, and
     each tenant goes on from its own highest."""
-    admin = stack.settings.admin_dsn()
-    db = f"mig_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(admin)
-    await conn.execute(f'create database "{db}"')
-    await conn.close()
-    dsn = admin.rsplit("/", 1)[0] + f"/{db}"
-    before = tmp_path / "before"
-    before.mkdir()
-    for path in migration_files():
-        if path.stem < CURSORS_MIGRATION:
-            shutil.copy(path, before / path.name)
-    try:
-        await apply_migrations(dsn, before)
-        conn = await asyncpg.connect(dsn)
-        try:
-            a, b = uuid.uuid4(), uuid.uuid4()
-            await conn.executemany("insert into tenants (id, name) values ($1, $2)", [(a, "a"), (b, "b")])
-            for tenant in (a, b, a, a, b):
-                await conn.execute(
-                    "insert into events (id, tenant_id, type, schema, payload) values ($1, $2, 't', 's', '{}'::jsonb)",
-                    uuid.uuid4(),
-                    tenant,
-                )
-            old = await conn.fetch("select seq, tenant_id from events order by seq")
-            assert CURSORS_MIGRATION in await apply_migrations(dsn, MIGRATIONS_DIR)
-            kept = await conn.fetch("select seq, tenant_seq, tenant_id from events order by seq")
-            assert [(r["seq"], r["tenant_id"]) for r in kept] == [(r["seq"], r["tenant_id"]) for r in old]
-            assert all(r["tenant_seq"] == r["seq"] for r in kept)
-            for tenant in (a, b):
-                await conn.execute(
-                    "insert into events (id, tenant_id, type, schema, payload) values ($1, $2, 't', 's', '{}'::jsonb)",
-                    uuid.uuid4(),
-                    tenant,
-                )
-            last = {
-                r["tenant_id"]: r["n"]
-                for r in await conn.fetch("select tenant_id, max(tenant_seq) as n from events group by tenant_id")
-            }
-            top = {t: max(r["seq"] for r in old if r["tenant_id"] == t) for t in (a, b)}
-            assert last == {a: top[a] + 1, b: top[b] + 1}
-        finally:
-            await conn.close()
-    finally:
-        conn = await asyncpg.connect(admin)
-        await conn.execute(f'drop database "{db}" with (force)')
-        await conn.close()
+    async with database_before(stack, tmp_path, CURSORS_MIGRATION) as (dsn, conn):
+        a, b = uuid.uuid4(), uuid.uuid4()
+        await conn.executemany("insert into tenants (id, name) values ($1, $2)", [(a, "a"), (b, "b")])
+        for tenant in (a, b, a, a, b):
+            await conn.execute(
+                "insert into events (id, tenant_id, type, schema, payload) values ($1, $2, 't', 's', '{}'::jsonb)",
+                uuid.uuid4(),
+                tenant,
+            )
+        old = await conn.fetch("select seq, tenant_id from events order by seq")
+        assert CURSORS_MIGRATION in await apply_migrations(dsn, MIGRATIONS_DIR)
+        kept = await conn.fetch("select seq, tenant_seq, tenant_id from events order by seq")
+        assert [(r["seq"], r["tenant_id"]) for r in kept] == [(r["seq"], r["tenant_id"]) for r in old]
+        assert all(r["tenant_seq"] == r["seq"] for r in kept)
+        for tenant in (a, b):
+            await conn.execute(
+                "insert into events (id, tenant_id, type, schema, payload) values ($1, $2, 't', 's', '{}'::jsonb)",
+                uuid.uuid4(),
+                tenant,
+            )
+        last = {
+            r["tenant_id"]: r["n"]
+            for r in await conn.fetch("select tenant_id, max(tenant_seq) as n from events group by tenant_id")
+        }
+        top = {t: max(r["seq"] for r in old if r["tenant_id"] == t) for t in (a, b)}
+        assert last == {a: top[a] + 1, b: top[b] + 1}

@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import uuid
 
-import asyncpg
 import httpx
 import pytest
 
 from models.generation import GenerateRequest, with_project_settings
 from models.pipeline import EffectiveSettings
-from store.migrate import MIGRATIONS_DIR, apply_migrations, migration_files
-from tests.conftest import wait_for
+from store.migrate import MIGRATIONS_DIR, apply_migrations
+from tests.conftest import database_before, wait_for
 from tests.test_events_notify import live
 from tests.test_registry import make_template
 
@@ -286,53 +284,33 @@ async def test_the_stream_follows_one_project(stack, api, tenant):
 
 
 async def test_migration_backfills_projects_and_runs(stack, tmp_path):
-    admin = stack.settings.admin_dsn()
-    db = f"mig_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(admin)
-    await conn.execute(f'create database "{db}"')
-    await conn.close()
-    dsn = admin.rsplit("/", 1)[0] + f"/{db}"
-    before = tmp_path / "before"
-    before.mkdir()
-    for path in migration_files():
-        if path.stem < RUNS_MIGRATION:
-            shutil.copy(path, before / path.name)
     tenant, project, run, gen = uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    try:
-        await apply_migrations(dsn, before)
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute("insert into tenants (id, name) values ($1, 't')", tenant)
-            insert = """insert into events (id, tenant_id, type, schema, payload, dedup_key)
-                        values ($1, $2, $3, 's', $4::jsonb, $5)"""
-            payload = json.dumps({"project_id": str(project)})
-            await conn.execute(
-                insert, uuid.uuid4(), tenant, "project.state_changed", payload, f"project-{project}:{run}:state:1"
-            )
-            await conn.execute(insert, uuid.uuid4(), tenant, "template.created", "{}", None)
-            await conn.execute(
-                insert, uuid.uuid4(), tenant, "project.state_changed", payload, f"project-{project}::state:1"
-            )
-            await conn.execute(
-                """insert into generations (id, tenant_id, user_id, model, techniques, request, status)
-                   values ($1, $2, $3, 'm', '[]'::jsonb, $4::jsonb, 'completed')""",
-                gen,
-                tenant,
-                uuid.uuid4(),
-                json.dumps({"project_id": str(project), "instance_id": "None"}),
-            )
-            assert RUNS_MIGRATION in await apply_migrations(dsn, MIGRATIONS_DIR)
-            rows = await conn.fetch("select type, project_id, run_id from events order by seq")
-            assert [tuple(r) for r in rows] == [
-                ("project.state_changed", project, run),
-                ("template.created", None, None),
-                ("project.state_changed", project, None),  # a run id that was never recorded stays unknown
-            ]
-            row = await conn.fetchrow("select project_id, instance_id from generations where id = $1", gen)
-            assert tuple(row) == (project, None)
-        finally:
-            await conn.close()
-    finally:
-        conn = await asyncpg.connect(admin)
-        await conn.execute(f'drop database "{db}" with (force)')
-        await conn.close()
+    async with database_before(stack, tmp_path, RUNS_MIGRATION) as (dsn, conn):
+        await conn.execute("insert into tenants (id, name) values ($1, 't')", tenant)
+        insert = """insert into events (id, tenant_id, type, schema, payload, dedup_key)
+                    values ($1, $2, $3, 's', $4::jsonb, $5)"""
+        payload = json.dumps({"project_id": str(project)})
+        await conn.execute(
+            insert, uuid.uuid4(), tenant, "project.state_changed", payload, f"project-{project}:{run}:state:1"
+        )
+        await conn.execute(insert, uuid.uuid4(), tenant, "template.created", "{}", None)
+        await conn.execute(
+            insert, uuid.uuid4(), tenant, "project.state_changed", payload, f"project-{project}::state:1"
+        )
+        await conn.execute(
+            """insert into generations (id, tenant_id, user_id, model, techniques, request, status)
+               values ($1, $2, $3, 'm', '[]'::jsonb, $4::jsonb, 'completed')""",
+            gen,
+            tenant,
+            uuid.uuid4(),
+            json.dumps({"project_id": str(project), "instance_id": "None"}),
+        )
+        assert RUNS_MIGRATION in await apply_migrations(dsn, MIGRATIONS_DIR)
+        rows = await conn.fetch("select type, project_id, run_id from events order by seq")
+        assert [tuple(r) for r in rows] == [
+            ("project.state_changed", project, run),
+            ("template.created", None, None),
+            ("project.state_changed", project, None),  # a run id that was never recorded stays unknown
+        ]
+        row = await conn.fetchrow("select project_id, instance_id from generations where id = $1", gen)
+        assert tuple(row) == (project, None)
