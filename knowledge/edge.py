@@ -28,14 +28,23 @@ import qdrant_edge as qe
 
 from knowledge import sparse
 from knowledge.errors import VectorStoreUnavailable
-from knowledge.vectors import DENSE, LEXICAL, RRF_CANDIDATES, RRF_K, Point, collection_name
+from knowledge.vectors import (
+    DENSE,
+    HNSW_EF,
+    HNSW_EF_CONSTRUCT,
+    HNSW_M,
+    LEXICAL,
+    RRF_CANDIDATES,
+    RRF_K,
+    Point,
+    collection_name,
+)
 
 log = logging.getLogger("specmill.knowledge")
 _KEYWORDS = ("kind", "language", "tags", "project_id")
 SCROLL_PAGE = 1000
-# the HNSW beam of a dense query: on make bench-kb's 200k points it took recall@10 against exact search
-# from 0.98 to 1.0 (a synthetic check) for 0.1 ms more a query
-HNSW_EF = 128
+# full_scan_threshold (KB of vectors): Qdrant's default; below it a segment is scanned, not searched by HNSW
+HNSW = qe.HnswIndexConfig(m=HNSW_M, ef_construct=HNSW_EF_CONSTRUCT, full_scan_threshold=10_000)
 
 
 class EdgeVectorStore:
@@ -73,6 +82,7 @@ class EdgeVectorStore:
             config = qe.EdgeConfig(
                 vectors={DENSE: qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine)},
                 sparse_vectors={LEXICAL: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+                hnsw_config=HNSW,
             )
             if path.exists() and any(path.iterdir()):
                 try:

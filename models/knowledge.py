@@ -158,6 +158,7 @@ class EmbedderInfo(BaseModel):
     name: str
     model: str
     dimension: int | None
+    engine: str | None = Field(None, description="What runs it once loaded: onnxruntime or torch.")
     collection: str
     loaded: bool
     default: bool

@@ -82,6 +82,8 @@ async def list_entries(
 
 
 async def get_entries(pool: asyncpg.Pool, *, tenant_id: UUID, ids: list[UUID]) -> dict[UUID, KnowledgePublic]:
+    if not ids:  # nothing to read: no transaction
+        return {}
     async with tenant_tx(pool, tenant_id) as conn:
         rows = await conn.fetch(
             f"select {_COLS} from project_knowledge where tenant_id = $1 and id = any($2)", tenant_id, ids

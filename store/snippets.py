@@ -85,6 +85,8 @@ async def get_snippet(pool: asyncpg.Pool, *, tenant_id: UUID, snippet_id: UUID) 
 
 
 async def get_snippets(pool: asyncpg.Pool, *, tenant_id: UUID, ids: list[UUID]) -> dict[UUID, SnippetPublic]:
+    if not ids:  # nothing to read: no transaction
+        return {}
     async with tenant_tx(pool, tenant_id) as conn:
         rows = await conn.fetch(
             f"select {_COLS} from code_snippets where tenant_id = $1 and id = any($2)", tenant_id, ids

@@ -8,6 +8,7 @@ downloaded: the MiniLM test refuses every network connection while it loads.
 
 from __future__ import annotations
 
+import json
 import socket
 import uuid
 from pathlib import Path
@@ -122,7 +123,7 @@ def test_roberta_through_spec_and_configured(tiny_roberta: Path):
     assert set(specs) == {"minilm", "codebert"}
     assert specs["codebert"] == EmbedderSpec("codebert", str(tiny_roberta), "roberta-mean")
     assert "codebert" not in configured(None)
-    embedder = specs["codebert"].load(batch_size=2)
+    embedder = specs["codebert"].load(batch_size=2, cache_dir=tiny_roberta / "unused")
     assert isinstance(embedder, RobertaMeanPoolEmbedder) and embedder.batch_size == 2
     out = embedder.encode(CODE)  # several batches of two
     assert out.shape == (len(CODE), HIDDEN)
@@ -136,30 +137,133 @@ def test_roberta_missing_directory_fails_clearly(tmp_path: Path):
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(FileNotFoundError, match="config.json"):
-        EmbedderSpec("codebert", str(empty), "roberta-mean").load(batch_size=4)
+        EmbedderSpec("codebert", str(empty), "roberta-mean").load(batch_size=4, cache_dir=tmp_path / "cache")
 
 
-def test_minilm_loads_offline_and_ranks_a_paraphrase_first(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+PARAPHRASES = [
+    "Return the sum of two numbers.",
+    "Add two integers together and give back the result.",
+    "The weather in Paris is rainy in November.",
+]
+
+
+def _offline(m: pytest.MonkeyPatch) -> None:
+    """Any attempt to reach a hub, or anything else, fails the test."""
 
     def refuse(*args, **kwargs):
         raise AssertionError(f"network access while loading MiniLM: {args[1:] or kwargs}")
 
-    with monkeypatch.context() as m:  # any attempt to reach a hub fails the test
-        m.setattr(socket.socket, "connect", refuse)
-        m.setattr(socket, "create_connection", refuse)
-        embedder = SentenceTransformerEmbedder("minilm", minilm_dir())
-        vectors = embedder.encode(
-            [
-                "Return the sum of two numbers.",
-                "Add two integers together and give back the result.",
-                "The weather in Paris is rainy in November.",
-            ]
-        )
+    m.setenv("HF_HUB_OFFLINE", "1")
+    m.setattr(socket.socket, "connect", refuse)
+    m.setattr(socket, "create_connection", refuse)
+
+
+@pytest.fixture(scope="module")
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache holding MiniLM's ONNX graph, exported by the product's own loader with the network refused."""
+    cache = tmp_path_factory.mktemp("onnx-cache")
+    with pytest.MonkeyPatch.context() as m:
+        _offline(m)
+        assert configured(None)["minilm"].load(32, cache_dir=cache).engine == "onnxruntime"
+    return cache
+
+
+@pytest.fixture(scope="module")
+def torch_minilm() -> SentenceTransformerEmbedder:
+    return SentenceTransformerEmbedder("minilm", minilm_dir())
+
+
+def _minilm_checks(embedder) -> None:
+    vectors = embedder.encode(PARAPHRASES)
     assert Path(embedder.model) == minilm_dir() and (minilm_dir() / "model.safetensors").exists()
-    assert embedder.dimension == 384 and vectors.shape == (3, 384)
+    assert embedder.dimension == 384 and vectors.shape == (3, 384) and vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert _cos(vectors[0], vectors[1]) > _cos(vectors[0], vectors[2]) + 0.2
+
+
+def test_minilm_on_torch_loads_offline_and_ranks_a_paraphrase_first(monkeypatch: pytest.MonkeyPatch):
+    with monkeypatch.context() as m:
+        _offline(m)
+        embedder = SentenceTransformerEmbedder("minilm", minilm_dir())
+    assert embedder.engine == "torch"
+    _minilm_checks(embedder)
+
+
+def test_minilm_on_onnx_runtime_from_the_cache_needs_no_export(onnx_cache: Path, monkeypatch: pytest.MonkeyPatch):
+    from knowledge import onnx_embedder
+
+    [graph] = onnx_cache.glob("minilm-*.onnx")
+    assert not list(onnx_cache.glob(".*"))  # the export's temporary file is gone
+    stamp = graph.stat().st_mtime_ns
+
+    def no_export(*args):
+        raise AssertionError("exported again although the cache holds the graph")
+
+    monkeypatch.setattr(onnx_embedder, "export", no_export)
+    with monkeypatch.context() as m:
+        _offline(m)
+        embedder = configured(None)["minilm"].load(32, cache_dir=onnx_cache)
+    assert embedder.engine == "onnxruntime" and embedder.graph == graph and graph.stat().st_mtime_ns == stamp
+    _minilm_checks(embedder)
+
+
+def test_minilm_on_onnx_runtime_gives_torchs_vectors(onnx_cache: Path, torch_minilm: SentenceTransformerEmbedder):
+    embedder = configured(None)["minilm"].load(3, cache_dir=onnx_cache)  # batches of 3: several, padded
+    long = "def f(x):\n" + "    x = x * 2 + 1\n" * 300  # past max_seq_length: truncated alike
+    texts = [*CODE, long, *PARAPHRASES, "x"]
+    got, want = embedder.encode(texts), torch_minilm.encode(texts)
+    assert got.shape == want.shape == (len(texts), 384)
+    cosine = (got * want).sum(1)
+    assert cosine.min() > 0.99999, cosine
+    np.testing.assert_allclose(embedder.encode([CODE[2]])[0], got[2], atol=1e-5)  # alone = within a padded batch
+    assert embedder.encode([]).shape == (0, 384)
+
+
+def test_a_damaged_cached_graph_is_exported_again(onnx_cache: Path, tmp_path: Path, torch_minilm):
+    [graph] = onnx_cache.glob("minilm-*.onnx")
+    damaged = tmp_path / graph.name
+    damaged.write_bytes(graph.read_bytes()[: 1 << 20])  # a truncated copy
+    embedder = configured(None)["minilm"].load(32, cache_dir=tmp_path)
+    assert embedder.engine == "onnxruntime" and embedder.graph == damaged
+    assert damaged.stat().st_size == graph.stat().st_size
+    assert _cos(embedder.encode(PARAPHRASES[:1])[0], torch_minilm.encode(PARAPHRASES[:1])[0]) > 0.99999
+
+
+def test_minilm_runs_on_torch_when_it_cannot_be_exported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    from knowledge import onnx_embedder
+
+    def broken(path, out):
+        out.write_bytes(b"half a graph")
+        raise RuntimeError("exporter exploded")
+
+    monkeypatch.setattr(onnx_embedder, "export", broken)
+    with caplog.at_level("WARNING", logger="specmill.knowledge"):
+        embedder = configured(None)["minilm"].load(32, cache_dir=tmp_path)
+    assert isinstance(embedder, SentenceTransformerEmbedder) and embedder.engine == "torch"
+    assert "exporter exploded" in caplog.text and "running it on torch" in caplog.text
+    assert list(tmp_path.iterdir()) == []  # no half file is left to be loaded next time
+    _minilm_checks(embedder)
+
+
+def test_a_model_with_other_pooling_is_not_exported(tmp_path: Path):
+    from knowledge.onnx_embedder import OnnxSentenceEmbedder, UnsupportedModel
+
+    model = tmp_path / "cls-pooled"
+    for f in minilm_dir().rglob("*"):
+        if f.is_file():
+            (model / f.relative_to(minilm_dir())).parent.mkdir(parents=True, exist_ok=True)
+            (model / f.relative_to(minilm_dir())).symlink_to(f)
+    pooling = model / "1_Pooling" / "config.json"
+    config = json.loads(pooling.read_text()) | {"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}
+    pooling.unlink()
+    pooling.write_text(json.dumps(config))
+    with pytest.raises(UnsupportedModel, match="pooling_mode_cls_token"):
+        OnnxSentenceEmbedder("cls", model, cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()
+    embedder = EmbedderSpec("cls", str(model), "sentence-transformers").load(8, cache_dir=tmp_path / "cache")
+    assert embedder.engine == "torch"  # torch runs what ONNX export does not cover
 
 
 async def test_runtime_indexes_into_a_codebert_collection(pool, tenant, tiny_roberta: Path, tmp_path: Path):
@@ -190,6 +294,8 @@ async def test_runtime_indexes_into_a_codebert_collection(pool, tenant, tiny_rob
         assert info["codebert"].loaded and info["codebert"].dimension == HIDDEN
         assert info["codebert"].collection == "kb_codebert" and info["codebert"].model == str(tiny_roberta)
         assert info["minilm"].loaded and info["minilm"].dimension == 384 and info["minilm"].default
+        assert (info["minilm"].engine, info["codebert"].engine) == ("onnxruntime", "torch")
+        assert list((tmp_path / "models" / ".cache" / "onnx").glob("minilm-*.onnx"))  # under <models_path>
         assert not info["codebert"].default and info["codebert"].error is None
 
         assert await runtime.store.dimension("kb_codebert") == HIDDEN
