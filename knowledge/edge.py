@@ -30,21 +30,23 @@ from knowledge import sparse
 from knowledge.errors import VectorStoreUnavailable
 from knowledge.vectors import (
     DENSE,
+    FILTER_FIELDS,
     HNSW_EF,
     HNSW_EF_CONSTRUCT,
-    HNSW_M,
+    HNSW_PAYLOAD_M,
     LEXICAL,
     RRF_CANDIDATES,
     RRF_K,
     Point,
     collection_name,
+    search_filter,
+    tenant_condition,
 )
 
 log = logging.getLogger("specmill.knowledge")
-_KEYWORDS = ("kind", "language", "tags", "project_id")
 SCROLL_PAGE = 1000
-# full_scan_threshold (KB of vectors): Qdrant's default; below it a segment is scanned, not searched by HNSW
-HNSW = qe.HnswIndexConfig(m=HNSW_M, ef_construct=HNSW_EF_CONSTRUCT, full_scan_threshold=10_000)
+# full_scan_threshold (KB of vectors): Qdrant's default; a tenant with fewer vectors is scanned, not searched
+HNSW = qe.HnswIndexConfig(m=0, payload_m=HNSW_PAYLOAD_M, ef_construct=HNSW_EF_CONSTRUCT, full_scan_threshold=10_000)
 
 
 class EdgeVectorStore:
@@ -105,8 +107,8 @@ class EdgeVectorStore:
     def _create(path: Path, config: qe.EdgeConfig) -> qe.EdgeShard:
         shard = qe.EdgeShard.create(str(path), config)
         shard.update(qe.UpdateOperation.create_field_index("tenant_id", qe.KeywordIndexParams(is_tenant=True)))
-        for field in _KEYWORDS:
-            shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
+        for field in FILTER_FIELDS:
+            shard.update(qe.UpdateOperation.create_field_index(field, qe.KeywordIndexParams(enable_hnsw=False)))
         return shard
 
     async def ensure_collection(self, embedder: str, dimension: int, *, reset_if_corrupt: bool = False) -> str:
@@ -147,7 +149,7 @@ class EdgeVectorStore:
     async def delete(self, collection: str, ids: list[UUID], *, tenant_id: UUID) -> None:
         """Delete these points of this tenant: an id that is another tenant's point is left alone."""
         if ids:
-            only = qe.Filter(must=[qe.HasIdCondition(point_ids={str(i) for i in ids}), _tenant(tenant_id)])
+            only = qe.Filter(must=[qe.HasIdCondition(point_ids={str(i) for i in ids}), tenant_condition(qe, tenant_id)])
             await self._run(self._shard(collection).update, qe.UpdateOperation.delete_points_by_filter(only))
 
     async def delete_tenant_except(self, collection: str, tenant_id: UUID, keep: set[UUID]) -> int:
@@ -160,7 +162,10 @@ class EdgeVectorStore:
         shard, ids, offset = self._shard(collection), set(), None
         while True:
             request = qe.ScrollRequest(
-                offset=offset, limit=SCROLL_PAGE, filter=qe.Filter(must=[_tenant(tenant_id)]), with_payload=False
+                offset=offset,
+                limit=SCROLL_PAGE,
+                filter=qe.Filter(must=[tenant_condition(qe, tenant_id)]),
+                with_payload=False,
             )
             records, offset = await self._run(shard.scroll, request)
             ids.update(UUID(str(r.id)) for r in records)
@@ -175,7 +180,7 @@ class EdgeVectorStore:
     # --- reads --------------------------------------------------------------------------------
 
     async def count(self, collection: str, tenant_id: UUID) -> int:
-        request = qe.CountRequest(filter=qe.Filter(must=[_tenant(tenant_id)]), exact=True)
+        request = qe.CountRequest(filter=qe.Filter(must=[tenant_condition(qe, tenant_id)]), exact=True)
         return await self._run(self._shard(collection).count, request)
 
     async def search(
@@ -194,7 +199,7 @@ class EdgeVectorStore:
     ) -> list[tuple[UUID, float, str]]:
         """(id, score, kind) best first. Always filtered by tenant; hybrid: RRF by the engine; exact: the dense
         search scans every point instead of the HNSW graph (make bench-kb's recall reference)."""
-        flt = _filter(tenant_id, language, tags, project_id)
+        flt = search_filter(qe, tenant_id, language, tags, project_id)
         nearest = qe.Query.Nearest(dense.astype(np.float32).tolist(), using=DENSE)
         beam = qe.SearchParams(hnsw_ef=HNSW_EF)
         if hybrid:
@@ -293,27 +298,3 @@ def _write(shard: qe.EdgeShard, points: list[Point]) -> None:
 
 def _sparse(vector) -> qe.SparseVector:
     return qe.SparseVector(indices=list(vector.indices), values=list(vector.values))
-
-
-def _match(key: str, value: str) -> qe.FieldCondition:
-    return qe.FieldCondition(key=key, match=qe.MatchValue(value=value))
-
-
-def _tenant(tenant_id: UUID) -> qe.FieldCondition:
-    return _match("tenant_id", str(tenant_id))
-
-
-def _filter(tenant_id: UUID, language: str | None, tags: list[str] | None, project_id: UUID | None) -> qe.Filter:
-    """The same filter as knowledge.vectors._filter, in Edge's types."""
-    must: list[Any] = [_tenant(tenant_id)]
-    if language:
-        must.append(_match("language", language))
-    if tags:
-        must.append(qe.FieldCondition(key="tags", match=qe.MatchAny(any=list(tags))))
-    snippets = _match("kind", "snippet")
-    if project_id is None:
-        must.append(snippets)
-    else:  # snippets, or this project's knowledge entries
-        knowledge = qe.Filter(must=[_match("kind", "knowledge"), _match("project_id", str(project_id))])
-        must.append(qe.Filter(should=[snippets, knowledge]))
-    return qe.Filter(must=must)

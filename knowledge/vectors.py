@@ -25,11 +25,14 @@ from knowledge.errors import VectorStoreUnavailable
 DENSE, LEXICAL = "dense", "lexical"
 RRF_CANDIDATES = 4  # each arm of a hybrid query fetches top_k * this before fusion
 RRF_K = 2  # the rank constant of reciprocal rank fusion, on both stores (Qdrant's default)
-# HNSW, on both stores: links per node, build beam, query beam. make bench-kb's 200k snippets (real vectors
-# and mixtures of them) gave recall@10 against exact search 0.95 at Qdrant's default m=16/ef_construct=100
-# with ef 128 (0.99 needed ef 512, 0.6 ms a query); m=32/200 gave 1.0 at ef 128 (0.2 ms), for a build
-# 3x as long (60 s against 18 s on 2 cores, in the background) and twice the graph's memory.
-HNSW_M, HNSW_EF_CONSTRUCT, HNSW_EF = 32, 200, 128
+# HNSW, on both stores, as Qdrant advises for multi-tenancy: every search is filtered by tenant, so there
+# is no global graph (m=0), one graph per tenant instead (payload_m links per node, on the tenant key), and
+# the other keyword indexes only filter (no graph of their own). make bench-kb, 200k snippets of one tenant
+# (real vectors and mixtures of them), recall@10 against exact search, tenant-filtered, ef 128: Qdrant's
+# default m=16/ef_construct=100 0.93; a global m=32/200 graph 0.956 in 1.9 ms; per-tenant 32/200 0.98 in
+# 1.5 ms (the one query it misses sits in a small island of points: ef 256 does not reach it either).
+HNSW_PAYLOAD_M, HNSW_EF_CONSTRUCT, HNSW_EF = 32, 200, 128
+FILTER_FIELDS = ("kind", "language", "tags", "project_id")  # keyword indexes besides the tenant key
 
 
 @dataclass
@@ -70,14 +73,12 @@ class VectorStore:
                     name,
                     vectors_config={DENSE: qm.VectorParams(size=dimension, distance=qm.Distance.COSINE)},
                     sparse_vectors_config={LEXICAL: qm.SparseVectorParams(modifier=qm.Modifier.IDF)},
-                    hnsw_config=qm.HnswConfigDiff(m=HNSW_M, ef_construct=HNSW_EF_CONSTRUCT),
+                    hnsw_config=qm.HnswConfigDiff(m=0, payload_m=HNSW_PAYLOAD_M, ef_construct=HNSW_EF_CONSTRUCT),
                 )
+            keyword = qm.KeywordIndexType.KEYWORD
             for field, schema in (
-                ("tenant_id", qm.KeywordIndexParams(type=qm.KeywordIndexType.KEYWORD, is_tenant=True)),
-                ("kind", qm.KeywordIndexParams(type=qm.KeywordIndexType.KEYWORD)),
-                ("language", qm.KeywordIndexParams(type=qm.KeywordIndexType.KEYWORD)),
-                ("tags", qm.KeywordIndexParams(type=qm.KeywordIndexType.KEYWORD)),
-                ("project_id", qm.KeywordIndexParams(type=qm.KeywordIndexType.KEYWORD)),
+                ("tenant_id", qm.KeywordIndexParams(type=keyword, is_tenant=True)),
+                *((f, qm.KeywordIndexParams(type=keyword, enable_hnsw=False)) for f in FILTER_FIELDS),
             ):
                 with warnings.catch_warnings():  # local mode notes that it ignores payload indexes
                     warnings.simplefilter("ignore", UserWarning)
@@ -103,7 +104,7 @@ class VectorStore:
     async def delete(self, collection: str, ids: list[UUID], *, tenant_id: UUID) -> None:
         """Delete these points of this tenant: an id that is another tenant's point is left alone."""
         if ids:
-            only = qm.Filter(must=[qm.HasIdCondition(has_id=[str(i) for i in ids]), *_tenant(tenant_id).must])
+            only = qm.Filter(must=[qm.HasIdCondition(has_id=[str(i) for i in ids]), tenant_condition(qm, tenant_id)])
             await self._call(self.client.delete(collection, points_selector=qm.FilterSelector(filter=only), wait=True))
 
     async def delete_tenant_except(self, collection: str, tenant_id: UUID, keep: set[UUID]) -> int:
@@ -152,7 +153,7 @@ class VectorStore:
         exact: bool = False,
     ) -> list[tuple[UUID, float, str]]:
         """(id, score, kind) best first. Always filtered by tenant; exact: the dense search scans every point."""
-        flt = _filter(tenant_id, language, tags, project_id)
+        flt = search_filter(qm, tenant_id, language, tags, project_id)
         beam = qm.SearchParams(hnsw_ef=HNSW_EF)
         if hybrid:
             limit = top_k * RRF_CANDIDATES
@@ -200,31 +201,33 @@ class VectorStore:
             raise VectorStoreUnavailable(f"{type(err).__name__}: {err}") from err
 
 
-def _tenant(tenant_id: UUID) -> qm.Filter:
-    return qm.Filter(must=[qm.FieldCondition(key="tenant_id", match=qm.MatchValue(value=str(tenant_id)))])
+# The filters, written once for both stores: qdrant_client.models and qdrant_edge name their filter
+# classes and fields alike (Filter, FieldCondition, MatchValue, MatchAny), so `types` is either module.
 
 
-def _filter(tenant_id: UUID, language: str | None, tags: list[str] | None, project_id: UUID | None) -> qm.Filter:
-    must: list[Any] = [qm.FieldCondition(key="tenant_id", match=qm.MatchValue(value=str(tenant_id)))]
+def tenant_condition(types, tenant_id: UUID):
+    return types.FieldCondition(key="tenant_id", match=types.MatchValue(value=str(tenant_id)))
+
+
+def search_filter(types, tenant_id: UUID, language: str | None, tags: list[str] | None, project_id: UUID | None):
+    """The tenant's points, snippets only unless `project_id` adds that project's knowledge entries."""
+
+    def match(key: str, value: str):
+        return types.FieldCondition(key=key, match=types.MatchValue(value=value))
+
+    must: list[Any] = [tenant_condition(types, tenant_id)]
     if language:
-        must.append(qm.FieldCondition(key="language", match=qm.MatchValue(value=language)))
+        must.append(match("language", language))
     if tags:
-        must.append(qm.FieldCondition(key="tags", match=qm.MatchAny(any=tags)))
-    snippets = qm.FieldCondition(key="kind", match=qm.MatchValue(value="snippet"))
+        must.append(types.FieldCondition(key="tags", match=types.MatchAny(any=list(tags))))
+    snippets = match("kind", "snippet")
     if project_id is None:
         must.append(snippets)
     else:  # snippets, or this project's knowledge entries
-        must.append(
-            qm.Filter(
-                should=[
-                    snippets,
-                    qm.Filter(
-                        must=[
-                            qm.FieldCondition(key="kind", match=qm.MatchValue(value="knowledge")),
-                            qm.FieldCondition(key="project_id", match=qm.MatchValue(value=str(project_id))),
-                        ]
-                    ),
-                ]
-            )
-        )
-    return qm.Filter(must=must)
+        knowledge = types.Filter(must=[match("kind", "knowledge"), match("project_id", str(project_id))])
+        must.append(types.Filter(should=[snippets, knowledge]))
+    return types.Filter(must=must)
+
+
+def _tenant(tenant_id: UUID) -> qm.Filter:
+    return qm.Filter(must=[tenant_condition(qm, tenant_id)])
