@@ -327,6 +327,7 @@ async def _stages(bench: Bench, args: argparse.Namespace, t_start: float, *, thr
         t0 = time.perf_counter()
         await bench.runtime.store.wait_optimized()
         figures["index_build_s"][str(size)] = round(time.perf_counter() - t0, 2)
+        figures.setdefault("index_state", {})[str(size)] = bench.runtime.store.state()
         _say(t_start, store, f"latency and recall at {size} snippets")
         figures["latency"][str(size)] = await bench.latency(queries)
         figures["recall@10"][str(size)] = await bench.recall(queries)

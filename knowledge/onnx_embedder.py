@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 import threading
 import warnings
@@ -126,6 +127,8 @@ class OnnxSentenceEmbedder:
             self.graph.unlink(missing_ok=True)
             self.graph = self._graph(path, cache_dir)
             self._session = ort.InferenceSession(str(self.graph), options, providers=["CPUExecutionProvider"])
+        if self.graph.parent != cache_dir:  # not cached: the session holds the graph, the file can go
+            shutil.rmtree(self.graph.parent, ignore_errors=True)
         self.dimension = int(self._run(PROBE[:1]).shape[1])
         self._lock = threading.Lock()
 
@@ -133,8 +136,13 @@ class OnnxSentenceEmbedder:
         graph = cache_dir / f"{self.name}-{_digest(path)}.onnx"
         if graph.exists():
             return graph
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{graph.name}.", dir=cache_dir)
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{graph.name}.", dir=cache_dir)
+        except OSError as err:  # a read-only models directory: export for this process only
+            log.warning("embedder %s: cannot cache the ONNX graph under %s (%s)", self.name, cache_dir, err)
+            graph = Path(tempfile.mkdtemp(prefix="specmill-onnx-")) / graph.name
+            fd, tmp = tempfile.mkstemp(prefix=f".{graph.name}.", dir=graph.parent)
         os.close(fd)
         try:
             export(path, Path(tmp))

@@ -229,6 +229,15 @@ def test_a_damaged_cached_graph_is_exported_again(onnx_cache: Path, tmp_path: Pa
     assert _cos(embedder.encode(PARAPHRASES[:1])[0], torch_minilm.encode(PARAPHRASES[:1])[0]) > 0.99999
 
 
+def test_an_unwritable_cache_exports_for_this_process_only(tmp_path: Path, torch_minilm):
+    blocker = tmp_path / "models"
+    blocker.write_text("a file where the models directory should be")  # mkdir under it fails, even as root
+    embedder = configured(None)["minilm"].load(32, cache_dir=blocker / ".cache" / "onnx")
+    assert embedder.engine == "onnxruntime" and not embedder.graph.exists()  # the temporary copy is gone
+    assert not embedder.graph.parent.exists()
+    assert _cos(embedder.encode(PARAPHRASES[:1])[0], torch_minilm.encode(PARAPHRASES[:1])[0]) > 0.99999
+
+
 def test_minilm_runs_on_torch_when_it_cannot_be_exported(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ):
