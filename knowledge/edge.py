@@ -33,7 +33,7 @@ from knowledge.vectors import (
     FILTER_FIELDS,
     HNSW_EF,
     HNSW_EF_CONSTRUCT,
-    HNSW_PAYLOAD_M,
+    HNSW_M,
     LEXICAL,
     RRF_CANDIDATES,
     RRF_K,
@@ -45,8 +45,8 @@ from knowledge.vectors import (
 
 log = logging.getLogger("specmill.knowledge")
 SCROLL_PAGE = 1000
-# full_scan_threshold (KB of vectors): Qdrant's default; a tenant with fewer vectors is scanned, not searched
-HNSW = qe.HnswIndexConfig(m=0, payload_m=HNSW_PAYLOAD_M, ef_construct=HNSW_EF_CONSTRUCT, full_scan_threshold=10_000)
+# full_scan_threshold (KB of vectors): Qdrant's default; a filter that matches fewer is scanned, not searched
+HNSW = qe.HnswIndexConfig(m=HNSW_M, ef_construct=HNSW_EF_CONSTRUCT, full_scan_threshold=10_000)
 
 
 class EdgeVectorStore:
@@ -108,7 +108,7 @@ class EdgeVectorStore:
         shard = qe.EdgeShard.create(str(path), config)
         shard.update(qe.UpdateOperation.create_field_index("tenant_id", qe.KeywordIndexParams(is_tenant=True)))
         for field in FILTER_FIELDS:
-            shard.update(qe.UpdateOperation.create_field_index(field, qe.KeywordIndexParams(enable_hnsw=False)))
+            shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
         return shard
 
     async def ensure_collection(self, embedder: str, dimension: int, *, reset_if_corrupt: bool = False) -> str:

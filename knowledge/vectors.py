@@ -25,13 +25,12 @@ from knowledge.errors import VectorStoreUnavailable
 DENSE, LEXICAL = "dense", "lexical"
 RRF_CANDIDATES = 4  # each arm of a hybrid query fetches top_k * this before fusion
 RRF_K = 2  # the rank constant of reciprocal rank fusion, on both stores (Qdrant's default)
-# HNSW, on both stores, as Qdrant advises for multi-tenancy: every search is filtered by tenant, so there
-# is no global graph (m=0), one graph per tenant instead (payload_m links per node, on the tenant key), and
-# the other keyword indexes only filter (no graph of their own). make bench-kb, 200k snippets of one tenant
-# (real vectors and mixtures of them), recall@10 against exact search, tenant-filtered, ef 128: Qdrant's
-# default m=16/ef_construct=100 0.93; a global m=32/200 graph 0.956 in 1.9 ms; per-tenant 32/200 0.98 in
-# 1.5 ms (the one query it misses sits in a small island of points: ef 256 does not reach it either).
-HNSW_PAYLOAD_M, HNSW_EF_CONSTRUCT, HNSW_EF = 32, 200, 128
+# HNSW, on both stores: links per node, build beam, query beam (Qdrant's defaults: 16, 100, 128). Chosen on
+# make bench-kb's 200k snippets, tenant-filtered recall@10 against exact search at ef 128 (details in the
+# README): m=32/200 took it from 0.93 to 0.956 for a build about 3x as long, off the request path. One
+# graph per tenant instead of a global one (m=0, payload_m=32, Qdrant's multi-tenant layout) gave 0.98
+# on a scratch shard but 0.936 in the bench, and doubled the store's query time at 20k (3.5 against 1.5 ms).
+HNSW_M, HNSW_EF_CONSTRUCT, HNSW_EF = 32, 200, 128
 FILTER_FIELDS = ("kind", "language", "tags", "project_id")  # keyword indexes besides the tenant key
 
 
@@ -73,12 +72,12 @@ class VectorStore:
                     name,
                     vectors_config={DENSE: qm.VectorParams(size=dimension, distance=qm.Distance.COSINE)},
                     sparse_vectors_config={LEXICAL: qm.SparseVectorParams(modifier=qm.Modifier.IDF)},
-                    hnsw_config=qm.HnswConfigDiff(m=0, payload_m=HNSW_PAYLOAD_M, ef_construct=HNSW_EF_CONSTRUCT),
+                    hnsw_config=qm.HnswConfigDiff(m=HNSW_M, ef_construct=HNSW_EF_CONSTRUCT),
                 )
             keyword = qm.KeywordIndexType.KEYWORD
             for field, schema in (
                 ("tenant_id", qm.KeywordIndexParams(type=keyword, is_tenant=True)),
-                *((f, qm.KeywordIndexParams(type=keyword, enable_hnsw=False)) for f in FILTER_FIELDS),
+                *((f, qm.KeywordIndexParams(type=keyword)) for f in FILTER_FIELDS),
             ):
                 with warnings.catch_warnings():  # local mode notes that it ignores payload indexes
                     warnings.simplefilter("ignore", UserWarning)
