@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import secrets
 import uuid
 from collections.abc import AsyncIterator
@@ -187,6 +188,20 @@ async def live_url(stack: Stack, workers) -> AsyncIterator[str]:
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     await task
+
+
+def child_env(stack: Stack, data_dir: Path, *, task_queue_prefix: str | None = None) -> dict[str, str]:
+    """The environment of a `specmill worker`/`serve` child process on the test stack, with its own data dir."""
+    s = stack.settings
+    return {
+        **os.environ,
+        "DATABASE_URL": s.app_dsn(),
+        "TEMPORAL_ADDRESS": s.temporal_address,
+        "JWT_SECRET": s.jwt_secret,
+        "INTERNAL_TOKEN_SECRET": s.internal_token_secret,
+        "TASK_QUEUE_PREFIX": task_queue_prefix or s.task_queue_prefix,
+        "DATA_DIR": str(data_dir),
+    }
 
 
 CHECK_GRACE_S = 5.0  # how long past the deadline one check already under way may still take

@@ -4,7 +4,6 @@ with a Qdrant Edge shard of its own, on task queues of its own; PostgreSQL and T
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -17,23 +16,14 @@ from knowledge.edge import EdgeVectorStore
 from models.knowledge import ReindexInput, ReindexResult
 from store.db import tenant_tx
 from store.tenants import create_tenant
-from tests.conftest import wait_for
+from tests.conftest import child_env, wait_for
 
 pytestmark = pytest.mark.slow
 SNIPPETS = 600
 
 
 def _worker(stack, prefix: str, data_dir: Path) -> subprocess.Popen:
-    s = stack.settings
-    env = {
-        **os.environ,
-        "DATABASE_URL": s.app_dsn(),
-        "TEMPORAL_ADDRESS": s.temporal_address,
-        "JWT_SECRET": s.jwt_secret,
-        "INTERNAL_TOKEN_SECRET": s.internal_token_secret,
-        "TASK_QUEUE_PREFIX": prefix,
-        "DATA_DIR": str(data_dir),
-    }
+    env = child_env(stack, data_dir, task_queue_prefix=prefix)
     log = open(data_dir / "worker.log", "ab")  # noqa: SIM115 - the child writes it; closed with the test dir
     return subprocess.Popen(
         [sys.executable, "-m", "workers.cli", "worker", "knowledge"], env=env, cwd=data_dir, stdout=log, stderr=log

@@ -3,7 +3,6 @@ authentication, RBAC and rate limiting and forwards /api/* with a short-lived in
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -15,23 +14,13 @@ from infra import embedded
 from models.auth import Principal
 from models.common import Role
 from store.tenants import create_api_key
-from tests.conftest import wait_for
+from tests.conftest import child_env, wait_for
 
 
 def _serve(stack, service: str, port: int, tmp_path) -> subprocess.Popen:
-    s = stack.settings
-    env = {
-        **os.environ,
-        "DATABASE_URL": s.app_dsn(),
-        "TEMPORAL_ADDRESS": s.temporal_address,
-        "JWT_SECRET": s.jwt_secret,
-        "INTERNAL_TOKEN_SECRET": s.internal_token_secret,
-        "TASK_QUEUE_PREFIX": s.task_queue_prefix,
-        "DATA_DIR": str(tmp_path),
-    }
     return subprocess.Popen(
         [sys.executable, "-m", "workers.cli", "serve", service, "--port", str(port)],
-        env=env,
+        env=child_env(stack, tmp_path),
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
