@@ -357,7 +357,8 @@ async def pad_vectors(runtime: KnowledgeRuntime, how: str, first_set: np.ndarray
     if len(_REAL) < first + real:  # the store measured first encodes them; the next one reuses them
         todo = texts[len(_REAL) - first : real]
         _REAL.extend(await runtime.encode(runtime.default, todo))
-    out[:real] = np.stack(_REAL[first : first + real]) if real else out[:0]
+    if real:
+        out[:real] = np.stack(_REAL[first : first + real])
     for k in range(real, len(texts)):
         rng = np.random.default_rng(first + k)  # snippet j's mixture depends on j alone
         u, v = rng.integers(0, len(_REAL), 2)

@@ -115,6 +115,8 @@ class EdgeVectorStore:
         """The embedder's shard, opened once (created when new). One that does not load makes the store
         unavailable with the engine's reason, until a reindex (`reset_if_corrupt`) moves it aside."""
         name = collection_name(embedder)
+        if name in self._shards:  # open already: every /similar asks, and needs no thread for it
+            return name
         try:
             await asyncio.to_thread(self._open, name, dimension, reset_if_corrupt)
         except Exception as err:  # noqa: BLE001 - a shard that does not load: the store is unavailable
