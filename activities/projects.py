@@ -10,13 +10,15 @@ from activities.errors import permanent_failures
 from models.activities import ACQUIRE_GENERATION_SLOT, RECORD_PROJECT_STATE, RELEASE_GENERATION_SLOT
 from models.generation import LeaseInput
 from models.orchestrator import RecordStateInput, RecordStateResult
+from models.settings import Settings
 from store import leases, projects
 from store.errors import NotFound
 
 
 class ProjectActivities:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
         self._pool = pool
+        self._settings = settings
 
     @activity.defn(name=RECORD_PROJECT_STATE.name)
     @permanent_failures
@@ -34,12 +36,19 @@ class ProjectActivities:
     @activity.defn(name=ACQUIRE_GENERATION_SLOT.name)
     @permanent_failures
     async def acquire_generation_slot(self, inp: LeaseInput) -> bool:
-        """One of the tenant's generation slots for this holder, if one is free (a retry renews it)."""
+        """One of the tenant's generation (or sandbox: `kind`) slots for this holder, if one is free (a
+        retry renews it). Never more than the tenant's share of the platform's slots, whatever `limit` asks."""
+        share = self._settings.tenant_slots(inp.kind)
         return await leases.acquire(
-            self._pool, tenant_id=inp.tenant_id, holder=inp.holder, limit=inp.limit, ttl_s=inp.ttl_s
+            self._pool,
+            tenant_id=inp.tenant_id,
+            holder=inp.holder,
+            limit=share if inp.limit is None else min(inp.limit, share),
+            ttl_s=inp.ttl_s,
+            kind=inp.kind,
         )
 
     @activity.defn(name=RELEASE_GENERATION_SLOT.name)
     @permanent_failures
     async def release_generation_slot(self, inp: LeaseInput) -> None:
-        await leases.release(self._pool, tenant_id=inp.tenant_id, holder=inp.holder)
+        await leases.release(self._pool, tenant_id=inp.tenant_id, holder=inp.holder, kind=inp.kind)

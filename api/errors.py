@@ -13,11 +13,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api.openapi_links import add_links
 from api.security.auth import AuthError
 from knowledge.errors import EmbedderUnavailable, VectorStoreUnavailable
-from store.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
+from store.errors import Busy, Conflict, DomainError, Forbidden, Invalid, NotFound
 
 log = logging.getLogger("specmill.api")
 
-_STATUS = {NotFound: 404, Conflict: 409, Invalid: 422, Forbidden: 403}
+_STATUS = {NotFound: 404, Conflict: 409, Invalid: 422, Forbidden: 403, Busy: 429}
 
 
 class ServiceUnavailable(Exception):
@@ -63,7 +63,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(DomainError)
     async def _domain(_: Request, err: DomainError) -> JSONResponse:
-        return JSONResponse({"detail": err.message, **err.extra}, status_code=_STATUS.get(type(err), 400))
+        headers = {"Retry-After": "30"} if isinstance(err, Busy) else None
+        return JSONResponse(
+            {"detail": err.message, **err.extra}, status_code=_STATUS.get(type(err), 400), headers=headers
+        )
 
     @app.exception_handler(AuthError)
     async def _auth(_: Request, err: AuthError) -> JSONResponse:

@@ -306,6 +306,16 @@ def start_postgres(pgdata: Path, port: int, log_file: Path) -> subprocess.Popen:
 
 # --- Temporal ---------------------------------------------------------------------------
 
+# Task-queue fairness (a tenant's backlog never runs ahead of another's: the fairness keys of
+# workflows/calls.py), off by default in Server 1.32. One partition per queue: with the dev server's
+# few pollers, tasks spread over several partitions are matched out of order.
+FAIRNESS_DYNAMIC_CONFIG = (
+    "matching.useNewMatcher=true",
+    "matching.enableFairness=true",
+    "matching.numTaskqueueReadPartitions=1",
+    "matching.numTaskqueueWritePartitions=1",
+)
+
 
 def start_temporal(
     *, port: int, ui_port: int | None, db_file: Path | None, log_file: Path, namespace: str = "default"
@@ -327,6 +337,8 @@ def start_temporal(
         "--sqlite-pragma",
         "synchronous=normal",
     ]
+    for setting in FAIRNESS_DYNAMIC_CONFIG:
+        args += ["--dynamic-config-value", setting]
     if db_file is not None:
         db_file.parent.mkdir(parents=True, exist_ok=True)
         args += ["--db-filename", str(db_file)]

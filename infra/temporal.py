@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from uuid import UUID
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
+from temporalio.common import Priority
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 
@@ -18,6 +20,12 @@ SEARCH_ATTRIBUTES = {
     "SpecmillTenant": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
     "SpecmillState": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
 }
+
+
+def tenant_priority(tenant_id: UUID) -> Priority:
+    """A tenant's workflow, dispatched under the tenant as its fairness key (what it schedules inherits
+    the key, and the workflows name it again explicitly: workflows/calls.py)."""
+    return Priority(fairness_key=str(tenant_id))
 
 
 async def connect_temporal(settings: Settings, *, lazy: bool = False) -> Client:

@@ -266,9 +266,12 @@ def generation_workflow_id(generation_id: UUID) -> str:
 
 
 class LeaseInput(BaseModel):
-    """A generation slot of a tenant (store/leases.py), held by one generation workflow."""
+    """A slot of a tenant (store/leases.py): `generation`, held by one generation workflow while it calls a
+    model, or `sandbox`, held around one sandboxed test activity. `limit` caps the tenant's leases of the
+    kind below its share of the platform's slots (None: the share alone)."""
 
     tenant_id: UUID
     holder: str
-    limit: int = 1
+    limit: int | None = 1
     ttl_s: float = 900.0
+    kind: Literal["generation", "sandbox"] = "generation"

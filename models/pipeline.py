@@ -83,6 +83,19 @@ class EffectiveSettings(BaseModel):
     options: TechniqueOptions = Field(default_factory=TechniqueOptions)
 
 
+def over_token_budget(settings: TenantSettings | EffectiveSettings, budget: int) -> str | None:
+    """Why these settings let one instance ask for more than `budget` tokens in a run (None: they do
+    not): every round generates n candidates of up to max_new_tokens, the first and each repair."""
+    tokens = settings.n * settings.max_new_tokens * (settings.debug_rounds + 1)
+    if tokens <= budget:
+        return None
+    return (
+        f"n × max_new_tokens × (debug_rounds + 1) = {settings.n} × {settings.max_new_tokens} × "
+        f"({settings.debug_rounds} + 1) = {tokens} tokens per instance and run is over the budget of "
+        f"{budget} (PROJECT_TOKEN_BUDGET): lower n, max_new_tokens or debug_rounds"
+    )
+
+
 class AttachedTemplate(BaseModel):
     id: UUID
     name: str

@@ -156,6 +156,15 @@ class Settings(BaseSettings):
     # --- Workflows ----------------------------------------------------------------------
     update_timeout_seconds: float = Field(15.0, description="PUT state waits this long for the workflow (503 after).")
 
+    # --- workers: activities each one runs at once (max_concurrent_activities) -----------------
+    orchestrator_worker_slots: int = Field(32, ge=1, description="Orchestrator worker: state records and leases.")
+    spec_registry_worker_slots: int = Field(8, ge=1, description="Spec-registry worker: templates and spec checks.")
+    knowledge_worker_slots: int = Field(4, ge=1, description="Knowledge worker: retrieval and indexing.")
+    generation_worker_slots: int = Field(2, ge=1, description="Generation worker: model calls at once.")
+    integration_worker_slots: int = Field(2, ge=1, description="Integration worker: checks and sandboxed test runs.")
+    generation_workers: int = Field(1, ge=1, description="Generation worker processes the platform runs.")
+    integration_workers: int = Field(1, ge=1, description="Integration worker processes the platform runs.")
+
     # --- sandbox (the integration worker runs a spec's tests in it) -------------------------
     sandbox_python: str | None = Field(
         None,
@@ -199,6 +208,25 @@ class Settings(BaseSettings):
         gt=0,
         description="A POST /api/generate holds one of the tenant's generation slots until it is "
         "recorded, or at most this long (a lost worker).",
+    )
+    max_running_projects_per_tenant: int = Field(
+        4,
+        ge=1,
+        description="Projects of one tenant in code_generation, integration or debugging at once; one more "
+        "(POST .../specs/complete, POST .../runs) is a 429 until one ends.",
+    )
+    project_token_budget: int = Field(
+        24576,
+        ge=1,
+        description="A project's n × max_new_tokens × (debug_rounds + 1), the tokens one instance may ask "
+        "for in a run, at most (422 when settings are saved and when a run starts).",
+    )
+    tenant_slot_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="The share of the platform's generation and sandbox slots one tenant may hold at once "
+        "(at least one slot): slots = <QUEUE>_WORKER_SLOTS × <QUEUE>_WORKERS.",
     )
     max_event_streams_per_tenant: int = Field(
         8, ge=1, description="Open /api/events/stream connections per tenant, all gateways together (429 above)."
@@ -317,6 +345,19 @@ class Settings(BaseSettings):
 
     def queue(self, name: str) -> str:
         return f"{self.task_queue_prefix}{name}"
+
+    def worker_slots(self, queue: str) -> int:
+        """max_concurrent_activities of the worker of `queue` (models.common's queue names)."""
+        return getattr(self, f"{queue.replace('-', '_')}_worker_slots")
+
+    def tenant_slots(self, kind: Literal["generation", "sandbox"]) -> int:
+        """The most generation or sandbox slots one tenant holds at once: its share of the platform's."""
+        slots, workers = (
+            (self.generation_worker_slots, self.generation_workers)
+            if kind == "generation"
+            else (self.integration_worker_slots, self.integration_workers)
+        )
+        return max(1, int(slots * workers * self.tenant_slot_share))
 
 
 @lru_cache

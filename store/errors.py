@@ -26,3 +26,7 @@ class Invalid(DomainError):
 
 class Forbidden(DomainError):
     """Allowed to see, not to change (a built-in template)."""
+
+
+class Busy(DomainError):
+    """A limit of the tenant is reached for now (running projects): try again once some work ends."""

@@ -16,6 +16,7 @@ from models.pipeline import (
     ProjectSettingsUpdate,
     TenantSettings,
     TenantSettingsUpdate,
+    over_token_budget,
 )
 from models.techniques import check as check_techniques
 from models.techniques import check_n, check_options
@@ -41,14 +42,17 @@ def _checked_techniques(techniques: list[str] | None) -> list[str] | None:
         raise Invalid(str(err)) from err
 
 
-def _check_candidates(settings: TenantSettings | EffectiveSettings) -> None:
-    """What a run could not start with: options of a technique not chosen, or n > 1 with beam search
-    (its beams are the candidates)."""
+def _check_candidates(settings: TenantSettings | EffectiveSettings, token_budget: int | None = None) -> None:
+    """What a run could not start with: options of a technique not chosen, n > 1 with beam search (its
+    beams are the candidates), or more tokens per instance than `token_budget` (None: not checked)."""
     try:
         check_options(settings.techniques, settings.options)
         check_n(settings.techniques, settings.n)
     except ValueError as err:
         raise Invalid(str(err)) from err
+    why = None if token_budget is None else over_token_budget(settings, token_budget)
+    if why:
+        raise Invalid(why, extra={"setting": "PROJECT_TOKEN_BUDGET", "budget": token_budget})
 
 
 async def _require_project(conn: asyncpg.Connection, tenant_id: UUID, project_id: UUID) -> None:
@@ -74,9 +78,12 @@ async def _check_templates(pool: asyncpg.Pool, tenant_id: UUID, refs: list[Defau
             raise Invalid(f"default template {err.message}", extra={"template": ref.model_dump()}) from err
 
 
-async def put_tenant_settings(pool: asyncpg.Pool, *, tenant_id: UUID, update: TenantSettingsUpdate) -> TenantSettings:
+async def put_tenant_settings(
+    pool: asyncpg.Pool, *, tenant_id: UUID, update: TenantSettingsUpdate, token_budget: int | None = None
+) -> TenantSettings:
     """Merge `update` into the tenant's settings: a field left out keeps its value, null resets it to the
-    default. Every default template must resolve now (Invalid names the one that does not)."""
+    default. Every default template must resolve now (Invalid names the one that does not), and the
+    merged settings stay within `token_budget` per instance and run (Invalid, nothing stored)."""
     fields = update.model_dump(exclude_unset=True)
     defaults = TenantSettings().model_dump()
     fields = {k: defaults[k] if v is None else v for k, v in fields.items()}
@@ -94,7 +101,7 @@ async def put_tenant_settings(pool: asyncpg.Pool, *, tenant_id: UUID, update: Te
             f"select {_TENANT_COLS} from tenant_settings where tenant_id = $1 for update", tenant_id
         )
         merged_settings = TenantSettings.model_validate({**dict(current), **fields})
-        _check_candidates(merged_settings)
+        _check_candidates(merged_settings, token_budget)
         merged = merged_settings.model_dump()
         row = await conn.fetchrow(
             f"""update tenant_settings set default_templates = $2, generation_concurrency = $3, debug_rounds = $4,
@@ -142,11 +149,27 @@ async def effective_settings(pool: asyncpg.Pool, *, tenant_id: UUID, project_id:
         return await _effective(conn, tenant_id, project_id)
 
 
+async def runnable_settings(
+    pool: asyncpg.Pool, *, tenant_id: UUID, project_id: UUID, token_budget: int
+) -> EffectiveSettings:
+    """The settings a run of the project would start with, if it may (Invalid says why not: saved
+    before the budget was lowered, or made of the tenant's defaults and the project's own together)."""
+    effective = await effective_settings(pool, tenant_id=tenant_id, project_id=project_id)
+    _check_candidates(effective, token_budget)
+    return effective
+
+
 async def put_project_settings(
-    pool: asyncpg.Pool, *, tenant_id: UUID, project_id: UUID, update: ProjectSettingsUpdate
+    pool: asyncpg.Pool,
+    *,
+    tenant_id: UUID,
+    project_id: UUID,
+    update: ProjectSettingsUpdate,
+    token_budget: int | None = None,
 ) -> EffectiveSettings:
     """Merge `update` into the project's own settings (null: back to the tenant's default); returns the
-    settings the project's next run will use."""
+    settings the project's next run will use, which must stay within `token_budget` per instance and
+    run (Invalid, nothing stored)."""
     fields = update.model_dump(exclude_unset=True)
     _check_model(fields.get("model"))
     if "techniques" in fields:
@@ -167,7 +190,7 @@ async def put_project_settings(
             *fields.values(),
         )
         effective = await _effective(conn, tenant_id, project_id)
-        _check_candidates(effective)  # Invalid rolls the update back
+        _check_candidates(effective, token_budget)  # Invalid rolls the update back
         return effective
 
 

@@ -15,6 +15,7 @@ import asyncpg
 from models.common import TERMINAL_STATES, ProjectState
 from models.orchestrator import RecordStateInput, RunPublic
 from models.outcome import Outcome
+from store import leases
 from store.db import tenant_tx
 from store.errors import Conflict, NotFound
 from store.paging import keyset, page
@@ -29,10 +30,13 @@ def _model(row: asyncpg.Record) -> RunPublic:
     return RunPublic.model_validate(dict(row))
 
 
-async def claim_rerun(pool: asyncpg.Pool, *, tenant_id: UUID, project_id: UUID) -> tuple[ProjectState, UUID | None]:
+async def claim_rerun(
+    pool: asyncpg.Pool, *, tenant_id: UUID, project_id: UUID, max_running: int
+) -> tuple[ProjectState, UUID | None]:
     """Move a project that has ended into code_generation for its next run; its last state and run.
 
-    Conflict (with the running run's id) when it has not ended: one run at a time."""
+    Conflict (with the running run's id) when it has not ended: one run at a time. Busy when the tenant
+    already runs `max_running` other projects."""
     async with tenant_tx(pool, tenant_id) as conn:
         row = await conn.fetchrow(
             "select state, run_id from projects where tenant_id = $1 and id = $2 for update", tenant_id, project_id
@@ -45,6 +49,7 @@ async def claim_rerun(pool: asyncpg.Pool, *, tenant_id: UUID, project_id: UUID) 
                 f"project is {state.value}: a run is going; start another once it has ended",
                 extra={"state": state.value, "run_id": str(row["run_id"]) if row["run_id"] else None},
             )
+        await leases.check_run_slot(conn, tenant_id=tenant_id, project_id=project_id, limit=max_running)
         await conn.execute(
             "update projects set state = $3, reason = null, updated_at = now() at time zone 'utc'"
             " where tenant_id = $1 and id = $2",

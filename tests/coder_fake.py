@@ -28,7 +28,9 @@ class ScriptedCoder:
     plans: dict[str, str] = field(default_factory=dict)  # spec name -> the answer to a planning prompt
     lock: threading.Lock = field(default_factory=threading.Lock)
     delay: float = 0.0  # seconds each answer takes
+    delays: dict[str, float] = field(default_factory=dict)  # function name -> its own answers' delay
     spans: list[tuple[str, float, float]] = field(default_factory=list)  # (function name, start, end)
+    started: list[str] = field(default_factory=list)  # function names, as their requests arrive
     queued: dict[str, list[str]] = field(default_factory=dict)  # function name -> next first answers
 
     def script(self, name: str, first: str, repair: str | None = None) -> None:
@@ -65,8 +67,10 @@ def start() -> tuple[ScriptedCoder, ThreadingHTTPServer]:
                 coder.prompts.append(prompt)
                 coder.requests.append(body)
             text = coder.answer(prompt)
-            time.sleep(coder.delay)
             match = re.search(r"named `([A-Za-z_][A-Za-z0-9_]*)`", prompt)
+            with coder.lock:
+                coder.started.append(match.group(1) if match else "")
+            time.sleep(coder.delays.get(match.group(1) if match else "", coder.delay))
             with coder.lock:
                 coder.spans.append((match.group(1) if match else "", started, time.monotonic()))
             answer = {

@@ -26,16 +26,22 @@ HISTORIES = Path(__file__).parent / "histories"
 
 
 async def _save_histories(temporal, workflow_id: str, name: str, run_id: str | None = None) -> None:
-    """With SPECMILL_SAVE_HISTORIES=1, keep the run's histories (the project's, its latest run or `run_id`,
+    """With SPECMILL_SAVE_HISTORIES=1 (or =<tag>: named <name>-<tag>-<i>), keep the run's histories (the project's, its latest run or `run_id`,
     and its children's) for tests/test_replay.py: a later change that breaks determinism then fails CI."""
-    if not os.environ.get("SPECMILL_SAVE_HISTORIES"):
+    tag = os.environ.get("SPECMILL_SAVE_HISTORIES")
+    if not tag:
         return
+    if tag != "1":  # recordings of a later change go beside the old ones, never over them
+        name = f"{name}-{tag}"
     HISTORIES.mkdir(exist_ok=True)
     ids = [workflow_id] + [wf.id async for wf in temporal.list_workflows(f"WorkflowId STARTS_WITH '{workflow_id}-'")]
     for i, wid in enumerate(ids):
         history = await temporal.get_workflow_handle(wid, run_id=run_id if i == 0 else None).fetch_history()
         record = {"workflow_id": wid, "history": history.to_json_dict()}
-        (HISTORIES / f"{name}-{i}.json").write_text(json.dumps(record, indent=0))
+        path = HISTORIES / f"{name}-{i}.json"
+        if path.exists():
+            raise FileExistsError(f"{path} is recorded already: name the new recording (SPECMILL_SAVE_HISTORIES=<tag>)")
+        path.write_text(json.dumps(record, indent=0))
 
 
 async def _activity_results(temporal, workflow_id: str, activity_type: str, result_type: type) -> list:

@@ -9,7 +9,6 @@ import logging
 import os
 import socket
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 from uuid import UUID
@@ -24,6 +23,7 @@ from activities.generation import GenerationActivities
 from activities.knowledge import KnowledgeActivities
 from activities.pipeline import PipelineActivities
 from activities.projects import ProjectActivities
+from infra.temporal import tenant_priority
 from models import schema_safety
 from models.activities import served_by
 from models.common import GENERATION, INTEGRATION, KNOWLEDGE, ORCHESTRATOR, SPEC_REGISTRY
@@ -66,13 +66,13 @@ class QueueDef:
 
 
 def _orchestrator(client: Client, settings: Settings, pool: asyncpg.Pool) -> Worker:
-    acts = ProjectActivities(pool)
+    acts = ProjectActivities(pool, settings)
     return Worker(
         client,
         task_queue=settings.queue(ORCHESTRATOR),
         workflows=[ProjectWorkflow],
         activities=served(ORCHESTRATOR, acts),
-        activity_executor=ThreadPoolExecutor(4),
+        max_concurrent_activities=settings.worker_slots(ORCHESTRATOR),
     )
 
 
@@ -84,7 +84,7 @@ def _spec_registry(client: Client, settings: Settings, pool: asyncpg.Pool) -> Wo
         client,
         task_queue=settings.queue(SPEC_REGISTRY),
         activities=served(SPEC_REGISTRY, acts),
-        max_concurrent_activities=8,
+        max_concurrent_activities=settings.worker_slots(SPEC_REGISTRY),
     )
 
 
@@ -100,7 +100,7 @@ def _integration(client: Client, settings: Settings, pool: asyncpg.Pool) -> Work
         client,
         task_queue=settings.queue(INTEGRATION),
         activities=served(INTEGRATION, acts),
-        max_concurrent_activities=2,
+        max_concurrent_activities=settings.worker_slots(INTEGRATION),
     )
 
 
@@ -115,7 +115,7 @@ def _knowledge(client: Client, settings: Settings, pool: asyncpg.Pool) -> Worker
         task_queue=settings.queue(KNOWLEDGE),
         workflows=[KnowledgeIndexWorkflow, KnowledgeReindexWorkflow],
         activities=served(KNOWLEDGE, acts),
-        max_concurrent_activities=4,
+        max_concurrent_activities=settings.worker_slots(KNOWLEDGE),
         plugins=[
             SimplePlugin("specmill.knowledge_upgrade", run_context=lambda: _rebuilt_if_needed(client, settings, pool))
         ],
@@ -136,6 +136,7 @@ async def start_reindex(client: Client, settings: Settings, tenant_id: UUID):
         result_type=ReindexResult,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         static_summary=f"re-index tenant {tenant_id}",
+        priority=tenant_priority(tenant_id),
     )
 
 
@@ -251,7 +252,7 @@ def _generation(client: Client, settings: Settings, pool: asyncpg.Pool) -> Worke
         task_queue=settings.queue(GENERATION),
         workflows=[GenerationWorkflow],
         activities=served(GENERATION, acts),
-        max_concurrent_activities=2,
+        max_concurrent_activities=settings.worker_slots(GENERATION),
         plugins=[SimplePlugin("specmill.model_reports", run_context=ModelReporter(pool, manager).running)],
     )
 

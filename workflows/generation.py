@@ -14,16 +14,14 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from workflows.calls import execute
+from workflows.calls import execute, tenant_slot
 
 with workflow.unsafe.imports_passed_through():
     from models.activities import (
-        ACQUIRE_GENERATION_SLOT,
         GENERATE_BODIES,
         GENERATE_CANDIDATES,
         PLAN_MODULE,
         RECORD_GENERATION,
-        RELEASE_GENERATION_SLOT,
         RETRIEVE_REFERENCES,
         TEST_CANDIDATES,
     )
@@ -50,7 +48,9 @@ GENERATE_RETRY = RetryPolicy(
     non_retryable_error_types=["ModelUnavailable", "BadRequest"],
 )
 RECORD_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
-CANDIDATE_TESTS_PATCH = "candidate-tests"  # the visible tests step (issue 12): new histories only
+CANDIDATE_TESTS_PATCH = "candidate-tests"  # the visible tests step: new histories only
+# Candidate tests hold one of the tenant's sandbox slots (before: they took any free integration slot).
+SANDBOX_SLOT_PATCH = "candidate-tests-sandbox-slot"
 
 
 @workflow.defn(name=GENERATION_WORKFLOW)
@@ -75,6 +75,7 @@ class GenerationWorkflow:
         await execute(
             RECORD_GENERATION,
             RecordGenerationInput(inp=inp, result=result, error=error),
+            tenant_id=inp.tenant_id,
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=RECORD_RETRY,
             summary="record the outcome",
@@ -85,32 +86,8 @@ class GenerationWorkflow:
         if not (inp.project_id and inp.concurrency_limit and inp.lease_queue):
             return await self._steps(inp)
         lease = LeaseInput(tenant_id=inp.tenant_id, holder=workflow.info().workflow_id, limit=inp.concurrency_limit)
-        await self._acquire(inp, lease)
-        try:
+        async with tenant_slot(lease, inp.lease_queue, f"at most {lease.limit} generations at once"):
             return await self._steps(inp)
-        finally:
-            await execute(
-                RELEASE_GENERATION_SLOT,
-                lease,
-                task_queue=inp.lease_queue,
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=RECORD_RETRY,
-                summary="release the tenant's generation slot",
-            )
-
-    async def _acquire(self, inp: GenerationInput, lease: LeaseInput) -> None:
-        """Wait (a durable timer, no worker held) until the tenant has a generation slot free."""
-        wait = 1.0
-        while not await execute(
-            ACQUIRE_GENERATION_SLOT,
-            lease,
-            task_queue=inp.lease_queue,
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=RECORD_RETRY,
-            summary=f"a generation slot of the tenant (at most {lease.limit} at once)",
-        ):
-            await workflow.sleep(wait)
-            wait = min(wait * 2, 10.0)
 
     async def _steps(self, inp: GenerationInput) -> GenerationResult:
         return await run_steps(inp, _ActivitySteps(inp))
@@ -127,6 +104,7 @@ class _ActivitySteps:
         return await execute(
             RETRIEVE_REFERENCES,
             RetrieveInput(tenant_id=self.inp.tenant_id, query=query, top_k=top_k),
+            tenant_id=self.inp.tenant_id,
             task_queue=self.inp.knowledge_queue,
             start_to_close_timeout=timedelta(seconds=60),
             retry_policy=RetryPolicy(maximum_attempts=5),
@@ -138,6 +116,7 @@ class _ActivitySteps:
         return await execute(
             PLAN_MODULE,
             PlanInput(job=self.inp),
+            tenant_id=self.inp.tenant_id,
             start_to_close_timeout=timedelta(minutes=30),
             heartbeat_timeout=timedelta(seconds=30),
             retry_policy=GENERATE_RETRY,
@@ -148,6 +127,7 @@ class _ActivitySteps:
         return await execute(
             GENERATE_BODIES if plan is not None else GENERATE_CANDIDATES,
             CandidatesInput(job=self.inp, references=references, round=round_, plan=plan),
+            tenant_id=self.inp.tenant_id,
             start_to_close_timeout=timedelta(minutes=30),
             heartbeat_timeout=timedelta(seconds=30),
             retry_policy=GENERATE_RETRY,
@@ -157,13 +137,23 @@ class _ActivitySteps:
     async def test(self, codes: list[str], tests: list[str]) -> list[CandidateTests]:
         """The candidates against the spec's visible tests, on the integration worker (it owns the sandbox)."""
         workflow.patched(CANDIDATE_TESTS_PATCH)  # no history before it reaches this step: a marker for later changes
-        result = await execute(
-            TEST_CANDIDATES,
-            TestCandidatesInput(tenant_id=self.inp.tenant_id, codes=codes, tests=tests),
-            task_queue=self.inp.integration_queue,
-            start_to_close_timeout=timedelta(minutes=10),
-            heartbeat_timeout=timedelta(seconds=60),
-            retry_policy=RetryPolicy(maximum_attempts=3, non_retryable_error_types=["SandboxUnavailable"]),
-            summary=f"{len(codes)} candidate(s) against {len(tests)} visible test(s)",
+
+        def run():
+            return execute(
+                TEST_CANDIDATES,
+                TestCandidatesInput(tenant_id=self.inp.tenant_id, codes=codes, tests=tests),
+                tenant_id=self.inp.tenant_id,
+                task_queue=self.inp.integration_queue,
+                start_to_close_timeout=timedelta(minutes=10),
+                heartbeat_timeout=timedelta(seconds=60),
+                retry_policy=RetryPolicy(maximum_attempts=3, non_retryable_error_types=["SandboxUnavailable"]),
+                summary=f"{len(codes)} candidate(s) against {len(tests)} visible test(s)",
+            )
+
+        if self.inp.lease_queue is None or not workflow.patched(SANDBOX_SLOT_PATCH):
+            return (await run()).results
+        lease = LeaseInput(
+            tenant_id=self.inp.tenant_id, holder=f"{workflow.info().workflow_id}/candidates", limit=None, kind="sandbox"
         )
-        return result.results
+        async with tenant_slot(lease, self.inp.lease_queue, f"test {len(codes)} candidate(s)"):
+            return (await run()).results

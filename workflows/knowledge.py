@@ -40,6 +40,7 @@ def _index(inp: IndexInput):
     return execute(
         INDEX_ITEMS,
         inp,
+        tenant_id=inp.tenant_id,
         start_to_close_timeout=timedelta(minutes=10),
         heartbeat_timeout=timedelta(seconds=60),
         retry_policy=INDEX_RETRY,
@@ -95,6 +96,7 @@ class KnowledgeReindexWorkflow:
             page = await execute(
                 LIST_TENANT_ITEMS,
                 ReindexPageInput(tenant_id=inp.tenant_id, after=after, limit=256),
+                tenant_id=inp.tenant_id,
                 start_to_close_timeout=timedelta(seconds=60),
                 retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
                 summary="list rows",
@@ -107,6 +109,7 @@ class KnowledgeReindexWorkflow:
         removed = await execute(
             PRUNE_TENANT_POINTS,
             ReindexPageInput(tenant_id=inp.tenant_id),
+            tenant_id=inp.tenant_id,
             start_to_close_timeout=timedelta(minutes=10),
             heartbeat_timeout=timedelta(seconds=60),
             retry_policy=INDEX_RETRY,

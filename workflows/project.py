@@ -35,7 +35,7 @@ from temporalio.exceptions import (
     is_cancelled_exception,
 )
 
-from workflows.calls import execute
+from workflows.calls import execute, fair, tenant_slot
 
 with workflow.unsafe.imports_passed_through():
     from models.activities import (
@@ -48,7 +48,7 @@ with workflow.unsafe.imports_passed_through():
         ActivityType,
     )
     from models.common import TERMINAL_STATES, ProjectState
-    from models.generation import GENERATION_WORKFLOW, GenerationInput, GenerationResult, SpecSnapshot
+    from models.generation import GENERATION_WORKFLOW, GenerationInput, GenerationResult, LeaseInput, SpecSnapshot
     from models.orchestrator import (
         PROJECT_WORKFLOW,
         SANDBOX_UNAVAILABLE,
@@ -100,6 +100,8 @@ CANDIDATES_PATCH = "pipeline-candidates"
 # (before: it completed, and the Temporal UI showed a failed project as Completed).
 FAILS_IN_TEMPORAL_PATCH = "project-failed-fails-the-run"
 PROJECT_FAILED = "ProjectFailed"
+# A round's tests hold one of the tenant's sandbox slots (before: they took any free integration slot).
+SANDBOX_SLOT_PATCH = "spec-tests-sandbox-slot"
 
 
 @workflow.defn(name=PROJECT_WORKFLOW)
@@ -293,22 +295,7 @@ class ProjectWorkflow:
                 f"round {round_}: check and store the artifacts",
             )
             await self._move(S.debugging, f"round {round_}: test {len(integrated.artifacts)} artifact(s)")
-            # no sandbox on the worker (SandboxUnavailable): nothing runs unconfined, and the project fails
-            tested = await self._activity(
-                RUN_SPEC_TESTS,
-                DebugRoundInput(
-                    tenant_id=self._inp.tenant_id,
-                    project_id=self._inp.project_id,
-                    round=round_,
-                    task_id=workflow.uuid4(),
-                    artifacts=integrated.artifacts,
-                    specs=todo,
-                ),
-                self._inp.queues.integration,
-                f"round {round_}: run the tests",
-                timeout=timedelta(minutes=30),
-                heartbeat=timedelta(seconds=30),
-            )
+            tested = await self._tests(round_, integrated.artifacts, todo)
             self._results.update({r.instance_id: (r, round_) for r in tested.results})
             passing = [r.artifact_id for r in tested.results if r.status == "passed" and r.artifact_id]
             if passing:
@@ -335,6 +322,36 @@ class ProjectWorkflow:
             S.failed,
             f"tests still fail after {cfg.debug_rounds} debugging round(s): " + "; ".join(self._reasons)[:800],
         )
+
+    async def _tests(self, round_: int, artifacts, todo: list[SpecSnapshot]):
+        """The round's tests in the sandbox, holding one of the tenant's sandbox slots (runs from before
+        SANDBOX_SLOT_PATCH: any free integration slot). No sandbox on the worker (SandboxUnavailable):
+        nothing runs unconfined, and the project fails."""
+        debug = DebugRoundInput(
+            tenant_id=self._inp.tenant_id,
+            project_id=self._inp.project_id,
+            round=round_,
+            task_id=workflow.uuid4(),
+            artifacts=artifacts,
+            specs=todo,
+        )
+
+        def run():
+            return self._activity(
+                RUN_SPEC_TESTS,
+                debug,
+                self._inp.queues.integration,
+                f"round {round_}: run the tests",
+                timeout=timedelta(minutes=30),
+                heartbeat=timedelta(seconds=30),
+            )
+
+        if not workflow.patched(SANDBOX_SLOT_PATCH):
+            return await run()
+        holder = f"{workflow.info().workflow_id}/{workflow.info().run_id}/tests-{round_}"
+        lease = LeaseInput(tenant_id=self._inp.tenant_id, holder=holder, limit=None, kind="sandbox")
+        async with tenant_slot(lease, self._inp.queues.orchestrator, f"round {round_}: run the tests"):
+            return await run()
 
     def _outcome_of(self, state: ProjectState, why: str | None = None) -> Outcome:
         """Each instance of this run by its last result (not run: none yet), and the run's summary."""
@@ -393,6 +410,7 @@ class ProjectWorkflow:
                         result_type=GenerationResult,
                         id=f"{workflow.info().workflow_id}-{spec.instance_id}-round-{round_}",
                         task_queue=self._inp.queues.generation,
+                        **fair(self._inp.tenant_id),
                         static_summary=f"{instance_name(spec)} ({spec.template_name}), round {round_}",
                     )
                 except ChildWorkflowError as err:
@@ -418,6 +436,7 @@ class ProjectWorkflow:
         return await execute(
             act,
             arg,
+            tenant_id=self._inp.tenant_id,
             task_queue=queue,
             start_to_close_timeout=timeout,
             heartbeat_timeout=heartbeat,
@@ -456,6 +475,7 @@ class ProjectWorkflow:
                 settings=settings,
                 outcome=outcome,
             ),
+            tenant_id=self._inp.tenant_id,
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=RECORD_RETRY,
             summary=f"{frm.value if frm else 'new'} -> {to.value}",

@@ -14,8 +14,9 @@ from api import availability
 from api.deps import Cursor, Limit, PoolDep, PrincipalDep, ResourcesDep
 from api.errors import ServiceUnavailable
 from codegen.manager import ModelManager
+from infra.temporal import tenant_priority
 from models.auth import Principal
-from models.common import GENERATION, INTEGRATION, KNOWLEDGE, MODEL_NAMES, Page, Role
+from models.common import GENERATION, INTEGRATION, KNOWLEDGE, MODEL_NAMES, ORCHESTRATOR, Page, Role
 from models.generation import (
     GENERATION_WORKFLOW,
     GenerateRequest,
@@ -218,6 +219,7 @@ async def _start(res, p: Principal, gid: UUID, spec: SpecSnapshot, body: Generat
                 temperature=body.temperature,
                 knowledge_queue=s.queue(KNOWLEDGE),
                 integration_queue=s.queue(INTEGRATION),
+                lease_queue=s.queue(ORCHESTRATOR),
                 retrieval_query=query,
                 options=body.options,
             ),
@@ -225,6 +227,7 @@ async def _start(res, p: Principal, gid: UUID, spec: SpecSnapshot, body: Generat
             task_queue=s.queue(GENERATION),
             result_type=GenerationResult,
             static_summary=f"{spec.template_name}@{spec.template_version} with {body.model}",
+            priority=tenant_priority(p.tenant_id),
         )
     except (RPCError, RuntimeError) as err:
         await leases.release(res.pool, tenant_id=p.tenant_id, holder=generation_workflow_id(gid))
@@ -242,9 +245,11 @@ async def _start(res, p: Principal, gid: UUID, spec: SpecSnapshot, body: Generat
 
 
 async def _take_slot(res, p: Principal, gid: UUID) -> None:
-    """One of the tenant's generation slots, shared with its projects' generations (store/leases.py).
+    """One of the tenant's generation slots, shared with its projects' generations (store/leases.py): at
+    most its generation_concurrency, and never more than its share of the platform's (TENANT_SLOT_SHARE).
     Held by the generation workflow's id; record_generation frees it, or it expires."""
-    limit = (await pipeline_settings.get_tenant_settings(res.pool, tenant_id=p.tenant_id)).generation_concurrency
+    wanted = (await pipeline_settings.get_tenant_settings(res.pool, tenant_id=p.tenant_id)).generation_concurrency
+    limit = min(wanted, res.settings.tenant_slots("generation"))
     if not await leases.acquire(
         res.pool,
         tenant_id=p.tenant_id,
@@ -254,8 +259,8 @@ async def _take_slot(res, p: Principal, gid: UUID) -> None:
     ):
         raise HTTPException(
             429,
-            f"all {limit} of the tenant's generation slots are busy (generation_concurrency "
-            "in /api/settings); try again when one finishes",
+            f"all {limit} of the tenant's generation slots are busy (generation_concurrency in /api/settings, "
+            "at most the tenant's share of the platform, TENANT_SLOT_SHARE); try again when one finishes",
             headers={"Retry-After": "10"},
         )
 

@@ -43,9 +43,12 @@ async def _check_model(res, p, model: str | None) -> None:
 
 @router.put("/settings", response_model=TenantSettings)
 async def put_settings(body: TenantSettingsUpdate, res: ResourcesDep, p: PrincipalDep):
-    """Merge into the tenant's defaults. A `model` that cannot serve this tenant now is a 422 with the reason."""
+    """Merge into the tenant's defaults. A `model` that cannot serve this tenant now is a 422 with the reason;
+    so are defaults whose n × max_new_tokens × (debug_rounds + 1) is over PROJECT_TOKEN_BUDGET."""
     await _check_model(res, p, body.model)
-    return await pipeline_settings.put_tenant_settings(res.pool, tenant_id=p.tenant_id, update=body)
+    return await pipeline_settings.put_tenant_settings(
+        res.pool, tenant_id=p.tenant_id, update=body, token_budget=res.settings.project_token_budget
+    )
 
 
 @router.get("/projects/{project_id}/settings", response_model=EffectiveSettings)
@@ -55,12 +58,17 @@ async def get_project_settings(project_id: UUID, pool: PoolDep, p: PrincipalDep)
 
 @router.put("/projects/{project_id}/settings", response_model=EffectiveSettings)
 async def put_project_settings(project_id: UUID, body: ProjectSettingsUpdate, res: ResourcesDep, p: PrincipalDep):
-    """Merge into the project's own settings. A `model` that cannot serve this tenant now is a 422 with the reason."""
+    """Merge into the project's own settings. A `model` that cannot serve this tenant now is a 422 with the
+    reason; so are settings whose n × max_new_tokens × (debug_rounds + 1) is over PROJECT_TOKEN_BUDGET."""
     if body.model is not None:  # another tenant's project is a 404 before anything is said of the model
         await projects.get_project(res.pool, tenant_id=p.tenant_id, project_id=project_id)
     await _check_model(res, p, body.model)
     return await pipeline_settings.put_project_settings(
-        res.pool, tenant_id=p.tenant_id, project_id=project_id, update=body
+        res.pool,
+        tenant_id=p.tenant_id,
+        project_id=project_id,
+        update=body,
+        token_budget=res.settings.project_token_budget,
     )
 
 

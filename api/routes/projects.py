@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from uuid import UUID
 
 from fastapi import APIRouter, HTTPException, Response
@@ -15,6 +16,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from api import availability
 from api.deps import Cursor, Limit, PoolDep, PrincipalDep, ResourcesDep, SettingsDep, TemporalDep
 from api.errors import ServiceUnavailable
+from infra.temporal import tenant_priority
 from models.common import (
     GENERATION,
     INTEGRATION,
@@ -43,7 +45,7 @@ from models.orchestrator import (
     TaskPublic,
     TaskUpdate,
 )
-from store import projects, runs, tasks
+from store import leases, pipeline_settings, projects, runs, tasks
 
 router = APIRouter(tags=["orchestrator"])
 
@@ -76,6 +78,7 @@ async def create_project(
                     ]
                 ),
                 static_summary=f"project {project.name!r}",
+                priority=tenant_priority(p.tenant_id),
             )
         except (RPCError, RuntimeError) as err:  # RuntimeError: the lazy client could not connect
             raise ServiceUnavailable("Temporal") from err
@@ -175,21 +178,36 @@ async def set_state(project_id: UUID, body: StateChange, res: ResourcesDep, p: P
 @router.post("/projects/{project_id}/specs/complete", response_model=StateView)
 async def complete_specs(project_id: UUID, res: ResourcesDep, p: PrincipalDep, temporal: TemporalDep):
     """spec.complete: checks every instance (409 with the problems) and starts code generation; a model
-    that cannot serve this tenant now is a 422 with the reason, before anything starts."""
+    that cannot serve this tenant now, or settings over PROJECT_TOKEN_BUDGET, is a 422 with the reason,
+    before anything starts. A tenant already running MAX_RUNNING_PROJECTS_PER_TENANT projects gets a 429."""
     project = await projects.get_project(res.pool, tenant_id=p.tenant_id, project_id=project_id)
     return await _complete_specs(res, p, project, temporal)
 
 
 async def _complete_specs(res, p, project: ProjectPublic, temporal: Client):
+    """The complete_specs update; a project about to run is first checked against the token budget and
+    holds a place among the tenant's running projects until the workflow has recorded code_generation."""
+    settings, user_id = res.settings, p.user_id
+    admission = contextlib.nullcontext()  # any other state: the workflow answers 409
     if project.state == ProjectState.spec_definition:
         await availability.require_project_model(res, p.tenant_id, project.id)
-    settings, user_id = res.settings, p.user_id
+        await pipeline_settings.runnable_settings(
+            res.pool, tenant_id=p.tenant_id, project_id=project.id, token_budget=settings.project_token_budget
+        )
+        admission = leases.admitting_run(
+            res.pool,
+            tenant_id=p.tenant_id,
+            project_id=project.id,
+            limit=settings.max_running_projects_per_tenant,
+            ttl_s=settings.update_timeout_seconds + 30,
+        )
     handle = temporal.get_workflow_handle(project.workflow_id)
     try:
-        return await asyncio.wait_for(
-            handle.execute_update("complete_specs", CompleteSpecs(requested_by=user_id), result_type=StateView),
-            settings.update_timeout_seconds,
-        )
+        async with admission:
+            return await asyncio.wait_for(
+                handle.execute_update("complete_specs", CompleteSpecs(requested_by=user_id), result_type=StateView),
+                settings.update_timeout_seconds,
+            )
     except WorkflowUpdateFailedError as err:
         cause = err.cause
         if isinstance(cause, ApplicationError) and cause.type in ("TransitionNotAllowed", "SpecsIncomplete"):

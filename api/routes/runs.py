@@ -18,6 +18,7 @@ from api import availability
 from api.deps import Cursor, Limit, PoolDep, PrincipalDep, ResourcesDep, TemporalDep
 from api.errors import ServiceUnavailable
 from api.routes.projects import pipeline_queues
+from infra.temporal import tenant_priority
 from models.common import ORCHESTRATOR, TERMINAL_STATES, Page, ProjectState
 from models.orchestrator import (
     PROJECT_WORKFLOW,
@@ -115,7 +116,9 @@ async def start_run(
     """Claim the project (it leaves its terminal state first: a second rerun is a 409), start the run,
     and record it; a run that cannot start gives the project back its last state."""
     feedback = _last_failures(project, instance_ids, changes)
-    last_state, last_run = await runs.claim_rerun(pool, tenant_id=p.tenant_id, project_id=project.id)
+    last_state, last_run = await runs.claim_rerun(
+        pool, tenant_id=p.tenant_id, project_id=project.id, max_running=settings.max_running_projects_per_tenant
+    )
     try:
         handle = await temporal.start_workflow(
             PROJECT_WORKFLOW,
@@ -141,6 +144,7 @@ async def start_run(
                 ]
             ),
             static_summary=f"project {project.name!r}: run ({scope}) of {len(instance_ids)} instance(s)",
+            priority=tenant_priority(p.tenant_id),
         )
     except BaseException as err:
         await runs.release_rerun(pool, tenant_id=p.tenant_id, project_id=project.id, state=last_state, run_id=last_run)
@@ -164,7 +168,10 @@ async def start_run(
     "/projects/{project_id}/runs",
     response_model=RunPublic,
     status_code=202,
-    responses={409: {"description": "A run is going (its id in `run_id`), or the scope chose no instance"}},
+    responses={
+        409: {"description": "A run is going (its id in `run_id`), or the scope chose no instance"},
+        429: {"description": "The tenant runs its most projects at once (MAX_RUNNING_PROJECTS_PER_TENANT)"},
+    },
 )
 async def create_run(
     project_id: UUID, body: RunCreate, response: Response, res: ResourcesDep, p: PrincipalDep, temporal: TemporalDep
@@ -172,14 +179,21 @@ async def create_run(
     """A new run of a project whose last run has ended, with the project's current settings (`settings`
     here are saved first, as PUT .../settings would). Answers 202 with the run, already in
     code_generation: GET .../state and GET .../runs/{id} show this run from now on. A model that cannot
-    serve this tenant now, named here or already the project's, is a 422 with the reason."""
+    serve this tenant now, named here or already the project's, is a 422 with the reason; so are settings
+    whose n × max_new_tokens × (debug_rounds + 1) is over PROJECT_TOKEN_BUDGET. A tenant already running
+    MAX_RUNNING_PROJECTS_PER_TENANT projects gets a 429 (Retry-After) until one ends."""
     pool = res.pool
     project = _ended(await projects.get_project(pool, tenant_id=p.tenant_id, project_id=project_id))
     new_model = body.settings.model if body.settings is not None else None
     await availability.require_project_model(res, p.tenant_id, project_id, new_model)
+    budget = res.settings.project_token_budget
     if body.settings is not None:
         await pipeline_settings.put_project_settings(
-            pool, tenant_id=p.tenant_id, project_id=project_id, update=body.settings
+            pool, tenant_id=p.tenant_id, project_id=project_id, update=body.settings, token_budget=budget
+        )
+    else:
+        await pipeline_settings.runnable_settings(
+            pool, tenant_id=p.tenant_id, project_id=project_id, token_budget=budget
         )
     chosen, changes = await _plan(pool, p.tenant_id, project_id, body.scope)
     run = await start_run(pool, temporal, res.settings, p, project, body.scope, chosen, changes)
@@ -207,6 +221,9 @@ async def regenerate(project_id: UUID, response: Response, res: ResourcesDep, p:
     pool = res.pool
     project = _ended(await projects.get_project(pool, tenant_id=p.tenant_id, project_id=project_id))
     await availability.require_project_model(res, p.tenant_id, project_id)
+    await pipeline_settings.runnable_settings(
+        pool, tenant_id=p.tenant_id, project_id=project_id, token_budget=res.settings.project_token_budget
+    )
     chosen, changes = await _plan(pool, p.tenant_id, project_id, "changed")
     run = await start_run(pool, temporal, res.settings, p, project, "changed", chosen, changes)
     response.headers["Location"] = f"/api/projects/{project_id}/runs/{run.id}"
