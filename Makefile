@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install sandbox-deps redis-server bench-sandbox demo chaos bench-gateway bench-kb bench-generate eval clean-data lint
+.PHONY: run test install sandbox-deps redis-server bench-sandbox demo chaos bench-gateway bench-kb bench-generate bench-fairness eval clean-data lint
 
 $(BIN)/python:
 	@command -v $(PY) >/dev/null 2>&1 || { echo "need Python 3.11 ($(PY))"; exit 1; }
@@ -60,6 +60,9 @@ bench-kb: install
 
 bench-sandbox: install
 	$(BIN)/python bench/sandbox.py $(BENCH_ARGS)
+
+bench-fairness: install
+	$(BIN)/python bench/fairness.py $(BENCH_ARGS)
 
 # llama.cpp, for bench-generate only. Its native build turns on AMX on this CPU family, and that path
 # crashes in this VM (the kernel does not grant AMX tiles), so it is built for AVX-512 with VNNI and BF16.
