@@ -186,7 +186,9 @@ class Settings(BaseSettings):
         "3000/minute", description="All requests of one tenant, every key together (on top of RATE_LIMIT per key)."
     )
     auth_prefix_rate_limit: str = Field(
-        "10/minute", description="Failed authentications with one API key prefix (sm_<prefix>_...), from anywhere."
+        "10/minute",
+        description="Failed authentications with one API key prefix (sm_<prefix>_...), from anywhere; past "
+        "it, each further failure with the prefix blocks the address it came from (never the key).",
     )
     auth_known_good_seconds: int = Field(
         3600,
