@@ -27,6 +27,9 @@ R = TypeVar("R")
 FAIRNESS_PATCH = "tenant-fairness-keys"
 LEASE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 LEASE_WAIT_MAX_S = 10.0
+# A sandbox slot outlives one test activity's 30-minute limit; the workflow releases it sooner, and only
+# a workflow that ended without releasing (terminated by an operator) leaves it to expire.
+SANDBOX_LEASE_TTL_S = 3600.0
 
 
 def fair(tenant_id: UUID) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from workflows.calls import execute, tenant_slot
+from workflows.calls import SANDBOX_LEASE_TTL_S, execute, tenant_slot
 
 with workflow.unsafe.imports_passed_through():
     from models.activities import (
@@ -153,7 +153,11 @@ class _ActivitySteps:
         if self.inp.lease_queue is None or not workflow.patched(SANDBOX_SLOT_PATCH):
             return (await run()).results
         lease = LeaseInput(
-            tenant_id=self.inp.tenant_id, holder=f"{workflow.info().workflow_id}/candidates", limit=None, kind="sandbox"
+            tenant_id=self.inp.tenant_id,
+            holder=f"{workflow.info().workflow_id}/candidates",
+            limit=None,
+            kind="sandbox",
+            ttl_s=SANDBOX_LEASE_TTL_S,
         )
         async with tenant_slot(lease, self.inp.lease_queue, f"test {len(codes)} candidate(s)"):
             return (await run()).results

@@ -35,7 +35,7 @@ from temporalio.exceptions import (
     is_cancelled_exception,
 )
 
-from workflows.calls import execute, fair, tenant_slot
+from workflows.calls import SANDBOX_LEASE_TTL_S, execute, fair, tenant_slot
 
 with workflow.unsafe.imports_passed_through():
     from models.activities import (
@@ -349,7 +349,9 @@ class ProjectWorkflow:
         if not workflow.patched(SANDBOX_SLOT_PATCH):
             return await run()
         holder = f"{workflow.info().workflow_id}/{workflow.info().run_id}/tests-{round_}"
-        lease = LeaseInput(tenant_id=self._inp.tenant_id, holder=holder, limit=None, kind="sandbox")
+        lease = LeaseInput(
+            tenant_id=self._inp.tenant_id, holder=holder, limit=None, kind="sandbox", ttl_s=SANDBOX_LEASE_TTL_S
+        )
         async with tenant_slot(lease, self._inp.queues.orchestrator, f"round {round_}: run the tests"):
             return await run()
 
