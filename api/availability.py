@@ -125,7 +125,7 @@ async def require_available(res: Resources, tenant_id: UUID, name: str) -> None:
 _HOST_PATH = re.compile(r"(?<![\w.~-])/(?!api/)(?:[^\s/'\"]+/)*[^\s/'\",;)]+")
 
 
-def _unpath(text):
+def unpath(text):
     return _HOST_PATH.sub("<path>", text) if isinstance(text, str) else text
 
 
@@ -135,7 +135,7 @@ def public(entry: dict) -> dict:
     return {
         **entry,
         "model": os.path.basename(model.rstrip("/")) if model.startswith("/") else model,
-        "reason": _unpath(entry["reason"]),
+        "reason": unpath(entry["reason"]),
         "details": {
             k: v
             for k, v in entry["details"].items()

@@ -32,16 +32,25 @@ router = APIRouter()
 
 
 def _requoted(path: str) -> str:
-    """The decoded path, percent-encoded again (a %00 or %2F stays one character of a segment);
-    control characters are refused outright."""
+    """The decoded path (an encoded "/" is a "/" in it), checked, then percent-encoded again.
+
+    Control characters are refused outright (400). A "." or ".." segment, literal or encoded (%2e%2e,
+    ..%2f), is refused as not found: httpx would resolve it before sending, and the request would reach
+    a path of the service (its /openapi.json, its detailed /health/...) other than the one the gateway
+    matched and authorised. An encoded "/" is forwarded as "/": the service routes on the decoded path
+    too, so both sides see the same path, and DELETE /api/knowledge/{project_id}/{key} with a key holding
+    "/" (sent as %2F) keeps working (api/routes/knowledge.py)."""
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
         raise HTTPException(400, "the path contains control characters")
+    if any(segment in (".", "..") for segment in path.split("/")):
+        raise HTTPException(404, "Not Found")
     return quote(path, safe="/:@!$&'()*+,;=-._~")
 
 
 @router.api_route("/api/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
 async def forward(path: str, request: Request, res: ResourcesDep, principal: PrincipalDep) -> Response:
     remote: dict[str, str] = res.extras["remote"]
+    target = _requoted(request.scope["path"])  # refused before any service is chosen
     service = owner_of(request.url.path, remote)
     if service is None:
         raise HTTPException(404, "Not Found")
@@ -51,7 +60,7 @@ async def forward(path: str, request: Request, res: ResourcesDep, principal: Pri
     try:
         upstream = await client.request(
             request.method,
-            remote[service].rstrip("/") + _requoted(request.scope["path"]),
+            remote[service].rstrip("/") + target,
             params=request.query_params,
             content=await request.body(),
             headers=headers,

@@ -3,10 +3,14 @@
 Budgets:
 - RATE_LIMIT per API key (a JWT minted from a key spends that key's), and TENANT_RATE_LIMIT for all of
   a tenant's keys together, so minting more keys buys nothing.
-- Failed authentications: AUTH_RATE_LIMIT per client address and AUTH_PREFIX_RATE_LIMIT per API-key
-  prefix. Only failures count. Once a budget is spent, credentials that cannot be checked without a
-  database lookup are refused with 429 before the lookup, except keys that authenticated within
-  AUTH_KNOWN_GOOD_SECONDS (a mark per key hash): a working client keeps working beside an attacker.
+- Failed authentications (only failures count), AUTH_RATE_LIMIT per client address and
+  AUTH_PREFIX_RATE_LIMIT per API-key prefix. Only a client address is ever blocked, never a key: once an
+  address has spent its budget, well-formed keys from it are refused with 429 before the database
+  lookup, except keys that authenticated within AUTH_KNOWN_GOOD_SECONDS (a mark per key hash), so a
+  working client keeps working beside an attacker. A spent prefix budget refuses nobody by itself: each
+  further failure with that prefix spends the whole budget of the address it came from. Guessing one
+  key therefore costs a fresh address per guess once its prefix budget is spent, while the right
+  secret, which never fails, still authenticates from every address that is not blocked.
 """
 
 from __future__ import annotations
@@ -124,21 +128,30 @@ class RateLimiter:
 
     # --- failed authentication ------------------------------------------------------------
 
-    async def blocked(self, *, address: str, prefix: str | None) -> RateState | None:
-        """Set when this address, or this key prefix, has used up its failures."""
-        spent = await self._spent(self.auth_limit, "authfail", "addr", address)
-        if spent is None and prefix is not None:
-            spent = await self._spent(self.prefix_limit, "authfail", "prefix", prefix)
-        return spent
+    async def blocked(self, *, address: str) -> RateState | None:
+        """Set when this address has used up its failures (a key prefix never blocks: see the module)."""
+        return await self._spent(self.auth_limit, "authfail", "addr", address)
 
     async def failed(self, *, address: str, prefix: str | None) -> RateState:
-        """Count one failed authentication; the state says whether the caller is now over a budget."""
+        """Count one failed authentication against the address and the key prefix; a failure with a prefix
+        whose budget is already spent uses up the address's whole budget. The state says whether the
+        address is now blocked."""
         state = await self._hit(self.auth_limit, "authfail", "addr", address)
-        if prefix is not None:
+        if prefix is not None and state.allowed:
             by_prefix = await self._hit(self.prefix_limit, "authfail", "prefix", prefix)
-            if not by_prefix.allowed and state.allowed:
-                state = by_prefix
+            if not by_prefix.allowed:
+                state = await self._exhaust(self.auth_limit, "authfail", "addr", address)
         return state
+
+    async def _exhaust(self, item: RateLimitItem, *ids: str) -> RateState:
+        """Spend what is left of a window's budget (a few tries: other gateways may spend it meanwhile)."""
+        for _ in range(5):
+            stats = await self.limiter.get_window_stats(item, NS, *ids)
+            if stats.remaining <= 0:
+                break
+            await self.limiter.hit(item, NS, *ids, cost=stats.remaining)
+        stats = await self.limiter.get_window_stats(item, NS, *ids)
+        return RateState(allowed=False, limit=item.amount, remaining=0, reset_at=stats.reset_time)
 
     def _good_keys(self, key_hash: str) -> tuple[str, str]:
         bucket = int(time.time() // self.known_good_s)  # this period's mark and the last one's

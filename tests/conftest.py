@@ -126,7 +126,7 @@ async def workers(stack: Stack, temporal, pool) -> AsyncIterator[None]:
 
 async def _client(settings: Settings, service: str | None = None) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings, service=service)
-    async with LifespanManager(app) as manager:
+    async with LifespanManager(app, startup_timeout=60) as manager:  # the first start loads the embedders
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://specmill.test") as client:
             yield client

@@ -26,8 +26,9 @@ HISTORIES = Path(__file__).parent / "histories"
 
 
 async def _save_histories(temporal, workflow_id: str, name: str, run_id: str | None = None) -> None:
-    """With SPECMILL_SAVE_HISTORIES=1 (or =<tag>: named <name>-<tag>-<i>), keep the run's histories (the project's, its latest run or `run_id`,
-    and its children's) for tests/test_replay.py: a later change that breaks determinism then fails CI."""
+    """With SPECMILL_SAVE_HISTORIES=1 (or =<tag>: named <name>-<tag>-<i>), keep the run's histories (the
+    project's, its latest run or `run_id`, and its children's) for tests/test_replay.py: a later change
+    that breaks determinism then fails CI."""
     tag = os.environ.get("SPECMILL_SAVE_HISTORIES")
     if not tag:
         return

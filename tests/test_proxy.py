@@ -3,8 +3,10 @@ authentication, RBAC and rate limiting and forwards /api/* with a short-lived in
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -17,10 +19,10 @@ from store.tenants import create_api_key
 from tests.conftest import child_env, wait_for
 
 
-def _serve(stack, service: str, port: int, tmp_path) -> subprocess.Popen:
+def _serve(stack, service: str, port: int, tmp_path, **env: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "workers.cli", "serve", service, "--port", str(port)],
-        env=child_env(stack, tmp_path),
+        env={**child_env(stack, tmp_path), **env},
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -117,3 +119,72 @@ async def test_paths_are_requoted_and_control_characters_refused(gateway, tenant
     assert newline.status_code == 404 and "detail" in newline.json()
     spaced = await gateway.get("/api/templates/not%20a%20uuid", headers=tenant.headers)
     assert spaced.status_code in (404, 422) and "detail" in spaced.json()
+
+
+# --- paths that would leave the route the gateway matched ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def knowledge_service(stack, tmp_path_factory):
+    """The knowledge service as its own process: its own data dir (vector store), the session's model files."""
+    tmp = tmp_path_factory.mktemp("knowledge-service")
+    port = embedded.free_port()
+    proc = _serve(stack, "knowledge", port, tmp, MODELS_DIR=str(stack.settings.models_path))
+    try:
+        embedded.wait_for_port("127.0.0.1", port, 180, proc, "knowledge")  # it loads its embedders first
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        embedded.stop_process(proc)
+
+
+@pytest.fixture
+async def every_service_gateway(stack, services, knowledge_service, workers, make_app):
+    settings = stack.with_(
+        spec_registry_url=services["spec-registry"],
+        orchestrator_url=services["orchestrator"],
+        knowledge_url=knowledge_service,
+    )
+    async for client in make_app(settings):
+        yield client
+
+
+async def test_dot_segments_are_not_found_but_keys_holding_a_slash_still_forward(
+    every_service_gateway, knowledge_service, tenant
+):
+    """`..` segments, encoded or not, are refused at the gateway: forwarded, httpx would resolve them and the
+    request would reach the service's own /openapi.json or its detailed /health/knowledge. An encoded "/"
+    is not refused: DELETE /api/knowledge/{project_id}/{key:path} (api/routes/knowledge.py) takes keys
+    holding "/", sent as %2F or as a plain "/"."""
+    gw, h = every_service_gateway, tenant.headers
+    project = await gw.post("/api/projects", json={"name": "dots"}, headers=h)
+    assert project.status_code == 201, project.text
+    pid = project.json()["id"]
+    async with httpx.AsyncClient(base_url=knowledge_service) as direct:  # what must not come back
+        assert "openapi" in (await direct.get("/openapi.json")).json()
+    payloads = [
+        "/api/snippets/..%2f..%2fopenapi.json",
+        f"/api/knowledge/{pid}/..%2f..%2f..%2fhealth%2fknowledge",
+        "/api/snippets/%2e%2e/%2e%2e/openapi.json",
+        "/api/snippets/.%2e%2F.%2E%2Fhealth%2Fknowledge",
+        "/api/similar/..%2F..%2Fopenapi.json",
+        f"/api/knowledge/{pid}/%2e/x",
+        "/api/templates/..%2f..%2fopenapi.json",  # the spec registry's too
+    ]
+    for path in payloads:
+        for method in ("GET", "DELETE"):
+            resp = await gw.request(method, path, headers=h)
+            assert resp.status_code == 404, (method, path, resp.status_code, resp.text)
+            assert resp.json() == {"detail": "Not Found"}, (method, path, resp.text)
+            assert "openapi" not in resp.text and "checks" not in resp.text and "points" not in resp.text
+
+    base = f"/api/knowledge/{pid}"
+    for key in ["docs/api", "docs/guide/intro", "a..b/c.d", "stay"]:
+        resp = await gw.post(base, json={"key": key, "value": key}, headers=h)
+        assert resp.status_code == 201, resp.text
+    assert (await gw.delete(f"{base}/{quote('docs/api', safe='')}", headers=h)).status_code == 204
+    assert (await gw.delete(f"{base}/docs/guide/intro", headers=h)).status_code == 204
+    assert (await gw.delete(f"{base}/{quote('a..b/c.d', safe='')}", headers=h)).status_code == 204
+    gone = await gw.delete(f"{base}/docs%2Fapi", headers=h)
+    assert gone.status_code == 404 and "detail" in gone.json()
+    listed = (await gw.get(base, headers=h)).json()["items"]
+    assert [e["key"] for e in listed] == ["stay"], json.dumps(listed)

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import JSONResponse
 
+from api import availability
 from api.deps import Cursor, Limit, PoolDep, PrincipalDep, ResourcesDep
+from infra.temporal import tenant_priority
 from knowledge import service
 from knowledge.runtime import KnowledgeRuntime
-from models.common import KNOWLEDGE, Page
+from models.common import KNOWLEDGE, Page, Role
 from models.knowledge import (
     INDEX_WORKFLOW,
     EmbedderInfo,
@@ -58,6 +61,7 @@ async def _enqueue(res: ResourcesDep, tenant_id: UUID, items: list[IndexItem], r
             start_signal="enqueue",
             start_signal_args=[IndexRequest(items=items)],
             static_summary=f"knowledge index of tenant {tenant_id}",
+            priority=tenant_priority(tenant_id),
         )
         response.headers["X-Specmill-Index"] = "queued"
     except Exception as err:  # noqa: BLE001 - RPCError or a lazy client that cannot connect
@@ -118,10 +122,23 @@ async def delete_snippet(snippet_id: UUID, res: ResourcesDep, p: PrincipalDep):
     return response
 
 
+def _public(info: EmbedderInfo) -> EmbedderInfo:
+    """What viewers and editors see of an embedder: no host paths (as GET /api/models, api/availability.py)."""
+    model = info.model
+    return info.model_copy(
+        update={
+            "model": os.path.basename(model.rstrip("/")) if model.startswith("/") else model,
+            "error": availability.unpath(info.error),  # the same host-path rule as /api/models
+        }
+    )
+
+
 @router.get("/knowledge/embedders", response_model=Page[EmbedderInfo])
 async def embedders(runtime: RuntimeDep, p: PrincipalDep):
-    """The configured embedders, in one page (next_cursor is null): loaded or not, and the default."""
-    return Page(items=runtime.info())
+    """The configured embedders, in one page (next_cursor is null): loaded or not, and the default.
+    `model` is where an embedder loads from: a host path for admins, its last part for everyone else."""
+    items = runtime.info()
+    return Page(items=items if p.role.at_least(Role.admin) else [_public(e) for e in items])
 
 
 @router.get("/knowledge/{project_id}", response_model=Page[KnowledgePublic])

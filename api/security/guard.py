@@ -1,12 +1,14 @@
-"""Authentication behind the failed-attempt budgets of api/ratelimit.py.
+"""Authentication behind the failed-attempt budgets of api/ratelimit.py (its docstring has the rule).
 
 - A failed API key that cost a database lookup (one of the form sm_<8 hex>_<secret> that is unknown
   or revoked) counts against the client address (TRUSTED_PROXIES decide what that is) and the key's
   prefix. Anything else is refused without a lookup: a malformed key, and a JWT, whose signature is
   checked first and cannot be guessed; those stay plain 401s and cost nothing to count.
-- Once either budget is spent, a well-formed key is refused with 429 before its lookup unless it
-  authenticated recently (api/ratelimit.py marks it): a working client keeps working beside an
-  attacker at the same address. A key first used while its address is blocked waits for the window.
+- Only an address is blocked, never a key: once the address's budget is spent (by its own failures,
+  or by one failure with a prefix whose budget is spent), a well-formed key from it is refused with
+  429 before its lookup unless it authenticated recently (api/ratelimit.py marks it): a working client
+  keeps working beside an attacker at the same address. A key first used while its address is blocked
+  waits for the window. A key whose prefix is being guessed still authenticates from any other address.
 - Successes never count.
 """
 
@@ -19,7 +21,7 @@ from api.security.auth import Authenticator, AuthError
 from models.auth import Principal
 from store.tenants import hash_key, key_prefix
 
-BLOCKED = "too many failed authentications from this client or for this key; try again later"
+BLOCKED = "too many failed authentications from this client; try again later"
 
 
 def _too_many(state: RateState) -> HTTPException:
@@ -41,7 +43,7 @@ async def from_api_key(auth: Authenticator, limiter: RateLimiter | None, *, addr
     prefix, digest = key_prefix(key), hash_key(key)
     if prefix is None:  # cannot be a key of ours: refused without a lookup, so it costs nothing to limit
         return await auth.from_api_key(key)
-    blocked = await limiter.blocked(address=address, prefix=prefix)
+    blocked = await limiter.blocked(address=address)
     if blocked is not None and not await limiter.known_good(digest):
         raise _too_many(blocked)
     try:

@@ -126,7 +126,8 @@ async def test_a_revoked_key_loses_its_pass_through_a_blocked_address(make_app, 
 
 
 async def test_failures_are_limited_per_key_prefix_from_any_address(make_app, stack, tenant, lookups):
-    """An attacker who knows a key's prefix and tries secrets from many addresses (trusted proxy)."""
+    """An attacker who knows a key's prefix and tries secrets from many addresses (trusted proxy): past the
+    prefix's budget, one failure blocks the address it came from (api/ratelimit.py)."""
     prefix = tenant.api_key.split("_")[1]
     settings = stack.with_(
         auth_rate_limit="100/minute", auth_prefix_rate_limit="3/minute", trusted_proxies=["127.0.0.1/32"]
@@ -142,12 +143,62 @@ async def test_failures_are_limited_per_key_prefix_from_any_address(make_app, st
             ).status_code
             for i in range(8)
         ]
-        assert codes == [401] * 3 + [429] * 5 and len(lookups) == 3
-        # the real key with that prefix keeps working; other prefixes from those addresses are untouched
+        assert codes == [401] * 3 + [429] * 5 and len(lookups) == 8  # one guess per fresh address
+        # each address that failed past the prefix's budget is blocked now, for every key: no more lookups
+        resp = await client.get("/api/projects", headers={"X-API-Key": wrong_key(0), "X-Forwarded-For": "203.0.113.5"})
+        assert resp.status_code == 429 and "Retry-After" in resp.headers and len(lookups) == 8
+        # the real key with that prefix keeps working; an address that failed within the budget is not blocked
         assert (await client.get("/api/projects", headers=tenant.headers)).status_code == 200
         assert_401(
             await client.get("/api/projects", headers={"X-API-Key": wrong_key(0), "X-Forwarded-For": "203.0.113.1"})
         )
+
+
+@pytest.mark.parametrize("storage", ["memory", "redis"])
+async def test_an_idle_key_works_while_its_prefix_is_hammered(request, storage, make_app, stack, pool, tenant, lookups):
+    """Failures with a key's prefix never lock out the key itself, even one that never authenticated before
+    (no known-good mark): its right secret works from any address that is not blocked."""
+    redis_url = None
+    if storage == "redis":
+        redis_url = request.getfixturevalue("redis_url")
+        await _redis_up(redis_url)
+    settings = stack.with_(
+        redis_url=redis_url,
+        auth_rate_limit="100/minute",
+        auth_prefix_rate_limit="3/minute",
+        trusted_proxies=["127.0.0.1/32"],
+    )
+
+    def at(address: str, key: str) -> dict[str, str]:
+        return {"X-API-Key": key, "X-Forwarded-For": address}
+
+    async for client in make_app(settings):
+        idle, other_idle, unused = [
+            (await create_api_key(pool, tenant_id=tenant.tenant_id, role=Role.viewer)).api_key for _ in range(3)
+        ]
+        attacker, bystander = "203.0.113.66", "198.51.100.20"
+        prefix = idle.split("_")[1]
+        lookups.clear()
+        codes = [
+            (await client.get("/api/projects", headers=at(attacker, wrong_key(i, prefix)))).status_code
+            for i in range(6)
+        ]
+        assert codes == [401] * 3 + [429] * 3  # the prefix's budget, then one more failure blocks the address
+        # the key itself, never used before, still authenticates from another address
+        resp = await client.get("/api/projects", headers=at(bystander, idle))
+        assert resp.status_code == 200, resp.text
+        assert len(lookups) == 5  # four failures, then the blocked address cost no lookup; one success
+        assert (await client.post("/auth/token", headers=at(bystander, idle))).status_code == 200
+        # what is blocked is the attacker's address, for every key not known there to work
+        resp = await client.get("/api/projects", headers=at(attacker, unused))
+        assert resp.status_code == 429 and "detail" in resp.json() and "Retry-After" in resp.headers
+
+        # and from the very address that spent the prefix's budget, as long as that address is not blocked
+        prefix, shared = other_idle.split("_")[1], "203.0.113.67"
+        for i in range(3):
+            assert_401(await client.get("/api/projects", headers=at(shared, wrong_key(i, prefix))))
+        resp = await client.get("/api/projects", headers=at(shared, other_idle))
+        assert resp.status_code == 200, resp.text
 
 
 async def test_x_forwarded_for_counts_only_from_trusted_proxies(make_app, stack):
