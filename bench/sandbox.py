@@ -6,7 +6,8 @@ noisy neighbour hits all of them alike:
 - `previous`: the runner before issue 9 (a temp dir, `unshare -n`, rlimits set between fork and
   exec, this interpreter with -I, a result file), rebuilt here as the baseline;
 - `sandbox`: sandbox.run_tests, the product's path (bubblewrap as the run's own uid, namespaces,
-  read-only root, seccomp, a per-run cgroup, the harness with its result channel);
+  read-only root with host-wide /proc files masked, seccomp, a per-run cgroup, and two interpreters
+  inside: the judge holding the result channel, and the child running the code, which it follows);
 - `bare`: the sandbox's interpreter started with nothing around it, the floor for both.
 
 Prints p50 and p95 per way in ms, and the sandbox's added cost over `previous`.

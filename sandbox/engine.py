@@ -3,17 +3,23 @@ with seccomp, a per-run cgroup and rlimits, and a result channel the parent hold
 
 The sequence for a run:
 1. claim a uid; create the run's cgroup (memory, pids, cpu);
-2. start bwrap as that uid with `--info-fd` and `--block-fd`: it makes the user, mount, PID, network,
-   IPC, UTS (and cgroup) namespaces, builds the root from read-only binds, a fresh /proc and /dev
-   and tmpfs /tmp and /work, then reports its child's pid and waits;
-3. the parent moves that child into the cgroup, then releases it: only now is the seccomp filter
-   loaded and the harness executed; the harness sets the rlimits before it runs any untrusted code
-   (the worker lacks CAP_SYS_RESOURCE on some hosts, so it cannot set them on another uid's process);
-4. on exit or timeout the child, PID 1 of the namespace, is killed: the kernel then kills every
-   process in the namespace (a setsid() grandchild too), and the cgroup is emptied and removed.
+2. fork; between fork and exec the child joins the run's cgroup, then becomes the run's uid with no
+   groups; it executes bwrap, whose options come from a file (`--args`), so no host path is in its
+   command line. Everything bwrap starts is in the cgroup from its first instruction, and the cgroup
+   namespace bwrap makes is rooted there (/proc/self/cgroup inside shows `/`);
+3. bwrap makes the user, mount, PID, network, IPC, UTS and cgroup namespaces, builds the root from
+   read-only binds, a fresh /proc with its host-wide files covered (layout.proc_masks), /dev, tmpfs
+   /tmp and /work, loads the seccomp filter and executes the harness as PID 1 (`--as-pid-1`: no
+   bwrap process inside, so /proc/1 is the harness); the harness sets the rlimits before any untrusted
+   code runs (the worker lacks CAP_SYS_RESOURCE on some hosts, so it cannot set them on another uid's
+   process), and a test run's judge keeps the nonce away from the code (sandbox/judge.py);
+4. on exit or timeout the namespace's PID 1 is killed: the kernel then kills every process in the
+   namespace (a setsid() grandchild too), and the cgroup is emptied and removed.
 
 Nothing of the host is visible but /usr/lib (and /lib links), the interpreter with its standard
-library, the allowed packages and the run's own files, which are copied in (not bound).
+library (bound where the host has them: the interpreter finds its library by its own prefix), the
+allowed packages (from a copy under a neutral path, layout.neutral, since mountinfo shows a bind's
+source), and the run's own files, which are copied in (not bound). stdout and stderr are memfds.
 """
 
 from __future__ import annotations
@@ -24,7 +30,6 @@ import os
 import select
 import signal
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,7 +112,7 @@ class Engine:
         try:
             self.bwrap = layout.bwrap_binary(config.bwrap)
             self.python = layout.python(config.python)
-            self.packages = layout.packages(tuple(config.packages))
+            self.packages = layout.neutral(layout.packages(tuple(config.packages)))
             seccomp.compiled_filter()
             if not _can_switch_uid():
                 raise SandboxUnavailable(
@@ -156,9 +161,10 @@ class Engine:
         except CgroupUnavailable as err:
             raise SandboxUnavailable(f"sandbox unavailable: {err}") from err
 
-    def _command(self, fds: dict[str, int], files: dict[str, int], argv: list[str]) -> list[str]:
+    def _options(self, fds: dict[str, int], files: dict[str, int], empty) -> list[str]:
+        """bwrap's options, which it reads from a file (`--args`): its command line names no host path
+        (only the command after `--`, the interpreter as the sandbox sees it, and its arguments)."""
         cmd = [
-            self.bwrap,
             "--unshare-user",
             "--unshare-ipc",
             "--unshare-pid",
@@ -168,6 +174,7 @@ class Engine:
             "--disable-userns",
             "--die-with-parent",
             "--new-session",
+            "--as-pid-1",
             "--uid",
             str(SANDBOX_ID),
             "--gid",
@@ -182,7 +189,8 @@ class Engine:
             cmd += ["--tmpfs", path, "--remount-ro", path]
         for host, inside in self.packages:
             cmd += ["--ro-bind", host, inside]
-        cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/work", "--dir", "/sandbox"]
+        cmd += ["--proc", "/proc", *layout.proc_masks(empty)]
+        cmd += ["--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/work", "--dir", "/sandbox"]
         for name, fd in files.items():
             cmd += ["--perms", "0444", "--ro-bind-data", str(fd), f"/sandbox/{name}"]
         cmd += ["--remount-ro", "/", "--chdir", "/work", "--clearenv"]
@@ -193,13 +201,6 @@ class Engine:
             str(fds["seccomp"]),
             "--info-fd",
             str(fds["info"]),
-            "--block-fd",
-            str(fds["block"]),
-            "--",
-            self.python.executable,
-            "-I",
-            "-S",
-            *argv,
         ]
         return cmd
 
@@ -213,45 +214,48 @@ class Engine:
         try:
             file_fds = {name: keep(_memfd(name, content.encode("utf-8"))) for name, content in files.items()}
             info_r, info_w = map(keep, os.pipe())
-            block_r, block_w = map(keep, os.pipe())
-            fds = {"seccomp": keep(seccomp.filter_fd()), "info": info_w, "block": block_r}
+            fds = {"seccomp": keep(seccomp.filter_fd()), "info": info_w}
             inherit = [*file_fds.values(), *fds.values()]
+
+            def empty() -> int:
+                inherit.append(keep(_memfd("empty", b"")))
+                return inherit[-1]
+
             # bwrap keeps inherited fds open: the harness is told their numbers
             result_r, result_w = map(keep, os.pipe())
             in_r = keep(_memfd("stdin", stdin))
             inherit += [result_w, in_r]
             argv = [*argv, "--result-fd", str(result_w), "--input-fd", str(in_r)]
-            cmd = self._command(fds, file_fds, argv)
-            out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+            args = keep(_memfd("args", b"".join(a.encode() + b"\0" for a in self._options(fds, file_fds, empty))))
+            failed_r, failed_w = map(keep, os.pipe())
+            # stdout and stderr: memfds, so that /proc/self/fd/1 inside names no host directory
+            out = os.fdopen(keep(_memfd("stdout", b"")), "w+b", closefd=False)
+            err = os.fdopen(keep(_memfd("stderr", b"")), "w+b", closefd=False)
             started = time.perf_counter()
             try:
                 proc = subprocess.Popen(
-                    cmd,
+                    ["bwrap", "--args", str(args), "--", self.python.executable, "-I", "-S", *argv],
+                    executable=self.bwrap,
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=err,
                     env=dict(ENV),
-                    pass_fds=tuple(inherit),
-                    user=uid,
-                    group=uid,
-                    extra_groups=[],
+                    pass_fds=(*inherit, args),
+                    preexec_fn=functools.partial(_enter, run_cg, uid, failed_w),
                     start_new_session=True,
                     cwd="/",
                 )
+            except subprocess.SubprocessError as e:  # _enter failed: nothing ran
+                _close(failed_w, opened)
+                raise OSError(
+                    f"cannot put the run in its cgroup: {_read_all(failed_r).decode(errors='replace')}"
+                ) from e
             except OSError as e:
                 raise SandboxUnavailable(f"sandbox unavailable: cannot start bubblewrap: {e}") from e
-            for fd in inherit:  # the child has its copies; the parent keeps block_w and the read ends
+            for fd in (*inherit, args):  # the child has its copies; the parent keeps the read ends
                 _close(fd, opened)
             child = _child_pid(info_r, proc)
             timed_out = False
-            try:
-                if child is not None:
-                    run_cg.join(child)
-                    os.write(block_w, b"1")  # go
-            except BaseException:  # never release a sandbox that is not in its cgroup: EOF would let it run
-                _end(child, proc)
-                raise
-            _close(block_w, opened)
             try:
                 proc.wait(timeout=max(0.1, limits.timeout_s - (time.perf_counter() - started)))
             except subprocess.TimeoutExpired:
@@ -263,7 +267,7 @@ class Engine:
             stderr = _read(err)
             if child is None:
                 raise SandboxUnavailable(f"sandbox unavailable: bubblewrap failed: {stderr.strip()[:500]}")
-            # bwrap exits with its child's status; a signal shows as 128+n from its reaper
+            # bwrap exits with its child's status; a signal shows as 128+n
             sig = None
             if code is not None and code > 128 and code - 128 < signal.NSIG:
                 sig = signal.Signals(code - 128).name
@@ -305,6 +309,20 @@ def _can_switch_uid() -> bool:
     except (OSError, StopIteration, ValueError):
         return False
     return bool(caps & (1 << 7)) and bool(caps & (1 << 6))
+
+
+def _enter(run_cg, uid: int, failed_w: int) -> None:
+    """Between fork and exec of bwrap: join the run's cgroup (so that the cgroup namespace bwrap makes
+    is rooted there, and /proc/self/cgroup inside shows `/`), then become the run's uid with no groups.
+    A failure is written on `failed_w` for the parent, and nothing is executed."""
+    try:
+        run_cg.join(os.getpid())
+    except OSError as err:
+        os.write(failed_w, str(err).encode(errors="replace")[:1000])
+        raise
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
 
 
 def _memfd(name: str, data: bytes) -> int:

@@ -9,6 +9,7 @@ the next candidate is taken. The choice is made once per process and explained w
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -16,6 +17,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -144,6 +146,63 @@ def packages(names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     return tuple(out.items())
 
 
+NEUTRAL_DIR = Path(tempfile.gettempdir()) / f"specmill-sandbox-site-{os.geteuid()}"
+
+
+@functools.cache
+def neutral(pairs: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """`packages()` with each host directory replaced by a hard-linked copy (a copy where links fail)
+    under NEUTRAL_DIR: inside, /proc/self/mountinfo shows a bind's source path as the host names it,
+    and a package under a checkout's virtualenv would name the checkout. Made once per content (the key
+    hashes each file's path, size and mtime), shared by the worker processes of one uid."""
+    try:
+        NEUTRAL_DIR.mkdir(mode=0o755, exist_ok=True)
+        st = os.lstat(NEUTRAL_DIR)
+    except OSError as err:
+        raise LayoutError(f"cannot make {NEUTRAL_DIR} for the allowed packages: {err}") from err
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise LayoutError(f"{NEUTRAL_DIR} is not a directory that only uid {os.geteuid()} can write")
+    os.chmod(NEUTRAL_DIR, 0o755)
+    return tuple((_linked(host), inside) for host, inside in pairs)
+
+
+def _linked(host: str) -> str:
+    digest = hashlib.sha256(host.encode())
+    for root, dirs, files in os.walk(host):
+        dirs.sort()
+        for name in sorted(files):
+            st = os.lstat(os.path.join(root, name))
+            digest.update(
+                f"{os.path.relpath(os.path.join(root, name), host)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode()
+            )
+    target = NEUTRAL_DIR / f"{os.path.basename(host)}-{digest.hexdigest()[:20]}"
+    if target.is_dir():
+        return str(target)
+    building = Path(tempfile.mkdtemp(prefix=".building-", dir=NEUTRAL_DIR))
+    try:
+        tree = building / "tree"
+        shutil.copytree(host, tree, symlinks=True, copy_function=_link_or_copy)
+        for root, dirs, _ in os.walk(tree):
+            for d in dirs:
+                os.chmod(os.path.join(root, d), 0o755)
+        os.chmod(tree, 0o755)
+        try:
+            os.rename(tree, target)
+        except OSError:  # another worker made it meanwhile
+            if not target.is_dir():
+                raise
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    return str(target)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def system_binds() -> list[str]:
     """bwrap arguments for the C libraries: Debian's multiarch directory (/usr/lib/x86_64-linux-gnu)
     when there is one, else all of /usr/lib; /usr/lib64 (the loader); the time zone database; /lib,
@@ -159,4 +218,58 @@ def system_binds() -> list[str]:
             args += ["--symlink", os.readlink(d), d]
         elif os.path.isdir(d):
             args += ["--ro-bind", d, d]
+    return args
+
+
+# Host-wide /proc files: the whole machine's load, counters and memory (enough to time other tenants'
+# runs), and its kernel's and boot's identity. Each one the host has is covered by an empty read-only
+# file inside; /proc/pressure by an empty read-only tmpfs. (The sandbox's own /proc/self, /proc/<pid>
+# and /proc/net belong to its namespaces.)
+PROC_MASKED = (
+    "loadavg",
+    "stat",
+    "meminfo",
+    "version",
+    "kallsyms",
+    "cmdline",
+    "uptime",
+    "vmstat",
+    "diskstats",
+    "interrupts",
+    "softirqs",
+    "schedstat",
+    "cgroups",
+    "zoneinfo",
+    "buddyinfo",
+    "pagetypeinfo",
+    "locks",
+    "swaps",
+    "partitions",
+    "key-users",
+    "sys/kernel/random/boot_id",
+    "sys/kernel/random/entropy_avail",
+    "sys/fs/file-nr",
+    "sys/fs/inode-nr",
+    "sys/fs/dentry-state",
+)
+PROC_MASKED_DIRS = ("pressure",)
+
+
+@functools.cache
+def _proc_present() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The masked paths this host has (bwrap cannot mount over a path that does not exist)."""
+    files = tuple(n for n in PROC_MASKED if os.path.isfile(f"/proc/{n}"))
+    dirs = tuple(n for n in PROC_MASKED_DIRS if os.path.isdir(f"/proc/{n}"))
+    return files, dirs
+
+
+def proc_masks(empty) -> list[str]:
+    """bwrap arguments, after `--proc /proc`, covering each host-wide file with an empty one (`empty()`:
+    a new fd of an empty file for each, as bwrap reads each data fd once)."""
+    files, dirs = _proc_present()
+    args: list[str] = []
+    for name in files:
+        args += ["--perms", "0444", "--ro-bind-data", str(empty()), f"/proc/{name}"]
+    for name in dirs:
+        args += ["--tmpfs", f"/proc/{name}", "--remount-ro", f"/proc/{name}"]
     return args

@@ -10,6 +10,7 @@ Limits per run: `timeout_s` of wall clock (then the whole PID namespace is kille
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from sandbox.engine import Outcome, RunLimits, SandboxConfig, SandboxUnavailable
 
 Status = Literal["passed", "failed", "timeout", "error"]
 HARNESS = Path(__file__).with_name("harness.py")
+JUDGE = ("judge.py", "held.py", "child.py", "wire.py")  # with the harness, in /sandbox for a test run
 FAILED_FIELDS = ("stage", "index", "test", "error", "traceback", "actual", "expected", "op")
 RECORD_TEXT = 10_000  # characters of any one field of the record kept
 NO_VERDICT = "the process ended before the harness reported a result (os._exit, or its result channel closed)"
@@ -88,7 +90,7 @@ def run_python(
     eng = engine(config or SandboxConfig())
     limits = _limits(timeout_s, memory_mb, cpu_s, file_size_mb)
     out = eng.run(
-        {"main.py": code, "harness.py": HARNESS.read_text("utf-8")},
+        {"main.py": code, **_harness(False)},
         ["/sandbox/harness.py", "script", "/sandbox/main.py"],
         limits,
         stdin=_input(limits, ""),
@@ -113,26 +115,24 @@ def run_tests(
     """Run `code`, then the `setup` lines, then each test (Python source: asserts, or a check(...) call),
     all in one namespace.
 
-    It passes only when the harness reports every test done on its channel with this run's nonce
-    and the process exits 0. The first failing test stops the run; `failed_test` then holds its
-    index, source, error and traceback (which shows the failing line), and for a comparison assert
-    the reprs of both sides (`actual`: the left, `expected`: the right); stage "solution" if the code
-    itself raised, "setup" if a setup line did."""
+    It passes only when the judge (sandbox/judge.py, the process in the sandbox that holds this run's
+    nonce; the code runs in another) reports every test done with the nonce, and exits 0. The first
+    failing test stops the run; `failed_test` then holds its index, source, error and traceback (which
+    shows the failing line), and for a comparison assert the reprs of both sides (`actual`: the left,
+    `expected`: the right); stage "solution" if the code itself raised, "setup" if a setup line did.
+    A run whose code broke the judge's protocol (wrote on its channel, ended before its last test)
+    fails with `reason` saying so."""
     eng = engine(config or SandboxConfig())
     limits = _limits(timeout_s, memory_mb, cpu_s, file_size_mb)
     nonce = secrets.token_hex(16)
-    given = json.dumps({"setup": list(setup), "tests": list(tests)})
-    files = {"solution.py": code, "tests.json": given, "harness.py": HARNESS.read_text("utf-8")}
-    out = eng.run(
-        files,
-        ["/sandbox/harness.py", "tests", "/sandbox/solution.py", "/sandbox/tests.json"],
-        limits,
-        stdin=_input(limits, nonce),
-    )
+    work = {"solution": code, "setup": list(setup), "tests": list(tests)}  # through the judge's input only
+    out = eng.run(_harness(True), ["/sandbox/harness.py", "tests"], limits, stdin=_input(limits, nonce, work))
     status, reason = _status(out, limits)
     verdict = _verdict(out.result, nonce)
     failed = None
-    if status == "passed":
+    if verdict is not None and isinstance(verdict.get("reason"), str) and status in ("passed", "failed"):
+        status, reason = "failed", _clean(verdict["reason"])
+    elif status == "passed":
         if verdict is None or verdict.get("stage") != "done" or verdict.get("passed") != len(tests):
             status, reason = "failed", NO_VERDICT
     elif verdict is not None and verdict.get("stage") != "done":
@@ -164,14 +164,18 @@ def _clean(value):
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _input(limits: RunLimits, nonce: str) -> bytes:
-    """What the harness reads first: the rlimits to set on itself, and the run's nonce."""
-    return json.dumps(
-        {
-            "nonce": nonce,
-            "limits": {"memory_mb": limits.memory_mb, "cpu_s": limits.cpu_s, "file_size_mb": limits.file_size_mb},
-        }
-    ).encode()
+@functools.cache
+def _harness(tests: bool) -> dict[str, str]:
+    """The harness's files, read once: /sandbox/harness.py, and the judge's modules for a test run."""
+    names = ("harness.py", *JUDGE) if tests else ("harness.py",)
+    return {name: HARNESS.with_name(name).read_text("utf-8") for name in names}
+
+
+def _input(limits: RunLimits, nonce: str, work: dict | None = None) -> bytes:
+    """What the harness reads first: the rlimits to set, the run's nonce, and for a test run the
+    solution, the setup lines and the tests (never a file in the sandbox: see sandbox/judge.py)."""
+    lim = {"memory_mb": limits.memory_mb, "cpu_s": limits.cpu_s, "file_size_mb": limits.file_size_mb}
+    return json.dumps({"nonce": nonce, "limits": lim, **(work or {})}).encode()
 
 
 def _verdict(raw: bytes, nonce: str) -> dict | None:

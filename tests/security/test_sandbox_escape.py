@@ -20,7 +20,6 @@ import psutil
 import pytest
 
 from sandbox import SandboxConfig, isolation, run_python, run_tests
-from sandbox.runner import NO_VERDICT
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 
@@ -43,7 +42,9 @@ def test_the_env_file_and_etc_shadow_cannot_be_read(tmp_path):
     env.chmod(0o600)
     for path in (env, Path("/etc/shadow"), CHECKOUT / ".specmill" / "env", Path("/proc/1/root/etc/shadow")):
         run = attack(f"print(open({str(path)!r}).read())")
-        assert failed_with(run, "FileNotFoundError"), (path, run)
+        # /proc/1 is the judge of a test run, undumpable: its root cannot even be entered
+        refused = ("FileNotFoundError", "PermissionError") if str(path).startswith("/proc/1/") else "FileNotFoundError"
+        assert failed_with(run, refused), (path, run)
         assert "do-not-leak" not in run.stdout + run.stderr
 
 
@@ -111,7 +112,11 @@ def test_setns_on_the_parent_namespaces_is_refused():
         libc = ctypes.CDLL(None, use_errno=True)
         for pid in ('1', 'self'):
             for ns in ('net', 'mnt', 'pid', 'user'):
-                fd = os.open(f'/proc/{pid}/ns/{ns}', os.O_RDONLY)
+                try:
+                    fd = os.open(f'/proc/{pid}/ns/{ns}', os.O_RDONLY)
+                except PermissionError:  # /proc/1 is the judge of a test run, undumpable
+                    assert pid == '1', (pid, ns)
+                    continue
                 assert libc.setns(fd, 0) == -1 and ctypes.get_errno() == 1, (pid, ns)
         assert libc.unshare(0x10000000) == -1 and ctypes.get_errno() == 1  # CLONE_NEWUSER
         raise PermissionError('contained')
@@ -243,7 +248,7 @@ def test_writing_a_result_file_and_exiting_zero_is_a_failure():
             "assert f() == 2",
         ],
     )
-    assert run.status == "failed" and run.reason == NO_VERDICT, run
+    assert run.status == "failed" and run.reason.startswith("the code under test wrote to the harness's channel"), run
 
 
 @pytest.mark.parametrize("ending", ["os._exit(0)", "os.kill(os.getpid(), 9)", "sys.exit(0)", "raise SystemExit(0)"])
@@ -301,8 +306,8 @@ def test_an_allowed_package_imports_and_others_do_not():
 
 
 def test_a_run_whose_cgroup_cannot_be_joined_never_starts(monkeypatch):
-    """bwrap waits on --block-fd; if the worker cannot put it in its cgroup, it is killed, not released
-    (closing the fd would let it run outside the limits)."""
+    """The process that becomes bwrap joins the run's cgroup between fork and exec; if it cannot, bwrap is
+    never executed (it would run outside the limits), and the run raises."""
     from sandbox.cgroups import RunCgroup
 
     token = f"unlimited-{uuid.uuid4().hex}"
@@ -322,5 +327,5 @@ def test_a_run_whose_cgroup_cannot_be_joined_never_starts(monkeypatch):
         for p in psutil.process_iter(["pid", "cmdline", "uids", "status"])
         if p.info["uids"] and base <= p.info["uids"].real < base + count and p.info["status"] != "zombie"
     ]
-    assert left == []  # bwrap and its child are gone (without the kill, bwrap waits on the released child)
+    assert left == []  # nothing of the run was started
     assert [p.pid for p in psutil.process_iter(["cmdline"]) if token in " ".join(p.info["cmdline"] or [])] == []
