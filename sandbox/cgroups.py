@@ -119,8 +119,15 @@ class RunCgroup:
         _write(self.dirs["cpu"] / "cpu.cfs_quota_us", quota)
 
     def join(self, pid: int) -> None:
+        """Move `pid` into the run's cgroup. Plain system calls only: it also runs between fork and exec
+        (sandbox/engine.py), where a lock another thread held at the fork would never be released."""
+        data = str(pid).encode()
         for d in self.dirs.values():
-            _write(d / "cgroup.procs", str(pid))
+            fd = os.open(d / "cgroup.procs", os.O_WRONLY)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
 
     def _pids(self) -> set[int]:
         found: set[int] = set()
