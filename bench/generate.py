@@ -406,7 +406,7 @@ def merged(runs: list[dict]) -> dict:
 
 
 def compare(results: dict) -> list[dict]:
-    """The ratios issue 12 sets targets for, from the medians of this run (a missing runner: skipped)."""
+    """The ratios the README sets targets for, from the medians of this run (a missing runner: skipped)."""
     speed = {k: v["tok_s"] for k, v in results.items() if "tok_s" in v}
     out = []
 

@@ -27,7 +27,7 @@ run`: both embedded stores are single-writer). For one new tenant per store:
 
     .venv/bin/python bench/kb.py [--latency-queries 50] [--sizes 1000,20000,200000] [--stores edge,local]
 
-The figures go to tables (with the targets of issue 14 and the ratios to local mode), to
+The figures go to tables (with the README's targets and the ratios to local mode), to
 .specmill/bench/kb-<time>.json and, as JSON, to the last line of stdout. Everything started here is
 stopped at the end, on errors and on Ctrl-C too.
 """

@@ -3,7 +3,7 @@
 Three ways to run the same solution and tests, interleaved round-robin in one process so that a
 noisy neighbour hits all of them alike:
 
-- `previous`: the runner before issue 9 (a temp dir, `unshare -n`, rlimits set between fork and
+- `previous`: the runner before the sandbox (a temp dir, `unshare -n`, rlimits set between fork and
   exec, this interpreter with -I, a result file), rebuilt here as the baseline;
 - `sandbox`: sandbox.run_tests, the product's path (bubblewrap as the run's own uid, namespaces,
   read-only root with host-wide /proc files masked, seccomp, a per-run cgroup, and two interpreters

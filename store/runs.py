@@ -1,4 +1,4 @@
-"""Runs of a project: one row per Temporal run of its workflow (issue 13).
+"""Runs of a project: one row per Temporal run of its workflow.
 
 The gateway claims a rerun (`claim_rerun`: the project leaves its terminal state before the run starts,
 so two reruns cannot both start and GET never shows the last run's ending) and inserts the row once

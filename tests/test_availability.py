@@ -1,4 +1,4 @@
-"""Honest availability (issue 13): a model is `available` only when it can serve this tenant now (a key
+"""Honest availability: a model is `available` only when it can serve this tenant now (a key
 for API models, the platform's or the tenant's; an answering server for vLLM over VLLM_BASE_URL), and
 choosing one that cannot is a 422 up front. The vLLM server here is a protocol fake this test starts
 (GET /v1/models only); an unreachable one is a closed local port. No network."""

@@ -1,4 +1,4 @@
-"""Events (issue 10): cursors numbered per tenant, a bounded Last-Event-ID, streams that wake on
+"""Events: cursors numbered per tenant, a bounded Last-Event-ID, streams that wake on
 PostgreSQL NOTIFY instead of polling, and a cap on a tenant's open streams."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Following a run (issue 13): /api/events and its stream filtered by project and run, a stream that
+"""Following a run: /api/events and its stream filtered by project and run, a stream that
 starts at "now", GET /api/generations, and POST /api/generate with an instance using its project's
 settings. The project runs use `openai_api` against tests/coder_fake.py."""
 

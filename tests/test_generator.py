@@ -284,7 +284,7 @@ async def test_smollm2_generates_parsing_code_through_the_api(stack, temporal, p
         await running
 
 
-# --- issue 12: candidates chosen by the spec's tests, beam search, the grammar's check-and-retry ---------
+# --- candidates chosen by the spec's tests, beam search, the grammar's check-and-retry ---------
 
 ADD_TESTS = {**VALUES, "tests": ["assert add(2, 3) == 5", "assert add(-1, 1) == 0"]}
 

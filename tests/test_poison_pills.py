@@ -1,5 +1,5 @@
 """Poison pills end: an error that no retry can fix fails the project with a reason a user can read,
-at once, instead of keeping it in `integration` retrying every 30 s (issue 10, M4).
+at once, instead of keeping it in `integration` retrying every 30 s.
 
 - two instances with the same function_name, then a regenerate: the regenerated instance's path must
   not collide with the other instance's current file;

@@ -1,4 +1,4 @@
-"""Runs of a project (issue 13): a failed project runs again with new settings, from its first answer on;
+"""Runs of a project: a failed project runs again with new settings, from its first answer on;
 each run and the project carry an outcome that names instances by name; Temporal shows a failed run as
 Failed. Real gateway, Temporal, workers and sandbox; the model is the scripted OpenAI-protocol fake."""
 

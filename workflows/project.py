@@ -372,7 +372,7 @@ class ProjectWorkflow:
 
     def _candidates(self, cfg) -> dict:
         """How many candidates a generation makes, with the techniques' parameters, and where it tests
-        them (issue 12). Versioned: runs recorded before each patch started their generations with one
+        them. Versioned: runs recorded before each patch started their generations with one
         candidate, default parameters, and (before the first) no integration queue."""
         fields: dict = {"n": 1}
         if workflow.patched(INTEGRATION_QUEUE_PATCH):

@@ -1,4 +1,4 @@
-"""Runs of a project: start a new one from any terminal state, list them, read one (issue 13).
+"""Runs of a project: start a new one from any terminal state, list them, read one.
 
 A project's first run starts with the project (POST /api/projects). Once a run has ended (completed,
 failed or cancelled), POST .../runs starts the next with the project's current settings, for the

@@ -1,4 +1,4 @@
-"""Less exposure (issue 10, L2): host paths and worker ids only for admins."""
+"""Less exposure: host paths and worker ids only for admins."""
 
 from __future__ import annotations
 

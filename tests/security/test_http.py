@@ -1,5 +1,5 @@
 """HTTP hardening at the gateway: security headers, a 413 the client can read, paths the proxy
-forwards re-quoted (issue 10: L1, L7)."""
+forwards re-quoted."""
 
 from __future__ import annotations
 

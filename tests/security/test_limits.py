@@ -1,4 +1,4 @@
-"""Tenant-fair limits (issue 10, M2 and M3): tenant-wide rate limit, a cap on keys, failed
+"""Tenant-fair limits: tenant-wide rate limit, a cap on keys, failed
 authentication per address and key prefix without locking working clients out, trusted proxies,
 generation slots and a token budget for POST /api/generate, and the same limits shared by two
 gateways through a real Redis."""

@@ -1,5 +1,5 @@
-"""The attacks of issue 9 against the sandbox, each run as a spec's test would run (run_tests, the
-debugging activity's path): each is contained, and recorded as that test's failure.
+"""The attacks that escaped the old test runner, against the sandbox, each run as a spec's test would
+run (run_tests, the debugging activity's path): each is contained, and recorded as that test's failure.
 
 A test's source is any Python (`assert not exec(...)` defeats the `^\\s*assert` pattern), so each
 attack is written as plain code here.

@@ -1,4 +1,4 @@
-"""Secrets and the database out of reach (issue 9, part 2): PostgreSQL wants a password on its socket
+"""Secrets and the database out of reach: PostgreSQL wants a password on its socket
 too, `<data_dir>/env` is private, and the worker that runs the specs' tests gets only the secrets
 it needs."""
 

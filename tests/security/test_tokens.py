@@ -1,6 +1,6 @@
-"""Tokens that cannot be forged into more (issue 9, section 3), and internal tokens on their own secret.
+"""Tokens that cannot be forged into more, and internal tokens on their own secret.
 
-The attacker here holds what the sandbox escape of issue 9 gave them: the JWT secret, an editor key of
+The attacker here holds what an escape from the old, unconfined test runner gave them: the JWT secret, an editor key of
 tenant A and the ids of tenant B. Every token is hand-built (tests/test_auth.py's helpers), sent through
 the real gateway (real PostgreSQL, real Temporal), and every refusal is a 401 with a JSON `detail`.
 """
