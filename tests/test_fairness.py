@@ -215,9 +215,9 @@ async def test_a_tenant_runs_at_most_its_running_projects_at_once(make_app, stac
             assert (await _finished(api, tenant, started))["state"] == "completed"
             resp = await api.post(f"/api/projects/{waiting}/specs/complete", headers=tenant.headers)
             assert resp.status_code == 200, resp.text
-            # a rerun is a run too: refused while the other project runs
-            coder.delays.update({"cap_one": 3.0, "cap_two": 3.0})
+            # a rerun is a run too: refused while the other project runs (its answer takes 3 s)
             await _finished(api, tenant, waiting)
+            coder.delays["cap_three"] = 3.0
             resp = await api.post(f"/api/projects/{third}/specs/complete", headers=tenant.headers)
             assert resp.status_code == 200, resp.text
             rerun = await api.post(f"/api/projects/{started}/runs", json={"scope": "all"}, headers=tenant.headers)
