@@ -179,7 +179,7 @@ async def test_the_token_budget_is_checked_when_a_run_starts(api, tenant, pool, 
     assert not coder.prompts_for("budgeted")
 
 
-async def test_a_tenant_runs_at_most_its_running_projects_at_once(make_app, stack, new_tenant, coder):
+async def test_a_tenant_runs_at_most_its_running_projects_at_once(make_app, stack, workers, new_tenant, coder):
     tenant, other = await new_tenant("cap"), await new_tenant("uncapped")
     names = ["cap_one", "cap_two", "cap_three"]
     for name in names:
