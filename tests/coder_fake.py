@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 REPAIR_MARK = "A previous attempt failed"  # what codegen.prompts.build_messages adds with feedback
 PLAN_MARK = "List every top-level function and class"  # codegen.hierarchical.plan_messages
 RETRY_MARK = "That code does not parse"  # codegen.generate: hybrid_grammar_neural's check-and-retry
+HOLD_LIMIT_S = 120.0  # a held answer goes after this long even when the test never released it
 
 
 @dataclass
@@ -28,10 +29,23 @@ class ScriptedCoder:
     plans: dict[str, str] = field(default_factory=dict)  # spec name -> the answer to a planning prompt
     lock: threading.Lock = field(default_factory=threading.Lock)
     delay: float = 0.0  # seconds each answer takes
-    delays: dict[str, float] = field(default_factory=dict)  # function name -> its own answers' delay
+    delays: dict[str, float] = field(default_factory=dict)  # function name -> its answers' latency (benches)
+    held: dict[str, threading.Event] = field(default_factory=dict)  # function name -> answered once it is set
     spans: list[tuple[str, float, float]] = field(default_factory=list)  # (function name, start, end)
     started: list[str] = field(default_factory=list)  # function names, as their requests arrive
     queued: dict[str, list[str]] = field(default_factory=dict)  # function name -> next first answers
+
+    def hold(self, *names: str) -> None:
+        """Keep these functions' answers until `release` (or HOLD_LIMIT_S, so a forgotten hold ends)."""
+        for name in names:
+            self.held[name] = threading.Event()
+
+    def release(self, *names: str) -> None:
+        """Let held answers go: these functions', or every one."""
+        for name in names or list(self.held):
+            gate = self.held.pop(name, None)
+            if gate is not None:
+                gate.set()
 
     def script(self, name: str, first: str, repair: str | None = None) -> None:
         self.scripts[name] = (first, repair if repair is not None else first)
@@ -70,7 +84,11 @@ def start() -> tuple[ScriptedCoder, ThreadingHTTPServer]:
             match = re.search(r"named `([A-Za-z_][A-Za-z0-9_]*)`", prompt)
             with coder.lock:
                 coder.started.append(match.group(1) if match else "")
-            time.sleep(coder.delays.get(match.group(1) if match else "", coder.delay))
+            name = match.group(1) if match else ""
+            gate = coder.held.get(name)
+            if gate is not None:
+                gate.wait(HOLD_LIMIT_S)
+            time.sleep(coder.delays.get(name, coder.delay))  # a model's latency, as a bench asks for it
             with coder.lock:
                 coder.spans.append((match.group(1) if match else "", started, time.monotonic()))
             answer = {

@@ -184,7 +184,7 @@ async def test_a_tenant_runs_at_most_its_running_projects_at_once(make_app, stac
     names = ["cap_one", "cap_two", "cap_three"]
     for name in names:
         coder.script(name, first=f"def {name}():\n    return 1\n")
-    coder.delays.update({"cap_one": 3.0})
+    coder.hold("cap_one", "cap_two")  # the first run stays in code_generation until released
     try:
         async for api in make_app(stack.with_(max_running_projects_per_tenant=1)):
             made = []
@@ -212,22 +212,24 @@ async def test_a_tenant_runs_at_most_its_running_projects_at_once(make_app, stac
             resp = await api.post(f"/api/projects/{theirs['id']}/specs/complete", headers=other.headers)
             assert resp.status_code == 200, resp.text
 
+            coder.release("cap_one", "cap_two")
             assert (await _finished(api, tenant, started))["state"] == "completed"
             resp = await api.post(f"/api/projects/{waiting}/specs/complete", headers=tenant.headers)
             assert resp.status_code == 200, resp.text
-            # a rerun is a run too: refused while the other project runs (its answer takes 3 s)
+            # a rerun is a run too: refused while the other project runs (its answer held)
             await _finished(api, tenant, waiting)
-            coder.delays["cap_three"] = 3.0
+            coder.hold("cap_three")
             resp = await api.post(f"/api/projects/{third}/specs/complete", headers=tenant.headers)
             assert resp.status_code == 200, resp.text
             rerun = await api.post(f"/api/projects/{started}/runs", json={"scope": "all"}, headers=tenant.headers)
             assert rerun.status_code == 429 and "MAX_RUNNING_PROJECTS_PER_TENANT" in rerun.json()["detail"]
             after = (await api.get(f"/api/projects/{started}", headers=tenant.headers)).json()
             assert after["state"] == "completed"  # the claim was rolled back
+            coder.release("cap_three")
             await _finished(api, tenant, third)
             await _finished(api, other, theirs["id"])
     finally:
-        coder.delays.clear()
+        coder.release()
 
 
 # --- one tenant's flood, another tenant's latency ---------------------------------------------------------
@@ -268,13 +270,14 @@ async def test_one_tenant_spinning_tests_do_not_hold_every_sandbox_slot(api, new
 
 @pytest.mark.slow
 async def test_one_tenant_slow_generations_do_not_hold_every_generation_slot(api, new_tenant, coder):
-    """Tenant B's project generates four instances at once, each answer taking 6 s. Tenant A's
-    POST /api/generate answers before any of B's generations has ended (before: after two of them)."""
+    """Tenant B's project asks for four generations at once, each answer held by the model. Tenant A's
+    POST /api/generate still completes, and B has only one generation in flight: its share of the two
+    generation slots (before: B's held generations took both slots, and A's waited into a 202)."""
     b, a = await new_tenant("slowgen"), await new_tenant("gen")
     slow = [f"slow_{i}" for i in range(4)]
     for name in slow:
         coder.script(name, first=f"def {name}():\n    return 1\n")
-        coder.delays[name] = 6.0
+    coder.hold(*slow)
     coder.script("fast_one", first="def fast_one():\n    return 1\n")
     try:
         project = await _project(api, b, {"model": "openai_api", "debug_rounds": 0})
@@ -288,9 +291,8 @@ async def test_one_tenant_slow_generations_do_not_hold_every_generation_slot(api
         body = {"template": {"name": "python-function"}, "values": FAST, "model": "openai_api"}
         resp = await api.post("/api/generate", json=body, headers=a.headers)
         assert resp.status_code == 200, resp.text
-        ended = [name for name, _, _ in coder.spans if name in slow]
-        assert ended == [], ended
+        in_flight = [name for name in coder.started if name in slow]
+        assert len(in_flight) == 1, in_flight
         await api.delete(f"/api/projects/{project['id']}", headers=b.headers)
     finally:
-        for name in slow:
-            coder.delays.pop(name, None)
+        coder.release(*slow)
