@@ -47,32 +47,28 @@ def execute(act: ActivityType[A, R], arg: A, *, tenant_id: UUID | None = None, *
     return workflow.execute_activity(act.name, arg, result_type=act.result, **options)
 
 
+def _lease(act: ActivityType[LeaseInput, R], lease: LeaseInput, queue: str, summary: str):
+    return execute(
+        act,
+        lease,
+        tenant_id=lease.tenant_id,
+        task_queue=queue,
+        start_to_close_timeout=timedelta(seconds=30),
+        retry_policy=LEASE_RETRY,
+        summary=summary,
+    )
+
+
 @contextlib.asynccontextmanager
 async def tenant_slot(lease: LeaseInput, queue: str, what: str) -> AsyncIterator[None]:
     """Hold one of the tenant's slots of `lease.kind` while the body runs: wait for it on a durable timer
     (no worker slot is held meanwhile, backing off to LEASE_WAIT_MAX_S), release it after, even when the
     body fails or the run is cancelled."""
     wait = 1.0
-    while not await execute(
-        ACQUIRE_GENERATION_SLOT,
-        lease,
-        tenant_id=lease.tenant_id,
-        task_queue=queue,
-        start_to_close_timeout=timedelta(seconds=30),
-        retry_policy=LEASE_RETRY,
-        summary=f"a {lease.kind} slot of the tenant: {what}",
-    ):
+    while not await _lease(ACQUIRE_GENERATION_SLOT, lease, queue, f"a {lease.kind} slot of the tenant: {what}"):
         await workflow.sleep(wait)
         wait = min(wait * 2, LEASE_WAIT_MAX_S)
     try:
         yield
     finally:
-        await execute(
-            RELEASE_GENERATION_SLOT,
-            lease,
-            tenant_id=lease.tenant_id,
-            task_queue=queue,
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=LEASE_RETRY,
-            summary=f"release the tenant's {lease.kind} slot",
-        )
+        await _lease(RELEASE_GENERATION_SLOT, lease, queue, f"release the tenant's {lease.kind} slot")
