@@ -20,20 +20,10 @@ from codegen.tree.train import (
     train_contrastive,
     triplets,
 )
+from tests.test_tree_encoder import FUNCTION as ENCODER_FUNCTION
 
 SMALL = TreeEncoderConfig(width=32, heads=4, ff=64, layers=1, max_nodes=128)
-FUNCTION = '''def moving_sums(values, size):
-    """The sum of each run of `size` consecutive values."""
-    if size <= 0 or size > len(values):
-        return []
-    total = 0
-    for i in range(1, size + 1):
-        total += values[i - 1]
-    sums = [total]
-    for j in range(size, len(values)):
-        total = total + values[j] - values[j - size]
-        sums.append(total)
-    return sums'''
+FUNCTION = ENCODER_FUNCTION.strip("\n")  # the same function, as functions_of cuts it out
 NO_REWRITE = "def call():\n    return combine(1, 2)"  # no local and no docstring, but a swap of arguments
 NO_MUTANT = "def nothing():\n    pass"
 

@@ -16,6 +16,7 @@ by `save` and read by `TreeEncoder.load` with `torch.load(..., weights_only=True
 from __future__ import annotations
 
 import os
+import tempfile
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -126,30 +127,51 @@ class TreeEncoder(nn.Module):
             x = x + sequential_positions(x.shape[1], self.config.width).to(device=device, dtype=x.dtype)
         return self.encoder(x, src_key_padding_mask=~mask), mask
 
+    def payload(self) -> dict:
+        """What `save` writes: the format, its version, the configuration and the weights."""
+        return {"format": FORMAT, "version": VERSION, "config": self.config.model_dump(), "state": self.state_dict()}
+
     def save(self, path: str | os.PathLike[str]) -> None:
-        """One file: the format, its version, the configuration and the weights (written whole, then renamed)."""
-        path = Path(path)
-        payload = {"format": FORMAT, "version": VERSION, "config": self.config.model_dump(), "state": self.state_dict()}
-        partial = path.with_name(path.name + ".partial")
-        torch.save(payload, partial)
-        os.replace(partial, path)
+        """One file, written whole or not at all (`write_checkpoint`)."""
+        write_checkpoint(Path(path), self.payload())
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> TreeEncoder:
         """The encoder `save` wrote to `path`, in eval mode. ValueError: `path` is not such a file."""
-        try:
-            payload = torch.load(path, map_location=map_location, weights_only=True)
-        except OSError:
-            raise  # a missing or unreadable file is that, not a foreign one
-        except Exception as err:  # noqa: BLE001 - a foreign file trips the unpickler anywhere (a text file: KeyError)
-            raise ValueError(f"{path} is not a tree-encoder checkpoint: {err}") from err
-        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-            raise ValueError(f"{path} is not a tree-encoder checkpoint (no format {FORMAT!r})")
-        if payload.get("version") != VERSION:
-            raise ValueError(f"{path}: tree-encoder checkpoint version {payload.get('version')!r}, not {VERSION}")
+        payload = read_checkpoint(path, FORMAT, VERSION, "tree-encoder", map_location)
         try:
             model = cls(TreeEncoderConfig.model_validate(payload.get("config")))
             model.load_state_dict(payload.get("state"), strict=True)
         except (ValueError, RuntimeError, TypeError) as err:  # pydantic's ValidationError is a ValueError
             raise ValueError(f"{path}: a broken tree-encoder checkpoint: {err}") from err
         return model.to(map_location).eval()
+
+
+def write_checkpoint(path: Path, payload: dict) -> None:
+    """`payload` to `path` whole or not at all: a temporary file beside it, then renamed over it."""
+    handle, partial = tempfile.mkstemp(prefix=path.name + ".", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(payload, file)
+        os.replace(partial, path)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
+
+
+def read_checkpoint(
+    path: str | os.PathLike[str], fmt: str, version: int, what: str, map_location: str | torch.device = "cpu"
+) -> dict:
+    """The dict a checkpoint of `fmt` and `version` holds, read with `weights_only`. ValueError naming the
+    path when it is another file; a missing or unreadable file stays an OSError."""
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except OSError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a foreign file trips the unpickler anywhere (a text file: KeyError)
+        raise ValueError(f"{path} is not a {what} checkpoint: {err}") from err
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        raise ValueError(f"{path} is not a {what} checkpoint (no format {fmt!r})")
+    if payload.get("version") != version:
+        raise ValueError(f"{path}: {what} checkpoint version {payload.get('version')!r}, not {version}")
+    return payload

@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 import random
-import tempfile
 import tokenize
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - torch's own spelling
 from pydantic import BaseModel, ConfigDict, Field
 
-from codegen.tree.model import FORMAT, VERSION, TreeEncoder, TreeEncoderConfig, batch
+from codegen.tree.model import TreeEncoder, TreeEncoderConfig, batch, read_checkpoint, write_checkpoint
 from codegen.tree.mutants import mutants, rewrites
 from codegen.tree.nodes import Linear, linearize, parse_python
 
@@ -227,13 +226,7 @@ def _save(
     payload = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
-        # what TreeEncoder.save writes (codegen/tree/model.py)
-        "model": {
-            "format": FORMAT,
-            "version": VERSION,
-            "config": model.config.model_dump(),
-            "state": model.state_dict(),
-        },
+        "model": model.payload(),  # what TreeEncoder.save writes
         "optimizer": optimizer.state_dict(),
         "step": step,
         "losses": list(losses),
@@ -242,14 +235,7 @@ def _save(
         "config": config.model_dump(),
         "data": digest,
     }
-    handle, partial = tempfile.mkstemp(prefix=path.name + ".", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(payload, file)
-        os.replace(partial, path)
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise
+    write_checkpoint(path, payload)
 
 
 def _resume(
@@ -261,16 +247,7 @@ def _resume(
     digest: str,
 ) -> tuple[int, list[float]]:
     """Load the checkpoint into the model, the optimizer and both random states; its step and losses."""
-    try:
-        payload: Any = torch.load(path, map_location="cpu", weights_only=True)
-    except OSError:
-        raise
-    except Exception as err:  # noqa: BLE001 - a foreign file trips the unpickler anywhere
-        raise ValueError(f"{path} is not a tree-training checkpoint: {err}") from err
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a tree-training checkpoint (no format {CHECKPOINT_FORMAT!r})")
-    if payload.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(f"{path}: tree-training checkpoint version {payload.get('version')!r}")
+    payload: Any = read_checkpoint(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "tree-training")
     if payload.get("config") != config.model_dump():
         raise ValueError(f"{path} was written with another training configuration: {payload.get('config')}")
     saved = payload.get("model") or {}
