@@ -190,10 +190,10 @@ async def _complete_specs(res, p, project: ProjectPublic, temporal: Client):
     settings, user_id = res.settings, p.user_id
     admission = contextlib.nullcontext()  # any other state: the workflow answers 409
     if project.state == ProjectState.spec_definition:
-        await availability.require_project_model(res, p.tenant_id, project.id)
-        await pipeline_settings.runnable_settings(
+        runnable = await pipeline_settings.runnable_settings(
             res.pool, tenant_id=p.tenant_id, project_id=project.id, token_budget=settings.project_token_budget
         )
+        await availability.require_available(res, p.tenant_id, runnable.model)
         admission = leases.admitting_run(
             res.pool,
             tenant_id=p.tenant_id,

@@ -184,17 +184,17 @@ async def create_run(
     MAX_RUNNING_PROJECTS_PER_TENANT projects gets a 429 (Retry-After) until one ends."""
     pool = res.pool
     project = _ended(await projects.get_project(pool, tenant_id=p.tenant_id, project_id=project_id))
-    new_model = body.settings.model if body.settings is not None else None
-    await availability.require_project_model(res, p.tenant_id, project_id, new_model)
     budget = res.settings.project_token_budget
     if body.settings is not None:
+        await availability.require_project_model(res, p.tenant_id, project_id, body.settings.model)
         await pipeline_settings.put_project_settings(
             pool, tenant_id=p.tenant_id, project_id=project_id, update=body.settings, token_budget=budget
         )
     else:
-        await pipeline_settings.runnable_settings(
+        runnable = await pipeline_settings.runnable_settings(
             pool, tenant_id=p.tenant_id, project_id=project_id, token_budget=budget
         )
+        await availability.require_available(res, p.tenant_id, runnable.model)
     chosen, changes = await _plan(pool, p.tenant_id, project_id, body.scope)
     run = await start_run(pool, temporal, res.settings, p, project, body.scope, chosen, changes)
     response.headers["Location"] = f"/api/projects/{project_id}/runs/{run.id}"
@@ -220,10 +220,10 @@ async def regenerate(project_id: UUID, response: Response, res: ResourcesDep, p:
     with the changes (the run's id is in the Location header and in GET .../runs)."""
     pool = res.pool
     project = _ended(await projects.get_project(pool, tenant_id=p.tenant_id, project_id=project_id))
-    await availability.require_project_model(res, p.tenant_id, project_id)
-    await pipeline_settings.runnable_settings(
+    runnable = await pipeline_settings.runnable_settings(
         pool, tenant_id=p.tenant_id, project_id=project_id, token_budget=res.settings.project_token_budget
     )
+    await availability.require_available(res, p.tenant_id, runnable.model)
     chosen, changes = await _plan(pool, p.tenant_id, project_id, "changed")
     run = await start_run(pool, temporal, res.settings, p, project, "changed", chosen, changes)
     response.headers["Location"] = f"/api/projects/{project_id}/runs/{run.id}"
