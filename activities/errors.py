@@ -1,4 +1,4 @@
-"""Failures no retry can fix, as non-retryable activity errors (docs/architecture.md, conventions 3 and 7).
+"""Failures no retry can fix, as non-retryable activity errors, so the project ends `failed` with the reason.
 
 A repository's domain error (NotFound, Conflict, Invalid, Forbidden) or a pydantic validation error
 says the same thing on every attempt: retried, it would keep a workflow in its state for ever. Every

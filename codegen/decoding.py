@@ -1,4 +1,4 @@
-"""Decoding, composed (docs/architecture.md, convention 11, as text-generation-inference does it): a list of
+"""Decoding, composed (as text-generation-inference does it, so a technique adds a part, not a loop): a list of
 logits processors, a chooser, and stopping criteria, each its own object.
 
 - A `Processor` changes the logits of B rows before the choice, each row with its own state: a

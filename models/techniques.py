@@ -1,7 +1,7 @@
 """The six generation techniques of the specification sheets: which are implemented, what each needs
 of a backend, the settings it runs with and the steps it adds.
 
-The seam between techniques and backends (docs/architecture.md, convention 11):
+The seam between techniques and backends (decoding is composed, codegen/decoding.py):
 - a backend declares its capabilities (`Backend.capabilities`, codegen/base.py): the vocabulary is
   `CAPABILITIES` below;
 - a technique declares, as `modes`, the capabilities it can run on, best first, and how it runs on
