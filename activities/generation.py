@@ -10,10 +10,10 @@ from temporalio.exceptions import ApplicationError
 
 from activities.errors import permanent_failures
 from activities.heartbeat import Progress, heartbeating
-from codegen import generate, hierarchical
+from codegen import generate, hierarchical, technique_steps
 from codegen.base import ModelUnavailable
 from codegen.manager import ModelManager
-from models.activities import GENERATE_BODIES, GENERATE_CANDIDATES, PLAN_MODULE, RECORD_GENERATION
+from models.activities import GENERATE_BODIES, GENERATE_CANDIDATES, PLAN_MODULE, RECORD_GENERATION, TECHNIQUE_STEP
 from models.generation import (
     CandidatesInput,
     CandidatesResult,
@@ -21,6 +21,8 @@ from models.generation import (
     Plan,
     PlanInput,
     RecordGenerationInput,
+    TechniqueStepInput,
+    TechniqueStepResult,
 )
 from models.settings import Settings
 from models.techniques import Unsupported
@@ -88,6 +90,20 @@ class GenerationActivities:
         if inp.plan is None:
             raise ApplicationError("generate_bodies needs a plan", type="BadRequest", non_retryable=True)
         return await self._on_thread(generate.bodies, inp.job, inp.plan, inp.references, inp.round)
+
+    @activity.defn(name=TECHNIQUE_STEP.name)
+    @permanent_failures
+    async def technique_step(self, inp: TechniqueStepInput) -> TechniqueStepResult:
+        """A technique's own work (codegen/technique_steps.py) on a thread, heartbeating meanwhile."""
+        context = technique_steps.StepContext(self._settings.models_path, inp.tenant_id)
+        try:
+            step = technique_steps.function(inp.technique, inp.step)
+            out = await heartbeating(asyncio.to_thread(step, inp.payload, context))
+        except technique_steps.Unavailable as err:
+            raise ApplicationError(str(err), type="TechniqueUnavailable", non_retryable=True) from err
+        except ValueError as err:
+            raise ApplicationError(f"{inp.technique}: {err}", type="BadRequest", non_retryable=True) from err
+        return TechniqueStepResult(payload=out)
 
     @activity.defn(name=RECORD_GENERATION.name)
     @permanent_failures

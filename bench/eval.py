@@ -28,7 +28,10 @@ sys.path.insert(0, str(ROOT))
 from codegen import evaluate as ev
 from codegen.manager import ModelManager
 from models.settings import Settings
-from models.techniques import BeamSettings, TechniqueOptions, check
+from models.techniques import TechniqueOptions, check
+from models.techniques.retrieval_augmentation import TECHNIQUE as RETRIEVAL
+from models.techniques.syntax_aware_beam_search import TECHNIQUE as BEAM
+from models.techniques.syntax_aware_beam_search import BeamSettings
 from sandbox import SandboxConfig
 
 
@@ -75,9 +78,9 @@ def options(args: argparse.Namespace, techniques: list[str]) -> TechniqueOptions
         }.items()
         if v is not None
     }
-    if beam and "syntax_aware_beam_search" not in techniques:
-        raise SystemExit("--beam-width, --length-penalty and --visible-tests need syntax_aware_beam_search")
-    return TechniqueOptions(syntax_aware_beam_search=BeamSettings(**beam) if beam else None)
+    if beam and BEAM.name not in techniques:
+        raise SystemExit(f"--beam-width, --length-penalty and --visible-tests need {BEAM.name}")
+    return TechniqueOptions(**{BEAM.name: BeamSettings(**beam)} if beam else {})
 
 
 def source_commit() -> str | None:
@@ -139,8 +142,8 @@ class Partial:
 def main(argv: list[str] | None = None, settings: Settings | None = None) -> dict:
     args = parse_args(argv)
     techniques = check([t.strip() for t in args.techniques.split(",") if t.strip()])
-    if ("retrieval_augmentation" in techniques or args.mbpp_split) and args.mbpp is None:
-        raise SystemExit("--mbpp PATH is needed for retrieval_augmentation and for --mbpp-split")
+    if (RETRIEVAL.name in techniques or args.mbpp_split) and args.mbpp is None:
+        raise SystemExit(f"--mbpp PATH is needed for {RETRIEVAL.name} and for --mbpp-split")
     if args.threads:
         import torch
 
@@ -160,7 +163,7 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> dic
     local = args.model == "local_llama"
     model_label = Path(settings.local_model).name if local else status.model
     dtype = status.details.get("dtype") if local else None
-    retriever = ev.MbppRetriever(args.mbpp) if "retrieval_augmentation" in techniques else None
+    retriever = ev.MbppRetriever(args.mbpp) if RETRIEVAL.name in techniques else None
     cfg = ev.EvalConfig(
         model=args.model,
         techniques=techniques,
@@ -229,7 +232,7 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> dic
         "model_label": model_label,
         "dtype": dtype,
         "techniques": techniques,
-        "decoding": "beam" if "syntax_aware_beam_search" in techniques else "greedy",
+        "decoding": "beam" if BEAM.name in techniques else "greedy",
         "options": cfg.options.model_dump(exclude_none=True),
         "generation_path": "shared",  # codegen/generate.py + models/generation_steps.py, as the product runs them
         "max_new_tokens": args.max_new_tokens,

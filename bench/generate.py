@@ -211,9 +211,9 @@ def _grammar(job: dict):
     masks from a GrammarProcessor made per request, as LocalLlamaBackend makes them."""
     import statistics
 
-    from codegen import python_grammar
     from codegen.beam_search import beam_search
     from codegen.decoding import GrammarProcessor, Stopping
+    from models.techniques import python_grammar
 
     backend, details = _load_backend(job, "int4")
     engine, eos = backend._engine, backend._eos()

@@ -7,7 +7,11 @@ worker runs it in synchronous activities on a thread pool (never on the event lo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
+
+from models.techniques.base import Beam, Decoding, Grammar, JsonSchema
+
+P = TypeVar("P", Beam, Grammar, JsonSchema)
 
 Role = Literal["system", "user", "assistant"]
 
@@ -19,29 +23,35 @@ class Message:
 
 
 @dataclass(frozen=True)
-class Beam:
-    """Beam search (syntax_aware_beam_search): `width` beams, ranked by log-probability / length ** penalty;
-    `prune`: drop at line ends the beams whose code can no longer parse (codegen/syntax_check.py)."""
-
-    width: int = 4
-    length_penalty: float = 1.0
-    prune: bool = True
-
-
-@dataclass(frozen=True)
 class GenerationParams:
     max_new_tokens: int = 256
     temperature: float = 0.0  # 0: greedy
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
-    # A JSON Schema (as JSON text) the answer must follow, on backends with the `json_schema` or
-    # `logits` capability; others ignore it (callers check the answer anyway).
-    json_schema: str | None = None
-    # An EBNF grammar (xgrammar's dialect; codegen/python_grammar.py) the answer must follow: only for
-    # backends with the `logits` or `grammar` capability (models.techniques.resolve checks).
-    grammar: str | None = None
-    beam: Beam | None = None  # only for backends with the `logits` or `beam_search` capability
+    # What the techniques add to decoding (models/techniques/base.py: Beam, Grammar, JsonSchema): a backend
+    # turns each part into its own logits processors, beam loop or structured outputs. A part reaches only
+    # backends with a capability for it (models.techniques.resolve checks); a JSON Schema on a backend
+    # without one is ignored (callers check the answer anyway).
+    decoding: tuple[Decoding, ...] = ()
+
+    def part(self, kind: type[P]) -> P | None:
+        return next((p for p in self.decoding if isinstance(p, kind)), None)
+
+    @property
+    def beam(self) -> Beam | None:
+        return self.part(Beam)
+
+    @property
+    def grammar(self) -> str | None:
+        """The EBNF text of a grammar part."""
+        part = self.part(Grammar)
+        return part.ebnf if part is not None else None
+
+    @property
+    def json_schema(self) -> str | None:
+        part = self.part(JsonSchema)
+        return part.text if part is not None else None
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,8 @@ class Completion:
     # beam search: every finished beam, best first (text is the first one's); empty otherwise
     alternatives: tuple[Alternative, ...] = ()
     notes: tuple[str, ...] = ()  # what decoding observed: beams pruned, grammar dead ends
+    # the sum of its tokens' log-probabilities, where the backend reports them (None: it does not)
+    logprob: float | None = None
 
 
 @dataclass

@@ -24,7 +24,7 @@ Retrieval augmentation's corpus is MBPP's train split (task_id 601-974; each sni
 text as a comment, then its code), embedded with the product's MiniLM and searched densely by cosine,
 never HumanEval solutions. It stands in for the knowledge worker's /similar (Qdrant, dense or hybrid)
 so that the eval needs no database, Temporal or tenant; top_k, the query's cut and the prompt budget
-are the technique's own settings (models.techniques.RETRIEVAL).
+are the technique's own settings (models/techniques/retrieval_augmentation.py).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from codegen import generate
+from codegen import generate, technique_steps
 from codegen.candidate_tests import docstring_tests, run_candidates
 from codegen.hierarchical import PlanError
 from models.builtin_templates import PYTHON_FUNCTION, SYSTEM_TENANT, builtin_id
@@ -50,6 +50,7 @@ from models.generation_steps import best, run_steps
 from models.schema_rules import values_hash
 from models.spec_view import spec_view
 from models.techniques import TechniqueOptions
+from models.techniques.syntax_aware_beam_search import TECHNIQUE as BEAM
 from sandbox import SandboxConfig, run_tests
 
 PROMPT_HUMANEVAL = (
@@ -165,6 +166,7 @@ class EvalConfig:
     extra: dict = field(default_factory=dict)
     sandbox: SandboxConfig | None = None  # the integration worker's (SandboxConfig.from_settings)
     options: TechniqueOptions = field(default_factory=TechniqueOptions)
+    models_path: Path = Path(".specmill/models")  # where the techniques' checkpoints are (Settings.models_path)
 
 
 class _InProcessSteps:
@@ -193,6 +195,10 @@ class _InProcessSteps:
         if plan is not None:
             return generate.bodies(self.chat, self.job, plan, references, round_)
         return generate.candidates(self.chat, self.job, references, round_)
+
+    async def technique(self, name: str, step: str, payload: dict) -> dict:
+        """As the generation worker's technique_step, with the built-in checkpoints (no tenant)."""
+        return technique_steps.run(name, step, payload, technique_steps.StepContext(self.cfg.models_path))
 
     async def test(self, codes: list[str], tests: list[str]) -> list[CandidateTests]:
         """As the integration worker's test_candidates, after the problem's own setup code."""
@@ -366,11 +372,12 @@ def _greedy_of(d: dict, runs: list[dict]) -> dict | None:
 
 
 def _options_label(d: dict) -> str:
-    beam = (d.get("options") or {}).get("syntax_aware_beam_search") or {}
+    name = BEAM.name
+    beam = (d.get("options") or {}).get(name) or {}
     parts = [f"w{beam['width']}"] if beam.get("width") else []
-    if "syntax_aware_beam_search" in d["techniques"] and beam.get("visible_tests") is False:
+    if name in d["techniques"] and beam.get("visible_tests") is False:
         parts.append("no visible tests")
-    elif "syntax_aware_beam_search" in d["techniques"]:
+    elif name in d["techniques"]:
         parts.append("visible tests")
     return f" ({', '.join(parts)})" if parts else ""
 

@@ -13,14 +13,17 @@ import json
 from collections.abc import Callable
 from typing import Protocol
 
-from codegen import hierarchical, python_grammar
-from codegen.base import Beam, Completion, GenerationParams, Message
+from codegen import hierarchical
+from codegen.base import Completion, GenerationParams, Message
 from codegen.declared_imports import with_imports
 from codegen.prompts import build_messages, extract_code, parses, syntax_error
 from codegen.syntax_check import parsing_prefix
 from models.generation import Candidate, CandidatesResult, GenerationInput, Plan, Reference
 from models.spec_view import SpecView, spec_view
-from models.techniques import HIERARCHICAL, RETRIEVAL, Mode, resolve
+from models.techniques import REGISTRY, Mode, resolve
+from models.techniques.base import JsonSchema
+from models.techniques.hierarchical_generation import SETTINGS as HIERARCHICAL
+from models.techniques.retrieval_augmentation import SETTINGS as RETRIEVAL
 
 
 class Chat(Protocol):
@@ -57,6 +60,7 @@ Progress = Callable[..., None]  # called with the candidate (and item) index aft
 TOKENS_PER_CHAR = 0.25  # a reference's share of the prompt budget is estimated from its length
 TOKENS_PER_REFERENCE = 8  # its framing in the prompt
 SAMPLED_TEMPERATURE = 0.8
+SAMPLED_TOP_P = 0.95  # nucleus sampling for the sampled candidates (what the selectors were measured on)
 
 
 def within_budget(contents: list[str], budget_tokens: int = RETRIEVAL.budget_tokens) -> list[str]:
@@ -86,20 +90,20 @@ def modes(chat: Chat, job: GenerationInput, view: SpecView) -> dict[str, Mode]:
 def candidate_params(
     job: GenerationInput, round_: int, index: int, modes: dict[str, Mode] | None = None
 ) -> GenerationParams:
-    """The decoding of one candidate: greedy or sampled, and what the decoding techniques add (a beam
-    search, the Python grammar) where the model runs them itself."""
-    modes = modes or {}
-    beam = modes.get("syntax_aware_beam_search")
-    grammar = modes.get("hybrid_grammar_neural")
-    settings = job.options.beam()
+    """The decoding of one candidate: greedy or sampled, and what each technique adds to it where the
+    model runs it (a beam search, the Python grammar)."""
+    temperature = candidate_temperature(job, index)
+    parts = tuple(
+        part
+        for name, mode in (modes or {}).items()
+        for part in REGISTRY[name].decoding(REGISTRY[name].settings(job.options), mode)
+    )
     return GenerationParams(
         max_new_tokens=job.max_new_tokens,
-        temperature=candidate_temperature(job, index),
+        temperature=temperature,
+        top_p=SAMPLED_TOP_P if temperature > 0 else 1.0,
         seed=1000 * round_ + index,
-        beam=(
-            Beam(settings.width, settings.length_penalty, prune=beam.requires == "logits") if beam is not None else None
-        ),
-        grammar=python_grammar.ebnf() if grammar is not None and grammar.requires != "chat" else None,
+        decoding=parts,
     )
 
 
@@ -108,7 +112,7 @@ def plan_params(job: GenerationInput) -> GenerationParams:
     return GenerationParams(
         max_new_tokens=max(job.max_new_tokens, HIERARCHICAL.plan_min_tokens),
         seed=0,
-        json_schema=json.dumps(hierarchical.PLAN_SCHEMA),
+        decoding=(JsonSchema(json.dumps(hierarchical.PLAN_SCHEMA)),),
     )
 
 
@@ -128,8 +132,10 @@ def candidates(
     view = spec_view(job.spec.schema_, job.spec.values)
     how = modes(chat, job, view)
     messages = build_messages(view, references=_references(references), feedback=job.feedback)
-    recheck = how.get("hybrid_grammar_neural")
-    retries = job.options.grammar().retries if recheck is not None and recheck.requires == "chat" else 0
+    retries = max(
+        (REGISTRY[name].answer_retries(REGISTRY[name].settings(job.options), mode) for name, mode in how.items()),
+        default=0,
+    )
     out: list[Candidate] = []
     batched = _batched(chat, job, round_, how, messages, retries)
     for i in range(job.n):
@@ -162,6 +168,9 @@ def candidates(
                     finish_reason=finish,
                     round=round_,
                     score=extra.get("score"),
+                    mean_logprob=_mean(
+                        extra.get("logprob", completion.logprob), extra.get("tokens_out", completion.tokens_out)
+                    ),
                     attempts=attempts,
                     notes=notes,
                 )
@@ -171,8 +180,12 @@ def candidates(
     return CandidatesResult(candidates=out, path=view.path, language=view.language)
 
 
+def _mean(logprob: float | None, tokens: int) -> float | None:
+    return round(logprob / tokens, 4) if logprob is not None and tokens > 0 else None
+
+
 def _syntax_aware(how: dict[str, Mode]) -> bool:
-    return "syntax_aware_beam_search" in how or "hybrid_grammar_neural" in how
+    return any(REGISTRY[name].targets_syntax for name in how)
 
 
 def _cut_back(code: str) -> tuple[str, str | None]:
@@ -203,7 +216,7 @@ def _answers(completion: Completion) -> list[tuple[str, dict]]:
     if not completion.alternatives:
         return [(completion.text, {})]
     return [
-        (a.text, {"tokens_out": a.tokens_out, "finish_reason": a.finish_reason, "score": a.score})
+        (a.text, {"tokens_out": a.tokens_out, "finish_reason": a.finish_reason, "score": a.score, "logprob": a.logprob})
         for a in completion.alternatives
     ]
 

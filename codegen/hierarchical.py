@@ -24,7 +24,7 @@ from codegen.base import Completion, Message
 from codegen.prompts import extract_code, spec_lines
 from models.generation import Plan, PlanItem
 from models.spec_view import SpecView
-from models.techniques import HIERARCHICAL
+from models.techniques.hierarchical_generation import SETTINGS as HIERARCHICAL
 
 MAX_ITEMS = HIERARCHICAL.max_items
 IDENT = "^[A-Za-z_][A-Za-z0-9_]*$"

@@ -232,10 +232,12 @@ class LlamaEngine:
         *,
         chooser: Chooser = GREEDY,
         processors: Sequence[Processor] = (),
+        logprobs: list[float] | None = None,
     ) -> list[int]:
         """New token ids after `prompt`, one forward pass per token: the processors change the logits,
         the chooser picks the token, and `stopping` ends the sequence (an end token is kept) and says
-        why in its `reason` (DEAD_END when the processors left no token at all)."""
+        why in its `reason` (DEAD_END when the processors left no token at all). `logprobs`, when
+        given, gets each new token's log-probability (after the processors, before any temperature)."""
         if stopping.max_new <= 0:
             stopping.reason = "length"
             return []
@@ -248,6 +250,8 @@ class LlamaEngine:
                 stopping.dead_end()
                 return new
             token = chooser(logits)
+            if logprobs is not None:
+                logprobs.append(_logprob(logits, token))
             decoding.advance(processors, [token])
             new.append(token)
             if stopping.done(new):
@@ -271,8 +275,9 @@ class LlamaEngine:
         n = len(choosers)
         outs: list[list[int]] = [[] for _ in range(n)]
         reasons = ["length"] * n
+        sums = [0.0] * n
         if stopping.max_new <= 0 or n == 0:
-            return Rows(outs, reasons)
+            return Rows(outs, reasons, sums)
         cache = self.new_cache(len(prompt) + stopping.max_new, rows=n)
         logits = self.forward_rows(torch.tensor([prompt], device=self.device), 0, cache).expand(n, -1)
         if processors:
@@ -288,6 +293,7 @@ class LlamaEngine:
                     reasons[r] = DEAD_END
                     continue
                 token = choosers[r](logits[i])
+                sums[r] += _logprob(logits[i], token)
                 outs[r].append(token)
                 why = stopping.why(outs[r])
                 if why is None:
@@ -296,7 +302,7 @@ class LlamaEngine:
                 else:
                     reasons[r] = why
             if not still:
-                return Rows(outs, reasons)
+                return Rows(outs, reasons, sums)
             cache.reorder(still, len(prompt) + step)  # the running rows to the front
             decoding.reorder(processors, still)
             decoding.advance(processors, tokens)
@@ -307,10 +313,17 @@ class LlamaEngine:
 
 
 class Rows(NamedTuple):
-    """What `generate_rows` decoded: each row's new tokens, and why it ended (as `Stopping.reason`)."""
+    """What `generate_rows` decoded: each row's new tokens, why it ended (as `Stopping.reason`), and
+    the sum of its tokens' log-probabilities (after the processors, before any temperature)."""
 
     tokens: list[list[int]]
     reasons: list[str]
+    logprobs: list[float]
+
+
+def _logprob(logits: torch.Tensor, token: int) -> float:
+    """The log-probability of `token` under one row's logits (a candidate's own confidence)."""
+    return float(torch.log_softmax(logits.float(), dim=-1)[token])
 
 
 class Cache:

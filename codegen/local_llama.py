@@ -276,9 +276,14 @@ class LocalLlamaBackend:
         with self._gen_lock:
             if params.beam is not None:
                 return self._beam_completion(prompt, max_new, params, eos, started)
-            run = self._decode if self._engine is not None else self._hf_generate
-            new_ids, reason = run(prompt, max_new, params, eos)
-        return self._completion(new_ids, reason, len(prompt), params.stop, time.perf_counter() - started)
+            if self._engine is None:
+                new_ids, reason = self._hf_generate(prompt, max_new, params, eos)
+                return self._completion(new_ids, reason, len(prompt), params.stop, time.perf_counter() - started)
+            logprobs: list[float] = []
+            new_ids, reason = self._decode(prompt, max_new, params, eos, logprobs)
+        return self._completion(
+            new_ids, reason, len(prompt), params.stop, time.perf_counter() - started, logprob=sum(logprobs)
+        )
 
     def chat_many(
         self, messages: list[Message], params: list[GenerationParams], *, api_key: str | None = None
@@ -309,8 +314,8 @@ class LocalLlamaBackend:
             )
         share = (time.perf_counter() - started) / len(params)
         return [
-            self._completion(tokens, reason, len(prompt), first.stop, share)
-            for tokens, reason in zip(rows.tokens, rows.reasons, strict=True)
+            self._completion(tokens, reason, len(prompt), first.stop, share, logprob=logprob)
+            for tokens, reason, logprob in zip(rows.tokens, rows.reasons, rows.logprobs, strict=True)
         ]
 
     def _prompt(self, messages: list[Message], max_new_tokens: int) -> tuple[list[int], int]:
@@ -326,7 +331,13 @@ class LocalLlamaBackend:
         return prompt, max_new
 
     def _completion(
-        self, new_ids: list[int], reason: str, tokens_in: int, stop: tuple[str, ...], latency_s: float
+        self,
+        new_ids: list[int],
+        reason: str,
+        tokens_in: int,
+        stop: tuple[str, ...],
+        latency_s: float,
+        logprob: float | None = None,
     ) -> Completion:
         from codegen.decoding import DEAD_END
 
@@ -342,6 +353,7 @@ class LocalLlamaBackend:
             latency_s=latency_s,
             finish_reason=reason,
             notes=notes,
+            logprob=round(logprob, 4) if logprob is not None else None,
         )
 
     def _generator(self, params: GenerationParams):
@@ -367,7 +379,7 @@ class LocalLlamaBackend:
                 out.append(GrammarProcessor(self._compiled(kind, text), eos, rows=rows))
         return out
 
-    def _decode(self, prompt: list[int], max_new: int, params: GenerationParams, eos: set[int]):
+    def _decode(self, prompt: list[int], max_new: int, params: GenerationParams, eos: set[int], logprobs: list[float]):
         from codegen.decoding import Stopping, chooser
 
         stop = stop_checker(self._tokenizer, params.stop)
@@ -377,6 +389,7 @@ class LocalLlamaBackend:
             stopping,
             chooser=chooser(params.temperature, params.top_p, self._generator(params)),
             processors=self._processors(params, eos),
+            logprobs=logprobs,
         )
         return tokens, stopping.reason or "stop"
 

@@ -21,6 +21,8 @@ from models.generation import (
     RecordGenerationInput,
     Reference,
     RetrieveInput,
+    TechniqueStepInput,
+    TechniqueStepResult,
     TestCandidatesInput,
     TestCandidatesResult,
 )
@@ -68,6 +70,7 @@ GENERATE_CANDIDATES = ActivityType("generate_candidates", GENERATION, Candidates
 PLAN_MODULE = ActivityType("plan_module", GENERATION, PlanInput, Plan)
 GENERATE_BODIES = ActivityType("generate_bodies", GENERATION, CandidatesInput, CandidatesResult)
 RECORD_GENERATION = ActivityType("record_generation", GENERATION, RecordGenerationInput, None)
+TECHNIQUE_STEP = ActivityType("technique_step", GENERATION, TechniqueStepInput, TechniqueStepResult)
 
 ACTIVITIES: dict[str, ActivityType] = {a.name: a for a in list(globals().values()) if isinstance(a, ActivityType)}
 

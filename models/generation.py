@@ -9,7 +9,9 @@ from pydantic import BaseModel, Field, model_validator
 
 from models.common import ModelName, Public, Strict, UtcDatetime
 from models.registry import JsonObject
-from models.techniques import HIERARCHICAL, RETRIEVAL, TechniqueOptions, check_options
+from models.techniques import TechniqueOptions, check_options
+from models.techniques.hierarchical_generation import SETTINGS as HIERARCHICAL
+from models.techniques.retrieval_augmentation import SETTINGS as RETRIEVAL
 
 GENERATION_WORKFLOW = "GenerationWorkflow"
 
@@ -179,6 +181,13 @@ class Candidate(BaseModel):
     score: float | None = Field(
         None, description="syntax_aware_beam_search: the beam's log-probability / length ** length_penalty"
     )
+    mean_logprob: float | None = Field(
+        None, description="The mean log-probability of its tokens, where the model reports them (local models)"
+    )
+    tree_score: float | None = Field(None, description="tree_transformers: the syntax-tree encoder's score")
+    selection_score: float | None = Field(
+        None, description="tree_transformers: the score it was chosen by (the highest is kept)"
+    )
     attempts: int = Field(1, description="Answers asked for (hybrid_grammar_neural's check-and-retry)")
     tests: CandidateTests | None = Field(None, description="Its result on the visible tests, when they ran")
     notes: list[str] = Field(default_factory=list, description="What decoding observed (pruned beams, dead ends)")
@@ -200,6 +209,19 @@ class TestCandidatesResult(BaseModel):
     results: list[CandidateTests]
 
 
+class TechniqueStepInput(BaseModel):
+    """A technique's own work on the generation worker (models/techniques/base.py: `Technique.activities`)."""
+
+    tenant_id: UUID
+    technique: str
+    step: str
+    payload: dict[str, Any]
+
+
+class TechniqueStepResult(BaseModel):
+    payload: dict[str, Any]
+
+
 class GeneratedFile(BaseModel):
     path: str
     content: str
@@ -212,6 +234,9 @@ class Provenance(BaseModel):
     values_hash: str
     instance_id: UUID | None
     retrieved_snippets: list[UUID]
+    techniques: dict[str, Any] = Field(
+        default_factory=dict, description="What the techniques recorded, by technique (scores, reranked snippets)"
+    )
 
 
 class GenerationResult(BaseModel):

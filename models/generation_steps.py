@@ -23,7 +23,8 @@ from models.generation import (
     Reference,
 )
 from models.spec_view import spec_view
-from models.techniques import RETRIEVAL
+from models.techniques import active
+from models.techniques.base import Run
 
 
 class Steps(Protocol):
@@ -38,15 +39,21 @@ class Steps(Protocol):
     async def test(self, codes: list[str], tests: list[str]) -> list[CandidateTests]:
         """Each code against the tests, in the sandbox."""
 
+    async def technique(self, name: str, step: str, payload: dict) -> dict:
+        """A technique's own work on the generation worker (`Technique.activities`)."""
+
 
 MAX_TESTED = 8  # candidates run against the visible tests, at most (the best-ranked first)
 
 
 def rank(candidates: list[Candidate]) -> list[Candidate]:
-    """The one selection rule, for every generation (POST /api/generate, a project's pipeline, the eval):
-    1. the code parses; 2. it passes more of the visible tests (when they ran); 3. the later round
-    (retrieval's second round saw more); 4. the higher beam score (syntax_aware_beam_search); 5. the
-    earlier candidate (greedy first)."""
+    """The one selection rule, for every generation (POST /api/generate, a project's pipeline, the eval).
+    When a technique scored every candidate (`selection_score`, tree_transformers), the higher score, then
+    the earlier candidate. Otherwise: 1. the code parses; 2. it passes more of the visible tests (when they
+    ran); 3. the later round (retrieval's second round saw more); 4. the higher beam score
+    (syntax_aware_beam_search); 5. the earlier candidate (greedy first)."""
+    if candidates and all(c.selection_score is not None for c in candidates):
+        return [c for _, c in sorted(enumerate(candidates), key=lambda ic: (-ic[1].selection_score, ic[0]))]
 
     def key(ic: tuple[int, Candidate]):
         i, c = ic
@@ -73,9 +80,11 @@ def visible_tests(inp: GenerationInput) -> list[str]:
 
 
 def wants_tests(inp: GenerationInput) -> bool:
-    """Rank by tests? With several candidates, unless beam search was asked not to."""
-    if "syntax_aware_beam_search" in inp.techniques:
-        return inp.options.beam().visible_tests
+    """Rank by tests? As a technique says (beam search may be asked not to), else with several candidates."""
+    for technique in active(inp.techniques):
+        opinion = technique.ranks_by_tests(technique.settings(inp.options))
+        if opinion is not None:
+            return opinion
     return inp.n > 1
 
 
@@ -94,9 +103,10 @@ async def _tested(inp: GenerationInput, steps: Steps, out: CandidatesResult) -> 
     )
 
 
-def provenance(inp: GenerationInput, snippet_ids: list) -> Provenance:
+def provenance(inp: GenerationInput, snippet_ids: list, techniques: dict | None = None) -> Provenance:
     s = inp.spec
     return Provenance(
+        techniques=techniques or {},
         template_id=s.template_id,
         template_name=s.template_name,
         template_version=s.template_version,
@@ -106,32 +116,21 @@ def provenance(inp: GenerationInput, snippet_ids: list) -> Provenance:
     )
 
 
-async def _retrieve(steps: Steps, query: str) -> list[Reference]:
-    if not query.strip():
-        return []
-    return await steps.retrieve(query[: RETRIEVAL.query_chars], RETRIEVAL.top_k)
-
-
 async def run_steps(inp: GenerationInput, steps: Steps) -> GenerationResult:
-    """retrieval_augmentation (RepoCoder): retrieve with the spec's query, generate, re-query with the
-    first draft and, when that finds new snippets, generate a second round whose candidates come first.
-    hierarchical_generation: a checked plan before the first round, used by both rounds."""
-    ra = "retrieval_augmentation" in inp.techniques
-    refs = await _retrieve(steps, inp.retrieval_query) if ra else []
-    plan = await steps.plan() if "hierarchical_generation" in inp.techniques else None
-    out = await steps.candidates(refs, 1, plan)
-    used = {r.id: r for r in refs}
-    if ra and RETRIEVAL.requery:
-        draft = best(out.candidates)
-        if draft is not None and draft.code.strip():
-            again = await _retrieve(steps, draft.code)
-            if {r.id for r in again} - set(used):
-                used.update({r.id: r for r in again})
-                second = await steps.candidates(list(used.values()), 2, plan)
-                out = CandidatesResult(
-                    candidates=second.candidates + out.candidates, path=out.path, language=out.language
-                )
+    """One generation: each requested technique prepares (retrieval_augmentation retrieves,
+    hierarchical_generation plans), the first round of candidates is made, each technique extends it
+    (retrieval_augmentation's second round), the visible tests run, each technique may score the
+    candidates (tree_transformers), and `best` keeps one."""
+    run = Run(inp=inp, steps=steps)
+    techniques = active(inp.techniques)
+    for technique in techniques:
+        await technique.prepare(run)
+    out = await steps.candidates(run.references, 1, run.plan)
+    for technique in techniques:
+        out = await technique.extend(run, out)
     out = await _tested(inp, steps, out)
+    for technique in techniques:
+        out = await technique.choose(run, out)
     chosen = best(out.candidates)
     files = [GeneratedFile(path=out.path, content=chosen.code)] if chosen else []
     note = None
@@ -144,6 +143,6 @@ async def run_steps(inp: GenerationInput, steps: Steps) -> GenerationResult:
         candidates=out.candidates,
         parses=chosen.parses if chosen else None,
         note=note,
-        provenance=provenance(inp, list(used)),
-        plan=plan,
+        provenance=provenance(inp, list(run.used), run.notes),
+        plan=run.plan,
     )

@@ -12,6 +12,7 @@ import pytest
 from codegen import evaluate as ev
 from models.settings import Settings
 from sandbox import run_tests
+from tests.techniques import BEAM, GRAMMAR, HIERARCHICAL, RETRIEVAL
 
 ROOT = Path(__file__).resolve().parents[1]
 MBPP = ROOT / "tests" / "data" / "mbpp-sample.jsonl"  # 16 tasks of the full file (tests/data/README.md)
@@ -65,8 +66,8 @@ def test_the_table_pairs_each_technique_with_the_latest_greedy_run_of_the_same_p
     runs = [
         _run("a-greedy-old", [], [True] * 8, "2026-11-01T00:00:00+00:00"),
         _run("b-greedy", [], [False] * 8, "2026-12-01T00:00:00+00:00"),
-        _run("c-beam", ["syntax_aware_beam_search"], [True] * 8, "2026-12-01T01:00:00+00:00"),
-        _run("d-fewer", ["hybrid_grammar_neural"], [True] * 4, "2026-12-01T01:00:00+00:00"),
+        _run("c-beam", [BEAM], [True] * 8, "2026-12-01T01:00:00+00:00"),
+        _run("d-fewer", [GRAMMAR], [True] * 4, "2026-12-01T01:00:00+00:00"),
     ]
     for r in runs:
         (tmp_path / f"{r['name']}.json").write_text(json.dumps(r))
@@ -163,7 +164,7 @@ def test_mbpp_split_and_retrieval_corpus(tiny_llama: Path, tmp_path: Path):
             "--name",
             "ra",
             "--techniques",
-            "retrieval_augmentation",
+            RETRIEVAL,
             "--mbpp",
             str(MBPP),
         ],
@@ -188,11 +189,11 @@ def test_harness_runs_hierarchical_generation(tiny_llama: Path, tmp_path: Path):
             "--name",
             "hg",
             "--techniques",
-            "hierarchical_generation",
+            HIERARCHICAL,
         ],
         settings=settings,
     )
     record = result["summary"]["records"][0]
-    assert result["techniques"] == ["hierarchical_generation"]
+    assert result["techniques"] == [HIERARCHICAL]
     assert (record["status"], record["rounds"], record["code"]) == ("error", 0, "")
     assert record["error"].startswith("the model cannot take this request: prompt of")

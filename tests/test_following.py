@@ -15,6 +15,7 @@ from models.generation import GenerateRequest, with_project_settings
 from models.pipeline import EffectiveSettings
 from store.migrate import MIGRATIONS_DIR, apply_migrations
 from tests.conftest import database_before, wait_for
+from tests.techniques import BEAM, GRAMMAR
 from tests.test_events_notify import live
 from tests.test_registry import make_template
 
@@ -182,29 +183,27 @@ async def test_generate_with_an_instance_uses_its_projects_settings(api, tenant,
 def test_project_settings_fill_only_what_the_request_left_unset():
     project = EffectiveSettings(
         model="openai_api",
-        techniques=["syntax_aware_beam_search"],
+        techniques=[BEAM],
         max_new_tokens=100,
         debug_rounds=1,
         generation_concurrency=2,
-        options={"syntax_aware_beam_search": {"width": 3}},
+        options={BEAM: {"width": 3}},
     )
     iid = uuid.uuid4()
     merged = with_project_settings(GenerateRequest(instance_id=iid), project)
     assert (merged.model, merged.techniques, merged.max_new_tokens, merged.n) == (
         "openai_api",
-        ["syntax_aware_beam_search"],
+        [BEAM],
         100,
         1,
     )
-    assert merged.options.beam().width == 3
+    assert getattr(merged.options, BEAM).width == 3
     own = with_project_settings(GenerateRequest(instance_id=iid, techniques=[], max_new_tokens=7), project)
     assert (own.techniques, own.max_new_tokens, own.options.model_dump()) == ([], 7, {})  # beam options dropped
-    width = GenerateRequest(instance_id=iid, options={"syntax_aware_beam_search": {"width": 2}})
-    assert with_project_settings(width, project).options.beam().width == 2  # for the project's technique
+    width = GenerateRequest(instance_id=iid, options={BEAM: {"width": 2}})
+    assert getattr(with_project_settings(width, project).options, BEAM).width == 2  # for the project's technique
     with pytest.raises(ValueError, match="not among the requested techniques"):
-        with_project_settings(
-            GenerateRequest(instance_id=iid, options={"hybrid_grammar_neural": {"retries": 1}}), project
-        )
+        with_project_settings(GenerateRequest(instance_id=iid, options={GRAMMAR: {"retries": 1}}), project)
 
 
 # --- the stream starts at now, unless after or Last-Event-ID says where --------------------------------

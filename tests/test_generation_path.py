@@ -19,6 +19,7 @@ from codegen import evaluate as ev
 from codegen.manager import ModelManager
 from sandbox import SandboxConfig
 from tests.conftest import wait_for
+from tests.techniques import HIERARCHICAL, RETRIEVAL
 
 pytestmark = pytest.mark.slow
 
@@ -79,7 +80,7 @@ async def _eval(stack, coder, techniques: list[str], retriever=None) -> tuple[li
     return coder.requests[mark:], record
 
 
-@pytest.mark.parametrize("techniques", [[], ["hierarchical_generation"]], ids=["baseline", "hierarchical"])
+@pytest.mark.parametrize("techniques", [[], [HIERARCHICAL]], ids=["baseline", "hierarchical"])
 async def test_the_eval_asks_the_model_what_the_product_asks(api, tenant, coder, stack, techniques):
     coder.script(NAME, first=CODE)
     coder.plans[NAME] = json.dumps(PLAN)
@@ -104,9 +105,9 @@ async def test_retrieval_augmentation_takes_the_same_steps(api, tenant, coder, s
         return [h for h in found.json()["items"] if h["id"] == snippet["id"]]
 
     await wait_for(indexed, timeout=30)
-    product, generated = await _product(api, tenant, coder, ["retrieval_augmentation"])
+    product, generated = await _product(api, tenant, coder, [RETRIEVAL])
     retriever = _OneSnippet(snippet["id"], SNIPPET)
-    evaluated, record = await _eval(stack, coder, ["retrieval_augmentation"], retriever)
+    evaluated, record = await _eval(stack, coder, [RETRIEVAL], retriever)
     assert generated["provenance"]["retrieved_snippets"] == [snippet["id"]]
     assert record["references"] == [snippet["id"]]
     assert len(product) == 1  # the re-query with the draft found nothing new: no second round
@@ -117,7 +118,7 @@ async def test_retrieval_augmentation_takes_the_same_steps(api, tenant, coder, s
         CODE.strip("\n"),  # RepoCoder: then the first draft
     ]
     catalog = {t["name"]: t for t in (await api.get("/api/techniques", headers=tenant.headers)).json()["items"]}
-    shown = catalog["retrieval_augmentation"]["parameters"]
+    shown = catalog[RETRIEVAL]["parameters"]
     assert {k for _, k in retriever.queries} == {shown["top_k"]["default"]} == {3}  # what runs is what is shown
     assert shown["budget_tokens"]["default"] == 512 and shown["requery"]["default"] is True
     assert "budget_chars" not in shown

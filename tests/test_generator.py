@@ -12,6 +12,7 @@ import pytest
 
 from store.db import tenant_tx
 from tests.conftest import wait_for
+from tests.techniques import ATTENTION, BEAM, GRAMMAR, HIERARCHICAL, RETRIEVAL, TREE
 
 FN = {"name": "python-function"}
 VALUES = {
@@ -37,16 +38,16 @@ async def test_techniques_lists_all_six(api, tenant):
     resp = await api.get("/api/techniques", headers=tenant.headers)
     names = {t["name"]: t for t in resp.json()["items"]}
     assert set(names) == {
-        "multi_head_attention",
-        "retrieval_augmentation",
-        "tree_transformers",
-        "hierarchical_generation",
-        "syntax_aware_beam_search",
-        "hybrid_grammar_neural",
+        ATTENTION,
+        RETRIEVAL,
+        TREE,
+        HIERARCHICAL,
+        BEAM,
+        GRAMMAR,
     }
-    assert names["retrieval_augmentation"]["implemented"] is True
+    assert names[RETRIEVAL]["implemented"] is True
     assert all({"description", "implemented", "backends", "parameters", "modes"} <= set(t) for t in names.values())
-    beam, grammar = names["syntax_aware_beam_search"], names["hybrid_grammar_neural"]
+    beam, grammar = names[BEAM], names[GRAMMAR]
     assert beam["implemented"] and grammar["implemented"]
     # from the backends' declared capabilities: beam search needs logits (ours) or a beam search of its own
     assert beam["backends"] == ["local_llama", "deepseek_8b"]
@@ -59,7 +60,7 @@ async def test_techniques_lists_all_six(api, tenant):
         "maximum": 8.0,
     }
     assert set(beam["parameters"]) == {"width", "length_penalty", "visible_tests"}
-    assert names["tree_transformers"]["backends"] == []
+    assert names[ATTENTION]["backends"] == []
 
 
 async def test_generate_from_builtin_template_returns_files_candidates_provenance(api, tenant):
@@ -134,13 +135,13 @@ async def test_retrieval_augmentation_records_the_snippets_used(api, new_tenant)
     await wait_for(indexed, timeout=10)
     resp = await api.post(
         "/api/generate",
-        json={"template": FN, "values": VALUES, "max_new_tokens": 8, "techniques": ["retrieval_augmentation"]},
+        json={"template": FN, "values": VALUES, "max_new_tokens": 8, "techniques": [RETRIEVAL]},
         headers=t.headers,
     )
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert snip["id"] in body["provenance"]["retrieved_snippets"]
-    assert all(c["techniques"] == ["retrieval_augmentation"] for c in body["candidates"])
+    assert all(c["techniques"] == [RETRIEVAL] for c in body["candidates"])
 
 
 async def test_inline_template(api, tenant):
@@ -166,7 +167,7 @@ async def test_inline_template(api, tenant):
     "body, status, needle",
     [
         ({"template": FN, "values": VALUES, "model": "gpt-9"}, 422, "Input should be 'local_llama', 'deepseek_8b'"),
-        ({"template": FN, "values": VALUES, "techniques": ["tree_transformers"]}, 422, "not implemented yet"),
+        ({"template": FN, "values": VALUES, "techniques": [ATTENTION]}, 422, "not implemented yet"),
         ({"template": FN, "values": VALUES, "techniques": ["magic"]}, 422, "unknown technique"),
         ({"template": FN, "values": {"function_name": "1bad"}}, 422, "values do not match"),
         ({"template": {"name": "no-such-template"}, "values": {}}, 404, "not found"),
@@ -176,7 +177,7 @@ async def test_inline_template(api, tenant):
         ({"template": FN, "values": VALUES, "model": "deepseek_8b"}, 422, "cannot serve this tenant now"),
         ({"template": FN, "values": VALUES, "n": 9}, 422, None),
         (
-            {"template": FN, "values": VALUES, "model": "openai_api", "techniques": ["syntax_aware_beam_search"]},
+            {"template": FN, "values": VALUES, "model": "openai_api", "techniques": [BEAM]},
             422,
             "syntax_aware_beam_search cannot run on openai_api: it needs `logits`",
         ),
@@ -184,15 +185,15 @@ async def test_inline_template(api, tenant):
             {
                 "template": FN,
                 "values": VALUES,
-                "techniques": ["syntax_aware_beam_search"],
-                "options": {"syntax_aware_beam_search": {"width": 9}},
+                "techniques": [BEAM],
+                "options": {BEAM: {"width": 9}},
             },
             422,
             "less than or equal to 8",
         ),
-        ({"template": FN, "values": VALUES, "techniques": ["syntax_aware_beam_search"], "n": 2}, 422, "n must be 1"),
+        ({"template": FN, "values": VALUES, "techniques": [BEAM], "n": 2}, 422, "n must be 1"),
         (
-            {"template": FN, "values": VALUES, "options": {"syntax_aware_beam_search": {"width": 2}}},
+            {"template": FN, "values": VALUES, "options": {BEAM: {"width": 2}}},
             422,
             "not among the requested techniques",
         ),
@@ -200,13 +201,13 @@ async def test_inline_template(api, tenant):
             {
                 "template": FN,
                 "values": {**VALUES, "tests": ["assert greet( =="]},
-                "techniques": ["syntax_aware_beam_search"],
+                "techniques": [BEAM],
             },
             422,
             "not valid Python",
         ),
         (
-            {"template": FN, "values": VALUES, "techniques": ["hierarchical_generation", "hybrid_grammar_neural"]},
+            {"template": FN, "values": VALUES, "techniques": [HIERARCHICAL, GRAMMAR]},
             422,
             "cannot be combined with hierarchical_generation",
         ),
@@ -313,7 +314,7 @@ async def test_hybrid_grammar_on_an_api_model_asks_again_with_the_parse_error(ap
     resp = await api.post(
         "/api/generate",
         headers=tenant.headers,
-        json={"template": FN, "values": VALUES, "model": "openai_api", "techniques": ["hybrid_grammar_neural"]},
+        json={"template": FN, "values": VALUES, "model": "openai_api", "techniques": [GRAMMAR]},
     )
     assert resp.status_code == 200, resp.text
     chosen = resp.json()["candidates"][0]
@@ -331,14 +332,14 @@ async def test_beam_search_through_the_api_returns_its_beams_as_ranked_candidate
             "template": FN,
             "values": ADD_TESTS,
             "max_new_tokens": 12,
-            "techniques": ["syntax_aware_beam_search"],
-            "options": {"syntax_aware_beam_search": {"width": 2}},
+            "techniques": [BEAM],
+            "options": {BEAM: {"width": 2}},
         },
     )
     assert resp.status_code == 200, resp.text
     body = resp.json()
     candidates = body["candidates"]
     assert 1 <= len(candidates) <= 2 and all(c["score"] is not None for c in candidates)
-    assert all(c["techniques"] == ["syntax_aware_beam_search"] for c in candidates)
+    assert all(c["techniques"] == [BEAM] for c in candidates)
     if len(candidates) == 2:  # ranked by the visible tests too (the tiny random model passes none)
         assert all(c["tests"] is not None and c["tests"]["total"] == 2 for c in candidates)

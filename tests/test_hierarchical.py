@@ -21,7 +21,9 @@ from codegen.hierarchical import PlanError, assemble, body_messages, build_piece
 from models.generation import Plan
 from models.spec_view import spec_view
 from models.techniques import TECHNIQUES
+from models.techniques.base import JsonSchema
 from tests.conftest import wait_for
+from tests.techniques import ATTENTION, HIERARCHICAL, RETRIEVAL
 
 MODULE_SCHEMA = {
     "type": "object",
@@ -206,7 +208,7 @@ def test_code_that_does_not_parse_is_kept_and_the_module_does_not_parse():
 
 
 def test_the_technique_is_implemented_with_its_parameters():
-    info = TECHNIQUES["hierarchical_generation"]
+    info = TECHNIQUES[HIERARCHICAL]
     assert info.implemented and "plan_attempts" in info.parameters
 
 
@@ -221,7 +223,7 @@ async def test_generate_with_the_tiny_model_fails_plainly_when_no_plan_validates
         json={
             "template": {"name": "python-function"},
             "max_new_tokens": 8,
-            "techniques": ["hierarchical_generation"],
+            "techniques": [HIERARCHICAL],
             "values": {"function_name": "add", "description": "Add two integers."},
         },
     )
@@ -237,8 +239,8 @@ async def test_generate_with_the_tiny_model_fails_plainly_when_no_plan_validates
 @pytest.mark.parametrize(
     "techniques, status, needle",
     [
-        (["hierarchical_generation", "tree_transformers"], 422, "not implemented yet: tree_transformers"),
-        (["hierarchical_generation", "magic"], 422, "unknown technique"),
+        ([HIERARCHICAL, ATTENTION], 422, f"not implemented yet: {ATTENTION}"),
+        ([HIERARCHICAL, "magic"], 422, "unknown technique"),
     ],
 )
 async def test_unknown_or_unimplemented_techniques_beside_it_are_422(api, tenant, techniques, status, needle):
@@ -303,7 +305,7 @@ async def test_workflow_plans_then_writes_each_body_with_retrieved_snippets(api,
         workflows=[GenerationWorkflow],
         activities=[acts.generate_candidates, acts.plan_module, acts.generate_bodies, acts.record_generation],
     )
-    gid, techniques = uuid.uuid4(), ["retrieval_augmentation", "hierarchical_generation"]
+    gid, techniques = uuid.uuid4(), [RETRIEVAL, HIERARCHICAL]
     await generations.create_generation(
         pool,
         generation_id=gid,
@@ -365,7 +367,9 @@ def test_local_llama_constrains_the_plan_to_its_json_schema(tiny_llama):
     backend = LocalLlamaBackend(Settings(_env_file=None, local_model=str(tiny_llama), local_dtype="fp32"))
     messages = plan_messages(VIEW)
     free = backend.chat(messages, GenerationParams(max_new_tokens=24))
-    constrained = backend.chat(messages, GenerationParams(max_new_tokens=24, json_schema=json.dumps(PLAN_SCHEMA)))
+    constrained = backend.chat(
+        messages, GenerationParams(max_new_tokens=24, decoding=(JsonSchema(json.dumps(PLAN_SCHEMA)),))
+    )
     assert not free.text.startswith('{"items": [{"kind": "')
     assert constrained.text.startswith('{"items": [{"kind": "')
     with pytest.raises(PlanError, match="never closed"):  # cut short at 24 tokens: checked all the same

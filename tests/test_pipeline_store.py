@@ -26,6 +26,7 @@ from store.db import tenant_tx
 from store.errors import Conflict, Invalid, NotFound
 from store.tenants import create_api_key
 from tests.conftest import _client, page_ids
+from tests.techniques import ATTENTION, BEAM, GRAMMAR, HIERARCHICAL, RETRIEVAL
 
 DEFAULTS = {
     "default_templates": [],
@@ -93,7 +94,7 @@ async def _store(
         template_name="python-function",
         template_version="1.0.0",
         model="local_llama",
-        techniques=["retrieval_augmentation"],
+        techniques=[RETRIEVAL],
         retrieved_snippets=[uuid.uuid4()],
         generation_id=generation_id,
         round=round,
@@ -111,16 +112,14 @@ async def _key(pool, tenant, role: Role) -> dict[str, str]:
 async def test_tenant_settings_default_then_merge_and_null_resets(client, tenant):
     h = tenant.headers
     assert (await client.get("/api/settings", headers=h)).json() == DEFAULTS
-    resp = await client.put(
-        "/api/settings", json={"debug_rounds": 5, "techniques": ["retrieval_augmentation"]}, headers=h
-    )
+    resp = await client.put("/api/settings", json={"debug_rounds": 5, "techniques": [RETRIEVAL]}, headers=h)
     assert resp.status_code == 200, resp.text
-    assert resp.json() == {**DEFAULTS, "debug_rounds": 5, "techniques": ["retrieval_augmentation"]}
+    assert resp.json() == {**DEFAULTS, "debug_rounds": 5, "techniques": [RETRIEVAL]}
     resp = await client.put("/api/settings", json={"model": "openai_api", "generation_concurrency": 16}, headers=h)
     assert resp.json() == {
         **DEFAULTS,
         "debug_rounds": 5,
-        "techniques": ["retrieval_augmentation"],
+        "techniques": [RETRIEVAL],
         "model": "openai_api",
         "generation_concurrency": 16,
     }
@@ -130,10 +129,10 @@ async def test_tenant_settings_default_then_merge_and_null_resets(client, tenant
     # repeated techniques collapse, in order; an empty PUT changes nothing
     resp = await client.put(
         "/api/settings",
-        json={"techniques": ["hierarchical_generation", "retrieval_augmentation", "hierarchical_generation"]},
+        json={"techniques": [HIERARCHICAL, RETRIEVAL, HIERARCHICAL]},
         headers=h,
     )
-    assert resp.json()["techniques"] == ["hierarchical_generation", "retrieval_augmentation"]
+    assert resp.json()["techniques"] == [HIERARCHICAL, RETRIEVAL]
     assert (await client.put("/api/settings", json={}, headers=h)).json() == resp.json()
 
 
@@ -143,7 +142,7 @@ async def test_tenant_settings_default_then_merge_and_null_resets(client, tenant
         ({"model": "gpt-17"}, "Input should be 'local_llama', 'deepseek_8b', 'openai_api' or 'anthropic_api'"),
         ({"model": "local\u0000llama"}, "Input should be 'local_llama'"),
         ({"techniques": ["telepathy"]}, "unknown technique(s): telepathy"),
-        ({"techniques": ["tree_transformers"]}, "not implemented yet: tree_transformers"),
+        ({"techniques": [ATTENTION]}, f"not implemented yet: {ATTENTION}"),
         ({"default_templates": [{"name": "no-such-template"}]}, "'no-such-template' not found"),
         ({"default_templates": [{"name": "python-function", "version": "9.9.9"}]}, "version '9.9.9' not found"),
         ({"default_templates": [{"name": "bad\u0000name"}]}, None),
@@ -166,10 +165,10 @@ async def test_tenant_settings_default_then_merge_and_null_resets(client, tenant
         ({"colour": "blue"}, None),
         ({"n": 0}, None),
         ({"n": 9}, None),
-        ({"options": {"syntax_aware_beam_search": {"width": 2}}}, "not among the requested techniques"),
-        ({"options": {"syntax_aware_beam_search": {"width": 9}}}, None),
+        ({"options": {BEAM: {"width": 2}}}, "not among the requested techniques"),
+        ({"options": {BEAM: {"width": 9}}}, None),
         ({"options": {"telepathy": {}}}, None),
-        ({"techniques": ["syntax_aware_beam_search"], "n": 3}, "n must be 1"),
+        ({"techniques": [BEAM], "n": 3}, "n must be 1"),
     ],
 )
 async def test_bad_tenant_settings_are_422_and_change_nothing(client, tenant, body, says):
@@ -229,7 +228,7 @@ async def test_project_settings_override_the_tenant_and_null_clears(client, pool
     assert (await client.get(f"/api/projects/{pid}/settings", headers=h)).json() == eff
     tenant_wide = {
         "model": "openai_api",
-        "techniques": ["retrieval_augmentation"],
+        "techniques": [RETRIEVAL],
         "max_new_tokens": 500,
         "debug_rounds": 4,
         "generation_concurrency": 3,
@@ -278,18 +277,16 @@ async def test_candidates_and_technique_options_are_settings(client, pool, tenan
     assert resp.status_code == 200 and resp.json()["n"] == 3
     assert (await client.get(f"/api/projects/{pid}/settings", headers=h)).json()["n"] == 3
     # beam search with the tenant's n of 3 cannot run: refused until the project asks for one candidate
-    beam = {"techniques": ["syntax_aware_beam_search"], "options": {"syntax_aware_beam_search": {"width": 2}}}
+    beam = {"techniques": [BEAM], "options": {BEAM: {"width": 2}}}
     resp = await client.put(f"/api/projects/{pid}/settings", json=beam, headers=h)
     assert resp.status_code == 422 and "n must be 1" in resp.json()["detail"], resp.text
     assert (await client.get(f"/api/projects/{pid}/settings", headers=h)).json()["techniques"] == []
     resp = await client.put(f"/api/projects/{pid}/settings", json={**beam, "n": 1}, headers=h)
     assert resp.status_code == 200, resp.text
     assert resp.json()["n"] == 1
-    assert resp.json()["options"] == {
-        "syntax_aware_beam_search": {"width": 2, "length_penalty": 1.0, "visible_tests": True}
-    }
+    assert resp.json()["options"] == {BEAM: {"width": 2, "length_penalty": 1.0, "visible_tests": True}}
     eff = await pipeline_settings.effective_settings(pool, tenant_id=tenant.tenant_id, project_id=pid)
-    assert eff.options.beam().width == 2 and eff.n == 1
+    assert getattr(eff.options, BEAM).width == 2 and eff.n == 1
     # null goes back to the tenant's
     resp = await client.put(
         f"/api/projects/{pid}/settings", json={"techniques": None, "options": None, "n": None}, headers=h
@@ -304,7 +301,7 @@ async def test_candidates_and_technique_options_are_settings(client, pool, tenan
     [
         {"model": "gpt-17"},
         {"techniques": ["telepathy"]},
-        {"techniques": ["tree_transformers"]},
+        {"techniques": [ATTENTION]},
         {"max_new_tokens": 8},
         {"max_new_tokens": 5000},
         {"debug_rounds": 11},
@@ -315,9 +312,9 @@ async def test_candidates_and_technique_options_are_settings(client, pool, tenan
         {"model": 3},
         {"n": 0},
         {"n": 9},
-        {"options": {"hybrid_grammar_neural": {"retries": 1}}},
-        {"options": {"syntax_aware_beam_search": {"width": 0}}},
-        {"techniques": ["syntax_aware_beam_search"], "n": 2},
+        {"options": {GRAMMAR: {"retries": 1}}},
+        {"options": {BEAM: {"width": 0}}},
+        {"techniques": [BEAM], "n": 2},
     ],
 )
 async def test_bad_project_settings_are_422_and_change_nothing(client, pool, tenant, body):
@@ -457,7 +454,7 @@ async def test_store_artifact_is_idempotent_by_content(pool, tenant):
     gen = uuid.uuid4()
     a = await _store(pool, tenant, pid, iid, code, generation_id=gen)
     assert a.current and a.content_hash == artifacts.content_hash(code) and len(a.content_hash) == 64
-    assert a.template_id == FUNCTION and a.techniques == ["retrieval_augmentation"] and a.generation_id == gen
+    assert a.template_id == FUNCTION and a.techniques == [RETRIEVAL] and a.generation_id == gen
     assert a.retrieved_snippets and a.test_status is None and a.tests is None
     again = await _store(pool, tenant, pid, iid, code, round=2, checks={"parse": "ok", "ruff": "ok"})
     assert again.id == a.id and again.round == 2 and again.checks == {"parse": "ok", "ruff": "ok"}

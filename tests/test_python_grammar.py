@@ -1,4 +1,4 @@
-"""codegen/python_grammar.py and its masks (codegen/decoding.GrammarProcessor): every HumanEval
+"""models/techniques/python_grammar.py and its masks (codegen/decoding.GrammarProcessor): every HumanEval
 canonical solution is grammatical, broken code is not, a matcher's state follows a beam reorder, and
 constrained decoding on the tiny Llama writes only grammatical answers, ending a dead end with a reason."""
 
@@ -12,10 +12,10 @@ import pytest
 import torch
 import xgrammar as xgr
 
-from codegen import python_grammar
 from codegen.beam_search import beam_search
 from codegen.decoding import DEAD_END, GREEDY, GrammarProcessor, Sampling, Stopping
 from codegen.llama_engine import LlamaEngine
+from models.techniques import python_grammar
 
 
 @pytest.fixture(scope="module")

