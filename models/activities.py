@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from models.common import GENERATION, INTEGRATION, KNOWLEDGE, ORCHESTRATOR, SPEC_REGISTRY
+from models.common import GENERATION, INTEGRATION, KNOWLEDGE, ORCHESTRATOR, SPEC_REGISTRY, TRAINING
 from models.generation import (
     CandidatesInput,
     CandidatesResult,
@@ -40,6 +40,7 @@ from models.orchestrator import (
     RecordStateResult,
     SpecsCheckResult,
 )
+from models.training import TrainTreeInput, TrainTreeResult
 
 A = TypeVar("A")
 R = TypeVar("R")
@@ -71,6 +72,7 @@ PLAN_MODULE = ActivityType("plan_module", GENERATION, PlanInput, Plan)
 GENERATE_BODIES = ActivityType("generate_bodies", GENERATION, CandidatesInput, CandidatesResult)
 RECORD_GENERATION = ActivityType("record_generation", GENERATION, RecordGenerationInput, None)
 TECHNIQUE_STEP = ActivityType("technique_step", GENERATION, TechniqueStepInput, TechniqueStepResult)
+TRAIN_TREE = ActivityType("train_tree", TRAINING, TrainTreeInput, TrainTreeResult)
 
 ACTIVITIES: dict[str, ActivityType] = {a.name: a for a in list(globals().values()) if isinstance(a, ActivityType)}
 

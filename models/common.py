@@ -11,14 +11,15 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializ
 T = TypeVar("T")
 
 # The task queues, by their base name (a deployment's TASK_QUEUE_PREFIX goes before it, Settings.queue)
-ORCHESTRATOR, SPEC_REGISTRY, INTEGRATION, KNOWLEDGE, GENERATION = (
+ORCHESTRATOR, SPEC_REGISTRY, INTEGRATION, KNOWLEDGE, GENERATION, TRAINING = (
     "orchestrator",
     "spec-registry",
     "integration",
     "knowledge",
     "generation",
+    "training",
 )
-QUEUES = (ORCHESTRATOR, SPEC_REGISTRY, INTEGRATION, KNOWLEDGE, GENERATION)
+QUEUES = (ORCHESTRATOR, SPEC_REGISTRY, INTEGRATION, KNOWLEDGE, GENERATION, TRAINING)
 
 # The models a request may name; what each can do right now is GET /api/models.
 ModelName = Literal["local_llama", "deepseek_8b", "openai_api", "anthropic_api"]

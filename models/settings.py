@@ -162,6 +162,7 @@ class Settings(BaseSettings):
     knowledge_worker_slots: int = Field(4, ge=1, description="Knowledge worker: retrieval and indexing.")
     generation_worker_slots: int = Field(2, ge=1, description="Generation worker: model calls at once.")
     integration_worker_slots: int = Field(2, ge=1, description="Integration worker: checks and sandboxed test runs.")
+    training_worker_slots: int = Field(1, ge=1, description="Training worker: tree-encoder training runs at once.")
     generation_workers: int = Field(1, ge=1, description="Generation worker processes the platform runs.")
     integration_workers: int = Field(1, ge=1, description="Integration worker processes the platform runs.")
 

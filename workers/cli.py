@@ -316,5 +316,79 @@ def models_list() -> None:
         typer.echo(f"  not pulled: {p.name} ({p.description}): specmill models pull {p.name}")
 
 
+POOLS_DIR = Path(__file__).resolve().parents[1] / "docs" / "eval" / "pools"
+
+
+def _default_pools() -> Path | None:
+    """The checkout's MBPP-train pools (bench/pools.py): the complete file, else the one being generated."""
+    found = sorted(POOLS_DIR.glob("mbpp-train-*.jsonl.gz")) or sorted(POOLS_DIR.glob("mbpp-train-*.partial.jsonl"))
+    return found[-1] if found else None
+
+
+@models_app.command("train-tree")
+def models_train_tree(
+    tenant: UUID | None = typer.Option(None, help="A tenant's own checkpoint, from its knowledge base"),
+    pools: Path | None = typer.Option(None, help="MBPP-train candidate pools (default: the checkout's)"),
+    mbpp: Path | None = typer.Option(None, help="MBPP's jsonl: its train and validation solutions join phase 1"),
+    contrastive_steps: int | None = typer.Option(None, help="phase 1 steps"),
+    ranking_steps: int | None = typer.Option(None, help="phase 2 steps"),
+    stdlib_functions: int | None = typer.Option(None, help="standard-library functions for phase 1"),
+    seed: int | None = typer.Option(None),
+    wait: bool = typer.Option(True, help="Wait for the result (it runs on the training worker either way)"),
+) -> None:
+    """Train tree_transformers' encoder as a workflow on the `training` queue (heartbeating, checkpointed: a
+    killed worker resumes): the built-in checkpoint from the MBPP-train pools, or with --tenant a tenant's own,
+    fine-tuned on its snippets and its code that passed its tests. Prints one JSON line."""
+    from pydantic import ValidationError
+    from temporalio.client import WorkflowFailureError
+
+    from infra.temporal import connect_temporal
+    from infra.training import start_tree_training, workflow_id
+    from models.training import TrainTreeInput, TreeTraining
+
+    given = {
+        "contrastive_steps": contrastive_steps,
+        "ranking_steps": ranking_steps,
+        "stdlib_functions": stdlib_functions,
+        "seed": seed,
+    }
+    try:
+        params = TreeTraining(**{k: v for k, v in given.items() if v is not None})
+    except ValidationError as err:
+        first = err.errors()[0]
+        _fail(ValueError(f"{first['loc'][0]}: {first['msg']}"))
+    if tenant is None:
+        pools = pools or _default_pools()
+        if pools is None or not pools.is_file():
+            _fail(ValueError(f"no MBPP-train pools at {pools or POOLS_DIR}: make them with bench/pools.py"))
+    inp = TrainTreeInput(
+        tenant_id=tenant,
+        params=params,
+        pools=str(pools.resolve()) if pools and tenant is None else None,
+        mbpp=str(mbpp.resolve()) if mbpp and tenant is None else None,
+    )
+
+    async def main():
+        if tenant is not None:
+            from store.tenants import tenant_exists
+
+            if not await _with_pool(lambda pool: tenant_exists(pool, tenant)):
+                _fail(ValueError(f"tenant {tenant} not found"))
+        settings = _settings()
+        handle = await start_tree_training(await connect_temporal(settings), settings, inp)
+        if not wait:
+            return {"workflow_id": workflow_id(inp), "run_id": handle.result_run_id}
+        try:
+            return {"workflow_id": workflow_id(inp), **(await handle.result()).model_dump()}
+        except WorkflowFailureError as err:  # the activity's reason, as the user should read it
+            cause = err.cause.cause if err.cause is not None and err.cause.cause is not None else err.cause
+            raise RuntimeError(getattr(cause, "message", None) or str(err)) from err
+
+    try:
+        _done_with_temporal(json.dumps(asyncio.run(main())))
+    except RuntimeError as err:
+        _fail(err)
+
+
 if __name__ == "__main__":
     sys.exit(app())

@@ -59,6 +59,7 @@ CHILD_SECRETS: dict[str, tuple[str, ...]] = {
     "knowledge": _APP_DB + ("QDRANT_API_KEY",),
     "generation": _APP_DB + _MODELS,  # decrypts tenants' provider keys
     "integration": _APP_DB,  # runs the specs' tests: nothing more
+    "training": _APP_DB,  # reads a tenant's code to train on: no model or provider keys
 }
 SERVING_SECRETS = ("INTERNAL_TOKEN_SECRET",)  # a worker started with --serve checks the gateway's tokens
 LAUNCHER_ONLY = ("EMBEDDED_PG_SUPERUSER_PASSWORD", "DATABASE_ADMIN_URL", "APP_ROLE_PASSWORD")  # migrations

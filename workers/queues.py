@@ -23,10 +23,11 @@ from activities.generation import GenerationActivities
 from activities.knowledge import KnowledgeActivities
 from activities.pipeline import PipelineActivities
 from activities.projects import ProjectActivities
+from activities.training import TrainingActivities
 from infra.temporal import tenant_priority
 from models import schema_safety
 from models.activities import served_by
-from models.common import GENERATION, INTEGRATION, KNOWLEDGE, ORCHESTRATOR, SPEC_REGISTRY
+from models.common import GENERATION, INTEGRATION, KNOWLEDGE, ORCHESTRATOR, SPEC_REGISTRY, TRAINING
 from models.settings import Settings
 from sandbox import SandboxConfig, SandboxUnavailable, isolation
 from store import model_workers
@@ -257,6 +258,20 @@ def _generation(client: Client, settings: Settings, pool: asyncpg.Pool) -> Worke
     )
 
 
+def _training(client: Client, settings: Settings, pool: asyncpg.Pool) -> Worker:
+    """tree_transformers' training runs (workflows/training.py): CPU-bound, one at a time by default."""
+    from workflows.training import TrainTreeWorkflow
+
+    acts = TrainingActivities(pool, settings)
+    return Worker(
+        client,
+        task_queue=settings.queue(TRAINING),
+        workflows=[TrainTreeWorkflow],
+        activities=served(TRAINING, acts),
+        max_concurrent_activities=settings.worker_slots(TRAINING),
+    )
+
+
 QUEUES: dict[str, QueueDef] = {
     q.name: q
     for q in [
@@ -265,5 +280,6 @@ QUEUES: dict[str, QueueDef] = {
         QueueDef(KNOWLEDGE, _knowledge, KnowledgeActivities),
         QueueDef(GENERATION, _generation, GenerationActivities),
         QueueDef(INTEGRATION, _integration, PipelineActivities),
+        QueueDef(TRAINING, _training, TrainingActivities),
     ]
 }

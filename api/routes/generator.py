@@ -16,6 +16,8 @@ from api.errors import ServiceUnavailable
 from codegen import technique_steps
 from codegen.manager import ModelManager
 from infra.temporal import tenant_priority
+from infra.training import start_tree_training
+from infra.training import workflow_id as training_workflow_id
 from models.auth import Principal
 from models.common import GENERATION, INTEGRATION, KNOWLEDGE, MODEL_NAMES, ORCHESTRATOR, Page, Role
 from models.generation import (
@@ -35,6 +37,8 @@ from models.generation import (
 from models.schema_rules import values_hash
 from models.spec_view import spec_view
 from models.techniques import TECHNIQUES, TechniqueInfo, resolve, supported_backends
+from models.techniques.tree_transformers import TECHNIQUE as TREE
+from models.training import TrainTreeInput, TrainTreeRequest
 from store import generations, instances, leases, pipeline_settings, projects, templates
 from store.errors import Invalid
 
@@ -72,6 +76,30 @@ async def list_techniques(models: ModelsDep, p: PrincipalDep):
             for t in TECHNIQUES.values()
         ]
     )
+
+
+@router.post(
+    f"/techniques/{TREE.name}/train",
+    status_code=202,
+    responses={422: {"description": "A parameter out of range, or no built-in checkpoint to start from"}},
+)
+async def train_tree(body: TrainTreeRequest, res: ResourcesDep, models: ModelsDep, p: PrincipalDep):
+    """Train the tenant's own tree_transformers checkpoint from its knowledge base: the built-in one
+    fine-tuned on its Python snippets and the generated code that passed its tests, against their mutants.
+    Runs on the `training` worker (one run per tenant at a time: a second request while one runs answers
+    with the same run); the tenant's generations use the new checkpoint once it is written. A tenant with
+    too little code keeps the built-in one, and the run's result says so. Admins only."""
+    missing = (await _unavailable(models, [TREE.name]))[TREE.name]
+    if missing:
+        raise Invalid(missing)
+    if res.temporal is None:
+        raise ServiceUnavailable("Temporal")
+    inp = TrainTreeInput(tenant_id=p.tenant_id, params=body.params)
+    try:
+        await start_tree_training(res.temporal, res.settings, inp)
+    except RPCError as err:
+        raise ServiceUnavailable("Temporal") from err
+    return {"id": training_workflow_id(inp), "status": "running"}
 
 
 async def _unavailable(models: ModelManager, techniques: list[str]) -> dict[str, str | None]:

@@ -1,7 +1,8 @@
 """Role-based access: one table says which role a method on a path needs.
 
 viewer reads; editor writes instances, projects (their settings too) and tasks (and snippets, knowledge,
-generation); admin manages templates, API keys and the tenant's pipeline settings (/api/settings);
+generation); admin manages templates, API keys, the tenant's pipeline settings (/api/settings) and trains its technique
+models (/api/techniques/.../train);
 owner manages admins (checked where keys are made).
 The same table guards in-process routes and the gateway's forwarding to separate services.
 """
@@ -25,6 +26,7 @@ WRITE_ROLES: list[tuple[str, Role]] = [
     ("/api/snippets", Role.editor),
     ("/api/knowledge", Role.editor),
     ("/api/generate", Role.editor),
+    ("/api/techniques", Role.admin),  # training a technique's model for the tenant (CPU-heavy)
 ]
 
 

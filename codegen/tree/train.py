@@ -138,6 +138,7 @@ class TrainResult:
     steps: int
     final_loss: float
     losses: tuple[float, ...]  # one per step, the resumed run's included
+    resumed_from: int = 0  # the checkpoint's step this run started from (0: from the start)
 
 
 def train_contrastive(
@@ -160,7 +161,8 @@ def train_contrastive(
     torch.manual_seed(config.seed)
     step, losses = 0, []
     if checkpoint.exists():
-        step, losses = _resume(checkpoint, model, optimizer, generator, config, digest)
+        step, losses = resume_state(checkpoint, model, optimizer, generator, config, digest)
+    resumed_from = step
     size = min(config.batch_size, len(data))
     model.train()
     try:
@@ -173,12 +175,12 @@ def train_contrastive(
             step += 1
             losses.append(loss.item())
             if step % config.checkpoint_every == 0 or step == config.steps:
-                _save(checkpoint, model, optimizer, generator, config, digest, step, losses)
+                save_state(checkpoint, model, optimizer, generator, config, digest, step, losses)
             if progress is not None:
                 progress(step, losses[-1])
     finally:
         model.eval()
-    return TrainResult(steps=step, final_loss=losses[-1], losses=tuple(losses))
+    return TrainResult(steps=step, final_loss=losses[-1], losses=tuple(losses), resumed_from=resumed_from)
 
 
 def _linears(triplet: Triplet, max_nodes: int) -> tuple[Linear, Linear, list[Linear]]:
@@ -213,7 +215,7 @@ def _digest(data: Sequence[Triplet]) -> str:
     return hashlib.sha256(json.dumps(rows).encode("utf-8")).hexdigest()
 
 
-def _save(
+def save_state(
     path: Path,
     model: TreeEncoder,
     optimizer: torch.optim.Optimizer,
@@ -238,7 +240,7 @@ def _save(
     write_checkpoint(path, payload)
 
 
-def _resume(
+def resume_state(
     path: Path,
     model: TreeEncoder,
     optimizer: torch.optim.Optimizer,
