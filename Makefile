@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install sandbox-deps redis-server bench-sandbox demo chaos bench-gateway bench-kb bench-generate bench-fairness eval clean-data lint
+.PHONY: run test install sandbox-deps redis-server bench-sandbox demo chaos bench-gateway bench-kb bench-generate bench-fairness eval eval-pools eval-choose clean-data lint
 
 $(BIN)/python:
 	@command -v $(PY) >/dev/null 2>&1 || { echo "need Python 3.11 ($(PY))"; exit 1; }
@@ -77,6 +77,14 @@ bench-generate: install
 
 eval: install
 	$(BIN)/python bench/eval.py $(EVAL_ARGS)
+
+# candidate pools (greedy + 10 samples per problem), generated once and cached under docs/eval/pools
+eval-pools: install
+	$(BIN)/python bench/pools.py $(EVAL_ARGS)
+
+# the selectors on those pools (tree_transformers against the baselines): docs/eval/selectors-*.json
+eval-choose: install
+	$(BIN)/python bench/choose.py $(EVAL_ARGS)
 
 clean-data:
 	rm -rf .specmill

@@ -1,5 +1,5 @@
 """Candidate pools for choosing among candidates (`make eval-pools`): generated once, then every selector
-is compared on the very same candidates (bench/selectors.py).
+is compared on the very same candidates (bench/choose.py).
 
     .venv/bin/python bench/pools.py [--benchmark humaneval|mbpp-train|mbpp-validation|mbpp-test]
         [--limit N] [--samples 10] [--threads 1] [--out docs/eval/pools]
