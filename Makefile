@@ -43,11 +43,13 @@ demo: install
 chaos: install
 	$(BIN)/python bench/chaos.py $(CHAOS_ARGS)
 
-# Formatting, lint and the import contracts between the layers (pyproject.toml: [tool.ruff], [tool.importlinter]).
+# Formatting, lint, the import contracts between the layers and the types (pyproject.toml: [tool.ruff],
+# [tool.importlinter], [tool.pyright]).
 lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	PYRIGHT_PYTHON_IGNORE_WARNINGS=1 $(BIN)/pyright
 
 test: lint install redis-server
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import re
 import sys
+from collections.abc import Set
 
 from pyflakes import checker as pyflakes
 from pyflakes import messages as found
@@ -34,7 +35,7 @@ class FileChecks:
         self.problems: list[str] = []
 
 
-def static_checks(files: dict[str, str], importable: set[str] = frozenset()) -> dict[str, FileChecks]:
+def static_checks(files: dict[str, str], importable: Set[str] = frozenset()) -> dict[str, FileChecks]:
     """Per file: does it parse, do its imports resolve (a project module and the names taken from it,
     the standard library, or an allowed package the sandbox shows, `importable`), and pyflakes'
     undefined names and unused imports. CPU-bound: callers run it on a thread."""
@@ -83,7 +84,7 @@ def names_findings(tree: ast.Module, path: str) -> list[str]:
     return lines
 
 
-def _check_module(name: str, modules: dict, importable: set[str], checks: FileChecks) -> None:
+def _check_module(name: str, modules: dict, importable: Set[str], checks: FileChecks) -> None:
     top = name.split(".")[0]
     if name in modules or top in modules or top in sys.stdlib_module_names or top in importable:
         return

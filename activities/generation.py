@@ -11,7 +11,7 @@ from temporalio.exceptions import ApplicationError
 from activities.errors import permanent_failures
 from activities.heartbeat import Progress, heartbeating
 from codegen import generate, hierarchical, technique_steps
-from codegen.base import ModelUnavailable
+from codegen.base import ModelUnavailable, batches
 from codegen.manager import ModelManager
 from models.activities import GENERATE_BODIES, GENERATE_CANDIDATES, PLAN_MODULE, RECORD_GENERATION, TECHNIQUE_STEP
 from models.generation import (
@@ -56,7 +56,9 @@ class GenerationActivities:
         return generate.ModelCall(
             backend,
             call=lambda messages, params: _chat(backend.chat, messages, params, api_key),
-            many=lambda messages, params: _chat(backend.chat_many, messages, params, api_key),
+            many=(lambda messages, params: _chat(backend.chat_many, messages, params, api_key))
+            if batches(backend)
+            else None,  # ModelCall.many asks only a "batch" backend for several answers at once
         )
 
     async def _on_thread(self, step, job: GenerationInput, *args):
@@ -137,7 +139,9 @@ class GenerationActivities:
         )
         # POST /api/generate took one of the tenant's generation slots for this workflow: the outcome
         # is recorded, so it is free again (a project's generation released its own already: a no-op)
-        await leases.release(self._pool, tenant_id=g.tenant_id, holder=activity.info().workflow_id)
+        holder = activity.info().workflow_id
+        assert holder is not None  # record_generation runs in a GenerationWorkflow
+        await leases.release(self._pool, tenant_id=g.tenant_id, holder=holder)
 
 
 def _chat(call, messages, params, api_key: str | None):

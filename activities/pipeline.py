@@ -10,6 +10,7 @@ Every one is idempotent: a retry after a crash finds what the first attempt stor
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -30,6 +31,7 @@ from models.orchestrator import (
     AttachTemplatesResult,
     DebugRoundInput,
     DebugRoundResult,
+    InstanceOutput,
     InstanceTestResult,
     IntegrateInput,
     IntegrateResult,
@@ -117,7 +119,7 @@ class PipelineActivities:
     async def integrate_artifacts(self, inp: IntegrateInput) -> IntegrateResult:
         """integration: the round's files into the project's tree, checked, stored by content hash in one
         transaction (a retry finds them all, at the same paths)."""
-        files = {o.spec.instance_id: _content(o) for o in inp.outputs if _content(o) is not None}
+        files = {_instance_id(o.spec): c for o in inp.outputs if (c := _content(o)) is not None}
         current = await artifacts.current_paths(self._pool, tenant_id=inp.tenant_id, project_id=inp.project_id)
         paths = _unique_paths(inp, current, set(files))
         try:
@@ -129,8 +131,9 @@ class PipelineActivities:
         )
         new: list[artifacts.NewArtifact] = []
         for o in inp.outputs:
-            iid = o.spec.instance_id
+            iid = _instance_id(o.spec)
             if iid in files:
+                assert o.generation is not None  # it made the file
                 new.append(
                     artifacts.NewArtifact(
                         instance_id=iid,
@@ -168,7 +171,8 @@ class PipelineActivities:
         stored = {a.instance_id: a for a in saved}
         out: list[ArtifactRef] = []
         for o in inp.outputs:
-            iid, path = o.spec.instance_id, paths[o.spec.instance_id]
+            iid = _instance_id(o.spec)
+            path = paths[iid]
             if iid not in stored:
                 out.append(
                     ArtifactRef(
@@ -203,7 +207,7 @@ class PipelineActivities:
                 await asyncio.to_thread(isolation, self._sandbox)
             except SandboxUnavailable as err:
                 raise _no_sandbox(str(err)) from err
-        task = dict(
+        task: dict[str, Any] = dict(
             tenant_id=inp.tenant_id,
             task_id=inp.task_id,
             project_id=inp.project_id,
@@ -295,7 +299,13 @@ class PipelineActivities:
         return TestCandidatesResult(results=results)
 
 
-def _content(o) -> str | None:
+def _instance_id(spec: SpecSnapshot) -> UUID:
+    """A project's specs are its instances (check_specs): each snapshot names its instance."""
+    assert spec.instance_id is not None, f"{spec.template_name}: a project's spec without its instance"
+    return spec.instance_id
+
+
+def _content(o: InstanceOutput) -> str | None:
     """The file an instance's generation produced (None: nothing to store)."""
     files = o.generation.files if o.generation else []
     return files[0].content.rstrip("\n") + "\n" if files and files[0].content.strip() else None
@@ -313,13 +323,13 @@ def _unique_paths(inp: IntegrateInput, current: dict[UUID, str], storing: set[UU
     manifest name is never given out."""
     taken = {path for iid, path in current.items() if iid not in storing}
     options = {
-        o.spec.instance_id: _path_options(spec_view(o.spec.schema_, o.spec.values).path, o.spec.instance_id)
+        _instance_id(o.spec): _path_options(spec_view(o.spec.schema_, o.spec.values).path, _instance_id(o.spec))
         for o in inp.outputs
     }
     paths = {iid: current[iid] for iid in storing if iid in current and current[iid] in options[iid]}
     claimed = taken | set(paths.values()) | {artifacts.MANIFEST}
     for o in inp.outputs:
-        iid = o.spec.instance_id
+        iid = _instance_id(o.spec)
         if iid in paths:
             continue
         if iid not in storing:

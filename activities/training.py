@@ -30,7 +30,7 @@ class TrainingActivities:
         from codegen.tree import build, checkpoints  # torch: only where training runs
 
         models_path = self._settings.models_path
-        work = checkpoints.root(models_path) / "work" / activity.info().workflow_id
+        work = checkpoints.root(models_path) / "work" / (activity.info().workflow_id or "run")
         progress = Progress()
         try:
             if inp.tenant_id is None:
@@ -40,8 +40,9 @@ class TrainingActivities:
                 mbpp = Path(inp.mbpp) if inp.mbpp else None
                 run = lambda: build.build_builtin(models_path, work, pools, inp.params, mbpp, progress)  # noqa: E731
             else:
-                codes = await training.tenant_code(self._pool, tenant_id=inp.tenant_id)
-                run = lambda: build.build_tenant(models_path, inp.tenant_id, work, codes, inp.params, progress)  # noqa: E731
+                tenant = inp.tenant_id
+                codes = await training.tenant_code(self._pool, tenant_id=tenant)
+                run = lambda: build.build_tenant(models_path, tenant, work, codes, inp.params, progress)  # noqa: E731
             result = await heartbeating(asyncio.to_thread(run), progress)
         except checkpoints.TreeUnavailable as err:
             raise ApplicationError(str(err), type="TechniqueUnavailable", non_retryable=True) from err

@@ -47,13 +47,14 @@ def document_errors(app: FastAPI) -> None:
     generate = app.openapi
 
     def openapi() -> dict:
-        if app.openapi_schema is None:
-            schema = generate()
+        schema = app.openapi_schema
+        if schema is None:
+            schema = generate()  # kept as app.openapi_schema: changed in place, once
             schemas = schema.get("components", {}).get("schemas", {})
             if "HTTPValidationError" in schemas:
                 schemas["HTTPValidationError"] = UNPROCESSABLE
             add_links(schema)
-        return app.openapi_schema
+        return schema
 
     app.openapi = openapi
 

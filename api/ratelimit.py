@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from limits import RateLimitItem, parse
+from limits.aio.storage import Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 
@@ -80,14 +81,17 @@ class ApiState:
         return h
 
 
-def _storage(url: str | None):
+def _storage(url: str | None) -> Storage:
     """limits' storage for REDIS_URL (redis://, rediss://, redis+sentinel://...), else in memory.
     Redis goes through redis-py (`pip install '.[redis]'`): limits 5.8 does not speak coredis 6."""
     url = url or "memory://"
     url = url if url.startswith("async+") else f"async+{url}"
     if url.startswith("async+redis"):
-        return storage_from_string(url, implementation="redispy")
-    return storage_from_string(url)
+        storage = storage_from_string(url, implementation="redispy")
+    else:
+        storage = storage_from_string(url)
+    assert isinstance(storage, Storage)  # an async+ url (limits' async strategies assert the same)
+    return storage
 
 
 class RateLimiter:

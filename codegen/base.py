@@ -7,7 +7,7 @@ worker runs it in synchronous activities on a thread pool (never on the event lo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, TypeVar
+from typing import Literal, Protocol, TypeGuard, TypeVar
 
 from models.techniques.base import Beam, Decoding, Grammar, JsonSchema
 
@@ -109,3 +109,19 @@ class Backend(Protocol):
     def chat(self, messages: list[Message], params: GenerationParams, *, api_key: str | None = None) -> Completion:
         """One completion for a chat. `api_key`: the tenant's own provider key, used ahead of the
         platform's (remote backends only). Raise ModelUnavailable if the model cannot serve."""
+        ...
+
+
+class BatchBackend(Backend, Protocol):
+    """A backend with the "batch" capability: several answers to one chat in one pass."""
+
+    def chat_many(
+        self, messages: list[Message], params: list[GenerationParams], *, api_key: str | None = None
+    ) -> list[Completion]:
+        """One completion per `params`, as `chat` would give each alone."""
+        ...
+
+
+def batches(backend: Backend) -> TypeGuard[BatchBackend]:
+    """Whether the backend has `chat_many` (its "batch" capability)."""
+    return "batch" in backend.capabilities

@@ -19,9 +19,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
+
+if TYPE_CHECKING:
+    import xgrammar
 
 DEAD_END = "dead_end"  # every token was masked: the grammar allows no continuation
 
@@ -29,6 +32,7 @@ DEAD_END = "dead_end"  # every token was masked: the grammar allows no continuat
 class Processor(Protocol):
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
         """Logits (B x vocab) of the first B rows, changed (in place or not)."""
+        ...
 
     def advance(self, tokens: Sequence[int]) -> None:
         """Row i took tokens[i]."""
@@ -123,7 +127,7 @@ class GrammarProcessor:
     a fork of their parent's matcher; the others keep theirs. `mask_s` collects the time spent on
     masks per step (the cost `make bench-generate` reports)."""
 
-    compiled: object
+    compiled: xgrammar.CompiledGrammar
     eos: set[int]
     rows: int = 1
     mask_s: list[float] = field(default_factory=list)

@@ -263,6 +263,7 @@ def solve(problem: Problem, backend, cfg: EvalConfig, retriever: MbppRetriever |
         }
     candidates = result.candidates
     chosen = best(candidates)
+    assert chosen is not None  # job_for asks for one candidate, and a completed generation has it
     program = f"{problem.prefix}\n\n{chosen.code}\n" if problem.prefix else chosen.code + "\n"
     run = run_tests(program, problem.tests, timeout_s=cfg.timeout_s, memory_mb=cfg.memory_mb, config=cfg.sandbox)
     error = None

@@ -248,7 +248,7 @@ def build_piece(item: PlanItem, text: str, plan: Plan | None = None, language: s
         body = "\n".join(lines[rest[0].lineno - 1 :])
         has_doc = (
             isinstance(rest[0], ast.Expr)
-            and isinstance(getattr(rest[0], "value", None), ast.Constant)
+            and isinstance(rest[0].value, ast.Constant)
             and isinstance(rest[0].value.value, str)
         )
         head = stub(item, "").rstrip() if not has_doc else f"{item.signature}:"

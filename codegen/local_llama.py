@@ -150,8 +150,8 @@ class LocalLlamaBackend:
                 pick_device(self.local_device)
             except ModelUnavailable as err:
                 return ModelStatus(self.name, self.backend, str(source.path), "unavailable", str(err), details)
-        if source.format == "gguf":
-            cache = source.cache_dir(self.models_path)
+        cache = source.cache_dir(self.models_path)  # a GGUF's (None: an HF directory)
+        if cache is not None:
             details["converted"] = (cache / "config.json").exists()
         if self._error:
             return ModelStatus(self.name, self.backend, str(source.path), "unavailable", self._error, details)
@@ -189,7 +189,8 @@ class LocalLlamaBackend:
         finally:
             if temporary:
                 shutil.rmtree(directory, ignore_errors=True)
-        model = model.to(device).eval()
+        # transformers wraps `to` in functools.wraps, which pyright does not bind as a method
+        model = model.to(device).eval()  # pyright: ignore[reportArgumentType]
         dtype, notes = self.dtype, []
         if dtype in ("int8", "int4") and device != "cpu":
             dtype = "bf16"
@@ -207,7 +208,7 @@ class LocalLlamaBackend:
                 notes.append(f"{self.dtype} needs the Llama engine ({why} is not supported): bf16")
                 dtype = "bf16"
             if dtype == "bf16":
-                model = model.to(torch.bfloat16)
+                model = model.to(torch.bfloat16)  # pyright: ignore[reportArgumentType] - as above
             self._details = {"engine": "transformers-generate"}
         self._details.update(
             {
@@ -241,6 +242,7 @@ class LocalLlamaBackend:
         The cached copy when there is one; else converted now, into the cache when the models
         directory is writable (a temporary directory and a rename: a crash leaves no half cache)."""
         cache = source.cache_dir(self.models_path)
+        assert cache is not None  # a GGUF has one
         if (cache / "config.json").exists():
             return cache, "gguf-cache", False
         try:
@@ -321,6 +323,7 @@ class LocalLlamaBackend:
     def _prompt(self, messages: list[Message], max_new_tokens: int) -> tuple[list[int], int]:
         """The chat's prompt tokens, and the new tokens that fit beside them in the context."""
         tokenizer = self._tokenizer
+        assert tokenizer is not None  # load() set it
         prompt = tokenizer(render_chat(tokenizer, messages), add_special_tokens=False)["input_ids"]
         context = self._details.get("context") or 0
         max_new = max(0, int(max_new_tokens))
@@ -341,6 +344,7 @@ class LocalLlamaBackend:
     ) -> Completion:
         from codegen.decoding import DEAD_END
 
+        assert self._tokenizer is not None  # load() set it
         text = self._tokenizer.decode(new_ids, skip_special_tokens=True)
         cut = _cut(text, stop)
         if cut is not None:
@@ -362,11 +366,13 @@ class LocalLlamaBackend:
 
         if params.temperature <= 0:
             return None
+        assert self._engine is not None  # only the engine samples with a generator of its own
         generator = torch.Generator(device=self._engine.device)
         generator.manual_seed(params.seed if params.seed is not None else torch.seed())
         return generator
 
     def _eos(self) -> set[int]:
+        assert self._tokenizer is not None  # load() set it
         return set(_as_list(self._generation_defaults.eos_token_id) or _as_list(self._tokenizer.eos_token_id))
 
     def _processors(self, params: GenerationParams, eos: set[int], rows: int = 1) -> list:
@@ -384,6 +390,7 @@ class LocalLlamaBackend:
 
         stop = stop_checker(self._tokenizer, params.stop)
         stopping = Stopping(eos, max_new, checks=(stop,) if stop else ())
+        assert self._engine is not None  # chat decodes here only with the engine
         tokens = self._engine.generate(
             prompt,
             stopping,
@@ -399,12 +406,14 @@ class LocalLlamaBackend:
         from codegen.decoding import DEAD_END
         from codegen.prompts import extract_code
 
+        assert self._config is not None and self._tokenizer is not None  # load() set them
         if self._engine is None:
             raise ValueError(
                 f"beam search runs on specmill's Llama engine; this model ({self._config.model_type}) "
                 "runs on transformers' generate"
             )
         beam, tokenizer = params.beam, self._tokenizer
+        assert beam is not None  # chat calls it for beam search only
         stop = stop_checker(tokenizer, params.stop)
         closed, ticks = _fence_closed(tokenizer), self._token_set("`")
         result = beam_search(
@@ -456,6 +465,7 @@ class LocalLlamaBackend:
         """The tokens whose text holds `char` (a line end: where beams are checked; a backtick: where the
         fence may close), found once per model."""
         if getattr(self, "_token_sets", None) is None:
+            assert self._tokenizer is not None  # load() set it
             self._decoded = self._tokenizer.batch_decode([[i] for i in range(len(self._tokenizer))])
             self._token_sets: dict[str, set[int]] = {}
         if char not in self._token_sets:
@@ -470,6 +480,7 @@ class LocalLlamaBackend:
         model = self._model
         if max_new == 0:
             return [], "length"
+        assert model is not None and self._tokenizer is not None  # load() kept them: no engine for this model
         base = self._generation_defaults
         pad = next((p for p in (base.pad_token_id, self._tokenizer.pad_token_id) if p is not None), min(eos))
         config = GenerationConfig(
@@ -496,7 +507,8 @@ class LocalLlamaBackend:
         with torch.inference_mode(), torch.random.fork_rng(devices=_rng_devices(model)):
             if params.seed is not None:
                 torch.manual_seed(params.seed)
-            output = model.generate(
+            # transformers' GenerationMixin.generate declares a self type its own models do not match
+            output = model.generate(  # pyright: ignore[reportAttributeAccessIssue]
                 input_ids=input_ids,
                 attention_mask=torch.ones_like(input_ids),
                 generation_config=config,
@@ -520,6 +532,7 @@ class LocalLlamaBackend:
 
         with self._load_lock:
             if getattr(self, "_grammars", None) is None:
+                assert self._tokenizer is not None and self._config is not None  # load() set them
                 info = xgr.TokenizerInfo.from_huggingface(self._tokenizer, vocab_size=self._config.vocab_size)
                 self._grammar_compiler, self._grammars = xgr.GrammarCompiler(info), {}
             key = (kind, text)
@@ -577,7 +590,7 @@ def convert_gguf(gguf: Path, out: Path) -> None:
     )
     config = copy.deepcopy(loaded.config)
     if hasattr(config, "quantization_config"):
-        del config.quantization_config
+        del config.quantization_config  # pyright: ignore[reportAttributeAccessIssue] - set per model, undeclared
     fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
     missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]

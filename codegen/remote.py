@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 import threading
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from codegen.base import Completion, GenerationParams, Message, ModelStatus, ModelUnavailable
 from models.settings import Settings
@@ -37,6 +37,12 @@ class RemoteModelError(ModelUnavailable):
         super().__init__(message)
         self.status = status
         self.retryable = retryable
+
+
+class _StatusError(Protocol):
+    """The SDKs' APIStatusError (openai's and anthropic's): the provider's HTTP status."""
+
+    status_code: int
 
 
 def _retryable(status: int) -> bool:
@@ -165,7 +171,8 @@ class _RemoteBackend:
     def _failure(self, err: Exception, whose: str) -> RemoteModelError:
         """Map an SDK exception to RemoteModelError with the reason (status, provider's message)."""
         sdk = importlib.import_module(self.sdk)
-        if isinstance(err, sdk.APIStatusError):
+        status_error: type[_StatusError] = sdk.APIStatusError
+        if isinstance(err, status_error):
             status = err.status_code
             what = f"{whose} API key was refused" if status in (401, 403) else "the request failed"
             return RemoteModelError(

@@ -79,7 +79,7 @@ class VLLMBackend:
             if reason:
                 raise ModelUnavailable(f"{reason} ({SERVER_HINT})")
             try:
-                from vllm import LLM
+                from vllm import LLM  # pyright: ignore[reportMissingImports] - the gpu extra
 
                 self._llm = LLM(model=self.model, **self.engine_args)
             except Exception as err:  # noqa: BLE001 - weights missing, out of memory, a broken install
@@ -108,8 +108,8 @@ class VLLMBackend:
         )
 
     def _sampling(self, params: GenerationParams):
-        from vllm import SamplingParams
-        from vllm.sampling_params import StructuredOutputsParams
+        from vllm import SamplingParams  # pyright: ignore[reportMissingImports] - the gpu extra
+        from vllm.sampling_params import StructuredOutputsParams  # pyright: ignore[reportMissingImports] - the gpu extra
 
         structured = None
         if params.grammar:
@@ -126,14 +126,15 @@ class VLLMBackend:
         )
 
     def _beam(self, chat: list[dict], params: GenerationParams, started: float) -> Completion:
-        from vllm.inputs import TokensPrompt
-        from vllm.sampling_params import BeamSearchParams
+        from vllm.inputs import TokensPrompt  # pyright: ignore[reportMissingImports] - the gpu extra
+        from vllm.sampling_params import BeamSearchParams  # pyright: ignore[reportMissingImports] - the gpu extra
 
         if params.grammar or params.json_schema:
             raise ValueError("vLLM's beam search takes no grammar: ask for one of the two techniques")
         tokenizer = self._llm.get_tokenizer()
         prompt = tokenizer.apply_chat_template(chat, tokenize=True, add_generation_prompt=True)
         beam = params.beam
+        assert beam is not None  # chat calls it for beam search only
         out = self._llm.beam_search(
             [TokensPrompt(prompt_token_ids=prompt)],
             BeamSearchParams(

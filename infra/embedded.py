@@ -102,7 +102,7 @@ def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen |
         if port_open(host, port):
             return
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{what or proc.args[0]} exited with code {proc.returncode} before listening")
+            raise RuntimeError(f"{what or proc.args} exited with code {proc.returncode} before listening")
         time.sleep(0.1)
     raise RuntimeError(f"{what} did not listen on {host}:{port} within {timeout:.0f}s")
 

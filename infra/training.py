@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from temporalio.client import Client, WorkflowHandle
-from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.common import Priority, WorkflowIDConflictPolicy
 
 from infra.temporal import tenant_priority
 from models.common import TRAINING
@@ -17,7 +17,6 @@ def workflow_id(inp: TrainTreeInput) -> str:
 
 async def start_tree_training(client: Client, settings: Settings, inp: TrainTreeInput) -> WorkflowHandle:
     """The run for this checkpoint: one at a time each (a second start while one runs finds the first)."""
-    fairness = {"priority": tenant_priority(inp.tenant_id)} if inp.tenant_id else {}
     return await client.start_workflow(
         TRAIN_TREE_WORKFLOW,
         inp,
@@ -26,5 +25,5 @@ async def start_tree_training(client: Client, settings: Settings, inp: TrainTree
         result_type=TrainTreeResult,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         static_summary=f"train the tree encoder: {inp.tenant_id or 'built-in'}",
-        **fairness,
+        priority=tenant_priority(inp.tenant_id) if inp.tenant_id else Priority.default,
     )

@@ -213,7 +213,7 @@ class EdgeVectorStore:
                     qe.Prefetch(limit=limit, query=nearest, filter=flt, params=beam),
                     qe.Prefetch(limit=limit, query=lexical, filter=flt),
                 ],
-                query=qe.Fusion.Rrf(k=RRF_K),
+                query=qe.Fusion.Rrf(k=RRF_K),  # pyright: ignore[reportArgumentType] - the stub leaves Rrf out of Fusion
                 with_payload=["kind"],
             )
         else:

@@ -33,6 +33,7 @@ class Embedder(Protocol):
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """float32 array (len(texts), dimension), rows L2-normalised."""
+        ...
 
 
 def minilm_dir() -> Path:
@@ -51,7 +52,9 @@ class SentenceTransformerEmbedder:
         torch.set_num_threads(max(1, os.cpu_count() or 1))
         self.name, self.model, self.batch_size = name, str(path), batch_size
         self._st = SentenceTransformer(str(path), device="cpu", local_files_only=True)
-        self.dimension = int(self._st.get_embedding_dimension())
+        dimension = self._st.get_embedding_dimension()
+        assert dimension is not None  # None only for a model without a fixed size: not an embedder's
+        self.dimension = int(dimension)
         self._lock = threading.Lock()  # one encode at a time per model: the CPU is the bottleneck anyway
 
     def encode(self, texts: list[str]) -> np.ndarray:

@@ -9,7 +9,7 @@ checks the three against each other and against the recorded histories.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from models.common import GENERATION, INTEGRATION, KNOWLEDGE, ORCHESTRATOR, SPEC_REGISTRY, TRAINING
 from models.generation import (
@@ -51,12 +51,14 @@ class ActivityType(Generic[A, R]):
     name: str
     queue: str
     arg: type[A]
-    result: Any  # the result's type (Temporal decodes it as this); None for no result
+    result: type[R] | None  # the result's type (Temporal decodes it as this); None for no result
 
 
 RECORD_PROJECT_STATE = ActivityType("record_project_state", ORCHESTRATOR, RecordStateInput, RecordStateResult)
 ACQUIRE_GENERATION_SLOT = ActivityType("acquire_generation_slot", ORCHESTRATOR, LeaseInput, bool)
-RELEASE_GENERATION_SLOT = ActivityType("release_generation_slot", ORCHESTRATOR, LeaseInput, None)
+RELEASE_GENERATION_SLOT: ActivityType[LeaseInput, None] = ActivityType(
+    "release_generation_slot", ORCHESTRATOR, LeaseInput, None
+)
 ATTACH_TEMPLATES = ActivityType("attach_templates", SPEC_REGISTRY, ProjectRef, AttachTemplatesResult)
 CHECK_SPECS = ActivityType("check_specs", SPEC_REGISTRY, ProjectRef, SpecsCheckResult)
 INTEGRATE_ARTIFACTS = ActivityType("integrate_artifacts", INTEGRATION, IntegrateInput, IntegrateResult)
@@ -70,7 +72,9 @@ PUBLISH_GENERATED = ActivityType("publish_generated", KNOWLEDGE, PublishInput, P
 GENERATE_CANDIDATES = ActivityType("generate_candidates", GENERATION, CandidatesInput, CandidatesResult)
 PLAN_MODULE = ActivityType("plan_module", GENERATION, PlanInput, Plan)
 GENERATE_BODIES = ActivityType("generate_bodies", GENERATION, CandidatesInput, CandidatesResult)
-RECORD_GENERATION = ActivityType("record_generation", GENERATION, RecordGenerationInput, None)
+RECORD_GENERATION: ActivityType[RecordGenerationInput, None] = ActivityType(
+    "record_generation", GENERATION, RecordGenerationInput, None
+)
 TECHNIQUE_STEP = ActivityType("technique_step", GENERATION, TechniqueStepInput, TechniqueStepResult)
 TRAIN_TREE = ActivityType("train_tree", TRAINING, TrainTreeInput, TrainTreeResult)
 

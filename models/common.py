@@ -57,7 +57,9 @@ class Page(BaseModel, Generic[T]):
     list too small to page)."""
 
     items: list[T]
-    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page; null on the last page")
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `cursor` for the next page; null on the last page"
+    )
 
 
 class Role(str, Enum):

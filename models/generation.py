@@ -96,17 +96,19 @@ class GenerationInput(BaseModel):
     max_new_tokens: int
     n: int
     temperature: float
-    retrieval_query: str = Field("", description="The spec's description and signature, for retrieval")
+    retrieval_query: str = Field(default="", description="The spec's description and signature, for retrieval")
     knowledge_queue: str = "knowledge"
-    feedback: str | None = Field(None, description="A debugging round: the previous code's test failure")
-    project_id: UUID | None = Field(None, description="Set when a project's pipeline asked for this generation")
+    feedback: str | None = Field(default=None, description="A debugging round: the previous code's test failure")
+    project_id: UUID | None = Field(default=None, description="Set when a project's pipeline asked for this generation")
     concurrency_limit: int | None = Field(
-        None, description="A pipeline generation: at most this many of the tenant's call a model at once"
+        default=None, description="A pipeline generation: at most this many of the tenant's call a model at once"
     )
-    lease_queue: str | None = Field(None, description="The queue whose worker grants those leases (orchestrator)")
+    lease_queue: str | None = Field(
+        default=None, description="The queue whose worker grants those leases (orchestrator)"
+    )
     options: TechniqueOptions = Field(default_factory=TechniqueOptions)
     visible_tests: list[str] | None = Field(
-        None,
+        default=None,
         description="The tests candidates are ranked by (None: the spec's own `tests`); never a benchmark's "
         "hidden tests",
     )
@@ -179,17 +181,17 @@ class Candidate(BaseModel):
         default_factory=list, description="hierarchical_generation: planned items the model did not write"
     )
     score: float | None = Field(
-        None, description="syntax_aware_beam_search: the beam's log-probability / length ** length_penalty"
+        default=None, description="syntax_aware_beam_search: the beam's log-probability / length ** length_penalty"
     )
     mean_logprob: float | None = Field(
-        None, description="The mean log-probability of its tokens, where the model reports them (local models)"
+        default=None, description="The mean log-probability of its tokens, where the model reports them (local models)"
     )
-    tree_score: float | None = Field(None, description="tree_transformers: the syntax-tree encoder's score")
+    tree_score: float | None = Field(default=None, description="tree_transformers: the syntax-tree encoder's score")
     selection_score: float | None = Field(
-        None, description="tree_transformers: the score it was chosen by (the highest is kept)"
+        default=None, description="tree_transformers: the score it was chosen by (the highest is kept)"
     )
-    attempts: int = Field(1, description="Answers asked for (hybrid_grammar_neural's check-and-retry)")
-    tests: CandidateTests | None = Field(None, description="Its result on the visible tests, when they ran")
+    attempts: int = Field(default=1, description="Answers asked for (hybrid_grammar_neural's check-and-retry)")
+    tests: CandidateTests | None = Field(default=None, description="Its result on the visible tests, when they ran")
     notes: list[str] = Field(default_factory=list, description="What decoding observed (pruned beams, dead ends)")
 
 
@@ -247,7 +249,7 @@ class GenerationResult(BaseModel):
     parses: bool | None = Field(description="Whether the chosen candidate parses")
     note: str | None = None
     provenance: Provenance
-    plan: Plan | None = Field(None, description="hierarchical_generation: the checked plan")
+    plan: Plan | None = Field(default=None, description="hierarchical_generation: the checked plan")
 
 
 GenerationStatus = Literal["running", "completed", "failed"]

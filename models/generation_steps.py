@@ -38,9 +38,11 @@ class Steps(Protocol):
 
     async def test(self, codes: list[str], tests: list[str]) -> list[CandidateTests]:
         """Each code against the tests, in the sandbox."""
+        ...
 
     async def technique(self, name: str, step: str, payload: dict) -> dict:
         """A technique's own work on the generation worker (`Technique.activities`)."""
+        ...
 
 
 MAX_TESTED = 8  # candidates run against the visible tests, at most (the best-ranked first)
@@ -52,8 +54,10 @@ def rank(candidates: list[Candidate]) -> list[Candidate]:
     the earlier candidate. Otherwise: 1. the code parses; 2. it passes more of the visible tests (when they
     ran); 3. the later round (retrieval's second round saw more); 4. the higher beam score
     (syntax_aware_beam_search); 5. the earlier candidate (greedy first)."""
-    if candidates and all(c.selection_score is not None for c in candidates):
-        return [c for _, c in sorted(enumerate(candidates), key=lambda ic: (-ic[1].selection_score, ic[0]))]
+    scores = [c.selection_score for c in candidates]
+    if candidates and all(s is not None for s in scores):
+        order = sorted(range(len(candidates)), key=lambda i: (-(scores[i] or 0.0), i))
+        return [candidates[i] for i in order]
 
     def key(ic: tuple[int, Candidate]):
         i, c = ic

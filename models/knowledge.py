@@ -125,12 +125,12 @@ class KnowledgePublic(Public):
 
 class SimilarRequest(Strict):
     query: str = Field(min_length=1, max_length=10_000)
-    top_k: int = Field(5, ge=1, le=50)
+    top_k: int = Field(default=5, ge=1, le=50)
     language: Language | None = None
     tags: Tags = None
-    project_id: UUID | None = Field(None, description="Also search this project's knowledge entries.")
+    project_id: UUID | None = Field(default=None, description="Also search this project's knowledge entries.")
     mode: Literal["dense", "hybrid"] = "hybrid"
-    embedder: str | None = Field(None, description="Default: DEFAULT_EMBEDDER")
+    embedder: str | None = Field(default=None, description="Default: DEFAULT_EMBEDDER")
 
     _query = field_validator("query")(_not_blank)
 

@@ -200,7 +200,7 @@ class PipelineSettings(BaseModel):
 class ProjectRef(BaseModel):
     tenant_id: UUID
     project_id: UUID
-    only: list[UUID] | None = Field(None, description="check_specs: these instances only (a regeneration)")
+    only: list[UUID] | None = Field(default=None, description="check_specs: these instances only (a regeneration)")
 
 
 class AttachTemplatesResult(BaseModel):
@@ -248,7 +248,7 @@ class IntegrateInput(BaseModel):
 
 class ArtifactRef(BaseModel):
     instance_id: UUID
-    artifact_id: UUID | None = Field(None, description="None: nothing was generated for this instance")
+    artifact_id: UUID | None = Field(default=None, description="None: nothing was generated for this instance")
     path: str
     parses: bool | None = None
     problems: list[str] = Field(default_factory=list, description="Static check findings")
@@ -272,14 +272,14 @@ class InstanceTestResult(BaseModel):
     artifact_id: UUID | None
     status: str  # passed | failed | error (also: undefined names, no test ran) | timeout | no_tests | missing
     failure: str | None = Field(
-        None, description="What the next generation round is told: assertion, traceback, output"
+        default=None, description="What the next generation round is told: assertion, traceback, output"
     )
-    test: str | None = Field(None, description="The failing test's source (a setup line, when one failed)")
+    test: str | None = Field(default=None, description="The failing test's source (a setup line, when one failed)")
     error: str | None = Field(
-        None, description="e.g. AssertionError, NameError: name 'datetime' is not defined, or the limit it hit"
+        default=None, description="e.g. AssertionError, NameError: name 'datetime' is not defined, or the limit it hit"
     )
-    actual: str | None = Field(None, description="A failed comparison's left side, as a repr (capped)")
-    expected: str | None = Field(None, description="A failed comparison's right side, as a repr (capped)")
+    actual: str | None = Field(default=None, description="A failed comparison's left side, as a repr (capped)")
+    expected: str | None = Field(default=None, description="A failed comparison's right side, as a repr (capped)")
     problems: list[str] = Field(
         default_factory=list, description="Integration's static findings (for a missing artifact: why)"
     )

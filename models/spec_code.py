@@ -15,13 +15,14 @@ import ast
 from typing import Any
 
 from models.registry import SchemaViolation
+from models.spec_paths import object_at
 
 CODE_ROLES = ("tests", "setup", "imports")
 
 
 def code_violations(schema: dict[str, Any], values: Any) -> list[SchemaViolation]:
     """Every code value of a Python template's instance that is not what its role asks for."""
-    hints = schema.get("x-specmill") if isinstance(schema.get("x-specmill"), dict) else {}
+    hints = object_at(schema, "x-specmill")
     if not isinstance(values, dict) or hints.get("language", "python") != "python":
         return []
     roles = _roles(schema)
@@ -43,7 +44,7 @@ def code_violations(schema: dict[str, Any], values: Any) -> list[SchemaViolation
 def _roles(schema: dict[str, Any]) -> dict[str, str]:
     """Property name -> its code role, for the properties that have one."""
     out = {}
-    props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+    props = object_at(schema, "properties")
     for key, prop in props.items():
         prop_hints = prop.get("x-specmill") if isinstance(prop, dict) else None
         role = prop_hints.get("role") if isinstance(prop_hints, dict) else None

@@ -22,6 +22,12 @@ _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 RESERVED = frozenset({"manifest.json"})  # the project download's own manifest
 
 
+def object_at(node: dict[str, Any], key: str) -> dict[str, Any]:
+    """`node[key]` when it is an object (a schema's `x-specmill` or `properties`), else {}."""
+    value = node.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def path_problem(path: str) -> str | None:
     """Why `path` is not a safe relative path inside the project's tree (None: it is)."""
     if not path:
@@ -85,7 +91,7 @@ def hint_problem(hint: Any, properties: dict[str, Any]) -> str | None:
 
 def name_value(schema: dict[str, Any], values: Any) -> str | None:
     """The value of the property with role `name` (the last one, as the prompt builder reads it)."""
-    props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+    props = object_at(schema, "properties")
     name = None
     for key, value in values.items() if isinstance(values, dict) else ():
         prop = props.get(key)
@@ -98,7 +104,7 @@ def name_value(schema: dict[str, Any], values: Any) -> str | None:
 def render(schema: dict[str, Any], values: Any, name: str | None = None) -> str:
     """The path the hint gives with these values, unchecked (the default: `{name}` and the language's
     extension; a hint whose field has no value falls back to that default)."""
-    hints = schema.get("x-specmill") if isinstance(schema.get("x-specmill"), dict) else {}
+    hints = object_at(schema, "x-specmill")
     ext = EXTENSIONS.get(str(hints.get("language", "python")), ".txt")
     name = name if name is not None else name_value(schema, values)
     default = f"{name or 'main'}{ext}"
@@ -123,5 +129,5 @@ def file_path(schema: dict[str, Any], values: Any, name: str | None = None) -> s
     path = render(schema, values, name)
     if path_problem(path) is None:
         return path
-    hints = schema.get("x-specmill") if isinstance(schema.get("x-specmill"), dict) else {}
+    hints = object_at(schema, "x-specmill")
     return "main" + EXTENSIONS.get(str(hints.get("language", "python")), ".txt")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models import spec_paths
+from models.spec_paths import object_at
 
 ROLES = ("name", "description", "signature", "tests", "items", "context", "imports", "setup")
 
@@ -40,9 +41,9 @@ class SpecView:
 
 
 def spec_view(schema: dict[str, Any], values: dict[str, Any]) -> SpecView:
-    hints = schema.get("x-specmill") if isinstance(schema.get("x-specmill"), dict) else {}
+    hints = object_at(schema, "x-specmill")
     view = SpecView(language=str(hints.get("language", "python")))
-    props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+    props = object_at(schema, "properties")
     for key, value in values.items():
         prop = props.get(key)
         prop_hints = prop.get("x-specmill") if isinstance(prop, dict) else None  # a property may be `true`

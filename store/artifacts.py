@@ -17,7 +17,7 @@ import asyncpg
 from pydantic_core import to_jsonable_python
 
 from models.pipeline import TEST_STATUSES, ArtifactPublic
-from store.db import tenant_tx
+from store.db import returned, tenant_tx
 from store.errors import Conflict, Invalid, NotFound
 from store.paging import keyset, limit_sql, page
 
@@ -152,7 +152,8 @@ async def store_artifacts(
         )
         try:
             return [
-                _model(await conn.fetchrow(_UPSERT, *_args(tenant_id, project_id, item), uuid4())) for item in items
+                _model(returned(await conn.fetchrow(_UPSERT, *_args(tenant_id, project_id, item), uuid4())))
+                for item in items
             ]
         except asyncpg.UniqueViolationError as err:  # a concurrent writer of another instance took a path
             raise Conflict(

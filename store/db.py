@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TypeVar, cast
 from uuid import UUID
 
 import asyncpg
 
 from models.settings import Settings
 from store.errors import Invalid
+
+T = TypeVar("T")
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -49,7 +52,7 @@ async def tenant_tx(pool: asyncpg.Pool, tenant_id: UUID) -> AsyncIterator[asyncp
         async with pool.acquire() as conn:
             async with conn.transaction():
                 await conn.execute("select set_config('specmill.tenant_id', $1, true)", str(tenant_id))
-                yield conn
+                yield _connection(conn)
     except asyncpg.DataError as err:
         reason = (str(err).splitlines() or [type(err).__name__])[0]
         raise Invalid(f"a value cannot be stored: {reason}") from err
@@ -60,4 +63,17 @@ async def plain_tx(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
     """A transaction with no tenant: RLS then hides every tenant-owned row."""
     async with pool.acquire() as conn:
         async with conn.transaction():
-            yield conn
+            yield _connection(conn)
+
+
+def _connection(proxy: asyncpg.pool.PoolConnectionProxy) -> asyncpg.Connection:
+    """A pooled connection as the Connection it stands for: asyncpg types it as its proxy, which forwards
+    every method to the connection and is one for isinstance (asyncpg's ConnectionMeta)."""
+    return cast(asyncpg.Connection, proxy)
+
+
+def returned(value: T | None) -> T:
+    """The row (fetchrow) or value (fetchval) of a statement that always gives one: an insert or upsert
+    ... returning, an update of a row the transaction holds, an aggregate. asyncpg types them as optional."""
+    assert value is not None, "the statement returned no row"
+    return value

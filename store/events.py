@@ -12,12 +12,13 @@ import asyncio
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from uuid import UUID, uuid4
 
 import asyncpg
 
 from models.events import EventPayload
+from store.db import returned
 
 log = logging.getLogger("specmill.events")
 
@@ -87,7 +88,9 @@ async def list_events(
 async def last_seq(conn: asyncpg.Connection, *, tenant_id: UUID) -> int:
     """The tenant's newest committed event number (0: none yet): where a stream that starts at "now" begins.
     An event still being written is numbered above it (the tenant's counter row orders the commits)."""
-    return await conn.fetchval("select coalesce(max(tenant_seq), 0) from events where tenant_id = $1", tenant_id)
+    return returned(
+        await conn.fetchval("select coalesce(max(tenant_seq), 0) from events where tenant_id = $1", tenant_id)
+    )
 
 
 class EventListener:
@@ -143,7 +146,7 @@ class EventListener:
         while True:
             conn: asyncpg.Connection | None = None
             try:
-                conn = await asyncpg.connect(self._dsn)
+                conn = cast(asyncpg.Connection, await asyncpg.connect(self._dsn))  # asyncpg leaves it unannotated
                 self._lost.clear()
                 conn.add_termination_listener(lambda _c: self._lost.set())
                 await conn.add_listener(CHANNEL, self._notified)

@@ -13,7 +13,7 @@ from models.events import spec_instance_event
 from models.registry import InstanceCreate, InstancePublic, InstanceUpdate, ProjectSpec
 from models.schema_rules import values_hash
 from store import events
-from store.db import tenant_tx
+from store.db import returned, tenant_tx
 from store.errors import Invalid, NotFound
 from store.paging import keyset, limit_sql, page
 
@@ -92,7 +92,7 @@ async def create_instance(
             tenant_id,
             body.values,
         )
-        inst = _model(row)
+        inst = _model(returned(row))
         await _emit(conn, "instance.created", inst, user_id)
     return inst
 
@@ -154,7 +154,7 @@ async def update_instance(
             template_id,
             values,
         )
-        inst = _model(row)
+        inst = _model(returned(row))
         await _emit(conn, "instance.updated", inst, user_id)
     return inst
 

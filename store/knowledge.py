@@ -9,7 +9,7 @@ import asyncpg
 from models.events import knowledge_update_event
 from models.knowledge import KnowledgePublic, KnowledgeUpsert
 from store import events
-from store.db import tenant_tx
+from store.db import returned, tenant_tx
 from store.errors import NotFound
 from store.paging import keyset, page
 
@@ -44,6 +44,7 @@ async def upsert_entry(
             body.key,
             body.value,
         )
+        row = returned(row)
         entry = _model(row)
         await events.emit(
             conn,

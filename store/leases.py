@@ -16,7 +16,7 @@ from uuid import UUID, uuid4
 import asyncpg
 
 from models.common import RUNNING_STATES
-from store.db import tenant_tx
+from store.db import returned, tenant_tx
 from store.errors import Busy
 
 Kind = Literal["generation", "sandbox", "event_stream"]
@@ -44,7 +44,7 @@ async def acquire(
         )
         if renewed.endswith(" 1"):
             return True
-        live = await conn.fetchval(f"select count(*) from {table} where tenant_id = $1", tenant_id)
+        live = returned(await conn.fetchval(f"select count(*) from {table} where tenant_id = $1", tenant_id))
         if live >= limit:
             return False
         await conn.execute(
@@ -87,7 +87,7 @@ async def _running_elsewhere(conn: asyncpg.Connection, tenant_id: UUID, project_
     """Under the tenant's run lock: its running projects and admissions, this project's aside."""
     await conn.execute("select pg_advisory_xact_lock(hashtextextended($1::text, $2))", str(tenant_id), _RUNS_LOCK)
     await conn.execute("delete from run_admissions where tenant_id = $1 and expires_at < now()", tenant_id)
-    return await conn.fetchval(
+    count = await conn.fetchval(
         """select count(*) from (
              select id from projects where tenant_id = $1 and state = any($3::text[])
              union
@@ -97,6 +97,7 @@ async def _running_elsewhere(conn: asyncpg.Connection, tenant_id: UUID, project_
         project_id,
         [s.value for s in RUNNING_STATES],
     )
+    return returned(count)
 
 
 def _too_many(limit: int) -> Busy:

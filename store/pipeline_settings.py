@@ -21,7 +21,7 @@ from models.pipeline import (
 from models.techniques import check as check_techniques
 from models.techniques import check_n, check_options
 from store import templates
-from store.db import tenant_tx
+from store.db import returned, tenant_tx
 from store.errors import Invalid, NotFound
 
 _TENANT_COLS = "default_templates, generation_concurrency, debug_rounds, model, techniques, max_new_tokens, n, options"
@@ -60,7 +60,7 @@ async def _require_project(conn: asyncpg.Connection, tenant_id: UUID, project_id
         raise NotFound(f"project {project_id} not found")
 
 
-def _tenant_model(row: asyncpg.Record | None) -> TenantSettings:
+def _tenant_model(row: asyncpg.Record | dict[str, Any] | None) -> TenantSettings:
     return TenantSettings() if row is None else TenantSettings.model_validate(dict(row))
 
 
@@ -100,7 +100,7 @@ async def put_tenant_settings(
         current = await conn.fetchrow(
             f"select {_TENANT_COLS} from tenant_settings where tenant_id = $1 for update", tenant_id
         )
-        merged_settings = TenantSettings.model_validate({**dict(current), **fields})
+        merged_settings = TenantSettings.model_validate({**dict(returned(current)), **fields})
         _check_candidates(merged_settings, token_budget)
         merged = merged_settings.model_dump()
         row = await conn.fetchrow(

@@ -12,7 +12,7 @@ from models.common import TERMINAL_STATES, ProjectState
 from models.events import complete_spec_event, project_event, project_state_event
 from models.orchestrator import ProjectCreate, ProjectPublic, ProjectUpdate, RecordStateInput, project_workflow_id
 from store import events, runs
-from store.db import tenant_tx
+from store.db import returned, tenant_tx
 from store.errors import NotFound
 from store.paging import keyset, page
 
@@ -46,7 +46,7 @@ async def creating_project(
             ProjectState.initialization.value,
             user_id,
         )
-        project = _model(row)
+        project = _model(returned(row))
         await events.emit(
             conn,
             tenant_id=tenant_id,

@@ -15,7 +15,7 @@ import asyncpg
 from cryptography.fernet import Fernet, InvalidToken
 
 from models.providers import Provider, ProviderKeyPublic
-from store.db import tenant_tx
+from store.db import returned, tenant_tx
 from store.errors import DomainError, NotFound
 
 _COLS = "provider, key_hint, created_at, updated_at"
@@ -77,7 +77,7 @@ async def set_key(
             ciphertext,
             api_key[-HINT_CHARS:],
         )
-    return _model(row)
+    return _model(returned(row))
 
 
 async def delete_key(pool: asyncpg.Pool, *, tenant_id: UUID, provider: Provider) -> None:

@@ -16,7 +16,7 @@ from models.common import TERMINAL_STATES, ProjectState
 from models.orchestrator import RecordStateInput, RunPublic
 from models.outcome import Outcome
 from store import leases
-from store.db import tenant_tx
+from store.db import returned, tenant_tx
 from store.errors import Conflict, NotFound
 from store.paging import keyset, page
 
@@ -108,7 +108,7 @@ async def started(
             run_id,
         )
         row = await conn.fetchrow(f"select {_COLS} from project_runs where id = $1", run_id)
-    return _model(row)
+    return _model(returned(row))
 
 
 async def on_transition(conn: asyncpg.Connection, inp: RecordStateInput) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Literal
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -25,7 +26,9 @@ def _check_size(content: str | None, max_bytes: int) -> None:
         raise Invalid(f"content is larger than {max_bytes} bytes")
 
 
-async def _emit(conn: asyncpg.Connection, action: str, snip: SnippetPublic, user_id: UUID) -> None:
+async def _emit(
+    conn: asyncpg.Connection, action: Literal["created", "updated", "deleted"], snip: SnippetPublic, user_id: UUID
+) -> None:
     await events.emit(
         conn,
         tenant_id=snip.tenant_id,

@@ -10,7 +10,7 @@ from models.common import Service, TaskStatus
 from models.events import task_event
 from models.orchestrator import TaskCreate, TaskPublic, TaskUpdate
 from store import events
-from store.db import tenant_tx
+from store.db import returned, tenant_tx
 from store.errors import Conflict, NotFound
 from store.paging import keyset, page
 
@@ -55,7 +55,7 @@ async def create_task(pool: asyncpg.Pool, *, tenant_id: UUID, body: TaskCreate) 
             body.task_type,
             body.status.value,
         )
-        task = _model(row)
+        task = _model(returned(row))
         await _emit(conn, "task.created", task)
         if task.status in FINISHED:
             await _emit(conn, "task.completed", task)
@@ -113,7 +113,7 @@ async def update_task(pool: asyncpg.Pool, *, tenant_id: UUID, task_id: UUID, bod
             task_id,
             body.status.value,
         )
-        task = _model(row)
+        task = _model(returned(row))
         if task.status in FINISHED and TaskStatus(current) not in FINISHED:
             await _emit(conn, "task.completed", task)
     return task
@@ -168,7 +168,7 @@ async def ensure_task(
             task_id,
             status.value,
         )
-        task = _model(row)
+        task = _model(returned(row))
         if task.status in FINISHED:
             await events.emit(
                 conn,

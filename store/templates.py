@@ -12,7 +12,7 @@ from models.builtin_templates import BUILTINS, SYSTEM_TENANT, builtin_id
 from models.events import spec_template_event
 from models.registry import TemplateCreate, TemplatePublic, TemplateUpdate
 from store import events
-from store.db import tenant_tx
+from store.db import returned, tenant_tx
 from store.errors import Conflict, Forbidden, Invalid, NotFound
 from store.paging import keyset, page
 
@@ -70,7 +70,7 @@ async def create_template(
             )
         except asyncpg.UniqueViolationError as err:
             raise Conflict(f"template {body.name!r} version {body.version!r} already exists") from err
-        tpl = _model(row)
+        tpl = _model(returned(row))
         await _emit(conn, "template.created", tpl, user_id)
     return tpl
 
@@ -152,7 +152,7 @@ async def update_template(
             fields.get("description"),
             fields.get("schema"),
         )
-        tpl = _model(row)
+        tpl = _model(returned(row))
         await _emit(conn, "template.updated", tpl, user_id)
     return tpl
 

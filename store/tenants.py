@@ -11,7 +11,7 @@ import asyncpg
 
 from models.auth import ApiKeyCreated, ApiKeyPublic, TenantCreated
 from models.common import Role
-from store.db import tenant_tx
+from store.db import returned, tenant_tx
 from store.errors import Conflict, NotFound
 from store.paging import keyset, limit_sql, page
 
@@ -93,8 +93,10 @@ async def create_api_key(
             raise NotFound(f"tenant {tenant_id} not found")
         if max_live is not None:
             await conn.execute("select pg_advisory_xact_lock(hashtextextended($1::text, 44))", str(tenant_id))
-            live = await conn.fetchval(
-                "select count(*) from api_keys where tenant_id = $1 and revoked_at is null", tenant_id
+            live = returned(
+                await conn.fetchval(
+                    "select count(*) from api_keys where tenant_id = $1 and revoked_at is null", tenant_id
+                )
             )
             if live >= max_live:
                 raise Conflict(

@@ -8,7 +8,7 @@ import asyncpg
 
 from models.auth import UserPublic
 from models.common import Role
-from store.db import tenant_tx
+from store.db import returned, tenant_tx
 from store.errors import Conflict, NotFound
 
 _COLUMNS = "id, tenant_id, name, role, supabase_sub, created_at"
@@ -33,7 +33,7 @@ async def create_user(
             )
     except asyncpg.UniqueViolationError as err:
         raise Conflict(f"Supabase subject {supabase_sub!r} is already linked to a user of this tenant") from err
-    return UserPublic.model_validate(dict(row))
+    return UserPublic.model_validate(dict(returned(row)))
 
 
 async def link_supabase_subject(

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 from uuid import UUID
 
 import typer
@@ -32,7 +33,7 @@ def _settings():
     from workers.launcher import ENV_FROM_LAUNCHER, load_env_file
 
     if os.environ.get(ENV_FROM_LAUNCHER):  # a child of `specmill run`: it knows what it was given, no more
-        return Settings(_env_file=None)
+        return Settings(_env_file=None)  # pyright: ignore[reportCallIssue] - pydantic-settings' init argument
     env = Path(os.environ.get("DATA_DIR", ".specmill")) / "env"
     if env.exists():
         load_env_file(env)
@@ -69,7 +70,7 @@ def _done_with_temporal(output: str) -> None:
     exit_without_teardown(0)
 
 
-def _fail(err: Exception) -> None:
+def _fail(err: Exception) -> NoReturn:
     typer.echo(json.dumps({"error": str(err)}), err=True)
     raise typer.Exit(1)
 
@@ -262,10 +263,11 @@ def knowledge_reindex(
     async def main():
         from store.tenants import tenant_exists, tenants_with_knowledge
 
+        one = tenant
         if all_tenants:
             tenants = await _with_pool(tenants_with_knowledge)
-        elif await _with_pool(lambda pool: tenant_exists(pool, tenant)):
-            tenants = [tenant]
+        elif one is not None and await _with_pool(lambda pool: tenant_exists(pool, one)):
+            tenants = [one]
         else:
             _fail(ValueError(f"tenant {tenant} not found"))
         settings = _settings()
@@ -353,7 +355,7 @@ def models_train_tree(
         "seed": seed,
     }
     try:
-        params = TreeTraining(**{k: v for k, v in given.items() if v is not None})
+        params = TreeTraining.model_validate({k: v for k, v in given.items() if v is not None})
     except ValidationError as err:
         first = err.errors()[0]
         _fail(ValueError(f"{first['loc'][0]}: {first['msg']}"))
@@ -372,7 +374,8 @@ def models_train_tree(
         if tenant is not None:
             from store.tenants import tenant_exists
 
-            if not await _with_pool(lambda pool: tenant_exists(pool, tenant)):
+            owner = tenant
+            if not await _with_pool(lambda pool: tenant_exists(pool, owner)):
                 _fail(ValueError(f"tenant {tenant} not found"))
         settings = _settings()
         handle = await start_tree_training(await connect_temporal(settings), settings, inp)
@@ -381,7 +384,7 @@ def models_train_tree(
         try:
             return {"workflow_id": workflow_id(inp), **(await handle.result()).model_dump()}
         except WorkflowFailureError as err:  # the activity's reason, as the user should read it
-            cause = err.cause.cause if err.cause is not None and err.cause.cause is not None else err.cause
+            cause = getattr(err.cause, "cause", None) or err.cause
             raise RuntimeError(getattr(cause, "message", None) or str(err)) from err
 
     try:

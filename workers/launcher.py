@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +39,7 @@ console = Console()
 @dataclass
 class Child:
     name: str
-    start: callable
+    start: Callable[[], subprocess.Popen]
     stop_signal: int = signal.SIGTERM
     proc: subprocess.Popen | None = None
     restarts: list[float] = field(default_factory=list)
@@ -133,6 +133,7 @@ def run_platform() -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         if settings.uses_embedded_postgres:
+            assert settings.embedded_pg_superuser_password is not None  # ensure_env_file generated it
             embedded.init_postgres(settings.pg_dir, settings.embedded_pg_superuser_password)
             infra.append(
                 Child(

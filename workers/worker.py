@@ -33,7 +33,7 @@ async def run_worker(settings: Settings, queue: str, *, serve: str | None = None
         serving = asyncio.create_task(server.serve()) if server else None
         await stop.wait()
         log.info("worker for %r shutting down", queue)
-        if server is not None:
+        if server is not None and serving is not None:
             server.should_exit = True
             await serving
     await pool.close()
@@ -53,6 +53,4 @@ def _server(settings: Settings, service: str, port: int | None):
         server_header=False,
         timeout_graceful_shutdown=10,
     )
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # this process's handlers stop both
-    return server
+    return uvicorn.Server(config)

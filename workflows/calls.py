@@ -8,7 +8,7 @@ calls hold one of its slots (store/leases.py), so one tenant's flood waits for i
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from datetime import timedelta
 from typing import Any, TypeVar
 from uuid import UUID
@@ -39,7 +39,7 @@ def fair(tenant_id: UUID) -> dict[str, Any]:
     return {"priority": Priority(fairness_key=str(tenant_id))}
 
 
-def execute(act: ActivityType[A, R], arg: A, *, tenant_id: UUID | None = None, **options: Any):
+def execute(act: ActivityType[A, R], arg: A, *, tenant_id: UUID | None = None, **options: Any) -> Awaitable[R]:
     """`workflow.execute_activity` for one of the table's activities (an awaitable of its result); with
     `tenant_id`, dispatched under the tenant's fairness key."""
     if tenant_id is not None:
@@ -47,7 +47,7 @@ def execute(act: ActivityType[A, R], arg: A, *, tenant_id: UUID | None = None, *
     return workflow.execute_activity(act.name, arg, result_type=act.result, **options)
 
 
-def _lease(act: ActivityType[LeaseInput, R], lease: LeaseInput, queue: str, summary: str):
+def _lease(act: ActivityType[LeaseInput, R], lease: LeaseInput, queue: str, summary: str) -> Awaitable[R]:
     return execute(
         act,
         lease,

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import TypeVar
+from uuid import UUID
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -53,9 +55,12 @@ with workflow.unsafe.imports_passed_through():
         PROJECT_WORKFLOW,
         SANDBOX_UNAVAILABLE,
         STATE_KEY,
+        ArtifactRef,
         CompleteSpecs,
         DebugRoundInput,
+        DebugRoundResult,
         InstanceOutput,
+        InstanceTestResult,
         IntegrateInput,
         ProjectRef,
         ProjectWorkflowInput,
@@ -69,6 +74,8 @@ with workflow.unsafe.imports_passed_through():
     )
     from models.outcome import Outcome, instance_name, instance_outcome, summarize
 
+A = TypeVar("A")
+R = TypeVar("R")
 S = ProjectState
 RECORD_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -116,7 +123,7 @@ class ProjectWorkflow:
         self._specs: SpecsCheckResult | None = None  # set when the specs complete
         self._reasons: list[str] = []
         self._outcome: Outcome | None = None
-        self._results: dict = {}  # instance id -> (its last InstanceTestResult, the round of it)
+        self._results: dict[UUID, tuple[InstanceTestResult, int]] = {}  # instance id -> its last result, its round
         self._round = 0
 
     @workflow.run
@@ -323,7 +330,7 @@ class ProjectWorkflow:
             f"tests still fail after {cfg.debug_rounds} debugging round(s): " + "; ".join(self._reasons)[:800],
         )
 
-    async def _tests(self, round_: int, artifacts, todo: list[SpecSnapshot]):
+    async def _tests(self, round_: int, artifacts: list[ArtifactRef], todo: list[SpecSnapshot]) -> DebugRoundResult:
         """The round's tests in the sandbox, holding one of the tenant's sandbox slots (runs from before
         SANDBOX_SLOT_PATCH: any free integration slot). No sandbox on the worker (SandboxUnavailable):
         nothing runs unconfined, and the project fails."""
@@ -397,7 +404,9 @@ class ProjectWorkflow:
                     techniques=cfg.techniques,
                     max_new_tokens=cfg.max_new_tokens,
                     temperature=0.0,
-                    retrieval_query=specs.retrieval_queries.get(spec.instance_id, ""),
+                    retrieval_query=specs.retrieval_queries.get(spec.instance_id, "")
+                    if spec.instance_id is not None
+                    else "",
                     knowledge_queue=self._inp.queues.knowledge,
                     **self._candidates(cfg),
                     feedback=feedback.get(spec.instance_id),
@@ -427,14 +436,14 @@ class ProjectWorkflow:
 
     async def _activity(
         self,
-        act: ActivityType,
-        arg,
+        act: ActivityType[A, R],
+        arg: A,
         queue: str,
         summary: str,
         *,
         timeout: timedelta = timedelta(minutes=1),
         heartbeat: timedelta | None = None,
-    ):
+    ) -> R:
         return await execute(
             act,
             arg,

@@ -161,12 +161,13 @@ async def stream_events(
     newer than the connection come (`after=0` replays the history first). The stream wakes on the
     events' NOTIFY; it re-reads every EVENT_STREAM_POLL_SECONDS as well (with a keep-alive comment),
     in case a notification was lost."""
-    cursor = _cursor(last_event_id, after)
+    start = _cursor(last_event_id, after)
     pool, settings, holder = res.pool, res.settings, f"stream/{uuid4()}"
     where = await _filter(pool, p, type, project_id, run_id)
-    if cursor is None:
+    if start is None:
         async with tenant_tx(pool, p.tenant_id) as conn:
-            cursor = await events.last_seq(conn, tenant_id=p.tenant_id)
+            start = await events.last_seq(conn, tenant_id=p.tenant_id)
+    cursor = start
     limit, ttl = settings.max_event_streams_per_tenant, max(LEASE_TTL_S, 3 * settings.event_stream_poll_seconds)
     if not await leases.acquire(
         pool, tenant_id=p.tenant_id, holder=holder, limit=limit, ttl_s=ttl, kind="event_stream"

@@ -121,11 +121,13 @@ async def _resolve(pool, p: Principal, body: GenerateRequest) -> tuple[SpecSnaps
         values, instance_id = body.values, None
         template_id, name, version, schema = None, body.template.name, body.template.version, body.template.schema_
     else:
+        assert body.template is not None  # GenerateRequest's validator: instance_id, or a template with values
         tpl = await templates.find_template(
             pool, tenant_id=p.tenant_id, name=body.template.name, version=body.template.version
         )
         values, instance_id = body.values, None
         template_id, name, version, schema = tpl.id, tpl.name, tpl.version, tpl.schema_
+    assert values is not None  # GenerateRequest's validator: a template comes with its values
     await instances.check_values(schema, values)
     spec = SpecSnapshot(
         template_id=template_id,

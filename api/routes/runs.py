@@ -32,7 +32,7 @@ from models.orchestrator import (
     RunCreate,
     RunPublic,
 )
-from models.outcome import feedback_of
+from models.outcome import RunScope, feedback_of
 from models.schema_rules import values_hash
 from store import artifacts, instances, pipeline_settings, projects, runs
 from store.errors import Conflict
@@ -111,7 +111,14 @@ async def _plan(pool, tenant_id: UUID, project_id: UUID, scope: str) -> tuple[li
 
 
 async def start_run(
-    pool, temporal, settings, p, project: ProjectPublic, scope: str, instance_ids: list[UUID], changes: ProjectChanges
+    pool,
+    temporal,
+    settings,
+    p,
+    project: ProjectPublic,
+    scope: RunScope,
+    instance_ids: list[UUID],
+    changes: ProjectChanges,
 ) -> RunPublic:
     """Claim the project (it leaves its terminal state first: a second rerun is a 409), start the run,
     and record it; a run that cannot start gives the project back its last state."""

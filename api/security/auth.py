@@ -66,6 +66,7 @@ class Authenticator:
             raise ValueError("specmill JWTs are minted from API keys only")
         claims = {"sub": str(p.user_id), "tenant_id": str(p.tenant_id), "role": p.role.value, "key_id": str(p.key_id)}
         s = self.settings
+        assert s.jwt_secret is not None  # check_secrets: the gateway has one
         return tokens.issue(
             claims, secret=s.jwt_secret, ttl=s.jwt_ttl_seconds, audience=s.jwt_audience, issuer=s.jwt_issuer
         )
@@ -80,6 +81,7 @@ class Authenticator:
             **({"key_id": str(p.key_id)} if p.key_id else {}),
         }
         s = self.settings
+        assert s.internal_token_secret is not None  # check_secrets: every service has one
         return tokens.issue(
             claims,
             secret=s.internal_token_secret,
@@ -159,7 +161,7 @@ class Authenticator:
                 token,
                 secret=s.supabase_jwt_secret,
                 audience=s.supabase_jwt_audience,
-                issuer=s.supabase_jwt_issuer,
+                issuer=s.supabase_jwt_issuer or "",  # set: from_jwt matched the token's issuer to it
                 max_lifetime=s.supabase_max_token_lifetime_seconds,
                 skew=s.jwt_clock_skew_seconds,
             )

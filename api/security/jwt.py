@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 from jose import jwk, jwt
-from jose.exceptions import JOSEError
+from jose.exceptions import ExpiredSignatureError, JOSEError, JWTClaimsError
 
 LOCAL_ALGORITHMS = ["HS256"]
 ASYMMETRIC_ALGORITHMS = ["RS256", "ES256"]
@@ -55,7 +55,7 @@ def unverified_issuer(token: str) -> str | None:
 
 
 def verify_hs256(
-    token: str, *, secret: str, audience: str, issuer: str, max_lifetime: int, skew: int
+    token: str, *, secret: str | None, audience: str, issuer: str, max_lifetime: int, skew: int
 ) -> dict[str, Any]:
     header = _header(token)
     if header.get("alg") not in LOCAL_ALGORITHMS:
@@ -72,9 +72,9 @@ def _decode(
         claims = jwt.decode(
             token, key, algorithms=algorithms, audience=audience, issuer=issuer, options={**_REQUIRED, "leeway": skew}
         )
-    except jwt.ExpiredSignatureError as err:
+    except ExpiredSignatureError as err:
         raise TokenError("token expired") from err
-    except jwt.JWTClaimsError as err:
+    except JWTClaimsError as err:
         raise TokenError(f"token claims rejected: {err}") from err
     except JOSEError as err:
         raise TokenError("token signature or format invalid") from err
@@ -138,7 +138,7 @@ class JwksVerifier:
                 await self._refresh(force=True)
         except (httpx.HTTPError, ValueError) as err:
             raise TokenError("signing keys are unavailable") from err
-        data = self._keys.get(kid)
+        data = self._keys.get(kid) if kid is not None else None
         if data is None or data.get("alg", alg) != alg:
             raise TokenError("unknown signing key")
         try:

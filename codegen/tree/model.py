@@ -36,15 +36,15 @@ VERSION = 1
 class TreeEncoderConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    vocab_buckets: int = Field(8192, ge=2)
-    width: int = Field(128, ge=1)
-    layers: int = Field(2, ge=1)
-    heads: int = Field(4, ge=1)
-    ff: int = Field(256, ge=1)
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    max_nodes: int = Field(384, ge=1)
-    depth: int = Field(16, ge=1)  # tree encoding: steps of a path kept
-    branching: int = Field(16, ge=1)  # tree encoding: one-hot slots per step
+    vocab_buckets: int = Field(default=8192, ge=2)
+    width: int = Field(default=128, ge=1)
+    layers: int = Field(default=2, ge=1)
+    heads: int = Field(default=4, ge=1)
+    ff: int = Field(default=256, ge=1)
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    max_nodes: int = Field(default=384, ge=1)
+    depth: int = Field(default=16, ge=1)  # tree encoding: steps of a path kept
+    branching: int = Field(default=16, ge=1)  # tree encoding: one-hot slots per step
     positions: Literal["tree", "sequential", "none"] = "tree"
 
     @model_validator(mode="after")
@@ -141,8 +141,8 @@ class TreeEncoder(nn.Module):
         payload = read_checkpoint(path, FORMAT, VERSION, "tree-encoder", map_location)
         try:
             model = cls(TreeEncoderConfig.model_validate(payload.get("config")))
-            model.load_state_dict(payload.get("state"), strict=True)
-        except (ValueError, RuntimeError, TypeError) as err:  # pydantic's ValidationError is a ValueError
+            model.load_state_dict(payload["state"], strict=True)
+        except (KeyError, ValueError, RuntimeError, TypeError) as err:  # pydantic's ValidationError is a ValueError
             raise ValueError(f"{path}: a broken tree-encoder checkpoint: {err}") from err
         return model.to(map_location).eval()
 

@@ -19,7 +19,7 @@ import ast
 import copy
 import keyword
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from codegen.tree.nodes import BUILTIN_METHODS, KEPT_NAMES, is_docstring, linearize, parse_python
@@ -95,7 +95,7 @@ def _bound_sites(nodes: list[ast.AST]) -> list[Site]:
     return sorted(found)
 
 
-def _arithmetic_ints(roots: list[ast.AST]) -> Iterator[ast.Constant]:
+def _arithmetic_ints(roots: Sequence[ast.AST]) -> Iterator[ast.Constant]:
     stack = list(roots)
     while stack:
         node = stack.pop()
@@ -202,8 +202,9 @@ def rewrites(source: str, seed: int = 0) -> list[str]:
 def _strip_docstrings(tree: ast.Module) -> ast.Module:
     """Docstrings removed, but from a body that is nothing else (which would not parse without it)."""
     for node in ast.walk(tree):
-        if is_docstring(node, 0) and len(node.body) > 1:
-            del node.body[0]
+        body = getattr(node, "body", None)
+        if is_docstring(node, 0) and body is not None and len(body) > 1:
+            del body[0]
     return tree
 
 
@@ -261,7 +262,7 @@ def _identifiers(tree: ast.Module, names: bool = True) -> set[str]:
 # --- scopes ---------------------------------------------------------------------------------------------
 
 
-def _scope_nodes(roots: list[ast.AST]) -> Iterator[ast.AST]:
+def _scope_nodes(roots: Sequence[ast.AST]) -> Iterator[ast.AST]:
     """The nodes of one scope: nested functions and lambdas are left out (but for their decorators and
     defaults, evaluated here); comprehensions and class bodies count as part of it."""
     stack = list(reversed(roots))

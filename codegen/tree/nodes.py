@@ -159,7 +159,7 @@ def is_docstring(node: ast.AST, index: int) -> bool:
 
 
 def _ast_children(node: ast.AST) -> list[ast.AST]:
-    docstring = node.body[0] if is_docstring(node, 0) else None
+    docstring = getattr(node, "body")[0] if is_docstring(node, 0) else None  # noqa: B009 - only some nodes have one
     return [kid for kid in ast.iter_child_nodes(node) if not isinstance(kid, _SILENT) and kid is not docstring]
 
 

@@ -35,11 +35,11 @@ from codegen.tree.train import TrainResult, resume_state, save_state
 class RankConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    steps: int = Field(300, ge=1, le=100_000)
-    pools_per_step: int = Field(8, ge=1, le=64)
-    lr: float = Field(1e-4, ge=1e-6, le=1e-1)
+    steps: int = Field(default=300, ge=1, le=100_000)
+    pools_per_step: int = Field(default=8, ge=1, le=64)
+    lr: float = Field(default=1e-4, ge=1e-6, le=1e-1)
     seed: int = 0
-    checkpoint_every: int = Field(50, ge=1, le=10_000)
+    checkpoint_every: int = Field(default=50, ge=1, le=10_000)
 
 
 def mixed_pools(records: Sequence[dict]) -> list[list[tuple[str, bool]]]:
@@ -133,7 +133,7 @@ def fit_combiner(
     rows = [value for feats, _ in pools for value in feats]
     means, scales = [], []
     for j in range(len(FEATURES)):
-        present = [r[j] for r in rows if r[j] is not None]
+        present = [v for r in rows if (v := r[j]) is not None]
         mean = sum(present) / len(present) if present else 0.0
         var = sum((v - mean) ** 2 for v in present) / len(present) if present else 0.0
         means.append(mean)

@@ -30,7 +30,7 @@ import tokenize
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F  # noqa: N812 - torch's own spelling
@@ -125,12 +125,20 @@ def triplets(sources: Sequence[str], seed: int) -> list[Triplet]:
 class TrainConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    steps: int = Field(1000, ge=1, le=100_000)
-    batch_size: int = Field(16, ge=1, le=256)
-    lr: float = Field(3e-4, ge=1e-5, le=1e-1)
-    temperature: float = Field(0.1, ge=0.01, le=1.0)
+    steps: int = Field(default=1000, ge=1, le=100_000)
+    batch_size: int = Field(default=16, ge=1, le=256)
+    lr: float = Field(default=3e-4, ge=1e-5, le=1e-1)
+    temperature: float = Field(default=0.1, ge=0.01, le=1.0)
     seed: int = 0
-    checkpoint_every: int = Field(100, ge=1, le=10_000)
+    checkpoint_every: int = Field(default=100, ge=1, le=10_000)
+
+
+class RunConfig(Protocol):
+    """What a checkpointed run's configuration offers (TrainConfig here, RankConfig in codegen/tree/rank.py)."""
+
+    steps: int
+
+    def model_dump(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +228,7 @@ def save_state(
     model: TreeEncoder,
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
-    config: TrainConfig,
+    config: RunConfig,
     digest: str,
     step: int,
     losses: list[float],
@@ -245,7 +253,7 @@ def resume_state(
     model: TreeEncoder,
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
-    config: TrainConfig,
+    config: RunConfig,
     digest: str,
 ) -> tuple[int, list[float]]:
     """Load the checkpoint into the model, the optimizer and both random states; its step and losses."""

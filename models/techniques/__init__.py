@@ -16,7 +16,7 @@ The seam between techniques and backends:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ConfigDict, create_model, model_serializer
 
@@ -85,12 +85,11 @@ class _Options(Strict):
         return {name: value for name, value in handler(self).items() if value is not None}
 
 
-TechniqueOptions: Any = create_model(
-    "TechniqueOptions",
-    __base__=_Options,
-    __doc__=_Options.__doc__,
-    **{name: (t.options | None, None) for name, t in REGISTRY.items() if t.options is not None},
-)
+_FIELDS: dict[str, Any] = {name: (t.options | None, None) for name, t in REGISTRY.items() if t.options is not None}
+if TYPE_CHECKING:  # a class to pyright; its fields are the registry's, made at import
+    TechniqueOptions = _Options
+else:
+    TechniqueOptions = create_model("TechniqueOptions", __base__=_Options, __doc__=_Options.__doc__, **_FIELDS)
 
 
 def check(requested: list[str]) -> list[str]:

@@ -81,13 +81,13 @@ class TechniqueInfo(BaseModel):
     implemented: bool
     modes: list[Mode] = Field(description="The capabilities it runs on, best first, and how it runs on each")
     steps: list[str] = Field(description="What it adds to a generation")
-    languages: list[str] | None = Field(None, description="The spec languages it handles (None: any)")
+    languages: list[str] | None = Field(default=None, description="The spec languages it handles (None: any)")
     parameters: dict[str, TechniqueParameter]
     backends: list[str] = Field(
         default_factory=list, description="The models whose backends can run it (filled in by GET /api/techniques)"
     )
     unavailable: str | None = Field(
-        None, description="Why it cannot run on this platform now, and the command that fixes it (None: it can)"
+        default=None, description="Why it cannot run on this platform now, and the command that fixes it (None: it can)"
     )
 
 

@@ -12,9 +12,11 @@ from models.techniques.base import Mode, Run, Technique
 class HierarchicalSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    plan_attempts: int = Field(3, description="answers asked for until the plan is valid, each told the last error")
-    plan_min_tokens: int = Field(384, description="the plan's token budget: max_new_tokens, at least this")
-    max_items: int = Field(12, description="functions and classes a plan may have")
+    plan_attempts: int = Field(
+        default=3, description="answers asked for until the plan is valid, each told the last error"
+    )
+    plan_min_tokens: int = Field(default=384, description="the plan's token budget: max_new_tokens, at least this")
+    max_items: int = Field(default=12, description="functions and classes a plan may have")
 
 
 SETTINGS = HierarchicalSettings()

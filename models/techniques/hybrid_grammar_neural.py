@@ -14,7 +14,7 @@ class GrammarSettings(Strict):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     retries: int = Field(
-        2,
+        default=2,
         ge=0,
         le=4,
         description="backends that cannot take the grammar: answers asked for again, each told the parse "

@@ -13,13 +13,17 @@ RERANK_POOL = 3  # with a reranker, the draft's query asks for this many times t
 class RetrievalSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    top_k: int = Field(3, description="snippets per query")
+    top_k: int = Field(default=3, description="snippets per query")
     budget_tokens: int = Field(
-        512, description="estimated prompt tokens the snippets may take (a quarter of their characters, plus 8 each)"
+        default=512,
+        description="estimated prompt tokens the snippets may take (a quarter of their characters, plus 8 each)",
     )
-    query_chars: int = Field(4000, description="characters of a query sent to the knowledge base (the rest is cut)")
+    query_chars: int = Field(
+        default=4000, description="characters of a query sent to the knowledge base (the rest is cut)"
+    )
     requery: bool = Field(
-        True, description="re-query with the first draft and, when that finds new snippets, generate a second round"
+        default=True,
+        description="re-query with the first draft and, when that finds new snippets, generate a second round",
     )
 
 

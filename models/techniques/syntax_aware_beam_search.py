@@ -14,12 +14,12 @@ from models.techniques.base import Beam, Decoding, Mode, Technique
 class BeamSettings(Strict):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    width: int = Field(4, ge=1, le=8, description="beams kept at each step; each finished beam is a candidate")
+    width: int = Field(default=4, ge=1, le=8, description="beams kept at each step; each finished beam is a candidate")
     length_penalty: float = Field(
-        1.0, ge=0.0, le=2.0, description="a beam's score is its log-probability / length ** length_penalty"
+        default=1.0, ge=0.0, le=2.0, description="a beam's score is its log-probability / length ** length_penalty"
     )
     visible_tests: bool = Field(
-        True,
+        default=True,
         description="rerank the finished beams by the spec's own tests, run in the sandbox (after whether "
         "they parse, before their score)",
     )

@@ -30,12 +30,12 @@ class TreeSettings(Strict):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     selector: Literal["combined", "tree"] = Field(
-        "combined",
+        default="combined",
         description="combined: the tree score with the mean log-probability, the visible tests and the parse "
         "state, by weights fitted on MBPP-train pools; tree: the tree score alone",
     )
     snippets: bool = Field(
-        True, description="with retrieval_augmentation: rerank the draft's snippets by structural similarity"
+        default=True, description="with retrieval_augmentation: rerank the draft's snippets by structural similarity"
     )
 
 
