@@ -17,7 +17,7 @@ from models.activities import GENERATE_BODIES, GENERATE_CANDIDATES, PLAN_MODULE,
 from models.generation import (
     CandidatesInput,
     CandidatesResult,
-    GenerationInput,
+    ModelTask,
     Plan,
     PlanInput,
     RecordGenerationInput,
@@ -46,7 +46,7 @@ class GenerationActivities:
         except provider_keys.ProviderKeyUnreadable as err:  # a changed secret: store the key again
             raise ApplicationError(str(err), type="ModelUnavailable", non_retryable=True) from err
 
-    async def _chat(self, job: GenerationInput) -> generate.Chat:
+    async def _chat(self, job: ModelTask) -> generate.Chat:
         """One model call for this job: the backend, the tenant's provider key, failures as error types."""
         try:
             backend = self._manager.backend(job.model)
@@ -61,7 +61,7 @@ class GenerationActivities:
             else None,  # ModelCall.many asks only a "batch" backend for several answers at once
         )
 
-    async def _on_thread(self, step, job: GenerationInput, *args):
+    async def _on_thread(self, step, job: ModelTask, *args):
         """`step(chat, job, *args, progress)` of codegen.generate on a thread, heartbeating its progress."""
         chat, progress = await self._chat(job), Progress()
         try:
@@ -73,15 +73,16 @@ class GenerationActivities:
     @permanent_failures
     async def generate_candidates(self, inp: CandidatesInput) -> CandidatesResult:
         """n candidates for one spec (codegen.generate.candidates on a thread, heartbeating meanwhile)."""
-        return await self._on_thread(generate.candidates, inp.job, inp.references, inp.round)
+        return await self._on_thread(generate.candidates, inp.model_task(), inp.references, inp.round)
 
     @activity.defn(name=PLAN_MODULE.name)
     @permanent_failures
     async def plan_module(self, inp: PlanInput) -> Plan:
         """hierarchical_generation, step 1: a checked plan (greedy; each retry is told the last error)."""
-        chat = await self._chat(inp.job)
+        task = inp.model_task()
+        chat = await self._chat(task)
         try:
-            return await heartbeating(asyncio.to_thread(generate.plan, chat, inp.job, inp.attempts))
+            return await heartbeating(asyncio.to_thread(generate.plan, chat, task, inp.attempts))
         except hierarchical.PlanError as err:
             raise ApplicationError(f"hierarchical_generation: {err}", type="PlanInvalid", non_retryable=True) from err
 
@@ -91,7 +92,7 @@ class GenerationActivities:
         """hierarchical_generation, step 2: per candidate, one model call per planned item, then the module."""
         if inp.plan is None:
             raise ApplicationError("generate_bodies needs a plan", type="BadRequest", non_retryable=True)
-        return await self._on_thread(generate.bodies, inp.job, inp.plan, inp.references, inp.round)
+        return await self._on_thread(generate.bodies, inp.model_task(), inp.plan, inp.references, inp.round)
 
     @activity.defn(name=TECHNIQUE_STEP.name)
     @permanent_failures

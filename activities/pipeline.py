@@ -83,7 +83,6 @@ class PipelineActivities:
         )
         problems: list[SpecProblem] = []
         snapshots: list[SpecSnapshot] = []
-        queries: dict[UUID, str] = {}
         if inp.only is not None:
             specs = [s for s in specs if s.id in set(inp.only)]
         if not specs:
@@ -93,7 +92,6 @@ class PipelineActivities:
             label = f"{tpl.name}@{tpl.version}"
             for v in await checked_value_violations(tpl.schema_, spec.values):
                 problems.append(SpecProblem(instance_id=spec.id, template=label, path=v.path, message=v.message))
-            queries[spec.id] = spec_view(tpl.schema_, spec.values).query()
             snapshots.append(
                 SpecSnapshot(
                     template_id=tpl.id,
@@ -108,7 +106,6 @@ class PipelineActivities:
         return SpecsCheckResult(
             problems=problems,
             specs=snapshots,
-            retrieval_queries=queries,
             settings=PipelineSettings.model_validate(effective.model_dump()),
         )
 

@@ -54,6 +54,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoint", action="append", default=[], help="LABEL=PATH of another tree checkpoint")
     p.add_argument("--mbpp", type=Path, default=None, help="MBPP's jsonl: measure the snippet reranker too")
     p.add_argument("--train-pools", type=Path, default=None, help="the MBPP-train pools (snippet reranking)")
+    p.add_argument(
+        "--ablate",
+        action="store_true",
+        help="also train the encoder with sequential positions and with none, with the built-in one's parameters "
+        "and data (--train-pools, --mbpp), into .specmill/bench/tree-<positions>/, and compare them",
+    )
     p.add_argument("--out", type=Path, default=None)
     return p.parse_args(argv)
 
@@ -193,6 +199,29 @@ def snippet_ranks(selector: checkpoints.Selector, train_pools: list[dict], mbpp:
     }
 
 
+def ablations(builtin: checkpoints.Selector, train_pools: Path | None, mbpp: Path | None) -> dict:
+    """The encoder at equal size and data, with sequential positions and with none (trained once, kept)."""
+    from codegen.tree.build import build_builtin
+    from models.training import TreeTraining
+
+    if train_pools is None:
+        raise SystemExit("--ablate needs --train-pools (and --mbpp if the built-in one was trained with it)")
+    params = TreeTraining.model_validate(builtin.meta["params"])
+    records = read_pools(train_pools)
+    if len(records) != builtin.meta["phase2"]["pools"] + builtin.meta["combiner"]["pools"]:
+        raise SystemExit(f"{train_pools} is not the data the built-in checkpoint was trained on")
+    if builtin.meta.get("mbpp_solutions") and mbpp is None:
+        raise SystemExit("the built-in checkpoint read MBPP's solutions: give --mbpp too")
+    out = {}
+    for positions in ("sequential", "none"):
+        root = ROOT / ".specmill" / "bench" / f"tree-{positions}"
+        if not checkpoints.versions(checkpoints.builtin_dir(root)):
+            variant = params.model_copy(update={"positions": positions})
+            build_builtin(root, root / "work", records, variant, mbpp)
+        out[f"{positions} positions"] = checkpoints.builtin(root)
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     import torch
@@ -205,6 +234,8 @@ def main(argv: list[str] | None = None) -> dict:
     for spec in args.checkpoint:
         label, _, path = spec.partition("=")
         found[label] = checkpoints.read(Path(path), label)
+    if args.ablate:
+        found.update(ablations(found["built-in"], args.train_pools, args.mbpp))
     selectors, cost, meta = {}, {}, {}
     for label, selector in found.items():
         trees, combined, seconds = tree_scores(selector, records)

@@ -70,7 +70,7 @@ def pool(problem: ev.Problem, chat: generate.ModelCall, cfg: ev.EvalConfig, n: i
     job = ev.job_for(problem, cfg).model_copy(update={"n": n})
     started = time.perf_counter()
     try:
-        result = generate.candidates(chat, job, [], 1)
+        result = generate.candidates(chat, job.task(), [], 1)
     except ValueError as err:  # a prompt longer than the model's context
         return {"task_id": problem.task_id, "error": str(err)[:300], "candidates": []}
     generation_s = time.perf_counter() - started

@@ -45,10 +45,17 @@ from codegen import generate, technique_steps
 from codegen.candidate_tests import docstring_tests, run_candidates
 from codegen.hierarchical import PlanError
 from models.builtin_templates import PYTHON_FUNCTION, SYSTEM_TENANT, builtin_id
-from models.generation import CandidatesResult, CandidateTests, GenerationInput, Plan, Reference, SpecSnapshot
+from models.generation import (
+    CandidatesResult,
+    CandidateTests,
+    GenerationInput,
+    Plan,
+    Reference,
+    SpecSnapshot,
+    generation_job,
+)
 from models.generation_steps import best, run_steps
 from models.schema_rules import values_hash
-from models.spec_view import spec_view
 from models.techniques import TechniqueOptions
 from models.techniques.syntax_aware_beam_search import TECHNIQUE as BEAM
 from sandbox import SandboxConfig, run_tests
@@ -189,12 +196,12 @@ class _InProcessSteps:
         return out
 
     async def plan(self) -> Plan:
-        return generate.plan(self.chat, self.job)
+        return generate.plan(self.chat, self.job.task())
 
     async def candidates(self, references: list[Reference], round_: int, plan: Plan | None) -> CandidatesResult:
         if plan is not None:
-            return generate.bodies(self.chat, self.job, plan, references, round_)
-        return generate.candidates(self.chat, self.job, references, round_)
+            return generate.bodies(self.chat, self.job.task(), plan, references, round_)
+        return generate.candidates(self.chat, self.job.task(), references, round_)
 
     async def technique(self, name: str, step: str, payload: dict) -> dict:
         """As the generation worker's technique_step, with the built-in checkpoints (no tenant)."""
@@ -222,17 +229,15 @@ def job_for(problem: Problem, cfg: EvalConfig) -> GenerationInput:
         values=problem.values,
         values_hash=values_hash(problem.values),
     )
-    return GenerationInput(
+    return generation_job(
+        spec,
         generation_id=uuid5(NAMESPACE_URL, problem.task_id),
         tenant_id=SYSTEM_TENANT,
         user_id=SYSTEM_TENANT,
-        spec=spec,
         model=cfg.model,
         techniques=cfg.techniques,
         max_new_tokens=cfg.max_new_tokens,
         n=1,
-        temperature=0.0,
-        retrieval_query=spec_view(PYTHON_FUNCTION, problem.values).query(),
         options=cfg.options,
         visible_tests=problem.visible,
     )

@@ -18,8 +18,8 @@ from codegen.base import Completion, GenerationParams, Message
 from codegen.declared_imports import with_imports
 from codegen.prompts import build_messages, extract_code, parses, syntax_error
 from codegen.syntax_check import parsing_prefix
-from models.generation import Candidate, CandidatesResult, GenerationInput, Plan, Reference
-from models.spec_view import SpecView, spec_view
+from models.generation import Candidate, CandidatesResult, ModelTask, Plan, Reference
+from models.spec_view import SpecView
 from models.techniques import REGISTRY, Mode, resolve
 from models.techniques.base import JsonSchema
 from models.techniques.hierarchical_generation import SETTINGS as HIERARCHICAL
@@ -75,21 +75,22 @@ def within_budget(contents: list[str], budget_tokens: int = RETRIEVAL.budget_tok
     return chosen
 
 
-def candidate_temperature(job: GenerationInput, index: int) -> float:
+def candidate_temperature(job: ModelTask, index: int) -> float:
     """Greedy asked for n > 1: the first candidate is greedy, the others sampled so that they differ."""
     if job.temperature == 0.0 and index > 0:
         return SAMPLED_TEMPERATURE
     return job.temperature
 
 
-def modes(chat: Chat, job: GenerationInput, view: SpecView) -> dict[str, Mode]:
-    """How each of the job's techniques runs on this model (Unsupported, a ValueError, when one cannot)."""
+def modes(chat: Chat, job: ModelTask, view: SpecView) -> dict[str, Mode]:
+    """How each of the job's techniques runs on this model: as the caller resolved them (the API does),
+    else resolved here (Unsupported, a ValueError, when one cannot run)."""
+    if job.modes is not None:
+        return job.modes
     return resolve(job.techniques, model=job.model, capabilities=chat.capabilities, language=view.language, n=job.n)
 
 
-def candidate_params(
-    job: GenerationInput, round_: int, index: int, modes: dict[str, Mode] | None = None
-) -> GenerationParams:
+def candidate_params(job: ModelTask, round_: int, index: int, modes: dict[str, Mode] | None = None) -> GenerationParams:
     """The decoding of one candidate: greedy or sampled, and what each technique adds to it where the
     model runs it (a beam search, the Python grammar)."""
     temperature = candidate_temperature(job, index)
@@ -107,7 +108,7 @@ def candidate_params(
     )
 
 
-def plan_params(job: GenerationInput) -> GenerationParams:
+def plan_params(job: ModelTask) -> GenerationParams:
     """The plan is greedy and constrained to its JSON Schema where the backend can (local_llama)."""
     return GenerationParams(
         max_new_tokens=max(job.max_new_tokens, HIERARCHICAL.plan_min_tokens),
@@ -122,14 +123,14 @@ def _references(references: list[Reference]) -> list[str] | None:
 
 def candidates(
     chat: Chat,
-    job: GenerationInput,
+    job: ModelTask,
     references: list[Reference],
     round_: int,
     progress: Progress | None = None,
 ) -> CandidatesResult:
     """`job.n` candidates for one spec, one model call each (or one beam search, whose finished beams
     are the candidates), with the references in the prompt."""
-    view = spec_view(job.spec.schema_, job.spec.values)
+    view = job.view
     how = modes(chat, job, view)
     messages = build_messages(view, references=_references(references), feedback=job.feedback)
     retries = max(
@@ -202,7 +203,7 @@ def _cut_back(code: str) -> tuple[str, str | None]:
 
 
 def _batched(
-    chat: Chat, job: GenerationInput, round_: int, how: dict[str, Mode], messages: list[Message], retries: int
+    chat: Chat, job: ModelTask, round_: int, how: dict[str, Mode], messages: list[Message], retries: int
 ) -> list[Completion] | None:
     """n > 1 candidates on a model with the `batch` capability: all of them from one batched pass
     (None: one call each, as when a check-and-retry may ask again for any one of them)."""
@@ -257,16 +258,15 @@ def _asked_until_it_parses(
     )
 
 
-def plan(chat: Chat, job: GenerationInput, attempts: int = HIERARCHICAL.plan_attempts) -> Plan:
+def plan(chat: Chat, job: ModelTask, attempts: int = HIERARCHICAL.plan_attempts) -> Plan:
     """hierarchical_generation, step 1: a checked plan; PlanError when none is valid after `attempts`."""
-    view = spec_view(job.spec.schema_, job.spec.values)
     params = plan_params(job)
-    return hierarchical.make_plan(lambda messages: chat(messages, params), view, attempts=attempts)
+    return hierarchical.make_plan(lambda messages: chat(messages, params), job.view, attempts=attempts)
 
 
 def bodies(
     chat: Chat,
-    job: GenerationInput,
+    job: ModelTask,
     plan: Plan,
     references: list[Reference],
     round_: int,
@@ -274,7 +274,7 @@ def bodies(
 ) -> CandidatesResult:
     """hierarchical_generation, step 2: per candidate, one model call per planned item, then the module
     assembled in plan order (imports once at the top)."""
-    view = spec_view(job.spec.schema_, job.spec.values)
+    view = job.view
     refs = _references(references)
     out: list[Candidate] = []
     for i in range(job.n):

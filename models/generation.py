@@ -9,7 +9,8 @@ from pydantic import BaseModel, Field, model_validator
 
 from models.common import ModelName, Public, Strict, UtcDatetime
 from models.registry import JsonObject
-from models.techniques import TechniqueOptions, check_options
+from models.spec_view import SpecView, spec_view
+from models.techniques import Mode, TechniqueOptions, check_options
 from models.techniques.hierarchical_generation import SETTINGS as HIERARCHICAL
 from models.techniques.retrieval_augmentation import SETTINGS as RETRIEVAL
 
@@ -113,6 +114,98 @@ class GenerationInput(BaseModel):
         "hidden tests",
     )
     integration_queue: str = "integration"
+    view: SpecView | None = Field(
+        default=None, description="The spec as the generator reads it, read once (None: a job recorded before it)"
+    )
+    modes: dict[str, Mode] | None = Field(
+        default=None, description="How each technique runs on the model, when the caller resolved them (the API)"
+    )
+
+    def spec_view(self) -> SpecView:
+        return self.view if self.view is not None else spec_view(self.spec.schema_, self.spec.values)
+
+    def task(self) -> ModelTask:
+        """What the generation's model calls need of it."""
+        return ModelTask(
+            tenant_id=self.tenant_id,
+            model=self.model,
+            techniques=self.techniques,
+            modes=self.modes,
+            max_new_tokens=self.max_new_tokens,
+            n=self.n,
+            temperature=self.temperature,
+            options=self.options,
+            feedback=self.feedback,
+            view=self.spec_view(),
+        )
+
+
+class ModelTask(BaseModel):
+    """The input of a generation's model calls (plan, candidates, bodies): the spec as read once, the model
+    and its decoding, the techniques (and how each runs, when the caller resolved them); not the job's
+    schema, values or placement."""
+
+    tenant_id: UUID
+    model: str
+    techniques: list[str]
+    modes: dict[str, Mode] | None = None
+    max_new_tokens: int
+    n: int
+    temperature: float
+    options: TechniqueOptions = Field(default_factory=TechniqueOptions)
+    feedback: str | None = None
+    view: SpecView
+
+
+def visible_tests_of(view: SpecView) -> list[str]:
+    """What candidates are ranked by: the spec's `tests`, each after the spec's test `setup` lines (a test
+    runs on its own in the sandbox, so each carries its setup)."""
+    return ["\n".join([*view.setup, test]) for test in view.tests] if view.setup else list(view.tests)
+
+
+def generation_job(
+    spec: SpecSnapshot,
+    *,
+    generation_id: UUID,
+    tenant_id: UUID,
+    user_id: UUID,
+    model: str,
+    techniques: list[str],
+    max_new_tokens: int,
+    n: int,
+    temperature: float = 0.0,
+    options: Any = None,
+    modes: dict[str, Mode] | None = None,
+    feedback: str | None = None,
+    visible_tests: list[str] | None = None,
+    view: SpecView | None = None,
+    **placement: Any,
+) -> GenerationInput:
+    """The one constructor of a generation job: POST /api/generate, a project's pipeline (inside its workflow:
+    this is pure) and `make eval` all call it. The spec is read here, once (`view`); its retrieval query and
+    its visible tests come from that reading (`visible_tests` replaces the latter: the eval's docstring
+    examples). `view`: the caller's reading of this spec, when it needed one first (the API checks the
+    techniques against its language). `placement`: the queues, and a pipeline's project, concurrency
+    limit and lease queue."""
+    view = view if view is not None else spec_view(spec.schema_, spec.values)
+    return GenerationInput(
+        generation_id=generation_id,
+        tenant_id=tenant_id,
+        user_id=user_id,
+        spec=spec,
+        model=model,
+        techniques=techniques,
+        max_new_tokens=max_new_tokens,
+        n=n,
+        temperature=temperature,
+        options=options if options is not None else TechniqueOptions(),
+        modes=modes,
+        feedback=feedback,
+        retrieval_query=view.query(),
+        visible_tests=visible_tests if visible_tests is not None else visible_tests_of(view),
+        view=view,
+        **placement,
+    )
 
 
 class Reference(BaseModel):
@@ -146,15 +239,31 @@ class Plan(BaseModel):
 
 
 class PlanInput(BaseModel):
-    job: GenerationInput
+    task: ModelTask | None = None
+    job: GenerationInput | None = Field(default=None, description="Recorded before `task`: the whole job")
     attempts: int = HIERARCHICAL.plan_attempts
+
+    def model_task(self) -> ModelTask:
+        return _task_of(self.task, self.job)
 
 
 class CandidatesInput(BaseModel):
-    job: GenerationInput
+    task: ModelTask | None = None
+    job: GenerationInput | None = Field(default=None, description="Recorded before `task`: the whole job")
     references: list[Reference] = Field(default_factory=list)
     round: int = 1
     plan: Plan | None = Field(None, description="hierarchical_generation: one body per planned item")
+
+    def model_task(self) -> ModelTask:
+        return _task_of(self.task, self.job)
+
+
+def _task_of(task: ModelTask | None, job: GenerationInput | None) -> ModelTask:
+    if task is not None:
+        return task
+    if job is None:
+        raise ValueError("a model call needs its task")
+    return job.task()
 
 
 class CandidateTests(BaseModel):

@@ -21,8 +21,8 @@ from models.generation import (
     Plan,
     Provenance,
     Reference,
+    visible_tests_of,
 )
-from models.spec_view import spec_view
 from models.techniques import active
 from models.techniques.base import Run
 
@@ -74,13 +74,11 @@ def best(candidates: list[Candidate]) -> Candidate | None:
 
 
 def visible_tests(inp: GenerationInput) -> list[str]:
-    """What candidates are ranked by: the job's own visible tests, else the spec's `tests`, each after the
-    spec's test `setup` lines (TestCandidatesInput carries tests only, so each test carries its setup;
-    a spec without setup lines, as every one before templates had them, gets its tests unchanged)."""
+    """What candidates are ranked by: the job's visible tests (models/generation.py: generation_job sets
+    them), else, for a job recorded before it did, the spec's `tests` after its setup lines."""
     if inp.visible_tests is not None:
         return inp.visible_tests
-    view = spec_view(inp.spec.schema_, inp.spec.values)
-    return ["\n".join([*view.setup, test]) for test in view.tests] if view.setup else view.tests
+    return visible_tests_of(inp.spec_view())
 
 
 def wants_tests(inp: GenerationInput) -> bool:

@@ -220,7 +220,6 @@ class SpecsCheckResult(BaseModel):
     problems: list[SpecProblem] = Field(default_factory=list)
     specs: list[SpecSnapshot] = Field(default_factory=list)
     settings: PipelineSettings = Field(default_factory=PipelineSettings)
-    retrieval_queries: dict[UUID, str] = Field(default_factory=dict, description="instance id -> what RA searches")
 
 
 class CompleteSpecs(BaseModel):

@@ -10,8 +10,9 @@ without any template-specific code. Pure: the API, the workers and the eval shar
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any
+
+from pydantic import BaseModel, Field
 
 from models import spec_paths
 from models.spec_paths import object_at
@@ -19,21 +20,21 @@ from models.spec_paths import object_at
 ROLES = ("name", "description", "signature", "tests", "items", "context", "imports", "setup")
 
 
-@dataclass
-class SpecView:
-    """The parts of a spec instance the generator uses, by role."""
+class SpecView(BaseModel):
+    """The parts of a spec instance the generator uses, by role: read once per generation (the job's
+    `view`, models/generation.py: generation_job) and carried to the activities that need it."""
 
     language: str = "python"
     path: str = "main.py"
     name: str | None = None
     description: str | None = None
-    signatures: list[str] = field(default_factory=list)
-    tests: list[str] = field(default_factory=list)
-    items: list[dict[str, Any]] = field(default_factory=list)
-    context: list[str] = field(default_factory=list)
-    requirements: list[str] = field(default_factory=list)
-    imports: list[str] = field(default_factory=list)  # import lines the module must have
-    setup: list[str] = field(default_factory=list)  # lines run before the tests, in their namespace
+    signatures: list[str] = Field(default_factory=list)
+    tests: list[str] = Field(default_factory=list)
+    items: list[dict[str, Any]] = Field(default_factory=list)
+    context: list[str] = Field(default_factory=list)
+    requirements: list[str] = Field(default_factory=list)
+    imports: list[str] = Field(default_factory=list)  # import lines the module must have
+    setup: list[str] = Field(default_factory=list)  # lines run before the tests, in their namespace
 
     def query(self) -> str:
         """What retrieval searches with: the description and the signatures."""

@@ -6,6 +6,7 @@ prompt building, the workflow, parsing, provenance and events, not code quality.
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -142,6 +143,32 @@ async def test_retrieval_augmentation_records_the_snippets_used(api, new_tenant)
     body = resp.json()
     assert snip["id"] in body["provenance"]["retrieved_snippets"]
     assert all(c["techniques"] == [RETRIEVAL] for c in body["candidates"])
+
+
+async def test_the_job_reads_the_spec_once_and_model_calls_get_only_their_task(api, tenant, temporal):
+    resp = await api.post(
+        "/api/generate",
+        json={"template": FN, "values": VALUES, "max_new_tokens": 8, "n": 2, "model": "openai_api"},
+        headers=tenant.headers,
+    )
+    assert resp.status_code == 200, resp.text
+    history = await temporal.get_workflow_handle(f"generation-{resp.json()['id']}").fetch_history()
+    started = history.events[0].workflow_execution_started_event_attributes
+    job = json.loads(started.input.payloads[0].data)
+    # read once, by the API: the view, the query and the visible tests; the techniques resolved there too
+    assert job["view"]["tests"] == VALUES["tests"] and job["view"]["signatures"] == [VALUES["signature"]]
+    assert job["retrieval_query"] == f"{VALUES['description']}\n{VALUES['signature']}"
+    assert job["visible_tests"] == VALUES["tests"] and job["modes"] == {}
+    calls = [
+        json.loads(e.activity_task_scheduled_event_attributes.input.payloads[0].data)
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+        and e.activity_task_scheduled_event_attributes.activity_type.name == "generate_candidates"
+    ]
+    assert len(calls) == 1 and calls[0]["job"] is None
+    task = calls[0]["task"]
+    assert task["view"] == job["view"] and task["n"] == 2
+    assert "x-specmill" not in json.dumps(task)  # the template's JSON Schema stays out of the model calls
 
 
 async def test_inline_template(api, tenant):

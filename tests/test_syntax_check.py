@@ -130,7 +130,7 @@ def _job(techniques: list[str]):
         max_new_tokens=384,
         n=1,
         temperature=0.0,
-    )
+    ).task()
 
 
 TRUNCATED = "```python\ndef f(x):\n    return x + 1\n\n\ndef g(y):\n    return (y,\n"

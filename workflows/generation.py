@@ -56,6 +56,8 @@ TECHNIQUE_RETRY = RetryPolicy(
 )
 RECORD_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 CANDIDATE_TESTS_PATCH = "candidate-tests"  # the visible tests step: new histories only
+# The model calls get what they need (ModelTask: the spec as read once) instead of the whole job.
+MODEL_TASK_PATCH = "model-task-inputs"
 # Candidate tests hold one of the tenant's sandbox slots (before: they took any free integration slot).
 SANDBOX_SLOT_PATCH = "candidate-tests-sandbox-slot"
 
@@ -107,6 +109,10 @@ class _ActivitySteps:
     def __init__(self, inp: GenerationInput) -> None:
         self.inp = inp
 
+    def _model_input(self) -> dict:
+        """The task of a model call; before the patch, the whole job (what histories recorded then hold)."""
+        return {"task": self.inp.task()} if workflow.patched(MODEL_TASK_PATCH) else {"job": self.inp}
+
     async def retrieve(self, query: str, top_k: int) -> list[Reference]:
         return await execute(
             RETRIEVE_REFERENCES,
@@ -122,7 +128,7 @@ class _ActivitySteps:
         """hierarchical_generation: a checked plan first (an invalid one after its retries fails the generation)."""
         return await execute(
             PLAN_MODULE,
-            PlanInput(job=self.inp),
+            PlanInput(**self._model_input()),
             tenant_id=self.inp.tenant_id,
             start_to_close_timeout=timedelta(minutes=30),
             heartbeat_timeout=timedelta(seconds=30),
@@ -133,7 +139,7 @@ class _ActivitySteps:
     async def candidates(self, references: list[Reference], round_: int, plan: Plan | None) -> CandidatesResult:
         return await execute(
             GENERATE_BODIES if plan is not None else GENERATE_CANDIDATES,
-            CandidatesInput(job=self.inp, references=references, round=round_, plan=plan),
+            CandidatesInput(**self._model_input(), references=references, round=round_, plan=plan),
             tenant_id=self.inp.tenant_id,
             start_to_close_timeout=timedelta(minutes=30),
             heartbeat_timeout=timedelta(seconds=30),

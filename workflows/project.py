@@ -50,7 +50,7 @@ with workflow.unsafe.imports_passed_through():
         ActivityType,
     )
     from models.common import TERMINAL_STATES, ProjectState
-    from models.generation import GENERATION_WORKFLOW, GenerationInput, GenerationResult, LeaseInput, SpecSnapshot
+    from models.generation import GENERATION_WORKFLOW, GenerationResult, LeaseInput, SpecSnapshot, generation_job
     from models.orchestrator import (
         PROJECT_WORKFLOW,
         SANDBOX_UNAVAILABLE,
@@ -395,24 +395,23 @@ class ProjectWorkflow:
 
         async def one(spec: SpecSnapshot) -> InstanceOutput:
             async with gate:
-                job = GenerationInput(
+                fields = self._candidates(cfg)
+                job = generation_job(
+                    spec,
                     generation_id=workflow.uuid4(),
                     tenant_id=self._inp.tenant_id,
                     user_id=self._inp.user_id,
-                    spec=spec,
                     model=cfg.model,
                     techniques=cfg.techniques,
                     max_new_tokens=cfg.max_new_tokens,
-                    temperature=0.0,
-                    retrieval_query=specs.retrieval_queries.get(spec.instance_id, "")
-                    if spec.instance_id is not None
-                    else "",
-                    knowledge_queue=self._inp.queues.knowledge,
-                    **self._candidates(cfg),
+                    n=fields.pop("n"),
+                    options=fields.pop("options", None),
                     feedback=feedback.get(spec.instance_id),
+                    knowledge_queue=self._inp.queues.knowledge,
                     project_id=self._inp.project_id,
                     concurrency_limit=cfg.generation_concurrency,
                     lease_queue=self._inp.queues.orchestrator,
+                    **fields,
                 )
                 try:
                     result = await workflow.execute_child_workflow(

@@ -31,12 +31,13 @@ from models.generation import (
     GenerationSummary,
     InlineTemplate,
     SpecSnapshot,
+    generation_job,
     generation_workflow_id,
     with_project_settings,
 )
 from models.schema_rules import values_hash
 from models.spec_view import spec_view
-from models.techniques import TECHNIQUES, TechniqueInfo, resolve, supported_backends
+from models.techniques import TECHNIQUES, Mode, TechniqueInfo, resolve, supported_backends
 from models.techniques.tree_transformers import TECHNIQUE as TREE
 from models.training import TrainTreeInput, TrainTreeRequest
 from store import generations, instances, leases, pipeline_settings, projects, templates
@@ -161,7 +162,7 @@ def _check_budget(res, body: GenerateRequest) -> None:
         )
 
 
-def _techniques(models: ModelManager, body: GenerateRequest, language: str) -> list[str]:
+def _techniques(models: ModelManager, body: GenerateRequest, language: str) -> dict[str, Mode]:
     """The requested techniques, checked: unknown, unimplemented, or not for this model, this spec's
     language or these settings is a 422."""
     try:
@@ -174,7 +175,7 @@ def _techniques(models: ModelManager, body: GenerateRequest, language: str) -> l
         )
     except ValueError as err:
         raise Invalid(str(err)) from err
-    return list(how)
+    return how
 
 
 @router.post(
@@ -204,8 +205,9 @@ async def generate(body: GenerateRequest, res: ResourcesDep, models: ModelsDep, 
     spec, project_id = await _resolve(res.pool, p, body)
     body = await _with_project(res.pool, p, body, project_id)
     _check_budget(res, body)
-    view = spec_view(spec.schema_, spec.values)
-    techniques = _techniques(models, body, view.language)
+    view = spec_view(spec.schema_, spec.values)  # the one reading of the spec: the job carries it
+    how = _techniques(models, body, view.language)
+    techniques = list(how)
     missing = [why for why in (await _unavailable(models, techniques)).values() if why]
     if missing:
         raise Invalid(missing[0])
@@ -229,7 +231,24 @@ async def generate(body: GenerateRequest, res: ResourcesDep, models: ModelsDep, 
     except BaseException:
         await leases.release(res.pool, tenant_id=p.tenant_id, holder=generation_workflow_id(gid))
         raise
-    handle = await _start(res, p, gid, spec, body, techniques, view.query())
+    job = generation_job(
+        spec,
+        generation_id=gid,
+        tenant_id=p.tenant_id,
+        user_id=p.user_id,
+        model=body.model,
+        techniques=techniques,
+        max_new_tokens=body.max_new_tokens,
+        n=body.n,
+        temperature=body.temperature,
+        options=body.options,
+        modes=how,
+        view=view,
+        knowledge_queue=res.settings.queue(KNOWLEDGE),
+        integration_queue=res.settings.queue(INTEGRATION),
+        lease_queue=res.settings.queue(ORCHESTRATOR),
+    )
+    handle = await _start(res, p, job)
     try:
         result = await asyncio.wait_for(asyncio.shield(handle.result()), res.settings.generate_wait_seconds)
     except asyncio.TimeoutError:
@@ -247,32 +266,17 @@ async def generate(body: GenerateRequest, res: ResourcesDep, models: ModelsDep, 
     return result
 
 
-async def _start(res, p: Principal, gid: UUID, spec: SpecSnapshot, body: GenerateRequest, techniques, query: str):
+async def _start(res, p: Principal, job: GenerationInput):
     """Start the generation workflow; Temporal not answering records the generation failed and is a 503."""
-    s = res.settings
+    gid, spec = job.generation_id, job.spec
     try:
         return await res.temporal.start_workflow(
             GENERATION_WORKFLOW,
-            GenerationInput(
-                generation_id=gid,
-                tenant_id=p.tenant_id,
-                user_id=p.user_id,
-                spec=spec,
-                model=body.model,
-                techniques=techniques,
-                max_new_tokens=body.max_new_tokens,
-                n=body.n,
-                temperature=body.temperature,
-                knowledge_queue=s.queue(KNOWLEDGE),
-                integration_queue=s.queue(INTEGRATION),
-                lease_queue=s.queue(ORCHESTRATOR),
-                retrieval_query=query,
-                options=body.options,
-            ),
+            job,
             id=generation_workflow_id(gid),
-            task_queue=s.queue(GENERATION),
+            task_queue=res.settings.queue(GENERATION),
             result_type=GenerationResult,
-            static_summary=f"{spec.template_name}@{spec.template_version} with {body.model}",
+            static_summary=f"{spec.template_name}@{spec.template_version} with {job.model}",
             priority=tenant_priority(p.tenant_id),
         )
     except (RPCError, RuntimeError) as err:
@@ -282,8 +286,8 @@ async def _start(res, p: Principal, gid: UUID, spec: SpecSnapshot, body: Generat
             generation_id=gid,
             tenant_id=p.tenant_id,
             spec=spec,
-            model=body.model,
-            techniques=techniques,
+            model=job.model,
+            techniques=job.techniques,
             result=None,
             error="could not start: Temporal unavailable",
         )
