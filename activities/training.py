@@ -26,11 +26,18 @@ class TrainingActivities:
     @permanent_failures
     async def train_tree(self, inp: TrainTreeInput) -> TrainTreeResult:
         """One training run on a thread, heartbeating its phase and step; its work directory (named after
-        the workflow, so that a retry finds it) holds each phase's checkpoint until the run is done."""
+        the workflow run, so that a retry finds it) holds each phase's checkpoint until the run is done. An
+        earlier run of the same workflow id that ended without finishing (terminated, or failed) left its
+        own directory: it is removed, never resumed with other parameters."""
         from codegen.tree import build, checkpoints  # torch: only where training runs
 
         models_path = self._settings.models_path
-        work = checkpoints.root(models_path) / "work" / (activity.info().workflow_id or "run")
+        info = activity.info()
+        runs = checkpoints.root(models_path) / "work" / (info.workflow_id or "run")
+        work = runs / info.workflow_run_id
+        for stale in runs.iterdir() if runs.is_dir() else ():
+            if stale != work:
+                shutil.rmtree(stale, ignore_errors=True)
         progress = Progress()
         try:
             if inp.tenant_id is None:
@@ -48,5 +55,5 @@ class TrainingActivities:
             raise ApplicationError(str(err), type="TechniqueUnavailable", non_retryable=True) from err
         except (ValueError, OSError) as err:
             raise ApplicationError(f"tree training: {err}", type="TrainingInvalid", non_retryable=True) from err
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(runs, ignore_errors=True)
         return TrainTreeResult(**result.model_dump())

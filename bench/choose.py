@@ -46,6 +46,7 @@ from codegen.tree.select import features
 from models.settings import Settings
 
 PRIMARY = "visible tests, then mean log-probability"
+ORDER = "parses, visible tests, then candidate order"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -121,6 +122,11 @@ def evaluate(records: list[dict], selectors: dict[str, list[list[float]]], cost:
         "greedy": [[1.0] + [0.0] * (len(r["candidates"]) - 1) for r in records],
         "mean log-probability": [[_logprob(c) for c in r["candidates"]] for r in records],
         PRIMARY: [[_share(c) * 1e3 + max(_logprob(c), -1e2) for c in r["candidates"]] for r in records],
+        # the rule before: parses, visible tests, then the earlier candidate (greedy first)
+        ORDER: [
+            [_share(c) * 1e3 + (c.get("parses") is True) * 1e4 - i for i, c in enumerate(r["candidates"])]
+            for r in records
+        ],
     }
     every = {**base, **selectors}
     chosen = {name: [p[_pick_scores(s)] for p, s in zip(passed, scores, strict=True)] for name, scores in every.items()}
@@ -222,6 +228,29 @@ def ablations(builtin: checkpoints.Selector, train_pools: Path | None, mbpp: Pat
     return out
 
 
+def render(result: dict) -> str:
+    """The selectors as a markdown table (docs/generator.md shows it)."""
+    lines = [
+        "| selector | pass@1 (solved) | gap closed | AUROC within mixed pools | vs primary: difference, 95% CI | "
+        "McNemar p (+/-) | s per candidate |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, row in result["selectors"].items():
+        versus = row.get("vs_primary")
+        diff = f"{versus['difference_ci95'][0]:+.3f} to {versus['difference_ci95'][1]:+.3f}" if versus else "-"
+        test = f"{versus['mcnemar_p']} (+{versus['wins']} -{versus['losses']})" if versus else "-"
+        cost = row.get("seconds_per_candidate")
+        lines.append(
+            f"| {name} | {row['pass@1']:.3f} ({row['solved']}) | {_or_dash(row.get('gap_closed'))} | "
+            f"{_or_dash(row.get('auroc_within_mixed'))} | {diff} | {test} | {_or_dash(cost)} |"
+        )
+    return "\n".join(lines)
+
+
+def _or_dash(value) -> str:
+    return "-" if value is None else str(value)
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     import torch
@@ -251,10 +280,9 @@ def main(argv: list[str] | None = None) -> dict:
         result["snippets"] = snippet_ranks(found["built-in"], read_pools(args.train_pools), args.mbpp)
     out = args.out or ROOT / "docs" / "eval" / f"selectors-{pools_path.name.split('.')[0]}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
-    for name, row in result["selectors"].items():
-        gap, auc = row.get("gap_closed"), row.get("auroc_within_mixed")
-        print(f"{name:48s} {row['pass@1']:.3f}  {row.get('solved')}  gap {gap}  auroc {auc}")
-    print(f"mixed pools: {result['mixed_pools']} of {result['problems']}; wrote {out}")
+    print(render(result))
+    print(f"mixed pools: {result['mixed_pools']} of {result['problems']}; snippets: {result.get('snippets')}")
+    print(f"wrote {out}")
     return result
 
 

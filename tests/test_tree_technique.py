@@ -165,6 +165,29 @@ async def test_a_tenant_trains_its_own_checkpoint_through_the_api(api, pool, tem
     assert resp.json()["provenance"]["techniques"][TREE]["checkpoint"] == "tenant v0001"
 
 
+async def test_a_new_run_never_resumes_what_an_unfinished_earlier_run_left(stack, tmp_path):
+    """A run terminated mid-training leaves its work directory; the next run of the same workflow id (a
+    new run id, perhaps other parameters) removes it and trains from the start."""
+    from dataclasses import replace
+
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.training import TrainingActivities
+
+    models = tmp_path / "models"
+    pool_file = tmp_path / "pools.jsonl"
+    pool_file.write_text("".join(json.dumps(r) + "\n" for r in pools()))
+    runs = checkpoints.root(models) / "work" / "tree-training-builtin"
+    (runs / "an-earlier-run").mkdir(parents=True)
+    (runs / "an-earlier-run" / "phase1.pt").write_bytes(b"the state of a run with other parameters")
+    env = ActivityEnvironment()
+    env.info = replace(ActivityEnvironment.default_info(), workflow_id="tree-training-builtin", workflow_run_id="now")
+    acts = TrainingActivities(None, stack.with_(models_dir=models))  # the built-in run reads no rows: no pool
+    result = await env.run(acts.train_tree, TrainTreeInput(params=TINY, pools=str(pool_file)))
+    assert result.label == "builtin v0001" and result.meta["phase1"]["resumed_from"] == 0
+    assert not runs.exists()
+
+
 @pytest.mark.slow
 async def test_a_training_run_resumes_from_its_checkpoint_after_its_worker_is_killed(stack, temporal, tmp_path):
     """The training worker runs as its own process (`specmill worker training`) and is killed with SIGKILL
@@ -187,7 +210,8 @@ async def test_a_training_run_resumes_from_its_checkpoint_after_its_worker_is_ki
     try:
         inp = TrainTreeInput(params=params, pools=str(pool_file))
         handle = await start_tree_training(temporal, settings, inp)
-        work = checkpoints.root(models) / "work" / handle.id
+        runs = checkpoints.root(models) / "work" / handle.id
+        work = runs / (handle.result_run_id or "")
 
         def past_a_checkpoint():
             state = work / "phase1.pt"
@@ -211,7 +235,7 @@ async def test_a_training_run_resumes_from_its_checkpoint_after_its_worker_is_ki
     ]
     assert max(attempts) >= 2
     assert result.meta["phase1"]["resumed_from"] >= 8
-    assert not work.exists()  # the run's resumable state goes once it is done
+    assert not runs.exists()  # the run's resumable state goes once it is done
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
