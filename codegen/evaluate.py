@@ -203,6 +203,9 @@ class _InProcessSteps:
             return generate.bodies(self.chat, self.job.task(), plan, references, round_)
         return generate.candidates(self.chat, self.job.task(), references, round_)
 
+    def takes(self, change: str) -> bool:
+        return True  # the eval runs today's steps
+
     async def technique(self, name: str, step: str, payload: dict) -> dict:
         """As the generation worker's technique_step, with the built-in checkpoints (no tenant)."""
         return technique_steps.run(name, step, payload, technique_steps.StepContext(self.cfg.models_path))
@@ -267,7 +270,7 @@ def solve(problem: Problem, backend, cfg: EvalConfig, retriever: MbppRetriever |
             "code": "",
         }
     candidates = result.candidates
-    chosen = best(candidates)
+    chosen = best(candidates, by_log_probability=True)  # as run_steps chose it (the eval takes every change)
     assert chosen is not None  # job_for asks for one candidate, and a completed generation has it
     program = f"{problem.prefix}\n\n{chosen.code}\n" if problem.prefix else chosen.code + "\n"
     run = run_tests(program, problem.tests, timeout_s=cfg.timeout_s, memory_mb=cfg.memory_mb, config=cfg.sandbox)

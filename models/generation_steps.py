@@ -44,16 +44,27 @@ class Steps(Protocol):
         """A technique's own work on the generation worker (`Technique.activities`)."""
         ...
 
+    def takes(self, change: str) -> bool:
+        """Whether this run takes a versioned change of these steps (the workflow: `workflow.patched`, so
+        that a run recorded before it replays as it ran; elsewhere: always)."""
+        ...
+
+
+# Ties after the visible tests go to the higher mean log-probability, then the earlier candidate (before:
+# the earlier candidate): docs/generator.md measures both on the same pools.
+RANK_BY_LOG_PROBABILITY = "rank-by-log-probability"
+
 
 MAX_TESTED = 8  # candidates run against the visible tests, at most (the best-ranked first)
 
 
-def rank(candidates: list[Candidate]) -> list[Candidate]:
+def rank(candidates: list[Candidate], by_log_probability: bool = False) -> list[Candidate]:
     """The one selection rule, for every generation (POST /api/generate, a project's pipeline, the eval).
     When a technique scored every candidate (`selection_score`, tree_transformers), the higher score, then
     the earlier candidate. Otherwise: 1. the code parses; 2. it passes more of the visible tests (when they
     ran); 3. the later round (retrieval's second round saw more); 4. the higher beam score
-    (syntax_aware_beam_search); 5. the earlier candidate (greedy first)."""
+    (syntax_aware_beam_search), else, `by_log_probability`, the higher mean log-probability (where the
+    model reports it); 5. the earlier candidate (greedy first)."""
     scores = [c.selection_score for c in candidates]
     if candidates and all(s is not None for s in scores):
         order = sorted(range(len(candidates)), key=lambda i: (-(scores[i] or 0.0), i))
@@ -63,13 +74,15 @@ def rank(candidates: list[Candidate]) -> list[Candidate]:
         i, c = ic
         passed = c.tests.passed if c.tests is not None else -1
         score = c.score if c.score is not None else 0.0
+        if c.score is None and by_log_probability and c.mean_logprob is not None:
+            score = c.mean_logprob
         return (c.parses is not True, -passed, -c.round, -score, i)
 
     return [c for _, c in sorted(enumerate(candidates), key=key)]
 
 
-def best(candidates: list[Candidate]) -> Candidate | None:
-    ranked = rank(candidates)
+def best(candidates: list[Candidate], by_log_probability: bool = False) -> Candidate | None:
+    ranked = rank(candidates, by_log_probability)
     return ranked[0] if ranked else None
 
 
@@ -133,7 +146,7 @@ async def run_steps(inp: GenerationInput, steps: Steps) -> GenerationResult:
     out = await _tested(inp, steps, out)
     for technique in techniques:
         out = await technique.choose(run, out)
-    chosen = best(out.candidates)
+    chosen = best(out.candidates, steps.takes(RANK_BY_LOG_PROBABILITY))
     files = [GeneratedFile(path=out.path, content=chosen.code)] if chosen else []
     note = None
     if chosen is not None and chosen.parses is False:

@@ -109,6 +109,9 @@ class _ActivitySteps:
     def __init__(self, inp: GenerationInput) -> None:
         self.inp = inp
 
+    def takes(self, change: str) -> bool:
+        return workflow.patched(change)
+
     def _model_input(self) -> dict:
         """The task of a model call; before the patch, the whole job (what histories recorded then hold)."""
         return {"task": self.inp.task()} if workflow.patched(MODEL_TASK_PATCH) else {"job": self.inp}
