@@ -34,7 +34,7 @@ class TrainingActivities:
         models_path = self._settings.models_path
         info = activity.info()
         runs = checkpoints.root(models_path) / "work" / (info.workflow_id or "run")
-        work = runs / info.workflow_run_id
+        work = runs / (info.workflow_run_id or "run")
         for stale in runs.iterdir() if runs.is_dir() else ():
             if stale != work:
                 shutil.rmtree(stale, ignore_errors=True)
