@@ -105,7 +105,10 @@ class TreeTransformers(Technique):
                 ],
             },
         )
-        run.notes.setdefault(self.name, {})["checkpoint"] = answer["checkpoint"]
+        notes = run.notes.setdefault(self.name, {})
+        notes["checkpoint"] = answer["checkpoint"]
+        if answer.get("note"):  # the tenant's checkpoint could not be read: the built-in one scored
+            notes["note"] = answer["note"]
         scored = [
             c.model_copy(update={"tree_score": tree, "selection_score": chosen})
             for c, tree, chosen in zip(out.candidates, answer["tree"], answer["selection"], strict=True)
