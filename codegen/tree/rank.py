@@ -29,7 +29,7 @@ from codegen.tree.checkpoints import FEATURES, Combiner, encode
 from codegen.tree.model import TreeEncoder, batch
 from codegen.tree.nodes import linearize
 from codegen.tree.select import features
-from codegen.tree.train import TrainResult, resume_state, save_state
+from codegen.tree.train import TrainResult, checkpointed_steps
 
 
 class RankConfig(BaseModel):
@@ -75,32 +75,16 @@ def train_ranking(
     exists, and leave it in eval mode. ValueError: no mixed pool, or a checkpoint of another run."""
     if not pools:
         raise ValueError("train_ranking: no pool mixes passing and failing candidates")
-    digest = _digest(pools)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
-    generator = torch.Generator().manual_seed(config.seed)
-    torch.manual_seed(config.seed)
-    step, losses = 0, []
-    if checkpoint.exists():
-        step, losses = resume_state(checkpoint, model, optimizer, generator, config, digest)
-    resumed_from = step
-    size = min(config.pools_per_step, len(pools))
-    model.train()
-    try:
-        while step < config.steps:
-            chosen = torch.randperm(len(pools), generator=generator)[:size].tolist()
-            loss = torch.stack([_pair_loss(model, pools[i]) for i in chosen]).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            losses.append(loss.item())
-            if step % config.checkpoint_every == 0 or step == config.steps:
-                save_state(checkpoint, model, optimizer, generator, config, digest, step, losses)
-            if progress is not None:
-                progress(step, losses[-1])
-    finally:
-        model.eval()
-    return TrainResult(steps=step, final_loss=losses[-1], losses=tuple(losses), resumed_from=resumed_from)
+    return checkpointed_steps(
+        model,
+        config,
+        _digest(pools),
+        checkpoint,
+        len(pools),
+        config.pools_per_step,
+        lambda chosen: torch.stack([_pair_loss(model, pools[i]) for i in chosen]).mean(),
+        progress,
+    )
 
 
 def pool_features(model: TreeEncoder, records: Sequence[dict]) -> list[tuple[list[list[float | None]], list[bool]]]:

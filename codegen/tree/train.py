@@ -137,6 +137,9 @@ class RunConfig(Protocol):
     """What a checkpointed run's configuration offers (TrainConfig here, RankConfig in codegen/tree/rank.py)."""
 
     steps: int
+    lr: float
+    seed: int
+    checkpoint_every: int
 
     def model_dump(self) -> dict[str, Any]: ...
 
@@ -161,9 +164,33 @@ def train_contrastive(
     data. An exception from `progress` stops the run; the last checkpoint stays."""
     if not data:
         raise ValueError("train_contrastive: no triplets")
-    checkpoint = Path(checkpoint)
     linears = [_linears(triplet, model.config.max_nodes) for triplet in data]
-    digest = _digest(data)
+    return checkpointed_steps(
+        model,
+        config,
+        _digest(data),
+        Path(checkpoint),
+        len(data),
+        config.batch_size,
+        lambda chosen: _info_nce(model, [linears[i] for i in chosen], config.temperature),
+        progress,
+    )
+
+
+def checkpointed_steps(
+    model: TreeEncoder,
+    config: RunConfig,
+    digest: str,
+    checkpoint: Path,
+    items: int,
+    per_step: int,
+    loss_of: Callable[[list[int]], torch.Tensor],
+    progress: Callable[[int, float], None] | None = None,
+) -> TrainResult:
+    """The training loop both phases share: AdamW over `model`, `config.steps` steps each drawing `per_step`
+    distinct items of `items` (a seeded generator) and minimising `loss_of(their indices)`, checkpointed
+    every `config.checkpoint_every` steps and at the last, resumed from `checkpoint` when it exists (see
+    the module docstring); `model` is left in eval mode."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
@@ -171,12 +198,12 @@ def train_contrastive(
     if checkpoint.exists():
         step, losses = resume_state(checkpoint, model, optimizer, generator, config, digest)
     resumed_from = step
-    size = min(config.batch_size, len(data))
+    size = min(per_step, items)
     model.train()
     try:
         while step < config.steps:
-            chosen = torch.randperm(len(data), generator=generator)[:size].tolist()
-            loss = _info_nce(model, [linears[i] for i in chosen], config.temperature)
+            chosen = torch.randperm(items, generator=generator)[:size].tolist()
+            loss = loss_of(chosen)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
