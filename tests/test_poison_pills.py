@@ -232,14 +232,15 @@ async def test_an_instance_deleted_while_generating_fails_the_project_with_the_r
     project = await _project(api, tenant, {"model": "openai_api", "debug_rounds": 0})
     pid = project["id"]
     inst = await _instance(api, tenant, pid, "vanish", ["assert vanish() == 1"])
-    coder.delay = 1.5
+    coder.hold("vanish")
     try:
         assert (await api.post(f"/api/projects/{pid}/specs/complete", headers=tenant.headers)).status_code == 200
+        await wait_for(lambda: "vanish" in coder.started, timeout=30)  # its generation is asking the model
         resp = await api.delete(f"/api/instances/{inst['id']}", headers=tenant.headers)  # in code_generation
         assert resp.status_code == 204, resp.text
-        row = await _finished(api, tenant, pid, timeout=30)
     finally:
-        coder.delay = 0.0
+        coder.release("vanish")
+    row = await _finished(api, tenant, pid, timeout=30)
     assert row["state"] == "failed"
     change = await _last_state_change(api, tenant, pid)
     assert change["from_state"] == "integration"

@@ -40,7 +40,7 @@ async def test_a_failed_project_runs_again_with_new_settings_and_completes(api, 
 
     # run again, the failing instance only, with one repair round this time
     mark = len(coder.prompts)
-    coder.delay = 0.5  # the run is still going when the second POST below arrives
+    coder.hold("twice")  # the run is still going when the second POST below arrives
     try:
         resp = await api.post(
             f"/api/projects/{pid}/runs",
@@ -61,7 +61,7 @@ async def test_a_failed_project_runs_again_with_new_settings_and_completes(api, 
         again = await api.post(f"/api/projects/{pid}/runs", json={"scope": "all"}, headers=tenant.headers)
         assert again.status_code == 409 and again.json()["run_id"] == run["id"], again.text
     finally:
-        coder.delay = 0.0
+        coder.release("twice")
     row = await _finished(api, tenant, pid)
     assert row["state"] == "completed", row["reason"]
     # its first round was told how twice failed last time, and that repaired it at once
