@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install sandbox-deps redis-server bench-sandbox demo chaos bench-gateway bench-kb bench-generate bench-fairness eval eval-pools eval-choose clean-data lint
+.PHONY: run test install sandbox-deps redis-server bench-sandbox demo chaos bench-gateway bench-kb bench-generate bench-fairness eval eval-pools eval-choose eval-defaults clean-data lint
 
 $(BIN)/python:
 	@command -v $(PY) >/dev/null 2>&1 || { echo "need Python 3.11 ($(PY))"; exit 1; }
@@ -87,6 +87,10 @@ eval-pools: install
 # the selectors on those pools (tree_transformers against the baselines): docs/eval/selectors-*.json
 eval-choose: install
 	$(BIN)/python bench/choose.py $(EVAL_ARGS)
+
+# a new tenant's default generation settings: problems solved per minute on MBPP validation (EVAL_ARGS="--mbpp PATH")
+eval-defaults: install
+	$(BIN)/python bench/defaults.py $(EVAL_ARGS)
 
 clean-data:
 	rm -rf .specmill

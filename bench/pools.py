@@ -25,6 +25,7 @@ import json
 import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,7 +68,7 @@ def problems(benchmark: str, mbpp: Path | None, limit: int | None) -> list[ev.Pr
 
 def pool(problem: ev.Problem, chat: generate.ModelCall, cfg: ev.EvalConfig, n: int) -> dict:
     """One problem's candidates, each with its visible and hidden test results."""
-    job = ev.job_for(problem, cfg).model_copy(update={"n": n})
+    job = ev.job_for(problem, replace(cfg, n=n))
     started = time.perf_counter()
     try:
         result = generate.candidates(chat, job.task(), [], 1)

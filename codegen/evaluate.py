@@ -49,6 +49,7 @@ from models.generation import (
     CandidatesResult,
     CandidateTests,
     GenerationInput,
+    GenerationResult,
     Plan,
     Reference,
     SpecSnapshot,
@@ -58,7 +59,7 @@ from models.generation_steps import best, run_steps
 from models.schema_rules import values_hash
 from models.techniques import TechniqueOptions
 from models.techniques.syntax_aware_beam_search import TECHNIQUE as BEAM
-from sandbox import SandboxConfig, run_tests
+from sandbox import SandboxConfig, SandboxResult, run_tests
 
 PROMPT_HUMANEVAL = (
     "Complete the Python code below. Answer with the full function, from its def line to its "
@@ -174,6 +175,7 @@ class EvalConfig:
     sandbox: SandboxConfig | None = None  # the integration worker's (SandboxConfig.from_settings)
     options: TechniqueOptions = field(default_factory=TechniqueOptions)
     models_path: Path = Path(".specmill/models")  # where the techniques' checkpoints are (Settings.models_path)
+    n: int = 1  # candidates per generation (greedy, then samples), as a tenant's `n` setting
 
 
 class _InProcessSteps:
@@ -223,7 +225,7 @@ class _InProcessSteps:
 
 
 def job_for(problem: Problem, cfg: EvalConfig) -> GenerationInput:
-    """The generation job a user's POST /api/generate would make for this problem (greedy, one candidate)."""
+    """The generation job a user's POST /api/generate would make for this problem (`cfg.n` candidates)."""
     spec = SpecSnapshot(
         template_id=builtin_id("python-function", "1.0.0"),
         template_name="python-function",
@@ -240,20 +242,46 @@ def job_for(problem: Problem, cfg: EvalConfig) -> GenerationInput:
         model=cfg.model,
         techniques=cfg.techniques,
         max_new_tokens=cfg.max_new_tokens,
-        n=1,
+        n=cfg.n,
         options=cfg.options,
         visible_tests=problem.visible,
     )
 
 
-def solve(problem: Problem, backend, cfg: EvalConfig, retriever: MbppRetriever | None = None) -> dict:
+def generate_for(
+    problem: Problem, backend, cfg: EvalConfig, retriever: MbppRetriever | None = None
+) -> tuple[GenerationResult | None, list[str], str | None]:
     """Generate for a problem exactly as the generation workflow does (models.generation_steps over
-    codegen.generate), then test the chosen code in the sandbox against the problem's tests."""
+    codegen.generate): the result (None when the model cannot take the request), the MBPP task ids of the
+    references it retrieved, and the reason it failed."""
     job = job_for(problem, cfg)
     steps = _InProcessSteps(backend, job, retriever, problem, cfg)
     try:
         result = asyncio.run(run_steps(job, steps))
     except ValueError as err:  # the activity's BadRequest (a prompt longer than the model's context) or PlanInvalid
+        reason = str(err) if isinstance(err, PlanError) else f"the model cannot take this request: {err}"
+        return None, list(steps.names.values()), reason[:300]
+    return result, [steps.names[i] for i in result.provenance.retrieved_snippets], None
+
+
+def run_hidden(problem: Problem, code: str, cfg: EvalConfig) -> SandboxResult:
+    """A chosen candidate against the problem's own tests, after its setup code."""
+    program = f"{problem.prefix}\n\n{code}\n" if problem.prefix else code + "\n"
+    return run_tests(program, problem.tests, timeout_s=cfg.timeout_s, memory_mb=cfg.memory_mb, config=cfg.sandbox)
+
+
+def failure(run: SandboxResult) -> str | None:
+    """What a failed run of the hidden tests says, in one line (None: it passed)."""
+    if run.status == "passed":
+        return None
+    return (run.failed_test or {}).get("error") or (run.stderr.strip().splitlines() or [run.status])[-1]
+
+
+def solve(problem: Problem, backend, cfg: EvalConfig, retriever: MbppRetriever | None = None) -> dict:
+    """Generate for a problem as the generation workflow does, then test the chosen code in the sandbox
+    against the problem's tests."""
+    result, references, reason = generate_for(problem, backend, cfg, retriever)
+    if result is None:
         return {
             "task_id": problem.task_id,
             "passed": False,
@@ -264,19 +292,16 @@ def solve(problem: Problem, backend, cfg: EvalConfig, retriever: MbppRetriever |
             "latency_s": 0.0,
             "finish_reason": None,
             "rounds": 0,
-            "references": list(steps.names.values()),
-            "error": (str(err) if isinstance(err, PlanError) else f"the model cannot take this request: {err}")[:300],
+            "references": references,
+            "error": reason,
             "sandbox": None,
             "code": "",
         }
     candidates = result.candidates
     chosen = best(candidates, by_log_probability=True)  # as run_steps chose it (the eval takes every change)
-    assert chosen is not None  # job_for asks for one candidate, and a completed generation has it
-    program = f"{problem.prefix}\n\n{chosen.code}\n" if problem.prefix else chosen.code + "\n"
-    run = run_tests(program, problem.tests, timeout_s=cfg.timeout_s, memory_mb=cfg.memory_mb, config=cfg.sandbox)
-    error = None
-    if run.status != "passed":
-        error = (run.failed_test or {}).get("error") or (run.stderr.strip().splitlines() or [run.status])[-1]
+    assert chosen is not None  # a completed generation has at least one candidate
+    run = run_hidden(problem, chosen.code, cfg)
+    error = failure(run)
     return {
         "task_id": problem.task_id,
         "passed": run.status == "passed",
@@ -291,7 +316,7 @@ def solve(problem: Problem, backend, cfg: EvalConfig, retriever: MbppRetriever |
         "visible_tests": len(problem.visible),
         "chosen_tests": chosen.tests.model_dump() if chosen.tests else None,
         "notes": chosen.notes,
-        "references": [steps.names[i] for i in result.provenance.retrieved_snippets],
+        "references": references,
         "error": error[:300] if error else None,
         "sandbox": run.isolation,
         "code": chosen.code[:4000],
