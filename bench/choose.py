@@ -20,8 +20,10 @@ resamples, seed 0) and the exact McNemar p.
 
 With `--mbpp`, the snippet reranker is measured too: each passing candidate of the pools of the last third
 of the MBPP-train problems (never trained on) queries MBPP's train and validation reference solutions, and
-the rank of its own problem's solution is reported (top-1, mean reciprocal rank) for the encoder's cosine
-similarity against a bag of AST node n-grams (n = 1..3, cosine on counts) over the same node sequences.
+the rank of its own problem's solution is reported (top-1, mean reciprocal rank) for each checkpoint's
+encoder (cosine similarity) against a bag of AST node n-grams (n = 1..3, cosine on counts) over the same
+node sequences. A checkpoint trained with --mbpp has seen the corpus's solutions in its first phase; the
+queries it has not seen.
 """
 
 from __future__ import annotations
@@ -173,8 +175,9 @@ def _cosine(a: Counter, b: Counter) -> float:
     return dot / norm if norm else 0.0
 
 
-def snippet_ranks(selector: checkpoints.Selector, train_pools: list[dict], mbpp: Path) -> dict:
-    """The rank of a query's own reference solution among MBPP train and validation's (see the docstring)."""
+def snippet_ranks(encoders: dict[str, checkpoints.Selector], train_pools: list[dict], mbpp: Path) -> dict:
+    """The rank of a query's own reference solution among MBPP train and validation's (see the docstring),
+    for each checkpoint's encoder ("encoder (<label>)") and for the bag of AST n-grams."""
     rows = [json.loads(line) for line in mbpp.read_text().splitlines() if line.strip()]
     corpus = [(f"MBPP/{r['task_id']}", r["code"].replace("\r", "")) for r in rows if 511 <= int(r["task_id"]) <= 974]
     held_out = train_pools[(2 * len(train_pools)) // 3 :]
@@ -182,15 +185,19 @@ def snippet_ranks(selector: checkpoints.Selector, train_pools: list[dict], mbpp:
     queries = list(dict.fromkeys(queries))
     if not queries:
         return {"queries": 0}
-    _, corpus_vecs = checkpoints.encode(selector.encoder, [code for _, code in corpus])
+    codes = [code for _, code in corpus]
+    corpus_vecs = {label: checkpoints.encode(sel.encoder, codes)[1] for label, sel in encoders.items()}
     corpus_grams = [ngrams(code) for _, code in corpus]
-    out = {"encoder": [], "ast n-grams": []}
+    out: dict[str, list[int]] = {f"encoder ({label})": [] for label in encoders} | {"ast n-grams": []}
     for task, code in queries:
         target = next(i for i, (t, _) in enumerate(corpus) if t == task)
-        _, q = checkpoints.encode(selector.encoder, [code])
-        sims = (corpus_vecs @ q[0]).tolist()
+        scored = {}
+        for label, sel in encoders.items():
+            _, q = checkpoints.encode(sel.encoder, [code])
+            scored[f"encoder ({label})"] = (corpus_vecs[label] @ q[0]).tolist()
         grams = ngrams(code)
-        for name, scores in (("encoder", sims), ("ast n-grams", [_cosine(grams, g) for g in corpus_grams])):
+        scored["ast n-grams"] = [_cosine(grams, g) for g in corpus_grams]
+        for name, scores in scored.items():
             out[name].append(1 + sum(s > scores[target] for s in scores))
     return {
         "queries": len(queries),
@@ -224,7 +231,7 @@ def ablations(builtin: checkpoints.Selector, train_pools: Path | None, mbpp: Pat
         if not checkpoints.versions(checkpoints.builtin_dir(root)):
             variant = params.model_copy(update={"positions": positions})
             build_builtin(root, root / "work", records, variant, mbpp)
-        out[f"{positions} positions"] = checkpoints.builtin(root)
+        out["no positions" if positions == "none" else f"{positions} positions"] = checkpoints.builtin(root)
     return out
 
 
@@ -277,7 +284,7 @@ def main(argv: list[str] | None = None) -> dict:
         **evaluate(records, selectors, cost),
     }
     if args.mbpp and args.train_pools:
-        result["snippets"] = snippet_ranks(found["built-in"], read_pools(args.train_pools), args.mbpp)
+        result["snippets"] = snippet_ranks(found, read_pools(args.train_pools), args.mbpp)
     out = args.out or ROOT / "docs" / "eval" / f"selectors-{pools_path.name.split('.')[0]}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(render(result))
