@@ -36,6 +36,7 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -221,7 +222,7 @@ def main(argv: list[str] | None = None) -> dict:
     for i, problem in enumerate(todo):
         if problem.task_id in done:
             continue
-        line = {"task_id": problem.task_id}
+        line: dict[str, Any] = {"task_id": problem.task_id}
         for setting in SETTINGS:
             line[setting.label] = attempt(problem, backend, setting, base)
         partial.add(line, commit)

@@ -17,9 +17,20 @@ Role = Literal["system", "user", "assistant"]
 
 
 @dataclass(frozen=True)
+class Span:
+    """A labelled part of a message: characters [start, end) of its content. Labels name what the part
+    holds: `description`, `signature`, `test:1`, `snippet:<id>`, `plan_item`, `failure` (codegen/prompts.py)."""
+
+    label: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
 class Message:
     role: Role
     content: str
+    spans: tuple[Span, ...] = ()  # where the prompt's labelled parts are in `content`; never sent to a model
 
 
 @dataclass(frozen=True)

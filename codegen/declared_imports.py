@@ -1,6 +1,6 @@
 """A spec's declared imports (the `imports` role) in the generated module, whatever the model wrote.
 
-The prompt tells the model the imports (codegen.prompts.spec_lines); when its code still lacks one, the
+The prompt tells the model the imports (codegen.prompts.spec_blocks); when its code still lacks one, the
 line is added when the candidate is assembled (codegen.generate), so the candidates that are tested,
 the generation that is stored and the artifact that is integrated are the same module, and it stands
 alone. Nothing is executed: the code and the lines are only parsed.

@@ -63,14 +63,14 @@ SAMPLED_TEMPERATURE = 0.8
 SAMPLED_TOP_P = 0.95  # nucleus sampling for the sampled candidates (what the selectors were measured on)
 
 
-def within_budget(contents: list[str], budget_tokens: int = RETRIEVAL.budget_tokens) -> list[str]:
+def within_budget(references: list[Reference], budget_tokens: int = RETRIEVAL.budget_tokens) -> list[Reference]:
     """The references that fit the budget, best first (one too long is skipped, later ones may fit)."""
     chosen, used = [], 0
-    for text in contents:
-        cost = int(len(text) * TOKENS_PER_CHAR) + TOKENS_PER_REFERENCE
+    for ref in references:
+        cost = int(len(ref.content) * TOKENS_PER_CHAR) + TOKENS_PER_REFERENCE
         if used + cost > budget_tokens:
             continue
-        chosen.append(text)
+        chosen.append(ref)
         used += cost
     return chosen
 
@@ -117,8 +117,9 @@ def plan_params(job: ModelTask) -> GenerationParams:
     )
 
 
-def _references(references: list[Reference]) -> list[str] | None:
-    return within_budget([r.content for r in references]) if references else None
+def _references(references: list[Reference]) -> list[tuple[str, str]] | None:
+    """The snippets the prompt shows, with their ids (the prompt labels each one by its id)."""
+    return [(str(r.id), r.content) for r in within_budget(references)] if references else None
 
 
 def candidates(

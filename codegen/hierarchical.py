@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from codegen.base import Completion, Message
-from codegen.prompts import extract_code, spec_lines
+from codegen.prompts import Labelled, Reference, extract_code, reference_block, spec_blocks
 from models.generation import Plan, PlanItem
 from models.spec_view import SpecView
 from models.techniques.hierarchical_generation import SETTINGS as HIERARCHICAL
@@ -64,20 +64,25 @@ class PlanError(ValueError):
 # --- the plan ---------------------------------------------------------------------------------
 
 
-def _spec_lines(view: SpecView) -> list[str]:
-    return ([f"Name: {view.name}"] if view.name else []) + spec_lines(view, signatures="Signatures", tests="Tests")
+def _spec_blocks(view: SpecView) -> list[Labelled]:
+    named = [Labelled("Name: ").add(view.name, "name")] if view.name else []
+    return named + spec_blocks(view, signatures="Signatures", tests="Tests")
 
 
 def plan_messages(view: SpecView, *, feedback: str | None = None) -> list[Message]:
     system = f"You plan {view.language} modules. Answer with one JSON object and nothing else."
     parts = [
-        "Specification:",
-        *_spec_lines(view),
-        f"List every top-level function and class the module needs, without bodies, as JSON: {PLAN_SHAPE}",
+        Labelled("Specification:"),
+        *_spec_blocks(view),
+        Labelled(f"List every top-level function and class the module needs, without bodies, as JSON: {PLAN_SHAPE}"),
     ]
     if feedback:
-        parts.append(f"Your previous answer was not a valid plan: {feedback[:300]}\nAnswer again with valid JSON only.")
-    return [Message("system", system), Message("user", "\n\n".join(parts))]
+        parts.append(
+            Labelled("Your previous answer was not a valid plan: ")
+            .add(feedback[:300], "failure")
+            .add("\nAnswer again with valid JSON only.")
+        )
+    return [Message("system", system), Labelled.join(parts).message()]
 
 
 def _json_object(text: str) -> object:
@@ -189,25 +194,25 @@ def _doc(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
 
 
-def body_messages(view: SpecView, plan: Plan, item: PlanItem, *, references: list[str] | None = None) -> list[Message]:
+def body_messages(
+    view: SpecView, plan: Plan, item: PlanItem, *, references: list[Reference] | None = None
+) -> list[Message]:
     lang = view.language
     system = (
         f"You are an expert {lang} programmer. Answer with the complete code of one {item.kind}, "
         f"the imports it needs first, in a single ```{lang} code block and nothing else."
     )
     stubs = "\n\n".join(stub(p) for p in plan.items)
+    asked = f"{item.kind} `{item.signature}`" + (f": {item.docstring}" if item.docstring else "")
     parts = [
-        *_spec_lines(view),
-        f"The module `{view.path}` is planned as:\n```{lang}\n{stubs}\n```",
-        f"Write the complete {item.kind} `{item.signature}`" + (f": {item.docstring}" if item.docstring else "."),
-        "The other items of the plan exist: use them, do not rewrite them.",
+        *_spec_blocks(view),
+        Labelled(f"The module `{view.path}` is planned as:\n```{lang}\n").add(stubs, "plan").add("\n```"),
+        Labelled("Write the complete ").add(asked, "plan_item").add("" if item.docstring else "."),
+        Labelled("The other items of the plan exist: use them, do not rewrite them."),
     ]
     if references:
-        parts.append(
-            "Related code from this team's knowledge base (reuse what helps):\n"
-            + "\n\n".join(f"```{lang}\n{r}\n```" for r in references)
-        )
-    return [Message("system", system), Message("user", "\n\n".join(parts))]
+        parts.append(reference_block(references, lang))
+    return [Message("system", system), Labelled.join(parts).message()]
 
 
 @dataclass

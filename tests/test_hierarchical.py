@@ -157,7 +157,7 @@ PLAN = Plan(items=parse_plan(GOOD_PLAN))
 
 
 def test_body_prompt_has_the_plan_the_item_and_the_references():
-    messages = body_messages(VIEW, PLAN, PLAN.items[1], references=["def side(s): return s"])
+    messages = body_messages(VIEW, PLAN, PLAN.items[1], references=[("s1", "def side(s): return s")])
     user = messages[-1].content
     assert 'def circle_area(r: float) -> float:\n    """Area of a circle."""\n    ...' in user
     assert "Write the complete class `class Square`: A square." in user
