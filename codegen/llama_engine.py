@@ -221,6 +221,50 @@ class LlamaEngine:
         h = self._rms(h[:, -1:], self.norm)
         return self.head(h)[:, -1].float()
 
+    @torch.inference_mode()
+    def teacher_forced(self, ids: list[int], prompt_len: int, *, full: bool = False) -> Forced:
+        """One pass over a prompt and the code that followed it (`ids`, the code from `prompt_len` on),
+        with the attention weights made explicit (scaled_dot_product_attention does not return them).
+
+        For each code token: its log-probability, and the attention of the position that predicted it
+        (the one before it) over the prompt's tokens, per layer and head. `full` also keeps each layer's
+        whole attention averaged over heads (T x T), which attention rollout multiplies through."""
+        if not 0 < prompt_len < len(ids):
+            raise ValueError("the ids must hold a prompt and at least one token after it")
+        t = len(ids)
+        x_ids = torch.tensor([ids], device=self.device)
+        h = F.embedding(x_ids, self.embed)
+        cache = self.new_cache(t)
+        cos, sin = cache.cos[:t], cache.sin[:t]
+        nq, nk, d = self.heads, self.kv_heads, self.head_dim
+        rows = slice(prompt_len - 1, t - 1)  # the positions whose outputs predict the code's tokens
+        mask = torch.full((t, t), float("-inf"), device=self.device).triu(1)
+        to_prompt, layers_mean = [], []
+        for layer in self.layers:
+            x = self._rms(h, layer.attn_norm)
+            qkv = layer.qkv(x).view(1, t, nq + 2 * nk, d).transpose(1, 2)
+            q, k, v = qkv.to(torch.float32).split([nq, nk, nk], dim=1)
+            q, k = _rope(q, cos.float(), sin.float()), _rope(k, cos.float(), sin.float())
+            if nq != nk:
+                k, v = k.repeat_interleave(nq // nk, dim=1), v.repeat_interleave(nq // nk, dim=1)
+            weights = torch.softmax(q[0] @ k[0].transpose(-1, -2) / d**0.5 + mask, dim=-1)  # heads x T x T
+            to_prompt.append(weights[:, rows, :prompt_len])
+            if full:
+                layers_mean.append(weights.mean(0))
+            y = (weights @ v[0]).transpose(0, 1).reshape(1, t, nq * d)
+            h = h + layer.out(y.to(self.act))
+            x = self._rms(h, layer.mlp_norm)
+            gate, up = layer.gate_up(x).split(self.intermediate, dim=-1)
+            h = h + layer.down(F.silu(gate) * up)
+        logits = self.head(self._rms(h[:, rows], self.norm))[0].float()
+        targets = torch.tensor(ids[prompt_len:], device=self.device)
+        logprobs = torch.log_softmax(logits, dim=-1).gather(1, targets[:, None])[:, 0]
+        return Forced(
+            logprobs=logprobs.cpu(),
+            to_prompt=torch.stack(to_prompt).cpu(),
+            layers_mean=torch.stack(layers_mean).cpu() if full else None,
+        )
+
     def new_cache(self, length: int, rows: int = 1) -> "Cache":
         return Cache(self, length, rows)
 
@@ -310,6 +354,14 @@ class LlamaEngine:
             feed = torch.tensor([[t] for t in tokens], device=self.device)
             logits = self.forward_rows(feed, len(prompt) + step, cache)
             step += 1
+
+
+class Forced(NamedTuple):
+    """What `teacher_forced` computed, for the G code tokens after a prompt of P tokens (T in all)."""
+
+    logprobs: torch.Tensor  # G: each code token's log-probability
+    to_prompt: torch.Tensor  # layers x heads x G x P: the attention of the position predicting each token
+    layers_mean: torch.Tensor | None  # layers x T x T: each layer's attention averaged over heads (`full`)
 
 
 class Rows(NamedTuple):

@@ -238,3 +238,27 @@ def test_rows_decoded_together_are_the_sequences_decoded_alone(hf):
         prompt, Stopping({stop_at}, 16), chooser=Sampling(0.8, 1.0, torch.Generator().manual_seed(1))
     )
     assert ended.tokens[1] == sampled
+
+
+@torch.inference_mode()
+def test_teacher_forced_attention_and_log_probabilities_are_transformers_own(tiny_llama: Path):
+    from transformers import AutoModelForCausalLM
+
+    eager = AutoModelForCausalLM.from_pretrained(
+        str(tiny_llama), dtype=torch.float32, attn_implementation="eager"
+    ).eval()
+    ids, prompt = [1, 5, 17, 42, 99, 7, 3, 250, 11, 64], 6
+    out = eager(torch.tensor([ids]), output_attentions=True)
+    forced = LlamaEngine(eager, "fp32").teacher_forced(ids, prompt, full=True)
+    targets = torch.tensor(ids[prompt:])[:, None]
+    expected_logprobs = torch.log_softmax(out.logits[0, prompt - 1 : -1], -1).gather(1, targets)[:, 0]
+    torch.testing.assert_close(forced.logprobs, expected_logprobs, atol=1e-4, rtol=1e-4)
+    heads = eager.config.num_attention_heads
+    assert forced.to_prompt.shape == (len(out.attentions), heads, len(ids) - prompt, prompt)  # layers x heads x G x P
+    assert forced.layers_mean is not None
+    for layer, attention in enumerate(out.attentions):
+        rows = attention[0, :, prompt - 1 : -1, :prompt]
+        torch.testing.assert_close(forced.to_prompt[layer], rows, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(forced.layers_mean[layer], attention[0].mean(0), atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError):
+        LlamaEngine(eager, "fp32").teacher_forced(ids, len(ids))  # nothing after the prompt
