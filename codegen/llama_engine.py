@@ -265,6 +265,37 @@ class LlamaEngine:
             layers_mean=torch.stack(layers_mean).cpu() if full else None,
         )
 
+    @torch.inference_mode()
+    def logprobs_after(self, ids: list[int], start: int, cache: "Cache", first_target: int) -> torch.Tensor:
+        """The log-probabilities of ids[first_target:], each under the positions before it, feeding
+        ids[start:] at positions start.. into a cache that already holds positions 0..start-1 (any
+        start, so a prefix computed once serves several continuations). The cache must hold len(ids)."""
+        if not 0 < first_target < len(ids) or not 0 <= start < first_target:
+            raise ValueError("the targets must follow the fed prefix and lie within the ids")
+        t, end = len(ids) - start, len(ids)
+        h = F.embedding(torch.tensor([ids[start:]], device=self.device), self.embed)
+        cos, sin = cache.cos[start:end], cache.sin[start:end]
+        nq, nk, d = self.heads, self.kv_heads, self.head_dim
+        allowed = torch.arange(end, device=self.device)[None] <= torch.arange(start, end, device=self.device)[:, None]
+        for i, layer in enumerate(self.layers):
+            x = self._rms(h, layer.attn_norm)
+            qkv = layer.qkv(x).view(1, t, nq + 2 * nk, d).transpose(1, 2)
+            q, k, v = qkv.to(self.attn).split([nq, nk, nk], dim=1)
+            q, k = _rope(q, cos, sin), _rope(k, cos, sin)
+            cache.k[i][:1, :, start:end] = k
+            cache.v[i][:1, :, start:end] = v
+            y = F.scaled_dot_product_attention(
+                q, cache.k[i][:1, :, :end], cache.v[i][:1, :, :end], attn_mask=allowed, enable_gqa=nq != nk
+            )
+            h = h + layer.out(y.transpose(1, 2).reshape(1, t, nq * d).to(self.act))
+            x = self._rms(h, layer.mlp_norm)
+            gate, up = layer.gate_up(x).split(self.intermediate, dim=-1)
+            h = h + layer.down(F.silu(gate) * up)
+        rows = slice(first_target - 1 - start, t - 1)
+        logits = self.head(self._rms(h[:, rows], self.norm))[0].float()
+        targets = torch.tensor(ids[first_target:], device=self.device)
+        return torch.log_softmax(logits, dim=-1).gather(1, targets[:, None])[:, 0].cpu()
+
     def new_cache(self, length: int, rows: int = 1) -> "Cache":
         return Cache(self, length, rows)
 
@@ -393,6 +424,11 @@ class Cache:
         probe = torch.empty(1, dtype=torch.float32, device=engine.device)
         cos, sin = engine.rotary(probe, positions)
         self.cos, self.sin = cos[0].to(engine.attn), sin[0].to(engine.attn)  # L x D, broadcast over heads
+
+    def copy_prefix(self, other: "Cache", length: int) -> None:
+        """This cache's first row gets `other`'s first row over positions 0..length-1."""
+        for mine, theirs in zip(self.k + self.v, other.k + other.v, strict=True):
+            mine[:1, :, :length] = theirs[:1, :, :length]
 
     def share_prompt(self, length: int) -> None:
         """Every row gets row 0's first `length` positions (the prompt, fed once)."""

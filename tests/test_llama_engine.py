@@ -262,3 +262,25 @@ def test_teacher_forced_attention_and_log_probabilities_are_transformers_own(tin
         torch.testing.assert_close(forced.layers_mean[layer], attention[0].mean(0), atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError):
         LlamaEngine(eager, "fp32").teacher_forced(ids, len(ids))  # nothing after the prompt
+
+
+@torch.inference_mode()
+def test_leave_one_out_reuses_the_prefix_and_equals_a_fresh_pass_without_the_span(hf):
+    from codegen.provenance.exact import leave_one_out
+    from codegen.provenance.spans import TokenSpan
+
+    engine = LlamaEngine(hf, "fp32")
+    ids, prompt = [1, 5, 17, 42, 99, 7, 3, 250, 11, 64, 12, 30], 8
+    spans = [TokenSpan("a", 2, 4, 0), TokenSpan("b", 5, 7, 0)]
+    drops = leave_one_out(engine, ids, prompt, spans)
+    assert drops.shape == (len(ids) - prompt, 2)
+    full = torch.log_softmax(hf(torch.tensor([ids])).logits[0, prompt - 1 : -1], -1)
+    full = full.gather(1, torch.tensor(ids[prompt:])[:, None])[:, 0]
+    for j, span in enumerate(spans):
+        kept = ids[: span.start] + ids[span.end :]
+        cut = prompt - (span.end - span.start)
+        without = torch.log_softmax(hf(torch.tensor([kept])).logits[0, cut - 1 : -1], -1)
+        without = without.gather(1, torch.tensor(kept[cut:])[:, None])[:, 0]
+        torch.testing.assert_close(drops[:, j], full - without, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError):
+        leave_one_out(engine, ids, prompt, [TokenSpan("sink", 0, 2, 0)])  # the first token is never a span
