@@ -74,5 +74,9 @@ def test_lines_average_their_tokens_and_shares_sum_to_one():
 def test_token_lines_follow_the_extracted_code_and_skip_the_fence():
     pieces = ["```", "python", "\n", "def", " f", "():", "\n", "   ", " return", " 1", "\n", "```"]
     text = "".join(pieces)
+    offsets, pos = [], 0
+    for piece in pieces:
+        offsets.append((pos, pos + len(piece)))
+        pos += len(piece)
     code = "def f():\n    return 1"
-    assert at.token_lines(pieces, text, code) == [None, None, None, 1, 1, 1, None, 2, 2, 2, None, None]
+    assert at.token_lines(offsets, text, code) == [None, None, None, 1, 1, 1, None, 2, 2, 2, None, None]

@@ -73,15 +73,13 @@ def shares(scores: torch.Tensor) -> torch.Tensor:
     return torch.where(total > 0, scores / total.clamp(min=1e-12), torch.zeros_like(scores))
 
 
-def token_lines(pieces: Sequence[str], text: str, code: str) -> list[int | None]:
-    """The line of `code` (from 1) that each generated token's text falls in, where `pieces` are the
-    tokens' texts in order (they concatenate to `text`) and `code` is the block extracted from `text`;
-    None for a token outside the code (a fence, words around it) or one that holds only a line break."""
+def token_lines(offsets: Sequence[tuple[int, int]], text: str, code: str) -> list[int | None]:
+    """The line of `code` (from 1) that each generated token falls in, where `offsets` are the tokens'
+    character ranges in `text` (the model's answer) and `code` is the block extracted from it; None for a
+    token outside the code (a fence, words around it) or one that holds only line breaks."""
     at = text.find(code)
     out: list[int | None] = []
-    pos = 0
-    for piece in pieces:
-        start, pos = pos, pos + len(piece)
-        inside = [i for i in range(start, pos) if at <= i < at + len(code) and text[i] != "\n"]
-        out.append(code.count("\n", 0, inside[0] - at) + 1 if at >= 0 and inside else None)
+    for start, end in offsets:
+        inside = [i for i in range(start, end) if at <= i < at + len(code) and text[i] != "\n"] if at >= 0 else []
+        out.append(code.count("\n", 0, inside[0] - at) + 1 if inside else None)
     return out

@@ -1,0 +1,135 @@
+"""For one generated answer: which labelled parts of its prompt each line of its code relied on.
+
+The prompt is rendered and tokenized as the local engine does (codegen.provenance.spans); the answer is
+teacher-forced after it. `exact` removes each span in turn and measures the drop of the code's
+log-probability (codegen.provenance.exact); `estimate` reads the attention of one pass and weighs each
+layer and head by fitted weights (codegen.provenance.attribution.weighted); `mean` and `rollout` are
+the baselines it is measured against. Scores below zero (removing the span made the line likelier) count
+as zero in the shares.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from codegen.base import Message
+from codegen.llama_engine import LlamaEngine
+from codegen.provenance import attribution, exact
+from codegen.provenance.spans import TokenSpan, token_spans
+
+METHODS = ("estimate", "exact", "mean", "rollout")
+MEASURES = {
+    "estimate": "model reliance (estimate, attention-based)",
+    "exact": "model reliance (exact, leave-one-out)",
+    "mean": "model reliance (mean attention over heads and layers, a baseline)",
+    "rollout": "model reliance (attention rollout, a baseline)",
+}
+TOP_SPANS = 3  # spans shown per line
+RELIED_ON = 0.1  # a span holding at least this share of some line is "relied on"
+
+
+@dataclass
+class Explained:
+    method: str
+    spans: list[TokenSpan]
+    lines: dict[int, torch.Tensor]  # line of the code -> its score per span (same order as `spans`)
+    token_scores: torch.Tensor  # G x S, per code token (G: the answer's tokens)
+    token_lines: list[int | None]
+    forward_passes: int
+    seconds: float
+
+
+def explain(
+    engine: LlamaEngine,
+    tokenizer,
+    messages: list[Message],
+    rendered: str,
+    answer: str,
+    code: str,
+    method: str,
+    head_weights: torch.Tensor | None = None,
+) -> Explained:
+    """Score every line of `code` (the block extracted from `answer`) against each labelled span of the
+    prompt (`messages`, rendered by the chat template as `rendered`)."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}")
+    if method == "estimate" and head_weights is None:
+        raise ValueError("the estimate needs fitted head weights")
+    started = time.perf_counter()
+    prompt_ids, spans = token_spans(tokenizer, messages, rendered)
+    encoded = tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
+    answer_ids, offsets = list(encoded["input_ids"]), [tuple(o) for o in encoded["offset_mapping"]]
+    if not answer_ids:
+        raise ValueError("the answer is empty")
+    ids, prompt_len = prompt_ids + answer_ids, len(prompt_ids)
+    lines = attribution.token_lines(offsets, answer, code)
+    if not spans:
+        scores, passes = torch.zeros(len(answer_ids), 0), 0
+    elif method == "exact":
+        scores, passes = exact.leave_one_out(engine, ids, prompt_len, spans), exact.passes(spans)
+    else:
+        forced = engine.teacher_forced(ids, prompt_len, full=method == "rollout")
+        passes = 1
+        if method == "rollout":
+            assert forced.layers_mean is not None  # asked for with full=True
+            scores = attribution.rollout(forced.layers_mean, prompt_len, spans)
+        else:
+            mass = attribution.span_mass(forced.to_prompt, spans)
+            scores = attribution.weighted(mass, head_weights) if method == "estimate" else attribution.mean(mass)
+    return Explained(
+        method=method,
+        spans=spans,
+        lines=attribution.by_line(scores, lines),
+        token_scores=scores,
+        token_lines=lines,
+        forward_passes=passes,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def summary(explained: Explained, code: str, top: int = TOP_SPANS) -> dict:
+    """What a user reads: per line its top spans as shares, and per span the share of the whole code that
+    relied on it (whether any line relied on it at all)."""
+    code_lines = code.split("\n")
+    spans = explained.spans
+    per_line, totals, relied = [], torch.zeros(len(spans)), set()
+    for line, scores in explained.lines.items():
+        positive = scores.clamp(min=0)
+        shares = attribution.shares(positive)
+        totals += positive
+        relied |= {spans[i].label for i in range(len(spans)) if shares[i] >= RELIED_ON}
+        order = [int(i) for i in torch.argsort(shares, descending=True)[:top] if shares[i] > 0]
+        per_line.append(
+            {
+                "line": line,
+                "text": code_lines[line - 1] if line - 1 < len(code_lines) else "",
+                "spans": [{"label": spans[i].label, "share": round(float(shares[i]), 3)} for i in order],
+            }
+        )
+    overall = attribution.shares(totals)
+    return {
+        "method": explained.method,
+        "measure": MEASURES[explained.method],
+        "spans": [
+            {
+                "label": s.label,
+                "tokens": s.end - s.start,
+                "chars": s.chars,
+                "share": round(float(overall[i]), 3),
+                "relied_on": s.label in relied,
+            }
+            for i, s in enumerate(spans)
+        ],
+        "lines": per_line,
+        "forward_passes": explained.forward_passes,
+        "seconds": round(explained.seconds, 3),
+    }
+
+
+def fenced(code: str, language: str = "python") -> str:
+    """The answer a model gives for `code` in the product's prompt format (one fenced block): what is
+    teacher-forced when only the extracted code was kept."""
+    return f"```{language}\n{code}\n```"
