@@ -266,7 +266,7 @@ def test_teacher_forced_attention_and_log_probabilities_are_transformers_own(tin
 
 @torch.inference_mode()
 def test_leave_one_out_reuses_the_prefix_and_equals_a_fresh_pass_without_the_span(hf):
-    from codegen.provenance.exact import leave_one_out
+    from codegen.provenance.exact import leave_one_out, without
     from codegen.provenance.spans import TokenSpan
 
     engine = LlamaEngine(hf, "fp32")
@@ -279,8 +279,15 @@ def test_leave_one_out_reuses_the_prefix_and_equals_a_fresh_pass_without_the_spa
     for j, span in enumerate(spans):
         kept = ids[: span.start] + ids[span.end :]
         cut = prompt - (span.end - span.start)
-        without = torch.log_softmax(hf(torch.tensor([kept])).logits[0, cut - 1 : -1], -1)
-        without = without.gather(1, torch.tensor(kept[cut:])[:, None])[:, 0]
-        torch.testing.assert_close(drops[:, j], full - without, atol=1e-4, rtol=1e-4)
+        alone = torch.log_softmax(hf(torch.tensor([kept])).logits[0, cut - 1 : -1], -1)
+        alone = alone.gather(1, torch.tensor(kept[cut:])[:, None])[:, 0]
+        torch.testing.assert_close(drops[:, j], full - alone, atol=1e-4, rtol=1e-4)
+    # both spans out at once, the prefix before the first reused
+    whole = engine.new_cache(len(ids))
+    engine.logprobs_after(ids, 0, whole, prompt)
+    kept = ids[:2] + ids[4:5] + ids[7:]
+    joint = torch.log_softmax(hf(torch.tensor([kept])).logits[0, prompt - 4 - 1 : -1], -1)
+    joint = joint.gather(1, torch.tensor(kept[prompt - 4 :])[:, None])[:, 0]
+    torch.testing.assert_close(without(engine, ids, prompt, spans, whole), joint, atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError):
         leave_one_out(engine, ids, prompt, [TokenSpan("sink", 0, 2, 0)])  # the first token is never a span
