@@ -21,6 +21,7 @@ generation is serialised by a lock.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import logging
@@ -287,18 +288,24 @@ class LocalLlamaBackend:
             new_ids, reason, len(prompt), params.stop, time.perf_counter() - started, logprob=sum(logprobs)
         )
 
-    def explain(self, messages: list[Message], answer: str, code: str, method: str, head_weights=None):
-        """Which labelled parts of `messages` each line of `code` (extracted from `answer`, the model's
-        reply to them) relied on: codegen/provenance/explain.py in this backend's engine, under its lock."""
-        from codegen.provenance.explain import explain
-
+    @contextlib.contextmanager
+    def engine_session(self):
+        """(engine, tokenizer) of the loaded model, held under the generation lock: for work that reads
+        the model beside generation (codegen/provenance). ValueError: the engine does not run this model."""
         self.load()
         if self._engine is None:
             raise ValueError("provenance needs specmill's engine, which does not run this model")
-        assert self._tokenizer is not None  # load() set it
-        rendered = render_chat(self._tokenizer, messages)
         with self._gen_lock:
-            return explain(self._engine, self._tokenizer, messages, rendered, answer, code, method, head_weights)
+            yield self._engine, self._tokenizer
+
+    def explain(self, messages: list[Message], answer: str, code: str, method: str, head_weights=None):
+        """Which labelled parts of `messages` each line of `code` (extracted from `answer`, the model's
+        reply to them) relied on (codegen/provenance/explain.py)."""
+        from codegen.provenance.explain import explain
+
+        with self.engine_session() as (engine, tokenizer):
+            rendered = render_chat(tokenizer, messages)
+            return explain(engine, tokenizer, messages, rendered, answer, code, method, head_weights)
 
     def chat_many(
         self, messages: list[Message], params: list[GenerationParams], *, api_key: str | None = None

@@ -90,3 +90,18 @@ def test_a_model_with_shuffled_weights_attributes_differently(tiny, tiny_llama: 
     for method in ("exact", "mean"):
         a, b = _explain(model, tokenizer, method), _explain(shuffled, tokenizer, method)
         assert not torch.allclose(a.token_scores, b.token_scores, atol=1e-4)
+
+
+def test_removing_one_span_drops_each_line_by_its_leave_one_out_sum(tiny):
+    from codegen.provenance import attribution
+    from codegen.provenance.explain import removal_drops
+
+    model, tokenizer = tiny
+    out = _explain(model, tokenizer, "exact")
+    engine = LlamaEngine(model, "fp32")
+    first, both = removal_drops(engine, out, [[out.spans[0]], out.spans[:2]])
+    expected = attribution.by_line(out.token_scores, out.token_lines, total=True)
+    assert set(first) == set(expected) == {1, 2}
+    for line, drops in expected.items():
+        assert first[line] == pytest.approx(float(drops[0]), abs=1e-4)
+    assert set(both) == {1, 2}

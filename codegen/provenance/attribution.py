@@ -56,15 +56,17 @@ def rollout(layers_mean: torch.Tensor, prompt_len: int, spans: Sequence[TokenSpa
     return torch.stack([rows[:, s.start : s.end].sum(-1) for s in spans], dim=-1)
 
 
-def by_line(scores: torch.Tensor, token_lines: Sequence[int | None]) -> dict[int, torch.Tensor]:
-    """G x S per token -> {line: S}, the mean over the line's tokens (tokens of no line are left out)."""
-    if len(token_lines) != scores.shape[0]:
-        raise ValueError(f"{len(token_lines)} token lines for {scores.shape[0]} tokens")
+def by_line(scores: torch.Tensor, token_lines: Sequence[int | None], total: bool = False) -> dict[int, torch.Tensor]:
+    """... x G x S per token -> {line: ... x S}, the mean (`total`: the sum) over the line's tokens along
+    the token axis (tokens of no line are left out)."""
+    if len(token_lines) != scores.shape[-2]:
+        raise ValueError(f"{len(token_lines)} token lines for {scores.shape[-2]} tokens")
     lines: dict[int, list[int]] = {}
     for i, line in enumerate(token_lines):
         if line is not None:
             lines.setdefault(line, []).append(i)
-    return {line: scores[idx].mean(0) for line, idx in sorted(lines.items())}
+    reduce = torch.sum if total else torch.mean
+    return {line: reduce(scores[..., idx, :], dim=-2) for line, idx in sorted(lines.items())}
 
 
 def shares(scores: torch.Tensor) -> torch.Tensor:

@@ -40,6 +40,9 @@ class Explained:
     token_lines: list[int | None]
     forward_passes: int
     seconds: float
+    mass: torch.Tensor | None = None  # layers x heads x G x S, for the attention methods but rollout
+    ids: list[int] | None = None  # the prompt's and the answer's tokens
+    prompt_len: int = 0
 
 
 def explain(
@@ -66,6 +69,7 @@ def explain(
         raise ValueError("the answer is empty")
     ids, prompt_len = prompt_ids + answer_ids, len(prompt_ids)
     lines = attribution.token_lines(offsets, answer, code)
+    mass = None
     if not spans:
         scores, passes = torch.zeros(len(answer_ids), 0), 0
     elif method == "exact":
@@ -87,7 +91,25 @@ def explain(
         token_lines=lines,
         forward_passes=passes,
         seconds=time.perf_counter() - started,
+        mass=mass,
+        ids=ids,
+        prompt_len=prompt_len,
     )
+
+
+def removal_drops(engine: LlamaEngine, explained: Explained, removals: list[list[TokenSpan]]) -> list[dict[int, float]]:
+    """For each set of spans removed together: per line, how much the line's log-probability (the sum over
+    its tokens) drops. One pass over the whole prompt, then one per set."""
+    ids, prompt_len = explained.ids, explained.prompt_len
+    assert ids is not None  # explain() keeps them
+    whole = engine.new_cache(len(ids))
+    base = engine.logprobs_after(ids, 0, whole, prompt_len)
+    out = []
+    for removed in removals:
+        drop = (base - exact.without(engine, ids, prompt_len, removed, whole))[:, None]
+        lines = attribution.by_line(drop, explained.token_lines, total=True)
+        out.append({line: float(v[0]) for line, v in lines.items()})
+    return out
 
 
 def summary(explained: Explained, code: str, top: int = TOP_SPANS) -> dict:
