@@ -42,7 +42,7 @@ def _explain(model, tokenizer, method: str, weights=None):
 def test_every_line_of_the_code_gets_a_score_per_span(tiny, method: str):
     model, tokenizer = tiny
     layers, heads = model.config.num_hidden_layers, model.config.num_attention_heads
-    out = _explain(model, tokenizer, method, torch.ones(layers, heads))
+    out = _explain(model, tokenizer, method, torch.ones(layers, heads) if method == "estimate" else None)
     assert [s.label for s in out.spans] == ["description", "test:1", "test:2", "snippet:s1"]
     assert set(out.lines) == {1, 2}  # the fence's tokens belong to no line
     assert all(scores.shape == (4,) for scores in out.lines.values())
@@ -73,6 +73,8 @@ def test_the_estimate_needs_its_fitted_weights_and_a_known_method(tiny):
     model, tokenizer = tiny
     with pytest.raises(ValueError, match="fitted head weights"):
         _explain(model, tokenizer, "estimate", None)
+    with pytest.raises(ValueError, match="only the estimate"):
+        _explain(model, tokenizer, "mean", torch.ones(2, 2))
     with pytest.raises(ValueError, match="method"):
         _explain(model, tokenizer, "source")
 

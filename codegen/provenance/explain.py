@@ -59,8 +59,8 @@ def explain(
     prompt (`messages`, rendered by the chat template as `rendered`)."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}")
-    if method == "estimate" and head_weights is None:
-        raise ValueError("the estimate needs fitted head weights")
+    if (method == "estimate") != (head_weights is not None):
+        raise ValueError("the estimate needs fitted head weights, and only the estimate takes them")
     started = time.perf_counter()
     prompt_ids, spans = token_spans(tokenizer, messages, rendered)
     encoded = tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
@@ -82,7 +82,7 @@ def explain(
             scores = attribution.rollout(forced.layers_mean, prompt_len, spans)
         else:
             mass = attribution.span_mass(forced.to_prompt, spans)
-            scores = attribution.weighted(mass, head_weights) if method == "estimate" else attribution.mean(mass)
+            scores = attribution.mean(mass) if head_weights is None else attribution.weighted(mass, head_weights)
     return Explained(
         method=method,
         spans=spans,
