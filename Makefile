@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install sandbox-deps redis-server bench-sandbox demo chaos bench-gateway bench-kb bench-generate bench-fairness eval eval-pools eval-choose eval-defaults clean-data lint
+.PHONY: run test install sandbox-deps redis-server bench-sandbox demo chaos bench-gateway bench-kb bench-generate bench-fairness eval eval-pools eval-choose eval-defaults bench-provenance clean-data lint
 
 $(BIN)/python:
 	@command -v $(PY) >/dev/null 2>&1 || { echo "need Python 3.11 ($(PY))"; exit 1; }
@@ -91,6 +91,12 @@ eval-choose: install
 # a new tenant's default generation settings: problems solved per minute on MBPP validation (EVAL_ARGS="--mbpp PATH")
 eval-defaults: install
 	$(BIN)/python bench/defaults.py $(EVAL_ARGS)
+
+# multi_head_attention: the estimate's head weights fitted on MBPP train, then every method's faithfulness on
+# HumanEval against leave-one-out (EVAL_ARGS="--mbpp PATH")
+bench-provenance: install
+	$(BIN)/python bench/provenance.py fit $(EVAL_ARGS)
+	$(BIN)/python bench/provenance.py eval $(EVAL_ARGS)
 
 clean-data:
 	rm -rf .specmill
