@@ -98,7 +98,7 @@ class GenerationActivities:
     @permanent_failures
     async def technique_step(self, inp: TechniqueStepInput) -> TechniqueStepResult:
         """A technique's own work (codegen/technique_steps.py) on a thread, heartbeating meanwhile."""
-        context = technique_steps.StepContext(self._settings.models_path, inp.tenant_id)
+        context = technique_steps.StepContext(self._settings.models_path, inp.tenant_id, self._manager.backend)
         try:
             step = technique_steps.function(inp.technique, inp.step)
             out = await heartbeating(asyncio.to_thread(step, inp.payload, context))

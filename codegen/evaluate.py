@@ -184,6 +184,7 @@ class _InProcessSteps:
 
     def __init__(self, backend, job: GenerationInput, retriever: MbppRetriever | None, problem: Problem, cfg) -> None:
         self.job, self.retriever, self.problem, self.cfg = job, retriever, problem, cfg
+        self.backend = backend
         self.chat = generate.ModelCall(backend)
         self.names: dict[UUID, str] = {}  # a reference's id -> its MBPP task id
 
@@ -210,7 +211,8 @@ class _InProcessSteps:
 
     async def technique(self, name: str, step: str, payload: dict) -> dict:
         """As the generation worker's technique_step, with the built-in checkpoints (no tenant)."""
-        return technique_steps.run(name, step, payload, technique_steps.StepContext(self.cfg.models_path))
+        context = technique_steps.StepContext(self.cfg.models_path, backend=lambda _: self.backend)
+        return technique_steps.run(name, step, payload, context)
 
     async def test(self, codes: list[str], tests: list[str]) -> list[CandidateTests]:
         """As the integration worker's test_candidates, after the problem's own setup code."""

@@ -122,6 +122,11 @@ def _references(references: list[Reference]) -> list[tuple[str, str]] | None:
     return [(str(r.id), r.content) for r in within_budget(references)] if references else None
 
 
+def candidate_messages(view: SpecView, references: list[Reference], feedback: str | None) -> list[Message]:
+    """The prompt of a round of candidates (multi_head_attention explains the kept one against it)."""
+    return build_messages(view, references=_references(references), feedback=feedback)
+
+
 def candidates(
     chat: Chat,
     job: ModelTask,
@@ -133,7 +138,7 @@ def candidates(
     are the candidates), with the references in the prompt."""
     view = job.view
     how = modes(chat, job, view)
-    messages = build_messages(view, references=_references(references), feedback=job.feedback)
+    messages = candidate_messages(view, references, job.feedback)
     retries = max(
         (REGISTRY[name].answer_retries(REGISTRY[name].settings(job.options), mode) for name, mode in how.items()),
         default=0,

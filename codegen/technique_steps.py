@@ -13,6 +13,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 from models.techniques import REGISTRY
@@ -26,6 +27,7 @@ class Unavailable(Exception):
 class StepContext:
     models_path: Path
     tenant_id: UUID | None = None
+    backend: Callable[[str], Any] | None = None  # the worker's model backends, by model name
 
 
 def _load(entry: str) -> Callable:

@@ -276,6 +276,36 @@ class CandidateTests(BaseModel):
     failure: str | None = None
 
 
+class SpanShare(BaseModel):
+    label: str = Field(description="The labelled part of the prompt: description, signature, test:1, snippet:<id>, ...")
+    share: float = Field(description="Its share of the line's reliance (the line's shares sum to 1)")
+
+
+class LineReliance(BaseModel):
+    line: int = Field(description="The line of the code, from 1")
+    text: str
+    spans: list[SpanShare] = Field(description="The parts this line relied on most, largest share first")
+
+
+class SpanReliance(BaseModel):
+    label: str
+    tokens: int = Field(description="Its length in the model's tokens")
+    chars: int = Field(description="Its length in characters")
+    share: float = Field(description="Its share of the whole code's reliance")
+    relied_on: bool = Field(description="Whether any line put at least a tenth of its reliance on it")
+
+
+class Reliance(BaseModel):
+    """multi_head_attention: which labelled parts of the prompt each line of the code relied on."""
+
+    method: Literal["exact", "estimate"]
+    measure: str = Field(description="What the shares are: model reliance, exact (leave-one-out) or estimated")
+    spans: list[SpanReliance]
+    lines: list[LineReliance]
+    forward_passes: int
+    seconds: float
+
+
 class Candidate(BaseModel):
     model: str
     techniques: list[str]
@@ -302,6 +332,9 @@ class Candidate(BaseModel):
     attempts: int = Field(default=1, description="Answers asked for (hybrid_grammar_neural's check-and-retry)")
     tests: CandidateTests | None = Field(default=None, description="Its result on the visible tests, when they ran")
     notes: list[str] = Field(default_factory=list, description="What decoding observed (pruned beams, dead ends)")
+    reliance: Reliance | None = Field(
+        default=None, description="multi_head_attention: what each line of the code relied on in the prompt"
+    )
 
 
 class CandidatesResult(BaseModel):

@@ -61,7 +61,9 @@ async def test_techniques_lists_all_six(api, tenant):
         "maximum": 8.0,
     }
     assert set(beam["parameters"]) == {"width", "length_penalty", "visible_tests"}
-    assert names[ATTENTION]["backends"] == []
+    # provenance reads the model's attention and log-probabilities: specmill's engine only
+    assert names[ATTENTION]["implemented"] and names[ATTENTION]["backends"] == ["local_llama"]
+    assert set(names[ATTENTION]["parameters"]) == {"provenance"}
 
 
 async def test_generate_from_builtin_template_returns_files_candidates_provenance(api, tenant):
@@ -194,7 +196,11 @@ async def test_inline_template(api, tenant):
     "body, status, needle",
     [
         ({"template": FN, "values": VALUES, "model": "gpt-9"}, 422, "Input should be 'local_llama', 'deepseek_8b'"),
-        ({"template": FN, "values": VALUES, "techniques": [ATTENTION]}, 422, "not implemented yet"),
+        (
+            {"template": FN, "values": VALUES, "techniques": [ATTENTION], "options": {ATTENTION: {"provenance": "x"}}},
+            422,
+            "'exact' or 'estimate'",
+        ),
         ({"template": FN, "values": VALUES, "techniques": ["magic"]}, 422, "unknown technique"),
         ({"template": FN, "values": {"function_name": "1bad"}}, 422, "values do not match"),
         ({"template": {"name": "no-such-template"}, "values": {}}, 404, "not found"),

@@ -1,6 +1,6 @@
-"""The estimate's fitted head weights: one non-negative weight per layer and head of a model, fitted by
-`bench/provenance.py fit` on MBPP-train prompts and shipped here as codegen/provenance/heads/<model>.json
-with the command and data that made them."""
+"""The estimate's fitted head weights as tensors: one non-negative weight per layer and head of a model,
+fitted by `bench/provenance.py fit` on MBPP-train prompts and shipped with the technique
+(models/techniques/attention_heads/<model>.json) with the command and data that made them."""
 
 from __future__ import annotations
 
@@ -9,11 +9,7 @@ from pathlib import Path
 
 import torch
 
-HEADS_DIR = Path(__file__).resolve().parent / "heads"
-
-
-def heads_path(model: str) -> Path:
-    return HEADS_DIR / f"{model}.json"
+from models.techniques.multi_head_attention import heads_file as heads_path
 
 
 def write_weights(model: str, weights: torch.Tensor, meta: dict) -> Path:

@@ -1,0 +1,60 @@
+"""multi_head_attention through the API: POST /api/generate on the local engine (the stack's tiny Llama)
+returns, for the kept candidate, each line's reliance on each labelled part of the prompt; the stored
+generation keeps it; models that cannot show their attention are a 422 that says why."""
+
+from __future__ import annotations
+
+from tests.techniques import ATTENTION
+
+FN = {"name": "python-function"}
+VALUES = {
+    "function_name": "add",
+    "description": "Add two integers.",
+    "signature": "def add(a: int, b: int) -> int",
+    "tests": ["assert add(1, 2) == 3", "assert add(2, 2) == 4"],
+}
+
+
+async def test_the_kept_candidate_carries_its_lines_reliance_on_the_prompt(api, tenant):
+    resp = await api.post(
+        "/api/generate",
+        json={"template": FN, "values": VALUES, "max_new_tokens": 24, "techniques": [ATTENTION]},
+        headers=tenant.headers,
+    )
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    [kept] = [c for c in body["candidates"] if c["reliance"] is not None]
+    assert kept["code"] == body["files"][0]["content"]
+    reliance = kept["reliance"]
+    assert reliance["method"] == "exact" and reliance["measure"] == "model reliance (exact, leave-one-out)"
+    labels = [s["label"] for s in reliance["spans"]]
+    assert labels == ["description", "signature", "test:1", "test:2"]
+    assert reliance["forward_passes"] == 1 + len(labels)  # the whole prompt, then one pass per span removed
+    code_lines = kept["code"].split("\n")
+    for line in reliance["lines"]:
+        assert line["text"] == code_lines[line["line"] - 1]
+        shares = [s["share"] for s in line["spans"]]
+        assert all(s["label"] in labels for s in line["spans"]) and shares == sorted(shares, reverse=True)
+        assert len(shares) <= 3 and sum(shares) <= 1.001  # the top three parts of shares that sum to 1
+    assert body["provenance"]["techniques"][ATTENTION] == {"candidate": 1, "method": "exact"}
+    stored = (await api.get(f"/api/generations/{body['id']}", headers=tenant.headers)).json()
+    assert [c["reliance"] for c in stored["result"]["candidates"]] == [c["reliance"] for c in body["candidates"]]
+
+
+async def test_a_model_without_attention_to_read_or_the_unoffered_estimate_is_422(api, tenant):
+    for extra, needle in (
+        ({"model": "anthropic_api"}, f"{ATTENTION} cannot run on anthropic_api"),
+        ({"options": {ATTENTION: {"provenance": "estimate"}}}, "the estimate is not offered"),
+    ):
+        resp = await api.post(
+            "/api/generate",
+            json={"template": FN, "values": VALUES, "techniques": [ATTENTION], **extra},
+            headers=tenant.headers,
+        )
+        assert resp.status_code == 422, resp.text
+        assert needle in json_detail(resp), json_detail(resp)
+
+
+def json_detail(resp) -> str:
+    detail = resp.json()["detail"]
+    return detail if isinstance(detail, str) else str(detail)
