@@ -146,6 +146,9 @@ class PipelineActivities:
                         generation_id=o.generation.id,
                         round=inp.round,
                         checks={"parses": findings[paths[iid]].parses, "problems": findings[paths[iid]].problems},
+                        reliance=next(
+                            (c.reliance.model_dump() for c in o.generation.candidates if c.reliance is not None), None
+                        ),
                     )
                 )
         names = {o.spec.instance_id: instance_name(o.spec) for o in inp.outputs}

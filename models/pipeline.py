@@ -12,6 +12,7 @@ from uuid import UUID
 from pydantic import BaseModel, Field
 
 from models.common import ModelName, Public, Strict, UtcDatetime
+from models.generation import Reliance
 from models.techniques import TechniqueOptions
 
 TestStatus = Literal["passed", "failed", "error", "timeout", "no_tests"]
@@ -129,3 +130,6 @@ class ArtifactPublic(Public):
     current: bool
     created_at: UtcDatetime
     updated_at: UtcDatetime
+    reliance: Reliance | None = Field(
+        default=None, description="multi_head_attention: what each line of the code relied on in its prompt"
+    )

@@ -26,7 +26,7 @@ MANIFEST = "manifest.json"  # the name the zip download gives its manifest; no a
 _COLS = (
     "id, tenant_id, project_id, instance_id, path, content, content_hash, values_hash, template_id, "
     "template_name, template_version, model, techniques, retrieved_snippets, generation_id, round, checks, "
-    "test_status, tests, current, created_at, updated_at"
+    "test_status, tests, current, created_at, updated_at, reliance"
 )
 
 
@@ -92,6 +92,7 @@ class NewArtifact:
     generation_id: UUID | None
     round: int
     checks: dict[str, Any]
+    reliance: dict[str, Any] | None = None  # multi_head_attention: the kept candidate's
 
 
 async def store_artifact(pool: asyncpg.Pool, *, tenant_id: UUID, project_id: UUID, **artifact: Any) -> ArtifactPublic:
@@ -179,19 +180,21 @@ def _args(tenant_id: UUID, project_id: UUID, a: NewArtifact) -> tuple:
         a.generation_id,
         a.round,
         to_jsonable_python(dict(a.checks)),
+        to_jsonable_python(a.reliance) if a.reliance is not None else None,
     )
 
 
 _UPSERT = f"""insert into artifacts (id, tenant_id, project_id, instance_id, path, content, content_hash,
       values_hash, template_id, template_name, template_version, model, techniques,
-      retrieved_snippets, generation_id, round, checks)
-    values ($17, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+      retrieved_snippets, generation_id, round, checks, reliance)
+    values ($18, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
     on conflict (project_id, instance_id, content_hash) do update set
       path = excluded.path, values_hash = excluded.values_hash,
       template_id = excluded.template_id, template_name = excluded.template_name,
       template_version = excluded.template_version, model = excluded.model,
       techniques = excluded.techniques, retrieved_snippets = excluded.retrieved_snippets,
       generation_id = excluded.generation_id, round = excluded.round, checks = excluded.checks,
+      reliance = excluded.reliance,
       test_status = case when artifacts.values_hash = excluded.values_hash then artifacts.test_status end,
       tests = case when artifacts.values_hash = excluded.values_hash then artifacts.tests end,
       current = true, updated_at = now() at time zone 'utc'

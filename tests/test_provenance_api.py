@@ -58,3 +58,19 @@ async def test_a_model_without_attention_to_read_or_the_unoffered_estimate_is_42
 def json_detail(resp) -> str:
     detail = resp.json()["detail"]
     return detail if isinstance(detail, str) else str(detail)
+
+
+async def test_a_projects_artifact_carries_the_reliance_of_its_code(api, tenant):
+    from tests.test_pipeline import _finished, _instance, _project
+
+    settings = {"model": "local_llama", "debug_rounds": 0, "max_new_tokens": 16, "techniques": [ATTENTION]}
+    project = await _project(api, tenant, settings)
+    pid = project["id"]
+    await _instance(api, tenant, pid, "add", ["assert add(1, 2) == 3"])
+    assert (await api.post(f"/api/projects/{pid}/specs/complete", headers=tenant.headers)).status_code == 200
+    assert (await _finished(api, tenant, pid))["state"] == "failed"  # the tiny random model never passes
+    [artifact] = (await api.get(f"/api/projects/{pid}/artifacts", headers=tenant.headers)).json()["items"]
+    reliance = artifact["reliance"]
+    assert [s["label"] for s in reliance["spans"]] == ["description", "test:1"]
+    assert reliance["measure"] == "model reliance (exact, leave-one-out)"
+    assert all(line["text"] == artifact["content"].split("\n")[line["line"] - 1] for line in reliance["lines"])
