@@ -387,6 +387,25 @@ def _bootstrap(a: list[float], b: list[float], resamples: int = 2000, seed: int 
     return [round(diffs[int(0.025 * resamples)], 4), round(diffs[int(0.975 * resamples) - 1], 4)]
 
 
+def record_acceptance(model: str, result: dict, figures: Path) -> None:
+    """The acceptance into the shipped head-weights file: what GET /api/techniques shows, and what decides
+    whether the estimate is offered."""
+    path = heads_path(model)
+    payload = json.loads(path.read_text(encoding="utf-8"))
+    estimate = result["methods"]["estimate"]
+    payload["acceptance"] = {
+        "accepted": result["estimate_accepted"],
+        "cases": result["cases"],
+        "estimate_top1_drop": estimate["top1"],
+        "share_of_leave_one_out_top1": estimate["share_of_leave_one_out_top1"],
+        "vs_lexical_overlap_ci95": result["methods"]["lexical overlap"]["estimate_minus_this_top1_ci95"],
+        "vs_mean_attention_ci95": result["methods"]["mean"]["estimate_minus_this_top1_ci95"],
+        "figures": str(figures.relative_to(ROOT)),
+        "when": result["when"],
+    }
+    path.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -406,6 +425,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"when": when, **meta, **evaluate(records, weights, backend)}
     out = args.out / f"provenance-{meta['model']}.json"
     out.write_text(json.dumps(result, indent=1) + "\n")
+    record_acceptance(meta["model"], result, out)
     print(json.dumps(result, indent=1))
     return result
 

@@ -89,6 +89,9 @@ class TechniqueInfo(BaseModel):
     unavailable: str | None = Field(
         default=None, description="Why it cannot run on this platform now, and the command that fixes it (None: it can)"
     )
+    measured: dict[str, Any] | None = Field(
+        default=None, description="What its own figures say of it, where it measures itself (multi_head_attention)"
+    )
 
 
 # --- what a technique adds to decoding: parts a backend turns into its own processors --------------------

@@ -26,7 +26,7 @@ from typing import Literal
 from pydantic import ConfigDict, Field, field_validator
 
 from models.common import Strict
-from models.techniques.base import Mode, Run, Technique
+from models.techniques.base import Mode, Run, Technique, TechniqueInfo
 from models.techniques.hierarchical_generation import TECHNIQUE as HIERARCHICAL
 
 HEADS_DIR = Path(__file__).resolve().parent / "attention_heads"
@@ -43,19 +43,22 @@ def read_heads(model: str) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
-def _accepted() -> list[str]:
-    """The models whose estimate passed its acceptance (read once: the files ship with the code)."""
-    out = []
+def _measured() -> dict[str, dict]:
+    """Per model, the estimate's measured faithfulness as bench/provenance.py eval recorded it in the shipped
+    head-weights file (read once: the files ship with the code)."""
+    out = {}
     for path in sorted(HEADS_DIR.glob("*.json")):
         try:
-            if json.loads(path.read_text(encoding="utf-8")).get("acceptance", {}).get("accepted"):
-                out.append(path.stem)
+            acceptance = json.loads(path.read_text(encoding="utf-8")).get("acceptance")
         except (OSError, ValueError):
             continue
+        if acceptance:
+            out[path.stem] = acceptance
     return out
 
 
-ESTIMATE_MODELS = _accepted()
+MEASURED = _measured()
+ESTIMATE_MODELS = [model for model, figures in MEASURED.items() if figures.get("accepted")]
 
 
 class AttentionSettings(Strict):
@@ -91,6 +94,11 @@ class MultiHeadAttention(Technique):
     steps = ("provenance of the kept candidate, per line and span",)
     options = AttentionSettings
     activities = {"explain": "codegen.provenance.step:explain"}
+
+    def info(self) -> TechniqueInfo:
+        info = super().info()
+        info.measured = {"estimate": MEASURED} if MEASURED else None
+        return info
 
     def conflicts(self, others: Collection[Technique], n: int) -> str | None:
         if HIERARCHICAL in others:
