@@ -27,6 +27,10 @@ Runners, each a lever of the issue:
   an answer early (its fence closes), so these count the tokens they wrote. The mask's own time per
   token (median, p95) is reported beside the per-token time of `engine-int4`; the grammar's compile
   for the vocabulary (once per process) is reported apart and not counted in tok/s;
+- `provenance-exact` and `provenance-estimate`: greedy on the int4 engine as `engine-int4`, then
+  multi_head_attention's provenance of the answer (codegen/provenance/explain.py: leave-one-out, one
+  pass per labelled span of the prompt, or one pass with the fitted head weights); tok/s counts the
+  generated tokens over generation and provenance together, so the ratio to `engine-int4` is its cost;
 - `llama.cpp`: llama-cpp-python (installed by the make target only) on the GGUF file itself.
 
 tok/s = new tokens / time from the request to the last token (prefill included), over all prompts.
@@ -69,6 +73,8 @@ RUNNERS = [
     "rows-n4",
     "grammar-greedy",
     "grammar-beam-w4",
+    "provenance-exact",
+    "provenance-estimate",
     "llama.cpp",
 ]
 DEFAULT = "engine-int4"  # what LOCAL_DTYPE's default runs
@@ -281,6 +287,39 @@ def _candidates(job: dict):
     return generate, {**details, "candidates": int(n)}
 
 
+def _provenance(job: dict):
+    from codegen.base import Message, Span
+    from codegen.decoding import Stopping
+    from codegen.local_llama import render_chat
+    from codegen.prompts import extract_code
+    from codegen.provenance.explain import explain
+    from codegen.provenance.heads import read_weights
+
+    method = job["runner"].removeprefix("provenance-")
+    backend, details = _load_backend(job, "int4")
+    weights = read_weights(job["local_model"]) if method == "estimate" else None
+    if method == "estimate" and weights is None:
+        raise SystemExit(f"no fitted head weights for {job['local_model']}: bench/provenance.py fit")
+    chats = {
+        tuple(ids): [Message(m["role"], m["content"], tuple(Span(*x) for x in m["spans"])) for m in chat]
+        for ids, chat in zip(job["prompts"], job["messages"], strict=True)
+    }
+    spans: list[int] = []
+
+    def generate(prompt: list[int], n: int) -> list[int]:
+        with backend.engine_session() as (engine, tokenizer):
+            out = engine.generate(prompt, Stopping(set(), n))
+            messages = chats.get(tuple(prompt))
+            if messages is not None:  # the warm-up's cut prompt has no labelled spans: generation only
+                text = tokenizer.decode(out, skip_special_tokens=True)
+                code = extract_code(text) or text
+                rendered = render_chat(tokenizer, messages)
+                spans.append(len(explain(engine, tokenizer, messages, rendered, text, code, method, weights).spans))
+        return out
+
+    return generate, {**details, "labelled_spans": spans}
+
+
 def _llama_cpp(job: dict):
     from llama_cpp import Llama
 
@@ -307,6 +346,7 @@ _RUNNERS = {
     "grammar": _grammar,
     "seq": _candidates,
     "rows": _candidates,
+    "provenance": _provenance,
     "llama.cpp": _llama_cpp,
 }
 
@@ -333,16 +373,23 @@ def prepare(n_prompts: int) -> dict:
     backend = LocalLlamaBackend(settings.model_copy(update={"local_dtype": "fp32"}))
     backend.load()  # converts (once) and caches the safetensors the hf runners read
     tokenizer = backend._tokenizer
-    prompts = []
+    prompts, chats = [], []
     for problem in ev.load_humaneval(n_prompts):
         messages = build_messages(spec_view(PYTHON_FUNCTION, problem.values))
         prompts.append(tokenizer(render_chat(tokenizer, messages), add_special_tokens=False)["input_ids"])
+        chats.append(
+            [
+                {"role": m.role, "content": m.content, "spans": [[x.label, x.start, x.end] for x in m.spans]}
+                for m in messages
+            ]
+        )
     return {
         "models_dir": str(settings.models_path),
         "local_model": settings.local_model,
         "gguf": str(source.path),
         "hf_dir": backend.status().details["loaded_from"],
         "prompts": prompts,
+        "messages": chats,
     }
 
 
@@ -446,6 +493,14 @@ def compare(results: dict) -> list[dict]:
             "<= 0.15",
             mask["mean"] / per_token_ms <= 0.15,
         )
+    for method in ("exact", "estimate"):
+        if {f"provenance-{method}", "engine-int4"} <= speed.keys():
+            add(
+                f"provenance ({method}) on: tok/s / off (engine-int4)",
+                speed[f"provenance-{method}"] / speed["engine-int4"],
+                None,
+                None,
+            )
     if "grammar-beam-w4" in speed:
         mask = results["grammar-beam-w4"]["details"]["mask_ms"]
         r = mask["constrained_s"] / mask["unconstrained_same_tokens_s"]
