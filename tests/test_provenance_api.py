@@ -45,6 +45,10 @@ async def test_a_model_without_attention_to_read_or_the_unoffered_estimate_is_42
     for extra, needle in (
         ({"model": "anthropic_api"}, f"{ATTENTION} cannot run on anthropic_api"),
         ({"options": {ATTENTION: {"provenance": "estimate"}}}, "the estimate is not offered"),
+        (
+            {"values": {**VALUES, "tests": [f"assert add({i}, 0) == {i}" for i in range(30)]}},
+            "over the limit of 24",
+        ),
     ):
         resp = await api.post(
             "/api/generate",

@@ -37,7 +37,7 @@ from models.generation import (
 )
 from models.schema_rules import values_hash
 from models.spec_view import spec_view
-from models.techniques import TECHNIQUES, Mode, TechniqueInfo, resolve, supported_backends
+from models.techniques import TECHNIQUES, Mode, TechniqueInfo, active, resolve, supported_backends
 from models.techniques.tree_transformers import TECHNIQUE as TREE
 from models.training import TrainTreeInput, TrainTreeRequest
 from store import generations, instances, leases, pipeline_settings, projects, templates
@@ -178,6 +178,17 @@ def _techniques(models: ModelManager, body: GenerateRequest, language: str) -> d
     return how
 
 
+def _refusals(body: GenerateRequest, view) -> None:
+    """A technique that cannot serve this spec with these settings is a 422 before anything runs."""
+    chosen = active(body.techniques)
+    for technique in chosen:
+        why = technique.refuses(
+            technique.settings(body.options), view, [t for t in chosen if t is not technique], body.options
+        )
+        if why:
+            raise Invalid(why)
+
+
 @router.post(
     "/generate",
     response_model=GenerationResult,
@@ -207,6 +218,7 @@ async def generate(body: GenerateRequest, res: ResourcesDep, models: ModelsDep, 
     _check_budget(res, body)
     view = spec_view(spec.schema_, spec.values)  # the one reading of the spec: the job carries it
     how = _techniques(models, body, view.language)
+    _refusals(body, view)
     techniques = list(how)
     missing = [why for why in (await _unavailable(models, techniques)).values() if why]
     if missing:

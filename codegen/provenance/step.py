@@ -13,6 +13,7 @@ from codegen.provenance.heads import read_weights
 from codegen.technique_steps import StepContext, Unavailable
 from models.generation import Reference
 from models.spec_view import SpecView
+from models.techniques.multi_head_attention import MAX_EXACT_SPANS
 
 
 def explain(payload: dict, context: StepContext) -> dict:
@@ -25,6 +26,9 @@ def explain(payload: dict, context: StepContext) -> dict:
     references = [Reference(id=UUID(r["id"]), content=r["content"]) for r in payload["references"]]
     messages = candidate_messages(view, references, payload.get("feedback"))
     method, weights = payload["method"], None
+    spans = sum(len(m.spans) for m in messages)
+    if method == "exact" and spans > MAX_EXACT_SPANS:
+        raise ValueError(f"exact provenance: {spans} labelled parts, over the limit of {MAX_EXACT_SPANS}")
     if method == "estimate":
         label = backend.status().model
         weights = read_weights(label)

@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field
 if TYPE_CHECKING:
     from models.generation import CandidatesResult, GenerationInput, Plan, Reference
     from models.generation_steps import Steps
+    from models.spec_view import SpecView
 
 Capability = Literal["chat", "logits", "grammar", "json_schema", "beam_search", "batch"]
 CAPABILITIES: dict[str, str] = {
@@ -186,6 +187,10 @@ class Technique:
 
     def conflicts(self, others: Collection[Technique], n: int) -> str | None:
         """Why it cannot run beside `others` (the other requested techniques) or with `n` candidates."""
+        return None
+
+    def refuses(self, settings: Any, view: SpecView, others: Collection[Technique], options: BaseModel) -> str | None:
+        """Why it cannot serve this spec with these settings (a 422 before anything runs), or None."""
         return None
 
     def decoding(self, settings: Any, mode: Mode) -> tuple[Decoding, ...]:

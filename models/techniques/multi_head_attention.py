@@ -61,6 +61,15 @@ MEASURED = _measured()
 ESTIMATE_MODELS = [model for model, figures in MEASURED.items() if figures.get("accepted")]
 
 
+MAX_EXACT_SPANS = 24  # exact provenance: passes per explained candidate, at most 1 + this
+
+
+def labelled_parts(view) -> int:
+    """The labelled spans a spec's prompt holds (codegen/prompts.py: spec_blocks), snippets and failure aside."""
+    single = [view.description, view.imports, view.signatures, view.context, view.setup and view.tests]
+    return sum(bool(x) for x in single) + len(view.items) + len(view.requirements) + len(view.tests)
+
+
 class AttentionSettings(Strict):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -99,6 +108,21 @@ class MultiHeadAttention(Technique):
         info = super().info()
         info.measured = {"estimate": MEASURED} if MEASURED else None
         return info
+
+    def refuses(self, settings: AttentionSettings, view, others, options) -> str | None:
+        if settings.provenance != "exact":
+            return None
+        spans = labelled_parts(view) + 1  # a repair round adds the failure
+        for technique in others:
+            if technique.retrieves:
+                spans += technique.settings(options).top_k
+        if spans > MAX_EXACT_SPANS:
+            return (
+                f"exact provenance removes each labelled part of the prompt in turn (one forward pass each): this "
+                f"prompt can hold {spans} parts, over the limit of {MAX_EXACT_SPANS}; fewer tests or snippets, or "
+                "provenance: estimate where it is offered"
+            )
+        return None
 
     def conflicts(self, others: Collection[Technique], n: int) -> str | None:
         if HIERARCHICAL in others:
