@@ -1,7 +1,7 @@
 """multi_head_attention's figures (`make bench-provenance`): the estimate's head weights fitted on MBPP
 train, then every method's faithfulness measured on HumanEval against exact leave-one-out.
 
-    .venv/bin/python bench/provenance.py fit --mbpp PATH [--limit 120] [--threads 1]
+    .venv/bin/python bench/provenance.py fit --mbpp PATH [--limit 80] [--threads 1]
     .venv/bin/python bench/provenance.py eval --mbpp PATH [--limit 60] [--threads 1]
 
 Fixed before any result was read:
@@ -80,7 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", choices=["fit", "eval"])
     p.add_argument("--mbpp", type=Path, required=True, help="path to mbpp.jsonl (the snippets' corpus, MBPP train)")
-    p.add_argument("--limit", type=int, default=None, help="cases (default: fit 120, eval 60)")
+    p.add_argument("--limit", type=int, default=None, help="cases (default: fit 80, eval 60)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "eval")
     return p.parse_args(argv)
@@ -179,7 +179,7 @@ def collect(what: str, args: argparse.Namespace) -> tuple[list[dict], dict]:
     settings = Settings()
     backend = ModelManager(settings).backend("local_llama")
     backend.load()
-    limit = args.limit or (120 if what == "fit" else 60)
+    limit = args.limit or (80 if what == "fit" else 60)
     todo = cases(what, args.mbpp, limit)
     cache = ROOT / ".specmill" / "bench" / "provenance" / f"{what}-{Path(settings.local_model).name}.jsonl"
     cache.parent.mkdir(parents=True, exist_ok=True)
