@@ -30,7 +30,7 @@ def explain(payload: dict, context: StepContext) -> dict:
     if method == "exact" and spans > MAX_EXACT_SPANS:
         raise ValueError(f"exact provenance: {spans} labelled parts, over the limit of {MAX_EXACT_SPANS}")
     if method == "estimate":
-        label = backend.status().model
+        label = backend.local_model  # the configured name the weights ship under, not the file it resolves to
         weights = read_weights(label)
         if weights is None:
             raise Unavailable(f"no fitted head weights for {label}: bench/provenance.py fit makes them")
