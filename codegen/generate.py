@@ -18,7 +18,7 @@ from codegen.base import Completion, GenerationParams, Message
 from codegen.declared_imports import with_imports
 from codegen.prompts import build_messages, extract_code, parses, syntax_error
 from codegen.syntax_check import parsing_prefix
-from models.generation import Candidate, CandidatesResult, ModelTask, Plan, Reference
+from models.generation import Candidate, CandidatesResult, ModelTask, Plan, PlanItem, Reference
 from models.spec_view import SpecView
 from models.techniques import REGISTRY, Mode, resolve
 from models.techniques.base import JsonSchema
@@ -125,6 +125,12 @@ def _references(references: list[Reference]) -> list[tuple[str, str]] | None:
 def candidate_messages(view: SpecView, references: list[Reference], feedback: str | None) -> list[Message]:
     """The prompt of a round of candidates (multi_head_attention explains the kept one against it)."""
     return build_messages(view, references=_references(references), feedback=feedback)
+
+
+def body_prompt(view: SpecView, plan: Plan, item: PlanItem, references: list[Reference]) -> list[Message]:
+    """The prompt of one planned item's body under hierarchical_generation (multi_head_attention explains
+    the item's code against it)."""
+    return hierarchical.body_messages(view, plan, item, references=_references(references))
 
 
 def candidates(
@@ -281,13 +287,12 @@ def bodies(
     """hierarchical_generation, step 2: per candidate, one model call per planned item, then the module
     assembled in plan order (imports once at the top)."""
     view = job.view
-    refs = _references(references)
     out: list[Candidate] = []
     for i in range(job.n):
         params = candidate_params(job, round_, i)
         pieces, t_in, t_out, latency, finish = [], 0, 0, 0.0, "stop"
         for j, item in enumerate(plan.items):
-            completion = chat(hierarchical.body_messages(view, plan, item, references=refs), params)
+            completion = chat(body_prompt(view, plan, item, references), params)
             pieces.append(hierarchical.build_piece(item, completion.text, plan, view.language))
             t_in, t_out = t_in + completion.tokens_in, t_out + completion.tokens_out
             latency += completion.latency_s

@@ -277,6 +277,31 @@ def _indent(text: str) -> str:
     return textwrap.indent(textwrap.dedent(text), "    ")
 
 
+def item_blocks(code: str, plan: Plan) -> list[tuple[PlanItem, int, int]]:
+    """Where each planned item's answer sits in the assembled module (`assemble`): its first and last line
+    (from 1), the helpers written before it included, the imports gathered at the top not. Items the
+    module does not define, and every item of a module that does not parse, are left out."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return []
+    defined = {
+        n.name: i
+        for i, n in enumerate(tree.body)
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+    }
+    out, after = [], 0  # `after`: the index of the first top-level statement not yet in a block
+    for item in plan.items:
+        at = defined.get(item.name)
+        if at is None or at < after:
+            continue
+        nodes = [n for n in tree.body[after : at + 1] if not isinstance(n, (ast.Import, ast.ImportFrom))]
+        first = min([nodes[0].lineno] + [d.lineno for d in getattr(nodes[0], "decorator_list", [])])
+        out.append((item, first, tree.body[at].end_lineno or first))
+        after = at + 1
+    return out
+
+
 def assemble(pieces: list[Piece]) -> str:
     """The module: each import once at the top (`from __future__` first), then the items in plan order."""
     seen: dict[str, None] = {}

@@ -304,6 +304,7 @@ class Reliance(BaseModel):
     lines: list[LineReliance]
     forward_passes: int
     seconds: float
+    note: str | None = Field(default=None, description="What was not explained, and why")
 
 
 class Candidate(BaseModel):

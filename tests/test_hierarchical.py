@@ -17,7 +17,15 @@ from datetime import timedelta
 import pytest
 
 from codegen.base import Completion, GenerationParams, Message, ModelStatus
-from codegen.hierarchical import PlanError, assemble, body_messages, build_piece, make_plan, parse_plan
+from codegen.hierarchical import (
+    PlanError,
+    assemble,
+    body_messages,
+    build_piece,
+    item_blocks,
+    make_plan,
+    parse_plan,
+)
 from models.generation import Plan
 from models.spec_view import spec_view
 from models.techniques import TECHNIQUES
@@ -187,6 +195,23 @@ def test_assembly_dedupes_imports_keeps_plan_order_and_helpers():
     ast.parse(module)
 
 
+def test_each_planned_items_block_is_found_in_the_module_with_its_helpers_not_the_imports():
+    module = (
+        "import math\n\n\ndef circle_area(r: float) -> float:\n    return math.pi * r * r\n\n\n"
+        "UNIT = 1\n\n\n@dataclass_like\nclass Square:\n    side: float = UNIT\n"
+    )
+    [(first, a, b), (second, c, d)] = item_blocks(module, PLAN)
+    lines = module.split("\n")
+    assert (first.name, lines[a - 1], lines[b - 1]) == (
+        "circle_area",
+        "def circle_area(r: float) -> float:",
+        "    return math.pi * r * r",
+    )
+    assert (second.name, lines[c - 1], lines[d - 1]) == ("Square", "UNIT = 1", "    side: float = UNIT")
+    assert [i.name for i, _, _ in item_blocks("def circle_area(r):\n    return r\n", PLAN)] == ["circle_area"]
+    assert item_blocks("class Square(:\n", PLAN) == []
+
+
 def test_a_bare_body_goes_under_the_planned_header():
     piece = build_piece(PLAN.items[0], "```python\nimport math\nreturn math.pi * r ** 2\n```", PLAN)
     assert piece.written and piece.imports == ["import math"]
@@ -239,7 +264,6 @@ async def test_generate_with_the_tiny_model_fails_plainly_when_no_plan_validates
 @pytest.mark.parametrize(
     "techniques, status, needle",
     [
-        ([HIERARCHICAL, ATTENTION], 422, "which it does not explain yet"),
         ([HIERARCHICAL, "magic"], 422, "unknown technique"),
     ],
 )
@@ -265,9 +289,9 @@ def _scripted_module(messages: list[Message]) -> str:
     return "```python\nimport math\n\nclass Square:\n    def __init__(self, s):\n        self.s = s\n```"
 
 
-async def test_workflow_plans_then_writes_each_body_with_retrieved_snippets(api, new_tenant, stack, temporal, pool):
-    """The real GenerationWorkflow and activities on a queue of their own, with the scripted backend as
-    `local_llama` and retrieval on the session's knowledge worker."""
+async def _module_workflow(api, t, stack, temporal, pool, backend, techniques: list[str]):
+    """The real GenerationWorkflow and activities on a queue of their own, with `backend` as `local_llama`
+    and retrieval on the session's knowledge worker; the snippet it retrieves and the result."""
     from temporalio.worker import Worker
 
     from activities.generation import GenerationActivities
@@ -276,7 +300,6 @@ async def test_workflow_plans_then_writes_each_body_with_retrieved_snippets(api,
     from store import generations
     from workflows.generation import GenerationWorkflow
 
-    t = await new_tenant()
     snip = (
         await api.post(
             "/api/snippets",
@@ -294,7 +317,6 @@ async def test_workflow_plans_then_writes_each_body_with_retrieved_snippets(api,
         return snip["id"] in [r["id"] for r in hits["items"]]
 
     await wait_for(indexed, timeout=10)
-    backend = ScriptedBackend(_scripted_module)
     manager = ModelManager(stack.settings)
     manager._backends["local_llama"] = backend  # our own Backend interface, scripted
     acts = GenerationActivities(pool, manager, stack.settings)
@@ -303,9 +325,15 @@ async def test_workflow_plans_then_writes_each_body_with_retrieved_snippets(api,
         temporal,
         task_queue=queue,
         workflows=[GenerationWorkflow],
-        activities=[acts.generate_candidates, acts.plan_module, acts.generate_bodies, acts.record_generation],
+        activities=[
+            acts.generate_candidates,
+            acts.plan_module,
+            acts.generate_bodies,
+            acts.technique_step,
+            acts.record_generation,
+        ],
     )
-    gid, techniques = uuid.uuid4(), [RETRIEVAL, HIERARCHICAL]
+    gid = uuid.uuid4()
     await generations.create_generation(
         pool,
         generation_id=gid,
@@ -342,8 +370,15 @@ async def test_workflow_plans_then_writes_each_body_with_retrieved_snippets(api,
             id=f"generation-{gid}",
             task_queue=queue,
             result_type=GenerationResult,
-            execution_timeout=timedelta(seconds=60),
+            execution_timeout=timedelta(seconds=120),
         )
+    return snip, result
+
+
+async def test_workflow_plans_then_writes_each_body_with_retrieved_snippets(api, new_tenant, stack, temporal, pool):
+    techniques = [RETRIEVAL, HIERARCHICAL]
+    backend = ScriptedBackend(_scripted_module)
+    snip, result = await _module_workflow(api, await new_tenant(), stack, temporal, pool, backend, techniques)
     assert result.status == "completed" and result.parses is True, result
     assert [i.name for i in result.plan.items] == ["circle_area", "Square"] and result.plan.attempts == 1
     code = result.files[0].content
@@ -353,6 +388,57 @@ async def test_workflow_plans_then_writes_each_body_with_retrieved_snippets(api,
     bodies = [m for m in backend.calls if not m[0].content.startswith("You plan")]
     assert bodies and all("rect_area" in m[-1].content for m in bodies)  # references go into the body prompts
     assert all(c.techniques == techniques and c.missing_items == [] for c in result.candidates)
+
+
+class ExplainingBackend(ScriptedBackend):
+    """Scripted answers (so the plan is valid), explained by the real engine on the tiny random Llama."""
+
+    def __init__(self, reply, engine) -> None:
+        super().__init__(reply)
+        self.engine = engine
+
+    def explain(self, *args):
+        return self.engine.explain(*args)
+
+
+async def test_attention_explains_each_planned_item_against_its_own_prompt(
+    api, new_tenant, stack, temporal, pool, tiny_llama
+):
+    """multi_head_attention under hierarchical_generation: each item's lines are explained against the
+    prompt its body was written from (the plan, the item asked for, the snippet), put back at their lines
+    of the module; the imports gathered at the top are not explained, and the reliance says so."""
+    from codegen.generate import body_prompt
+    from codegen.local_llama import LocalLlamaBackend
+    from codegen.provenance.explain import fenced, summary
+    from models.generation import Reference
+    from models.settings import Settings
+
+    engine = LocalLlamaBackend(Settings(_env_file=None, local_model=str(tiny_llama), local_dtype="fp32"))
+    techniques = [RETRIEVAL, HIERARCHICAL, ATTENTION]
+    backend = ExplainingBackend(_scripted_module, engine)
+    snip, result = await _module_workflow(api, await new_tenant(), stack, temporal, pool, backend, techniques)
+    assert result.status == "completed", result
+    [kept] = result.candidates
+    reliance, code = kept.reliance, kept.code
+    assert reliance is not None and reliance.method == "exact"
+    module = code.split("\n")
+    explained = {line.line for line in reliance.lines}
+    assert module[0] == "import math" and 1 not in explained and "imports gathered at the top" in (reliance.note or "")
+    assert all(line.text == module[line.line - 1] for line in reliance.lines)
+    labels = {s.label for s in reliance.spans}
+    assert {"name", "description", "plan", "plan_item", f"snippet:{snip['id']}"} <= labels
+    # each item's lines are what explaining its block alone, against its own body prompt, gives
+    plan, refs = result.plan, [Reference(id=uuid.UUID(snip["id"]), content="def rect_area(w, h):\n    return w * h")]
+    start = next(i for i, text in enumerate(module) if text.startswith("def circle_area"))
+    block = "\n".join(module[start : start + 2])
+    alone = engine.explain(body_prompt(VIEW, plan, plan.items[0], refs), fenced(block), block, "exact")
+    assert reliance.forward_passes > alone.forward_passes  # the class was explained too, with passes of its own
+    ours = {line.line - start: line for line in reliance.lines if start < line.line <= start + 2}
+    assert sorted(ours) == [1, 2]
+    for line in summary(alone, block)["lines"]:
+        shares = [(s.label, s.share) for s in ours[line["line"]].spans]
+        assert [label for label, _ in shares] == [s["label"] for s in line["spans"]]
+        assert [share for _, share in shares] == pytest.approx([s["share"] for s in line["spans"]], abs=0.002)
 
 
 def test_local_llama_constrains_the_plan_to_its_json_schema(tiny_llama):

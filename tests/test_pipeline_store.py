@@ -26,7 +26,7 @@ from store.db import tenant_tx
 from store.errors import Conflict, Invalid, NotFound
 from store.tenants import create_api_key
 from tests.conftest import _client, page_ids
-from tests.techniques import ATTENTION, BEAM, GRAMMAR, HIERARCHICAL, RETRIEVAL
+from tests.techniques import BEAM, GRAMMAR, HIERARCHICAL, RETRIEVAL
 
 DEFAULTS = {
     "default_templates": [],
@@ -142,7 +142,7 @@ async def test_tenant_settings_default_then_merge_and_null_resets(client, tenant
         ({"model": "gpt-17"}, "Input should be 'local_llama', 'deepseek_8b', 'openai_api' or 'anthropic_api'"),
         ({"model": "local\u0000llama"}, "Input should be 'local_llama'"),
         ({"techniques": ["telepathy"]}, "unknown technique(s): telepathy"),
-        ({"techniques": [HIERARCHICAL, ATTENTION]}, "which it does not explain yet"),
+        ({"techniques": [HIERARCHICAL, GRAMMAR]}, "cannot be combined with hierarchical_generation"),
         ({"default_templates": [{"name": "no-such-template"}]}, "'no-such-template' not found"),
         ({"default_templates": [{"name": "python-function", "version": "9.9.9"}]}, "version '9.9.9' not found"),
         ({"default_templates": [{"name": "bad\u0000name"}]}, None),
@@ -301,7 +301,7 @@ async def test_candidates_and_technique_options_are_settings(client, pool, tenan
     [
         {"model": "gpt-17"},
         {"techniques": ["telepathy"]},
-        {"techniques": [HIERARCHICAL, ATTENTION]},
+        {"techniques": [HIERARCHICAL, GRAMMAR]},
         {"max_new_tokens": 8},
         {"max_new_tokens": 5000},
         {"debug_rounds": 11},

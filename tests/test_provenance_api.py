@@ -4,7 +4,7 @@ generation keeps it; models that cannot show their attention are a 422 that says
 
 from __future__ import annotations
 
-from tests.techniques import ATTENTION
+from tests.techniques import ATTENTION, HIERARCHICAL
 
 FN = {"name": "python-function"}
 VALUES = {
@@ -78,3 +78,19 @@ async def test_a_projects_artifact_carries_the_reliance_of_its_code(api, tenant)
     assert [s["label"] for s in reliance["spans"]] == ["description", "test:1"]
     assert reliance["measure"] == "model reliance (exact, leave-one-out)"
     assert all(line["text"] == artifact["content"].split("\n")[line["line"] - 1] for line in reliance["lines"])
+
+
+def test_under_hierarchical_generation_the_plan_and_the_item_count_toward_the_limit():
+    """Each body's prompt holds the spec (named), the plan and the item asked for; no failure."""
+    from models.builtin_templates import PYTHON_FUNCTION
+    from models.spec_view import spec_view
+    from models.techniques import REGISTRY
+    from models.techniques.multi_head_attention import MAX_EXACT_SPANS
+
+    attention, hierarchical = REGISTRY[ATTENTION], REGISTRY[HIERARCHICAL]
+    settings = attention.settings({})
+    tests = [f"assert add({i}, 0) == {i}" for i in range(MAX_EXACT_SPANS - 4)]
+    view = spec_view(PYTHON_FUNCTION, {**VALUES, "tests": tests})
+    assert attention.refuses(settings, view, [], {}) is None  # description, signature, the tests, a failure
+    refusal = attention.refuses(settings, view, [hierarchical], {})
+    assert refusal is not None and f"{MAX_EXACT_SPANS + 1} parts, over the limit of {MAX_EXACT_SPANS}" in refusal

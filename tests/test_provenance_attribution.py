@@ -80,3 +80,28 @@ def test_token_lines_follow_the_extracted_code_and_skip_the_fence():
         pos += len(piece)
     code = "def f():\n    return 1"
     assert at.token_lines(offsets, text, code) == [None, None, None, 1, 1, 1, None, 2, 2, 2, None, None]
+
+
+def test_combined_explanations_put_each_answers_lines_at_its_offset_and_match_spans_by_label():
+    from codegen.provenance.explain import Explained, combine
+
+    a = Explained("exact", [SPANS[0], SPANS[1]], {1: torch.tensor([1.0, 3.0])}, torch.tensor([[1.0, 3.0]]), [1], 2, 0.5)
+    plan_item = TokenSpan("plan_item", 4, 6, 7)
+    b = Explained(
+        "exact",
+        [SPANS[1], plan_item],
+        {1: torch.tensor([2.0, 0.0]), 2: torch.tensor([0.0, 5.0])},
+        torch.tensor([[2.0, 0.0], [0.0, 5.0]]),
+        [1, 2],
+        3,
+        0.25,
+    )
+    both = combine([(a, 0), (b, 4)])
+    assert [s.label for s in both.spans] == ["A", "B", "plan_item"]
+    assert {line: row.tolist() for line, row in both.lines.items()} == {
+        1: [1.0, 3.0, 0.0],
+        5: [0.0, 2.0, 0.0],
+        6: [0.0, 0.0, 5.0],
+    }
+    assert both.token_scores.tolist() == [[1.0, 3.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 5.0]]
+    assert (both.token_lines, both.forward_passes, both.seconds) == ([1, 5, 6], 5, 0.75)

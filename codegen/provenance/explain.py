@@ -97,6 +97,44 @@ def explain(
     )
 
 
+def nothing(method: str) -> Explained:
+    """An explanation of no line against no span (what there is to say of code that cannot be located)."""
+    return Explained(method, [], {}, torch.zeros(0, 0), [], forward_passes=0, seconds=0.0)
+
+
+def combine(parts: list[tuple[Explained, int]]) -> Explained:
+    """Several answers' explanations as one over the code they make up, each `(explained, offset)` holding
+    an answer's code from line `offset + 1` on (hierarchical_generation: each planned item explained
+    against its own prompt). Spans are matched by label (a label's length is its first prompt's): `plan_item`
+    is, for each line, the item its answer was asked for."""
+    if not parts:
+        raise ValueError("nothing to combine")
+    first: dict[str, TokenSpan] = {}
+    for explained, _ in parts:
+        for span in explained.spans:
+            first.setdefault(span.label, span)
+    column = {label: i for i, label in enumerate(first)}
+    lines: dict[int, torch.Tensor] = {}
+    scores, token_lines = [], []
+    for explained, offset in parts:
+        to = torch.tensor([column[s.label] for s in explained.spans], dtype=torch.long)
+        widened = explained.token_scores.new_zeros(explained.token_scores.shape[0], len(column))
+        widened[:, to] = explained.token_scores
+        scores.append(widened)
+        token_lines += [None if line is None else line + offset for line in explained.token_lines]
+        for line, row in explained.lines.items():
+            lines[line + offset] = row.new_zeros(len(column)).index_copy(0, to, row)
+    return Explained(
+        method=parts[0][0].method,
+        spans=list(first.values()),
+        lines=lines,
+        token_scores=torch.cat(scores),
+        token_lines=token_lines,
+        forward_passes=sum(e.forward_passes for e, _ in parts),
+        seconds=sum(e.seconds for e, _ in parts),
+    )
+
+
 def removal_drops(engine: LlamaEngine, explained: Explained, removals: list[list[TokenSpan]]) -> list[dict[int, float]]:
     """For each set of spans removed together: per line, how much the line's log-probability (the sum over
     its tokens) drops. One pass over the whole prompt, then one per set."""

@@ -1,7 +1,8 @@
 """multi_head_attention: provenance. For each line of the kept candidate, which labelled parts of the
 prompt the model relied on: each spec field, each visible test, each retrieved snippet by id, the
-previous round's failure. Multi-head attention runs inside every transformer; what this technique adds
-is making it visible, and measuring how faithful that is.
+previous round's failure; under hierarchical_generation, the plan and the planned item. Multi-head
+attention runs inside every transformer; what this technique adds is making it visible, and measuring how
+faithful that is.
 
 Two methods, both on specmill's engine (a model with `logits`: local_llama):
 - `exact`: leave-one-out. One pass over the prompt and the code, then one per span with that span
@@ -13,13 +14,13 @@ Two methods, both on specmill's engine (a model with `logits`: local_llama):
   here (attention_heads/<model>.json) and passed the acceptance measured by `bench/provenance.py eval`.
 The scores are shares per line, labelled "model reliance (estimate, attention-based)" or "(exact,
 leave-one-out)"; they are never called the source of the code. The step runs on the generation worker
-(codegen/provenance/step.py) for the candidate that is kept.
+(codegen/provenance/step.py) for the candidate that is kept; under hierarchical_generation each planned
+item's code is explained against the prompt its body was written from, and the lines put back together.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
 from pathlib import Path
 from typing import Literal
 
@@ -94,7 +95,8 @@ class MultiHeadAttention(Technique):
     name = "multi_head_attention"
     description = (
         "Provenance: for each line of the kept code, which labelled parts of the prompt (spec fields, each "
-        "visible test, each retrieved snippet, the previous failure) the model relied on, as shares. exact: "
+        "visible test, each retrieved snippet, the previous failure, under hierarchical_generation the plan "
+        "and the planned item) the model relied on, as shares. exact: "
         "how much each line's log-probability drops when a part is removed (leave-one-out, one pass per "
         "part); estimate: the model's attention per layer and head, weighted by weights fitted to "
         "leave-one-out effects on MBPP train. Labelled 'model reliance', never 'the source'."
@@ -112,7 +114,10 @@ class MultiHeadAttention(Technique):
     def refuses(self, settings: AttentionSettings, view, others, options) -> str | None:
         if settings.provenance != "exact":
             return None
-        spans = labelled_parts(view) + 1  # a repair round adds the failure
+        if HIERARCHICAL in others:  # each body's prompt: the spec (named), the plan and the item asked for
+            spans = labelled_parts(view) + bool(view.name) + 2
+        else:  # a repair round adds the failure
+            spans = labelled_parts(view) + 1
         for technique in others:
             if technique.retrieves:
                 spans += technique.settings(options).top_k
@@ -121,14 +126,6 @@ class MultiHeadAttention(Technique):
                 f"exact provenance removes each labelled part of the prompt in turn (one forward pass each): this "
                 f"prompt can hold {spans} parts, over the limit of {MAX_EXACT_SPANS}; fewer tests or snippets, or "
                 "provenance: estimate where it is offered"
-            )
-        return None
-
-    def conflicts(self, others: Collection[Technique], n: int) -> str | None:
-        if HIERARCHICAL in others:
-            return (
-                f"{self.name} explains one answer to one prompt; {HIERARCHICAL.name} writes each planned "
-                "item in its own call, which it does not explain yet"
             )
         return None
 
@@ -151,6 +148,7 @@ class MultiHeadAttention(Technique):
                 "references": [{"id": str(r.id), "content": r.content} for r in references],
                 "code": kept.code,
                 "method": run.settings(self).provenance,
+                "plan": run.plan.model_dump(mode="json") if run.plan else None,
             },
         )
         index = out.candidates.index(kept)
