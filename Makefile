@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install sandbox-deps redis-server bench-sandbox demo chaos bench-gateway bench-kb bench-generate bench-fairness eval eval-pools eval-choose eval-defaults bench-provenance clean-data lint
+.PHONY: run test install sandbox-deps redis-server chromium bench-sandbox demo chaos bench-gateway bench-kb bench-generate bench-fairness bench-console eval eval-pools eval-choose eval-defaults bench-provenance clean-data lint
 
 $(BIN)/python:
 	@command -v $(PY) >/dev/null 2>&1 || { echo "need Python 3.11 ($(PY))"; exit 1; }
@@ -23,6 +23,14 @@ install: $(STAMP) sandbox-deps
 apt_install = { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && echo "installing Debian's $(1) for the sandbox" \
 	&& { apt-get install -y -qq $(1) >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq $(1) >/dev/null; }; }; } \
 	|| { echo "the sandbox needs Debian's $(1): run  sudo apt-get install -y $(1)"; exit 1; }
+
+# The console's browser tests drive Debian's chromium (Playwright's own download cannot be reached). As
+# root it is installed when missing; otherwise those tests skip, saying which command installs it.
+chromium:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& echo "installing Debian's chromium for the console's browser tests" \
+		&& { apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }; }; } \
+		|| echo "no chromium: the console's browser tests will skip (sudo apt-get install -y chromium)"
 
 # The rate-limit tests run two gateways against a real Redis.
 redis-server:
@@ -51,7 +59,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 	PYRIGHT_PYTHON_IGNORE_WARNINGS=1 $(BIN)/pyright
 
-test: lint install redis-server
+test: lint install redis-server chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench-gateway: install
@@ -62,6 +70,9 @@ bench-kb: install
 
 bench-sandbox: install
 	$(BIN)/python bench/sandbox.py $(BENCH_ARGS)
+
+bench-console: install
+	$(BIN)/python bench/console.py $(BENCH_ARGS)
 
 bench-fairness: install
 	$(BIN)/python bench/fairness.py $(BENCH_ARGS)

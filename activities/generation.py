@@ -123,6 +123,8 @@ class GenerationActivities:
                 request={
                     "project_id": str(g.project_id),
                     "instance_id": str(g.spec.instance_id),
+                    "values": g.spec.values,
+                    "values_hash": g.spec.values_hash,
                     "feedback": g.feedback,
                 },
                 project_id=g.project_id,

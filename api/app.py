@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from temporalio.client import Client
 
 from api import docs, errors, health, proxy
+from api.console import router as console
 from api.deps import Resources, ResourcesDep
 from api.middleware import BodyLimitMiddleware, RateHeadersMiddleware, SecurityHeadersMiddleware
 from api.ratelimit import RateLimiter
@@ -70,6 +71,8 @@ def create_app(settings: Settings | None = None, service: str | None = None) -> 
             yield
         finally:
             await res.extras["http"].aclose()
+            if "console_client" in res.extras:
+                await res.extras["console_client"].aclose()
             await pool.close()
 
     title = "specmill" if service is None else f"specmill {service}"
@@ -88,6 +91,7 @@ def create_app(settings: Settings | None = None, service: str | None = None) -> 
     app.add_middleware(SecurityHeadersMiddleware)  # outermost: every answer gets the headers, a 413 too
 
     if service is None:
+        console.install(app)
         app.include_router(auth.router)
         gateway_api = APIRouter(prefix="/api")
         gateway_api.include_router(keys.router)

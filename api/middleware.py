@@ -38,6 +38,12 @@ DOCS_CSP = (
     "frame-ancestors 'none'; base-uri 'none'"
 )
 API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'"
+CONSOLE_PATH = "/console"
+# The console: its script, stylesheets and event stream from this server only; forms post only here.
+CONSOLE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
 SECURITY_HEADERS = {
     b"x-content-type-options": b"nosniff",
     b"referrer-policy": b"no-referrer",
@@ -58,8 +64,13 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        docs = scope.get("path", "").startswith(DOCS_PATHS)
-        extra = {**SECURITY_HEADERS, b"content-security-policy": (DOCS_CSP if docs else API_CSP).encode()}
+        path = scope.get("path", "")
+        docs = path.startswith(DOCS_PATHS)
+        console = path.startswith(CONSOLE_PATH)
+        csp = DOCS_CSP if docs else CONSOLE_CSP if console else API_CSP
+        extra = {**SECURITY_HEADERS, b"content-security-policy": csp.encode()}
+        if console:  # with no-referrer a browser sends `Origin: null` on the console's own forms
+            extra[b"referrer-policy"] = b"same-origin"
         if not docs:
             extra[b"cache-control"] = b"no-store"
 

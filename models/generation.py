@@ -410,10 +410,17 @@ class GenerationSummary(Public):  # timestamps in RFC 3339 with their zone
     created_at: UtcDatetime
     updated_at: UtcDatetime
     error: str | None = None
+    tokens_in: int = Field(0, description="The prompt tokens of all its candidates, every round")
+    tokens_out: int = Field(0, description="The tokens its candidates generated, every round")
 
 
 class GenerationPublic(GenerationSummary):
     result: GenerationResult | None = None
+    request: dict[str, Any] | None = Field(
+        None,
+        description="What it was asked: POST /api/generate's body, or for a project's pipeline the spec's values, "
+        "their hash and the failure a repair round was told",
+    )
 
 
 class GenerationFailed(BaseModel):

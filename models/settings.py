@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     temporal_namespace: str = Field(default="default", description="Namespace of every workflow.")
     temporal_embedded: bool = Field(default=True, description="`make run` starts the Temporal dev server itself.")
     temporal_ui_port: int = Field(default=8233, description="Web UI of the embedded dev server (127.0.0.1).")
+    temporal_ui_url: str | None = Field(
+        default=None,
+        description="The Temporal UI the console links each run to (default: the embedded dev server's UI).",
+    )
     temporal_api_key: str | None = Field(default=None, description="API key for Temporal Cloud (enables TLS).")
     task_queue_prefix: str = Field(default="", description="Prefix for every task queue name (isolates test runs).")
 

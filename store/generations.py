@@ -15,8 +15,14 @@ from store.db import tenant_tx
 from store.errors import NotFound
 from store.paging import keyset, page
 
-_SUMMARY_COLS = "id, status, model, techniques, project_id, instance_id, error, created_at, updated_at"
-_COLS = f"{_SUMMARY_COLS}, result"
+# the tokens of every candidate of every round, summed from the stored result
+_TOKENS = """coalesce((select sum((c->>'{0}')::bigint) from jsonb_array_elements(
+    case when jsonb_typeof(result->'candidates') = 'array' then result->'candidates' else '[]'::jsonb end) c), 0)"""
+_SUMMARY_COLS = (
+    "id, status, model, techniques, project_id, instance_id, error, created_at, updated_at, "
+    f"{_TOKENS.format('tokens_in')} as tokens_in, {_TOKENS.format('tokens_out')} as tokens_out"
+)
+_COLS = f"{_SUMMARY_COLS}, result, request"
 
 
 def _model(row: asyncpg.Record) -> GenerationPublic:

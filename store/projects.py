@@ -8,7 +8,7 @@ from uuid import UUID, uuid4
 
 import asyncpg
 
-from models.common import TERMINAL_STATES, ProjectState
+from models.common import RUNNING_STATES, TERMINAL_STATES, ProjectState
 from models.events import complete_spec_event, project_event, project_state_event
 from models.orchestrator import ProjectCreate, ProjectPublic, ProjectUpdate, RecordStateInput, project_workflow_id
 from store import events, runs
@@ -75,15 +75,28 @@ async def get_project(pool: asyncpg.Pool, *, tenant_id: UUID, project_id: UUID) 
 
 
 async def list_projects(
-    pool: asyncpg.Pool, *, tenant_id: UUID, state: ProjectState | None, limit: int, cursor: str | None
+    pool: asyncpg.Pool,
+    *,
+    tenant_id: UUID,
+    state: ProjectState | None,
+    limit: int,
+    cursor: str | None,
+    newest_first: bool = False,
+    running_for_s: int | None = None,
 ) -> tuple[list[ProjectPublic], str | None]:
-    args: list = [tenant_id, state.value if state else None]
-    after = keyset(cursor, args)
+    """`running_for_s`: only projects in a running state (RUNNING_STATES) not updated for that many seconds."""
+    running = [s.value for s in RUNNING_STATES] if running_for_s is not None else None
+    args: list = [tenant_id, state.value if state else None, running, running_for_s]
+    after = keyset(cursor, args, descending=newest_first)
     args.append(limit + 1)
+    order = "created_at desc, id desc" if newest_first else "created_at, id"
     async with tenant_tx(pool, tenant_id) as conn:
         rows = await conn.fetch(
-            f"""select {_COLS} from projects where tenant_id = $1 and ($2::text is null or state = $2) and {after}
-                order by created_at, id limit ${len(args)}""",
+            f"""select {_COLS} from projects where tenant_id = $1 and ($2::text is null or state = $2)
+                  and ($3::text[] is null or (state = any($3)
+                       and updated_at < (now() at time zone 'utc') - make_interval(secs => $4::int)))
+                  and {after}
+                order by {order} limit ${len(args)}""",
             *args,
         )
     rows, next_cursor = page(rows, limit)

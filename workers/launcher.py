@@ -264,6 +264,7 @@ def _banner(settings: Settings) -> None:
     ui = f"http://127.0.0.1:{settings.temporal_ui_port}" if settings.temporal_embedded else "(your Temporal's UI)"
     console.print(f"""
 [bold green]specmill is running[/bold green]
+  console       {base}/console
   gateway       {base}
   API docs      {base}/docs
   Temporal UI   {ui}
@@ -271,7 +272,7 @@ def _banner(settings: Settings) -> None:
 
 Create a tenant (prints its owner API key):
   .venv/bin/specmill tenant create --name acme
-Then:
+Then sign in to the console with that key, or:
   curl -H "X-API-Key: <key>" {base}/api/projects
 
 Ctrl-C stops everything.""")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Annotated, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, HTTPException, Response
+from fastapi import APIRouter, HTTPException, Query, Response
 from fastapi.responses import JSONResponse
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
@@ -52,9 +53,26 @@ router = APIRouter(tags=["orchestrator"])
 
 @router.get("/projects", response_model=Page[ProjectPublic])
 async def list_projects(
-    pool: PoolDep, p: PrincipalDep, limit: Limit = 50, cursor: Cursor = None, state: ProjectState | None = None
+    pool: PoolDep,
+    p: PrincipalDep,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    state: ProjectState | None = None,
+    order: Annotated[Literal["oldest", "newest"], Query(description="By creation time")] = "oldest",
+    running_for_s: Annotated[
+        int | None,
+        Query(ge=0, le=10**7, description="Only projects in a running state not updated for this many seconds"),
+    ] = None,
 ):
-    items, nxt = await projects.list_projects(pool, tenant_id=p.tenant_id, state=state, limit=limit, cursor=cursor)
+    items, nxt = await projects.list_projects(
+        pool,
+        tenant_id=p.tenant_id,
+        state=state,
+        limit=limit,
+        cursor=cursor,
+        newest_first=order == "newest",
+        running_for_s=running_for_s,
+    )
     return Page(items=items, next_cursor=nxt)
 
 

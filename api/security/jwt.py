@@ -45,6 +45,16 @@ def _header(token: str) -> dict[str, Any]:
         raise TokenError("malformed token") from err
 
 
+def half_spent(token: str, now: float) -> bool:
+    """Whether a token (already verified) is past the middle of its life: time to issue a fresh one."""
+    try:
+        claims = jwt.get_unverified_claims(token)
+    except JOSEError as err:
+        raise TokenError("malformed token") from err
+    issued, expires = claims.get("iat"), claims.get("exp")
+    return isinstance(issued, int) and isinstance(expires, int) and now > (issued + expires) / 2
+
+
 def unverified_issuer(token: str) -> str | None:
     _header(token)
     try:

@@ -1,0 +1,1 @@
+"""The web console (api/console/router.py)."""
