@@ -46,7 +46,7 @@ from models.orchestrator import ProjectCreate, RecordStateInput
 from models.outcome import Outcome
 from models.settings import Settings
 from store import projects
-from store.db import create_pool
+from store.db import create_pool, tenant_tx
 from store.tenants import create_tenant
 
 TARGET_MS = 50.0
@@ -92,8 +92,11 @@ async def seed(settings: Settings, n: int) -> tuple[str, str, str]:
                     ),
                 )
             project_id, run_id = str(project.id), run
-        async with pool.acquire() as conn:
+        async with tenant_tx(pool, created.tenant_id) as conn:
             events = await conn.fetchval("select count(*) from events where tenant_id = $1", created.tenant_id)
+            failed = await conn.fetchval("select count(*) from projects where state = 'failed'")
+        if events < 10 * n or failed != n:
+            raise SystemExit(f"the seed made {events} events and {failed} failed projects, not {10 * n} and {n}")
         print(f"seeded {n} projects and {events} events", flush=True)
         return created.api_key, project_id, run_id
     finally:

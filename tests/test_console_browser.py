@@ -128,6 +128,7 @@ async def test_from_an_api_key_to_tested_code_without_curl(browser, live_url, ap
     await page.goto(project_url)
     await page.get_by_role("button", name="Complete the specs and generate").click()
     await expect(page.get_by_role("heading", name="Run of calculator")).to_be_visible()
+    first_run = page.url
     await page.evaluate("window.__not_reloaded = true")
     await expect(page.locator("#run-state")).to_have_text("failed", timeout=RUN_S)
     assert await page.evaluate("window.__not_reloaded === true")
@@ -158,6 +159,18 @@ async def test_from_an_api_key_to_tested_code_without_curl(browser, live_url, ap
     download = await downloading.value
     archive = zipfile.ZipFile(io.BytesIO(Path(await download.path()).read_bytes()))
     assert "console_add.py" in archive.namelist() and "return a + b" in archive.read("console_add.py").decode()
+
+    # the run is pinned to the values it ran with: a spec edited since shows what changed
+    await page.goto(project_url)
+    await page.get_by_role("link", name="console_add", exact=True).click()
+    await page.get_by_label("Description").fill("Add two integers, exactly.")
+    await page.get_by_role("button", name="Save the spec").click()
+    await expect(page.get_by_role("status")).to_have_text("Saved.")
+    await page.goto(first_run)
+    await page.get_by_role("link", name="The spec values this run generated from").click()
+    spec = page.locator("section").filter(has_text="console_add")
+    await expect(spec).to_contain_text("changed since: description")
+    await expect(spec).to_contain_text('"description": "Add two integers."')
 
     # a second run after the model got console_even right, compared with the first
     coder.script("console_even", first="def console_even(n):\n    return n % 2 == 0\n")

@@ -109,6 +109,11 @@ async def test_a_projects_run_is_followed_by_project_and_run(api, tenant, other_
     assert (await _get(api, tenant, "/api/generations", project_id=other["id"]))["items"] == []
     stored = (await api.get(f"/api/generations/{gens[0]['id']}", headers=tenant.headers)).json()
     assert stored["project_id"] == pid and stored["result"]["files"][0]["content"].strip() == ADD_RIGHT.strip()
+    candidates = stored["result"]["candidates"]  # the summary's tokens are its candidates' sums
+    assert gens[0]["tokens_in"] == sum(c["tokens_in"] for c in candidates) > 0
+    assert gens[0]["tokens_out"] == sum(c["tokens_out"] for c in candidates) > 0
+    assert stored["request"]["values"] == inst["values"]  # the values the pipeline generated from
+    assert stored["request"]["instance_id"] == inst["id"] and stored["request"]["feedback"] is None
 
     # another tenant's project, or no project at all, is a 404 with a JSON detail
     for t, project_id in ((other_tenant, pid), (tenant, str(uuid.uuid4()))):

@@ -142,6 +142,38 @@ async def test_project_crud_list_filter_and_pagination(api, new_tenant):
 
     await wait_for(all_in_spec_definition)
     assert (await api.get("/api/projects", params={"state": "bogus"}, headers=t.headers)).status_code == 422
+    newest = (await api.get("/api/projects", params={"order": "newest", "limit": 3}, headers=t.headers)).json()
+    rest = await api.get(
+        "/api/projects", params={"order": "newest", "cursor": newest["next_cursor"]}, headers=t.headers
+    )
+    assert [p["id"] for p in newest["items"] + rest.json()["items"]] == ids[::-1]
+
+
+async def test_projects_running_for_long_are_those_in_a_running_state_unchanged_that_long(api, new_tenant, pool):
+    from store.db import tenant_tx
+
+    t = await new_tenant()
+    ids = [(await _project(api, t, f"r{i}"))["id"] for i in range(3)]
+
+    async def settled():  # the workflows have made their own first moves
+        page = (await api.get("/api/projects", params={"state": "spec_definition"}, headers=t.headers)).json()
+        return len(page["items"]) == 3
+
+    await wait_for(settled)
+    async with tenant_tx(pool, t.tenant_id) as conn:  # as a run would leave them: one stuck, one just moved
+        await conn.execute(
+            """update projects set state = 'code_generation',
+                 updated_at = (now() at time zone 'utc') - interval '1 hour' where id = $1""",
+            uuid.UUID(ids[0]),
+        )
+        await conn.execute("update projects set state = 'debugging' where id = $1", uuid.UUID(ids[1]))
+    params = {"running_for_s": 600}
+    long = (await api.get("/api/projects", params=params, headers=t.headers)).json()["items"]
+    assert [p["id"] for p in long] == [ids[0]]
+    every = (await api.get("/api/projects", params={"running_for_s": 0}, headers=t.headers)).json()["items"]
+    assert {p["id"] for p in every} == {ids[0], ids[1]}  # the third is not running
+    bad = await api.get("/api/projects", params={"running_for_s": -1}, headers=t.headers)
+    assert bad.status_code == 422 and "detail" in bad.json()
 
 
 async def test_tasks_lifecycle_and_events(api, tenant):

@@ -129,7 +129,7 @@ async def _live(page: Page, project_id: str, run_id: str) -> dict[str, Any]:
     """What the run's page shows and its script re-renders on each event: the state, why it failed, the
     rows, the specs it ran with and its settings."""
     pid, project, run = await _run(page, project_id, run_id)
-    names, specs = await _names(page, pid)
+    names, _ = await _names(page, pid)
     failing = [i for i in (run.get("outcome") or {}).get("instances", []) if i["status"] not in ("passed", "no_tests")]
     return {
         "title": f"Run of {project['name']}",
@@ -138,7 +138,6 @@ async def _live(page: Page, project_id: str, run_id: str) -> dict[str, Any]:
         "live": await rows_of(page, pid, run, names),
         "terminal": run["state"] in TERMINAL,
         "failing": failing,
-        "pinned": await pinned(page, pid, run, specs),
         "temporal_url": temporal_link(page, project["workflow_id"], run["id"]),
     }
 
@@ -151,6 +150,20 @@ async def run_page(page: PageDep, project_id: str, run_id: str):
 @router.get("/projects/{project_id}/runs/{run_id}/live")
 async def run_live(page: PageDep, project_id: str, run_id: str):
     return page.render("run_live.html", **await _live(page, project_id, run_id))
+
+
+@router.get("/projects/{project_id}/runs/{run_id}/specs")
+async def run_specs(page: PageDep, project_id: str, run_id: str):
+    """The spec values the run generated from, against today's (one read per spec: a page of its own)."""
+    pid, project, run = await _run(page, project_id, run_id)
+    _, specs = await _names(page, pid)
+    return page.render(
+        "run_specs.html",
+        title=f"Specs of a run of {project['name']}",
+        project=project,
+        run=run,
+        pinned=await pinned(page, pid, run, specs),
+    )
 
 
 @router.get("/projects/{project_id}/runs/{run_id}/events")
