@@ -50,6 +50,7 @@ class ProjectPublic(Public):
     run_id: UUID | None = Field(None, description="The latest run (GET .../runs/{run_id})")
     reason: str | None = Field(None, description="Why the latest run ended as it did")
     outcome: Outcome | None = Field(None, description="The latest run's outcome, once it has ended")
+    model: str | None = Field(None, description="The model its next run uses (its own setting, else the tenant's)")
 
 
 class RunCreate(Strict):

@@ -11,12 +11,19 @@ import asyncpg
 from models.common import RUNNING_STATES, TERMINAL_STATES, ProjectState
 from models.events import complete_spec_event, project_event, project_state_event
 from models.orchestrator import ProjectCreate, ProjectPublic, ProjectUpdate, RecordStateInput, project_workflow_id
+from models.pipeline import TenantSettings
 from store import events, runs
 from store.db import returned, tenant_tx
 from store.errors import NotFound
 from store.paging import keyset, page
 
-_COLS = "id, tenant_id, name, description, state, user_id, created_at, updated_at, run_id, reason, outcome"
+# the model its next run uses: the project's own setting, else the tenant's default, else the platform's
+_MODEL = f"""coalesce((select ps.model from project_settings ps where ps.project_id = projects.id),
+    (select ts.model from tenant_settings ts where ts.tenant_id = projects.tenant_id), '{TenantSettings().model}')"""
+_COLS = (
+    "id, tenant_id, name, description, state, user_id, created_at, updated_at, run_id, reason, outcome, "
+    f"{_MODEL} as model"
+)
 
 
 def _model(row: asyncpg.Record) -> ProjectPublic:

@@ -12,6 +12,7 @@ import pytest
 
 from api.console.session import COOKIE
 from api.security import jwt as tokens
+from tests.test_auth import jwks_server, supabase_settings  # noqa: F401 - fixtures
 
 FN_VALUES = {"function_name": "add", "description": "Add two integers."}
 
@@ -182,3 +183,66 @@ async def test_another_tenants_project_or_a_malformed_id_is_a_404_page(api, tena
 async def test_the_assets_come_from_this_server(api, path):
     resp = await api.get(path)
     assert resp.status_code == 200 and resp.text
+
+
+async def test_a_supabase_session_signs_in_where_supabase_is_configured(make_app, supabase_settings, pool, tenant):  # noqa: F811
+    """Supabase's side is a signed token here (tests/test_auth.py's helpers): the wire format it issues."""
+    from tests.test_auth import SUPABASE_SECRET, link, sign_hs256, supabase_claims
+
+    claims = supabase_claims(tenant, role="viewer")
+    await link(pool, tenant, claims, "viewer")
+    token = sign_hs256(claims, SUPABASE_SECRET)
+    async for client in make_app(supabase_settings):
+        page = await client.get("/console/sign-in")
+        assert 'name="supabase_token"' in page.text
+        resp = await client.post("/console/sign-in", data={"supabase_token": token, "next": "/console/projects"})
+        assert resp.status_code == 303 and resp.cookies[COOKIE] == token
+        assert 0 < int(re.search(r"Max-Age=(\d+)", resp.headers["set-cookie"]).group(1)) <= 300  # its own end
+        client.cookies.clear()
+        listing = await client.get("/console/projects", headers={"Cookie": f"{COOKIE}={token}"})
+        assert listing.status_code == 200 and ">viewer<" in listing.text and "Create the project" not in listing.text
+        forged = sign_hs256(supabase_claims(tenant, role="viewer"), "not-the-secret")
+        bad = await client.post("/console/sign-in", data={"supabase_token": forged, "next": "/console/projects"})
+        assert bad.status_code == 401 and "not valid" in bad.text
+
+
+async def test_without_supabase_configured_the_form_is_absent_and_a_token_is_not_taken(api):
+    assert 'name="supabase_token"' not in (await api.get("/console/sign-in")).text
+    resp = await api.post("/console/sign-in", data={"supabase_token": "x.y.z", "next": "/console/projects"})
+    assert resp.status_code == 401 and COOKIE not in resp.headers.get("set-cookie", "")
+
+
+async def test_an_admin_makes_and_revokes_keys_and_an_editor_deletes_a_snippet(api, tenant):
+    browser = await _signed_in(api, tenant)
+    made = await browser.post("/console/keys", {"name": "ci", "role": "editor"})
+    assert made.status_code == 201
+    key = re.search(r'<code id="new-key">([^<]+)</code>', made.text).group(1)  # shown once, on this answer
+    listed = (await api.get("/api/keys", headers=tenant.headers)).json()["items"]
+    [row] = [k for k in listed if k["name"] == "ci"]
+    assert key.startswith(f"sm_{row['prefix']}_") and key not in (await browser.get("/console/keys")).text
+    editor = Browser(api)
+    assert (await editor.sign_in(key)).status_code == 303
+    snippet = await api.post(
+        "/api/snippets", json={"language": "python", "content": "def one():\n    return 1"}, headers=tenant.headers
+    )
+    page = await editor.get("/console/knowledge")
+    assert f"/console/knowledge/snippets/{snippet.json()['id']}/delete" in page.text
+    gone = await editor.post(f"/console/knowledge/snippets/{snippet.json()['id']}/delete", {})
+    assert gone.status_code == 303
+    assert (await api.get(f"/api/snippets/{snippet.json()['id']}", headers=tenant.headers)).status_code == 404
+    revoked = await browser.post(f"/console/keys/{row['id']}/revoke", {})
+    assert revoked.status_code == 303
+    ended = await editor.get("/console/knowledge")  # a revoked key's session ends at its next page
+    assert ended.status_code == 303 and ended.headers["location"].startswith("/console/sign-in")
+
+
+async def test_the_models_page_says_each_models_availability_and_lists_the_six_techniques(api, tenant):
+    browser = await _signed_in(api, tenant)
+    page = await browser.get("/console/models")
+    models = (await api.get("/api/models", headers=tenant.headers)).json()["items"]
+    techniques = (await api.get("/api/techniques", headers=tenant.headers)).json()["items"]
+    assert page.status_code == 200 and len(techniques) == 6
+    for model in models:
+        assert f"<td>{model['name']}</td>" in page.text
+    for technique in techniques:
+        assert f"<h3>{technique['name']} " in page.text

@@ -147,6 +147,10 @@ async def test_project_crud_list_filter_and_pagination(api, new_tenant):
         "/api/projects", params={"order": "newest", "cursor": newest["next_cursor"]}, headers=t.headers
     )
     assert [p["id"] for p in newest["items"] + rest.json()["items"]] == ids[::-1]
+    assert {p["model"] for p in rest.json()["items"]} == {"local_llama"}  # the platform's default
+    own = await api.put(f"/api/projects/{ids[1]}/settings", json={"model": "openai_api"}, headers=t.headers)
+    assert own.status_code == 200, own.text
+    assert (await api.get(f"/api/projects/{ids[1]}", headers=t.headers)).json()["model"] == "openai_api"
 
 
 async def test_projects_running_for_long_are_those_in_a_running_state_unchanged_that_long(api, new_tenant, pool):

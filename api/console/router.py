@@ -10,7 +10,17 @@ from fastapi.responses import PlainTextResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from api.console import artifacts, projects, runs, specs, tenant
-from api.console.session import PATH, clear_cookie, redirect, safe_next, same_origin, set_cookie, sign_in
+from api.console.session import (
+    PATH,
+    clear_cookie,
+    redirect,
+    safe_next,
+    same_origin,
+    set_cookie,
+    sign_in,
+    sign_in_supabase,
+    supabase_configured,
+)
 from api.console.web import HERE, HIGHLIGHT_CSS, PageDep, check_write, plain
 from api.security.auth import AuthError
 
@@ -30,20 +40,29 @@ async def highlight_css() -> PlainTextResponse:
 
 
 @router.get("/sign-in")
-async def sign_in_page(next: str | None = None):
-    return plain("sign_in.html", title="Sign in", next=safe_next(next))
+async def sign_in_page(request: Request, next: str | None = None):
+    return plain("sign_in.html", title="Sign in", next=safe_next(next), supabase=supabase_configured(request))
 
 
 @router.post("/sign-in")
 async def sign_in_form(
-    request: Request, api_key: Annotated[str, Form(max_length=500)] = "", next: Annotated[str, Form()] = ""
+    request: Request,
+    api_key: Annotated[str, Form(max_length=500)] = "",
+    supabase_token: Annotated[str, Form(max_length=8000)] = "",
+    next: Annotated[str, Form()] = "",
 ):
+    supabase = supabase_configured(request)
     if not same_origin(request):
         return plain("error.html", status=403, title="Not allowed", detail="a sign-in from another site is refused")
     try:
-        _, token = await sign_in(request, api_key)
+        if supabase_token and supabase:
+            await sign_in_supabase(request, supabase_token)
+            token = supabase_token.strip()
+        else:
+            _, token = await sign_in(request, api_key)
     except AuthError:
-        return plain("sign_in.html", status=401, title="Sign in", next=safe_next(next), error="That key is not valid.")
+        error = "That Supabase session is not valid here." if supabase_token else "That key is not valid."
+        return plain("sign_in.html", status=401, title="Sign in", next=safe_next(next), error=error, supabase=supabase)
     response = redirect(safe_next(next))
     set_cookie(request, response, token)
     return response

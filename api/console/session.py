@@ -1,5 +1,6 @@
 """The console's session: an HttpOnly, SameSite=Strict cookie holding a short-lived specmill JWT (minted
-from the API key at sign-in, never the key itself), and the CSRF token every write carries.
+from the API key at sign-in, never the key itself) or, where Supabase is configured, the access token of
+a Supabase session; and the CSRF token every write carries.
 
 - Signing in exchanges the key exactly as POST /auth/token does (the same brute-force guard); the key is
   not kept anywhere.
@@ -94,11 +95,26 @@ async def sign_in(request: Request, key: str) -> tuple[Principal, str]:
     return principal, res.auth.issue_token(principal)
 
 
+def supabase_configured(request: Request) -> bool:
+    return bool(request.app.state.resources.settings.supabase_jwt_issuer)
+
+
+async def sign_in_supabase(request: Request, token: str) -> Principal:
+    """A Supabase session's access token, checked as the API checks it (its signature, and its user linked
+    to a tenant in our database); the cookie then holds that token until it expires (it cannot be renewed
+    here: Supabase's refresh token stays with the browser's Supabase client)."""
+    res: Resources = request.app.state.resources
+    principal = await res.auth.from_jwt(token.strip())
+    if principal.auth != "supabase":
+        raise AuthError("that is not a Supabase session's access token")
+    return principal
+
+
 def set_cookie(request: Request, response: Response, token: str) -> None:
     response.set_cookie(
         COOKIE,
         token,
-        max_age=request.app.state.resources.settings.jwt_ttl_seconds,
+        max_age=tokens.seconds_left(token, time.time()),  # the token's own end
         path=PATH,
         httponly=True,
         samesite="strict",

@@ -45,14 +45,25 @@ def _header(token: str) -> dict[str, Any]:
         raise TokenError("malformed token") from err
 
 
-def half_spent(token: str, now: float) -> bool:
-    """Whether a token (already verified) is past the middle of its life: time to issue a fresh one."""
+def _times(token: str) -> tuple[int | None, int | None]:
     try:
         claims = jwt.get_unverified_claims(token)
     except JOSEError as err:
         raise TokenError("malformed token") from err
     issued, expires = claims.get("iat"), claims.get("exp")
-    return isinstance(issued, int) and isinstance(expires, int) and now > (issued + expires) / 2
+    return (issued if isinstance(issued, int) else None), (expires if isinstance(expires, int) else None)
+
+
+def half_spent(token: str, now: float) -> bool:
+    """Whether a token (already verified) is past the middle of its life: time to issue a fresh one."""
+    issued, expires = _times(token)
+    return issued is not None and expires is not None and now > (issued + expires) / 2
+
+
+def seconds_left(token: str, now: float) -> int:
+    """How long a token (already verified) stays valid."""
+    _, expires = _times(token)
+    return max(0, int(expires - now)) if expires is not None else 0
 
 
 def unverified_issuer(token: str) -> str | None:
