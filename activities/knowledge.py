@@ -130,4 +130,4 @@ class KnowledgeActivities:
             )
         except VectorStoreUnavailable as err:
             raise ApplicationError(f"vector store unavailable: {err}", type="VectorStoreUnavailable") from err
-        return [Reference(id=hit.id, content=hit.content) for hit in found.items]
+        return [Reference(id=hit.id, content=hit.content, score=hit.score) for hit in found.items]

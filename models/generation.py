@@ -211,6 +211,7 @@ def generation_job(
 class Reference(BaseModel):
     id: UUID
     content: str
+    score: float | None = Field(default=None, description="The similarity search's score, where it found it")
 
 
 class RetrieveInput(BaseModel):
@@ -379,6 +380,9 @@ class Provenance(BaseModel):
     values_hash: str
     instance_id: UUID | None
     retrieved_snippets: list[UUID]
+    snippet_scores: dict[str, float] = Field(
+        default_factory=dict, description="The similarity score each retrieved snippet was found with, by its id"
+    )
     techniques: dict[str, Any] = Field(
         default_factory=dict, description="What the techniques recorded, by technique (scores, reranked snippets)"
     )

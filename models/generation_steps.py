@@ -118,16 +118,18 @@ async def _tested(inp: GenerationInput, steps: Steps, out: CandidatesResult) -> 
     )
 
 
-def provenance(inp: GenerationInput, snippet_ids: list, techniques: dict | None = None) -> Provenance:
+def provenance(inp: GenerationInput, used: dict, techniques: dict | None = None) -> Provenance:
+    """`used`: every reference a round saw, by id."""
     s = inp.spec
     return Provenance(
         techniques=techniques or {},
+        snippet_scores={str(i): r.score for i, r in used.items() if r.score is not None},
         template_id=s.template_id,
         template_name=s.template_name,
         template_version=s.template_version,
         values_hash=s.values_hash,
         instance_id=s.instance_id,
-        retrieved_snippets=snippet_ids,
+        retrieved_snippets=list(used),
     )
 
 
@@ -158,6 +160,6 @@ async def run_steps(inp: GenerationInput, steps: Steps) -> GenerationResult:
         candidates=out.candidates,
         parses=chosen.parses if chosen else None,
         note=note,
-        provenance=provenance(inp, list(run.used), run.notes),
+        provenance=provenance(inp, run.used, run.notes),
         plan=run.plan,
     )

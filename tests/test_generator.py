@@ -144,6 +144,10 @@ async def test_retrieval_augmentation_records_the_snippets_used(api, new_tenant)
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert snip["id"] in body["provenance"]["retrieved_snippets"]
+    hits = (await api.post("/api/similar", json={"query": "add two integers"}, headers=t.headers)).json()["items"]
+    scores = body["provenance"]["snippet_scores"]  # what the search found each one with
+    assert set(scores) == set(body["provenance"]["retrieved_snippets"]) and all(-1 <= v <= 1 for v in scores.values())
+    assert {h["id"] for h in hits} >= set(scores)
     assert all(c["techniques"] == [RETRIEVAL] for c in body["candidates"])
 
 

@@ -79,7 +79,7 @@ class GenerationWorkflow:
                 candidates=[],
                 parses=None,
                 note=error,
-                provenance=provenance(inp, []),
+                provenance=provenance(inp, {}),
             )
         await execute(
             RECORD_GENERATION,
