@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import asyncpg
 from temporalio import activity
@@ -13,6 +14,7 @@ from activities.heartbeat import Progress, heartbeating
 from codegen import generate, hierarchical, technique_steps
 from codegen.base import ModelUnavailable, batches
 from codegen.manager import ModelManager
+from infra import metrics
 from models.activities import GENERATE_BODIES, GENERATE_CANDIDATES, PLAN_MODULE, RECORD_GENERATION, TECHNIQUE_STEP
 from models.generation import (
     CandidatesInput,
@@ -26,7 +28,9 @@ from models.generation import (
 )
 from models.settings import Settings
 from models.techniques import Unsupported
-from store import generations, leases
+from store import generations, leases, usage
+
+log = logging.getLogger("specmill.generation")
 
 
 class GenerationActivities:
@@ -145,6 +149,45 @@ class GenerationActivities:
         holder = activity.info().workflow_id
         assert holder is not None  # record_generation runs in a GenerationWorkflow
         await leases.release(self._pool, tenant_id=g.tenant_id, holder=holder)
+        result = inp.result
+        await usage.record(
+            self._pool,
+            tenant_id=g.tenant_id,
+            source=f"generation:{g.generation_id}",
+            kind="generation",
+            project_id=g.project_id,
+            model=g.model,
+            tokens_in=sum(c.tokens_in for c in result.candidates) if result else 0,
+            tokens_out=sum(c.tokens_out for c in result.candidates) if result else 0,
+        )
+        _measured(g.model, g.techniques, result)
+        log.info(
+            "generation %s %s",
+            g.generation_id,
+            result.status if result else "failed",
+            extra={
+                "generation_id": str(g.generation_id),
+                "model": g.model,
+                "techniques": ",".join(g.techniques),
+                "tokens_in": sum(c.tokens_in for c in result.candidates) if result else 0,
+                "tokens_out": sum(c.tokens_out for c in result.candidates) if result else 0,
+            },
+        )
+
+
+def _measured(model: str, techniques: list[str], result) -> None:
+    """A recorded generation in the process's metrics (labels: model and technique set, never an id)."""
+    label = metrics.techniques_label(techniques)
+    metrics.GENERATIONS.labels(model, label, result.status if result else "failed").inc()
+    if result is None:
+        return
+    seconds = sum(c.latency_s for c in result.candidates)
+    tokens_out = sum(c.tokens_out for c in result.candidates)
+    metrics.TOKENS.labels(model, "in").inc(sum(c.tokens_in for c in result.candidates))
+    metrics.TOKENS.labels(model, "out").inc(tokens_out)
+    metrics.GENERATION_SECONDS.labels(model, label).observe(seconds)
+    if seconds > 0 and tokens_out:
+        metrics.TOKENS_PER_SECOND.labels(model).observe(tokens_out / seconds)
 
 
 def _chat(call, messages, params, api_key: str | None):

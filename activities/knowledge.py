@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import asyncpg
 from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.errors import permanent_failures
+from infra import metrics
 from knowledge import service
 from knowledge.errors import VectorStoreUnavailable
 from knowledge.runtime import KnowledgeRuntime
@@ -29,7 +32,7 @@ from models.knowledge import (
     SnippetCreate,
 )
 from models.orchestrator import PublishInput, PublishResult, generated_snippet_id
-from store import artifacts, snippets
+from store import artifacts, snippets, usage
 from store.errors import Invalid
 
 
@@ -41,12 +44,27 @@ class KnowledgeActivities:
     @permanent_failures
     async def index_items(self, inp: IndexInput) -> IndexResult:
         """Make the index match the database for these items; heartbeats after each encoded batch."""
+        started = time.perf_counter()
         try:
-            return await service.index_items(
+            out = await service.index_items(
                 self._pool, self._runtime, inp.tenant_id, inp.items, heartbeat=lambda done: activity.heartbeat(done)
             )
         except VectorStoreUnavailable as err:  # retried by Temporal until Qdrant is back
             raise ApplicationError(f"vector store unavailable: {err}", type="VectorStoreUnavailable") from err
+        kinds = {item.kind for item in inp.items}
+        kind = next(iter(kinds)) if len(kinds) == 1 else "mixed"
+        metrics.INDEXED.labels(kind).inc(out.upserted)
+        metrics.INDEX_SECONDS.labels(kind).observe(time.perf_counter() - started)
+        if out.upserted:
+            info = activity.info()  # a retry records the same key: counted once
+            await usage.record(
+                self._pool,
+                tenant_id=inp.tenant_id,
+                source=f"index:{info.workflow_id}:{info.activity_id}",
+                kind="embedding",
+                units=out.upserted,
+            )
+        return out
 
     @activity.defn(name=LIST_TENANT_ITEMS.name)
     @permanent_failures

@@ -22,6 +22,7 @@ from activities.code_checks import blocking, static_checks
 from activities.errors import permanent_failures
 from activities.heartbeat import Progress, heartbeating
 from codegen.candidate_tests import run_candidates
+from infra import metrics
 from models.activities import ATTACH_TEMPLATES, CHECK_SPECS, INTEGRATE_ARTIFACTS, RUN_SPEC_TESTS, TEST_CANDIDATES
 from models.common import Service, TaskStatus
 from models.generation import SpecSnapshot, TestCandidatesInput, TestCandidatesResult
@@ -45,7 +46,7 @@ from models.schema_rules import values_hash
 from models.schema_safety import checked_value_violations
 from models.spec_view import spec_view
 from sandbox import SandboxConfig, SandboxUnavailable, isolation, run_tests
-from store import artifacts, instances, pipeline_settings, tasks, templates
+from store import artifacts, instances, pipeline_settings, tasks, templates, usage
 from store.errors import Conflict, Invalid, NotFound
 
 TEST_TIMEOUT_S = 10.0
@@ -256,6 +257,17 @@ class PipelineActivities:
                     await tasks.ensure_task(self._pool, **task, status=TaskStatus.failed)
                     raise _no_sandbox(str(err)) from err
                 verdict = verdicts.of_run(run, len(view.tests))
+                metrics.SANDBOX_RUNS.labels(run.status).inc()
+                metrics.SANDBOX_SECONDS.labels(run.status).observe(run.duration_s)
+                info = activity.info()  # a retried activity records the same key: counted once
+                await usage.record(
+                    self._pool,
+                    tenant_id=inp.tenant_id,
+                    source=f"sandbox:{info.workflow_id}:{info.activity_id}:{ref.instance_id}",
+                    kind="sandbox_run",
+                    project_id=inp.project_id,
+                    seconds=run.duration_s,
+                )
             await artifacts.record_test_result(
                 self._pool,
                 tenant_id=inp.tenant_id,
@@ -296,6 +308,15 @@ class PipelineActivities:
             )
         except SandboxUnavailable as err:  # never run unconfined; no retry can fix it
             raise _no_sandbox(str(err)) from err
+        info = activity.info()
+        for i, result in enumerate(results):
+            metrics.SANDBOX_RUNS.labels(result.status).inc()
+            await usage.record(  # the run's seconds are not reported per candidate: units only
+                self._pool,
+                tenant_id=inp.tenant_id,
+                source=f"sandbox:{info.workflow_id}:{info.activity_id}:{i}",
+                kind="sandbox_run",
+            )
         return TestCandidatesResult(results=results)
 
 

@@ -7,6 +7,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.errors import permanent_failures
+from infra import metrics
 from models.activities import ACQUIRE_GENERATION_SLOT, RECORD_PROJECT_STATE, RELEASE_GENERATION_SLOT
 from models.generation import LeaseInput
 from models.orchestrator import RecordStateInput, RecordStateResult
@@ -24,14 +25,21 @@ class ProjectActivities:
     @permanent_failures
     async def record_project_state(self, inp: RecordStateInput) -> RecordStateResult:
         try:
-            applied = await projects.record_state(self._pool, inp)
+            seconds = await projects.record_state(self._pool, inp)
         except NotFound as err:
             # The row is committed just after the workflow starts: a few retries cover that race;
             # a project that never appears is a permanent failure.
             if activity.info().attempt < 5:
                 raise ApplicationError(err.message, type="ProjectNotYetVisible") from err
             raise ApplicationError(err.message, type="NotFound", non_retryable=True) from err
-        return RecordStateResult(applied=applied)
+        if seconds is not None:  # the first time only: a retry is not a second transition
+            before = inp.from_state.value if inp.from_state else "none"
+            metrics.TRANSITIONS.labels(before, inp.to_state.value).inc()
+            if inp.from_state is not None:
+                metrics.STATE_SECONDS.labels(before).observe(seconds)
+            if inp.outcome is not None:
+                metrics.DEBUG_ROUNDS.labels(inp.to_state.value).observe(max(0, inp.outcome.rounds - 1))
+        return RecordStateResult(applied=seconds is not None)
 
     @activity.defn(name=ACQUIRE_GENERATION_SLOT.name)
     @permanent_failures

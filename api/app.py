@@ -7,18 +7,19 @@ import logging
 from contextlib import asynccontextmanager
 
 import httpx
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from temporalio.client import Client
 
 from api import docs, errors, health, proxy
 from api.console import router as console
-from api.deps import Resources, ResourcesDep
-from api.middleware import BodyLimitMiddleware, RateHeadersMiddleware, SecurityHeadersMiddleware
+from api.deps import PrincipalDep, Resources, ResourcesDep
+from api.middleware import AccessMiddleware, BodyLimitMiddleware, RateHeadersMiddleware, SecurityHeadersMiddleware
 from api.ratelimit import RateLimiter
 from api.routes import auth, events, keys
 from api.security.auth import Authenticator
 from api.services import SERVICES, ServiceDef
+from infra import metrics
 from infra.temporal import connect_temporal
 from models import schema_safety
 from models.settings import Settings, get_settings
@@ -88,7 +89,8 @@ def create_app(settings: Settings | None = None, service: str | None = None) -> 
     errors.install(app)
     app.add_middleware(RateHeadersMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(SecurityHeadersMiddleware)  # outermost: every answer gets the headers, a 413 too
+    app.add_middleware(SecurityHeadersMiddleware)  # every answer gets the headers, a 413 too
+    app.add_middleware(AccessMiddleware)  # outermost: every line logged for a request carries its id
 
     if service is None:
         console.install(app)
@@ -135,6 +137,15 @@ def create_app(settings: Settings | None = None, service: str | None = None) -> 
         for name, url in remote.items():
             checks[f"service:{name}"] = await _remote_health(res.extras["http"], url)
         return await health.answer(request, res, checks)
+
+    if service is None:
+
+        async def metrics_page(p: PrincipalDep) -> Response:
+            """This process's Prometheus metrics (admins: who holds a key of this tenant learns nothing of
+            the others from them: no label is an id; infra/metrics.py)."""
+            return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+        app.add_api_route("/metrics", metrics_page, methods=["GET"], tags=["health"], summary="Prometheus metrics")
 
     app.add_api_route(
         "/health", gateway_health, methods=["GET"], tags=["health"], summary="readiness", description=health.DESCRIPTION

@@ -15,6 +15,7 @@ from api.security import guard
 from api.security.auth import Authenticator
 from api.security.clients import client_address
 from api.security.rbac import required_role
+from infra.logs import TENANT_ID
 from models.auth import Principal
 from models.settings import Settings
 from store.paging import MAX_LIMIT
@@ -72,6 +73,7 @@ async def authenticate(
         authorization=authorization,
     )
     request.state.principal = principal
+    TENANT_ID.set(str(principal.tenant_id))  # the request's log lines say whose it is
     return principal
 
 

@@ -1,12 +1,89 @@
-"""Pure ASGI middleware: rate-limit headers (set by the authorize dependency) and security headers
-on every response, and the request body limit."""
+"""Pure ASGI middleware: the request id, rate-limit headers (set by the authorize dependency) and security
+headers on every response, and the request body limit."""
 
 from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from infra import metrics
+from infra.logs import REQUEST_ID, TENANT_ID
+
+REFUSED = {401: "unauthenticated", 403: "forbidden", 429: "rate_limited"}
+
+access = logging.getLogger("specmill.access")
+
+
+def route_template(scope: Scope) -> str | None:
+    """The matched route's path template with its prefix (`/api/projects/{project_id}`); None: no route
+    matched. FastAPI keeps it in the scope (`effective_route_context`), Starlette routes as `route`."""
+    context = (scope.get("fastapi") or {}).get("effective_route_context")
+    path = getattr(context, "path", None)
+    if isinstance(path, str):
+        return path
+    route = scope.get("route")
+    return getattr(route, "path", None) if route is not None else None
+
+
+REQUEST_ID_SHAPE = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
+
+
+class AccessMiddleware:
+    """Every request gets an id: the caller's X-Request-ID when it is a plain token of at most 64
+    characters, else a new one. Log lines carry it (infra/logs.py) and the answer returns it. Each
+    request is then counted and timed by its route template (infra/metrics.py) and logged once."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = Headers(scope=scope).get("x-request-id", "")
+        request_id = given if REQUEST_ID_SHAPE.match(given) else uuid.uuid4().hex
+        token, tenant = REQUEST_ID.set(request_id), TENANT_ID.set(None)
+        started, status = time.perf_counter(), 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
+                message = {**message, "headers": [*headers, (b"x-request-id", request_id.encode())]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            seconds = time.perf_counter() - started
+            route = route_template(scope) or "unmatched"  # never the raw path: its ids are unbounded
+            metrics.HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
+            metrics.HTTP_DURATION.labels(scope["method"], route).observe(seconds)
+            if status in REFUSED:
+                metrics.REFUSALS.labels(REFUSED[status]).inc()
+            access.info(
+                "%s %s %s",
+                scope["method"],
+                scope["path"],
+                status,
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],  # never the query string: it may hold what a caller should not send
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(seconds * 1000, 1),
+                },
+            )
+            REQUEST_ID.reset(token)
+            TENANT_ID.reset(tenant)
 
 
 class RateHeadersMiddleware:

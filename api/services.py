@@ -34,7 +34,7 @@ SERVICES: dict[str, ServiceDef] = {
         "orchestrator",
         8003,
         [projects.router, runs.router, pipeline.router],
-        [re.compile(r"^/api/(projects|tasks|settings)(/|$)")],  # settings: the pipeline's (tenant defaults)
+        [re.compile(r"^/api/(projects|tasks|settings|usage)(/|$)")],  # settings: the pipeline's (tenant defaults)
         "orchestrator_url",
         queues=[("orchestrator", True), ("spec-registry", False), ("integration", False)],
     ),

@@ -12,8 +12,10 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSe
 from temporalio.client import Client
 from temporalio.common import Priority
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError
 
+from infra import logs
 from models.settings import Settings
 
 SEARCH_ATTRIBUTES = {
@@ -37,7 +39,23 @@ async def connect_temporal(settings: Settings, *, lazy: bool = False) -> Client:
         api_key=settings.temporal_api_key,
         tls=bool(settings.temporal_api_key),
         lazy=lazy,
+        interceptors=[logs.interceptor()],  # also on every worker made with this client
+        runtime=_runtime(settings.temporal_metrics_port),
     )
+
+
+_RUNTIMES: dict[int, Runtime] = {}
+
+
+def _runtime(metrics_port: int | None) -> Runtime | None:
+    """The SDK's runtime with its Prometheus endpoint on 127.0.0.1:`metrics_port` (one per process and
+    port: the endpoint binds once); None: the default runtime, no endpoint."""
+    if not metrics_port:
+        return None
+    if metrics_port not in _RUNTIMES:
+        telemetry = TelemetryConfig(metrics=PrometheusConfig(bind_address=f"127.0.0.1:{metrics_port}"))
+        _RUNTIMES[metrics_port] = Runtime(telemetry=telemetry)
+    return _RUNTIMES[metrics_port]
 
 
 async def connect_temporal_retry(settings: Settings, wait_seconds: float = 60) -> Client:

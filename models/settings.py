@@ -56,6 +56,24 @@ class Settings(BaseSettings):
     temporal_api_key: str | None = Field(default=None, description="API key for Temporal Cloud (enables TLS).")
     task_queue_prefix: str = Field(default="", description="Prefix for every task queue name (isolates test runs).")
 
+    # --- logs ---------------------------------------------------------------------------
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto",
+        description="JSON lines with their ids, or text; auto: text on a terminal, JSON otherwise (log files).",
+    )
+
+    # --- metrics ------------------------------------------------------------------------
+    metrics_port: int | None = Field(
+        default=None,
+        description="A worker's Prometheus metrics on 127.0.0.1 at this port (the gateway's: GET /metrics); "
+        "`make run` gives its workers this port and the next ones, a queue each.",
+    )
+    temporal_metrics_port: int | None = Field(
+        default=None,
+        description="The Temporal SDK's own runtime metrics (Prometheus) on 127.0.0.1 at this port; "
+        "`make run` numbers its workers' as for METRICS_PORT.",
+    )
+
     # --- gateway ------------------------------------------------------------------------
     host: str = Field(default="127.0.0.1", description="Gateway bind address.")
     port: int = Field(default=8080, description="Gateway port.")

@@ -139,17 +139,22 @@ def _run_uuid(run_id: str) -> UUID | None:
         return None
 
 
-async def record_state(pool: asyncpg.Pool, inp: RecordStateInput) -> bool:
+async def record_state(pool: asyncpg.Pool, inp: RecordStateInput) -> float | None:
     """Mirror a workflow transition: the row and its project.state_changed event, exactly once.
 
     The event's dedup key is the workflow's transition number, so a retried activity changes nothing.
-    Its events carry the run id (the `run_id` filter of /api/events).
+    Its events carry the run id (the `run_id` filter of /api/events). Returns the seconds the project
+    spent in the state it leaves, the first time (None: a retry, already applied).
     """
     run_id = _run_uuid(inp.run_id)
     async with tenant_tx(pool, inp.tenant_id) as conn:
-        if not await conn.fetchval(
-            "select 1 from projects where tenant_id = $1 and id = $2 for update", inp.tenant_id, inp.project_id
-        ):
+        since = await conn.fetchval(
+            "select extract(epoch from (now() at time zone 'utc') - updated_at) from projects"
+            " where tenant_id = $1 and id = $2 for update",
+            inp.tenant_id,
+            inp.project_id,
+        )
+        if since is None:
             raise NotFound(f"project {inp.project_id} not found")
         fresh = await events.emit(
             conn,
@@ -189,7 +194,7 @@ async def record_state(pool: asyncpg.Pool, inp: RecordStateInput) -> bool:
                 inp.to_state.value,
             )
             await runs.on_transition(conn, inp)
-    return fresh
+    return max(0.0, float(since)) if fresh else None
 
 
 def _uuid_or_none(text: str) -> UUID | None:

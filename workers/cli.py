@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -40,8 +39,10 @@ def _settings():
     return Settings()
 
 
-def _logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _logging(settings=None) -> None:
+    from infra import logs
+
+    logs.configure(settings.log_format if settings else "auto")
 
 
 async def _with_pool(fn):
@@ -100,8 +101,9 @@ def worker(
     if serve is not None and serve not in SERVICES:
         typer.echo(f"unknown service {serve!r}", err=True)
         raise typer.Exit(2)
-    _logging()
-    asyncio.run(run_worker(_settings(), queue, serve=serve, port=port))
+    settings = _settings()
+    _logging(settings)
+    asyncio.run(run_worker(settings, queue, serve=serve, port=port))
 
 
 @app.command()
@@ -120,7 +122,7 @@ def serve(
     if service != "gateway" and service not in SERVICES:
         typer.echo(f"unknown service {service!r}", err=True)
         raise typer.Exit(2)
-    _logging()
+    _logging(settings)
     application = create_app(settings, service=None if service == "gateway" else service)
     default_port = settings.port if service == "gateway" else SERVICES[service].port
     uvicorn.run(
@@ -128,6 +130,8 @@ def serve(
         host=host or settings.host,
         port=port or default_port,
         log_level="info",
+        log_config=None,  # uvicorn's lines go through the root logger's formatter (infra/logs.py)
+        access_log=False,  # the gateway logs each request itself, with its ids (api/middleware.py)
         proxy_headers=False,
         server_header=False,
         timeout_graceful_shutdown=10,

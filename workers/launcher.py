@@ -172,7 +172,7 @@ def run_platform() -> int:
         if applied:
             console.print(f"applied migrations: {', '.join(applied)}")
         gateway_env = child_env("gateway")
-        for queue in QUEUES:
+        for number, queue in enumerate(QUEUES):
             args = ["worker", queue]
             if queue == "knowledge" and not settings.qdrant_url and not settings.knowledge_url:
                 # an embedded store (Qdrant Edge, or local mode) is single-writer: the knowledge worker owns
@@ -180,6 +180,12 @@ def run_platform() -> int:
                 args += ["--serve", "knowledge", "--port", str(settings.knowledge_port)]
                 gateway_env["KNOWLEDGE_URL"] = f"http://{settings.host}:{settings.knowledge_port}"
             env = child_env(queue, serves="--serve" in args)
+            for name, base in (
+                ("METRICS_PORT", settings.metrics_port),
+                ("TEMPORAL_METRICS_PORT", settings.temporal_metrics_port),
+            ):
+                if base:  # a port of its own for each worker on this machine
+                    env[name] = str(base + number)
             apps.append(
                 Child(
                     f"worker:{queue}", lambda a=args, q=queue, e=env: _spawn(a, settings.log_dir / f"worker-{q}.log", e)

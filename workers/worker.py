@@ -10,6 +10,7 @@ import asyncio
 import logging
 import signal
 
+from infra import metrics
 from infra.temporal import connect_temporal_retry
 from models.settings import Settings
 from store.db import create_pool
@@ -20,6 +21,7 @@ log = logging.getLogger("specmill.worker")
 
 async def run_worker(settings: Settings, queue: str, *, serve: str | None = None, port: int | None = None) -> None:
     spec = QUEUES[queue]
+    metrics.serve(settings.metrics_port)
     pool = await create_pool(settings)
     client = await connect_temporal_retry(settings)
     worker = spec.build(client, settings, pool)

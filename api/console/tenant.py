@@ -103,14 +103,21 @@ async def revoke_key(page: PageDep, key_id: str, csrf: Annotated[str | None, For
     return page.finish(redirect("/console/keys"))
 
 
+USAGE_ROWS = 30  # the settings page shows the latest days of usage
 SETTING_FIELDS = ("model", "max_new_tokens", "n", "debug_rounds", "generation_concurrency")
 
 
 @router.get("/settings")
 async def settings(page: PageDep, saved: int = 0):
     current = await page.api.get("/api/settings")
+    used = await page.api.get("/api/usage", limit=USAGE_ROWS)
     return page.render(
-        "settings.html", title="Settings", settings=current, techniques=await _technique_names(page), saved=bool(saved)
+        "settings.html",
+        title="Settings",
+        settings=current,
+        techniques=await _technique_names(page),
+        saved=bool(saved),
+        usage=used["items"],
     )
 
 

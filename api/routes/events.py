@@ -21,6 +21,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from api.deps import Limit, PoolDep, PrincipalDep, ResourcesDep
+from infra import metrics
 from models.auth import Principal
 from store import events, leases, projects
 from store.db import tenant_tx
@@ -183,6 +184,7 @@ async def stream_events(
     async def gen():
         nonlocal cursor
         renewed = time.monotonic()
+        metrics.EVENT_STREAMS.inc()
         try:
             yield ": connected\n\n"
             while True:
@@ -203,6 +205,7 @@ async def stream_events(
                 except asyncio.TimeoutError:
                     yield ": keep-alive\n\n"
         finally:
+            metrics.EVENT_STREAMS.dec()
             listener.unsubscribe(p.tenant_id, wake)
             with anyio.CancelScope(shield=True):  # a disconnect cancels the stream: free its slot anyway
                 await leases.release(pool, tenant_id=p.tenant_id, holder=holder, kind="event_stream")

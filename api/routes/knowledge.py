@@ -34,6 +34,7 @@ from models.knowledge import (
 )
 from store import knowledge as knowledge_repo
 from store import snippets as snippet_repo
+from store import usage
 
 log = logging.getLogger("specmill.knowledge")
 router = APIRouter(tags=["knowledge base"])
@@ -91,6 +92,7 @@ async def create_snippet(body: SnippetCreate, response: Response, res: Resources
     snip = await snippet_repo.create_snippet(
         res.pool, tenant_id=p.tenant_id, user_id=p.user_id, body=body, max_bytes=res.settings.snippet_max_bytes
     )
+    await usage.record(res.pool, tenant_id=p.tenant_id, source=f"snippet:{snip.id}", kind="snippet")
     await _enqueue(res, p.tenant_id, [IndexItem(kind="snippet", id=snip.id)], response)
     return snip
 

@@ -7,7 +7,8 @@ import asyncio
 import io
 import json
 import zipfile
-from datetime import datetime
+from datetime import date, datetime
+from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Response
@@ -24,7 +25,8 @@ from models.pipeline import (
     TenantSettings,
     TenantSettingsUpdate,
 )
-from store import artifacts, pipeline_settings, projects
+from models.usage import UsageRow
+from store import artifacts, pipeline_settings, projects, usage
 
 router = APIRouter(tags=["pipeline"])
 
@@ -49,6 +51,25 @@ async def put_settings(body: TenantSettingsUpdate, res: ResourcesDep, p: Princip
     return await pipeline_settings.put_tenant_settings(
         res.pool, tenant_id=p.tenant_id, update=body, token_budget=res.settings.project_token_budget
     )
+
+
+@router.get("/usage", response_model=Page[UsageRow])
+async def get_usage(
+    pool: PoolDep,
+    p: PrincipalDep,
+    since: Annotated[date | None, Query(description="The first day (UTC), inclusive")] = None,
+    until: Annotated[date | None, Query(description="The last day (UTC), inclusive")] = None,
+    project_id: Annotated[UUID | None, Query(description="Only this project's usage")] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+):
+    """The tenant's usage by day, project and model, newest day first (admins): generations and their
+    tokens, sandboxed test runs and their seconds, entries embedded, snippets stored. Each unit of work
+    counts once, however often its activity was retried."""
+    items, nxt = await usage.summary(
+        pool, tenant_id=p.tenant_id, since=since, until=until, project_id=project_id, limit=limit, cursor=cursor
+    )
+    return Page(items=items, next_cursor=nxt)
 
 
 @router.get("/projects/{project_id}/settings", response_model=EffectiveSettings)

@@ -32,6 +32,8 @@ WRITE_ROLES: list[tuple[str, Role]] = [
 
 # Reads are open to viewers, except these.
 READ_ROLES: list[tuple[str, Role]] = [
+    ("/metrics", Role.admin),  # the process's Prometheus metrics
+    ("/api/usage", Role.admin),  # what the tenant used: an admin's business, like its keys
     ("/api/keys", Role.admin),  # who holds which key is an admin's business
     ("/api/providers", Role.admin),  # so is which provider keys the tenant stores (hints only)
 ]
