@@ -19,7 +19,7 @@ from api.ratelimit import RateLimiter
 from api.routes import auth, events, keys
 from api.security.auth import Authenticator
 from api.services import SERVICES, ServiceDef
-from infra import metrics
+from infra import metrics, tracing
 from infra.temporal import connect_temporal
 from models import schema_safety
 from models.settings import Settings, get_settings
@@ -85,6 +85,7 @@ def create_app(settings: Settings | None = None, service: str | None = None) -> 
         docs_url=None,  # docs.install serves them, from local assets
         redoc_url=None,
     )
+    tracing.instrument_app(app)
     docs.install(app, forwarded=[r for name in remote for r in SERVICES[name].routers])
     errors.install(app)
     app.add_middleware(RateHeadersMiddleware)

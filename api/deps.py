@@ -15,7 +15,8 @@ from api.security import guard
 from api.security.auth import Authenticator
 from api.security.clients import client_address
 from api.security.rbac import required_role
-from infra.logs import TENANT_ID
+from infra import tracing
+from infra.logs import REQUEST_ID, TENANT_ID
 from models.auth import Principal
 from models.settings import Settings
 from store.paging import MAX_LIMIT
@@ -74,6 +75,7 @@ async def authenticate(
     )
     request.state.principal = principal
     TENANT_ID.set(str(principal.tenant_id))  # the request's log lines say whose it is
+    tracing.annotate(tenant_id=principal.tenant_id, request_id=REQUEST_ID.get())  # and so does its trace
     return principal
 
 

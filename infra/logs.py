@@ -145,6 +145,17 @@ def interceptor():
                 value = _field(first, name)
                 if value is not None:
                     tokens.append((var, var.set(str(value))))
+            from temporalio import activity
+
+            from infra import tracing
+
+            owner = activity.info().workflow_id or ""  # generation-<id>, project-<id>: business ids
+            kind, _, owner_id = owner.partition("-")
+            tracing.annotate(  # the activity's span (Temporal's tracing interceptor runs first)
+                tenant_id=_field(first, "tenant_id"),
+                project_id=_field(first, "project_id") or (owner_id if kind == "project" else None),
+                generation_id=_field(first, "generation_id") or (owner_id if kind == "generation" else None),
+            )
             try:
                 return await super().execute_activity(input)
             finally:

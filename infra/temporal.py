@@ -15,7 +15,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError
 
-from infra import logs
+from infra import logs, tracing
 from models.settings import Settings
 
 SEARCH_ATTRIBUTES = {
@@ -39,7 +39,9 @@ async def connect_temporal(settings: Settings, *, lazy: bool = False) -> Client:
         api_key=settings.temporal_api_key,
         tls=bool(settings.temporal_api_key),
         lazy=lazy,
-        interceptors=[logs.interceptor()],  # also on every worker made with this client
+        # also on every worker made with this client; the first is outermost: the tracing span is open when
+        # the log context annotates it
+        interceptors=[tracing.interceptor(), logs.interceptor()],
         runtime=_runtime(settings.temporal_metrics_port),
     )
 

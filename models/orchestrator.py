@@ -78,6 +78,7 @@ class RunPublic(Public):
     updated_at: UtcDatetime
     ended_at: UtcDatetime | None = None
     duration_s: float | None = Field(None, description="From start to its terminal state")
+    trace_id: str | None = Field(None, description="The trace of the request that started it (when traces are on)")
 
 
 class StateChange(Strict):

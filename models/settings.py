@@ -74,6 +74,17 @@ class Settings(BaseSettings):
         "`make run` numbers its workers' as for METRICS_PORT.",
     )
 
+    # --- traces -------------------------------------------------------------------------
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        description="Export traces over OTLP/HTTP here (e.g. http://collector:4318); none: no traces, no cost.",
+    )
+    trace_url: str | None = Field(
+        default=None,
+        description="One trace in your tracing UI, `{trace_id}` in it (e.g. http://jaeger:16686/trace/{trace_id}): "
+        "the console links each run to its trace.",
+    )
+
     # --- gateway ------------------------------------------------------------------------
     host: str = Field(default="127.0.0.1", description="Gateway bind address.")
     port: int = Field(default=8080, description="Gateway port.")

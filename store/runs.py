@@ -22,7 +22,7 @@ from store.paging import keyset, page
 
 _COLS = (
     "id, project_id, scope, instance_ids, state, settings, outcome, reason, created_at, updated_at, ended_at,"
-    " extract(epoch from ended_at - created_at)::float8 as duration_s"
+    " extract(epoch from ended_at - created_at)::float8 as duration_s, trace_id"
 )
 
 
@@ -84,22 +84,25 @@ async def started(
     scope: str,
     state: ProjectState,
     instance_ids: list[UUID] | None,
+    trace_id: str | None = None,
 ) -> RunPublic:
     """The row of a run Temporal has just started (the activity may have made it first: then it stays).
     The project's row is locked first, as record_state locks it, so the two never deadlock."""
     async with tenant_tx(pool, tenant_id) as conn:
         await conn.execute("select 1 from projects where tenant_id = $1 and id = $2 for update", tenant_id, project_id)
         await conn.execute(
-            """insert into project_runs (id, tenant_id, project_id, scope, instance_ids, state)
-               values ($1, $2, $3, $4, $5, $6)
+            """insert into project_runs (id, tenant_id, project_id, scope, instance_ids, state, trace_id)
+               values ($1, $2, $3, $4, $5, $6, $7)
                on conflict (id) do update
-                 set instance_ids = coalesce(project_runs.instance_ids, excluded.instance_ids)""",
+                 set instance_ids = coalesce(project_runs.instance_ids, excluded.instance_ids),
+                     trace_id = coalesce(project_runs.trace_id, excluded.trace_id)""",
             run_id,
             tenant_id,
             project_id,
             scope,
             instance_ids,
             state.value,
+            trace_id,
         )
         await conn.execute(
             "update projects set run_id = $3 where tenant_id = $1 and id = $2 and run_id is distinct from $3",

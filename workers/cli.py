@@ -39,10 +39,13 @@ def _settings():
     return Settings()
 
 
-def _logging(settings=None) -> None:
-    from infra import logs
+def _logging(settings=None, process: str = "cli") -> None:
+    """The process's logs (infra/logs.py) and traces (infra/tracing.py)."""
+    from infra import logs, tracing
 
     logs.configure(settings.log_format if settings else "auto")
+    if settings is not None:
+        tracing.configure(process, settings.otel_exporter_otlp_endpoint)
 
 
 async def _with_pool(fn):
@@ -102,7 +105,7 @@ def worker(
         typer.echo(f"unknown service {serve!r}", err=True)
         raise typer.Exit(2)
     settings = _settings()
-    _logging(settings)
+    _logging(settings, f"worker-{queue}")
     asyncio.run(run_worker(settings, queue, serve=serve, port=port))
 
 
@@ -122,7 +125,7 @@ def serve(
     if service != "gateway" and service not in SERVICES:
         typer.echo(f"unknown service {service!r}", err=True)
         raise typer.Exit(2)
-    _logging(settings)
+    _logging(settings, service)
     application = create_app(settings, service=None if service == "gateway" else service)
     default_port = settings.port if service == "gateway" else SERVICES[service].port
     uvicorn.run(

@@ -87,6 +87,12 @@ async def rows_of(page: Page, pid: str, run: dict[str, Any], names: dict[str, st
     }
 
 
+def trace_link(page: Page, trace_id: str | None) -> str | None:
+    """The run's trace in the operator's tracing UI (TRACE_URL), where both are known."""
+    template = page.request.app.state.resources.settings.trace_url
+    return template.replace("{trace_id}", trace_id) if template and trace_id else None
+
+
 async def _run(page: Page, project_id: str, run_id: str) -> tuple[str, dict, dict]:
     pid, rid = str(uuid_or_404(project_id)), str(uuid_or_404(run_id))
     project = await page.api.get(f"/api/projects/{pid}")
@@ -139,6 +145,7 @@ async def _live(page: Page, project_id: str, run_id: str) -> dict[str, Any]:
         "terminal": run["state"] in TERMINAL,
         "failing": failing,
         "temporal_url": temporal_link(page, project["workflow_id"], run["id"]),
+        "trace_url": trace_link(page, run.get("trace_id")),
     }
 
 

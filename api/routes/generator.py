@@ -15,6 +15,7 @@ from api.deps import Cursor, Limit, PoolDep, PrincipalDep, ResourcesDep
 from api.errors import ServiceUnavailable
 from codegen import technique_steps
 from codegen.manager import ModelManager
+from infra import tracing
 from infra.temporal import tenant_priority
 from infra.training import start_tree_training
 from infra.training import workflow_id as training_workflow_id
@@ -227,6 +228,7 @@ async def generate(body: GenerateRequest, res: ResourcesDep, models: ModelsDep, 
     if res.temporal is None:
         raise ServiceUnavailable("Temporal")
     gid = uuid4()
+    tracing.annotate(generation_id=gid)
     await _take_slot(res, p, gid)
     try:
         await generations.create_generation(

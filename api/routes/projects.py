@@ -17,6 +17,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from api import availability
 from api.deps import Cursor, Limit, PoolDep, PrincipalDep, ResourcesDep, SettingsDep, TemporalDep
 from api.errors import ServiceUnavailable
+from infra import tracing
 from infra.temporal import tenant_priority
 from models.common import (
     GENERATION,
@@ -108,6 +109,7 @@ async def create_project(
         scope="initial",
         state=ProjectState.initialization,
         instance_ids=None,
+        trace_id=tracing.current_trace_id(),
     )
     return project.model_copy(update={"run_id": run.id})
 

@@ -18,6 +18,7 @@ from api import availability
 from api.deps import Cursor, Limit, PoolDep, PrincipalDep, ResourcesDep, TemporalDep
 from api.errors import ServiceUnavailable
 from api.routes.projects import pipeline_queues
+from infra import tracing
 from infra.temporal import tenant_priority
 from models.common import ORCHESTRATOR, TERMINAL_STATES, Page, ProjectState
 from models.orchestrator import (
@@ -168,6 +169,7 @@ async def start_run(
         scope=scope,
         state=ProjectState.code_generation,
         instance_ids=instance_ids,
+        trace_id=tracing.current_trace_id(),
     )
 
 
