@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from codegen import evaluate as ev
 from codegen.manager import ModelManager
+from infra.progress import bar
 from models.settings import Settings
 from models.techniques import TechniqueOptions, check
 from models.techniques.retrieval_augmentation import TECHNIQUE as RETRIEVAL
@@ -178,7 +179,14 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> dic
         flush=True,
     )
 
+    tally = {"passed": 0, "done": 0}  # of this sitting's problems
+
     def progress(i: int, r: dict) -> None:
+        tally["passed"] += bool(r["passed"])
+        tally["done"] += 1
+        if advance is not None:  # a terminal: the bar, with the pass rate so far
+            advance(note=f"passed {tally['passed']}/{tally['done']}")
+            return
         print(
             f"[{i + 1}/{len(problems)}] {r['task_id']}: {r['status']:7s} parses={r['parses']} "
             f"{r['tokens_out']} tok in {r['latency_s']:.1f} s {(r['error'] or '')[:80]}",
@@ -216,15 +224,16 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> dic
     done = partial.load()
     if done:
         print(f"resuming {name}: {len(done)} of {len(problems)} problems done in earlier sittings", flush=True)
-    summary = ev.evaluate(
-        problems,
-        backend,
-        cfg,
-        retriever=retriever,
-        progress=progress,
-        done=done,
-        on_record=lambda record: partial.add(record, commit),
-    )
+    with bar(f"{benchmark}", len(problems) - len(done)) as advance:
+        summary = ev.evaluate(
+            problems,
+            backend,
+            cfg,
+            retriever=retriever,
+            progress=progress,
+            done=done,
+            on_record=lambda record: partial.add(record, commit),
+        )
     result = {
         "name": name,
         "benchmark": benchmark,

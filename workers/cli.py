@@ -283,7 +283,14 @@ def knowledge_reindex(
         if not wait:
             runs = [{"workflow_id": h.id, "run_id": h.result_run_id} for h in handles]
         else:
-            runs = [{"workflow_id": h.id, **(await h.result()).model_dump()} for h in handles]
+            from infra.progress import bar
+
+            runs = []
+            with bar("reindexing tenants", len(handles)) as advance:
+                for h in handles:
+                    runs.append({"workflow_id": h.id, **(await h.result()).model_dump()})
+                    if advance is not None:
+                        advance(note=f"{sum(r.get('indexed', 0) for r in runs)} entries")
         return runs[0] if not all_tenants else {"tenants": len(runs), "runs": runs}
 
     try:
