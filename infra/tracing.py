@@ -25,7 +25,6 @@ _instrumented = False
 def configure(service: str, endpoint: str | None) -> None:
     """Install the exporting provider for this process (`service`: its name in the traces), once, and
     instrument asyncpg and httpx. Without an endpoint nothing is exported."""
-    global _instrumented
     if endpoint:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.resources import Resource
@@ -37,7 +36,6 @@ def configure(service: str, endpoint: str | None) -> None:
         trace.set_tracer_provider(provider)
         log.info("traces go to %s", endpoint)
     instrument_libraries()
-    _instrumented = True
 
 
 def instrument_libraries() -> None:

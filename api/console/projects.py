@@ -80,6 +80,14 @@ async def create_project(
     return page.finish(redirect(f"/console/projects/{created['id']}"))
 
 
+def spec_name(spec: dict[str, Any]) -> str:
+    values = spec.get("values") or {}
+    for key in ("function_name", "module_name", "name", "class_name"):
+        if isinstance(values.get(key), str):
+            return values[key]
+    return str(spec["id"])[:8]
+
+
 def state_durations(events: list[dict[str, Any]], current: str) -> dict[str, dict[str, Any]]:
     """Per state of one run (its project.state_changed events, oldest first): when it was entered and how
     long it lasted (until the next change; the current state: until now)."""
@@ -108,7 +116,9 @@ async def run_events(page, project_id: str, run_id: str | None) -> list[dict[str
 async def project(page: PageDep, project_id: str):
     pid = str(uuid_or_404(project_id))
     project = await page.api.get(f"/api/projects/{pid}")
-    specs = (await page.api.get(f"/api/projects/{pid}/specs", limit=100))["items"]
+    specs = [
+        {**s, "name": spec_name(s)} for s in (await page.api.get(f"/api/projects/{pid}/specs", limit=100))["items"]
+    ]
     runs = (await page.api.get(f"/api/projects/{pid}/runs", limit=100))["items"]
     files = (await page.api.get(f"/api/projects/{pid}/artifacts", limit=100))["items"]
     settings = await page.api.get(f"/api/projects/{pid}/settings")

@@ -10,7 +10,7 @@ from uuid import UUID
 from fastapi import APIRouter, Form, Header, Query
 
 from api.console.client import ApiError
-from api.console.projects import parse_time, run_events, state_durations, temporal_link
+from api.console.projects import parse_time, run_events, spec_name, state_durations, temporal_link
 from api.console.session import redirect
 from api.console.web import Page, PageDep, check_write, unified_diff, uuid_or_404
 from api.routes import events as event_routes
@@ -18,14 +18,6 @@ from models.common import TERMINAL_STATES
 
 router = APIRouter()
 TERMINAL = {s.value for s in TERMINAL_STATES}
-
-
-def spec_name(spec: dict[str, Any]) -> str:
-    values = spec.get("values") or {}
-    for key in ("function_name", "module_name", "name", "class_name"):
-        if isinstance(values.get(key), str):
-            return values[key]
-    return str(spec["id"])[:8]
 
 
 def _within(item_at: str, run: dict[str, Any]) -> bool:
@@ -133,7 +125,7 @@ async def pinned(page: Page, pid: str, run: dict[str, Any], specs: list[dict[str
 
 async def _live(page: Page, project_id: str, run_id: str) -> dict[str, Any]:
     """What the run's page shows and its script re-renders on each event: the state, why it failed, the
-    rows, the specs it ran with and its settings."""
+    rows and its settings."""
     pid, project, run = await _run(page, project_id, run_id)
     names, _ = await _names(page, pid)
     failing = [i for i in (run.get("outcome") or {}).get("instances", []) if i["status"] not in ("passed", "no_tests")]
