@@ -146,7 +146,8 @@ def create_app(settings: Settings | None = None, service: str | None = None) -> 
             the others from them: no label is an id; infra/metrics.py)."""
             return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-        app.add_api_route("/metrics", metrics_page, methods=["GET"], tags=["health"], summary="Prometheus metrics")
+        # Prometheus' text format, not the API's JSON: documented in the README's operations, not the OpenAPI
+        app.add_api_route("/metrics", metrics_page, methods=["GET"], include_in_schema=False)
 
     app.add_api_route(
         "/health", gateway_health, methods=["GET"], tags=["health"], summary="readiness", description=health.DESCRIPTION
