@@ -3,8 +3,9 @@ units (seconds, tokens, bytes), and labels of bounded sets only: a method, a rou
 model, a technique set, a state, a result. Never a tenant, project, user, run or workflow id: per-tenant
 figures are in the usage table, the logs and the traces (tests/test_metrics.py holds this).
 
-The gateway serves them at GET /metrics (admins; api/app.py); a worker on METRICS_PORT (127.0.0.1) when
-set, where the Temporal SDK's own runtime metrics are on TEMPORAL_METRICS_PORT.
+The gateway serves them at GET /metrics (admins; api/app.py); every process (the gateway and a service
+too) on METRICS_PORT at METRICS_HOST when set, and the Temporal SDK's own runtime metrics on
+TEMPORAL_METRICS_PORT.
 """
 
 from __future__ import annotations
@@ -119,7 +120,8 @@ def exposition() -> bytes:
     return generate_latest(REGISTRY)
 
 
-def serve(port: int | None) -> None:
-    """This process's metrics on 127.0.0.1:`port` (a worker's; the gateway serves GET /metrics)."""
+def serve(port: int | None, host: str = "127.0.0.1") -> None:
+    """This process's metrics on `host`:`port` (METRICS_HOST, 127.0.0.1 unless a container network
+    keeps the port to itself; the gateway also answers GET /metrics to admins)."""
     if port:
-        start_http_server(port, addr="127.0.0.1", registry=REGISTRY)
+        start_http_server(port, addr=host, registry=REGISTRY)

@@ -68,6 +68,11 @@ class Settings(BaseSettings):
         description="A worker's Prometheus metrics on 127.0.0.1 at this port (the gateway's: GET /metrics); "
         "`make run` gives its workers this port and the next ones, a queue each.",
     )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Where METRICS_PORT listens: keep 127.0.0.1 unless a private network (a container's) "
+        "holds the port; it has no authentication.",
+    )
     temporal_metrics_port: int | None = Field(
         default=None,
         description="The Temporal SDK's own runtime metrics (Prometheus) on 127.0.0.1 at this port; "

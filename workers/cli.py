@@ -126,6 +126,9 @@ def serve(
         typer.echo(f"unknown service {service!r}", err=True)
         raise typer.Exit(2)
     _logging(settings, service)
+    from infra import metrics
+
+    metrics.serve(settings.metrics_port, settings.metrics_host)
     application = create_app(settings, service=None if service == "gateway" else service)
     default_port = settings.port if service == "gateway" else SERVICES[service].port
     uvicorn.run(

@@ -21,7 +21,7 @@ log = logging.getLogger("specmill.worker")
 
 async def run_worker(settings: Settings, queue: str, *, serve: str | None = None, port: int | None = None) -> None:
     spec = QUEUES[queue]
-    metrics.serve(settings.metrics_port)
+    metrics.serve(settings.metrics_port, settings.metrics_host)
     pool = await create_pool(settings)
     client = await connect_temporal_retry(settings)
     worker = spec.build(client, settings, pool)
