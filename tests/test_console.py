@@ -246,3 +246,31 @@ async def test_the_models_page_says_each_models_availability_and_lists_the_six_t
         assert f"<td>{model['name']}</td>" in page.text
     for technique in techniques:
         assert f"<h3>{technique['name']} " in page.text
+
+
+async def test_a_session_past_half_its_life_is_renewed_and_its_forms_carry_the_new_csrf(api, tenant, stack):
+    import time
+
+    from jose import jwt
+
+    s, now = stack.settings, int(time.time())
+    claims = {
+        "sub": str(tenant.user_id),
+        "tenant_id": str(tenant.tenant_id),
+        "role": "owner",
+        "key_id": str(tenant.key_id),
+    }
+    old = jwt.encode(  # issued 10 minutes ago, 5 minutes left: past the middle of its 15
+        {**claims, "aud": s.jwt_audience, "iss": s.jwt_issuer, "iat": now - 600, "nbf": now - 600, "exp": now + 300},
+        s.jwt_secret,
+        algorithm="HS256",
+    )
+    browser = Browser(api, cookie=old)
+    page = await browser.get("/console/projects")
+    assert page.status_code == 200 and COOKIE in page.headers.get("set-cookie", "")
+    fresh = page.cookies[COOKIE]
+    assert fresh != old
+    form_csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text).group(1)
+    browser.cookie = fresh  # what the browser holds after that page
+    made = await browser.post("/console/projects", {"name": "after renewal", "csrf": form_csrf}, csrf=False)
+    assert made.status_code == 303, made.text

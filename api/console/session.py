@@ -38,8 +38,13 @@ PATH = "/console"
 class Session:
     principal: Principal
     token: str
-    csrf: str
+    csrf: str  # the presented token's: what this request's form must carry
     renewed: str | None = None  # a fresh token to set on the response
+    renewed_csrf: str | None = None  # the fresh token's: what the forms rendered now must carry
+
+    @property
+    def form_csrf(self) -> str:
+        return self.renewed_csrf or self.csrf
 
 
 class SignInRequired(Exception):
@@ -84,6 +89,7 @@ async def session(request: Request) -> Session:
     out = Session(principal, token, csrf_token(res, token))
     if principal.key_id is not None and tokens.half_spent(token, time.time()):
         out.renewed = res.auth.issue_token(principal)
+        out.renewed_csrf = csrf_token(res, out.renewed)
     return out
 
 

@@ -110,7 +110,7 @@ class Page:
     def render(self, name: str, /, status: int = 200, **context: Any) -> HTMLResponse:
         html = ENV.get_template(name).render(
             page=self,
-            csrf=self.session.csrf,
+            csrf=self.session.form_csrf,  # of the token the browser holds after this answer
             can_edit=self.can(Role.editor),
             can_admin=self.can(Role.admin),
             path=self.request.url.path,
