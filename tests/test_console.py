@@ -274,3 +274,10 @@ async def test_a_session_past_half_its_life_is_renewed_and_its_forms_carry_the_n
     browser.cookie = fresh  # what the browser holds after that page
     made = await browser.post("/console/projects", {"name": "after renewal", "csrf": form_csrf}, csrf=False)
     assert made.status_code == 303, made.text
+
+
+def test_a_time_is_escaped_before_it_is_marked_safe():
+    from api.console.web import ENV
+
+    shown = ENV.filters["when"]('2026-12-06T10:00:00+00:00"><script>alert(1)</script>')
+    assert "<script>" not in shown and "&lt;script&gt;" in shown

@@ -14,6 +14,7 @@ from uuid import UUID
 from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import escape
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import get_lexer_by_name
@@ -81,7 +82,7 @@ def _when(value: str | datetime | None) -> str:
     """A <time> the browser shows in its own zone (console.js); the attribute keeps RFC 3339."""
     if value is None:
         return "–"
-    text = value.isoformat() if isinstance(value, datetime) else str(value)
+    text = escape(value.isoformat() if isinstance(value, datetime) else str(value))
     return f'<time datetime="{text}">{text}</time>'
 
 
