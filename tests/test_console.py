@@ -281,3 +281,24 @@ def test_a_time_is_escaped_before_it_is_marked_safe():
 
     shown = ENV.filters["when"]('2026-12-06T10:00:00+00:00"><script>alert(1)</script>')
     assert "<script>" not in shown and "&lt;script&gt;" in shown
+
+
+async def test_a_spec_is_edited_and_deleted_from_its_form(api, tenant):
+    browser = await _signed_in(api, tenant)
+    pid, template = await _project_with_spec_form(api, tenant, browser)
+    made = await browser.post(
+        f"/console/projects/{pid}/specs/new?template={template}",
+        {"f.function_name": "sub", "f.description": "Subtract.", "f.tests": "assert sub(3, 1) == 2"},
+    )
+    assert made.status_code == 303
+    spec_url = made.headers["location"].split("?")[0]
+    edited = await browser.post(
+        spec_url, {"f.function_name": "sub", "f.description": "Subtract b from a.", "f.tests": ""}
+    )
+    assert edited.status_code == 303
+    [spec] = (await api.get(f"/api/projects/{pid}/specs", headers=tenant.headers)).json()["items"]
+    assert spec["values"] == {"function_name": "sub", "description": "Subtract b from a."}  # an emptied field goes
+    gone = await browser.post(f"{spec_url}/delete", {})
+    assert gone.status_code == 303 and gone.headers["location"] == f"/console/projects/{pid}"
+    assert (await api.get(f"/api/projects/{pid}/specs", headers=tenant.headers)).json()["items"] == []
+    assert (await browser.get(spec_url)).status_code == 404
