@@ -19,6 +19,7 @@ from models.activities import GENERATE_BODIES, GENERATE_CANDIDATES, PLAN_MODULE,
 from models.generation import (
     CandidatesInput,
     CandidatesResult,
+    GenerationResult,
     ModelTask,
     Plan,
     PlanInput,
@@ -150,6 +151,8 @@ class GenerationActivities:
         assert holder is not None  # record_generation runs in a GenerationWorkflow
         await leases.release(self._pool, tenant_id=g.tenant_id, holder=holder)
         result = inp.result
+        tokens_in = sum(c.tokens_in for c in result.candidates)
+        tokens_out = sum(c.tokens_out for c in result.candidates)
         await usage.record(
             self._pool,
             tenant_id=g.tenant_id,
@@ -157,33 +160,30 @@ class GenerationActivities:
             kind="generation",
             project_id=g.project_id,
             model=g.model,
-            tokens_in=sum(c.tokens_in for c in result.candidates) if result else 0,
-            tokens_out=sum(c.tokens_out for c in result.candidates) if result else 0,
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
         )
-        _measured(g.model, g.techniques, result)
+        _measured(g.model, g.techniques, result, tokens_in, tokens_out)
         log.info(
             "generation %s %s",
             g.generation_id,
-            result.status if result else "failed",
+            result.status,
             extra={
                 "generation_id": str(g.generation_id),
                 "model": g.model,
                 "techniques": ",".join(g.techniques),
-                "tokens_in": sum(c.tokens_in for c in result.candidates) if result else 0,
-                "tokens_out": sum(c.tokens_out for c in result.candidates) if result else 0,
+                "tokens_in": tokens_in,
+                "tokens_out": tokens_out,
             },
         )
 
 
-def _measured(model: str, techniques: list[str], result) -> None:
+def _measured(model: str, techniques: list[str], result: GenerationResult, tokens_in: int, tokens_out: int) -> None:
     """A recorded generation in the process's metrics (labels: model and technique set, never an id)."""
     label = metrics.techniques_label(techniques)
-    metrics.GENERATIONS.labels(model, label, result.status if result else "failed").inc()
-    if result is None:
-        return
+    metrics.GENERATIONS.labels(model, label, result.status).inc()
     seconds = sum(c.latency_s for c in result.candidates)
-    tokens_out = sum(c.tokens_out for c in result.candidates)
-    metrics.TOKENS.labels(model, "in").inc(sum(c.tokens_in for c in result.candidates))
+    metrics.TOKENS.labels(model, "in").inc(tokens_in)
     metrics.TOKENS.labels(model, "out").inc(tokens_out)
     metrics.GENERATION_SECONDS.labels(model, label).observe(seconds)
     if seconds > 0 and tokens_out:

@@ -134,28 +134,29 @@ def _field(value: Any, name: str) -> Any:
 def interceptor():
     """A Temporal client and worker interceptor: an activity's log lines carry the tenant and project of
     its input (its first argument's `tenant_id` and `project_id`, or those of a model it wraps)."""
+    from temporalio import activity
     from temporalio import client as temporal_client
     from temporalio import worker as temporal_worker
+
+    from infra import tracing
 
     class Inbound(temporal_worker.ActivityInboundInterceptor):
         async def execute_activity(self, input: temporal_worker.ExecuteActivityInput) -> Any:
             first = input.args[0] if input.args else None
-            tokens = []
-            for var, name in ((TENANT_ID, "tenant_id"), (PROJECT_ID, "project_id")):
-                value = _field(first, name)
-                if value is not None:
-                    tokens.append((var, var.set(str(value))))
-            from temporalio import activity
-
-            from infra import tracing
-
             owner = activity.info().workflow_id or ""  # generation-<id>, project-<id>: business ids
             kind, _, owner_id = owner.partition("-")
+            tenant_id = _field(first, "tenant_id")
+            project_id = _field(first, "project_id")
             tracing.annotate(  # the activity's span (Temporal's tracing interceptor runs first)
-                tenant_id=_field(first, "tenant_id"),
-                project_id=_field(first, "project_id") or (owner_id if kind == "project" else None),
+                tenant_id=tenant_id,
+                project_id=project_id or (owner_id if kind == "project" else None),
                 generation_id=_field(first, "generation_id") or (owner_id if kind == "generation" else None),
             )
+            tokens = [
+                (var, var.set(str(value)))
+                for var, value in ((TENANT_ID, tenant_id), (PROJECT_ID, project_id))
+                if value is not None
+            ]
             try:
                 return await super().execute_activity(input)
             finally:

@@ -88,18 +88,29 @@ def spec_name(spec: dict[str, Any]) -> str:
     return str(spec["id"])[:8]
 
 
-def state_durations(events: list[dict[str, Any]], current: str) -> dict[str, dict[str, Any]]:
-    """Per state of one run (its project.state_changed events, oldest first): when it was entered and how
-    long it lasted (until the next change; the current state: until now)."""
-    out: dict[str, dict[str, Any]] = {}
+def state_spans(events: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str, datetime, datetime | None]]:
+    """A run's state changes (its project.state_changed events, oldest first) as (event, state entered,
+    when, when it was left: the next change, None for the last)."""
     changes = [e for e in events if e["type"] == "project.state_changed"]
-    for i, event in enumerate(changes):
-        state = event["payload"].get("to_state")
-        start = parse_time(event["created_at"])
-        end = parse_time(changes[i + 1]["created_at"]) if i + 1 < len(changes) else None
-        seconds = ((end or datetime.now(timezone.utc)) - start).total_seconds()
+    return [
+        (
+            event,
+            event["payload"].get("to_state"),
+            parse_time(event["created_at"]),
+            parse_time(changes[i + 1]["created_at"]) if i + 1 < len(changes) else None,
+        )
+        for i, event in enumerate(changes)
+    ]
+
+
+def state_durations(events: list[dict[str, Any]], current: str) -> dict[str, dict[str, Any]]:
+    """Per state of one run: when it was entered and how long it lasted (until the next change; the
+    current state: until now)."""
+    out: dict[str, dict[str, Any]] = {}
+    now = datetime.now(timezone.utc)
+    for event, state, start, end in state_spans(events):
         entry = out.setdefault(state, {"seconds": 0.0, "entered": event["created_at"], "times": 0})
-        entry["seconds"] += seconds if (end is not None or state == current) else 0.0
+        entry["seconds"] += ((end or now) - start).total_seconds() if (end is not None or state == current) else 0.0
         entry["times"] += 1
     return out
 

@@ -10,7 +10,7 @@ from uuid import UUID
 from fastapi import APIRouter, Form, Header, Query
 
 from api.console.client import ApiError
-from api.console.projects import parse_time, run_events, spec_name, state_durations, temporal_link
+from api.console.projects import parse_time, run_events, spec_name, state_durations, state_spans, temporal_link
 from api.console.session import redirect
 from api.console.web import Page, PageDep, check_write, unified_diff, uuid_or_404
 from api.routes import events as event_routes
@@ -35,13 +35,9 @@ async def run_generations(page: Page, pid: str, run: dict[str, Any]) -> list[dic
 async def rows_of(page: Page, pid: str, run: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
     """The run as rows, oldest first: each state it entered and each generation, with durations and tokens."""
     events = await run_events(page, pid, run["id"])
-    changes = [e for e in events if e["type"] == "project.state_changed"]
     rows: list[dict[str, Any]] = []
     now = datetime.now(timezone.utc)
-    for i, event in enumerate(changes):
-        start = parse_time(event["created_at"])
-        end = parse_time(changes[i + 1]["created_at"]) if i + 1 < len(changes) else None
-        state = event["payload"].get("to_state")
+    for event, state, start, end in state_spans(events):
         terminal = state in TERMINAL
         rows.append(
             {

@@ -206,39 +206,43 @@ async def create_spec(page: PageDep, project_id: str, template: str):
     return page.finish(redirect(f"/console/projects/{pid}/specs/{created['id']}?saved=1"))
 
 
-@router.get("/projects/{project_id}/specs/{instance_id}")
-async def spec(page: PageDep, project_id: str, instance_id: str, saved: int = 0):
-    pid, iid = str(uuid_or_404(project_id)), str(uuid_or_404(instance_id))
-    project = await page.api.get(f"/api/projects/{pid}")
+async def _instance(page: Page, pid: str, iid: str) -> dict[str, Any]:
+    """The spec, if it is this project's (any other id, like another tenant's, is the same 404)."""
     instance = await page.api.get(f"/api/instances/{iid}")
     if instance["project_id"] != pid:
         raise ApiError(404, {"detail": "no such spec in this project"})
+    return instance
+
+
+async def _editing(page: Page, project_id: str, instance_id: str):
+    """What a spec's form is made of: the project, the spec, its template and the form's fields."""
+    pid, iid = str(uuid_or_404(project_id)), str(uuid_or_404(instance_id))
+    project = await page.api.get(f"/api/projects/{pid}")
+    instance = await _instance(page, pid, iid)
     chosen = await page.api.get(f"/api/templates/{instance['template_id']}")
-    fields = form_fields(chosen["schema"], instance["values"])
-    response = _render(page, project, chosen, fields, instance={**instance, "saved": bool(saved)})
-    return response
+    return project, instance, chosen, form_fields(chosen["schema"], instance["values"])
+
+
+@router.get("/projects/{project_id}/specs/{instance_id}")
+async def spec(page: PageDep, project_id: str, instance_id: str, saved: int = 0):
+    project, instance, chosen, fields = await _editing(page, project_id, instance_id)
+    return _render(page, project, chosen, fields, instance={**instance, "saved": bool(saved)})
 
 
 @router.post("/projects/{project_id}/specs/{instance_id}")
 async def update_spec(page: PageDep, project_id: str, instance_id: str):
-    pid, iid = str(uuid_or_404(project_id)), str(uuid_or_404(instance_id))
     form = await _form(page.request)
     check_write(page.request, page.session, form.get("csrf"))
-    project = await page.api.get(f"/api/projects/{pid}")
-    instance = await page.api.get(f"/api/instances/{iid}")
-    if instance["project_id"] != pid:
-        raise ApiError(404, {"detail": "no such spec in this project"})
-    chosen = await page.api.get(f"/api/templates/{instance['template_id']}")
-    fields = form_fields(chosen["schema"], instance["values"])
+    project, instance, chosen, fields = await _editing(page, project_id, instance_id)
     values = read_form(fields, form, instance["values"])
     try:
-        await page.api.put(f"/api/instances/{iid}", {"values": values})
+        await page.api.put(f"/api/instances/{instance['id']}", {"values": values})
     except ApiError as err:
         if err.status != 422:
             raise
         loose = place_errors(fields, err.body)
         return _render(page, project, chosen, fields, instance=instance, errors=loose, status=422)
-    return page.finish(redirect(f"/console/projects/{pid}/specs/{iid}?saved=1"))
+    return page.finish(redirect(f"/console/projects/{project['id']}/specs/{instance['id']}?saved=1"))
 
 
 @router.post("/projects/{project_id}/specs/{instance_id}/delete")
@@ -246,9 +250,7 @@ async def delete_spec(page: PageDep, project_id: str, instance_id: str):
     pid, iid = str(uuid_or_404(project_id)), str(uuid_or_404(instance_id))
     form = await _form(page.request)
     check_write(page.request, page.session, form.get("csrf"))
-    instance = await page.api.get(f"/api/instances/{iid}")
-    if instance["project_id"] != pid:
-        raise ApiError(404, {"detail": "no such spec in this project"})
+    await _instance(page, pid, iid)
     await page.api.delete(f"/api/instances/{iid}")
     return page.finish(redirect(f"/console/projects/{pid}"))
 
