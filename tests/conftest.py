@@ -7,6 +7,8 @@ import asyncio
 import inspect
 import os
 import secrets
+import shutil
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -291,3 +293,34 @@ async def database_before(stack: Stack, tmp_path: Path, migration: str):
         conn = await asyncpg.connect(admin)
         await conn.execute(f'drop database "{db}" with (force)')
         await conn.close()
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    """A real Redis (Debian's redis-server, `make redis-server`) on a free port, for shared limits."""
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("no redis-server binary: install Debian's redis-server (apt-get install -y redis-server)")
+    port = embedded.free_port()
+    args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)]
+    proc = subprocess.Popen([server, *args], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+async def redis_up(url: str) -> None:
+    """Wait until the Redis at `url` answers, as the gateway's limiter reaches it."""
+    from api.ratelimit import _storage
+
+    storage = _storage(url)
+
+    async def ping():
+        try:
+            return await storage.check()
+        except Exception:  # noqa: BLE001 - not up yet
+            return False
+
+    await wait_for(ping, timeout=10)

@@ -52,6 +52,8 @@ def _server(settings: Settings, service: str, port: int | None):
         host=settings.host,
         port=port or SERVICES[service].port,
         log_level="info",
+        log_config=None,  # as `specmill serve`: uvicorn's lines through the process's formatter (infra/logs.py)
+        access_log=False,  # the app logs each request itself, with its ids (api/middleware.py)
         server_header=False,
         timeout_graceful_shutdown=10,
     )

@@ -6,18 +6,15 @@ gateways through a real Redis."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
 import uuid
 
 import pytest
 
 import api.security.auth as auth_module
-from infra import embedded
 from models.common import Role
 from store import leases
 from store.tenants import create_api_key
-from tests.conftest import wait_for
+from tests.conftest import redis_up, wait_for
 from tests.test_auth import assert_401, bearer, exchange
 
 FN = {"name": "python-function"}
@@ -161,7 +158,7 @@ async def test_an_idle_key_works_while_its_prefix_is_hammered(request, storage, 
     redis_url = None
     if storage == "redis":
         redis_url = request.getfixturevalue("redis_url")
-        await _redis_up(redis_url)
+        await redis_up(redis_url)
     settings = stack.with_(
         redis_url=redis_url,
         auth_rate_limit="100/minute",
@@ -289,54 +286,10 @@ async def test_a_running_generate_holds_the_tenants_slot(api, tenant):
 # --- two gateways, one Redis --------------------------------------------------------------------------
 
 
-@pytest.fixture
-def redis_url(tmp_path):
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.skip("no redis-server binary: install Debian's redis-server (apt-get install -y redis-server)")
-    port = embedded.free_port()
-    proc = subprocess.Popen(
-        [
-            server,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-async def _redis_up(url: str) -> None:
-    from api.ratelimit import _storage
-
-    storage = _storage(url)
-
-    async def ping():
-        try:
-            return await storage.check()
-        except Exception:  # noqa: BLE001 - not up yet
-            return False
-
-    await wait_for(ping, timeout=10)
-
-
 async def test_two_gateways_share_limits_through_redis(make_app, stack, tenant, other_tenant, redis_url):
     import redis  # noqa: F401 - redis-py, the Redis client of `limits` here, is in the [test] extra: never skip
 
-    await _redis_up(redis_url)
+    await redis_up(redis_url)
     settings = stack.with_(
         redis_url=redis_url, rate_limit="100/minute", tenant_rate_limit="4/minute", auth_rate_limit="3/minute"
     )
