@@ -27,12 +27,12 @@ class Progress:
         self.details = details
 
 
-async def heartbeating(awaitable: Awaitable[T], progress: Progress | None = None) -> T:
-    """Await `awaitable`, heartbeating (with `progress`'s details) every few seconds until it is done."""
+async def heartbeating(awaitable: Awaitable[T], progress: Progress | None = None, every: float = EVERY_S) -> T:
+    """Await `awaitable`, heartbeating (with `progress`'s details) every `every` seconds until it is done."""
     task = asyncio.ensure_future(awaitable)
     try:
         while True:
-            done, _ = await asyncio.wait({task}, timeout=EVERY_S)
+            done, _ = await asyncio.wait({task}, timeout=every)
             if done:
                 return task.result()
             activity.heartbeat(*(progress.details if progress else ()))

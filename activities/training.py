@@ -12,6 +12,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.errors import permanent_failures
 from activities.heartbeat import Progress, heartbeating
+from infra.training import REPORT_S
 from models.activities import TRAIN_TREE
 from models.settings import Settings
 from models.training import TrainTreeInput, TrainTreeResult
@@ -50,7 +51,7 @@ class TrainingActivities:
                 tenant = inp.tenant_id
                 codes = await training.tenant_code(self._pool, tenant_id=tenant)
                 run = lambda: build.build_tenant(models_path, tenant, work, codes, inp.params, progress)  # noqa: E731
-            result = await heartbeating(asyncio.to_thread(run), progress)
+            result = await heartbeating(asyncio.to_thread(run), progress, every=REPORT_S)
         except checkpoints.TreeUnavailable as err:
             raise ApplicationError(str(err), type="TechniqueUnavailable", non_retryable=True) from err
         except (ValueError, OSError) as err:

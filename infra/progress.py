@@ -17,7 +17,8 @@ def on_terminal(stream=None) -> bool:
 
 @contextmanager
 def bar(description: str, total: int | None, *, stream=None) -> Iterator[Advance | None]:
-    """`advance(n=1, note="")` moves the bar (the note: e.g. the pass rate so far); None off a terminal."""
+    """`advance(n=1, note="")` moves the bar (the note: e.g. the pass rate so far), `advance(to=k, note=...)`
+    puts it at k done; None off a terminal."""
     if not on_terminal(stream):
         yield None
         return
@@ -50,7 +51,10 @@ def bar(description: str, total: int | None, *, stream=None) -> Iterator[Advance
     with Progress(*columns, console=Console(file=stream or sys.stderr)) as progress:
         task = progress.add_task(description, total=total, note="")
 
-        def advance(n: int = 1, note: str = "") -> None:
-            progress.update(task, advance=n, note=note)
+        def advance(n: int = 1, note: str = "", *, to: int | None = None) -> None:
+            if to is None:
+                progress.update(task, advance=n, note=note)
+            else:
+                progress.update(task, completed=to, note=note)
 
         yield advance

@@ -27,3 +27,12 @@ def test_on_a_terminal_the_bar_counts_and_shows_its_note():
             advance(note=f"passed {i + 1}/{i + 1}")
     drawn = stream.getvalue()
     assert "eval" in drawn and "3/3" in drawn and "passed 3/3" in drawn
+
+
+def test_a_bar_can_be_put_at_a_count():
+    stream = Terminal()
+    with bar("training", 40, stream=stream) as advance:
+        assert advance is not None
+        advance(to=25, note="contrastive loss 0.412")
+    drawn = stream.getvalue()
+    assert "25/40" in drawn and "contrastive loss 0.412" in drawn

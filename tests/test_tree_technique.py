@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from codegen.tree import build, checkpoints
-from infra.training import start_tree_training
+from infra.training import follow, phase_steps, start_tree_training
 from models.common import Role
 from models.training import TrainTreeInput, TrainTreeResult
 from store.tenants import create_api_key
@@ -192,7 +192,8 @@ async def test_a_new_run_never_resumes_what_an_unfinished_earlier_run_left(stack
 async def test_a_training_run_resumes_from_its_checkpoint_after_its_worker_is_killed(stack, temporal, tmp_path):
     """The training worker runs as its own process (`specmill worker training`) and is killed with SIGKILL
     mid-phase; the next worker resumes from the phase's checkpoint and ends with the weights of a run
-    never killed (both on one thread, so that their arithmetic is the same)."""
+    never killed (both on one thread, so that their arithmetic is the same). Meanwhile the run reports its
+    phase, step and loss, as the CLI's progress bar reads them."""
     models = tmp_path / "models"
     settings = stack.with_(task_queue_prefix=f"train-{uuid.uuid4().hex[:8]}-", models_dir=models)
     pool_file = tmp_path / "pools.jsonl"
@@ -221,7 +222,8 @@ async def test_a_training_run_resumes_from_its_checkpoint_after_its_worker_is_ki
         first.send_signal(signal.SIGKILL)
         first.wait(10)
         second = worker("worker-2")
-        result = await handle.result()
+        reports = []  # what `specmill models train-tree` draws its bar from
+        result = await follow(temporal, handle, reports.append)
     finally:
         for proc in (first, second):
             if proc is not None and proc.poll() is None:
@@ -235,6 +237,8 @@ async def test_a_training_run_resumes_from_its_checkpoint_after_its_worker_is_ki
     ]
     assert max(attempts) >= 2
     assert result.meta["phase1"]["resumed_from"] >= 8
+    steps = phase_steps(inp)
+    assert reports and all(0 < r.step <= steps[r.phase] and r.loss == r.loss for r in reports), reports
     assert not runs.exists()  # the run's resumable state goes once it is done
 
     threads = torch.get_num_threads()

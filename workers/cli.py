@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import sys
@@ -361,8 +362,9 @@ def models_train_tree(
     from pydantic import ValidationError
     from temporalio.client import WorkflowFailureError
 
+    from infra.progress import bar
     from infra.temporal import connect_temporal
-    from infra.training import start_tree_training, workflow_id
+    from infra.training import follow, phase_steps, start_tree_training, workflow_id
     from models.training import TrainTreeInput, TreeTraining
 
     given = {
@@ -395,11 +397,20 @@ def models_train_tree(
             if not await _with_pool(lambda pool: tenant_exists(pool, owner)):
                 _fail(ValueError(f"tenant {tenant} not found"))
         settings = _settings()
-        handle = await start_tree_training(await connect_temporal(settings), settings, inp)
+        client = await connect_temporal(settings)
+        handle = await start_tree_training(client, settings, inp)
         if not wait:
             return {"workflow_id": workflow_id(inp), "run_id": handle.result_run_id}
+        steps = phase_steps(inp)
+        offsets = dict(zip(steps, itertools.accumulate([0, *steps.values()]), strict=False))
         try:
-            return {"workflow_id": workflow_id(inp), **(await handle.result()).model_dump()}
+            with bar("training the tree encoder", sum(steps.values())) as advance:
+                if advance is None:  # not a terminal: no reports to draw
+                    result = await handle.result()
+                else:
+                    show = lambda r: advance(to=offsets[r.phase] + r.step, note=f"{r.phase} loss {r.loss:.3f}")  # noqa: E731
+                    result = await follow(client, handle, show)
+            return {"workflow_id": workflow_id(inp), **result.model_dump()}
         except WorkflowFailureError as err:  # the activity's reason, as the user should read it
             cause = getattr(err.cause, "cause", None) or err.cause
             raise RuntimeError(getattr(cause, "message", None) or str(err)) from err

@@ -10,6 +10,7 @@ import os
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Callable
 from uuid import UUID
 
@@ -260,6 +261,7 @@ def _generation(client: Client, settings: Settings, pool: asyncpg.Pool) -> Worke
 
 def _training(client: Client, settings: Settings, pool: asyncpg.Pool) -> Worker:
     """tree_transformers' training runs (workflows/training.py): CPU-bound, one at a time by default."""
+    from infra.training import REPORT_S
     from workflows.training import TrainTreeWorkflow
 
     acts = TrainingActivities(pool, settings)
@@ -269,6 +271,8 @@ def _training(client: Client, settings: Settings, pool: asyncpg.Pool) -> Worker:
         workflows=[TrainTreeWorkflow],
         activities=served(TRAINING, acts),
         max_concurrent_activities=settings.worker_slots(TRAINING),
+        # each heartbeat's (phase, step, loss) reaches the server, where `specmill models train-tree` reads it
+        max_heartbeat_throttle_interval=timedelta(seconds=REPORT_S),
     )
 
 
