@@ -16,8 +16,9 @@ from api.console import router as console
 from api.deps import PrincipalDep, Resources, ResourcesDep
 from api.middleware import AccessMiddleware, BodyLimitMiddleware, RateHeadersMiddleware, SecurityHeadersMiddleware
 from api.ratelimit import RateLimiter
-from api.routes import auth, events, keys
+from api.routes import auth, events, invitations, keys, signin
 from api.security.auth import Authenticator
+from api.security.gotrue import GoTrue
 from api.services import SERVICES, ServiceDef
 from infra import metrics, tracing
 from infra.temporal import connect_temporal
@@ -49,6 +50,8 @@ def create_app(settings: Settings | None = None, service: str | None = None) -> 
         except Exception as err:  # noqa: BLE001 - a bad address/TLS setting; /health says Temporal is down
             log.warning("Temporal client not created (%s); /health will report it", err)
         extras = {"remote": remote, "http": httpx.AsyncClient(timeout=60)}
+        if service is None and settings.supabase_sign_in:
+            extras["gotrue"] = GoTrue(settings)  # POST /auth/signup, /login, ... (api/routes/signin.py)
         if any(svc.knowledge for svc in local):
             from knowledge.runtime import get_runtime
 
@@ -72,6 +75,8 @@ def create_app(settings: Settings | None = None, service: str | None = None) -> 
             yield
         finally:
             await res.extras["http"].aclose()
+            if "gotrue" in res.extras:
+                await res.extras["gotrue"].aclose()
             if "console_client" in res.extras:
                 await res.extras["console_client"].aclose()
             await pool.close()
@@ -96,8 +101,10 @@ def create_app(settings: Settings | None = None, service: str | None = None) -> 
     if service is None:
         console.install(app)
         app.include_router(auth.router)
+        app.include_router(signin.router)
         gateway_api = APIRouter(prefix="/api")
         gateway_api.include_router(keys.router)
+        gateway_api.include_router(invitations.router)
         gateway_api.include_router(events.router)
         app.include_router(gateway_api)
     for svc in local:

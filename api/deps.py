@@ -65,13 +65,16 @@ async def authenticate(
     res: ResourcesDep,
     x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+    x_tenant_id: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Principal:
+    """X-Tenant-ID chooses the tenant of a Supabase user who is in several (api/security/auth.py)."""
     principal = await guard.authenticate(
         res.auth,
         res.limiter,
         address=client_address(request, res.settings),
         api_key=x_api_key,
         authorization=authorization,
+        tenant=x_tenant_id,
     )
     request.state.principal = principal
     TENANT_ID.set(str(principal.tenant_id))  # the request's log lines say whose it is

@@ -13,11 +13,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api.openapi_links import add_links
 from api.security.auth import AuthError
 from knowledge.errors import EmbedderUnavailable, VectorStoreUnavailable
-from store.errors import Busy, Conflict, DomainError, Forbidden, Invalid, NotFound
+from store.errors import Busy, Conflict, DomainError, Forbidden, Gone, Invalid, NotFound
 
 log = logging.getLogger("specmill.api")
 
-_STATUS = {NotFound: 404, Conflict: 409, Invalid: 422, Forbidden: 403, Busy: 429}
+_STATUS = {NotFound: 404, Conflict: 409, Invalid: 422, Forbidden: 403, Busy: 429, Gone: 410}
 
 
 class ServiceUnavailable(Exception):

@@ -4,8 +4,9 @@
   gateway's middleware and its authentication; an activity's input) and read by the formatter. Inside a
   Temporal activity the formatter also adds its workflow id, run id, activity id and attempt; inside a
   workflow, the SDK's `workflow.logger` passes the same as the record's `temporal_workflow` extra.
-- `redact`: every line goes through it. API keys (`sm_...`), provider keys (`sk-...`, `sk-ant-...`),
-  bearer tokens and JWTs are replaced before the line is written, whatever logged them.
+- `redact`: every line goes through it. API keys (`sm_...`), invitations (`smi_...`), provider keys
+  (`sk-...`, `sk-ant-...`), bearer tokens and JWTs are replaced before the line is written, whatever
+  logged them.
 - `configure(settings)`: JSON unless LOG_FORMAT says text, or says auto and stderr is a terminal (what
   `make run` shows on the terminal is for reading; what its children write to their log files is JSON).
 """
@@ -26,6 +27,7 @@ PROJECT_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("project
 
 SECRETS = [
     (re.compile(r"\bsm_[0-9a-f]{8}_[A-Za-z0-9_\-]{8,}"), "sm_[redacted]"),  # specmill API keys
+    (re.compile(r"\bsmi_[0-9a-f]{8}_[A-Za-z0-9_\-]{8,}"), "smi_[redacted]"),  # invitations (store/invitations.py)
     (re.compile(r"\bsk-(?:ant-)?[A-Za-z0-9_\-]{8,}"), "sk-[redacted]"),  # OpenAI / Anthropic keys
     (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9_\-\.=]+"), r"\1 [redacted]"),
     (re.compile(r"\beyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+"), "[jwt redacted]"),

@@ -123,6 +123,14 @@ class Settings(BaseSettings):
     supabase_max_token_lifetime_seconds: int = Field(
         default=86400, ge=1, description="Supabase tokens whose `exp - iat` is longer than this are refused."
     )
+    supabase_url: str | None = Field(
+        default=None,
+        description="Your Supabase project (https://<ref>.supabase.co): with SUPABASE_ANON_KEY, POST /auth/signup, "
+        "/login, /refresh and /logout go through its Auth (its tokens are verified as SUPABASE_JWT_* say).",
+    )
+    supabase_anon_key: str | None = Field(
+        default=None, description="The project's anon (publishable) key, sent to Supabase Auth as `apikey`."
+    )
     jwt_clock_skew_seconds: int = Field(
         default=30, ge=0, le=300, description="Leeway for `exp`, and how far `iat`/`nbf` may lie ahead of now."
     )
@@ -135,7 +143,8 @@ class Settings(BaseSettings):
     # --- rate limiting ------------------------------------------------------------------
     rate_limit: str = Field(default="600/minute", description="Per tenant and key, moving window (`limits` syntax).")
     auth_rate_limit: str = Field(
-        default="30/minute", description="Failed API-key authentications per client address (moving window)."
+        default="30/minute",
+        description="Failed authentications per client address: API keys, sign-ins, refresh tokens (moving window).",
     )
     redis_url: str | None = Field(default=None, description="Rate-limit storage; unset: in memory.")
 
@@ -388,6 +397,11 @@ class Settings(BaseSettings):
     @property
     def uses_embedded_postgres(self) -> bool:
         return self.database_url is None
+
+    @property
+    def supabase_sign_in(self) -> bool:
+        """POST /auth/signup, /login, /refresh and /logout go through Supabase Auth (else they answer 404)."""
+        return bool(self.supabase_url and self.supabase_anon_key)
 
     def app_dsn(self) -> str:
         if self.database_url:

@@ -30,3 +30,7 @@ class Forbidden(DomainError):
 
 class Busy(DomainError):
     """A limit of the tenant is reached for now (running projects): try again once some work ends."""
+
+
+class Gone(DomainError):
+    """It existed, and can no longer be used (an invitation expired, used or revoked)."""

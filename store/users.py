@@ -1,4 +1,10 @@
-"""Users of a tenant and the Supabase Auth subjects linked to them (tenant isolation by RLS)."""
+"""Users of a tenant and the Supabase Auth subjects linked to them (tenant isolation by RLS).
+
+A subject's tenants are found across tenants by one definer function (specmill_supabase_memberships,
+store/migrations/20261206000020_invitations.sql); everything else runs under one tenant's RLS context.
+Whatever links a subject to a tenant (a first sign-in's new tenant, an invitation) first takes the
+subject's lock, so two first sign-ins of one subject at once cannot both make a tenant.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ from uuid import UUID, uuid4
 
 import asyncpg
 
-from models.auth import UserPublic
+from models.auth import Membership, UserPublic
 from models.common import Role
 from store.db import returned, tenant_tx
 from store.errors import Conflict, NotFound
@@ -61,3 +67,35 @@ async def find_supabase_user(pool: asyncpg.Pool, *, tenant_id: UUID, supabase_su
             f"select {_COLUMNS} from users where tenant_id = $1 and supabase_sub = $2", tenant_id, supabase_sub
         )
     return UserPublic.model_validate(dict(row)) if row is not None else None
+
+
+async def supabase_memberships(conn_or_pool: asyncpg.Pool | asyncpg.Connection, supabase_sub: str) -> list[Membership]:
+    """Every tenant the subject is linked to, as (tenant, user, role), oldest link first."""
+    rows = await conn_or_pool.fetch("select * from specmill_supabase_memberships($1)", supabase_sub)
+    return [Membership.model_validate(dict(r)) for r in rows]
+
+
+async def lock_subject(conn: asyncpg.Connection, supabase_sub: str) -> None:
+    """Until the transaction ends, no other transaction links this subject anywhere."""
+    await conn.execute("select pg_advisory_xact_lock(hashtextextended($1::text, 46))", f"supabase:{supabase_sub}")
+
+
+async def create_tenant_for_subject(
+    pool: asyncpg.Pool, *, supabase_sub: str, tenant_name: str, user_name: str
+) -> Membership | None:
+    """A first sign-in: a new tenant whose owner is the subject's new user. None, and nothing made, when the
+    subject is linked to a tenant by now (another sign-in of it got there first)."""
+    tenant_id, user_id = uuid4(), uuid4()
+    async with tenant_tx(pool, tenant_id) as conn:
+        await lock_subject(conn, supabase_sub)
+        if await supabase_memberships(conn, supabase_sub):
+            return None
+        await conn.execute("insert into tenants (id, name) values ($1, $2)", tenant_id, tenant_name)
+        await conn.execute(
+            "insert into users (id, tenant_id, name, role, supabase_sub) values ($1, $2, $3, 'owner', $4)",
+            user_id,
+            tenant_id,
+            user_name,
+            supabase_sub,
+        )
+    return Membership(tenant_id=tenant_id, user_id=user_id, role=Role.owner)

@@ -416,25 +416,55 @@ def _other_rsa_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
-SUPABASE_REJECTS = {
-    "no-app-metadata": lambda t, j: sign_hs256(
+# Tokens without app_metadata.tenant_id (a self-service user's: tests/test_supabase_signin.py): the tenant
+# is the one the subject is linked to in our database, never one the token names elsewhere (`o`, the
+# other tenant, in user_metadata or at the top level), and the role is our row's, never the token's.
+NO_TENANT_CLAIM = {
+    "no-app-metadata": lambda t, o, j: sign_hs256(
         {k: v for k, v in supabase_claims(t).items() if k != "app_metadata"}, SUPABASE_SECRET
     ),
-    "null-app-metadata": lambda t, j: sign_hs256(supabase_claims(t) | {"app_metadata": None}, SUPABASE_SECRET),
-    "app-metadata-without-tenant": lambda t, j: sign_hs256(
+    "null-app-metadata": lambda t, o, j: sign_hs256(supabase_claims(t) | {"app_metadata": None}, SUPABASE_SECRET),
+    "app-metadata-without-tenant": lambda t, o, j: sign_hs256(
         supabase_claims(t, app_metadata={"provider": "email", "role": "owner"}), SUPABASE_SECRET
     ),
-    "tenant-only-in-user-metadata": lambda t, j: sign_hs256(
+    "tenant-only-in-user-metadata": lambda t, o, j: sign_hs256(
         supabase_claims(
-            t, app_metadata={"provider": "email"}, user_metadata={"tenant_id": str(t.tenant_id), "role": "owner"}
+            t, app_metadata={"provider": "email"}, user_metadata={"tenant_id": str(o.tenant_id), "role": "owner"}
         ),
         SUPABASE_SECRET,
     ),
-    "tenant-only-top-level": lambda t, j: sign_hs256(
-        supabase_claims(t, app_metadata={"provider": "email"}, tenant_id=str(t.tenant_id)), SUPABASE_SECRET
+    "tenant-only-top-level": lambda t, o, j: sign_hs256(
+        supabase_claims(t, app_metadata={"provider": "email"}, tenant_id=str(o.tenant_id)), SUPABASE_SECRET
     ),
-    "rs256-without-tenant": lambda t, j: sign_rs256(
+    "rs256-without-tenant": lambda t, o, j: sign_rs256(
         supabase_claims(t, app_metadata={"provider": "email", "role": "owner"}), j.private_key, kid=j.kid
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(NO_TENANT_CLAIM))
+async def test_supabase_token_without_a_tenant_claim_is_its_subjects_tenant(
+    make_app, supabase_settings, jwks_server, pool, tenant, other_tenant, case
+):
+    token = NO_TENANT_CLAIM[case](tenant, other_tenant, jwks_server)
+    async for client in make_app(supabase_settings):
+        assert_401(await client.get("/auth/me", headers=bearer(token)))  # a subject linked nowhere
+        user = await link(pool, tenant, unverified_claims(token), "viewer")
+        resp = await client.get("/auth/me", headers=bearer(token))
+        assert resp.status_code == 200, resp.text
+        assert resp.json() == {
+            "tenant_id": str(tenant.tenant_id),
+            "user_id": str(user.id),
+            "role": "viewer",
+            "auth": "supabase",
+            "key_id": None,
+        }
+        assert_401(await client.get("/auth/me", headers={**bearer(token), "X-Tenant-ID": str(other_tenant.tenant_id)}))
+
+
+SUPABASE_REJECTS = {
+    "app-metadata-tenant-not-a-uuid": lambda t, j: sign_hs256(
+        supabase_claims(t, app_metadata={"provider": "email", "tenant_id": "not-a-uuid"}), SUPABASE_SECRET
     ),
     "hs256-wrong-secret": lambda t, j: sign_hs256(supabase_claims(t), secrets.token_urlsafe(32)),
     "hs256-wrong-audience": lambda t, j: sign_hs256(supabase_claims(t, aud="anon"), SUPABASE_SECRET),

@@ -41,7 +41,8 @@ def test_a_line_carries_the_ids_known_where_it_is_logged_and_no_secret():
     try:
         with captured() as out:
             logging.getLogger("specmill.test").warning(
-                "calling with sm_0123abcd_supersecretvalue1234 and %s, Authorization: Bearer abc.def-ghi",
+                "calling with sm_0123abcd_supersecretvalue1234 and %s, Authorization: Bearer abc.def-ghi, "
+                "invited by smi_89abcdef_invitationsecret99",
                 PROVIDER_KEY,
                 extra={"model": "openai_api"},
             )
@@ -58,7 +59,9 @@ def test_a_line_carries_the_ids_known_where_it_is_logged_and_no_secret():
     assert line["time"].endswith("+00:00")
     text = out.getvalue()
     assert "supersecretvalue" not in text and PROVIDER_KEY not in text and "abc.def-ghi" not in text
+    assert "invitationsecret" not in text
     assert "sm_[redacted]" in line["message"] and "sk-[redacted]" in line["message"]
+    assert "smi_[redacted]" in line["message"]
 
 
 def test_the_format_follows_the_setting_and_the_terminal():

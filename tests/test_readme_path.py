@@ -75,6 +75,7 @@ ANNOUNCED = [
     ("PUT", r"/api/projects/[^/]+/state", 409),  # the run has moved on
     ("POST", r"/api/projects/[^/]+/regenerate", 409),  # nothing changed
     ("POST", r"/api/techniques/[^/]+/train", 422),  # no built-in tree checkpoint on this machine yet
+    ("POST", r"/auth/(signup|login|refresh|logout)", 404),  # Supabase sign-in is not configured here
 ]
 
 

@@ -3,11 +3,18 @@
 Three kinds of token, three trust rules:
 - specmill's own JWT (POST /auth/token, signed with JWT_SECRET) names its API key (`key_id`); the
   principal is that key's row, read on every request. A token without `key_id` is refused.
-- a Supabase token is an identity only: its `sub` must be linked to a user of the tenant that its
-  `app_metadata.tenant_id` names (store/users.py); tenant and role are that user's row.
+- a Supabase token is an identity only: its `sub` must be linked to a user of ours (store/users.py),
+  and tenant and role are that user's row, never the token's. With `app_metadata.tenant_id` (set by
+  Supabase's service role) the user is the subject's in that tenant. Without it (a self-service user of
+  POST /auth/signup or /auth/login), the subject's tenants are looked up: one is the tenant; several
+  must be chosen with `X-Tenant-ID`, among those.
 - an internal token (gateway to service, signed with INTERNAL_TOKEN_SECRET, audience
   specmill-internal) is trusted as it says: the gateway minted it from a principal it had just
   read from our rows. Neither secret verifies the other kind of token.
+
+`X-Tenant-ID`, when a request sends it, must name the tenant the credential resolves to (an API key's,
+a specmill token's), else the request is refused: a caller never acts in a tenant other than the one it
+named.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from models.common import Role
 from models.settings import Settings
 from store.errors import NotFound
 from store.tenants import get_api_key, lookup_api_key
-from store.users import find_supabase_user
+from store.users import find_supabase_user, supabase_memberships
 
 INTERNAL_AUDIENCE = "specmill-internal"
 
@@ -92,13 +99,17 @@ class Authenticator:
 
     # --- verifying ----------------------------------------------------------------------
 
-    async def authenticate(self, *, api_key: str | None, authorization: str | None) -> Principal:
+    async def authenticate(
+        self, *, api_key: str | None, authorization: str | None, tenant: str | None = None
+    ) -> Principal:
+        """`tenant`: the request's X-Tenant-ID header, if it sent one."""
         if self.internal_only:
-            return self._internal(_bearer(authorization))
+            return self._internal(bearer_token(authorization))
+        chosen = chosen_tenant(tenant)
         if api_key is not None:
-            return await self.from_api_key(api_key)
+            return in_chosen_tenant(await self.from_api_key(api_key), chosen)
         if authorization is not None:
-            return await self.from_jwt(_bearer(authorization))
+            return in_chosen_tenant(await self.from_jwt(bearer_token(authorization), tenant=chosen), chosen)
         raise AuthError("authentication required: send X-API-Key or Authorization: Bearer <token>")
 
     async def from_api_key(self, key: str) -> Principal:
@@ -111,7 +122,8 @@ class Authenticator:
             tenant_id=row["tenant_id"], user_id=row["user_id"], role=Role(row["role"]), auth="api_key", key_id=row["id"]
         )
 
-    async def from_jwt(self, token: str) -> Principal:
+    async def from_jwt(self, token: str, *, tenant: UUID | None = None) -> Principal:
+        """`tenant` chooses among the tenants of a Supabase user who is in several (X-Tenant-ID)."""
         s = self.settings
         try:
             iss = tokens.unverified_issuer(token)
@@ -126,7 +138,7 @@ class Authenticator:
                 )
                 return await self._from_key_claims(claims)
             if s.supabase_jwt_issuer and iss == s.supabase_jwt_issuer:
-                return await self._from_supabase(await self._verify_supabase(token))
+                return await self._from_supabase(await self._verify_supabase(token), tenant)
         except tokens.TokenError as err:
             raise AuthError(str(err)) from err
         raise AuthError("token issuer not accepted")
@@ -152,6 +164,20 @@ class Authenticator:
             raise AuthError("token claims do not match its API key")
         return Principal(tenant_id=key.tenant_id, user_id=key.user_id, role=key.role, auth="jwt", key_id=key.id)
 
+    async def verify_supabase(self, token: str) -> dict[str, Any]:
+        """The claims of a token of the configured Supabase issuer, verified as from_jwt verifies them (the
+        sign-in routes check Supabase's answers with it)."""
+        s = self.settings
+        try:
+            if not s.supabase_jwt_issuer or tokens.unverified_issuer(token) != s.supabase_jwt_issuer:
+                raise AuthError("not a token of the configured Supabase issuer (SUPABASE_JWT_ISSUER)")
+            claims = await self._verify_supabase(token)
+        except tokens.TokenError as err:
+            raise AuthError(str(err)) from err
+        if not isinstance(claims.get("sub"), str) or not claims["sub"]:
+            raise AuthError("token lacks a valid sub")
+        return claims
+
     async def _verify_supabase(self, token: str) -> dict[str, Any]:
         s = self.settings
         if self.jwks is not None and tokens._header(token).get("alg") != "HS256":
@@ -167,14 +193,36 @@ class Authenticator:
             )
         raise tokens.TokenError("token signature or format invalid")
 
-    async def _from_supabase(self, claims: dict[str, Any]) -> Principal:
-        """`app_metadata.tenant_id` selects the tenant; the user linked to `sub` there is the principal."""
+    async def _from_supabase(self, claims: dict[str, Any], chosen: UUID | None) -> Principal:
+        """`app_metadata.tenant_id`, when the token carries one, selects the tenant, and the user linked to
+        `sub` there is the principal. Without it, the subject's tenants are looked up (the database, not the
+        token, says which and with what role): one is the tenant; several need `chosen` (X-Tenant-ID)."""
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub:
+            raise AuthError("token lacks a valid sub")
         meta = claims.get("app_metadata")
-        tenant_id = _uuid(meta.get("tenant_id") if isinstance(meta, dict) else None)
-        user = await find_supabase_user(self.pool, tenant_id=tenant_id, supabase_sub=str(claims["sub"]))
-        if user is None:
-            raise AuthError("Supabase user is not linked to a user of this tenant")
-        return Principal(tenant_id=user.tenant_id, user_id=user.id, role=user.role, auth="supabase")
+        if isinstance(meta, dict) and meta.get("tenant_id") is not None:
+            user = await find_supabase_user(self.pool, tenant_id=_uuid(meta["tenant_id"]), supabase_sub=sub)
+            if user is None:
+                raise AuthError("Supabase user is not linked to a user of this tenant")
+            return Principal(tenant_id=user.tenant_id, user_id=user.id, role=user.role, auth="supabase")
+        memberships = await supabase_memberships(self.pool, sub)
+        if chosen is not None:
+            memberships = [m for m in memberships if m.tenant_id == chosen]
+            if not memberships:
+                raise AuthError("X-Tenant-ID names a tenant this Supabase user is not in")
+        if not memberships:
+            raise AuthError(
+                "this Supabase user is in no tenant: sign in with POST /auth/login (a first sign-in makes a "
+                "tenant, or joins one with an invitation)"
+            )
+        if len(memberships) > 1:
+            ids = ", ".join(str(m.tenant_id) for m in memberships)
+            raise AuthError(
+                f"this Supabase user is in {len(memberships)} tenants: choose one with the X-Tenant-ID header ({ids})"
+            )
+        m = memberships[0]
+        return Principal(tenant_id=m.tenant_id, user_id=m.user_id, role=m.role, auth="supabase")
 
     def _internal(self, token: str) -> Principal:
         s = self.settings
@@ -201,7 +249,23 @@ class Authenticator:
             raise AuthError("token lacks a valid tenant_id, role or sub") from err
 
 
-def _bearer(authorization: str | None) -> str:
+def chosen_tenant(header: str | None) -> UUID | None:
+    """The tenant an X-Tenant-ID header names (None: no header)."""
+    if header is None:
+        return None
+    try:
+        return UUID(header.strip())
+    except ValueError:
+        raise AuthError("X-Tenant-ID must be a tenant's id (a UUID)") from None
+
+
+def in_chosen_tenant(principal: Principal, chosen: UUID | None) -> Principal:
+    if chosen is not None and principal.tenant_id != chosen:
+        raise AuthError("X-Tenant-ID names a tenant this credential is not in")
+    return principal
+
+
+def bearer_token(authorization: str | None) -> str:
     if not authorization:
         raise AuthError("authentication required: send Authorization: Bearer <token>")
     scheme, _, token = authorization.partition(" ")

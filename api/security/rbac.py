@@ -1,9 +1,9 @@
 """Role-based access: one table says which role a method on a path needs.
 
 viewer reads; editor writes instances, projects (their settings too) and tasks (and snippets, knowledge,
-generation); admin manages templates, API keys, the tenant's pipeline settings (/api/settings) and trains its technique
-models (/api/techniques/.../train);
-owner manages admins (checked where keys are made).
+generation); admin manages templates, API keys, invitations, the tenant's pipeline settings (/api/settings) and
+trains its technique models (/api/techniques/.../train);
+owner manages admins (checked where keys are made) and invites owners (api/routes/invitations.py).
 The same table guards in-process routes and the gateway's forwarding to separate services.
 """
 
@@ -17,6 +17,7 @@ READ_METHODS = {"GET", "HEAD", "OPTIONS"}
 WRITE_ROLES: list[tuple[str, Role]] = [
     ("/api/templates", Role.admin),
     ("/api/keys", Role.admin),
+    ("/api/invitations", Role.admin),  # an invitation grants at most its creator's role
     ("/api/providers", Role.admin),  # tenants' provider API keys
     ("/api/settings", Role.admin),  # the tenant's pipeline defaults (a project's own: editor, below)
     ("/api/similar", Role.viewer),  # a search, sent as POST
@@ -35,6 +36,7 @@ READ_ROLES: list[tuple[str, Role]] = [
     ("/metrics", Role.admin),  # the process's Prometheus metrics
     ("/api/usage", Role.admin),  # what the tenant used: an admin's business, like its keys
     ("/api/keys", Role.admin),  # who holds which key is an admin's business
+    ("/api/invitations", Role.admin),  # and who was invited
     ("/api/providers", Role.admin),  # so is which provider keys the tenant stores (hints only)
 ]
 
