@@ -32,6 +32,13 @@ Runners, each a lever of the issue:
   pass per labelled span of the prompt, or one pass with the fitted head weights); tok/s counts the
   generated tokens over generation and provenance together, so the ratio to `engine-int4` is its cost;
 - `llama.cpp`: llama-cpp-python (installed by the make target only) on the GGUF file itself.
+- `spec-int4`: `engine-int4` with prompt-lookup speculation (codegen/speculation.py), as local_llama's
+  greedy calls decode by default (LOCAL_DRAFT_TOKENS); its details give the acceptance rate, and its
+  tokens must be exactly `engine-int4`'s (the comparisons say whether they are).
+- `<runner>@repair`: the same runner on repair-round prompts: for each of the first HumanEval problems
+  whose greedy answer (the int4 engine, the product's prompt) fails its tests in the sandbox, the prompt
+  of the next round as the pipeline builds it (codegen/prompts.build_messages with the failure text of
+  activities/verdicts.of_run), made once per model and kept in .specmill/bench/.
 
 tok/s = new tokens / time from the request to the last token (prefill included), over all prompts.
 "load" is the warm load: from the cached safetensors (the bench converts first when they are not)
@@ -76,6 +83,10 @@ RUNNERS = [
     "provenance-exact",
     "provenance-estimate",
     "llama.cpp",
+    "spec-int4",
+    "engine-int4@repair",
+    "spec-int4@repair",
+    "llama.cpp@repair",
 ]
 DEFAULT = "engine-int4"  # what LOCAL_DTYPE's default runs
 
@@ -195,6 +206,36 @@ def _engine(job: dict):
 
     def generate(prompt: list[int], n: int) -> list[int]:
         return engine.generate(prompt, Stopping(set(), n))
+
+    return generate, details
+
+
+def _spec(job: dict):
+    """`engine-int4` with prompt-lookup speculation, as LocalLlamaBackend's greedy calls decode."""
+    backend, details = _load_backend(job, "int4")
+    if not details["speculation"]["on"]:
+        raise RuntimeError(f"speculation is off: {details['speculation']['why']}")
+    engine, draft = backend._engine, backend.draft_tokens
+
+    from codegen.decoding import Stopping
+    from codegen.speculation import PromptLookup, Stats
+
+    total, calls = Stats(), []
+
+    def generate(prompt: list[int], n: int) -> list[int]:
+        stats = Stats()
+        out = engine.generate(prompt, Stopping(set(), n), lookup=PromptLookup(draft=draft), stats=stats)
+        calls.append(stats)
+        if len(calls) > 1:  # the first call is the warm-up
+            total.add(stats)
+            details.update(
+                passes=total.passes,
+                drafted=total.drafted,
+                accepted=total.accepted,
+                acceptance=round(total.acceptance or 0.0, 3),
+                tokens_per_pass=round((total.accepted + total.passes) / total.passes, 2) if total.passes else None,
+            )
+        return out
 
     return generate, details
 
@@ -342,6 +383,7 @@ def _llama_cpp(job: dict):
 _RUNNERS = {
     "hf": _hf,
     "engine": _engine,
+    "spec": _spec,
     "beam": _beam,
     "grammar": _grammar,
     "seq": _candidates,
@@ -354,7 +396,7 @@ _RUNNERS = {
 # --- the parent: prompts, the runners one after another, the table ----------------------------------
 
 
-def prepare(n_prompts: int) -> dict:
+def prepare(n_prompts: int, with_repair: bool) -> dict:
     """Pull and convert the model when needed; the prompts as token ids."""
     from codegen import evaluate as ev
     from codegen.local_llama import LocalLlamaBackend, render_chat, resolve
@@ -390,12 +432,53 @@ def prepare(n_prompts: int) -> dict:
         "hf_dir": backend.status().details["loaded_from"],
         "prompts": prompts,
         "messages": chats,
+        "repair_prompts": repair_prompts(settings, tokenizer, n_prompts) if with_repair else [],
     }
 
 
+def repair_prompts(settings, tokenizer, n: int) -> list[list[int]]:
+    """The prompts of a repair round for the first `n` HumanEval problems whose first answer fails: the
+    int4 engine answers the product's prompt greedily, the answer's code runs against the problem's tests
+    in the sandbox, and the next round's prompt tells the failure as the pipeline does. Made once per
+    model and kept in .specmill/bench/ (the answers are greedy: the same every time)."""
+    from activities import verdicts
+    from codegen import evaluate as ev
+    from codegen.base import GenerationParams
+    from codegen.local_llama import LocalLlamaBackend, render_chat
+    from codegen.prompts import build_messages, extract_code
+    from models.builtin_templates import PYTHON_FUNCTION
+    from models.spec_view import spec_view
+    from sandbox import SandboxConfig
+
+    kept = ROOT / ".specmill" / "bench" / f"repair-prompts-{Path(settings.local_model).name}-{n}.json"
+    if kept.exists():
+        return json.loads(kept.read_text())
+    backend = LocalLlamaBackend(settings.model_copy(update={"local_dtype": "int4", "local_draft_tokens": 0}))
+    cfg = ev.EvalConfig(model="local_llama", techniques=[], sandbox=SandboxConfig.from_settings(settings))
+    out = []
+    for problem in ev.load_humaneval():
+        view = spec_view(PYTHON_FUNCTION, problem.values)
+        answer = backend.chat(build_messages(view), GenerationParams(max_new_tokens=256))
+        run = ev.run_hidden(problem, extract_code(answer.text), cfg)
+        if run.status == "passed":
+            continue
+        feedback = verdicts.of_run(run, len(problem.tests)).failure
+        messages = build_messages(view, feedback=feedback)
+        out.append(tokenizer(render_chat(tokenizer, messages), add_special_tokens=False)["input_ids"])
+        if len(out) == n:
+            break
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    kept.write_text(json.dumps(out))
+    return out
+
+
 def run_runner(runner: str, base: dict, tokens: int) -> dict:
+    name, _, variant = runner.partition("@")
+    job = {**base, "runner": name, "tokens": tokens}
+    if variant == "repair":
+        job["prompts"] = base["repair_prompts"]
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump({**base, "runner": runner, "tokens": tokens}, f)
+        json.dump(job, f)
     try:
         proc = subprocess.run(
             [sys.executable, __file__, "--worker", f.name],
@@ -410,7 +493,7 @@ def run_runner(runner: str, base: dict, tokens: int) -> dict:
     if proc.returncode or not lines:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         return {"runner": runner, "error": f"exit {proc.returncode}: {' | '.join(tail)}"}
-    return json.loads(lines[-1])
+    return {**json.loads(lines[-1]), "runner": runner}
 
 
 def same_prefix(a: list[int], b: list[int]) -> int:
@@ -505,7 +588,39 @@ def compare(results: dict) -> list[dict]:
         mask = results["grammar-beam-w4"]["details"]["mask_ms"]
         r = mask["constrained_s"] / mask["unconstrained_same_tokens_s"]
         add("width 4 with the grammar: time / without, same prompts and lengths", r, None, None)
+    for suffix, what, target in (("", "plain prompts", 1.2), ("@repair", "repair-round prompts", 1.5)):
+        spec, plain, cpp = f"spec-int4{suffix}", f"engine-int4{suffix}", f"llama.cpp{suffix}"
+        if spec in speed and cpp in speed:
+            r = speed[spec] / speed[cpp]
+            add(f"speculation on, {what}: tok/s / llama.cpp's", r, f">= {target}", r >= target)
+        if spec in speed and plain in speed:
+            d = results[spec]["details"]
+            add(
+                f"speculation on / off, {what} (acceptance {d.get('acceptance')}, "
+                f"{d.get('tokens_per_pass')} tokens per verification pass)",
+                speed[spec] / speed[plain],
+                None,
+                None,
+            )
+            same = results[spec]["outputs"] == results[plain]["outputs"]
+            add(f"speculation on, {what}: the same tokens as off (1 = identical)", float(same), "= 1", same)
     return out
+
+
+def cpu() -> dict:
+    """The CPU the figures were measured on: its model, and the instruction sets the kernels may use."""
+    import torch
+
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx_vnni")
+    return {
+        "model": model or "unknown",
+        "cores": os.cpu_count(),
+        "flags": [f for f in wanted if f in flags],
+        "torch_capability": torch.backends.cpu.get_cpu_capability(),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -519,10 +634,14 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"unknown runners {sorted(unknown)}; known: {', '.join(RUNNERS)}")
     if args.no_llama_cpp and "llama.cpp" in runners:
         runners.remove("llama.cpp")
-    base = prepare(args.prompts)
+    base = prepare(args.prompts, any(r.endswith("@repair") for r in runners))
+    machine = cpu()
     print(
-        f"{len(base['prompts'])} prompts of {[len(p) for p in base['prompts']]} tokens, {args.tokens} new tokens "
-        f"each, greedy; GGUF {base['gguf']}",
+        f"{len(base['prompts'])} prompts of {[len(p) for p in base['prompts']]} tokens"
+        + (f" (repair rounds: {[len(p) for p in base['repair_prompts']]})" if base["repair_prompts"] else "")
+        + f", {args.tokens} new tokens each, greedy; GGUF {base['gguf']}\n"
+        f"CPU {machine['model']}, {machine['cores']} cores, {' '.join(machine['flags'])}; "
+        f"torch kernels {machine['torch_capability']}",
         flush=True,
     )
     rounds: dict[str, list[dict]] = {r: [] for r in runners}
@@ -546,7 +665,7 @@ def main(argv: list[str] | None = None) -> dict:
         if "error" in r:
             continue
         same = None
-        if reference:
+        if reference and "@" not in runner:  # the reference answered the plain prompts
             same = sum(same_prefix(o, ref) for o, ref in zip(r["outputs"], reference, strict=False)) / r["tokens"]
         row = {
             "runner": runner,
@@ -575,6 +694,7 @@ def main(argv: list[str] | None = None) -> dict:
         "prompt_tokens": [len(p) for p in base["prompts"]],
         "gguf": base["gguf"],
         "cpus": os.cpu_count(),
+        "cpu": machine,
         "rounds": args.rounds,
         "rows": rows,
         "comparisons": comparisons,

@@ -39,6 +39,7 @@ import torch.nn.functional as F  # noqa: N812 - torch's own idiom
 
 from codegen import decoding
 from codegen.decoding import DEAD_END, GREEDY, Chooser, Processor, Stopping
+from codegen.speculation import DRAFT, PromptLookup, Stats
 
 GROUP = 32  # int4 group size along the input dimension: a GGUF Q4 block
 SUPPORTED_TYPES = {"llama"}
@@ -221,6 +222,71 @@ class LlamaEngine:
         h = self._rms(h[:, -1:], self.norm)
         return self.head(h)[:, -1].float()
 
+    def forward_each(self, ids: list[int], start: int, cache: "Cache") -> torch.Tensor:
+        """Logits (T x vocab, float32) of every position, after feeding `ids` (T tokens) from position
+        `start` > 0 into a cache that holds positions 0..start-1: the verification pass of speculation.
+
+        Each position's numbers are the ones `forward` computes feeding its token alone: the products
+        take the T rows at once (the weights are read once), and each row attends with its own call,
+        shaped as the one-token step's, over the keys up to its own position. Whether the products give
+        each row the same bits as one row alone depends on the machine's kernels: `speculation` checks."""
+        t = len(ids)
+        h = F.embedding(torch.tensor([ids], device=self.device), self.embed)
+        cos, sin = cache.cos[start : start + t], cache.sin[start : start + t]
+        nq, nk, d = self.heads, self.kv_heads, self.head_dim
+        end = start + t
+        for i, layer in enumerate(self.layers):
+            x = self._rms(h, layer.attn_norm)
+            qkv = layer.qkv(x).view(1, t, nq + 2 * nk, d).transpose(1, 2)
+            q, k, v = qkv.to(self.attn).split([nq, nk, nk], dim=1)
+            q, k = _rope(q, cos, sin), _rope(k, cos, sin)
+            cache.k[i][:1, :, start:end] = k
+            cache.v[i][:1, :, start:end] = v
+            y = torch.cat(
+                [
+                    F.scaled_dot_product_attention(
+                        q[:, :, j : j + 1],
+                        cache.k[i][:1, :, : start + j + 1],
+                        cache.v[i][:1, :, : start + j + 1],
+                        enable_gqa=nq != nk,
+                    )
+                    for j in range(t)
+                ],
+                dim=2,
+            )
+            h = h + layer.out(y.transpose(1, 2).reshape(1, t, nq * d).to(self.act))
+            x = self._rms(h, layer.mlp_norm)
+            gate, up = layer.gate_up(x).split(self.intermediate, dim=-1)
+            h = h + layer.down(F.silu(gate) * up)
+        return self.head(self._rms(h, self.norm))[0].float()
+
+    @torch.inference_mode()
+    def speculation(self, probe_len: int = 4, draft: int = DRAFT) -> str | None:
+        """None when speculation gives greedy decoding's exact tokens on this machine, else why not.
+
+        A verification pass must give each position the bits the one-token step gives it. That holds
+        when the matrix products give a row the same result whether it comes alone or with others, which
+        depends on the kernels (the int4 and int8 ones, and bf16's, keep rows apart; float32's GEMM and
+        GEMV round differently). This feeds a random sequence both ways and compares every logit."""
+        gen = torch.Generator().manual_seed(0)
+        ids = torch.randint(0, self.vocab, (probe_len + draft + 1,), generator=gen).tolist()
+        one = self.new_cache(len(ids))
+        self.forward(torch.tensor([ids[:probe_len]], device=self.device), 0, one)
+        stepped = [
+            self.forward(torch.tensor([[ids[p]]], device=self.device), p, one) for p in range(probe_len, len(ids))
+        ]
+        many = self.new_cache(len(ids))
+        self.forward(torch.tensor([ids[:probe_len]], device=self.device), 0, many)
+        together = self.forward_each(ids[probe_len:], probe_len, many)
+        for p, (a, b) in enumerate(zip(stepped, together, strict=True)):
+            if not torch.equal(a, b):
+                diff = float((a - b).abs().max())
+                return (
+                    f"the {self.weights} kernels round a row differently when it comes with others on this "
+                    f"machine (a logit differs by {diff:.1e} at draft position {p}): greedy tokens could differ"
+                )
+        return None
+
     @torch.inference_mode()
     def teacher_forced(self, ids: list[int], prompt_len: int, *, full: bool = False) -> Forced:
         """One pass over a prompt and the code that followed it (`ids`, the code from `prompt_len` on),
@@ -308,30 +374,60 @@ class LlamaEngine:
         chooser: Chooser = GREEDY,
         processors: Sequence[Processor] = (),
         logprobs: list[float] | None = None,
+        lookup: PromptLookup | None = None,
+        stats: Stats | None = None,
     ) -> list[int]:
-        """New token ids after `prompt`, one forward pass per token: the processors change the logits,
-        the chooser picks the token, and `stopping` ends the sequence (an end token is kept) and says
-        why in its `reason` (DEAD_END when the processors left no token at all). `logprobs`, when
-        given, gets each new token's log-probability (after the processors, before any temperature)."""
+        """New token ids after `prompt`: the processors change the logits, the chooser picks the token,
+        and `stopping` ends the sequence (an end token is kept) and says why in its `reason` (DEAD_END
+        when the processors left no token at all). `logprobs`, when given, gets each new token's
+        log-probability (after the processors, before any temperature).
+
+        One forward pass per token, or, with `lookup` (greedy only: codegen/speculation.py), one pass per
+        draft: the draft's tokens are fed with the last one chosen, and each position's logits are
+        processed and chosen from in turn, exactly as one pass per token would, while the choice equals
+        the draft's next token; where they part, the choice stands and the rest of the draft goes.
+        `stats` counts the passes and the tokens drafted and accepted."""
+        if lookup is not None and chooser is not GREEDY:
+            raise ValueError("speculation keeps greedy decoding's tokens: it does not sample")
         if stopping.max_new <= 0:
             stopping.reason = "length"
             return []
-        cache = self.new_cache(len(prompt) + stopping.max_new)
-        logits = self.forward(torch.tensor([prompt], device=self.device), 0, cache)
+        room = (lookup.draft if lookup is not None else 0) + 1
+        cache = self.new_cache(len(prompt) + stopping.max_new + room)
+        rows = self.forward(torch.tensor([prompt], device=self.device), 0, cache)[None]
+        if lookup is not None:
+            lookup.extend(list(prompt))
         new: list[int] = []
+        draft: list[int] = []
         while True:
-            logits = decoding.apply(processors, logits[None])[0]
-            if decoding.dead(logits):
-                stopping.dead_end()
-                return new
-            token = chooser(logits)
-            if logprobs is not None:
-                logprobs.append(_logprob(logits, token))
-            decoding.advance(processors, [token])
-            new.append(token)
-            if stopping.done(new):
-                return new
-            logits = self.forward(torch.tensor([[token]], device=self.device), len(prompt) + len(new) - 1, cache)
+            for j in range(rows.shape[0]):
+                logits = decoding.apply(processors, rows[j : j + 1])[0]
+                if decoding.dead(logits):
+                    stopping.dead_end()
+                    return new
+                token = chooser(logits)
+                if logprobs is not None:
+                    logprobs.append(_logprob(logits, token))
+                decoding.advance(processors, [token])
+                new.append(token)
+                if lookup is not None:
+                    lookup.extend([token])
+                taken = j < len(draft) and token == draft[j]
+                if taken and stats is not None:
+                    stats.accepted += 1
+                if stopping.done(new):
+                    return new
+                if not taken:
+                    break
+            position = len(prompt) + len(new) - 1  # of the token just chosen, not yet fed
+            draft = lookup.propose()[: max(0, stopping.max_new - len(new) - 1)] if lookup is not None else []
+            if not draft:
+                rows = self.forward(torch.tensor([[token]], device=self.device), position, cache)[None]
+                continue
+            rows = self.forward_each([token, *draft], position, cache)
+            if stats is not None:
+                stats.passes += 1
+                stats.drafted += len(draft)
 
     @torch.inference_mode()
     def generate_rows(

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from codegen.base import Alternative, Completion, GenerationParams, Message, ModelStatus, ModelUnavailable
 from codegen.pull import REGISTRY, pulled_file
+from codegen.speculation import PromptLookup, Stats
 
 DTYPES = ("int4", "int8", "bf16", "fp32")
 
@@ -119,6 +120,7 @@ class LocalLlamaBackend:
         self.local_model = model or settings.local_model
         self.dtype = dtype or settings.local_dtype
         self.local_device = device or settings.local_device
+        self.draft_tokens = settings.local_draft_tokens
         if self.dtype not in DTYPES:
             raise ValueError(f"local dtype must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
         self._load_lock = threading.Lock()
@@ -130,6 +132,8 @@ class LocalLlamaBackend:
         self._source: Source | None = None
         self._details: dict = {}
         self._error: str | None = None
+        self._speculate = False  # prompt-lookup speculation: on once load() found it exact on this machine
+        self.speculated = Stats()  # what it did, every greedy call together
 
     # --- status and loading ---------------------------------------------------------------
 
@@ -139,7 +143,11 @@ class LocalLlamaBackend:
 
     def status(self) -> ModelStatus:
         if self.loaded and self._source is not None:
-            return ModelStatus(self.name, self.backend, str(self._source.path), "loaded", details=dict(self._details))
+            details = dict(self._details)
+            acceptance = self.speculated.acceptance  # drafted tokens the model then chose itself
+            if self._speculate and acceptance is not None:
+                details["speculation"] = {**details["speculation"], "acceptance": round(acceptance, 3)}
+            return ModelStatus(self.name, self.backend, str(self._source.path), "loaded", details=details)
         details = {"dtype": self.dtype, "device": self.local_device}
         try:
             source = resolve(self.local_model, self.models_path)
@@ -203,6 +211,7 @@ class LocalLlamaBackend:
                 "engine": "specmill-llama",
                 "kernels": engine.kinds,
                 "weight_mb_per_token": round(engine.bytes_per_token() / 1e6, 1),
+                "speculation": self._check_speculation(engine),
             }
         else:
             if dtype in ("int8", "int4"):
@@ -236,6 +245,17 @@ class LocalLlamaBackend:
             self._details["engine"],
             self._details["load_s"],
         )
+
+    def _check_speculation(self, engine) -> dict:
+        """Whether greedy calls speculate: asked for (LOCAL_DRAFT_TOKENS), and exact on this machine."""
+        if not self.draft_tokens:
+            return {"on": False, "why": "LOCAL_DRAFT_TOKENS is 0"}
+        why = engine.speculation(draft=self.draft_tokens)
+        self._speculate = why is None
+        if why is not None:
+            log.warning("local_llama: prompt-lookup speculation is off: %s", why)
+            return {"on": False, "why": why}
+        return {"on": True, "draft_tokens": self.draft_tokens, "greedy_only": True}
 
     def _converted(self, source: Source) -> tuple[Path, str, bool]:
         """The GGUF as a safetensors directory: (directory, how, whether it is a temporary one).
@@ -411,13 +431,18 @@ class LocalLlamaBackend:
         stop = stop_checker(self._tokenizer, params.stop)
         stopping = Stopping(eos, max_new, checks=(stop,) if stop else ())
         assert self._engine is not None  # chat decodes here only with the engine
+        speculate = self._speculate and params.temperature <= 0
+        stats = Stats()
         tokens = self._engine.generate(
             prompt,
             stopping,
             chooser=chooser(params.temperature, params.top_p, self._generator(params)),
             processors=self._processors(params, eos),
             logprobs=logprobs,
+            lookup=PromptLookup(draft=self.draft_tokens) if speculate else None,
+            stats=stats,
         )
+        self.speculated.add(stats)
         return tokens, stopping.reason or "stop"
 
     def _beam_completion(self, prompt, max_new, params: GenerationParams, eos: set[int], started: float) -> Completion:

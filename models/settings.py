@@ -139,6 +139,13 @@ class Settings(BaseSettings):
         description="HS256 secret of gateway-to-service tokens, distinct from JWT_SECRET (generated if unset).",
     )
     internal_token_ttl_seconds: int = Field(default=60, description="Lifetime of gateway-to-service tokens.")
+    api_key_cache_seconds: float = Field(
+        default=10,
+        ge=0,
+        le=60,
+        description="How long a gateway keeps an API key that authenticated without looking it up again; a "
+        "revocation still reaches every gateway within a second (api/security/keycache.py). 0: no cache.",
+    )
 
     # --- rate limiting ------------------------------------------------------------------
     rate_limit: str = Field(default="600/minute", description="Per tenant and key, moving window (`limits` syntax).")
@@ -196,6 +203,13 @@ class Settings(BaseSettings):
     )
     local_device: str = Field(
         default="auto", pattern="^(auto|cpu|cuda)$", description="local_llama device (auto: CUDA when present)."
+    )
+    local_draft_tokens: int = Field(
+        default=8,
+        ge=0,
+        le=32,
+        description="local_llama greedy decoding: prompt-lookup draft tokens verified per pass (0: off); "
+        "the answer is the same either way.",
     )
     vllm_base_url: str | None = Field(
         default=None, description="deepseek_8b through a vLLM OpenAI-compatible server (…/v1)."
