@@ -148,11 +148,11 @@ def run_worker(job_file: Path) -> None:
 def _hf(job: dict):
     import torch
 
-    from codegen.local_llama import _load_hf
+    from codegen.local_files import load_hf
 
     dtype = job["runner"].removeprefix("hf-")
     beams = int(dtype.removeprefix("beam")) if dtype.startswith("beam") else 1
-    model, _ = _load_hf(Path(job["hf_dir"]), torch.bfloat16 if dtype == "bf16" else torch.float32)
+    model, _ = load_hf(Path(job["hf_dir"]), torch.bfloat16 if dtype == "bf16" else torch.float32)
     model.eval()
     if dtype == "int8-dynamic":
         model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
@@ -265,7 +265,7 @@ def _grammar(job: dict):
     backend, details = _load_backend(job, "int4")
     engine, eos = backend._engine, backend._eos()
     t0 = time.perf_counter()
-    compiled = backend._compiled("ebnf", python_grammar.ebnf())
+    compiled = backend.compiled("ebnf", python_grammar.ebnf())
     compile_s = time.perf_counter() - t0
     width = int(job["runner"].removeprefix("grammar-beam-w")) if "beam" in job["runner"] else 1
     masks: list[float] = []
@@ -399,7 +399,8 @@ _RUNNERS = {
 def prepare(n_prompts: int, with_repair: bool) -> dict:
     """Pull and convert the model when needed; the prompts as token ids."""
     from codegen import evaluate as ev
-    from codegen.local_llama import LocalLlamaBackend, render_chat, resolve
+    from codegen.local_files import resolve
+    from codegen.local_llama import LocalLlamaBackend, render_chat
     from codegen.prompts import build_messages
     from codegen.pull import REGISTRY, pull
     from models.builtin_templates import PYTHON_FUNCTION

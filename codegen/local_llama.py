@@ -1,109 +1,34 @@
-"""`local_llama`: a Llama-architecture model run in process with torch + transformers.
+"""`local_llama`: a Llama-architecture model run in process on specmill's engine (codegen/llama_engine.py).
 
-What it runs comes from `LOCAL_MODEL`:
-- a pulled model's name (`smollm2-135m-instruct`): its GGUF under `<models_path>/<name>/`;
-- a path to a `.gguf` file;
-- a Hugging Face model directory (config.json, safetensors, tokenizer files).
+What it runs comes from `LOCAL_MODEL` (codegen/local_files.py): a pulled model's name
+(`smollm2-135m-instruct`), a path to a `.gguf` file, or a Hugging Face model directory.
 
-A GGUF is dequantized by transformers on first load (about 17 s for SmolLM2-135M here). The
-dequantized weights are then saved as safetensors, with the tokenizer and config, under
-`<models_path>/.cache/<stem>-<hash of the file's size and mtime>/`, and later loads read that
-directory instead (a second or two). Nothing is ever fetched from a hub, and a model that is not
-there is reported unavailable, never replaced by another.
-
-Llama-architecture models decode through codegen/llama_engine.py (fused products, a cache
-allocated once, one Python loop); any other architecture through transformers' `generate()`.
-Weights (`LOCAL_DTYPE`): `int4` (the default: groupwise 4-bit, which for a Q4 GGUF is the file's own
-weights), `int8` (weight-only, per row), `bf16` or `fp32`; int4/int8 need the engine and the CPU,
-and become bf16 otherwise (said in the model's details). The model loads once per process;
-generation is serialised by a lock.
+Every request decodes through codegen/llama_engine.py (fused products, a cache allocated once, one Python
+loop; greedy calls with prompt-lookup speculation, codegen/speculation.py). A model of another
+architecture is reported unavailable with the reason (serve it through vLLM instead), never decoded some
+other way. Weights (`LOCAL_DTYPE`): `int4` (the default: groupwise 4-bit, which for a Q4 GGUF is the
+file's own weights), `int8` (weight-only, per row), `bf16` or `fp32`; int4/int8 are CPU kernels and
+become bf16 on CUDA (said in the model's details). The model loads once per process, under its own
+lock; generation is serialised by another, and grammars compile under a third (codegen/grammars.py).
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
-import hashlib
 import logging
-import os
 import shutil
-import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from codegen.base import Alternative, Completion, GenerationParams, Message, ModelStatus, ModelUnavailable
-from codegen.pull import REGISTRY, pulled_file
+from codegen.grammars import Grammars
+from codegen.local_files import Source, converted, load_hf, pick_device, resolve
 from codegen.speculation import PromptLookup, Stats
 
 DTYPES = ("int4", "int8", "bf16", "fp32")
 
-# Nothing here may reach a hub: fail loudly instead of downloading.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
 log = logging.getLogger(__name__)
-
-CACHE_DIR = ".cache"
-CACHE_VERSION = "1"  # bump when the cached layout changes: old entries are then ignored
-
-
-@dataclass(frozen=True)
-class Source:
-    """Where the weights are: a GGUF file or a Hugging Face directory."""
-
-    format: str  # "gguf" | "hf"
-    path: Path
-
-    def cache_dir(self, models_path: Path) -> Path | None:
-        """The converted copy of a GGUF (None for an HF directory: it is loaded as it is)."""
-        if self.format != "gguf":
-            return None
-        st = self.path.stat()
-        key = hashlib.sha256(f"{CACHE_VERSION}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
-        return Path(models_path) / CACHE_DIR / f"{self.path.stem.lower()}-{key}"
-
-
-def resolve(local_model: str, models_path: Path) -> Source:
-    """LOCAL_MODEL -> the files to load; ModelUnavailable with the reason when they are not there."""
-    models_path = Path(models_path)
-    if local_model in REGISTRY:
-        found = pulled_file(models_path, local_model)
-        if found is None:
-            raise ModelUnavailable(
-                f"model not pulled: run `specmill models pull {local_model}` (looked in {models_path / local_model})"
-            )
-        return Source("gguf", found)
-    named = models_path / local_model
-    path = named if not Path(local_model).is_absolute() and named.exists() else Path(local_model).expanduser()
-    if path.is_file():
-        if path.suffix.lower() != ".gguf":
-            raise ModelUnavailable(f"{path} is neither a .gguf file nor a Hugging Face model directory")
-        return Source("gguf", path)
-    if path.is_dir():
-        if (path / "config.json").exists():
-            return Source("hf", path)
-        ggufs = sorted(path.glob("*.gguf"))
-        if len(ggufs) == 1:
-            return Source("gguf", ggufs[0])
-        raise ModelUnavailable(f"{path} has no config.json and {'several' if ggufs else 'no'} .gguf files")
-    known = f"; pullable: {', '.join(sorted(REGISTRY))}" if REGISTRY else ""
-    raise ModelUnavailable(
-        f"model files not found: {local_model!r} is not a pulled model, a .gguf file or a Hugging Face directory{known}"
-    )
-
-
-def pick_device(local_device: str) -> str:
-    import torch
-
-    if local_device == "cpu":
-        return "cpu"
-    if torch.cuda.is_available():
-        return "cuda"
-    if local_device == "cuda":
-        raise ModelUnavailable("LOCAL_DEVICE=cuda but torch sees no CUDA device")
-    return "cpu"
 
 
 class LocalLlamaBackend:
@@ -125,8 +50,10 @@ class LocalLlamaBackend:
             raise ValueError(f"local dtype must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
         self._load_lock = threading.Lock()
         self._gen_lock = threading.Lock()
-        self._model = None  # the transformers model, kept only when the engine cannot run it
         self._engine = None  # a LlamaEngine
+        self._grammars: Grammars | None = None  # made at load, for the model's tokenizer
+        self._decoded: list[str] | None = None  # each token's text, once beam search asks (_token_set)
+        self._token_sets: dict[str, set[int]] = {}
         self._config = None
         self._tokenizer = None
         self._source: Source | None = None
@@ -192,9 +119,9 @@ class LocalLlamaBackend:
         device = pick_device(self.local_device)
         directory, how, temporary = source.path, "hf", False
         if source.format == "gguf":
-            directory, how, temporary = self._converted(source)
+            directory, how, temporary = converted(source, self.models_path)
         try:
-            model, tokenizer = _load_hf(directory, torch.float32)
+            model, tokenizer = load_hf(directory, torch.float32)
         finally:
             if temporary:
                 shutil.rmtree(directory, ignore_errors=True)
@@ -204,22 +131,19 @@ class LocalLlamaBackend:
         if dtype in ("int8", "int4") and device != "cpu":
             dtype = "bf16"
             notes.append(f"{self.dtype} kernels are CPU-only: bf16 on {device}")
-        engine, why = None, llama_engine.supported(model)
-        if why is None:
-            engine = llama_engine.LlamaEngine(model, dtype)
-            self._details = {
-                "engine": "specmill-llama",
-                "kernels": engine.kinds,
-                "weight_mb_per_token": round(engine.bytes_per_token() / 1e6, 1),
-                "speculation": self._check_speculation(engine),
-            }
-        else:
-            if dtype in ("int8", "int4"):
-                notes.append(f"{self.dtype} needs the Llama engine ({why} is not supported): bf16")
-                dtype = "bf16"
-            if dtype == "bf16":
-                model = model.to(torch.bfloat16)  # pyright: ignore[reportArgumentType] - as above
-            self._details = {"engine": "transformers-generate"}
+        why = llama_engine.supported(model)
+        if why is not None:
+            raise ModelUnavailable(
+                f"specmill's engine does not run this model ({why}): local_llama runs Llama-architecture "
+                "models; serve others through vLLM (VLLM_BASE_URL)"
+            )
+        engine = llama_engine.LlamaEngine(model, dtype)
+        self._details = {
+            "engine": "specmill-llama",
+            "kernels": engine.kinds,
+            "weight_mb_per_token": round(engine.bytes_per_token() / 1e6, 1),
+            "speculation": self._check_speculation(engine),
+        }
         self._details.update(
             {
                 "format": source.format,
@@ -236,7 +160,7 @@ class LocalLlamaBackend:
         if notes:
             self._details["note"] = "; ".join(notes)
         self._tokenizer, self._source, self._generation_defaults = tokenizer, source, model.generation_config
-        self._engine, self._model = engine, (None if engine is not None else model)
+        self._engine, self._grammars = engine, Grammars(tokenizer, model.config.vocab_size)
         self._config = model.config
         log.info(
             "local_llama: %s loaded (%s, %s) in %.1f s",
@@ -257,38 +181,6 @@ class LocalLlamaBackend:
             return {"on": False, "why": why}
         return {"on": True, "draft_tokens": self.draft_tokens, "greedy_only": True}
 
-    def _converted(self, source: Source) -> tuple[Path, str, bool]:
-        """The GGUF as a safetensors directory: (directory, how, whether it is a temporary one).
-
-        The cached copy when there is one; else converted now, into the cache when the models
-        directory is writable (a temporary directory and a rename: a crash leaves no half cache)."""
-        cache = source.cache_dir(self.models_path)
-        assert cache is not None  # a GGUF has one
-        if (cache / "config.json").exists():
-            return cache, "gguf-cache", False
-        try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            _sweep_abandoned(cache)
-            work = Path(tempfile.mkdtemp(prefix=f".{cache.name}.", dir=cache.parent))
-        except OSError as err:  # a read-only models directory: convert into a temporary one, every time
-            log.warning("local_llama: cannot cache the converted GGUF under %s (%s)", cache.parent, err)
-            work, cache = Path(tempfile.mkdtemp(prefix="specmill-gguf-")), None
-        try:
-            convert_gguf(source.path, work)
-            if cache is None:
-                return work, "gguf-dequantized-uncached", True
-            _readable(work)
-            try:
-                os.replace(work, cache)
-            except OSError:  # another process converted it meanwhile
-                if not (cache / "config.json").exists():
-                    raise
-                shutil.rmtree(work, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
-            raise
-        return cache, "gguf-dequantized", False
-
     # --- generation -----------------------------------------------------------------------
 
     def chat(self, messages: list[Message], params: GenerationParams, *, api_key: str | None = None) -> Completion:
@@ -299,9 +191,6 @@ class LocalLlamaBackend:
         with self._gen_lock:
             if params.beam is not None:
                 return self._beam_completion(prompt, max_new, params, eos, started)
-            if self._engine is None:
-                new_ids, reason = self._hf_generate(prompt, max_new, params, eos)
-                return self._completion(new_ids, reason, len(prompt), params.stop, time.perf_counter() - started)
             logprobs: list[float] = []
             new_ids, reason = self._decode(prompt, max_new, params, eos, logprobs)
         return self._completion(
@@ -311,10 +200,9 @@ class LocalLlamaBackend:
     @contextlib.contextmanager
     def engine_session(self):
         """(engine, tokenizer) of the loaded model, held under the generation lock: for work that reads
-        the model beside generation (codegen/provenance). ValueError: the engine does not run this model."""
+        the model beside generation (codegen/provenance)."""
         self.load()
-        if self._engine is None:
-            raise ValueError("provenance needs specmill's engine, which does not run this model")
+        assert self._engine is not None  # load() made it
         with self._gen_lock:
             yield self._engine, self._tokenizer
 
@@ -334,18 +222,19 @@ class LocalLlamaBackend:
         (`generate_rows`: the prompt fed once, one forward pass per step for every row still running).
         Each row keeps its own temperature and seed, so each answer is the one `chat` would give
         alone. Each latency is its share of the pass. Calls that cannot share a pass (beam search,
-        different budgets, stops or grammars, or a model the engine does not run) go one by one."""
+        different budgets, stops or grammars) go one by one."""
         from codegen.decoding import Stopping, chooser
 
         self.load()
         shared = {(p.max_new_tokens, p.stop, p.grammar, p.json_schema) for p in params}
-        if self._engine is None or len(params) < 2 or len(shared) > 1 or any(p.beam for p in params):
+        if len(params) < 2 or len(shared) > 1 or any(p.beam for p in params):
             return [self.chat(messages, p) for p in params]
         started = time.perf_counter()
         first = params[0]
         prompt, max_new = self._prompt(messages, first.max_new_tokens)
         eos = self._eos()
         stop = stop_checker(self._tokenizer, first.stop)
+        assert self._engine is not None  # load() made it
         with self._gen_lock:
             choosers = [chooser(p.temperature, p.top_p, self._generator(p)) for p in params]
             rows = self._engine.generate_rows(
@@ -415,6 +304,12 @@ class LocalLlamaBackend:
         assert self._tokenizer is not None  # load() set it
         return set(_as_list(self._generation_defaults.eos_token_id) or _as_list(self._tokenizer.eos_token_id))
 
+    def compiled(self, kind: str, text: str):
+        """A grammar ("ebnf") or JSON Schema ("json") compiled for this model's tokenizer (codegen/grammars.py)."""
+        self.load()
+        assert self._grammars is not None  # load() made it
+        return self._grammars.compiled(kind, text)
+
     def _processors(self, params: GenerationParams, eos: set[int], rows: int = 1) -> list:
         """The logits processors a request asks for: its grammar's masks or its JSON Schema's."""
         from codegen.decoding import GrammarProcessor
@@ -422,7 +317,7 @@ class LocalLlamaBackend:
         out = []
         for kind, text in (("ebnf", params.grammar), ("json", params.json_schema)):
             if text:
-                out.append(GrammarProcessor(self._compiled(kind, text), eos, rows=rows))
+                out.append(GrammarProcessor(self.compiled(kind, text), eos, rows=rows))
         return out
 
     def _decode(self, prompt: list[int], max_new: int, params: GenerationParams, eos: set[int], logprobs: list[float]):
@@ -451,12 +346,7 @@ class LocalLlamaBackend:
         from codegen.decoding import DEAD_END
         from codegen.prompts import extract_code
 
-        assert self._config is not None and self._tokenizer is not None  # load() set them
-        if self._engine is None:
-            raise ValueError(
-                f"beam search runs on specmill's Llama engine; this model ({self._config.model_type}) "
-                "runs on transformers' generate"
-            )
+        assert self._engine is not None and self._tokenizer is not None  # load() set them
         beam, tokenizer = params.beam, self._tokenizer
         assert beam is not None  # chat calls it for beam search only
         stop = stop_checker(tokenizer, params.stop)
@@ -509,86 +399,13 @@ class LocalLlamaBackend:
     def _token_set(self, char: str) -> set[int]:
         """The tokens whose text holds `char` (a line end: where beams are checked; a backtick: where the
         fence may close), found once per model."""
-        if getattr(self, "_token_sets", None) is None:
+        decoded = self._decoded
+        if decoded is None:
             assert self._tokenizer is not None  # load() set it
-            self._decoded = self._tokenizer.batch_decode([[i] for i in range(len(self._tokenizer))])
-            self._token_sets: dict[str, set[int]] = {}
+            decoded = self._decoded = self._tokenizer.batch_decode([[i] for i in range(len(self._tokenizer))])
         if char not in self._token_sets:
-            self._token_sets[char] = {i for i, text in enumerate(self._decoded) if char in text}
+            self._token_sets[char] = {i for i, text in enumerate(decoded) if char in text}
         return self._token_sets[char]
-
-    def _hf_generate(self, prompt: list[int], max_new: int, params: GenerationParams, eos: set[int]):
-        """transformers' generate(), for the architectures the engine does not run."""
-        import torch
-        from transformers import GenerationConfig, LogitsProcessorList
-
-        model = self._model
-        if max_new == 0:
-            return [], "length"
-        assert model is not None and self._tokenizer is not None  # load() kept them: no engine for this model
-        base = self._generation_defaults
-        pad = next((p for p in (base.pad_token_id, self._tokenizer.pad_token_id) if p is not None), min(eos))
-        config = GenerationConfig(
-            max_new_tokens=max_new,
-            eos_token_id=sorted(eos),
-            pad_token_id=pad,
-            bos_token_id=base.bos_token_id,
-            do_sample=params.temperature > 0,
-        )
-        if params.temperature > 0:
-            config.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
-        stop = stop_checker(self._tokenizer, params.stop)
-        criteria = None
-        if stop is not None:
-            criteria = [
-                lambda ids, scores, **kw: torch.tensor([stop(ids[0, len(prompt) :].tolist())], device=ids.device)
-            ]
-        processors = [
-            self._hf_constraint(kind, text)
-            for kind, text in (("ebnf", params.grammar), ("json", params.json_schema))
-            if text
-        ]
-        input_ids = torch.tensor([prompt], device=model.device)
-        with torch.inference_mode(), torch.random.fork_rng(devices=_rng_devices(model)):
-            if params.seed is not None:
-                torch.manual_seed(params.seed)
-            # transformers' GenerationMixin.generate declares a self type its own models do not match
-            output = model.generate(  # pyright: ignore[reportAttributeAccessIssue]
-                input_ids=input_ids,
-                attention_mask=torch.ones_like(input_ids),
-                generation_config=config,
-                stopping_criteria=criteria,
-                logits_processor=LogitsProcessorList(processors) if processors else None,
-            )
-        new = output[0, len(prompt) :].tolist()
-        ended = bool(new) and new[-1] in eos
-        return new, "stop" if ended or len(new) < max_new else "length"
-
-    def _hf_constraint(self, kind: str, text: str):
-        """xgrammar's transformers processor for a grammar or JSON Schema (single-use: one per request)."""
-        from xgrammar.contrib.hf import LogitsProcessor
-
-        return LogitsProcessor(self._compiled(kind, text))
-
-    def _compiled(self, kind: str, text: str):
-        """A grammar ("ebnf") or JSON Schema ("json") compiled for this model's tokenizer, once per process
-        (the Python grammar takes tens of seconds; a JSON Schema milliseconds)."""
-        import xgrammar as xgr
-
-        with self._load_lock:
-            if getattr(self, "_grammars", None) is None:
-                assert self._tokenizer is not None and self._config is not None  # load() set them
-                info = xgr.TokenizerInfo.from_huggingface(self._tokenizer, vocab_size=self._config.vocab_size)
-                self._grammar_compiler, self._grammars = xgr.GrammarCompiler(info), {}
-            key = (kind, text)
-            if key not in self._grammars:
-                compiler = self._grammar_compiler
-                self._grammars[key] = (
-                    compiler.compile_grammar(text)
-                    if kind == "ebnf"
-                    else compiler.compile_json_schema(text, any_whitespace=False)
-                )
-            return self._grammars[key]
 
 
 def _fenced_code(text: str) -> str:
@@ -611,59 +428,6 @@ def _fence_closed(tokenizer):
         return tokenizer.decode(tokens, skip_special_tokens=True).count("```") >= 2
 
     return closed
-
-
-def _load_hf(directory: Path, dtype):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=dtype, local_files_only=True)
-    return model, tokenizer
-
-
-def convert_gguf(gguf: Path, out: Path) -> None:
-    """Dequantize a GGUF into a Hugging Face directory (safetensors + config + tokenizer).
-
-    transformers refuses `save_pretrained` on a GGUF-loaded model, so the weights move into a
-    fresh model built from the same config without its quantization entry."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True)
-    loaded = AutoModelForCausalLM.from_pretrained(
-        str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32, local_files_only=True
-    )
-    config = copy.deepcopy(loaded.config)
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config  # pyright: ignore[reportAttributeAccessIssue] - set per model, undeclared
-    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
-    missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
-    if missing or unexpected:
-        raise RuntimeError(f"GGUF conversion: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    fresh.tie_weights()
-    fresh.generation_config = loaded.generation_config
-    del loaded
-    fresh.save_pretrained(str(out))
-    tokenizer.save_pretrained(str(out))
-
-
-def _sweep_abandoned(cache: Path, older_than_s: float = 3600) -> None:
-    """Remove the work directories of conversions that crashed (a live one is minutes old at most)."""
-    for stale in cache.parent.glob(f".{cache.name}.*"):
-        try:
-            if time.time() - stale.stat().st_mtime > older_than_s:
-                shutil.rmtree(stale, ignore_errors=True)
-        except FileNotFoundError:
-            pass
-
-
-def _readable(directory: Path) -> None:
-    """mkdtemp makes 0700 and some writers 0600: other users of the models directory read the cache too."""
-    directory.chmod(0o755)
-    for f in directory.iterdir():
-        if f.is_file():
-            f.chmod(0o644)
 
 
 def render_chat(tokenizer, messages: list[Message]) -> str:
@@ -700,7 +464,3 @@ def _as_list(value) -> list[int]:
     if value is None:
         return []
     return list(value) if isinstance(value, (list, tuple)) else [int(value)]
-
-
-def _rng_devices(model) -> list:
-    return [model.device] if model.device.type == "cuda" else []

@@ -139,8 +139,11 @@ def json_config(directory: Path) -> dict:
     return json.loads((directory / "config.json").read_text())
 
 
-def test_other_architectures_use_transformers_generate(tiny_mistral: Path, tmp_path: Path):
+def test_other_architectures_are_unavailable_with_the_reason(tiny_mistral: Path, tmp_path: Path):
+    """One decode path: a model the engine does not run is reported unavailable, never decoded otherwise."""
     from transformers import AutoModelForCausalLM
+
+    from codegen.base import ModelUnavailable
 
     with pytest.raises(Unsupported):
         LlamaEngine(AutoModelForCausalLM.from_pretrained(str(tiny_mistral)), "fp32")
@@ -153,11 +156,10 @@ def test_other_architectures_use_transformers_generate(tiny_mistral: Path, tmp_p
         local_device="cpu",
     )
     backend = LocalLlamaBackend(settings)
-    out = backend.chat(CHAT, GenerationParams(max_new_tokens=6))
-    details = backend.status().details
-    assert out.tokens_out == 6
-    assert details["engine"] == "transformers-generate" and details["dtype"] == "bf16"
-    assert "int4 needs the Llama engine" in details["note"]
+    with pytest.raises(ModelUnavailable, match="architecture 'mistral'"):
+        backend.chat(CHAT, GenerationParams(max_new_tokens=6))
+    status = backend.status()
+    assert status.state == "unavailable" and "vLLM" in (status.reason or "")
 
 
 @torch.inference_mode()
