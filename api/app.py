@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import httpx
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -19,12 +20,16 @@ from api.ratelimit import RateLimiter
 from api.routes import auth, events, invitations, keys, signin
 from api.security.auth import Authenticator
 from api.security.gotrue import GoTrue
+from api.security.keycache import KeyCache
 from api.services import SERVICES, ServiceDef
 from infra import metrics, tracing
 from infra.temporal import connect_temporal
 from models import schema_safety
 from models.settings import Settings, get_settings
 from store.db import create_pool
+
+if TYPE_CHECKING:
+    from knowledge.runtime import KnowledgeRuntime
 
 log = logging.getLogger("specmill.api")
 
@@ -49,36 +54,31 @@ def create_app(settings: Settings | None = None, service: str | None = None) -> 
             temporal = await connect_temporal(settings, lazy=True)
         except Exception as err:  # noqa: BLE001 - a bad address/TLS setting; /health says Temporal is down
             log.warning("Temporal client not created (%s); /health will report it", err)
-        extras = {"remote": remote, "http": httpx.AsyncClient(timeout=60)}
-        if service is None and settings.supabase_sign_in:
-            extras["gotrue"] = GoTrue(settings)  # POST /auth/signup, /login, ... (api/routes/signin.py)
-        if any(svc.knowledge for svc in local):
-            from knowledge.runtime import get_runtime
-
-            extras["knowledge"] = get_runtime(settings)
-            await asyncio.to_thread(extras["knowledge"].loaded)  # load the embedders before serving
-        if any(svc.models for svc in local):
-            from codegen.manager import ModelManager
-
-            extras["models"] = ModelManager(settings)
+        keys = None
+        if service is None and settings.api_key_cache_seconds > 0:
+            keys = KeyCache(settings.app_dsn(), ttl_s=settings.api_key_cache_seconds)
+            keys.start()  # serves nothing until its LISTEN for revocations is in place
         res = Resources(
             settings=settings,
             pool=pool,
             temporal=temporal,
-            auth=Authenticator(settings, pool, internal_only=service is not None),
+            auth=Authenticator(settings, pool, internal_only=service is not None, keys=keys),
             limiter=RateLimiter(settings) if service is None else None,
-            extras=extras,
+            http=httpx.AsyncClient(timeout=60),
+            remote=remote,
+            gotrue=GoTrue(settings) if service is None and settings.supabase_sign_in else None,
         )
-        app.state.resources = res
-        schema_safety.configure(settings)  # the validation pool's deadline and caps
         try:
+            if any(svc.knowledge for svc in local):
+                from knowledge.runtime import get_runtime
+
+                res.knowledge = get_runtime(settings)
+                await asyncio.to_thread(res.knowledge.loaded)  # load the embedders before serving
+            app.state.resources = res
+            schema_safety.configure(settings)  # the validation pool's deadline and caps
             yield
         finally:
-            await res.extras["http"].aclose()
-            if "gotrue" in res.extras:
-                await res.extras["gotrue"].aclose()
-            if "console_client" in res.extras:
-                await res.extras["console_client"].aclose()
+            await res.aclose()
             await pool.close()
 
     title = "specmill" if service is None else f"specmill {service}"
@@ -98,15 +98,9 @@ def create_app(settings: Settings | None = None, service: str | None = None) -> 
     app.add_middleware(SecurityHeadersMiddleware)  # every answer gets the headers, a 413 too
     app.add_middleware(AccessMiddleware)  # outermost: every line logged for a request carries its id
 
-    if service is None:
-        console.install(app)
-        app.include_router(auth.router)
-        app.include_router(signin.router)
-        gateway_api = APIRouter(prefix="/api")
-        gateway_api.include_router(keys.router)
-        gateway_api.include_router(invitations.router)
-        gateway_api.include_router(events.router)
-        app.include_router(gateway_api)
+    # Every request tries the routes in order, so the services' come first (most requests are theirs); the
+    # schema lists them in the order of the gateway's own first (api/docs.py: documented_routes).
+    declared = len(app.router.routes)  # the docs' routes
     for svc in local:
         for r in svc.routers:
             app.include_router(r, prefix="/api")
@@ -118,6 +112,16 @@ def create_app(settings: Settings | None = None, service: str | None = None) -> 
             summary=f"{svc.name} readiness",
             description=health.DESCRIPTION,
         )
+    served = len(app.router.routes)
+    if service is None:
+        app.include_router(auth.router)
+        app.include_router(signin.router)
+        gateway_api = APIRouter(prefix="/api")
+        gateway_api.include_router(keys.router)
+        gateway_api.include_router(invitations.router)
+        gateway_api.include_router(events.router)
+        app.include_router(gateway_api)
+    own = len(app.router.routes)
     for name, url in remote.items():
         app.add_api_route(
             f"/health/{name}",
@@ -127,6 +131,8 @@ def create_app(settings: Settings | None = None, service: str | None = None) -> 
             summary=f"{name} readiness (the service's own answer)",
             description=health.DESCRIPTION,
         )
+    if service is None:
+        console.install(app)  # after the API's routes; not in the schema
     if remote:
         app.include_router(proxy.router)
 
@@ -137,13 +143,13 @@ def create_app(settings: Settings | None = None, service: str | None = None) -> 
         }
         for svc in local:
             if svc.knowledge:
-                checks.update(await health.check_knowledge(res.extras["knowledge"]))
+                checks.update(await health.check_knowledge(_knowledge(res)))
             for queue, wf in svc.queues:
                 checks[f"workers:{queue}"] = await health.check_queue(
                     res.temporal, settings.temporal_namespace, settings.queue(queue), workflows=wf
                 )
         for name, url in remote.items():
-            checks[f"service:{name}"] = await _remote_health(res.extras["http"], url)
+            checks[f"service:{name}"] = await _remote_health(res.http, url)
         return await health.answer(request, res, checks)
 
     if service is None:
@@ -159,6 +165,10 @@ def create_app(settings: Settings | None = None, service: str | None = None) -> 
     app.add_api_route(
         "/health", gateway_health, methods=["GET"], tags=["health"], summary="readiness", description=health.DESCRIPTION
     )
+    routes = app.router.routes
+    app.state.documented_routes = (
+        routes[:declared] + routes[served:own] + routes[declared:served] + routes[own:]
+    )  # the gateway's own routes, then the services'
     return app
 
 
@@ -166,7 +176,7 @@ def _service_health(svc: ServiceDef):
     async def service_health(request: Request, res: ResourcesDep) -> JSONResponse:
         checks = {"database": await health.check_database(res.pool)}
         if svc.knowledge:
-            checks.update(await health.check_knowledge(res.extras["knowledge"]))
+            checks.update(await health.check_knowledge(_knowledge(res)))
         if svc.queues:
             checks["temporal"] = await health.check_temporal(res.temporal)
         for queue, wf in svc.queues:
@@ -176,6 +186,11 @@ def _service_health(svc: ServiceDef):
         return await health.answer(request, res, checks, service=svc.name)
 
     return service_health
+
+
+def _knowledge(res: Resources) -> KnowledgeRuntime:
+    assert res.knowledge is not None  # the lifespan made it: this process serves the knowledge service
+    return res.knowledge
 
 
 def _forwarded_health(name: str, url: str):

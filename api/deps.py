@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Annotated
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Annotated, Any
 
 import asyncpg
+import httpx
 from fastapi import Depends, Header, HTTPException, Query, Request
 from temporalio.client import Client
 
@@ -14,45 +17,82 @@ from api.ratelimit import RateLimiter
 from api.security import guard
 from api.security.auth import Authenticator
 from api.security.clients import client_address
+from api.security.gotrue import GoTrue
 from api.security.rbac import required_role
+from codegen.endpoint_probe import EndpointProbe
 from infra import tracing
 from infra.logs import REQUEST_ID, TENANT_ID
 from models.auth import Principal
 from models.settings import Settings
+from store.events import EventListener
 from store.paging import MAX_LIMIT
+
+if TYPE_CHECKING:  # the runtime is imported where the knowledge service runs (api/app.py), not by every process
+    from knowledge.runtime import KnowledgeRuntime
 
 
 @dataclass
 class Resources:
-    """Created once per process in the lifespan and shared by every request."""
+    """Created once per process in the lifespan (api/app.py) and shared by every request."""
 
     settings: Settings
     pool: asyncpg.Pool
     auth: Authenticator
-    limiter: RateLimiter | None
-    temporal: Client | None = None
-    extras: dict = field(default_factory=dict)
+    limiter: RateLimiter | None  # the gateway's; a service behind it trusts the gateway's tokens
+    http: httpx.AsyncClient  # to the services in their own processes, and to model servers' probes
+    temporal: Client | None = None  # None: it could not be made (/health says so)
+    remote: dict[str, str] = field(default_factory=dict)  # service name -> its URL, where forwarded
+    gotrue: GoTrue | None = None  # Supabase sign-in (api/routes/signin.py), where configured
+    knowledge: KnowledgeRuntime | None = None  # where the knowledge service runs in this process
+    probe: EndpointProbe = field(default_factory=EndpointProbe)  # model servers' answers (api/availability.py)
+    # made on first use: the console's in-process client (api/console/client.py), the event streams' LISTEN
+    console_client: httpx.AsyncClient | None = None
+    event_listener: EventListener | None = None
+
+    @property
+    def extras(self) -> Mapping[str, Any]:
+        """The knowledge runtime under its name of the untyped days, read-only, for api/routes/knowledge.py
+        until it reads `knowledge`."""
+        return MappingProxyType({"knowledge": self.knowledge} if self.knowledge is not None else {})
+
+    async def aclose(self) -> None:
+        """What the lifespan made, closed before the pool."""
+        await self.http.aclose()
+        for client in (self.gotrue, self.console_client):
+            if client is not None:
+                await client.aclose()
+        if self.auth.keys is not None:
+            await self.auth.keys.close()
 
 
-def resources(request: Request) -> Resources:
+def _resources(request: Request) -> Resources:
     return request.app.state.resources
+
+
+# Each dependency takes the request, not another dependency: FastAPI solves every node of a route's
+# dependency graph on every request, so the common ones (PoolDep, PrincipalDep) are one node each.
+
+
+async def resources(request: Request) -> Resources:
+    return _resources(request)
 
 
 ResourcesDep = Annotated[Resources, Depends(resources)]
 
 
-def _pool(res: ResourcesDep) -> asyncpg.Pool:
-    return res.pool
+async def _pool(request: Request) -> asyncpg.Pool:
+    return _resources(request).pool
 
 
-def _temporal(res: ResourcesDep) -> Client:
+async def _temporal(request: Request) -> Client:
+    res = _resources(request)
     if res.temporal is None:
         raise ServiceUnavailable("Temporal")
     return res.temporal
 
 
-def _settings(res: ResourcesDep) -> Settings:
-    return res.settings
+async def _settings(request: Request) -> Settings:
+    return _resources(request).settings
 
 
 PoolDep = Annotated[asyncpg.Pool, Depends(_pool)]
@@ -60,14 +100,20 @@ TemporalDep = Annotated[Client, Depends(_temporal)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 
 
+# The credential's headers, declared (out of the schema) where a dependency reads them.
+ApiKeyHeader = Annotated[str | None, Header(alias="x-api-key", include_in_schema=False)]
+AuthorizationHeader = Annotated[str | None, Header(alias="authorization", include_in_schema=False)]
+TenantHeader = Annotated[str | None, Header(alias="x-tenant-id", include_in_schema=False)]
+
+
 async def authenticate(
     request: Request,
-    res: ResourcesDep,
-    x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
-    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
-    x_tenant_id: Annotated[str | None, Header(include_in_schema=False)] = None,
+    x_api_key: ApiKeyHeader = None,
+    authorization: AuthorizationHeader = None,
+    x_tenant_id: TenantHeader = None,
 ) -> Principal:
     """X-Tenant-ID chooses the tenant of a Supabase user who is in several (api/security/auth.py)."""
+    res = _resources(request)
     principal = await guard.authenticate(
         res.auth,
         res.limiter,
@@ -83,11 +129,17 @@ async def authenticate(
 
 
 async def authorize(
-    request: Request, res: ResourcesDep, principal: Annotated[Principal, Depends(authenticate)]
+    request: Request,
+    x_api_key: ApiKeyHeader = None,
+    authorization: AuthorizationHeader = None,
+    x_tenant_id: TenantHeader = None,
 ) -> Principal:
-    """Rate limit (the key's budget, then the tenant's), then check the role the route's method and path need."""
-    if res.limiter is not None:
-        state = await res.limiter.hit(principal)
+    """Authenticate, rate limit (the key's budget, then the tenant's), then check the role the route's
+    method and path need."""
+    principal = await authenticate(request, x_api_key, authorization, x_tenant_id)
+    limiter = _resources(request).limiter
+    if limiter is not None:
+        state = await limiter.hit(principal)
         request.state.rate_headers = state.headers()
         if not state.allowed:
             detail = (

@@ -44,21 +44,23 @@ def install(app: FastAPI, forwarded: list[APIRouter]) -> None:
             with_google_fonts=False,
         )
 
-    if forwarded:
-        _document_forwarded(app, forwarded)
+    _document(app, forwarded)
 
 
-def _document_forwarded(app: FastAPI, routers: list[APIRouter]) -> None:
-    """The gateway answers the forwarded paths with one catch-all proxy route (not in the schema): the
-    schema is generated from the services' own routers instead, as if they were served here."""
+def _document(app: FastAPI, forwarded: list[APIRouter]) -> None:
+    """The schema lists the app's routes in `app.state.documented_routes`' order where the app set one
+    (api/app.py tries the services' routes first, and documents them after the gateway's own), and the
+    `forwarded` routers' routes: the gateway answers those with one catch-all proxy route (not in the
+    schema), so they are documented from the services' own routers, as if they were served here."""
     shown = APIRouter()
-    for router in routers:
+    for router in forwarded:
         shown.include_router(router, prefix="/api")
 
     def openapi() -> dict:
         if app.openapi_schema is None:
+            routes = getattr(app.state, "documented_routes", None) or app.routes
             app.openapi_schema = get_openapi(
-                title=app.title, version=app.version, description=app.description, routes=app.routes + shown.routes
+                title=app.title, version=app.version, description=app.description, routes=routes + shown.routes
             )
         return app.openapi_schema
 

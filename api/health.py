@@ -101,9 +101,7 @@ async def forward(request: Request, res, name: str, url: str) -> JSONResponse:
     caller = await _checker(request, res)
     headers = {"authorization": f"Bearer {res.auth.issue_internal(caller)}"} if caller else {}
     try:
-        resp = await res.extras["http"].get(
-            f"{url.rstrip('/')}/health/{name}", headers=headers, timeout=FORWARD_TIMEOUT_S
-        )
+        resp = await res.http.get(f"{url.rstrip('/')}/health/{name}", headers=headers, timeout=FORWARD_TIMEOUT_S)
         return JSONResponse(resp.json(), status_code=resp.status_code)
     except (httpx.HTTPError, ValueError) as err:  # unreachable, or not JSON: not that service
         checks = {f"service:{name}": {"ok": False, "error": type(err).__name__}}

@@ -49,12 +49,12 @@ def _requoted(path: str) -> str:
 
 @router.api_route("/api/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
 async def forward(path: str, request: Request, res: ResourcesDep, principal: PrincipalDep) -> Response:
-    remote: dict[str, str] = res.extras["remote"]
+    remote = res.remote
     target = _requoted(request.scope["path"])  # refused before any service is chosen
     service = owner_of(request.url.path, remote)
     if service is None:
         raise HTTPException(404, "Not Found")
-    client: httpx.AsyncClient = res.extras["http"]
+    client = res.http
     headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
     headers["authorization"] = f"Bearer {res.auth.issue_internal(principal)}"
     try:

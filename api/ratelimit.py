@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from limits import RateLimitItem, parse
-from limits.aio.storage import Storage
+from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 
@@ -81,6 +81,23 @@ class ApiState:
         return h
 
 
+class _MemoryStorage(MemoryStorage):
+    """limits' in-memory storage, sweeping expired entries at most once every SWEEP_S. limits 5.8 starts a
+    sweep on every write once the last one has ended, and a sweep hops to a thread once per key
+    (limits/aio/storage/memory.py): under load that is a sweep, and its thread hops, per request.
+    Nothing counted depends on the sweep (every read checks its entries' times; moving windows are read
+    by time); it only frees memory, which a sweep a second still does."""
+
+    SWEEP_S = 1.0
+    _next_sweep = 0.0
+
+    async def _MemoryStorage__schedule_expiry(self) -> None:  # noqa: N802 - the name limits' calls mangle to
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + self.SWEEP_S
+            await MemoryStorage._MemoryStorage__schedule_expiry(self)  # pyright: ignore[reportAttributeAccessIssue]
+
+
 def _storage(url: str | None) -> Storage:
     """limits' storage for REDIS_URL (redis://, rediss://, redis+sentinel://...), else in memory.
     Redis goes through redis-py (`pip install '.[redis]'`): limits 5.8 does not speak coredis 6."""
@@ -88,6 +105,8 @@ def _storage(url: str | None) -> Storage:
     url = url if url.startswith("async+") else f"async+{url}"
     if url.startswith("async+redis"):
         storage = storage_from_string(url, implementation="redispy")
+    elif url.startswith("async+memory"):
+        storage = _MemoryStorage(url)
     else:
         storage = storage_from_string(url)
     assert isinstance(storage, Storage)  # an async+ url (limits' async strategies assert the same)

@@ -19,7 +19,6 @@ class ServiceDef:
     url_setting: str  # settings field that moves it to its own process
     queues: list[tuple[str, bool]] = field(default_factory=list)  # (task queue, needs workflow pollers)
     knowledge: bool = False  # needs the process's knowledge runtime (embedders + vector store)
-    models: bool = False  # needs a model manager (statuses; the models themselves load in the worker)
 
 
 SERVICES: dict[str, ServiceDef] = {
@@ -45,7 +44,6 @@ SERVICES: dict[str, ServiceDef] = {
         [re.compile(r"^/api/(generate|techniques|models|generations|providers)(/|$)")],
         "generator_url",
         queues=[("generation", True)],
-        models=True,
     ),
     "knowledge": ServiceDef(
         "knowledge",

@@ -7,8 +7,9 @@ worker runs it in synchronous activities on a thread pool (never on the event lo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, TypeGuard, TypeVar
+from typing import Literal, Protocol, TypeGuard, TypeVar, runtime_checkable
 
+from models.availability import KeyNeed, ModelDeclaration, ServerNeed
 from models.techniques.base import Beam, Decoding, Grammar, JsonSchema
 
 P = TypeVar("P", Beam, Grammar, JsonSchema)
@@ -107,6 +108,10 @@ class ModelUnavailable(Exception):
 
 
 class Backend(Protocol):
+    """What availability reads of a backend (api/availability.py) is its `status()`, its `capabilities`
+    and, where it has them, what KeyedBackend and ServedBackend declare: `declaration` collects them, a
+    generation worker reports them (store/model_workers.py), and the gateway reads the reports."""
+
     name: str
     # What it can do, in the vocabulary of models.techniques.CAPABILITIES; techniques are checked
     # against it (models.techniques.resolve) before anything runs.
@@ -136,3 +141,39 @@ class BatchBackend(Backend, Protocol):
 def batches(backend: Backend) -> TypeGuard[BatchBackend]:
     """Whether the backend has `chat_many` (its "batch" capability)."""
     return "batch" in backend.capabilities
+
+
+@runtime_checkable
+class KeyedBackend(Backend, Protocol):
+    """A backend that calls a provider with a key (codegen/remote.py): a tenant's own key for `provider`
+    goes ahead of the platform's setting `key_env`; without either it serves only if not `key_required`."""
+
+    provider: str  # openai, anthropic, vllm
+    key_env: str
+    key_required: bool
+
+
+@runtime_checkable
+class ServedBackend(Backend, Protocol):
+    """A backend over a model server of our own: it serves only while `probe_url` answers. `url_env` is
+    the setting that holds `base_url`, under which `probe_url` lies."""
+
+    base_url: str
+    url_env: str
+    probe_url: str | None
+
+
+def declaration(backend: Backend, status: ModelStatus) -> ModelDeclaration:
+    """What availability reads of this backend (the protocol's docstring), with its status's backend and model."""
+    key = server = None
+    if isinstance(backend, KeyedBackend):
+        key = KeyNeed(provider=backend.provider, env=backend.key_env, required=backend.key_required)
+    if isinstance(backend, ServedBackend) and backend.probe_url and backend.url_env:
+        server = ServerNeed(env=backend.url_env, path=backend.probe_url.removeprefix(backend.base_url))
+    return ModelDeclaration(
+        backend=status.backend,
+        model=status.model,
+        capabilities=tuple(sorted(backend.capabilities)),
+        key=key,
+        server=server,
+    )

@@ -8,7 +8,8 @@ activity, its model calls and its database queries.
 - Spans carry the ids a trace is looked up by: `specmill.tenant_id`, `specmill.project_id`,
   `specmill.generation_id`, `specmill.request_id` (`annotate`).
 - Export: OTLP over HTTP when OTEL_EXPORTER_OTLP_ENDPOINT is set (the standard OTEL_* variables apply);
-  otherwise no provider is installed and every span is a no-op, at no cost.
+  otherwise no provider is installed and every span is a no-op. asyncpg and httpx are then left
+  uninstrumented, and the gateway's requests skip the FastAPI instrumentation (`instrument_app`), at no cost.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ _instrumented = False
 
 def configure(service: str, endpoint: str | None) -> None:
     """Install the exporting provider for this process (`service`: its name in the traces), once, and
-    instrument asyncpg and httpx. Without an endpoint nothing is exported."""
+    instrument asyncpg and httpx. Without an endpoint nothing is exported, and nothing is instrumented."""
     if endpoint:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.resources import Resource
@@ -35,7 +36,7 @@ def configure(service: str, endpoint: str | None) -> None:
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         trace.set_tracer_provider(provider)
         log.info("traces go to %s", endpoint)
-    instrument_libraries()
+        instrument_libraries()
 
 
 def instrument_libraries() -> None:
@@ -52,9 +53,33 @@ def instrument_libraries() -> None:
 
 
 def instrument_app(app) -> None:
+    """FastAPI's instrumentation, taken by each request only while a tracer provider is installed: without
+    one its spans are no-ops, but its middleware would still cost every request (it matches the route
+    again to name the span); so the app keeps its plain stack beside the instrumented one."""
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
+    build_plain = app.build_middleware_stack
     FastAPIInstrumentor.instrument_app(app, exclude_spans=["receive", "send"], excluded_urls="/metrics")
+    build_traced = app.build_middleware_stack
+    app.build_middleware_stack = lambda: _WhenTracing(traced=build_traced(), plain=build_plain())
+
+
+def tracing_installed() -> bool:
+    """Whether a tracer provider is installed (configure's, or another's): spans can be recorded."""
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
+class _WhenTracing:
+    """The app's middleware stack: the instrumented one while a tracer provider is installed, else the plain.
+    `app` is the instrumented one: FastAPI looks down the stack's `app`s for OpenTelemetry's middleware,
+    and leaves the request's spans to it when it finds one (else it would add server spans of its own)."""
+
+    def __init__(self, *, traced, plain) -> None:
+        self.traced, self.plain = traced, plain
+        self.app = traced
+
+    async def __call__(self, scope, receive, send) -> None:
+        await (self.traced if tracing_installed() else self.plain)(scope, receive, send)
 
 
 def annotate(**ids: Any) -> None:

@@ -9,18 +9,16 @@ open streams.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 from uuid import UUID, uuid4
 
 import asyncpg
 
 from models.events import EventPayload
 from store.db import returned
-
-log = logging.getLogger("specmill.events")
+from store.listen import Listener
 
 CHANNEL = "specmill_events"
 
@@ -94,25 +92,21 @@ async def last_seq(conn: asyncpg.Connection, *, tenant_id: UUID) -> int:
 
 
 class EventListener:
-    """One dedicated connection per process LISTENing on `specmill_events`; subscribers are woken
-    per tenant. When the connection is lost it reconnects (1 s, doubling to 30 s) and wakes every
-    subscriber, since notifications sent meanwhile are lost: a woken stream re-reads the table."""
+    """One dedicated connection per process LISTENing on `specmill_events` (store/listen.py); subscribers
+    are woken per tenant. When the connection is lost it reconnects and wakes every subscriber, at the
+    loss and again once it listens, since notifications sent meanwhile are lost: a woken stream re-reads
+    the table."""
 
     def __init__(self, dsn: str) -> None:
-        self._dsn = dsn
         self._subs: dict[str, set[asyncio.Event]] = defaultdict(set)
-        self._conn: asyncpg.Connection | None = None
-        self._lost = asyncio.Event()
-        self._task: asyncio.Task | None = None
-        self._ready = asyncio.Event()
+        self._listener = Listener(dsn, CHANNEL, on_notify=self._notified, on_up=self._wake_all, on_down=self._wake_all)
 
     @property
     def connected(self) -> bool:
-        return self._conn is not None and not self._conn.is_closed()
+        return self._listener.connected
 
     def subscribe(self, tenant_id: UUID) -> asyncio.Event:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="specmill-event-listener")
+        self._listener.start()
         wake = asyncio.Event()
         self._subs[str(tenant_id)].add(wake)
         return wake
@@ -126,13 +120,9 @@ class EventListener:
 
     async def wait_ready(self, timeout: float) -> bool:
         """True once the first LISTEN is in place (tests; a stream does not need to wait)."""
-        try:
-            await asyncio.wait_for(self._ready.wait(), timeout)
-        except asyncio.TimeoutError:
-            return False
-        return True
+        return await self._listener.wait_ready(timeout)
 
-    def _notified(self, _conn, _pid, _channel, payload: str) -> None:
+    def _notified(self, payload: str) -> None:
         for wake in self._subs.get(payload, ()):
             wake.set()
 
@@ -141,33 +131,5 @@ class EventListener:
             for wake in subs:
                 wake.set()
 
-    async def _run(self) -> None:
-        delay = 1.0
-        while True:
-            conn: asyncpg.Connection | None = None
-            try:
-                conn = cast(asyncpg.Connection, await asyncpg.connect(self._dsn))  # asyncpg leaves it unannotated
-                self._lost.clear()
-                conn.add_termination_listener(lambda _c: self._lost.set())
-                await conn.add_listener(CHANNEL, self._notified)
-                self._conn, delay = conn, 1.0
-                self._ready.set()
-                self._wake_all()  # anything sent while nobody listened is read again
-                await self._lost.wait()
-            except asyncio.CancelledError:
-                self._conn = None
-                if conn is not None and not conn.is_closed():
-                    await conn.close(timeout=5)
-                raise
-            except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
-                log.warning("event listener: %s; retrying in %.0f s", err, delay)
-            self._conn = None
-            self._wake_all()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
-
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._listener.close()

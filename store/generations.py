@@ -43,19 +43,45 @@ async def create_generation(
 ) -> None:
     """The row of a generation that starts (`project_id`: the project it is made for, if any)."""
     async with tenant_tx(pool, tenant_id) as conn:
-        await conn.execute(
-            """insert into generations (id, tenant_id, user_id, model, techniques, request, status,
-                                        project_id, instance_id)
-               values ($1, $2, $3, $4, $5, $6, 'running', $7, $8) on conflict (id) do nothing""",
-            generation_id,
-            tenant_id,
-            user_id,
-            model,
-            techniques,
-            request,
-            project_id,
-            instance_id,
+        await insert_generation(
+            conn,
+            generation_id=generation_id,
+            tenant_id=tenant_id,
+            user_id=user_id,
+            model=model,
+            techniques=techniques,
+            request=request,
+            project_id=project_id,
+            instance_id=instance_id,
         )
+
+
+async def insert_generation(
+    conn: asyncpg.Connection,
+    *,
+    generation_id: UUID,
+    tenant_id: UUID,
+    user_id: UUID,
+    model: str,
+    techniques: list[str],
+    request: dict[str, Any],
+    project_id: UUID | None = None,
+    instance_id: UUID | None = None,
+) -> None:
+    """`create_generation` inside the caller's transaction (the tenant's)."""
+    await conn.execute(
+        """insert into generations (id, tenant_id, user_id, model, techniques, request, status,
+                                    project_id, instance_id)
+           values ($1, $2, $3, $4, $5, $6, 'running', $7, $8) on conflict (id) do nothing""",
+        generation_id,
+        tenant_id,
+        user_id,
+        model,
+        techniques,
+        request,
+        project_id,
+        instance_id,
+    )
 
 
 async def list_generations(

@@ -31,29 +31,36 @@ async def acquire(
     pool: asyncpg.Pool, *, tenant_id: UUID, holder: str, limit: int, ttl_s: float, kind: Kind = "generation"
 ) -> bool:
     """Take (or renew) `holder`'s lease if the tenant has fewer than `limit` live ones; False otherwise."""
-    table, lock = _TABLES[kind]
     async with tenant_tx(pool, tenant_id) as conn:
-        # one acquirer per tenant at a time, so two cannot both see the last free slot
-        await conn.execute("select pg_advisory_xact_lock(hashtextextended($1::text, $2))", str(tenant_id), lock)
-        await conn.execute(f"delete from {table} where tenant_id = $1 and expires_at < now()", tenant_id)
-        renewed = await conn.execute(
-            f"update {table} set expires_at = now() + make_interval(secs => $3) where tenant_id = $1 and holder = $2",
-            tenant_id,
-            holder,
-            float(ttl_s),
-        )
-        if renewed.endswith(" 1"):
-            return True
-        live = returned(await conn.fetchval(f"select count(*) from {table} where tenant_id = $1", tenant_id))
-        if live >= limit:
-            return False
-        await conn.execute(
-            f"insert into {table} (holder, tenant_id, expires_at) values ($2, $1, now() + make_interval(secs => $3))",
-            tenant_id,
-            holder,
-            float(ttl_s),
-        )
+        return await take(conn, tenant_id=tenant_id, holder=holder, limit=limit, ttl_s=ttl_s, kind=kind)
+
+
+async def take(
+    conn: asyncpg.Connection, *, tenant_id: UUID, holder: str, limit: int, ttl_s: float, kind: Kind = "generation"
+) -> bool:
+    """`acquire` inside the caller's transaction (the tenant's), which then holds the tenant's lock."""
+    table, lock = _TABLES[kind]
+    # one acquirer per tenant at a time, so two cannot both see the last free slot
+    await conn.execute("select pg_advisory_xact_lock(hashtextextended($1::text, $2))", str(tenant_id), lock)
+    await conn.execute(f"delete from {table} where tenant_id = $1 and expires_at < now()", tenant_id)
+    renewed = await conn.execute(
+        f"update {table} set expires_at = now() + make_interval(secs => $3) where tenant_id = $1 and holder = $2",
+        tenant_id,
+        holder,
+        float(ttl_s),
+    )
+    if renewed.endswith(" 1"):
         return True
+    live = returned(await conn.fetchval(f"select count(*) from {table} where tenant_id = $1", tenant_id))
+    if live >= limit:
+        return False
+    await conn.execute(
+        f"insert into {table} (holder, tenant_id, expires_at) values ($2, $1, now() + make_interval(secs => $3))",
+        tenant_id,
+        holder,
+        float(ttl_s),
+    )
+    return True
 
 
 async def renew(pool: asyncpg.Pool, *, tenant_id: UUID, holder: str, ttl_s: float, kind: Kind = "generation") -> bool:

@@ -1,4 +1,6 @@
-"""Generation workers' reports of their models: one row per (worker, model), refreshed by the worker.
+"""Generation workers' reports of their models: one row per (worker, model), refreshed by the worker,
+with what the model's backend declares of itself (models/availability.py): the gateway's whole view of
+its models (api/availability.py).
 
 Platform data, not a tenant's: it is read and written outside any tenant context (plain_tx), and the
 table's one RLS policy lets the application role see every row. Liveness is judged on the database's
@@ -15,6 +17,7 @@ from typing import Any
 
 import asyncpg
 
+from models.availability import ModelDeclaration
 from store.db import plain_tx
 
 REPORT_INTERVAL_S = 15.0  # a generation worker reports its models this often (workers/queues.py)
@@ -30,6 +33,7 @@ class ModelReport:
     state: str  # loaded | available | unavailable
     reason: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    declared: ModelDeclaration | None = None  # what its backend declares (codegen/base.py: declaration)
 
 
 @dataclass(frozen=True)
@@ -45,14 +49,24 @@ def _json_safe(details: dict[str, Any]) -> dict[str, Any]:
 
 async def report(pool: asyncpg.Pool, *, worker_id: str, reports: Iterable[ModelReport]) -> None:
     """Upsert this worker's row for each model (seen now), and prune rows nobody refreshed for a day."""
-    rows = [(worker_id, r.model, r.state, r.reason, _json_safe(r.details)) for r in reports]
+    rows = [
+        (
+            worker_id,
+            r.model,
+            r.state,
+            r.reason,
+            _json_safe(r.details),
+            None if r.declared is None else r.declared.model_dump(mode="json"),
+        )
+        for r in reports
+    ]
     async with plain_tx(pool) as conn:
         await conn.executemany(
-            """insert into model_workers (worker_id, model, state, reason, details, seen_at)
-               values ($1, $2, $3, $4, $5, now())
+            """insert into model_workers (worker_id, model, state, reason, details, declared, seen_at)
+               values ($1, $2, $3, $4, $5, $6, now())
                on conflict (worker_id, model) do update
                  set state = excluded.state, reason = excluded.reason, details = excluded.details,
-                     seen_at = excluded.seen_at""",
+                     declared = excluded.declared, seen_at = excluded.seen_at""",
             rows,
         )
         await conn.execute(
@@ -67,24 +81,27 @@ async def forget(pool: asyncpg.Pool, *, worker_id: str) -> int:
     return int(done.split()[-1])
 
 
+LIVE_SQL = """select worker_id, model, state, reason, details, declared, seen_at from model_workers
+               where seen_at >= now() - make_interval(secs => $1) and ($2::text is null or model = $2)
+               order by seen_at desc, worker_id"""
+
+
 async def live(pool: asyncpg.Pool, *, within_s: float, model: str | None = None) -> list[WorkerReport]:
     """Reports seen within the last `within_s` seconds (of one model, or all), newest first."""
     async with plain_tx(pool) as conn:
-        rows = await conn.fetch(
-            """select worker_id, model, state, reason, details, seen_at from model_workers
-               where seen_at >= now() - make_interval(secs => $1) and ($2::text is null or model = $2)
-               order by seen_at desc, worker_id""",
-            float(within_s),
-            model,
-        )
-    return [
-        WorkerReport(
-            model=r["model"],
-            state=r["state"],
-            reason=r["reason"],
-            details=r["details"] or {},
-            worker_id=r["worker_id"],
-            seen_at=r["seen_at"],
-        )
-        for r in rows
-    ]
+        rows = await conn.fetch(LIVE_SQL, float(within_s), model)
+    return [worker_report(r) for r in rows]
+
+
+def worker_report(row: asyncpg.Record | dict[str, Any]) -> WorkerReport:
+    """A row of LIVE_SQL's (or of another statement's with its columns) as a report."""
+    declared = row["declared"]
+    return WorkerReport(
+        model=row["model"],
+        state=row["state"],
+        reason=row["reason"],
+        details=row["details"] or {},
+        declared=None if declared is None else ModelDeclaration.model_validate(declared),
+        worker_id=row["worker_id"],
+        seen_at=row["seen_at"],
+    )

@@ -16,6 +16,9 @@ from store.errors import Conflict, NotFound
 from store.paging import keyset, limit_sql, page
 
 KEY_PREFIX = "sm_"
+# A revocation NOTIFYs this channel with the key's id at commit: gateways drop the key from their caches
+# of lookups (api/security/keycache.py).
+REVOKED_CHANNEL = "specmill_api_keys"
 # sm_<8 hex: the key's prefix, shown in listings>_<token_urlsafe(32)>; anything else is no key of ours
 _KEY_FORMAT = re.compile(r"sm_([0-9a-f]{8})_[A-Za-z0-9_-]{32,64}")
 
@@ -153,6 +156,7 @@ async def get_api_key(pool: asyncpg.Pool, *, tenant_id: UUID, key_id: UUID) -> A
 
 
 async def revoke_api_key(pool: asyncpg.Pool, *, tenant_id: UUID, key_id: UUID) -> ApiKeyPublic:
+    """Revoke the key (again: a no-op that notifies again), and NOTIFY REVOKED_CHANNEL when it commits."""
     async with tenant_tx(pool, tenant_id) as conn:
         row = await conn.fetchrow(
             """update api_keys set revoked_at = coalesce(revoked_at, now() at time zone 'utc')
@@ -161,6 +165,8 @@ async def revoke_api_key(pool: asyncpg.Pool, *, tenant_id: UUID, key_id: UUID) -
             tenant_id,
             key_id,
         )
+        if row is not None:
+            await conn.execute("select pg_notify($1, $2)", REVOKED_CHANNEL, str(key_id))
     if row is None:
         raise NotFound(f"api key {key_id} not found")
     return ApiKeyPublic.model_validate(dict(row))

@@ -8,6 +8,7 @@ import inspect
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
@@ -24,6 +25,7 @@ from infra import embedded
 from infra.setup import prepare
 from infra.temporal import connect_temporal
 from models.settings import Settings
+from store import model_workers
 from store.db import create_pool
 from store.tenants import create_tenant
 from workers.queues import QUEUES
@@ -117,13 +119,22 @@ async def temporal(stack: Stack):
 
 @pytest.fixture(scope="session")
 async def workers(stack: Stack, temporal, pool) -> AsyncIterator[None]:
-    """Every task queue's worker, in this process, for the whole session."""
+    """Every task queue's worker, in this process, for the whole session; ready once the generation
+    worker has reported its models (the gateway knows models only from such reports: api/availability.py)."""
     running = [QUEUES[q].build(temporal, stack.settings, pool) for q in QUEUES]
     tasks = [asyncio.create_task(w.run()) for w in running]
+    await wait_for(lambda: _reported_here(pool), timeout=60)
     yield
     for w in running:
         await w.shutdown()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _reported_here(pool) -> bool:
+    """Whether a generation worker of this process reported its models (workers/queues.py: ModelReporter)."""
+    here = f"{socket.gethostname()}:{os.getpid()}"
+    reports = await model_workers.live(pool, within_s=model_workers.LIVE_WITHIN_S)
+    return any(r.worker_id == here or r.worker_id.startswith(here + "-") for r in reports)
 
 
 async def _client(settings: Settings, service: str | None = None) -> AsyncIterator[httpx.AsyncClient]:
@@ -131,6 +142,7 @@ async def _client(settings: Settings, service: str | None = None) -> AsyncIterat
     async with LifespanManager(app, startup_timeout=60) as manager:  # the first start loads the embedders
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://specmill.test") as client:
+            client.app = app  # type: ignore[attr-defined] - a test reaches the app's resources (app.state.resources)
             yield client
 
 

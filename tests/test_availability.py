@@ -17,7 +17,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
+from codegen.base import declaration
 from codegen.endpoint_probe import EndpointProbe
+from codegen.remote import vllm_server_backend
 from models.common import Role
 from models.orchestrator import ProjectCreate
 from store import model_workers, projects
@@ -85,13 +87,15 @@ async def _refused(resp, model: str, *needles: str) -> dict:
 
 
 @pytest.fixture
-async def reporting_worker(pool):
-    """A live generation worker that says deepseek_8b is available (as one set up with VLLM_BASE_URL does:
-    it does not probe); its rows go when the test ends."""
+async def reporting_worker(pool, stack):
+    """A live generation worker set up with VLLM_BASE_URL: it says deepseek_8b is available (it does not
+    probe) and declares the model server behind it, as its backend does; its rows go when the test ends."""
     worker_id = f"test-{uuid.uuid4().hex[:8]}:1"
-    await model_workers.report(
-        pool, worker_id=worker_id, reports=[model_workers.ModelReport("deepseek_8b", "available")]
-    )
+    backend = vllm_server_backend(stack.with_(vllm_base_url="http://vllm.worker.test/v1"))
+    status = backend.status()
+    assert status.state == "available"
+    report = model_workers.ModelReport("deepseek_8b", status.state, declared=declaration(backend, status))
+    await model_workers.report(pool, worker_id=worker_id, reports=[report])
     yield worker_id
     await model_workers.forget(pool, worker_id=worker_id)
 
@@ -99,7 +103,7 @@ async def reporting_worker(pool):
 # --- API models: a key for this tenant ----------------------------------------------------------------
 
 
-async def test_api_models_are_available_only_with_a_key_for_the_tenant(make_app, stack, pool, new_tenant):
+async def test_api_models_are_available_only_with_a_key_for_the_tenant(make_app, stack, pool, new_tenant, workers):
     a, b = await new_tenant("a"), await new_tenant("b")
     async for client in make_app(stack.with_(openai_api_key=None, anthropic_api_key=None)):
         mine = await _models(client, a.headers)
@@ -125,7 +129,7 @@ async def test_api_models_are_available_only_with_a_key_for_the_tenant(make_app,
         assert (await _models(client, a.headers))["openai_api"]["state"] == "available"
 
 
-async def test_choosing_an_api_model_without_a_key_is_422_up_front(make_app, stack, pool, new_tenant):
+async def test_choosing_an_api_model_without_a_key_is_422_up_front(make_app, stack, pool, new_tenant, workers):
     a, b = await new_tenant("a"), await new_tenant("b")
     async with projects.creating_project(
         pool, tenant_id=a.tenant_id, user_id=a.user_id, body=ProjectCreate(name="p")

@@ -90,7 +90,7 @@ async def test_stream_wakes_on_notify_and_resumes_from_last_event_id(stack, new_
                 assert await anext(lines) == ": connected"
                 replayed = await asyncio.wait_for(_read_events(lines, 1), 10)
                 assert [e["subject_id"] for e in replayed] == [backlog["id"]]
-                listener = app.state.resources.extras["event_listener"]
+                listener = app.state.resources.event_listener
                 assert await listener.wait_ready(10)
                 first = await make_template(client, t, name="one")
                 second = await make_template(client, t, name="two")

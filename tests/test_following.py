@@ -241,7 +241,7 @@ async def test_the_stream_starts_at_now_unless_after_or_last_event_id(stack, new
             old = await make_template(client, t, name="old")
             now, now_lines = await _open(client, t)
             replay, replay_lines = await _open(client, t, after=0)
-            assert await app.state.resources.extras["event_listener"].wait_ready(10)
+            assert await app.state.resources.event_listener.wait_ready(10)
             new = await make_template(client, t, name="new")
             try:
                 assert (await _next_data(now_lines))["subject_id"] == new["id"]  # the history is not replayed
@@ -271,7 +271,7 @@ async def test_the_stream_follows_one_project(stack, api, tenant):
         async with httpx.AsyncClient(base_url=url, timeout=30) as client:
             resp, lines = await _open(client, tenant, project_id=first["id"])
             try:
-                assert await app.state.resources.extras["event_listener"].wait_ready(10)
+                assert await app.state.resources.event_listener.wait_ready(10)
                 await _instance(api, tenant, second["id"], "mul")
                 inst = await _instance(api, tenant, first["id"])
                 got = await _next_data(lines)

@@ -129,3 +129,48 @@ async def test_tenant_context_is_transaction_local(stack):
         assert await conn.fetchval("select specmill_current_tenant()") is None
     finally:
         await conn.close()
+
+
+@pytest.fixture
+async def one_connection(stack):
+    """A pool of one connection: each transaction below runs on the connection the previous one left."""
+    from store.db import create_pool
+
+    pool = await create_pool(stack.with_(db_pool_min=1, db_pool_max=1))
+    yield pool
+    await pool.close()
+
+
+async def test_a_transaction_opens_with_its_tenant_in_one_round_trip(one_connection, tenant):
+    """BEGIN and the tenant's set_config go as one message (store/db.py); then the statement, then COMMIT,
+    and nothing on release. asyncpg's query logger sees each message the connection sends."""
+    sent: list[str] = []
+    async with one_connection.acquire() as conn:
+        conn.add_query_logger(lambda record: sent.append(record.query))  # it stays on the connection
+    async with tenant_tx(one_connection, tenant.tenant_id) as conn:
+        assert await conn.fetchval("select specmill_current_tenant()") == tenant.tenant_id
+    async with one_connection.acquire() as conn:
+        assert not conn.is_in_transaction()
+    assert sent == [
+        f"begin; select set_config('specmill.tenant_id', '{tenant.tenant_id}', true)",
+        "select specmill_current_tenant()",
+        "commit",
+    ]
+
+
+async def test_every_transaction_sets_its_tenant_even_over_a_leaked_session_setting(one_connection, tenant):
+    """Connections go back to the pool without a reset query: a session-level setting someone left on one
+    (never our code: store/db.py) would stay, so every transaction sets the tenant itself, or none."""
+    async with one_connection.acquire() as conn:
+        await conn.execute("select set_config('specmill.tenant_id', $1, false)", str(uuid.uuid4()))  # the mistake
+    async with plain_tx(one_connection) as conn:
+        assert await conn.fetchval("select specmill_current_tenant()") is None
+        assert await conn.fetchval("select count(*) from projects") == 0
+    async with tenant_tx(one_connection, tenant.tenant_id) as conn:
+        assert await conn.fetchval("select specmill_current_tenant()") == tenant.tenant_id
+
+
+async def test_a_tenant_is_a_uuid_never_text(pool):
+    with pytest.raises(TypeError):
+        async with tenant_tx(pool, "00000000-0000-0000-0000-000000000000'; drop table projects; --"):  # type: ignore[arg-type]
+            pass

@@ -47,7 +47,9 @@ def builtin_tree(stack) -> Path:
     return models
 
 
-async def test_without_a_checkpoint_it_is_listed_unavailable_with_the_command(stack, make_app, tenant, tmp_path):
+async def test_without_a_checkpoint_it_is_listed_unavailable_with_the_command(
+    stack, make_app, tenant, tmp_path, workers
+):
     async for api in make_app(stack.with_(models_dir=tmp_path)):
         items = (await api.get("/api/techniques", headers=tenant.headers)).json()["items"]
         tree = next(t for t in items if t["name"] == TREE)

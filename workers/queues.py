@@ -25,10 +25,11 @@ from activities.knowledge import KnowledgeActivities
 from activities.pipeline import PipelineActivities
 from activities.projects import ProjectActivities
 from activities.training import TrainingActivities
+from codegen.base import declaration
 from infra.temporal import tenant_priority
 from models import schema_safety
 from models.activities import served_by
-from models.common import GENERATION, INTEGRATION, KNOWLEDGE, ORCHESTRATOR, SPEC_REGISTRY, TRAINING
+from models.common import GENERATION, INTEGRATION, KNOWLEDGE, MODEL_NAMES, ORCHESTRATOR, SPEC_REGISTRY, TRAINING
 from models.settings import Settings
 from sandbox import SandboxConfig, SandboxUnavailable, isolation
 from store import model_workers
@@ -191,11 +192,19 @@ class ModelReporter:
         self.interval = interval
         self._task: asyncio.Task | None = None
 
+    def reports(self) -> list[model_workers.ModelReport]:
+        """Each model's status and what its backend declares (codegen/base.py): all the gateway knows of it."""
+        out = []
+        for name in MODEL_NAMES:
+            backend = self.manager.backend(name)
+            s = backend.status()
+            out.append(model_workers.ModelReport(s.name, s.state, s.reason, s.details, declaration(backend, s)))
+        return out
+
     async def report_once(self) -> bool:
         """One report of every model; False (logged) if it could not be stored."""
         try:
-            statuses = await asyncio.to_thread(self.manager.statuses)  # a status may touch the disk
-            reports = [model_workers.ModelReport(s.name, s.state, s.reason, s.details) for s in statuses]
+            reports = await asyncio.to_thread(self.reports)  # a status may touch the disk
             await asyncio.wait_for(
                 model_workers.report(self.pool, worker_id=self.worker_id, reports=reports), _MODEL_REPORT_TIMEOUT_S
             )
@@ -204,14 +213,17 @@ class ModelReporter:
             log.warning("could not report model states as %s: %s: %s", self.worker_id, type(err).__name__, err)
             return False
 
-    async def _loop(self) -> None:
+    async def _loop(self, *, reported: bool) -> None:
         while True:
-            await self.report_once()
+            if not reported:
+                await self.report_once()
+            reported = False
             await asyncio.sleep(self.interval)
 
-    def start(self) -> None:
+    def start(self, *, reported: bool = False) -> None:
+        """Report every interval, from now (`reported`: one report was just made, the next is due later)."""
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._loop(), name=f"model-reports {self.worker_id}")
+            self._task = asyncio.create_task(self._loop(reported=reported), name=f"model-reports {self.worker_id}")
 
     async def stop(self) -> None:
         """Stop reporting and delete this worker's rows (logged, not raised, if the database is away)."""
@@ -227,7 +239,9 @@ class ModelReporter:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        self.start()
+        """Around Worker.run: the first report is made before the worker polls, so the gateway knows the
+        models of every worker that may take a generation."""
+        self.start(reported=await self.report_once())
         try:
             yield
         finally:

@@ -32,10 +32,10 @@ class ApiError(Exception):
 
 
 def _client(request: Request) -> httpx.AsyncClient:
-    extras = request.app.state.resources.extras
-    client = extras.get("console_client")
+    res = request.app.state.resources
+    client = res.console_client
     if client is None:  # one per process: the transport calls this app directly
-        client = extras["console_client"] = httpx.AsyncClient(
+        client = res.console_client = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=request.app), base_url="http://console.internal", timeout=60
         )
     return client

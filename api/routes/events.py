@@ -20,7 +20,7 @@ from fastapi import APIRouter, Header, HTTPException, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from api.deps import Limit, PoolDep, PrincipalDep, ResourcesDep
+from api.deps import Limit, PoolDep, PrincipalDep, Resources, ResourcesDep
 from infra import metrics
 from models.auth import Principal
 from store import events, leases, projects
@@ -117,10 +117,10 @@ def _cursor(last_event_id: str | None, after: int | None) -> int | None:
     return int(text)
 
 
-def _listener(res) -> EventListener:
-    listener = res.extras.get("event_listener")
+def _listener(res: Resources) -> EventListener:
+    listener = res.event_listener
     if listener is None:
-        listener = res.extras["event_listener"] = EventListener(res.settings.app_dsn())
+        listener = res.event_listener = EventListener(res.settings.app_dsn())
     return listener
 
 
@@ -128,9 +128,9 @@ def _listener(res) -> EventListener:
 async def _lifespan(app):
     """The app's own lifespan (api/app.py) is outside this one: close this app's listener before the pool."""
     yield
-    res = getattr(app.state, "resources", None)
-    listener = res.extras.pop("event_listener", None) if res is not None else None
-    if listener is not None:
+    res: Resources | None = getattr(app.state, "resources", None)
+    if res is not None and res.event_listener is not None:
+        listener, res.event_listener = res.event_listener, None
         await listener.close()
 
 

@@ -7,7 +7,7 @@ from uuid import UUID
 from fastapi import APIRouter, HTTPException
 from pydantic import Field
 
-from api.deps import Cursor, Limit, PoolDep, PrincipalDep, SettingsDep
+from api.deps import Cursor, Limit, PoolDep, PrincipalDep, ResourcesDep, SettingsDep
 from models.auth import ApiKeyCreated, ApiKeyPublic, Principal
 from models.common import Page, Role, Strict
 from store import tenants
@@ -42,7 +42,11 @@ async def create_key(body: KeyCreate, pool: PoolDep, p: PrincipalDep, settings: 
 
 
 @router.delete("/keys/{key_id}", response_model=ApiKeyPublic)
-async def revoke_key(key_id: UUID, pool: PoolDep, p: PrincipalDep):
-    key = await tenants.get_api_key(pool, tenant_id=p.tenant_id, key_id=key_id)
+async def revoke_key(key_id: UUID, res: ResourcesDep, p: PrincipalDep):
+    """The key stops working at once here, and within a second at every other gateway (the revocation's
+    NOTIFY reaches their caches of API-key lookups: api/security/keycache.py); so do tokens made from it."""
+    key = await tenants.get_api_key(res.pool, tenant_id=p.tenant_id, key_id=key_id)
     _may_manage(p, key.role)
-    return await tenants.revoke_api_key(pool, tenant_id=p.tenant_id, key_id=key_id)
+    revoked = await tenants.revoke_api_key(res.pool, tenant_id=p.tenant_id, key_id=key_id)
+    res.auth.forget_key(key_id)
+    return revoked

@@ -45,7 +45,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def _gotrue(res: ResourcesDep) -> GoTrue:
-    gotrue = res.extras.get("gotrue")
+    gotrue = res.gotrue
     if gotrue is None:
         raise HTTPException(404, NOT_CONFIGURED)
     return gotrue

@@ -7,6 +7,7 @@ from uuid import UUID
 from fastapi import APIRouter, Response
 
 from api.deps import Cursor, Limit, PoolDep, PrincipalDep
+from api.typed import typed
 from models.common import Page
 from models.registry import (
     InstanceCreate,
@@ -35,7 +36,7 @@ async def list_templates(
     items, nxt = await templates.list_templates(
         pool, tenant_id=p.tenant_id, name=name, version=version, limit=limit, cursor=cursor, builtin=builtin
     )
-    return Page(items=items, next_cursor=nxt)
+    return typed(Page(items=items, next_cursor=nxt))
 
 
 @router.post("/templates", response_model=TemplatePublic, status_code=201)
@@ -45,7 +46,7 @@ async def create_template(body: TemplateCreate, pool: PoolDep, p: PrincipalDep):
 
 @router.get("/templates/{template_id}", response_model=TemplatePublic)
 async def get_template(template_id: UUID, pool: PoolDep, p: PrincipalDep):
-    return await templates.get_template(pool, tenant_id=p.tenant_id, template_id=template_id)
+    return typed(await templates.get_template(pool, tenant_id=p.tenant_id, template_id=template_id))
 
 
 @router.put("/templates/{template_id}", response_model=TemplatePublic)

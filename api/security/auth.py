@@ -12,6 +12,9 @@ Three kinds of token, three trust rules:
   specmill-internal) is trusted as it says: the gateway minted it from a principal it had just
   read from our rows. Neither secret verifies the other kind of token.
 
+An API key that authenticated is kept for API_KEY_CACHE_SECONDS by the gateway (api/security/keycache.py:
+a revocation still reaches every gateway within a second); a specmill token's key is read every time.
+
 `X-Tenant-ID`, when a request sends it, must name the tenant the credential resolves to (an API key's,
 a specmill token's), else the request is refused: a caller never acts in a tenant other than the one it
 named.
@@ -26,11 +29,12 @@ import asyncpg
 from pydantic import ValidationError
 
 from api.security import jwt as tokens
+from api.security.keycache import KeyCache
 from models.auth import Principal
 from models.common import Role
 from models.settings import Settings
 from store.errors import NotFound
-from store.tenants import get_api_key, lookup_api_key
+from store.tenants import get_api_key, hash_key, lookup_api_key
 from store.users import find_supabase_user, supabase_memberships
 
 INTERNAL_AUDIENCE = "specmill-internal"
@@ -51,9 +55,12 @@ def check_secrets(settings: Settings, *, gateway: bool) -> None:
 
 
 class Authenticator:
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, *, internal_only: bool = False) -> None:
+    def __init__(
+        self, settings: Settings, pool: asyncpg.Pool, *, internal_only: bool = False, keys: KeyCache | None = None
+    ) -> None:
+        """`keys`: the gateway's cache of API-key lookups (none: every request looks its key up)."""
         check_secrets(settings, gateway=not internal_only)
-        self.settings, self.pool, self.internal_only = settings, pool, internal_only
+        self.settings, self.pool, self.internal_only, self.keys = settings, pool, internal_only, keys
         self.jwks = (
             tokens.JwksVerifier(
                 settings.supabase_jwks_url,
@@ -112,15 +119,33 @@ class Authenticator:
             return in_chosen_tenant(await self.from_jwt(bearer_token(authorization), tenant=chosen), chosen)
         raise AuthError("authentication required: send X-API-Key or Authorization: Bearer <token>")
 
+    def cached(self, key: str) -> Principal | None:
+        """The principal of a key that authenticated here within API_KEY_CACHE_SECONDS, else None."""
+        return self.keys.get(hash_key(key.strip())) if self.keys is not None else None
+
+    def forget_key(self, key_id: UUID) -> None:
+        """This gateway revoked the key: no cached lookup of it answers again (the others hear of it by
+        NOTIFY, api/security/keycache.py)."""
+        if self.keys is not None:
+            self.keys.forget(key_id)
+
     async def from_api_key(self, key: str) -> Principal:
-        row = await lookup_api_key(self.pool, key.strip())
+        key = key.strip()
+        cached = self.cached(key)
+        if cached is not None:
+            return cached
+        epoch = self.keys.epoch() if self.keys is not None else 0
+        row = await lookup_api_key(self.pool, key)
         if row is None:
             raise AuthError("invalid API key")
         if row["revoked_at"] is not None:
             raise AuthError("API key revoked")
-        return Principal(
+        principal = Principal(
             tenant_id=row["tenant_id"], user_id=row["user_id"], role=Role(row["role"]), auth="api_key", key_id=row["id"]
         )
+        if self.keys is not None:
+            self.keys.put(hash_key(key), principal, epoch)
+        return principal
 
     async def from_jwt(self, token: str, *, tenant: UUID | None = None) -> Principal:
         """`tenant` chooses among the tenants of a Supabase user who is in several (X-Tenant-ID)."""

@@ -9,7 +9,8 @@
   429 before its lookup unless it authenticated recently (api/ratelimit.py marks it): a working client
   keeps working beside an attacker at the same address. A key first used while its address is blocked
   waits for the window. A key whose prefix is being guessed still authenticates from any other address.
-- Successes never count.
+- Successes never count. A key the gateway holds in its cache of lookups (api/security/keycache.py)
+  authenticated within the last minute, so it is known to work: it is served without a check.
 - A failed password sign-in (POST /auth/login, api/routes/signin.py: Supabase Auth answered "invalid
   credentials") counts the same way, against the client address and the email (a hash of it, in place
   of a key's prefix); so does a refresh token Supabase refuses (POST /auth/refresh), against the address
@@ -85,6 +86,9 @@ async def from_api_key(auth: Authenticator, limiter: RateLimiter | None, *, addr
     if limiter is None:
         return await auth.from_api_key(key)
     key = key.strip()
+    cached = auth.cached(key)
+    if cached is not None:  # it authenticated within API_KEY_CACHE_SECONDS (at most 60 s), so it is marked
+        return cached  # known-good for AUTH_KNOWN_GOOD_SECONDS (at least 60 s): no budget to check or spend
     prefix, digest = key_prefix(key), hash_key(key)
     if prefix is None:  # cannot be a key of ours: refused without a lookup, so it costs nothing to limit
         return await auth.from_api_key(key)

@@ -307,3 +307,24 @@ async def test_two_gateways_share_limits_through_redis(make_app, stack, tenant, 
             assert (await two.post("/auth/token", json={"api_key": wrong_key(7, "77777777")})).status_code == 429
             # ... and a key that worked at one gateway passes that block at the other
             assert (await two.post("/auth/token", headers=other_tenant.headers)).status_code == 200
+
+
+async def test_the_in_memory_limits_sweep_their_expired_entries_at_most_once_a_second(stack, tenant):
+    """limits' memory storage would start a sweep (a thread hop per key) after every write; ours sweeps at
+    most once a second (api/ratelimit.py), and what it counts is the same."""
+    from api.ratelimit import RateLimiter
+    from models.auth import Principal
+
+    limiter = RateLimiter(stack.with_(rate_limit="100/minute", redis_url=None))
+    principal = Principal(
+        tenant_id=tenant.tenant_id, user_id=tenant.user_id, role=Role.owner, auth="api_key", key_id=tenant.key_id
+    )
+    first = await limiter.hit(principal)
+    sweep = limiter.storage.timer
+    assert sweep is not None
+    states = []
+    for _ in range(20):
+        states.append(await limiter.hit(principal))
+        await asyncio.sleep(0)  # a finished sweep would make way for the next one
+    assert limiter.storage.timer is sweep  # no second sweep within the second
+    assert [s.key.remaining for s in states] == list(range(first.key.remaining - 1, first.key.remaining - 21, -1))
