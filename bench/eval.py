@@ -45,6 +45,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--dtype", choices=["int4", "int8", "bf16", "fp32"], default=None, help="local_llama weights (LOCAL_DTYPE)"
     )
     p.add_argument("--local-model", default=None, help="LOCAL_MODEL override")
+    p.add_argument(
+        "--draft-tokens",
+        type=int,
+        default=None,
+        help="local_llama's prompt-lookup speculation (LOCAL_DRAFT_TOKENS; 0: off). A run with it on is named "
+        "-draft<N>, and is compared with the same run without it when that one is there",
+    )
     p.add_argument("--max-new-tokens", type=int, default=384)
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per sandboxed test run")
     p.add_argument("--mbpp", type=Path, default=None, help="path to mbpp.jsonl (retrieval corpus, MBPP benchmark)")
@@ -150,7 +157,8 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> dic
 
         torch.set_num_threads(args.threads)
     settings = settings or Settings()
-    update = {k: v for k, v in {"local_dtype": args.dtype, "local_model": args.local_model}.items() if v}
+    given = {"local_dtype": args.dtype, "local_model": args.local_model, "local_draft_tokens": args.draft_tokens}
+    update = {k: v for k, v in given.items() if v is not None}
     settings = settings.model_copy(update=update)
     if args.mbpp_split:
         problems, benchmark = ev.load_mbpp(args.mbpp, args.mbpp_split, args.limit), f"mbpp-{args.mbpp_split}"
@@ -164,6 +172,8 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> dic
     local = args.model == "local_llama"
     model_label = Path(settings.local_model).name if local else status.model
     dtype = status.details.get("dtype") if local else None
+    speculation = status.details.get("speculation", {}) if local else {}
+    draft = f"draft{speculation['draft_tokens']}" if speculation.get("on") else None
     retriever = ev.MbppRetriever(args.mbpp) if RETRIEVAL.name in techniques else None
     cfg = ev.EvalConfig(
         model=args.model,
@@ -204,6 +214,7 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> dic
                 f"w{args.beam_width}" if args.beam_width else None,
                 "no-visible-tests" if args.visible_tests == "off" else None,
                 f"first{args.limit}" if args.limit else None,
+                draft,
             ],
         )
     )
@@ -219,6 +230,7 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> dic
         "timeout_s": args.timeout,
         "limit": args.limit,
         "threads": args.threads,
+        **({"draft_tokens": speculation["draft_tokens"]} if draft else {}),
     }
     partial = Partial(args.out / "partial" / f"{name}.jsonl", fingerprint)
     done = partial.load()
@@ -257,6 +269,8 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> dic
         "settings": fingerprint,
         "summary": summary,
     }
+    if draft:
+        result["without_speculation"] = against_plain(args.out / f"{name.removesuffix('-' + draft)}.json", summary)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{name}.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
     partial.remove()
@@ -268,7 +282,33 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> dic
         f"-> {args.out / (name + '.json')}"
     )
     print(json.dumps({k: v for k, v in s.items() if k != "records"}))
+    if result.get("without_speculation"):
+        w = result["without_speculation"]
+        print(
+            f"against the same run without speculation ({w['file']}): {w['same_code']}/{w['compared']} the same "
+            f"code, {w['same_verdict']}/{w['compared']} the same verdict; wall {w['wall_s']:.0f} s without, "
+            f"{s['wall_s']:.0f} s with ({w['wall_s'] / s['wall_s']:.2f}x); generation {w['tokens_per_s']:.1f} "
+            f"tok/s without, {s['tokens_per_s']:.1f} with"
+        )
     return result
+
+
+def against_plain(path: Path, summary: dict) -> dict | None:
+    """This run's answers against the same run's without speculation (greedy: they must be the same)."""
+    if not path.exists():
+        return None
+    plain = json.loads(path.read_text(encoding="utf-8"))["summary"]
+    theirs = {r["task_id"]: r for r in plain["records"]}
+    mine = [r for r in summary["records"] if r["task_id"] in theirs]
+    return {
+        "file": path.name,
+        "commit": json.loads(path.read_text(encoding="utf-8")).get("commit"),
+        "compared": len(mine),
+        "same_code": sum(r.get("code") == theirs[r["task_id"]].get("code") for r in mine),
+        "same_verdict": sum(r["passed"] == theirs[r["task_id"]]["passed"] for r in mine),
+        "wall_s": plain["wall_s"],
+        "tokens_per_s": plain["tokens_per_s"],
+    }
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 MAX_NGRAM = 3  # the longest n-gram looked up (longer ones first)
-MIN_NGRAM = 1  # the shortest
+MIN_NGRAM = 2  # the shortest: a single token matches too often to be worth a verification
 DRAFT = 8  # tokens proposed at most per pass
 
 
