@@ -413,7 +413,7 @@ def prepare(n_prompts: int, with_repair: bool) -> dict:
     source = resolve(settings.local_model, settings.models_path)
     if source.format != "gguf":
         raise SystemExit(f"LOCAL_MODEL {settings.local_model!r} is not a GGUF: llama.cpp needs one")
-    backend = LocalLlamaBackend(settings.model_copy(update={"local_dtype": "fp32"}))
+    backend = LocalLlamaBackend(settings.model_copy(update={"local_dtype": "fp32", "local_draft_tokens": 0}))
     backend.load()  # converts (once) and caches the safetensors the hf runners read
     tokenizer = backend._tokenizer
     prompts, chats = [], []
