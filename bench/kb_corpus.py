@@ -10,16 +10,33 @@
      from a vocabulary (ast-based, so bodies stay valid Python) and some integer constants shifted;
   2. a function synthesized from one of a dozen templates (filters, counters, folds, string and
      dict helpers, a small class) with random names and constants.
+- Held-out queries (`held_out`): the docstrings of problems outside the reported ones, drawn with a
+  seed of their own (HELD_OUT_SEED). make bench-kb tunes the search on them and reports on the others.
+- The dense vectors of the first REAL_MAX snippets (the solutions, then the padding), encoded once by
+  the product's embedder and cached under .specmill/bench/kb-cache (`real_vectors`); past them, padding
+  vectors are mixtures of two of those (`padding_vectors`).
 """
 
 from __future__ import annotations
 
 import ast
 import builtins
+import hashlib
 import inspect
+import os
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+CACHE = Path(__file__).resolve().parents[1] / ".specmill" / "bench" / "kb-cache"
+REAL_MAX = 20_000  # snippets whose dense vectors are their own; past them, mixtures of two of these
+SMALL = 1000
+NOISE_SIGMA = 0.025  # per dimension: cosine to the base vector about 0.9 in 384 dimensions
+HELD_OUT_SEED = 1009  # the held-out queries' draw: not the padding's seed (7)
 
 
 @dataclass(frozen=True)
@@ -285,3 +302,67 @@ PADDING_NOTE = (
     f"(2) functions synthesized from {len(TEMPLATES)} templates (filters, counters, folds, string/dict "
     "helpers, a small class) with random names and constants; deterministic (seed 7)"
 )
+
+
+# --- held-out queries ------------------------------------------------------------------------
+
+
+def held_out(problems: list[Problem], reported: int, count: int, *, seed: int = HELD_OUT_SEED) -> list[Problem]:
+    """`count` problems drawn (seeded) from those after the first `reported`, whose docstrings are the
+    reported queries: the tuning's queries never include a reported one."""
+    rest = problems[reported:]
+    if count > len(rest):
+        raise ValueError(f"only {len(rest)} problems lie outside the {reported} reported ones")
+    return random.Random(seed).sample(rest, count)
+
+
+# --- dense vectors ---------------------------------------------------------------------------
+
+
+def real_texts(problems: list[Problem]) -> list[str]:
+    """The first REAL_MAX snippets' texts, in the bench's order: the solutions, then the padding."""
+    return [p.content for p in problems] + padding(problems, REAL_MAX - len(problems))
+
+
+def real_vectors(encode: Callable[[list[str]], np.ndarray], model_key: str, problems: list[Problem]) -> np.ndarray:
+    """The REAL_MAX texts' dense vectors, encoded once and kept as .specmill/bench/kb-cache/real-<hash>.npy.
+    The hash covers `model_key` (the embedder's weights) and the texts; every encoder of these weights gives
+    the same vectors (cosine >= 0.99999, tests/test_embedders.py), so the encoder's own settings are not in it."""
+    texts = real_texts(problems)
+    digest = hashlib.sha256(model_key.encode())
+    for text in texts:
+        digest.update(text.encode() + b"\0")
+    path = CACHE / f"real-{digest.hexdigest()[:16]}.npy"
+    if path.exists():
+        return np.load(path)
+    vectors = np.asarray(encode(texts), np.float32)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    with open(tmp, "wb") as f:
+        np.save(f, vectors)
+    os.replace(tmp, path)
+    return vectors
+
+
+def padding_vectors(real: np.ndarray, first: int, count: int, how: str = "mixture") -> np.ndarray:
+    """Snippet j's dense vector for j in [first, first + count) (j counts from the first solution). Below
+    REAL_MAX `mixture` takes the snippet's own; past it, a * u + (1 - a) * v of two of those, a in [0.5, 1),
+    renormalised (between real snippets, on the data's own directions), seeded by j alone. `noise` (a stress
+    case) adds N(0, NOISE_SIGMA) per dimension to one of the first SMALL instead: near-duplicate clusters
+    whose order among themselves is noise."""
+    out = np.zeros((count, real.shape[1]), np.float32)
+    if how == "noise":
+        rng = np.random.default_rng(first + count)
+        for k in range(count):
+            vec = real[(first + k) % SMALL] + rng.normal(0, NOISE_SIGMA, real.shape[1]).astype(np.float32)
+            out[k] = vec / np.linalg.norm(vec)
+        return out
+    own = max(0, min(count, len(real) - first))
+    out[:own] = real[first : first + own]
+    for k in range(own, count):
+        rng = np.random.default_rng(first + k)
+        u, v = rng.integers(0, len(real), 2)
+        a = rng.uniform(0.5, 1.0)
+        vec = a * real[u] + (1 - a) * real[v]
+        out[k] = vec / np.linalg.norm(vec)
+    return out

@@ -10,6 +10,9 @@ A shard is single-writer: the process that owns the knowledge runtime opens it (
 knowledge worker, which also serves the knowledge API). Edge calls block, so each one runs on a thread.
 After writes the store builds its HNSW index in the background (`optimize`, one at a time, again while
 writes keep coming), off the request path; `state()` says how far it is, for /health/knowledge.
+
+The index's settings and each query's plan (exact or HNSW, and its beam) are knowledge/tuning.py's, the
+same as the Qdrant-server store's; a shard built with other settings gets them when it is opened.
 """
 
 from __future__ import annotations
@@ -28,12 +31,10 @@ import qdrant_edge as qe
 
 from knowledge import sparse
 from knowledge.errors import VectorStoreUnavailable
+from knowledge.tuning import INT8_QUANTILE, PRODUCT, Sizes, Tuning, subset_key
 from knowledge.vectors import (
     DENSE,
     FILTER_FIELDS,
-    HNSW_EF,
-    HNSW_EF_CONSTRUCT,
-    HNSW_M,
     LEXICAL,
     RRF_CANDIDATES,
     RRF_K,
@@ -45,13 +46,12 @@ from knowledge.vectors import (
 
 log = logging.getLogger("specmill.knowledge")
 SCROLL_PAGE = 1000
-# full_scan_threshold (KB of vectors): Qdrant's default; a filter that matches fewer is scanned, not searched
-HNSW = qe.HnswIndexConfig(m=HNSW_M, ef_construct=HNSW_EF_CONSTRUCT, full_scan_threshold=10_000)
 
 
 class EdgeVectorStore:
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    def __init__(self, root: Path, tuning: Tuning = PRODUCT) -> None:
+        self.root, self.tuning = root, tuning
+        self.sizes = Sizes(ttl=None)  # this process is the shard's only writer: its writes forget what they change
         self._shards: dict[str, qe.EdgeShard] = {}
         self._open_lock = threading.Lock()
         self._optimizing: dict[str, threading.Thread] = {}
@@ -61,9 +61,9 @@ class EdgeVectorStore:
         self._errors: dict[str, str] = {}
 
     @classmethod
-    def open(cls, root: Path) -> "EdgeVectorStore":
+    def open(cls, root: Path, tuning: Tuning = PRODUCT) -> "EdgeVectorStore":
         root.mkdir(parents=True, exist_ok=True)
-        return cls(root)
+        return cls(root, tuning)
 
     async def close(self) -> None:
         for thread in list(self._optimizing.values()):
@@ -76,19 +76,32 @@ class EdgeVectorStore:
 
     # --- shards -------------------------------------------------------------------------------
 
+    def _config(self, dimension: int) -> qe.EdgeConfig:
+        t = self.tuning
+        int8 = qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, quantile=INT8_QUANTILE, always_ram=True)
+        return qe.EdgeConfig(
+            vectors={DENSE: qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine)},
+            sparse_vectors={LEXICAL: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+            hnsw_config=qe.HnswIndexConfig(m=t.m, ef_construct=t.ef_construct, full_scan_threshold=t.full_scan_kb),
+            quantization_config=int8 if t.int8 else None,
+            optimizers=qe.EdgeOptimizersConfig(indexing_threshold=t.indexing_threshold_kb)
+            if t.indexing_threshold_kb
+            else None,
+        )
+
     def _open(self, name: str, dimension: int, reset_if_corrupt: bool) -> qe.EdgeShard:
+        """The shard, created or loaded with the tuning's config. Loading applies it on open: Edge checks that the
+        stored vectors fit and writes the new HNSW and quantisation settings into the shard's config; the next
+        `optimize` (asked for here) rebuilds the segments built otherwise from their stored vectors, which
+        stay as they are, and queries use the old segments until then. No reindex."""
         with self._open_lock:
             if name in self._shards:
                 return self._shards[name]
             path = self.root / name
-            config = qe.EdgeConfig(
-                vectors={DENSE: qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine)},
-                sparse_vectors={LEXICAL: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
-                hnsw_config=HNSW,
-            )
+            config, loaded = self._config(dimension), False
             if path.exists() and any(path.iterdir()):
                 try:
-                    shard = qe.EdgeShard.load(str(path), config)
+                    shard, loaded = qe.EdgeShard.load(str(path), config), True
                 except Exception as err:  # noqa: BLE001 - the engine's words are the reason
                     if not reset_if_corrupt:
                         raise
@@ -101,7 +114,9 @@ class EdgeVectorStore:
             else:
                 shard = self._create(path, config)
             self._shards[name] = shard
-            return shard
+        if loaded:
+            self._optimize_soon(name)
+        return shard
 
     @staticmethod
     def _create(path: Path, config: qe.EdgeConfig) -> qe.EdgeShard:
@@ -146,6 +161,7 @@ class EdgeVectorStore:
         if not points:
             return
         await self._run(_write, self._shard(collection), points)
+        self.sizes.forget(collection, {str(p.payload.get("tenant_id")) for p in points})
         self._optimize_soon(collection)
 
     async def delete(self, collection: str, ids: list[UUID], *, tenant_id: UUID) -> None:
@@ -153,6 +169,7 @@ class EdgeVectorStore:
         if ids:
             only = qe.Filter(must=[qe.HasIdCondition(point_ids={str(i) for i in ids}), tenant_condition(qe, tenant_id)])
             await self._run(self._shard(collection).update, qe.UpdateOperation.delete_points_by_filter(only))
+            self.sizes.forget(collection, {str(tenant_id)})
 
     async def delete_tenant_except(self, collection: str, tenant_id: UUID, keep: set[UUID]) -> int:
         """Remove the tenant's points whose ids are not in `keep` (stale after a re-index)."""
@@ -199,28 +216,53 @@ class EdgeVectorStore:
         project_id: UUID | None = None,
         exact: bool = False,
     ) -> list[tuple[UUID, float, str]]:
-        """(id, score, kind) best first. Always filtered by tenant; hybrid: RRF by the engine; exact: the dense
-        search scans every point instead of the HNSW graph (make bench-kb's recall reference)."""
+        """(id, score, kind) best first. Always filtered by tenant; hybrid: RRF by the engine; the dense search as
+        `plan` says, or exact: it scans every point of the tenant (make bench-kb's recall reference)."""
         flt = search_filter(qe, tenant_id, language, tags, project_id)
         nearest = qe.Query.Nearest(dense.astype(np.float32).tolist(), using=DENSE)
-        beam = qe.SearchParams(hnsw_ef=HNSW_EF)
+        params = (
+            qe.SearchParams(exact=True) if exact else await self.plan(collection, tenant_id, language, tags, project_id)
+        )
         if hybrid:
             limit = top_k * RRF_CANDIDATES
             lexical = qe.Query.Nearest(_sparse(sparse.query_vector(text)), using=LEXICAL)
             request = qe.QueryRequest(
                 limit=top_k,
                 prefetches=[
-                    qe.Prefetch(limit=limit, query=nearest, filter=flt, params=beam),
+                    qe.Prefetch(limit=limit, query=nearest, filter=flt, params=params),
                     qe.Prefetch(limit=limit, query=lexical, filter=flt),
                 ],
                 query=qe.Fusion.Rrf(k=RRF_K),  # pyright: ignore[reportArgumentType] - the stub leaves Rrf out of Fusion
                 with_payload=["kind"],
             )
         else:
-            params = qe.SearchParams(exact=True) if exact else beam
             request = qe.QueryRequest(limit=top_k, query=nearest, filter=flt, with_payload=["kind"], params=params)
         hits = await self._run(self._shard(collection).query, request)
         return [(UUID(str(h.id)), float(h.score), (h.payload or {}).get("kind", "snippet")) for h in hits]
+
+    async def plan(
+        self,
+        collection: str,
+        tenant_id: UUID,
+        language: str | None = None,
+        tags: list[str] | None = None,
+        project_id: UUID | None = None,
+    ) -> qe.SearchParams:
+        """The tuning's dense-search parameters for this query: from the size of its filtered subset (the engine's
+        estimate from the payload indexes, about 0.02 ms) and the shard's, cached until a write through this
+        store changes them."""
+        shard = self._shard(collection)
+        flt = search_filter(qe, tenant_id, language, tags, project_id)
+
+        async def subset() -> int:
+            return await self._run(shard.count, qe.CountRequest(filter=flt, exact=False))
+
+        async def everyone() -> int:
+            return (await self._run(shard.info)).points_count
+
+        n = await self.sizes.count(collection, tenant_id, subset, subset_key(language, tags, project_id))
+        points = n if self.tuning.exact(n) else await self.sizes.count(collection, None, everyone)
+        return self.tuning.params(qe, subset=n, points=points)
 
     async def ping(self) -> None:
         if self._errors:

@@ -14,9 +14,12 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from knowledge.onnx_embedder import EncoderOptions
 
 log = logging.getLogger("specmill.knowledge")
 
@@ -113,13 +116,16 @@ class EmbedderSpec:
     model: str  # what it loads from
     kind: str  # "sentence-transformers" | "roberta-mean"
 
-    def load(self, batch_size: int, cache_dir: Path) -> Embedder:
-        """cache_dir: where exported ONNX graphs are kept (<models_path>/.cache/onnx)."""
+    def load(self, batch_size: int, cache_dir: Path, options: EncoderOptions | None = None) -> Embedder:
+        """cache_dir: where exported ONNX graphs are kept (<models_path>/.cache/onnx); options: ONNX Runtime's
+        (knowledge/onnx_embedder.py, ENCODER unless given)."""
         if self.kind == "sentence-transformers":
-            from knowledge.onnx_embedder import OnnxSentenceEmbedder
+            from knowledge.onnx_embedder import ENCODER, OnnxSentenceEmbedder
 
             try:
-                return OnnxSentenceEmbedder(self.name, Path(self.model), cache_dir=cache_dir, batch_size=batch_size)
+                return OnnxSentenceEmbedder(
+                    self.name, Path(self.model), cache_dir=cache_dir, batch_size=batch_size, options=options or ENCODER
+                )
             except Exception as err:  # noqa: BLE001 - torch computes the same vectors, only slower
                 log.warning(
                     "embedder %s: ONNX Runtime unavailable (%s: %s); running it on torch",

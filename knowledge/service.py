@@ -108,7 +108,7 @@ async def similar(
         await get_project(pool, tenant_id=tenant_id, project_id=req.project_id)  # NotFound: another tenant's too
     embedder = runtime.embedder(name)
     collection = await runtime.store.ensure_collection(name, embedder.dimension)
-    vector = (await runtime.encode(name, [req.query]))[0]
+    vector = await runtime.encode_query(name, req.query)
     hits = await runtime.store.search(
         collection,
         tenant_id=tenant_id,

@@ -6,6 +6,7 @@ One collection per embedder (`kb_<embedder>`), each point named by the id of the
 knowledge entry it indexes, with a dense vector and a lexical sparse vector. Multi-tenancy follows
 Qdrant's guidance: a keyword payload index on tenant_id marked `is_tenant`, and every search
 filtered by tenant. Texts and metadata stay in PostgreSQL; the payload holds only what filters need.
+On a server, the index's settings and each query's plan are knowledge/tuning.py's, as on Edge.
 """
 
 from __future__ import annotations
@@ -21,17 +22,13 @@ from qdrant_client import models as qm
 
 from knowledge import sparse
 from knowledge.errors import VectorStoreUnavailable
+from knowledge.tuning import INT8_QUANTILE, PRODUCT, Sizes, Tuning, subset_key
 
 DENSE, LEXICAL = "dense", "lexical"
 RRF_CANDIDATES = 4  # each arm of a hybrid query fetches top_k * this before fusion
 RRF_K = 2  # the rank constant of reciprocal rank fusion, on both stores (Qdrant's default)
-# HNSW, on both stores: links per node, build beam, query beam (Qdrant's defaults: 16, 100, 128). Chosen on
-# make bench-kb's 200k snippets, tenant-filtered recall@10 against exact search at ef 128 (details in the
-# README): m=32/200 took it from 0.93 to 0.956 for a build about 3x as long, off the request path. One
-# graph per tenant instead of a global one (m=0, payload_m=32, Qdrant's multi-tenant layout) gave 0.98
-# on a scratch shard but 0.936 in the bench, and doubled the store's query time at 20k (3.5 against 1.5 ms).
-HNSW_M, HNSW_EF_CONSTRUCT, HNSW_EF = 32, 200, 128
 FILTER_FIELDS = ("kind", "language", "tags", "project_id")  # keyword indexes besides the tenant key
+SIZES_TTL_S = 30.0  # a Qdrant server's counts, which other processes' writes change, are at most this old
 
 
 @dataclass
@@ -47,22 +44,26 @@ def collection_name(embedder: str) -> str:
 
 
 class VectorStore:
-    def __init__(self, client: AsyncQdrantClient) -> None:
-        self.client = client
+    """`server`: a Qdrant server or cluster, which builds the collection as `tuning` says and searches with its
+    per-query plan. Local mode scans every point in Python whatever it is told: neither applies there."""
+
+    def __init__(self, client: AsyncQdrantClient, *, server: bool = False, tuning: Tuning = PRODUCT) -> None:
+        self.client, self.server, self.tuning = client, server, tuning
+        self.sizes = Sizes(ttl=SIZES_TTL_S)
         self._ready: set[str] = set()
 
     @classmethod
-    def open(cls, *, url: str | None, api_key: str | None, path: str | None) -> "VectorStore":
+    def open(cls, *, url: str | None, api_key: str | None, path: str | None, tuning: Tuning = PRODUCT) -> "VectorStore":
         if url:
-            return cls(AsyncQdrantClient(url=url, api_key=api_key, timeout=10))
-        return cls(AsyncQdrantClient(path=path))
+            return cls(AsyncQdrantClient(url=url, api_key=api_key, timeout=10), server=True, tuning=tuning)
+        return cls(AsyncQdrantClient(path=path), tuning=tuning)
 
     async def close(self) -> None:
         await self.client.close()
 
     async def ensure_collection(self, embedder: str, dimension: int, *, reset_if_corrupt: bool = False) -> str:
         """The embedder's collection, created when new (a server keeps its own storage whole:
-        `reset_if_corrupt` is Edge's)."""
+        `reset_if_corrupt` is Edge's); an existing one on a server is migrated to the tuning (`_migrate`)."""
         name = collection_name(embedder)
         if name in self._ready:
             return name
@@ -72,8 +73,12 @@ class VectorStore:
                     name,
                     vectors_config={DENSE: qm.VectorParams(size=dimension, distance=qm.Distance.COSINE)},
                     sparse_vectors_config={LEXICAL: qm.SparseVectorParams(modifier=qm.Modifier.IDF)},
-                    hnsw_config=qm.HnswConfigDiff(m=HNSW_M, ef_construct=HNSW_EF_CONSTRUCT),
+                    hnsw_config=self._hnsw(),
+                    quantization_config=self._quantization(),
+                    optimizers_config=qm.OptimizersConfigDiff(indexing_threshold=self.tuning.indexing_threshold_kb),
                 )
+            elif self.server:
+                await self._migrate(name)
             keyword = qm.KeywordIndexType.KEYWORD
             for field, schema in (
                 ("tenant_id", qm.KeywordIndexParams(type=keyword, is_tenant=True)),
@@ -87,6 +92,35 @@ class VectorStore:
         self._ready.add(name)
         return name
 
+    def _hnsw(self) -> qm.HnswConfigDiff:
+        t = self.tuning
+        return qm.HnswConfigDiff(m=t.m, ef_construct=t.ef_construct, full_scan_threshold=t.full_scan_kb)
+
+    def _quantization(self) -> qm.ScalarQuantization | None:
+        if not self.tuning.int8:
+            return None
+        return qm.ScalarQuantization(
+            scalar=qm.ScalarQuantizationConfig(type=qm.ScalarType.INT8, quantile=INT8_QUANTILE, always_ram=True)
+        )
+
+    async def _migrate(self, name: str) -> None:
+        """An existing collection built with other settings (before make bench-kb's tuning) gets the tuning's
+        HNSW and quantisation: the server rebuilds its segments in the background, from the stored vectors,
+        which stay as they are, and answers from the old ones meanwhile. No reindex."""
+        config = (await self.client.get_collection(name)).config
+        hnsw, quantized = config.hnsw_config, config.quantization_config is not None
+        t = self.tuning
+        if (hnsw.m, hnsw.ef_construct, hnsw.full_scan_threshold, quantized) == (
+            t.m,
+            t.ef_construct,
+            t.full_scan_kb,
+            t.int8,
+        ):
+            return
+        await self.client.update_collection(
+            name, hnsw_config=self._hnsw(), quantization_config=self._quantization() or qm.Disabled.DISABLED
+        )
+
     async def upsert(self, collection: str, points: list[Point]) -> None:
         if not points:
             return
@@ -99,12 +133,14 @@ class VectorStore:
             for p in points
         ]
         await self._call(self.client.upsert(collection, points=structs, wait=True))
+        self.sizes.forget(collection, {str(p.payload.get("tenant_id")) for p in points})
 
     async def delete(self, collection: str, ids: list[UUID], *, tenant_id: UUID) -> None:
         """Delete these points of this tenant: an id that is another tenant's point is left alone."""
         if ids:
             only = qm.Filter(must=[qm.HasIdCondition(has_id=[str(i) for i in ids]), tenant_condition(qm, tenant_id)])
             await self._call(self.client.delete(collection, points_selector=qm.FilterSelector(filter=only), wait=True))
+            self.sizes.forget(collection, {str(tenant_id)})
 
     async def delete_tenant_except(self, collection: str, tenant_id: UUID, keep: set[UUID]) -> int:
         """Remove the tenant's points whose ids are not in `keep` (stale after a re-index)."""
@@ -151,16 +187,23 @@ class VectorStore:
         project_id: UUID | None = None,
         exact: bool = False,
     ) -> list[tuple[UUID, float, str]]:
-        """(id, score, kind) best first. Always filtered by tenant; exact: the dense search scans every point."""
+        """(id, score, kind) best first. Always filtered by tenant; the dense search as `plan` says on a server
+        (local mode scans every point anyway); exact: it scans every point of the tenant."""
         flt = search_filter(qm, tenant_id, language, tags, project_id)
-        beam = qm.SearchParams(hnsw_ef=HNSW_EF)
+        params = None
+        if self.server:
+            params = (
+                qm.SearchParams(exact=True)
+                if exact
+                else await self.plan(collection, tenant_id, language, tags, project_id)
+            )
         if hybrid:
             limit = top_k * RRF_CANDIDATES
             result = await self._call(
                 self.client.query_points(
                     collection,
                     prefetch=[
-                        qm.Prefetch(query=dense.tolist(), using=DENSE, filter=flt, limit=limit, params=beam),
+                        qm.Prefetch(query=dense.tolist(), using=DENSE, filter=flt, limit=limit, params=params),
                         qm.Prefetch(query=sparse.query_vector(text), using=LEXICAL, filter=flt, limit=limit),
                     ],
                     query=qm.RrfQuery(rrf=qm.Rrf(k=RRF_K)),
@@ -177,10 +220,32 @@ class VectorStore:
                     query_filter=flt,
                     limit=top_k,
                     with_payload=["kind"],
-                    search_params=qm.SearchParams(exact=True) if exact else beam,
+                    search_params=params,
                 )
             )
         return [(UUID(str(p.id)), float(p.score), (p.payload or {}).get("kind", "snippet")) for p in result.points]
+
+    async def plan(
+        self,
+        collection: str,
+        tenant_id: UUID,
+        language: str | None = None,
+        tags: list[str] | None = None,
+        project_id: UUID | None = None,
+    ) -> qm.SearchParams:
+        """The tuning's dense-search parameters for this query, as Edge's (knowledge/edge.py): from the server's
+        estimate of its filtered subset and the collection's size, each cached for SIZES_TTL_S."""
+        flt = search_filter(qm, tenant_id, language, tags, project_id)
+
+        async def subset() -> int:
+            return (await self._call(self.client.count(collection, count_filter=flt, exact=False))).count
+
+        async def everyone() -> int:
+            return (await self._call(self.client.get_collection(collection))).points_count or 0
+
+        n = await self.sizes.count(collection, tenant_id, subset, subset_key(language, tags, project_id))
+        points = n if self.tuning.exact(n) else await self.sizes.count(collection, None, everyone)
+        return self.tuning.params(qm, subset=n, points=points)
 
     async def ping(self) -> None:
         await self._call(self.client.get_collections())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import socket
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -196,7 +197,7 @@ def test_minilm_on_onnx_runtime_from_the_cache_needs_no_export(onnx_cache: Path,
     assert not list(onnx_cache.glob(".*"))  # the export's temporary file is gone
     stamp = graph.stat().st_mtime_ns
 
-    def no_export(*args):
+    def no_export(*args, **options):
         raise AssertionError("exported again although the cache holds the graph")
 
     monkeypatch.setattr(onnx_embedder, "export", no_export)
@@ -243,7 +244,7 @@ def test_minilm_runs_on_torch_when_it_cannot_be_exported(
 ):
     from knowledge import onnx_embedder
 
-    def broken(path, out):
+    def broken(path, out, **options):
         out.write_bytes(b"half a graph")
         raise RuntimeError("exporter exploded")
 
@@ -339,3 +340,65 @@ async def test_runtime_reports_a_missing_codebert_directory(tmp_path: Path):
         assert not info["codebert"].loaded and "config.json" in info["codebert"].error
     finally:
         await runtime.store.close()
+
+
+# --- the latency levers keep the vectors ------------------------------------------------------------------
+
+# Queries as /similar gets them: short phrases, docstrings with examples, code; one past max_seq_length.
+QUERIES = [
+    *PARAPHRASES,
+    "Return the number of vowels in a string.\n\n>>> vowels('banana')\n3",
+    "Given a list of integers, return the sum of the squares of the odd ones, ignoring negative numbers.",
+    "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)",
+    "parse a date in ISO 8601 format and return a datetime with a time zone",
+    "x",
+    "sort " * 400,
+]
+
+
+@pytest.fixture(scope="module")
+def baseline_minilm(tmp_path_factory: pytest.TempPathFactory):
+    """MiniLM as it ran before the latency levers (its default export, spinning threads): the reference."""
+    from knowledge.onnx_embedder import BASELINE_ENCODER
+
+    cache = tmp_path_factory.mktemp("onnx-baseline")
+    return configured(None)["minilm"].load(32, cache_dir=cache, options=BASELINE_ENCODER)
+
+
+@pytest.mark.parametrize("lever", ["product", "fused graph", "one thread"])
+def test_the_latency_levers_keep_the_vectors(lever: str, onnx_cache: Path, baseline_minilm):
+    """Each lever make bench-kb measures gives the baseline's vectors, batched and one query at a time."""
+    from knowledge.onnx_embedder import ENCODER, OnnxSentenceEmbedder
+
+    options = {
+        "product": ENCODER,
+        "fused graph": replace(ENCODER, fused=True),
+        "one thread": replace(ENCODER, threads=1),
+    }
+    embedder = OnnxSentenceEmbedder("minilm", minilm_dir(), cache_dir=onnx_cache, options=options[lever])
+    assert embedder.graph.name.endswith("-fused1.onnx") == (lever == "fused graph")
+    assert not baseline_minilm.graph.name.endswith("-fused1.onnx") and baseline_minilm.options.spinning
+    want = baseline_minilm.encode(QUERIES)
+    got = embedder.encode(QUERIES)
+    assert got.shape == want.shape == (len(QUERIES), 384)
+    assert (got * want).sum(1).min() >= 0.99999
+    alone = np.stack([embedder.encode([q])[0] for q in QUERIES])  # one at a time, as /similar sends them
+    assert (alone * want).sum(1).min() >= 0.99999
+
+
+async def test_queries_that_arrive_together_share_one_encoder_call_and_keep_their_vectors(
+    onnx_cache: Path, baseline_minilm
+):
+    import asyncio
+
+    from knowledge.runtime import QueryBatcher
+
+    product = configured(None)["minilm"].load(32, cache_dir=onnx_cache)
+    batcher = QueryBatcher(product, window=0.0)
+    together = await asyncio.gather(*(batcher.encode(q) for q in QUERIES))
+    assert batcher.calls == 1  # every query was waiting when the call started
+    want = baseline_minilm.encode(QUERIES)
+    assert min(float(v @ w) for v, w in zip(together, want, strict=True)) >= 0.99999
+    for q, v in zip(QUERIES, together, strict=True):  # padded in a batch = alone
+        np.testing.assert_allclose(v, product.encode([q])[0], atol=1e-5)
+    assert float(await batcher.encode(QUERIES[0]) @ want[0]) >= 0.99999 and batcher.calls == 2

@@ -1,18 +1,25 @@
 """One contract, two stores: Qdrant Edge (the embedded default) and qdrant-client (local mode here, the
 stand-in for a Qdrant server, since no server binary runs on this machine). The same calls, the same
-answers: tenancy, filters, dense and hybrid search, idempotent writes, deletes, persistence."""
+answers: tenancy, filters, dense and hybrid search, idempotent writes, deletes, persistence. Then the
+tuning (knowledge/tuning.py) on Edge: the per-query plan is the one used, and a collection built with the
+settings from before it is migrated on open, keeping its vectors."""
 
 from __future__ import annotations
 
+import json
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+import qdrant_edge as qe
+from qdrant_client import models as qm
 
 from knowledge.edge import EdgeVectorStore
 from knowledge.errors import VectorStoreUnavailable
-from knowledge.vectors import Point, VectorStore
+from knowledge.tuning import BASELINE, PRODUCT, Tuning
+from knowledge.vectors import DENSE, Point, VectorStore
 
 DIM = 16
 
@@ -168,3 +175,156 @@ async def test_a_corrupt_edge_shard_is_unavailable_with_its_reason_until_a_reind
         assert (tmp_path / "edge" / aside / "segments").is_dir()  # the damaged files are kept, not deleted
     finally:
         await store.close()
+
+
+# --- the tuning: per-query plan, an existing collection migrated on open ---------------------------------
+
+TOY_DIM = 32
+# A graph too poor to be exact (m 4, ef_construct 8, walked with hnsw_ef 10), indexed from the first points
+# (indexing threshold 1 KB), and no full scan by Qdrant's own planner unless a filter matches under 8 points.
+TOY = Tuning(m=4, ef_construct=8, ef_steps=((10**9, 10),), exact_max=300, full_scan_kb=1, indexing_threshold_kb=1)
+
+
+def _toy_points(tenant, count: int, seed: int, language: str = "python") -> list[Point]:
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(count, TOY_DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    payload = {"tenant_id": str(tenant), "kind": "snippet", "language": language, "tags": []}
+    return [Point(id=uuid.uuid4(), dense=v, text=f"toy {i}", payload=payload) for i, v in enumerate(vectors)]
+
+
+async def _recall(store, name, tenant, points: list[Point], queries: np.ndarray, **filters) -> float:
+    """Recall@10 of the store's search against brute force over `points` (numpy): the tenant's points that
+    match `filters`."""
+    matrix = np.stack([p.dense for p in points])
+    hits = 0
+    for q in queries:
+        truth = {points[i].id for i in np.argsort(-(matrix @ q))[:10]}
+        found = await store.search(name, tenant_id=tenant, dense=q, text="", top_k=10, hybrid=False, **filters)
+        hits += len(truth & {h[0] for h in found})
+    return hits / (10 * len(queries))
+
+
+async def test_a_small_tenant_is_searched_exactly_and_a_large_one_with_the_ef_its_size_gets(tmp_path):
+    store = EdgeVectorStore.open(tmp_path / "edge", TOY)
+    try:
+        small, large = uuid.uuid4(), uuid.uuid4()
+        name = await store.ensure_collection("toy", TOY_DIM)
+        few, many, go = _toy_points(small, 200, 1), _toy_points(large, 4000, 2), _toy_points(large, 150, 9, "go")
+        await store.upsert(name, few + many + go)
+        await store.wait_optimized()
+        assert store.state()[name]["indexed_vectors"] > 0  # a graph exists: the plan decides how it is used
+        queries = np.stack([p.dense for p in _toy_points(None, 20, 3)])
+
+        assert (await store.plan(name, small)).exact  # 200 points <= exact_max
+        assert await _recall(store, name, small, few, queries) == 1.0
+        store.tuning = replace(TOY, exact_max=0)  # the same tenant walked through the poor graph instead
+        graph_recall = await _recall(store, name, small, few, queries)
+        assert graph_recall < 1.0
+
+        store.tuning = TOY
+        assert (await store.plan(name, large, language="go")).exact  # the large tenant's 150 go points
+        assert await _recall(store, name, large, go, queries, language="go") == 1.0
+
+        assert (await store.plan(name, large)).hnsw_ef == 10  # 4,350 points in the collection
+        narrow = await _recall(store, name, large, many, queries, language="python")
+        store.tuning = replace(TOY, ef_steps=((1000, 10), (10**9, 4000)))  # a collection this size: ef 4000
+        assert (await store.plan(name, large)).hnsw_ef == 4000
+        wide = await _recall(store, name, large, many, queries, language="python")
+        assert wide - narrow >= 0.5  # about 0.2 against above 0.9: the beam asked for is the one walked
+    finally:
+        await store.close()
+
+
+async def test_a_subset_count_is_cached_until_a_write_changes_it(tmp_path):
+    store = EdgeVectorStore.open(tmp_path / "edge", TOY)
+    try:
+        tenant = uuid.uuid4()
+        name = await store.ensure_collection("toy", TOY_DIM)
+        await store.upsert(name, _toy_points(tenant, 300, 4))
+        assert (await store.plan(name, tenant)).exact  # 300 <= exact_max
+        other = uuid.uuid4()
+        await store.upsert(name, _toy_points(other, 500, 6))  # another tenant's write: this one's count stays
+        assert (await store.plan(name, tenant)).exact and not (await store.plan(name, other)).exact
+        await store.upsert(name, _toy_points(tenant, 1, 5))  # the 301st point: the graph, from now on
+        assert (await store.plan(name, tenant)).hnsw_ef == 10 and not (await store.plan(name, tenant)).exact
+        await store.delete(name, [next(iter(await store.point_ids(name, tenant)))], tenant_id=tenant)
+        assert (await store.plan(name, tenant)).exact
+    finally:
+        await store.close()
+
+
+def _segment_configs(shard: Path) -> list[dict]:
+    return [
+        json.loads((s / "segment.json").read_text())["config"]["vector_data"]["dense"]
+        for s in (shard / "segments").iterdir()
+        if (s / "segment.json").exists()
+    ]
+
+
+async def test_an_existing_collection_is_migrated_on_open_and_keeps_answering_with_its_vectors(tmp_path):
+    tenant = uuid.uuid4()
+    points = _toy_points(tenant, 2000, 6)
+    before = EdgeVectorStore.open(tmp_path / "edge", replace(BASELINE, indexing_threshold_kb=1))
+    name = await before.ensure_collection("toy", TOY_DIM)
+    await before.upsert(name, points)
+    await before.wait_optimized()
+    await before.close()
+    graphs = [c for c in _segment_configs(tmp_path / "edge" / name) if c["index"]["type"] == "hnsw"]
+    assert graphs and all(c["index"]["options"]["ef_construct"] == 200 and not c["quantization_config"] for c in graphs)
+    stored = {r.id: r.vector[DENSE] for r in _retrieve(tmp_path / "edge" / name, points)}
+
+    after = EdgeVectorStore.open(tmp_path / "edge", replace(PRODUCT, indexing_threshold_kb=1))
+    try:
+        name = await after.ensure_collection("toy", TOY_DIM)  # opened with the tuning: answers at once
+        hit = await after.search(name, tenant_id=tenant, dense=points[7].dense, text="", top_k=3, hybrid=False)
+        assert hit[0][0] == points[7].id and hit[0][1] == pytest.approx(1.0, abs=1e-4)
+        await after.wait_optimized()  # the segments are rebuilt with the tuning, from the stored vectors
+        graphs = [c for c in _segment_configs(tmp_path / "edge" / name) if c["index"]["type"] == "hnsw"]
+        assert graphs and all(c["index"]["options"]["ef_construct"] == PRODUCT.ef_construct for c in graphs)
+        assert all(
+            c["quantization_config"] == {"scalar": {"type": "int8", "quantile": 0.99, "always_ram": True}}
+            for c in graphs
+        )
+        assert {
+            r.id: r.vector[DENSE] for r in after._shards[name].retrieve([str(p.id) for p in points], False, True)
+        } == stored
+        queries = np.stack([p.dense for p in _toy_points(None, 10, 7)])
+        assert await _recall(after, name, tenant, points, queries) == 1.0  # 2,000 points: exact
+    finally:
+        await after.close()
+
+
+def _retrieve(shard: Path, points: list[Point]):
+    edge = qe.EdgeShard.load(str(shard))
+    try:
+        return edge.retrieve([str(p.id) for p in points], False, True)
+    finally:
+        edge.close()
+
+
+async def test_both_stores_plan_alike_and_local_mode_still_answers_exactly(tmp_path):
+    from knowledge.tuning import Sizes
+
+    sizes = Sizes(ttl=None)
+    calls = []
+
+    async def counter():
+        calls.append(1)
+        return 5
+
+    assert await sizes.count("c", None, counter) == await sizes.count("c", None, counter) == 5 and len(calls) == 1
+    for types in (qe, qm):
+        assert PRODUCT.params(types, subset=50, points=10**6).exact
+        big = PRODUCT.params(types, subset=PRODUCT.exact_max + 1, points=200_000)
+        assert big.hnsw_ef == PRODUCT.hnsw_ef(200_000) and not big.exact
+        assert big.quantization.rescore and big.quantization.oversampling == PRODUCT.oversampling
+    local = _open("local", tmp_path)
+    try:
+        tenant = uuid.uuid4()
+        name = await local.ensure_collection("toy", TOY_DIM)
+        points = _toy_points(tenant, 100, 8)
+        await local.upsert(name, points)
+        assert await _recall(local, name, tenant, points, np.stack([p.dense for p in points[:5]])) == 1.0
+    finally:
+        await local.close()
