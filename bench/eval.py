@@ -1,7 +1,7 @@
 """HumanEval (and MBPP's test split) through the real generation path (`make eval`).
 
     .venv/bin/python bench/eval.py [--model local_llama] [--techniques retrieval_augmentation]
-        [--limit N] [--dtype int4|int8|bf16|fp32] [--max-new-tokens 384] [--timeout 10]
+        [--limit N] [--dtype auto|int4|int8|bf16|fp32] [--max-new-tokens 384] [--timeout 10]
         [--mbpp PATH [--mbpp-split test]] [--threads N] [--name NAME] [--out docs/eval]
 
 Greedy decoding, the fixed prompt of codegen/evaluate.py, each completion run in sandbox/ against
@@ -42,7 +42,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--techniques", default="", help="comma-separated; empty: the baseline")
     p.add_argument("--limit", type=int, default=None, help="only the first N problems")
     p.add_argument(
-        "--dtype", choices=["int4", "int8", "bf16", "fp32"], default=None, help="local_llama weights (LOCAL_DTYPE)"
+        "--dtype",
+        choices=["auto", "int4", "int8", "bf16", "fp32"],
+        default=None,
+        help="local_llama weights (LOCAL_DTYPE)",
     )
     p.add_argument("--local-model", default=None, help="LOCAL_MODEL override")
     p.add_argument(

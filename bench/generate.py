@@ -14,7 +14,9 @@ Runners, each a lever of the issue:
 - `hf-*`: transformers' generate() on the cached safetensors, as local_llama ran before the engine
   (fp32, bf16, and int8 as dynamic quantization of every Linear with torch.ao);
 - `engine-*`: codegen/llama_engine.py through LocalLlamaBackend's load (fused products, a cache
-  allocated once, one Python loop), with fp32, bf16, weight-only int8 or int4 weights;
+  allocated once, one Python loop), with fp32, bf16, weight-only int8 or int4 weights; `engine-auto`:
+  LOCAL_DTYPE's default, the weights timed fastest at load with bf16's greedy tokens (codegen/kernels.py;
+  the choice and each candidate's time per step are printed and kept in its details);
 - `beam-w*`: codegen/beam_search.py on the int4 engine at widths 1, 2 and 4 (no pruning, no end
   token: every beam runs `--tokens` steps; tok/s counts the tokens of the best beam, so the ratio to
   `engine-int4` is beam search's cost per token of output);
@@ -71,6 +73,7 @@ RUNNERS = [
     "engine-bf16",
     "engine-int8",
     "engine-int4",
+    "engine-auto",
     "beam-w1",
     "beam-w2",
     "beam-w4",
@@ -88,7 +91,7 @@ RUNNERS = [
     "spec-int4@repair",
     "llama.cpp@repair",
 ]
-DEFAULT = "engine-int4"  # what LOCAL_DTYPE's default runs
+DEFAULT = "engine-auto"  # what LOCAL_DTYPE's default runs: the kernel timed fastest at load (codegen/kernels.py)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -608,22 +611,6 @@ def compare(results: dict) -> list[dict]:
     return out
 
 
-def cpu() -> dict:
-    """The CPU the figures were measured on: its model, and the instruction sets the kernels may use."""
-    import torch
-
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx_vnni")
-    return {
-        "model": model or "unknown",
-        "cores": os.cpu_count(),
-        "flags": [f for f in wanted if f in flags],
-        "torch_capability": torch.backends.cpu.get_cpu_capability(),
-    }
-
-
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.worker:
@@ -635,8 +622,10 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"unknown runners {sorted(unknown)}; known: {', '.join(RUNNERS)}")
     if args.no_llama_cpp and "llama.cpp" in runners:
         runners.remove("llama.cpp")
+    from codegen.kernels import cpu_info
+
     base = prepare(args.prompts, any(r.endswith("@repair") for r in runners))
-    machine = cpu()
+    machine = cpu_info()
     print(
         f"{len(base['prompts'])} prompts of {[len(p) for p in base['prompts']]} tokens"
         + (f" (repair rounds: {[len(p) for p in base['repair_prompts']]})" if base["repair_prompts"] else "")
@@ -683,6 +672,14 @@ def main(argv: list[str] | None = None) -> dict:
             f"| {runner} | {row['tok_s']} | {row['ratio_vs_llama_cpp'] or '-'} | {row['load_s']} | {row['imports_s']} "
             f"| {row['same_as_hf_fp32'] if same is not None else '-'} |"
         )
+    choice = results.get("engine-auto", {}).get("details", {}).get("kernel_choice")
+    if choice:
+        timed = ", ".join(
+            f"{w} {c['ms_per_step']} ms/step{'' if c['same_tokens'] else ' (other tokens: refused)'}"
+            for w, c in choice["candidates"].items()
+            if c.get("ms_per_step") is not None
+        )
+        print(f"\nkernel chosen at load (LOCAL_DTYPE=auto, first round): {choice['chosen']}; timed: {timed}")
     comparisons = compare(results)
     if comparisons:
         print("\n| comparison | ratio | target | met |")

@@ -6,9 +6,10 @@ What it runs comes from `LOCAL_MODEL` (codegen/local_files.py): a pulled model's
 Every request decodes through codegen/llama_engine.py (fused products, a cache allocated once, one Python
 loop; greedy calls with prompt-lookup speculation, codegen/speculation.py). A model of another
 architecture is reported unavailable with the reason (serve it through vLLM instead), never decoded some
-other way. Weights (`LOCAL_DTYPE`): `int4` (the default: groupwise 4-bit, which for a Q4 GGUF is the
-file's own weights), `int8` (weight-only, per row), `bf16` or `fp32`; int4/int8 are CPU kernels and
-become bf16 on CUDA (said in the model's details). The model loads once per process, under its own
+other way. Weights (`LOCAL_DTYPE`): `auto` (the default: the fastest of int4, int8 and bf16 on this CPU
+that writes bf16's greedy tokens, timed at load: codegen/kernels.py), `int4` (groupwise 4-bit, which for
+a Q4 GGUF is the file's own weights), `int8` (weight-only, per row), `bf16` or `fp32`; int4/int8 are CPU
+kernels and become bf16 on CUDA (said in the model's details). The model loads once per process, under its own
 lock; generation is serialised by another, and grammars compile under a third (codegen/grammars.py).
 """
 
@@ -26,7 +27,7 @@ from codegen.grammars import Grammars
 from codegen.local_files import Source, converted, load_hf, pick_device, resolve
 from codegen.speculation import PromptLookup, Stats
 
-DTYPES = ("int4", "int8", "bf16", "fp32")
+DTYPES = ("auto", "int4", "int8", "bf16", "fp32")
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ class LocalLlamaBackend:
     def _load(self) -> None:
         import torch
 
-        from codegen import llama_engine
+        from codegen import kernels, llama_engine
 
         started = time.perf_counter()
         source = resolve(self.local_model, self.models_path)
@@ -128,7 +129,7 @@ class LocalLlamaBackend:
         # transformers wraps `to` in functools.wraps, which pyright does not bind as a method
         model = model.to(device).eval()  # pyright: ignore[reportArgumentType]
         dtype, notes = self.dtype, []
-        if dtype in ("int8", "int4") and device != "cpu":
+        if dtype in ("int8", "int4", "auto") and device != "cpu":
             dtype = "bf16"
             notes.append(f"{self.dtype} kernels are CPU-only: bf16 on {device}")
         why = llama_engine.supported(model)
@@ -137,9 +138,16 @@ class LocalLlamaBackend:
                 f"specmill's engine does not run this model ({why}): local_llama runs Llama-architecture "
                 "models; serve others through vLLM (VLLM_BASE_URL)"
             )
-        engine = llama_engine.LlamaEngine(model, dtype)
+        choice = None
+        if dtype == "auto":
+            probe = tokenizer(kernels.PROBE, add_special_tokens=False)["input_ids"]
+            choice = kernels.choose(lambda weights: llama_engine.LlamaEngine(model, weights), probe)
+            engine, dtype = choice.engine, choice.weights
+        else:
+            engine = llama_engine.LlamaEngine(model, dtype)
         self._details = {
             "engine": "specmill-llama",
+            "kernel_choice": choice.details() if choice else {"chosen": dtype, "by": "LOCAL_DTYPE"},
             "kernels": engine.kinds,
             "weight_mb_per_token": round(engine.bytes_per_token() / 1e6, 1),
             "speculation": self._check_speculation(engine),

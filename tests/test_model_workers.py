@@ -12,6 +12,7 @@ import uuid
 
 import pytest
 
+from api import availability
 from codegen.manager import ModelManager
 from store import model_workers
 from store.db import plain_tx
@@ -89,6 +90,9 @@ async def test_the_generation_worker_reports_its_models_and_models_says_loaded(a
     assert local["backend"] == "transformers"
     mine = [w for w in local["workers"] if w["worker_id"] == session_worker]
     assert len(mine) == 1 and mine[0]["state"] == "loaded" and mine[0]["seen_at"]
+    # which kernels the engine runs, and how they were chosen: an admin's (the stack names LOCAL_DTYPE=fp32)
+    assert local["details"]["kernel_choice"] == {"chosen": "fp32", "by": "LOCAL_DTYPE"}
+    assert "kernel_choice" not in availability.public(local)["details"]
 
 
 async def test_stale_reports_are_ignored(api, pool, tenant, fake_worker):
