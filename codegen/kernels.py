@@ -20,10 +20,15 @@ from __future__ import annotations
 import os
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from codegen.llama_engine import LlamaEngine
 
 CPU_CANDIDATES = ("int4", "int8", "bf16")  # the reference (the most precise) last
 PROBE = 'def count_vowels(text: str) -> int:\n    """Return how many vowels `text` has."""\n'
@@ -63,7 +68,7 @@ class Trial:
 
 @dataclass
 class Choice:
-    engine: object  # the chosen LlamaEngine
+    engine: LlamaEngine  # the chosen one
     weights: str
     trials: list[Trial] = field(default_factory=list)
 
@@ -80,7 +85,7 @@ class Choice:
 
 
 @torch.inference_mode()
-def probe(engine, prompt: list[int], steps: int = PROBE_STEPS) -> tuple[list[int], float]:
+def probe(engine: LlamaEngine, prompt: list[int], steps: int = PROBE_STEPS) -> tuple[list[int], float]:
     """Greedy tokens after `prompt`, one forward pass each, and the median seconds per pass (the first
     WARMUP_STEPS passes are decoded but not timed)."""
     cache = engine.new_cache(len(prompt) + WARMUP_STEPS + steps + 1)
@@ -97,7 +102,9 @@ def probe(engine, prompt: list[int], steps: int = PROBE_STEPS) -> tuple[list[int
     return tokens, statistics.median(times)
 
 
-def choose(build, prompt: list[int], candidates: tuple[str, ...] = CPU_CANDIDATES) -> Choice:
+def choose(
+    build: Callable[[str], LlamaEngine], prompt: list[int], candidates: tuple[str, ...] = CPU_CANDIDATES
+) -> Choice:
     """The engine of the fastest candidate whose greedy tokens after `prompt` are the reference's (the last
     candidate, built and timed first). `build(weights)` makes an engine; a candidate it cannot build (a
     kernel this torch lacks) is reported with its error and skipped. The reference failing fails the load."""
