@@ -15,7 +15,7 @@ Runners, each a lever of the issue:
   (fp32, bf16, and int8 as dynamic quantization of every Linear with torch.ao);
 - `engine-*`: codegen/llama_engine.py through LocalLlamaBackend's load (fused products, a cache
   allocated once, one Python loop), with fp32, bf16, weight-only int8 or int4 weights; `engine-auto`:
-  LOCAL_DTYPE's default, the weights timed fastest at load with bf16's greedy tokens (codegen/kernels.py;
+  LOCAL_DTYPE's default, the weights timed fastest at load that choose fp32's greedy tokens (codegen/kernels.py;
   the choice and each candidate's time per step are printed and kept in its details);
 - `beam-w*`: codegen/beam_search.py on the int4 engine at widths 1, 2 and 4 (no pruning, no end
   token: every beam runs `--tokens` steps; tok/s counts the tokens of the best beam, so the ratio to

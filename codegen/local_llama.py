@@ -6,11 +6,12 @@ What it runs comes from `LOCAL_MODEL` (codegen/local_files.py): a pulled model's
 Every request decodes through codegen/llama_engine.py (fused products, a cache allocated once, one Python
 loop; greedy calls with prompt-lookup speculation, codegen/speculation.py). A model of another
 architecture is reported unavailable with the reason (serve it through vLLM instead), never decoded some
-other way. Weights (`LOCAL_DTYPE`): `auto` (the default: the fastest of int4, int8 and bf16 on this CPU
-that writes bf16's greedy tokens, timed at load: codegen/kernels.py), `int4` (groupwise 4-bit, which for
-a Q4 GGUF is the file's own weights), `int8` (weight-only, per row), `bf16` or `fp32`; int4/int8 are CPU
-kernels and become bf16 on CUDA (said in the model's details). The model loads once per process, under its own
-lock; generation is serialised by another, and grammars compile under a third (codegen/grammars.py).
+other way. Weights (`LOCAL_DTYPE`): `auto` (the default: the fastest of int4, int8, bf16 and fp32 on
+this CPU that chooses fp32's greedy tokens, near-ties aside, timed at load: codegen/kernels.py), `int4`
+(groupwise 4-bit, which for a Q4 GGUF is the file's own weights), `int8` (weight-only, per row), `bf16`
+or `fp32`; int4/int8 are CPU kernels and become bf16 on CUDA (said in the model's details). The model
+loads once per process, under its own lock; generation is serialised by another, and grammars compile
+under a third (codegen/grammars.py).
 """
 
 from __future__ import annotations

@@ -199,8 +199,8 @@ class Settings(BaseSettings):
     local_dtype: str = Field(
         default="auto",
         pattern="^(auto|int4|int8|bf16|fp32)$",
-        description="local_llama weights: auto (the fastest on this CPU that writes bf16's greedy tokens, timed "
-        "at load), int4 (a Q4 GGUF's own), int8, bf16 or fp32.",
+        description="local_llama weights: auto (the fastest on this CPU that chooses fp32's greedy tokens, "
+        "near-ties aside, timed at load), int4 (a Q4 GGUF's own), int8, bf16 or fp32.",
     )
     local_device: str = Field(
         default="auto", pattern="^(auto|cpu|cuda)$", description="local_llama device (auto: CUDA when present)."
