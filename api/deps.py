@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import asyncpg
 import httpx
-from fastapi import Depends, Header, HTTPException, Query, Request
+from fastapi import Depends, Header, HTTPException, Query, Request, Security
+from fastapi.security import APIKeyHeader, HTTPBearer
 from temporalio.client import Client
 
 from api.errors import ServiceUnavailable
@@ -100,9 +101,28 @@ TemporalDep = Annotated[Client, Depends(_temporal)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 
 
-# The credential's headers, declared (out of the schema) where a dependency reads them.
-ApiKeyHeader = Annotated[str | None, Header(alias="x-api-key", include_in_schema=False)]
-AuthorizationHeader = Annotated[str | None, Header(alias="authorization", include_in_schema=False)]
+class _BearerHeader(HTTPBearer):
+    """The bearer scheme, as the OpenAPI declares it; the raw header is read, so that the guard says what is
+    wrong with one that is not `Bearer <token>` (HTTPBearer's own parsing would drop it silently)."""
+
+    async def __call__(self, request: Request) -> str | None:  # pyright: ignore[reportIncompatibleMethodOverride]
+        return request.headers.get("authorization")
+
+
+# The credentials, declared as the OpenAPI's security schemes on every operation that authenticates (so
+# /docs offers Authorize and "Try it out" sends them); either one serves.
+API_KEY_SCHEME = APIKeyHeader(
+    name="X-API-Key", scheme_name="ApiKey", auto_error=False, description="An API key (POST /api/keys)."
+)
+BEARER_SCHEME = _BearerHeader(
+    scheme_name="Bearer",
+    bearerFormat="JWT",
+    auto_error=False,
+    description="A JWT from POST /auth/token, or the access token of POST /auth/login where Supabase sign-in "
+    "is configured.",
+)
+ApiKeyHeader = Annotated[str | None, Security(API_KEY_SCHEME)]
+AuthorizationHeader = Annotated[str | None, Security(BEARER_SCHEME)]
 TenantHeader = Annotated[str | None, Header(alias="x-tenant-id", include_in_schema=False)]
 
 
