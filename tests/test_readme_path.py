@@ -117,6 +117,9 @@ async def test_the_readme_top_to_bottom(live_url, tenant, coder, shell_dir):
     assert "expected 59, got 60" in out, out
     # the second run, told how it failed, repaired it in its first round
     assert "all 1 instance(s) pass their tests (round 1)" in out, out
+    # the code: every current file with its status, not the first artifact whatever it is
+    for name in ("slugify", "days_between", "median"):
+        assert f"# {name}.py: passed\n" in out and f"def {name}(" in out, out
     assert (shell_dir / "project.zip").stat().st_size > 0
 
     async with httpx.AsyncClient(base_url=live_url, headers=tenant.headers) as api:
