@@ -307,9 +307,12 @@ async def test_rounds_run_out_and_the_project_fails_with_the_reasons(api, tenant
     assert row["outcome"] == result["outcome"] and row["reason"].startswith("tests still fail")
     last = [e for e in await _events(api, tenant, "project.state_changed") if e["subject_id"] == pid][-1]
     assert last["payload"]["to_state"] == "failed" and last["payload"]["outcome"] == result["outcome"]
-    assert "after 1 debugging round(s)" in last["payload"]["reason"] and inst["id"] not in last["payload"]["reason"]
+    # one count of rounds: the reason's, the outcome's and its summary's, the instance's and the tasks'
+    assert "after 2 round(s)" in last["payload"]["reason"] and inst["id"] not in last["payload"]["reason"]
+    assert result["outcome"]["rounds"] == 2 and "after 2 round(s)" in result["outcome"]["summary"]
     tasks = (await api.get("/api/tasks", params={"project_id": pid}, headers=tenant.headers)).json()["items"]
     assert [(t["task_type"], t["status"]) for t in tasks] == [("debug_round_1", "failed"), ("debug_round_2", "failed")]
+    await _save_histories(temporal, project["workflow_id"], "pipeline-rounds-run-out")
 
 
 async def test_delete_cancels_a_running_pipeline(api, tenant, coder):

@@ -220,7 +220,7 @@ async def test_code_the_store_refuses_ends_the_generation_at_once(api, tenant, c
     assert reason.startswith("nul: nothing generated: generation failed: ") and "Unicode escape sequence" in reason
     assert inst["id"] not in reason
     change = await _last_state_change(api, tenant, pid)
-    assert change["reason"].startswith("tests still fail after 1 debugging round(s): ")
+    assert change["reason"].startswith("tests still fail after 2 round(s): ")
     children = [wf.id async for wf in temporal.list_workflows(f"WorkflowId STARTS_WITH '{project['workflow_id']}-'")]
     assert len(children) == 2  # round 1 and its one repair
     for wid in children:

@@ -85,7 +85,7 @@ async def test_a_failed_project_runs_again_with_new_settings_and_completes(api, 
     first, second = runs["items"]
     assert (first["id"], first["scope"], first["state"]) == (first_run, "initial", "failed")
     assert first["settings"]["debug_rounds"] == 0 and first["outcome"]["state"] == "failed"
-    assert first["reason"].startswith("tests still fail after 0 debugging round(s): twice: ")
+    assert first["reason"].startswith("tests still fail after 1 round(s): twice: ")
     assert (second["id"], second["state"], second["settings"]["debug_rounds"]) == (run["id"], "completed", 1)
     assert [i["name"] for i in second["outcome"]["instances"]] == ["twice"]
     for r in (first, second):

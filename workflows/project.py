@@ -109,6 +109,9 @@ FAILS_IN_TEMPORAL_PATCH = "project-failed-fails-the-run"
 PROJECT_FAILED = "ProjectFailed"
 # A round's tests hold one of the tenant's sandbox slots (before: they took any free integration slot).
 SANDBOX_SLOT_PATCH = "spec-tests-sandbox-slot"
+# A failed run's reason counts its rounds as its outcome does, the first one included (before: "after N
+# debugging round(s)", one fewer than the outcome's "after N+1 round(s)").
+ROUNDS_PATCH = "one-count-of-rounds"
 
 
 @workflow.defn(name=PROJECT_WORKFLOW)
@@ -325,10 +328,10 @@ class ProjectWorkflow:
             todo = [s for s in todo if s.instance_id in feedback]
         outcome = self._outcome_of(S.failed)
         self._reasons = [f"{i.name}: {i.message}" for i in outcome.failing()]
-        await self._end(
-            S.failed,
-            f"tests still fail after {cfg.debug_rounds} debugging round(s): " + "; ".join(self._reasons)[:800],
+        after = (
+            f"{self._round} round(s)" if workflow.patched(ROUNDS_PATCH) else f"{cfg.debug_rounds} debugging round(s)"
         )
+        await self._end(S.failed, f"tests still fail after {after}: " + "; ".join(self._reasons)[:800])
 
     async def _tests(self, round_: int, artifacts: list[ArtifactRef], todo: list[SpecSnapshot]) -> DebugRoundResult:
         """The round's tests in the sandbox, holding one of the tenant's sandbox slots (runs from before
