@@ -10,6 +10,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -124,7 +125,9 @@ async def workers(stack: Stack, temporal, pool) -> AsyncIterator[None]:
     running = [QUEUES[q].build(temporal, stack.settings, pool) for q in QUEUES]
     tasks = [asyncio.create_task(w.run()) for w in running]
     await wait_for(lambda: _reported_here(pool), timeout=60)
+    _WORKERS_UP.set()
     yield
+    _WORKERS_UP.clear()
     for w in running:
         await w.shutdown()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -168,8 +171,16 @@ async def new_tenant(pool):
     return make
 
 
+# Set while the session's workers run. Their model reports run on this event loop, which stands still
+# during synchronous tests: after a long stretch of them, a test waits for a fresh report (as the session
+# did at its start) before it asks the gateway for a model.
+_WORKERS_UP = threading.Event()
+
+
 @pytest.fixture
-async def tenant(new_tenant) -> Tenant:
+async def tenant(new_tenant, pool) -> Tenant:
+    if _WORKERS_UP.is_set():
+        await wait_for(lambda: _reported_here(pool), timeout=60)
     return await new_tenant("a")
 
 

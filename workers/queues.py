@@ -9,6 +9,7 @@ import logging
 import os
 import socket
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Callable
@@ -172,7 +173,9 @@ class ModelReporter:
     Its id is hostname:pid (hostname:pid-N for the Nth reporter made in one process).
 
     A report that fails (the database away) is logged and tried again at the next tick; it never
-    stops the worker.
+    stops the worker. The statuses are read on a thread of the reporter's own: on the process's shared
+    pool they would queue behind the blocking work the worker is doing, and a busy worker would go
+    stale and look gone.
     """
 
     def __init__(
@@ -191,6 +194,7 @@ class ModelReporter:
         self.worker_id = worker_id
         self.interval = interval
         self._task: asyncio.Task | None = None
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="model-reports")
 
     def reports(self) -> list[model_workers.ModelReport]:
         """Each model's status and what its backend declares (codegen/base.py): all the gateway knows of it."""
@@ -204,7 +208,8 @@ class ModelReporter:
     async def report_once(self) -> bool:
         """One report of every model; False (logged) if it could not be stored."""
         try:
-            reports = await asyncio.to_thread(self.reports)  # a status may touch the disk
+            # a status may touch the disk
+            reports = await asyncio.get_running_loop().run_in_executor(self._thread, self.reports)
             await asyncio.wait_for(
                 model_workers.report(self.pool, worker_id=self.worker_id, reports=reports), _MODEL_REPORT_TIMEOUT_S
             )
