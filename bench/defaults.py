@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.eval import Partial, source_commit
+from bench.gateway import cpu_model
 from codegen import evaluate as ev
 from codegen.manager import ModelManager
 from models.generation import Candidate
@@ -255,17 +256,6 @@ def main(argv: list[str] | None = None) -> dict:
     print(render(rows, chosen))
     print(f"chosen: {chosen['setting'] if chosen else None}; wrote {out}")
     return result
-
-
-def cpu_model() -> str:
-    """The CPU's model name (the figures depend on it)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ sys.path.insert(0, str(ROOT))
 import httpx
 import numpy as np
 
-from bench.gateway import HOST, Run, make_settings, pct, start_infra, write_figures
+from bench.gateway import HOST, Run, cpu_model, make_settings, pct, start_infra, write_figures
 from bench.kb_corpus import (
     CACHE,
     NOISE_SIGMA,
@@ -561,16 +561,6 @@ async def _batching(embedder, queries: list[str], args: argparse.Namespace, orde
 
 
 # --- the report ------------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def report(figures: dict, args: argparse.Namespace, settings: Settings) -> dict:

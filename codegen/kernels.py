@@ -136,7 +136,8 @@ def choose(
     reference, *others = reversed(candidates)
     best = build(reference)
     truth = run(best, prompt)
-    ties = sum(margin < tie_margin for margin in truth.margins)
+    clear = [step for step, margin in enumerate(truth.margins) if margin >= tie_margin]
+    ties = len(truth.margins) - len(clear)
     first = Trial(reference, round(truth.seconds * 1000, 2), True, near_ties=ties)
     trials, best_trial = [first], first
     for weights in others:
@@ -148,7 +149,6 @@ def choose(
             trial.error = f"{type(err).__name__}: {err}"
             continue
         got = run(engine, prompt, feed=truth.tokens)
-        clear = [step for step, margin in enumerate(truth.margins) if margin >= tie_margin]
         trial.ms_per_step = round(got.seconds * 1000, 2)
         trial.differs_at = [step for step in clear if got.tokens[step] != truth.tokens[step]]
         trial.near_ties = ties

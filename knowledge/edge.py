@@ -260,9 +260,8 @@ class EdgeVectorStore:
         async def everyone() -> int:
             return (await self._run(shard.info)).points_count
 
-        n = await self.sizes.count(collection, tenant_id, subset, subset_key(language, tags, project_id))
-        points = n if self.tuning.exact(n) else await self.sizes.count(collection, None, everyone)
-        return self.tuning.params(qe, subset=n, points=points)
+        key = subset_key(language, tags, project_id)
+        return await self.tuning.plan(qe, self.sizes, collection, tenant_id, key, subset, everyone)
 
     async def ping(self) -> None:
         if self._errors:

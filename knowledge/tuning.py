@@ -43,6 +43,23 @@ class Tuning:
     def exact(self, subset: int) -> bool:
         return subset <= self.exact_max
 
+    async def plan(
+        self,
+        types,
+        sizes: Sizes,
+        collection: str,
+        tenant_id: UUID,
+        key: Hashable,
+        subset: Callable[[], Awaitable[int]],
+        everyone: Callable[[], Awaitable[int]],
+    ):
+        """The dense search's SearchParams for one query, from its store's counters (`subset`: the tenant's points
+        that match the query's filters, `key` naming them; `everyone`: the collection's), cached in `sizes`; the
+        collection is counted only when the subset is too large to scan."""
+        n = await sizes.count(collection, tenant_id, subset, key)
+        points = n if self.exact(n) else await sizes.count(collection, None, everyone)
+        return self.params(types, subset=n, points=points)
+
     def params(self, types, *, subset: int, points: int):
         """The dense search's SearchParams (`types`: qdrant_client.models or qdrant_edge) for a filtered subset of
         `subset` points in a collection of `points`."""

@@ -243,9 +243,8 @@ class VectorStore:
         async def everyone() -> int:
             return (await self._call(self.client.get_collection(collection))).points_count or 0
 
-        n = await self.sizes.count(collection, tenant_id, subset, subset_key(language, tags, project_id))
-        points = n if self.tuning.exact(n) else await self.sizes.count(collection, None, everyone)
-        return self.tuning.params(qm, subset=n, points=points)
+        key = subset_key(language, tags, project_id)
+        return await self.tuning.plan(qm, self.sizes, collection, tenant_id, key, subset, everyone)
 
     async def ping(self) -> None:
         await self._call(self.client.get_collections())
