@@ -46,7 +46,7 @@ from models.schema_rules import values_hash
 from models.schema_safety import checked_value_violations
 from models.spec_view import spec_view
 from sandbox import SandboxConfig, SandboxUnavailable, isolation, run_tests
-from store import artifacts, instances, pipeline_settings, tasks, templates, usage
+from store import artifacts, fixed, instances, pipeline_settings, tasks, templates, usage
 from store.errors import Conflict, Invalid, NotFound
 
 TEST_TIMEOUT_S = 10.0
@@ -77,22 +77,49 @@ class PipelineActivities:
     @permanent_failures
     async def check_specs(self, inp: ProjectRef) -> SpecsCheckResult:
         """spec.complete: every instance validated against its template again (its tests must parse);
-        the snapshot of the specs and the settings the run will use."""
-        specs = await instances.project_specs(self._pool, tenant_id=inp.tenant_id, project_id=inp.project_id)
-        effective = await pipeline_settings.effective_settings(
-            self._pool, tenant_id=inp.tenant_id, project_id=inp.project_id
+        the snapshot of the specs and the settings the run will use (`inp.settings` when the run fixed
+        them as it started). The snapshot is stored as it is read, under the project's row lock, and the
+        project marked as running on it (store/runs.py: fix_snapshot): a retry validates the same
+        snapshot, and a spec or setting written after it reaches the next run, as its answer said. A
+        check that finds problems (or fails) opens the specs again."""
+        info = activity.info()
+        key, run_id = f"{info.workflow_run_id}:{info.activity_id}", UUID(info.workflow_run_id)
+
+        async def read() -> dict:
+            return (await self._read_specs(inp)).model_dump(mode="json", by_alias=True)
+
+        snapshot = SpecsCheckResult.model_validate(
+            await fixed.fix_snapshot(
+                self._pool, tenant_id=inp.tenant_id, project_id=inp.project_id, key=key, run_id=run_id, read=read
+            )
         )
-        problems: list[SpecProblem] = []
-        snapshots: list[SpecSnapshot] = []
+        try:
+            problems = await self._problems(snapshot)
+        except BaseException:
+            await fixed.unfix_snapshot(
+                self._pool, tenant_id=inp.tenant_id, project_id=inp.project_id, key=key, run_id=run_id
+            )
+            raise
+        if problems:
+            await fixed.unfix_snapshot(
+                self._pool, tenant_id=inp.tenant_id, project_id=inp.project_id, key=key, run_id=run_id
+            )
+        return snapshot.model_copy(update={"problems": problems})
+
+    async def _read_specs(self, inp: ProjectRef) -> SpecsCheckResult:
+        """The project's instances (those of `inp.only`) with their templates, and the run's settings."""
+        specs = await instances.project_specs(self._pool, tenant_id=inp.tenant_id, project_id=inp.project_id)
         if inp.only is not None:
             specs = [s for s in specs if s.id in set(inp.only)]
-        if not specs:
-            problems.append(SpecProblem(message="the project has no spec instances: create at least one"))
+        settings = inp.settings
+        if settings is None:
+            effective = await pipeline_settings.effective_settings(
+                self._pool, tenant_id=inp.tenant_id, project_id=inp.project_id
+            )
+            settings = PipelineSettings.model_validate(effective.model_dump())
+        snapshots: list[SpecSnapshot] = []
         for spec in specs:
             tpl = await templates.get_template(self._pool, tenant_id=inp.tenant_id, template_id=spec.template_id)
-            label = f"{tpl.name}@{tpl.version}"
-            for v in await checked_value_violations(tpl.schema_, spec.values):
-                problems.append(SpecProblem(instance_id=spec.id, template=label, path=v.path, message=v.message))
             snapshots.append(
                 SpecSnapshot(
                     template_id=tpl.id,
@@ -104,11 +131,20 @@ class PipelineActivities:
                     instance_id=spec.id,
                 )
             )
-        return SpecsCheckResult(
-            problems=problems,
-            specs=snapshots,
-            settings=PipelineSettings.model_validate(effective.model_dump()),
-        )
+        return SpecsCheckResult(specs=snapshots, settings=settings)
+
+    @staticmethod
+    async def _problems(snapshot: SpecsCheckResult) -> list[SpecProblem]:
+        if not snapshot.specs:
+            return [SpecProblem(message="the project has no spec instances: create at least one")]
+        problems: list[SpecProblem] = []
+        for spec in snapshot.specs:
+            label = f"{spec.template_name}@{spec.template_version}"
+            for v in await checked_value_violations(spec.schema_, spec.values):
+                problems.append(
+                    SpecProblem(instance_id=spec.instance_id, template=label, path=v.path, message=v.message)
+                )
+        return problems
 
     # --- integration queue ----------------------------------------------------------------
 

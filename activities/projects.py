@@ -8,9 +8,14 @@ from temporalio.exceptions import ApplicationError
 
 from activities.errors import permanent_failures
 from infra import metrics
-from models.activities import ACQUIRE_GENERATION_SLOT, RECORD_PROJECT_STATE, RELEASE_GENERATION_SLOT
+from models.activities import (
+    ACQUIRE_GENERATION_SLOT,
+    RECORD_PROJECT_STATE,
+    RECORD_RUN_PROGRESS,
+    RELEASE_GENERATION_SLOT,
+)
 from models.generation import LeaseInput
-from models.orchestrator import RecordStateInput, RecordStateResult
+from models.orchestrator import RecordProgressInput, RecordStateInput, RecordStateResult
 from models.settings import Settings
 from store import leases, projects
 from store.errors import NotFound
@@ -40,6 +45,13 @@ class ProjectActivities:
             if inp.outcome is not None:
                 metrics.DEBUG_ROUNDS.labels(inp.to_state.value).observe(max(0, inp.outcome.rounds - 1))
         return RecordStateResult(applied=seconds is not None)
+
+    @activity.defn(name=RECORD_RUN_PROGRESS.name)
+    @permanent_failures
+    async def record_run_progress(self, inp: RecordProgressInput) -> bool:
+        """The run's progress within a state (its row and a run.progress event); False when a newer one
+        was recorded first, or this one already was (a retry)."""
+        return await projects.record_progress(self._pool, inp)
 
     @activity.defn(name=ACQUIRE_GENERATION_SLOT.name)
     @permanent_failures

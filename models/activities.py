@@ -36,6 +36,7 @@ from models.orchestrator import (
     ProjectRef,
     PublishInput,
     PublishResult,
+    RecordProgressInput,
     RecordStateInput,
     RecordStateResult,
     SpecsCheckResult,
@@ -55,6 +56,7 @@ class ActivityType(Generic[A, R]):
 
 
 RECORD_PROJECT_STATE = ActivityType("record_project_state", ORCHESTRATOR, RecordStateInput, RecordStateResult)
+RECORD_RUN_PROGRESS = ActivityType("record_run_progress", ORCHESTRATOR, RecordProgressInput, bool)
 ACQUIRE_GENERATION_SLOT = ActivityType("acquire_generation_slot", ORCHESTRATOR, LeaseInput, bool)
 RELEASE_GENERATION_SLOT: ActivityType[LeaseInput, None] = ActivityType(
     "release_generation_slot", ORCHESTRATOR, LeaseInput, None

@@ -92,6 +92,8 @@ class ProjectState(str, Enum):
 
 # A run ends in one of these (workflows/project.py moves through the others; a regeneration is a new run).
 TERMINAL_STATES = frozenset({ProjectState.completed, ProjectState.failed, ProjectState.cancelled})
+# Which run a spec or setting written now reaches (store/runs.py: applies_to).
+AppliesTo = Literal["this run", "next run"]
 # A project in one of these is running: it counts against MAX_RUNNING_PROJECTS_PER_TENANT.
 RUNNING_STATES = frozenset({ProjectState.code_generation, ProjectState.integration, ProjectState.debugging})
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from models.common import ProjectState, Service, TaskStatus
 from models.outcome import Outcome
+from models.progress import RunProgress
 
 
 class EventPayload(BaseModel):
@@ -53,6 +54,17 @@ class project_state_event(EventPayload):
     reason: str | None = None
     run_id: UUID | None = None
     outcome: Outcome | None = Field(None, description="On a terminal state: the run's outcome, by instance name")
+    progress: RunProgress | None = Field(None, description="The run's progress, once its code generation started")
+
+
+class run_progress_event(EventPayload):
+    """run.progress: the run's progress changed within a state (an instance's code made, a round tested)."""
+
+    schema_name: ClassVar[str] = "run_progress_event"
+    project_id: UUID
+    tenant_id: UUID
+    run_id: UUID
+    progress: RunProgress
 
 
 class complete_spec_event(EventPayload):

@@ -24,6 +24,7 @@ from models.common import (
 from models.generation import GenerationResult, SpecSnapshot
 from models.outcome import Outcome, RunScope
 from models.pipeline import ProjectSettingsUpdate
+from models.progress import RunProgress
 from models.techniques import TechniqueOptions
 
 
@@ -51,6 +52,9 @@ class ProjectPublic(Public):
     reason: str | None = Field(None, description="Why the latest run ended as it did")
     outcome: Outcome | None = Field(None, description="The latest run's outcome, once it has ended")
     model: str | None = Field(None, description="The model its next run uses (its own setting, else the tenant's)")
+    progress: RunProgress | None = Field(
+        None, description="The latest run's progress (models/progress.py), once its code generation started"
+    )
 
 
 class RunCreate(Strict):
@@ -71,7 +75,12 @@ class RunPublic(Public):
     scope: RunScope
     instance_ids: list[UUID] | None = Field(None, description="The instances it generates (null: all, run 1)")
     state: ProjectState
-    settings: dict[str, Any] | None = Field(None, description="What it runs with, once its specs were checked")
+    settings: dict[str, Any] | None = Field(
+        None, description="What it runs with: fixed when it starts (a later run) or when its specs complete (run 1)"
+    )
+    progress: RunProgress | None = Field(
+        None, description="How far it got (models/progress.py), as its workflow records it"
+    )
     outcome: Outcome | None = None
     reason: str | None = None
     created_at: UtcDatetime
@@ -145,6 +154,9 @@ class Regenerate(BaseModel):
     feedback: dict[UUID, str] = Field(
         default_factory=dict, description="Instance -> its last failure, told to the model in this run's first round"
     )
+    settings: PipelineSettings | None = Field(
+        default=None, description="The settings it runs with, read when it was claimed (None: runs from before)"
+    )
 
 
 class ProjectWorkflowInput(BaseModel):
@@ -178,6 +190,16 @@ class RecordStateInput(BaseModel):
     scope: RunScope | None = Field(None, description="The run's scope (its project_runs row); None: before runs")
     settings: PipelineSettings | None = Field(None, description="Set when the specs are checked: what the run uses")
     outcome: Outcome | None = Field(None, description="Set on a terminal state")
+    progress: RunProgress | None = Field(None, description="The run's progress, once its code generation started")
+
+
+class RecordProgressInput(BaseModel):
+    """record_run_progress: the run's progress changed within a state."""
+
+    tenant_id: UUID
+    project_id: UUID
+    run_id: str
+    progress: RunProgress
 
 
 class RecordStateResult(BaseModel):
@@ -203,6 +225,9 @@ class ProjectRef(BaseModel):
     tenant_id: UUID
     project_id: UUID
     only: list[UUID] | None = Field(default=None, description="check_specs: these instances only (a regeneration)")
+    settings: PipelineSettings | None = Field(
+        default=None, description="check_specs: the run's settings, fixed before (a later run); None: read them now"
+    )
 
 
 class AttachTemplatesResult(BaseModel):

@@ -11,7 +11,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 
-from models.common import ModelName, Public, Strict, UtcDatetime
+from models.common import AppliesTo, ModelName, Public, Strict, UtcDatetime
 from models.generation import Reliance
 from models.techniques import TechniqueOptions
 
@@ -85,6 +85,15 @@ class EffectiveSettings(BaseModel):
     generation_concurrency: int
     n: int = 1
     options: TechniqueOptions = Field(default_factory=TechniqueOptions)
+
+
+class SavedSettings(EffectiveSettings):
+    """PUT .../settings: what the project's runs use from now on, and which run that is (store/fixed.py)."""
+
+    applies_to: AppliesTo = Field(
+        description="`this run`: the run that is going has not fixed its settings yet; `next run`: it keeps its own"
+    )
+    note: str = Field(description="The same, in a sentence")
 
 
 def over_token_budget(settings: TenantSettings | EffectiveSettings, budget: int) -> str | None:

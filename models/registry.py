@@ -7,7 +7,7 @@ from uuid import UUID
 
 from pydantic import AfterValidator, Field
 
-from models.common import Public, Strict, UtcDatetime
+from models.common import AppliesTo, Public, Strict, UtcDatetime
 
 Name = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\- ]*$")
 Version = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+\-]*$")
@@ -75,6 +75,15 @@ class InstancePublic(Public):
     values: dict[str, Any]
     created_at: UtcDatetime
     updated_at: UtcDatetime
+
+
+class InstanceSaved(InstancePublic):
+    """A spec written: the instance, and which run its values reach (store/fixed.py)."""
+
+    applies_to: AppliesTo = Field(
+        description="`this run`: the run that is going has not fixed its specs yet; `next run`: it keeps the old values"
+    )
+    note: str = Field(description="The same, in a sentence")
 
 
 class ProjectSpec(InstancePublic):

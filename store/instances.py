@@ -10,9 +10,9 @@ import asyncpg
 from models import schema_safety
 from models.builtin_templates import SYSTEM_TENANT
 from models.events import spec_instance_event
-from models.registry import InstanceCreate, InstancePublic, InstanceUpdate, ProjectSpec
+from models.registry import InstanceCreate, InstancePublic, InstanceSaved, InstanceUpdate, ProjectSpec
 from models.schema_rules import values_hash
-from store import events
+from store import events, fixed
 from store.db import returned, tenant_tx
 from store.errors import Invalid, NotFound
 from store.paging import keyset, limit_sql, page
@@ -74,11 +74,10 @@ async def _emit(conn: asyncpg.Connection, type_: str, inst: InstancePublic, user
     )
 
 
-async def create_instance(
-    pool: asyncpg.Pool, *, tenant_id: UUID, user_id: UUID, body: InstanceCreate
-) -> InstancePublic:
+async def create_instance(pool: asyncpg.Pool, *, tenant_id: UUID, user_id: UUID, body: InstanceCreate) -> InstanceSaved:
+    """A new spec of the project, and which run it reaches (store/fixed.py)."""
     async with tenant_tx(pool, tenant_id) as conn:
-        await _require_project(conn, tenant_id, body.project_id)
+        applies_to, note = await fixed.applies_to(conn, tenant_id=tenant_id, project_id=body.project_id, settings=False)
         await check_values(await _template_schema(conn, tenant_id, body.template_id), body.values)
         row = await conn.fetchrow(
             f"""insert into spec_instances (
@@ -94,7 +93,7 @@ async def create_instance(
         )
         inst = _model(returned(row))
         await _emit(conn, "instance.created", inst, user_id)
-    return inst
+    return InstanceSaved(**inst.model_dump(), applies_to=applies_to, note=note)
 
 
 async def get_instance(pool: asyncpg.Pool, *, tenant_id: UUID, instance_id: UUID) -> InstancePublic:
@@ -133,7 +132,8 @@ async def list_instances(
 
 async def update_instance(
     pool: asyncpg.Pool, *, tenant_id: UUID, user_id: UUID, instance_id: UUID, body: InstanceUpdate
-) -> InstancePublic:
+) -> InstanceSaved:
+    """The spec's new template or values, and which run they reach (store/fixed.py)."""
     fields = body.model_dump(exclude_unset=True)
     if any(fields.get(k) is None for k in fields):
         raise Invalid("template_id and values cannot be null")
@@ -143,6 +143,9 @@ async def update_instance(
         )
         if current is None:
             raise NotFound(f"instance {instance_id} not found")
+        applies_to, note = await fixed.applies_to(
+            conn, tenant_id=tenant_id, project_id=current["project_id"], settings=False
+        )
         template_id = fields.get("template_id", current["template_id"])
         values = fields.get("values", current["values"])
         await check_values(await _template_schema(conn, tenant_id, template_id), values)
@@ -156,7 +159,7 @@ async def update_instance(
         )
         inst = _model(returned(row))
         await _emit(conn, "instance.updated", inst, user_id)
-    return inst
+    return InstanceSaved(**inst.model_dump(), applies_to=applies_to, note=note)
 
 
 async def delete_instance(pool: asyncpg.Pool, *, tenant_id: UUID, instance_id: UUID) -> None:

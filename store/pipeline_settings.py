@@ -14,13 +14,14 @@ from models.pipeline import (
     DefaultTemplate,
     EffectiveSettings,
     ProjectSettingsUpdate,
+    SavedSettings,
     TenantSettings,
     TenantSettingsUpdate,
     over_token_budget,
 )
 from models.techniques import check as check_techniques
 from models.techniques import check_n, check_options
-from store import templates
+from store import fixed, templates
 from store.db import returned, tenant_tx
 from store.errors import Invalid, NotFound
 
@@ -121,7 +122,8 @@ async def put_tenant_settings(
     return _tenant_model(row)
 
 
-async def _effective(conn: asyncpg.Connection, tenant_id: UUID, project_id: UUID) -> EffectiveSettings:
+async def effective_in(conn: asyncpg.Connection, tenant_id: UUID, project_id: UUID) -> EffectiveSettings:
+    """The project's settings as its next run would take them, read in the caller's transaction."""
     row = await conn.fetchrow(
         f"""select ps.model as p_model, ps.techniques as p_techniques, ps.max_new_tokens as p_max_new_tokens,
                    ps.debug_rounds as p_debug_rounds, ps.n as p_n, ps.options as p_options,
@@ -146,7 +148,7 @@ async def _effective(conn: asyncpg.Connection, tenant_id: UUID, project_id: UUID
 
 async def effective_settings(pool: asyncpg.Pool, *, tenant_id: UUID, project_id: UUID) -> EffectiveSettings:
     async with tenant_tx(pool, tenant_id) as conn:
-        return await _effective(conn, tenant_id, project_id)
+        return await effective_in(conn, tenant_id, project_id)
 
 
 async def runnable_settings(
@@ -166,16 +168,17 @@ async def put_project_settings(
     project_id: UUID,
     update: ProjectSettingsUpdate,
     token_budget: int | None = None,
-) -> EffectiveSettings:
+) -> SavedSettings:
     """Merge `update` into the project's own settings (null: back to the tenant's default); returns the
-    settings the project's next run will use, which must stay within `token_budget` per instance and
-    run (Invalid, nothing stored)."""
+    settings the project's runs use from now on, which must stay within `token_budget` per instance and
+    run (Invalid, nothing stored), and which run that is: the one going, if it has not fixed its
+    settings yet, else the next (store/fixed.py)."""
     fields = update.model_dump(exclude_unset=True)
     _check_model(fields.get("model"))
     if "techniques" in fields:
         fields["techniques"] = _checked_techniques(fields["techniques"])
     async with tenant_tx(pool, tenant_id) as conn:
-        await _require_project(conn, tenant_id, project_id)
+        applies_to, note = await fixed.applies_to(conn, tenant_id=tenant_id, project_id=project_id, settings=True)
         await conn.execute(
             "insert into project_settings (project_id, tenant_id) values ($1, $2) on conflict do nothing",
             project_id,
@@ -189,9 +192,9 @@ async def put_project_settings(
             project_id,
             *fields.values(),
         )
-        effective = await _effective(conn, tenant_id, project_id)
+        effective = await effective_in(conn, tenant_id, project_id)
         _check_candidates(effective, token_budget)  # Invalid rolls the update back
-        return effective
+        return SavedSettings(**effective.model_dump(), applies_to=applies_to, note=note)
 
 
 # --- templates attached to a project -----------------------------------------------------

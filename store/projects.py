@@ -9,8 +9,15 @@ from uuid import UUID, uuid4
 import asyncpg
 
 from models.common import RUNNING_STATES, TERMINAL_STATES, ProjectState
-from models.events import complete_spec_event, project_event, project_state_event
-from models.orchestrator import ProjectCreate, ProjectPublic, ProjectUpdate, RecordStateInput, project_workflow_id
+from models.events import complete_spec_event, project_event, project_state_event, run_progress_event
+from models.orchestrator import (
+    ProjectCreate,
+    ProjectPublic,
+    ProjectUpdate,
+    RecordProgressInput,
+    RecordStateInput,
+    project_workflow_id,
+)
 from models.pipeline import TenantSettings
 from store import events, runs
 from store.db import returned, tenant_tx
@@ -22,7 +29,9 @@ _MODEL = f"""coalesce((select ps.model from project_settings ps where ps.project
     (select ts.model from tenant_settings ts where ts.tenant_id = projects.tenant_id), '{TenantSettings().model}')"""
 _COLS = (
     "id, tenant_id, name, description, state, user_id, created_at, updated_at, run_id, reason, outcome, "
-    f"{_MODEL} as model"
+    f"{_MODEL} as model, "
+    "(select r.progress from project_runs r where r.id = projects.run_id and r.tenant_id = projects.tenant_id)"
+    " as progress"
 )
 
 
@@ -32,7 +41,12 @@ def _model(row: asyncpg.Record) -> ProjectPublic:
     shown = dict(row)
     if ProjectState(row["state"]) not in TERMINAL_STATES:
         shown["outcome"] = None
-    return ProjectPublic.model_validate({**shown, "workflow_id": project_workflow_id(row["id"])})
+    project = ProjectPublic.model_validate({**shown, "workflow_id": project_workflow_id(row["id"])})
+    if project.progress is None or (
+        project.progress.state in TERMINAL_STATES and project.state not in TERMINAL_STATES
+    ):  # a new run claimed, not started yet: the last run's progress is not this one's
+        return project.model_copy(update={"progress": None})
+    return project.model_copy(update={"progress": runs.shown_progress(project.progress)})
 
 
 @asynccontextmanager
@@ -171,6 +185,7 @@ async def record_state(pool: asyncpg.Pool, inp: RecordStateInput) -> float | Non
                 reason=inp.reason,
                 run_id=_uuid_or_none(inp.run_id),
                 outcome=inp.outcome,
+                progress=inp.progress,
             ),
         )
         if fresh and inp.specs_completed is not None:
@@ -195,6 +210,26 @@ async def record_state(pool: asyncpg.Pool, inp: RecordStateInput) -> float | Non
             )
             await runs.on_transition(conn, inp)
     return max(0.0, float(since)) if fresh else None
+
+
+async def record_progress(pool: asyncpg.Pool, inp: RecordProgressInput) -> bool:
+    """A run's progress within a state: its row, and a run.progress event, when newer than what the row
+    holds (False: a retry, or a record overtaken by a newer one)."""
+    async with tenant_tx(pool, inp.tenant_id) as conn:
+        if not await runs.record_progress(conn, inp):
+            return False
+        await events.emit(
+            conn,
+            tenant_id=inp.tenant_id,
+            type="run.progress",
+            subject_id=inp.project_id,
+            dedup_key=f"{project_workflow_id(inp.project_id)}:{inp.run_id}:progress:{inp.progress.seq}",
+            run_id=UUID(inp.run_id),
+            payload=run_progress_event(
+                project_id=inp.project_id, tenant_id=inp.tenant_id, run_id=UUID(inp.run_id), progress=inp.progress
+            ),
+        )
+    return True
 
 
 def _uuid_or_none(text: str) -> UUID | None:

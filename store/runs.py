@@ -8,32 +8,48 @@ row on each transition (`on_transition`), so a gateway that died in between lose
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 import asyncpg
 
 from models.common import TERMINAL_STATES, ProjectState
-from models.orchestrator import RecordStateInput, RunPublic
+from models.orchestrator import RecordProgressInput, RecordStateInput, RunPublic
 from models.outcome import Outcome
-from store import leases
+from models.pipeline import EffectiveSettings
+from models.progress import RunProgress
+from store import leases, pipeline_settings
 from store.db import returned, tenant_tx
 from store.errors import Conflict, NotFound
 from store.paging import keyset, page
 
 _COLS = (
     "id, project_id, scope, instance_ids, state, settings, outcome, reason, created_at, updated_at, ended_at,"
-    " extract(epoch from ended_at - created_at)::float8 as duration_s, trace_id"
+    " extract(epoch from ended_at - created_at)::float8 as duration_s, trace_id, progress"
 )
+# a recorded progress replaces the row's only when it is newer: the workflow's records may land out of order
+_NEWER_PROGRESS = """case when {new} is not null
+      and coalesce((project_runs.progress->>'seq')::int, 0) < ({new}->>'seq')::int
+    then {new} else project_runs.progress end"""
 
 
 def _model(row: asyncpg.Record) -> RunPublic:
-    return RunPublic.model_validate(dict(row))
+    run = RunPublic.model_validate(dict(row))
+    return run if run.progress is None else run.model_copy(update={"progress": shown_progress(run.progress)})
+
+
+def shown_progress(progress: RunProgress) -> RunProgress:
+    """A stored progress as the API shows it now (a running run's elapsed time goes on)."""
+    return progress.read_at(datetime.now(UTC))
 
 
 async def claim_rerun(
     pool: asyncpg.Pool, *, tenant_id: UUID, project_id: UUID, max_running: int
-) -> tuple[ProjectState, UUID | None]:
-    """Move a project that has ended into code_generation for its next run; its last state and run.
+) -> tuple[ProjectState, UUID | None, EffectiveSettings]:
+    """Move a project that has ended into code_generation for its next run; its last state and run, and
+    the settings the run takes, read under the same lock (a setting written after reaches the next run).
+    Its specs are open until the run's check reads them (`fix_snapshot`).
 
     Conflict (with the running run's id) when it has not ended: one run at a time. Busy when the tenant
     already runs `max_running` other projects."""
@@ -51,13 +67,14 @@ async def claim_rerun(
             )
         await leases.check_run_slot(conn, tenant_id=tenant_id, project_id=project_id, limit=max_running)
         await conn.execute(
-            "update projects set state = $3, reason = null, updated_at = now() at time zone 'utc'"
+            "update projects set state = $3, reason = null, fixed_run_id = null, updated_at = now() at time zone 'utc'"
             " where tenant_id = $1 and id = $2",
             tenant_id,
             project_id,
             ProjectState.code_generation.value,
         )
-    return state, row["run_id"]
+        settings = await pipeline_settings.effective_in(conn, tenant_id, project_id)
+    return state, row["run_id"], settings
 
 
 async def release_rerun(
@@ -84,18 +101,21 @@ async def started(
     scope: str,
     state: ProjectState,
     instance_ids: list[UUID] | None,
+    settings: dict[str, Any] | None = None,
     trace_id: str | None = None,
 ) -> RunPublic:
-    """The row of a run Temporal has just started (the activity may have made it first: then it stays).
-    The project's row is locked first, as record_state locks it, so the two never deadlock."""
+    """The row of a run Temporal has just started, with the settings it was given (the activity may have
+    made it first: then it stays). The project's row is locked first, as record_state locks it, so the
+    two never deadlock."""
     async with tenant_tx(pool, tenant_id) as conn:
         await conn.execute("select 1 from projects where tenant_id = $1 and id = $2 for update", tenant_id, project_id)
         await conn.execute(
-            """insert into project_runs (id, tenant_id, project_id, scope, instance_ids, state, trace_id)
-               values ($1, $2, $3, $4, $5, $6, $7)
+            """insert into project_runs (id, tenant_id, project_id, scope, instance_ids, state, trace_id, settings)
+               values ($1, $2, $3, $4, $5, $6, $7, $8)
                on conflict (id) do update
                  set instance_ids = coalesce(project_runs.instance_ids, excluded.instance_ids),
-                     trace_id = coalesce(project_runs.trace_id, excluded.trace_id)""",
+                     trace_id = coalesce(project_runs.trace_id, excluded.trace_id),
+                     settings = coalesce(project_runs.settings, excluded.settings)""",
             run_id,
             tenant_id,
             project_id,
@@ -103,6 +123,7 @@ async def started(
             instance_ids,
             state.value,
             trace_id,
+            settings,
         )
         await conn.execute(
             "update projects set run_id = $3 where tenant_id = $1 and id = $2 and run_id is distinct from $3",
@@ -123,13 +144,15 @@ async def on_transition(conn: asyncpg.Connection, inp: RecordStateInput) -> None
         return
     ended = inp.to_state in TERMINAL_STATES
     await conn.execute(
-        """insert into project_runs (id, tenant_id, project_id, scope, state, settings, outcome, reason, ended_at)
-           values ($1, $2, $3, $4, $5, $6, $7, $8, case when $9 then now() at time zone 'utc' end)
+        f"""insert into project_runs
+             (id, tenant_id, project_id, scope, state, settings, outcome, reason, ended_at, progress)
+           values ($1, $2, $3, $4, $5, $6, $7, $8, case when $9 then now() at time zone 'utc' end, $10)
            on conflict (id) do update set state = excluded.state,
              settings = coalesce(excluded.settings, project_runs.settings),
              outcome = coalesce(excluded.outcome, project_runs.outcome),
              reason = case when $9 then excluded.reason else project_runs.reason end,
              ended_at = coalesce(project_runs.ended_at, excluded.ended_at),
+             progress = {_NEWER_PROGRESS.format(new="excluded.progress")},
              updated_at = now() at time zone 'utc'""",
         run_id,
         inp.tenant_id,
@@ -140,6 +163,7 @@ async def on_transition(conn: asyncpg.Connection, inp: RecordStateInput) -> None
         inp.outcome.model_dump(mode="json") if inp.outcome else None,
         inp.reason if ended else None,
         ended,
+        inp.progress.model_dump(mode="json") if inp.progress else None,
     )
     if not ended:
         await conn.execute(
@@ -157,6 +181,20 @@ async def on_transition(conn: asyncpg.Connection, inp: RecordStateInput) -> None
         inp.reason,
         _project_outcome(inp.outcome, previous).model_dump(mode="json") if inp.outcome else None,
     )
+
+
+async def record_progress(conn: asyncpg.Connection, inp: RecordProgressInput) -> bool:
+    """The run's progress, when it is newer than the row's (False: an older or repeated record)."""
+    status = await conn.execute(
+        f"""update project_runs set progress = {_NEWER_PROGRESS.format(new="$3::jsonb")},
+              updated_at = now() at time zone 'utc'
+            where tenant_id = $1 and id = $2
+              and coalesce((progress->>'seq')::int, 0) < ($3::jsonb->>'seq')::int""",
+        inp.tenant_id,
+        UUID(inp.run_id),
+        inp.progress.model_dump(mode="json"),
+    )
+    return status.endswith("1")
 
 
 def _project_outcome(run: Outcome, previous: dict | None) -> Outcome:

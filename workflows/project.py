@@ -16,7 +16,10 @@ by an activity before it is visible; the SpecmillState search attribute follows.
 the run's outcome (models/outcome.py: each instance by name, with its failing test and values); a run
 that ends failed then ends Failed in Temporal, the result in the failure's details. A later run
 (POST .../runs: `regenerate` in the input) starts in code_generation for the instances its scope chose,
-its first round told how each failed last time.
+its first round told how each failed last time, with the settings it was claimed with. From its code
+generation's start a run keeps its progress (models/progress.py: round, each instance's status, tokens,
+time): every transition carries it, and record_run_progress records it as each generation finishes and
+each round's tests end (the run's row and a run.progress event).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ with workflow.unsafe.imports_passed_through():
         INTEGRATE_ARTIFACTS,
         PUBLISH_GENERATED,
         RECORD_PROJECT_STATE,
+        RECORD_RUN_PROGRESS,
         RUN_SPEC_TESTS,
         ActivityType,
     )
@@ -66,6 +70,7 @@ with workflow.unsafe.imports_passed_through():
         ProjectWorkflowInput,
         ProjectWorkflowResult,
         PublishInput,
+        RecordProgressInput,
         RecordStateInput,
         Regenerate,
         SpecsCheckResult,
@@ -73,6 +78,7 @@ with workflow.unsafe.imports_passed_through():
         StateView,
     )
     from models.outcome import Outcome, instance_name, instance_outcome, summarize
+    from models.progress import ProgressTracker
 
 A = TypeVar("A")
 R = TypeVar("R")
@@ -112,6 +118,10 @@ SANDBOX_SLOT_PATCH = "spec-tests-sandbox-slot"
 # A failed run's reason counts its rounds as its outcome does, the first one included (before: "after N
 # debugging round(s)", one fewer than the outcome's "after N+1 round(s)").
 ROUNDS_PATCH = "one-count-of-rounds"
+# A run keeps its progress (models/progress.py) from its code generation's start: every transition carries
+# it, and record_run_progress records it as each generation finishes and each round's tests end (before:
+# transitions only, without progress).
+PROGRESS_PATCH = "run-progress"
 
 
 @workflow.defn(name=PROJECT_WORKFLOW)
@@ -128,6 +138,7 @@ class ProjectWorkflow:
         self._outcome: Outcome | None = None
         self._results: dict[UUID, tuple[InstanceTestResult, int]] = {}  # instance id -> its last result, its round
         self._round = 0
+        self._progress: ProgressTracker | None = None  # runs from before PROGRESS_PATCH keep none
 
     @workflow.run
     async def run(self, inp: ProjectWorkflowInput) -> ProjectWorkflowResult:
@@ -186,6 +197,7 @@ class ProjectWorkflow:
                     non_retryable=True,
                 )
             self._specs = check
+            self._start_progress(check)
             await self._move(
                 S.code_generation,
                 f"spec.complete: {len(check.specs)} instance(s): " + ", ".join(instance_name(s) for s in check.specs),
@@ -256,7 +268,13 @@ class ProjectWorkflow:
         """A later run: the instances its scope chose (changed, failing, or all), straight to code_generation."""
         check = await self._activity(
             CHECK_SPECS,
-            ProjectRef(tenant_id=self._inp.tenant_id, project_id=self._inp.project_id, only=req.instance_ids),
+            # the settings it was claimed with (None in runs started before the gateway passed them)
+            ProjectRef(
+                tenant_id=self._inp.tenant_id,
+                project_id=self._inp.project_id,
+                only=req.instance_ids,
+                settings=req.settings,
+            ),
             self._inp.queues.spec_registry,
             f"check the specs of this run ({req.scope})",
         )
@@ -266,6 +284,7 @@ class ProjectWorkflow:
             await self._end(S.failed, why, why=why)
             return
         self._specs = check
+        self._start_progress(check)
         await self._record(
             req.from_state,
             S.code_generation,
@@ -281,6 +300,8 @@ class ProjectWorkflow:
         for round_ in range(1, cfg.debug_rounds + 2):  # the first generation, then a repair per debug round
             self._round = round_
             if round_ > 1:
+                if self._progress is not None:
+                    self._progress.round_started(round_, [s.instance_id for s in todo if s.instance_id])
                 await self._move(
                     S.code_generation,
                     f"round {round_}: regenerate {len(todo)} failing instance(s): "
@@ -307,6 +328,9 @@ class ProjectWorkflow:
             await self._move(S.debugging, f"round {round_}: test {len(integrated.artifacts)} artifact(s)")
             tested = await self._tests(round_, integrated.artifacts, todo)
             self._results.update({r.instance_id: (r, round_) for r in tested.results})
+            if self._progress is not None:
+                self._progress.tested({r.instance_id: r.status for r in tested.results})
+                await self._publish_progress(f"round {round_}: tested")
             passing = [r.artifact_id for r in tested.results if r.status == "passed" and r.artifact_id]
             if passing:
                 await self._activity(
@@ -429,12 +453,52 @@ class ProjectWorkflow:
                 except ChildWorkflowError as err:
                     if is_cancelled_exception(err):
                         raise
+                    await self._generated(spec, None)
                     return InstanceOutput(spec=spec, error=f"generation failed: {_innermost(err)}")
+                await self._generated(spec, result)
                 if result.status != "completed":
                     return InstanceOutput(spec=spec, generation=None, error=result.note or "generation failed")
                 return InstanceOutput(spec=spec, generation=result)
 
         return list(await asyncio.gather(*(one(s) for s in todo)))
+
+    def _start_progress(self, check: SpecsCheckResult) -> None:
+        """The run's progress, from the moment its code generation starts (versioned: PROGRESS_PATCH)."""
+        if workflow.patched(PROGRESS_PATCH):
+            self._progress = ProgressTracker(
+                [(s.instance_id, instance_name(s)) for s in check.specs if s.instance_id is not None],
+                rounds=check.settings.debug_rounds + 1,
+                started_at=workflow.now(),
+            )
+
+    async def _generated(self, spec: SpecSnapshot, result: GenerationResult | None) -> None:
+        """A generation of the round finished (None: its child failed): its tokens and whether code was made."""
+        if self._progress is None or spec.instance_id is None:
+            return
+        candidates = result.candidates if result is not None else []
+        self._progress.generated(
+            spec.instance_id,
+            made=result is not None and result.status == "completed",
+            tokens_in=sum(c.tokens_in for c in candidates),
+            tokens_out=sum(c.tokens_out for c in candidates),
+        )
+        await self._publish_progress(f"{instance_name(spec)}: generated")
+
+    async def _publish_progress(self, summary: str) -> None:
+        assert self._progress is not None
+        await execute(
+            RECORD_RUN_PROGRESS,
+            RecordProgressInput(
+                tenant_id=self._inp.tenant_id,
+                project_id=self._inp.project_id,
+                run_id=workflow.info().run_id,
+                progress=self._progress.snapshot(self._state, workflow.now()),
+            ),
+            tenant_id=self._inp.tenant_id,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RECORD_RETRY,
+            summary=f"progress: {summary}",
+        )
 
     async def _activity(
         self,
@@ -487,6 +551,7 @@ class ProjectWorkflow:
                 scope=self._inp.regenerate.scope if self._inp.regenerate else "initial",
                 settings=settings,
                 outcome=outcome,
+                progress=self._progress.snapshot(to, workflow.now()) if self._progress is not None else None,
             ),
             tenant_id=self._inp.tenant_id,
             start_to_close_timeout=timedelta(seconds=30),

@@ -22,6 +22,7 @@ from models.pipeline import (
     AttachedTemplate,
     EffectiveSettings,
     ProjectSettingsUpdate,
+    SavedSettings,
     TenantSettings,
     TenantSettingsUpdate,
 )
@@ -77,10 +78,13 @@ async def get_project_settings(project_id: UUID, pool: PoolDep, p: PrincipalDep)
     return await pipeline_settings.effective_settings(pool, tenant_id=p.tenant_id, project_id=project_id)
 
 
-@router.put("/projects/{project_id}/settings", response_model=EffectiveSettings)
+@router.put("/projects/{project_id}/settings", response_model=SavedSettings)
 async def put_project_settings(project_id: UUID, body: ProjectSettingsUpdate, res: ResourcesDep, p: PrincipalDep):
-    """Merge into the project's own settings. A `model` that cannot serve this tenant now is a 422 with the
-    reason; so are settings whose n × max_new_tokens × (debug_rounds + 1) is over PROJECT_TOKEN_BUDGET."""
+    """Merge into the project's own settings. A run keeps the settings it started with: `applies_to` says
+    whether these reach the run that is going (`this run`: the first run before its specs complete) or
+    the next (`next run`), and `note` says it in a sentence. A `model` that cannot serve this tenant now
+    is a 422 with the reason; so are settings whose n × max_new_tokens × (debug_rounds + 1) is over
+    PROJECT_TOKEN_BUDGET."""
     if body.model is not None:  # another tenant's project is a 404 before anything is said of the model
         await projects.get_project(res.pool, tenant_id=p.tenant_id, project_id=project_id)
     await _check_model(res, p, body.model)

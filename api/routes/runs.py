@@ -25,6 +25,7 @@ from models.orchestrator import (
     PROJECT_WORKFLOW,
     STATE_KEY,
     TENANT_KEY,
+    PipelineSettings,
     ProjectChanges,
     ProjectPublic,
     ProjectWorkflowInput,
@@ -122,11 +123,13 @@ async def start_run(
     changes: ProjectChanges,
 ) -> RunPublic:
     """Claim the project (it leaves its terminal state first: a second rerun is a 409), start the run,
-    and record it; a run that cannot start gives the project back its last state."""
+    and record it with the settings it runs with (read as it was claimed: a setting written after reaches
+    the next run); a run that cannot start gives the project back its last state."""
     feedback = _last_failures(project, instance_ids, changes)
-    last_state, last_run = await runs.claim_rerun(
+    last_state, last_run, effective = await runs.claim_rerun(
         pool, tenant_id=p.tenant_id, project_id=project.id, max_running=settings.max_running_projects_per_tenant
     )
+    run_settings = PipelineSettings.model_validate(effective.model_dump())
     try:
         handle = await temporal.start_workflow(
             PROJECT_WORKFLOW,
@@ -140,6 +143,7 @@ async def start_run(
                     from_state=last_state,
                     scope=scope,
                     feedback=feedback,
+                    settings=run_settings,
                 ),
             ),
             id=project.workflow_id,
@@ -169,6 +173,7 @@ async def start_run(
         scope=scope,
         state=ProjectState.code_generation,
         instance_ids=instance_ids,
+        settings=run_settings.model_dump(mode="json"),
         trace_id=tracing.current_trace_id(),
     )
 
@@ -187,7 +192,8 @@ async def create_run(
 ):
     """A new run of a project whose last run has ended, with the project's current settings (`settings`
     here are saved first, as PUT .../settings would). Answers 202 with the run, already in
-    code_generation: GET .../state and GET .../runs/{id} show this run from now on. A model that cannot
+    code_generation, and the settings it runs with: GET .../state and GET .../runs/{id} (with its
+    `progress`) show this run from now on. A model that cannot
     serve this tenant now, named here or already the project's, is a 422 with the reason; so are settings
     whose n × max_new_tokens × (debug_rounds + 1) is over PROJECT_TOKEN_BUDGET. A tenant already running
     MAX_RUNNING_PROJECTS_PER_TENANT projects gets a 429 (Retry-After) until one ends."""

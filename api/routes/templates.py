@@ -12,6 +12,7 @@ from models.common import Page
 from models.registry import (
     InstanceCreate,
     InstancePublic,
+    InstanceSaved,
     InstanceUpdate,
     ProjectSpec,
     TemplateCreate,
@@ -77,7 +78,7 @@ async def list_instances(
     return Page(items=items, next_cursor=nxt)
 
 
-@router.post("/instances", response_model=InstancePublic, status_code=201)
+@router.post("/instances", response_model=InstanceSaved, status_code=201)
 async def create_instance(body: InstanceCreate, pool: PoolDep, p: PrincipalDep):
     return await instances.create_instance(pool, tenant_id=p.tenant_id, user_id=p.user_id, body=body)
 
@@ -87,7 +88,7 @@ async def get_instance(instance_id: UUID, pool: PoolDep, p: PrincipalDep):
     return await instances.get_instance(pool, tenant_id=p.tenant_id, instance_id=instance_id)
 
 
-@router.put("/instances/{instance_id}", response_model=InstancePublic)
+@router.put("/instances/{instance_id}", response_model=InstanceSaved)
 async def update_instance(instance_id: UUID, body: InstanceUpdate, pool: PoolDep, p: PrincipalDep):
     return await instances.update_instance(
         pool, tenant_id=p.tenant_id, user_id=p.user_id, instance_id=instance_id, body=body
