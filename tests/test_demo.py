@@ -33,6 +33,9 @@ async def test_the_demo_runs_a_project_from_specs_to_tested_code(stack, live_url
         "is_even.py  round 1  tests: passed",
         "Temporal UI: http://127.0.0.1:",
         "outcome: all 2 instance(s) pass their tests (round 2)",
+        # the run's progress line, each time it moved: after each round's tests
+        "round 1/3  1 passed, 1 failed, 0 generated, 0 waiting of 2",
+        "round 2/3  2 passed, 0 failed, 0 generated, 0 waiting of 2",
     ):
         assert line in out, out
 

@@ -4,11 +4,14 @@ OpenAI-protocol fake, whose held answers keep the run at a known point while the
 
 from __future__ import annotations
 
+import asyncio
+import os
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
 from models.progress import ProgressTracker
 from tests.conftest import wait_for
+from tests.test_cli import SPECMILL
 from tests.test_pipeline import _finished, _instance, _project
 
 TWICE_WRONG = "def twice(x):\n    return x + x + 1\n"
@@ -141,3 +144,35 @@ def test_the_tracker_counts_each_instance_once():
     assert snap.read_at(start + timedelta(seconds=30)).elapsed_s == 30.0
     done = tracker.snapshot("completed", start + timedelta(seconds=10))
     assert done.read_at(start + timedelta(seconds=30)).elapsed_s == 10.0
+
+
+async def test_specmill_watch_prints_a_progress_line_until_the_run_ends(api, tenant, coder, live_url):
+    coder.script("halve", first=HALVE_RIGHT)
+    project = await _project(api, tenant, {"model": "openai_api", "debug_rounds": 0})
+    await _instance(api, tenant, project["id"], "halve", ["assert halve(4) == 2"])
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "SPECMILL_API_KEY": tenant.api_key}
+
+    async def watch(project_id: str, **more: str) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            str(SPECMILL), "watch", project_id, "--url", live_url, env={**env, **more},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+
+    coder.hold("halve")  # the run waits for its answer while the watch prints its first line
+    try:
+        assert (await api.post(f"/api/projects/{project['id']}/specs/complete", headers=tenant.headers)).is_success
+        proc = await watch(project["id"])
+        assert proc.stdout is not None
+        first = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+        assert first.startswith("code_generation round 1/1  0 passed, 0 failed, 0 generated, 1 waiting of 1"), first
+    finally:
+        coder.release("halve")
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, err
+    lines = out.decode().splitlines()
+    assert any(line.startswith("completed       round 1/1  1 passed, 0 failed") for line in lines), lines
+    assert lines[-1] == "all 1 instance(s) pass their tests (round 1)", lines
+    # a key that is not one: a clear error and exit 1
+    proc = await watch(project["id"], SPECMILL_API_KEY="sm_not_a_key")
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 1 and b'"error"' in err and b"401" in err, err

@@ -194,6 +194,30 @@ def demo(
     raise typer.Exit(0 if state == "completed" else 1)  # a failed run is a failed demo
 
 
+@app.command()
+def watch(
+    project_id: UUID = typer.Argument(..., help="The project whose run to follow"),
+    key: str = typer.Option(..., envvar="SPECMILL_API_KEY", help="An API key of the project's tenant"),
+    url: str = typer.Option("", help="The gateway (default: http://HOST:PORT of the settings)"),
+    timeout: float = typer.Option(3600, min=1, help="Seconds to follow it"),
+) -> None:
+    """Follow a project's run: one progress line each time it moves, until it ends (exit 0 when it ended,
+    however it ended; 1 when it could not be followed)."""
+    import httpx
+
+    from workers.watch import WatchError
+    from workers.watch import watch as follow
+
+    if not url:
+        settings = _settings()
+        url = f"http://{settings.host}:{settings.port}"
+    with httpx.Client(base_url=url, headers={"X-API-Key": key}, timeout=30) as http:
+        try:
+            follow(http, str(project_id), echo=typer.echo, timeout_s=timeout)
+        except (WatchError, httpx.HTTPError) as err:
+            _fail(err)
+
+
 @apikey_app.command("create")
 def apikey_create(
     tenant: UUID = typer.Option(..., help="Tenant id"),

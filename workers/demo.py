@@ -2,7 +2,8 @@
 
 1. creates a tenant (as `specmill tenant create` does) and uses its owner API key;
 2. creates a project with two python-function specs that have tests;
-3. completes the specs and follows the run through its events, printing each state and round;
+3. completes the specs and follows the run through its events, printing each state and round, and the
+   run's progress line (models/progress.py) each time it moves;
 4. prints the code, the run's outcome by function (the failing test, with expected and actual values)
    and the Temporal UI link of the run. `specmill demo` exits 0 only when the project completed.
 Everything goes through the gateway's HTTP API, as a user's own scripts would.
@@ -15,7 +16,10 @@ from typing import Any
 
 import httpx
 from rich.console import Console
+from rich.markup import escape
 from rich.syntax import Syntax
+
+from models.progress import RunProgress
 
 console = Console(soft_wrap=True)
 
@@ -148,6 +152,8 @@ def _describe(event: dict, pid: str, names: dict[str, str]) -> str | None:
     p = event["payload"]
     if event["type"] == "project.state_changed" and event["subject_id"] == pid:
         return f"[cyan]{p['to_state']}[/cyan]  {p.get('reason') or ''}"
+    if event["type"] == "run.progress" and p["project_id"] == pid:
+        return "[dim]progress[/dim]  " + escape(RunProgress.model_validate(p["progress"]).line())
     if event["type"] == "code.generated" and p.get("instance_id") in names:
         name = names[p["instance_id"]]
         if p["status"] != "completed":
