@@ -86,7 +86,7 @@ async def test_a_projects_run_is_followed_by_project_and_run(api, tenant, other_
     types = {e["type"] for e in mine}
     assert {"project.created", "project.state_changed", "spec.complete", "instance.created", "code.generated"} <= types
     assert all(e["payload"].get("project_id") == pid for e in mine)  # not one of the other project's
-    states = [e for e in mine if e["type"] in ("project.state_changed", "spec.complete")]
+    states = [e for e in mine if e["type"] in ("project.state_changed", "spec.complete", "run.progress")]
     runs = {e["run_id"] for e in states}
     assert len(runs) == 1 and uuid.UUID(next(iter(runs)))  # the workflow's Temporal run id
     run_id = next(iter(runs))

@@ -55,6 +55,17 @@ async def _project(pool, tenant, name="p") -> uuid.UUID:
         return project.id
 
 
+def _saved(resp) -> dict:
+    """PUT .../settings' answer as GET shows the settings: its `applies_to` and `note` aside (a project
+    made here has no run that fixed its settings: they reach the run that is going)."""
+    body = resp.json()
+    assert (body.pop("applies_to"), body.pop("note")) == (
+        "this run",
+        "the run that is going has not fixed its settings yet: it uses these",
+    ), body
+    return body
+
+
 async def _instance(pool, tenant, project_id, name="add") -> uuid.UUID:
     inst = await instances.create_instance(
         pool,
@@ -244,9 +255,9 @@ async def test_project_settings_override_the_tenant_and_null_clears(client, pool
         headers=h,
     )
     assert resp.status_code == 200, resp.text
-    assert resp.json() == {**tenant_wide, "model": "local_llama", "max_new_tokens": 128, "techniques": []}
+    assert _saved(resp) == {**tenant_wide, "model": "local_llama", "max_new_tokens": 128, "techniques": []}
     resp = await client.put(f"/api/projects/{pid}/settings", json={"debug_rounds": 0}, headers=h)  # merges
-    assert resp.json() == {
+    assert _saved(resp) == {
         **tenant_wide,
         "model": "local_llama",
         "max_new_tokens": 128,
@@ -254,7 +265,7 @@ async def test_project_settings_override_the_tenant_and_null_clears(client, pool
         "debug_rounds": 0,
     }
     resp = await client.put(f"/api/projects/{pid}/settings", json={"model": None, "techniques": None}, headers=h)
-    assert resp.json() == {**tenant_wide, "max_new_tokens": 128, "debug_rounds": 0}
+    assert _saved(resp) == {**tenant_wide, "max_new_tokens": 128, "debug_rounds": 0}
     # the tenant's later change shows through where the project has no choice of its own
     await client.put("/api/settings", json={"model": "local_llama", "max_new_tokens": 1000}, headers=h)
     got = (await client.get(f"/api/projects/{pid}/settings", headers=h)).json()
@@ -320,7 +331,7 @@ async def test_candidates_and_technique_options_are_settings(client, pool, tenan
 async def test_bad_project_settings_are_422_and_change_nothing(client, pool, tenant, body):
     pid = await _project(pool, tenant)
     h = tenant.headers
-    before = (await client.put(f"/api/projects/{pid}/settings", json={"debug_rounds": 6}, headers=h)).json()
+    before = _saved(await client.put(f"/api/projects/{pid}/settings", json={"debug_rounds": 6}, headers=h))
     resp = await client.put(f"/api/projects/{pid}/settings", json=body, headers=h)
     assert resp.status_code == 422, resp.text
     assert resp.json()["detail"]
@@ -687,9 +698,7 @@ async def test_another_tenants_project_is_404_on_every_new_route(client, pool, t
     iid = await _instance(pool, tenant, pid)
     await _store(pool, tenant, pid, iid, "x = 1\n")
     await pipeline_settings.attach_templates(pool, tenant_id=tenant.tenant_id, project_id=pid)
-    before = (
-        await client.put(f"/api/projects/{pid}/settings", json={"debug_rounds": 3}, headers=tenant.headers)
-    ).json()
+    before = _saved(await client.put(f"/api/projects/{pid}/settings", json={"debug_rounds": 3}, headers=tenant.headers))
     attempts = [
         ("GET", f"/api/projects/{pid}/settings", None),
         ("PUT", f"/api/projects/{pid}/settings", {"debug_rounds": 9}),
