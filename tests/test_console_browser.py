@@ -257,3 +257,34 @@ async def test_a_viewer_another_tenant_a_phone_and_accessibility(browser, live_u
         bad = [(v["id"], v["impact"], v["help"]) for v in result if v["impact"] in ("serious", "critical")]
         assert not bad, f"{url}: {bad}"
     await checked.close()
+
+
+async def test_the_api_docs_authorize_with_a_key_and_try_it_out(browser, live_url, api, tenant):
+    """/docs in the browser, offline: "Try it out" on GET /api/projects is a 401 until Authorize is given the
+    API key; then the same call answers 200 with the tenant's projects (the header the scheme names sent)."""
+    mine = (await api.post("/api/projects", json={"name": "tried out"}, headers=tenant.headers)).json()
+    context, page = await _page(browser, live_url)
+    try:
+        await page.goto("/docs")
+        op = page.locator(".opblock-get", has=page.locator('.opblock-summary-path[data-path="/api/projects"]'))
+        await op.locator(".opblock-summary").click()
+        await op.get_by_role("button", name="Try it out").click()
+
+        async def execute() -> str:
+            await op.get_by_role("button", name="Execute").click()
+            status = op.locator(".live-responses-table .response .response-col_status")
+            await status.first.wait_for()
+            return (await status.first.inner_text()).strip()
+
+        assert (await execute()).startswith("401")
+        await page.locator(".auth-wrapper").get_by_role("button", name="Authorize").click()
+        section = page.locator(".modal-ux .auth-container", has_text="ApiKey")
+        await section.get_by_label("Value:").fill(tenant.api_key)
+        await section.get_by_role("button", name="Apply credentials").click()
+        await section.get_by_role("button", name="Close").click()
+        await op.get_by_role("button", name="Clear").click()
+        assert (await execute()).startswith("200")
+        body = await op.locator(".live-responses-table .response-col_description pre").first.inner_text()
+        assert mine["id"] in body
+    finally:
+        await context.close()
