@@ -133,6 +133,10 @@ async def test_from_an_api_key_to_tested_code_without_curl(browser, live_url, ap
     await expect(page.locator("#run-state")).to_have_text("failed", timeout=RUN_S)
     assert await page.evaluate("window.__not_reloaded === true")
     await expect(page.get_by_role("status").filter(has_text="The run has ended.")).to_be_visible()
+    # its progress, as the workflow recorded it: both rounds ran, one function passes
+    progress = page.locator("#run-progress")
+    await expect(progress).to_contain_text("Round 2 of 2: 1 passed, 1 failed, 0 generated, 0 waiting")
+    await expect(progress.locator("li", has_text="console_even")).to_contain_text("failed round 2")
     card = page.locator("#why-failed")
     await expect(card).to_contain_text("console_even")
     await expect(card).to_contain_text("assert console_even(2) is True")

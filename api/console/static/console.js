@@ -47,7 +47,7 @@ function follow(section) {
   source = new EventSource(section.dataset.stream, { withCredentials: true });
   source.onopen = () => { if (status) status.textContent = "Live: this page follows the run as it moves."; refresh(); };
   source.onmessage = refresh;
-  for (const kind of ["project.state_changed", "spec.complete", "code.generated", "task.created", "task.completed"]) {
+  for (const kind of ["project.state_changed", "run.progress", "spec.complete", "code.generated", "task.created", "task.completed"]) {
     source.addEventListener(kind, refresh);
   }
   source.onerror = () => { if (status && source) status.textContent = "Reconnecting to the event stream…"; };
