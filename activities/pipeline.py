@@ -79,7 +79,7 @@ class PipelineActivities:
         """spec.complete: every instance validated against its template again (its tests must parse);
         the snapshot of the specs and the settings the run will use (`inp.settings` when the run fixed
         them as it started). The snapshot is stored as it is read, under the project's row lock, and the
-        project marked as running on it (store/runs.py: fix_snapshot): a retry validates the same
+        project marked as running on it (store/fixed.py: fix_snapshot): a retry validates the same
         snapshot, and a spec or setting written after it reaches the next run, as its answer said. A
         check that finds problems (or fails) opens the specs again."""
         info = activity.info()

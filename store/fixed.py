@@ -30,9 +30,7 @@ async def fix_snapshot(
     read: Callable[[], Awaitable[dict[str, Any]]],
 ) -> dict[str, Any]:
     """What check `key` of run `run_id` reads: the snapshot stored by an earlier attempt, else `read()`'s,
-    stored, with the project marked as running on fixed specs and settings. Under the project's row lock,
-    which every spec and setting write takes first (`applies_to`), so a write lands wholly before the
-    snapshot (this run uses it) or wholly after (the next run does), and its answer says which."""
+    stored, with the project marked as running on fixed specs and settings (under its row lock)."""
     async with tenant_tx(pool, tenant_id) as conn:
         if not await conn.fetchval(
             "select 1 from projects where tenant_id = $1 and id = $2 for update", tenant_id, project_id

@@ -174,3 +174,19 @@ async def test_a_tenant_is_a_uuid_never_text(pool):
     with pytest.raises(TypeError):
         async with tenant_tx(pool, "00000000-0000-0000-0000-000000000000'; drop table projects; --"):  # type: ignore[arg-type]
             pass
+
+
+async def test_every_table_with_a_tenant_has_row_level_security_forced(pool):
+    """A new table that holds a tenant's rows gets the same policy as the others, or this fails."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            """select c.relname, c.relrowsecurity, c.relforcerowsecurity,
+                      exists (select 1 from pg_policy p where p.polrelid = c.oid) as has_policy
+               from pg_class c join pg_namespace n on n.oid = c.relnamespace
+               where n.nspname = 'public' and c.relkind = 'r'
+                 and exists (select 1 from pg_attribute a
+                             where a.attrelid = c.oid and a.attname = 'tenant_id' and not a.attisdropped)"""
+        )
+    assert len(rows) > 10 and "run_snapshots" in {r["relname"] for r in rows}
+    loose = [r["relname"] for r in rows if not (r["relrowsecurity"] and r["relforcerowsecurity"] and r["has_policy"])]
+    assert not loose, loose

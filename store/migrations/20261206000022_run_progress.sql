@@ -1,10 +1,10 @@
--- A run's progress, as its workflow last recorded it (models/orchestrator.py: RunProgress), shown by
+-- A run's progress, as its workflow last recorded it (models/progress.py: RunProgress), shown by
 -- GET /api/projects/{id} and GET .../runs/{run_id} while it runs and kept once it has ended.
 alter table project_runs add column progress jsonb;
 
 -- The run whose specs and settings are fixed (check_specs stored its snapshot below). Null from the
 -- moment a run is claimed or a project is made until then: a spec or setting written meanwhile applies
--- to the run that is going; once set, to the next run (store/pipeline_settings.py: applies_to).
+-- to the run that is going; once set, to the next run (store/fixed.py: applies_to).
 alter table projects add column fixed_run_id uuid;
 
 -- What a run's check_specs read, stored once per check (`key`: the run and the activity): a retried
