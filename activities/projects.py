@@ -49,8 +49,8 @@ class ProjectActivities:
     @activity.defn(name=RECORD_RUN_PROGRESS.name)
     @permanent_failures
     async def record_run_progress(self, inp: RecordProgressInput) -> bool:
-        """The run's progress within a state (its row and a run.progress event); False when a newer one
-        was recorded first, or this one already was (a retry)."""
+        """The run's progress within a state (its row and a run.progress event); False when this record
+        was stored already (a retry)."""
         return await projects.record_progress(self._pool, inp)
 
     @activity.defn(name=ACQUIRE_GENERATION_SLOT.name)

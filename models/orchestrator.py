@@ -194,7 +194,8 @@ class RecordStateInput(BaseModel):
 
 
 class RecordProgressInput(BaseModel):
-    """record_run_progress: the run's progress changed within a state."""
+    """record_run_progress: the run's progress changed within a state; `progress.instances` holds those that
+    changed since the workflow's last record (runs recorded before: every instance)."""
 
     tenant_id: UUID
     project_id: UUID

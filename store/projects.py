@@ -213,10 +213,11 @@ async def record_state(pool: asyncpg.Pool, inp: RecordStateInput) -> float | Non
 
 
 async def record_progress(pool: asyncpg.Pool, inp: RecordProgressInput) -> bool:
-    """A run's progress within a state: its row, and a run.progress event, when newer than what the row
-    holds (False: a retry, or a record overtaken by a newer one)."""
+    """A run's progress within a state: its row, and a run.progress event with the progress as the row now
+    holds it (False: a retry, which changes nothing)."""
     async with tenant_tx(pool, inp.tenant_id) as conn:
-        if not await runs.record_progress(conn, inp):
+        merged = await runs.record_progress(conn, inp)
+        if merged is None:
             return False
         await events.emit(
             conn,
@@ -226,7 +227,7 @@ async def record_progress(pool: asyncpg.Pool, inp: RecordProgressInput) -> bool:
             dedup_key=f"{project_workflow_id(inp.project_id)}:{inp.run_id}:progress:{inp.progress.seq}",
             run_id=UUID(inp.run_id),
             payload=run_progress_event(
-                project_id=inp.project_id, tenant_id=inp.tenant_id, run_id=UUID(inp.run_id), progress=inp.progress
+                project_id=inp.project_id, tenant_id=inp.tenant_id, run_id=UUID(inp.run_id), progress=merged
             ),
         )
     return True

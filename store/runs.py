@@ -28,10 +28,6 @@ _COLS = (
     "id, project_id, scope, instance_ids, state, settings, outcome, reason, created_at, updated_at, ended_at,"
     " extract(epoch from ended_at - created_at)::float8 as duration_s, trace_id, progress"
 )
-# a recorded progress replaces the row's only when it is newer: the workflow's records may land out of order
-_NEWER_PROGRESS = """case when {new} is not null
-      and coalesce((project_runs.progress->>'seq')::int, 0) < ({new}->>'seq')::int
-    then {new} else project_runs.progress end"""
 
 
 def _model(row: asyncpg.Record) -> RunPublic:
@@ -144,7 +140,7 @@ async def on_transition(conn: asyncpg.Connection, inp: RecordStateInput) -> None
         return
     ended = inp.to_state in TERMINAL_STATES
     await conn.execute(
-        f"""insert into project_runs
+        """insert into project_runs
              (id, tenant_id, project_id, scope, state, settings, outcome, reason, ended_at, progress)
            values ($1, $2, $3, $4, $5, $6, $7, $8, case when $9 then now() at time zone 'utc' end, $10)
            on conflict (id) do update set state = excluded.state,
@@ -152,7 +148,9 @@ async def on_transition(conn: asyncpg.Connection, inp: RecordStateInput) -> None
              outcome = coalesce(excluded.outcome, project_runs.outcome),
              reason = case when $9 then excluded.reason else project_runs.reason end,
              ended_at = coalesce(project_runs.ended_at, excluded.ended_at),
-             progress = {_NEWER_PROGRESS.format(new="excluded.progress")},
+             progress = case when excluded.progress is not null  -- a transition's full record, if newer
+               and coalesce((project_runs.progress->>'seq')::int, 0) < (excluded.progress->>'seq')::int
+               then excluded.progress else project_runs.progress end,
              updated_at = now() at time zone 'utc'""",
         run_id,
         inp.tenant_id,
@@ -183,18 +181,24 @@ async def on_transition(conn: asyncpg.Connection, inp: RecordStateInput) -> None
     )
 
 
-async def record_progress(conn: asyncpg.Connection, inp: RecordProgressInput) -> bool:
-    """The run's progress, when it is newer than the row's (False: an older or repeated record)."""
-    status = await conn.execute(
-        f"""update project_runs set progress = {_NEWER_PROGRESS.format(new="$3::jsonb")},
-              updated_at = now() at time zone 'utc'
-            where tenant_id = $1 and id = $2
-              and coalesce((progress->>'seq')::int, 0) < ($3::jsonb->>'seq')::int""",
-        inp.tenant_id,
-        UUID(inp.run_id),
-        inp.progress.model_dump(mode="json"),
+async def record_progress(conn: asyncpg.Connection, inp: RecordProgressInput) -> RunProgress | None:
+    """The run's progress with the workflow's record laid over it (`RunProgress.merged`: records may land
+    in any order, and carry only what changed); None when it changes nothing (a retry)."""
+    run_id = UUID(inp.run_id)
+    stored = await conn.fetchval(
+        "select progress from project_runs where tenant_id = $1 and id = $2 for update", inp.tenant_id, run_id
     )
-    return status.endswith("1")
+    current = RunProgress.model_validate(stored) if stored is not None else None
+    merged = current.merged(inp.progress) if current is not None else inp.progress
+    if merged == current:
+        return None
+    await conn.execute(
+        "update project_runs set progress = $3, updated_at = now() at time zone 'utc' where tenant_id = $1 and id = $2",
+        inp.tenant_id,
+        run_id,
+        merged.model_dump(mode="json"),
+    )
+    return merged
 
 
 def _project_outcome(run: Outcome, previous: dict | None) -> Outcome:

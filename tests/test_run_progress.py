@@ -102,7 +102,8 @@ async def test_a_run_reports_its_progress_and_keeps_its_settings_and_specs(api, 
         await api.get("/api/events", params={"project_id": pid, "run_id": row["run_id"], "limit": 100}, headers=h)
     ).json()["items"]
     seen = [e["payload"]["progress"] for e in events if e["payload"].get("progress")]
-    assert [p["seq"] for p in seen] == sorted({p["seq"] for p in seen})
+    assert [p["seq"] for p in seen] == sorted(p["seq"] for p in seen)
+    assert all(len(p["instances"]) == 2 for p in seen)  # each event: the whole progress, not the record's part
     assert seen[-1] == final
     kinds = [e["type"] for e in events if e["payload"].get("progress")]
     assert kinds.count("run.progress") == 5  # three generations, two rounds tested
@@ -135,10 +136,20 @@ def test_the_tracker_counts_each_instance_once():
     tracker.tested({a: "failed", b: "missing"})
     tracker.round_started(2, [a, b])
     tracker.generated(a, made=True, tokens_in=1, tokens_out=1)
+    # a record within a state carries only what changed since the last one, with the whole run's counts
+    part = tracker.snapshot("code_generation", start + timedelta(seconds=8), full=False)
+    assert [(i.name, i.status, i.seq) for i in part.instances] == [("a", "generated", 2), ("b", "waiting", 2)]
     tracker.tested({a: "passed"})
+    later = tracker.snapshot("debugging", start + timedelta(seconds=8), full=False)
+    assert [(i.name, i.status, i.seq) for i in later.instances] == [("a", "passed", 3)]
+    # laid over the stored progress in either order, the two records give the same result
+    assert snap.merged(part).merged(later) == snap.merged(later).merged(part)
+    both = snap.merged(later).merged(part)
+    assert {i.name: (i.status, i.round) for i in both.instances} == {"a": ("passed", 2), "b": ("waiting", 2)}
+    assert (both.seq, both.state, both.counts.passed, both.counts.waiting) == (3, "debugging", 1, 1)
     snap = tracker.snapshot("code_generation", start + timedelta(seconds=9))
     assert {i.name: (i.status, i.round) for i in snap.instances} == {"a": ("passed", 2), "b": ("waiting", 2)}
-    assert (snap.seq, snap.round, snap.counts.tested, snap.counts.waiting, snap.tokens_out) == (2, 2, 1, 1, 5)
+    assert (snap.seq, snap.round, snap.counts.tested, snap.counts.waiting, snap.tokens_out) == (4, 2, 1, 1, 5)
     assert snap.line().startswith("code_generation round 2/3  1 passed, 0 failed, 0 generated, 1 waiting of 2")
     # read later, a running run's elapsed time goes on; an ended one's stays
     assert snap.read_at(start + timedelta(seconds=30)).elapsed_s == 30.0

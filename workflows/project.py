@@ -492,7 +492,7 @@ class ProjectWorkflow:
                 tenant_id=self._inp.tenant_id,
                 project_id=self._inp.project_id,
                 run_id=workflow.info().run_id,
-                progress=self._progress.snapshot(self._state, workflow.now()),
+                progress=self._progress.snapshot(self._state, workflow.now(), full=False),  # what changed
             ),
             tenant_id=self._inp.tenant_id,
             start_to_close_timeout=timedelta(seconds=30),
