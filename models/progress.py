@@ -3,7 +3,7 @@
 A run's progress starts when its code generation starts (the specs completed, or POST .../runs) and is
 kept once it has ended. Per instance of the run:
 - `waiting`: its code for the current round is not made yet (queued for a slot, or being generated);
-- `generated`: its code of this round is made and stored, its tests have not run yet;
+- `generated`: its code of this round is made, its tests have not run yet;
 - `passed` / `failed`: its tests passed, or failed (or nothing could be generated); a failed instance
   goes back to `waiting` when a repair round starts for it.
 `counts.tested` is passed + failed. Tokens are those of the run's generations that have finished

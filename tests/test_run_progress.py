@@ -14,9 +14,10 @@ from tests.conftest import wait_for
 from tests.test_cli import SPECMILL
 from tests.test_pipeline import _finished, _instance, _project
 
-TWICE_WRONG = "def twice(x):\n    return x + x + 1\n"
-TWICE_RIGHT = "def twice(x):\n    return 2 * x\n"
-HALVE_RIGHT = "def halve(x):\n    return x // 2\n"
+DOUBLED_WRONG = "def doubled(x):\n    return x + x + 1\n"
+DOUBLED_RIGHT = "def doubled(x):\n    return 2 * x\n"
+HALVED_RIGHT = "def halved(x):\n    return x // 2\n"
+WATCHED = "def watched(x):\n    return x // 2\n"
 
 
 def _statuses(progress: dict) -> dict[str, tuple[str, int]]:
@@ -29,19 +30,20 @@ def _same(a: dict, b: dict) -> bool:
 
 
 async def test_a_run_reports_its_progress_and_keeps_its_settings_and_specs(api, tenant, coder):
-    coder.script("twice", first=TWICE_WRONG, repair=TWICE_RIGHT)
-    coder.script("halve", first=HALVE_RIGHT)
+    coder.script("doubled", first=DOUBLED_WRONG, repair=DOUBLED_RIGHT)
+    coder.script("halved", first=HALVED_RIGHT)
     project = await _project(api, tenant)
     pid, h = project["id"], tenant.headers
     # before its specs complete, the first run takes what is written: its answers say so
     resp = await api.put(f"/api/projects/{pid}/settings", json={"model": "openai_api", "debug_rounds": 1}, headers=h)
     assert resp.status_code == 200 and resp.json()["applies_to"] == "this run", resp.text
-    twice = await _instance(api, tenant, pid, "twice", ["assert twice(2) == 4"])
-    halve = await _instance(api, tenant, pid, "halve", ["assert halve(4) == 2"])
-    assert twice["applies_to"] == "this run" and "has not fixed its specs" in twice["note"]
+    doubled = await _instance(api, tenant, pid, "doubled", ["assert doubled(2) == 4"])
+    halved = await _instance(api, tenant, pid, "halved", ["assert halved(4) == 2"])
+    assert doubled["applies_to"] == "this run" and "has not fixed its specs" in doubled["note"]
     assert (await api.get(f"/api/projects/{pid}", headers=h)).json()["progress"] is None
 
-    coder.hold("twice", "halve")
+    coder.hold("doubled", "halved")
+    asked = len(coder.started)
     try:
         assert (await api.post(f"/api/projects/{pid}/specs/complete", headers=h)).status_code == 200
 
@@ -49,10 +51,10 @@ async def test_a_run_reports_its_progress_and_keeps_its_settings_and_specs(api, 
             row = (await api.get(f"/api/projects/{pid}", headers=h)).json()
             return row if row["progress"] and check(row["progress"]) else None
 
-        row = await wait_for(lambda: progress_where(lambda p: True))
+        row = await wait_for(lambda: progress_where(lambda p: True), timeout=60)
         first = row["progress"]
         assert (first["state"], first["round"], first["rounds"]) == ("code_generation", 1, 2)
-        assert _statuses(first) == {"twice": ("waiting", 1), "halve": ("waiting", 1)}
+        assert _statuses(first) == {"doubled": ("waiting", 1), "halved": ("waiting", 1)}
         assert first["counts"] == {"waiting": 2, "generated": 0, "tested": 0, "passed": 0, "failed": 0}
         assert (first["tokens_in"], first["tokens_out"]) == (0, 0)
         assert first["started_at"].endswith("+00:00") and first["elapsed_s"] >= 0
@@ -63,32 +65,36 @@ async def test_a_run_reports_its_progress_and_keeps_its_settings_and_specs(api, 
         saved = resp.json()
         assert (saved["applies_to"], saved["debug_rounds"]) == ("next run", 0)
         assert f"run {row['run_id']} keeps the settings it started with" in saved["note"], saved["note"]
-        values = dict(halve["values"], description="Half of x, rounded down.")
-        resp = await api.put(f"/api/instances/{halve['id']}", json={"values": values}, headers=h)
+        values = dict(halved["values"], description="Half of x, rounded down.")
+        resp = await api.put(f"/api/instances/{halved['id']}", json={"values": values}, headers=h)
         assert resp.status_code == 200 and resp.json()["applies_to"] == "next run", resp.text
         assert "keeps the specs it started with" in resp.json()["note"]
 
-        # one answer goes: that instance is generated, the other still waits, and the run's row agrees
-        coder.release("halve")
-        row = await wait_for(lambda: progress_where(lambda p: _statuses(p)["halve"][0] == "generated"))
-        assert _statuses(row["progress"])["twice"] == ("waiting", 1)
+        # the first answer asked for goes (the tenant's one generation slot here: the other waits for it):
+        # that instance is generated, the other still waits, and the run's row agrees
+        ours = {"doubled", "halved"}
+        first_asked = await wait_for(lambda: next((n for n in coder.started[asked:] if n in ours), None), timeout=60)
+        other = (ours - {first_asked}).pop()
+        coder.release(first_asked)
+        row = await wait_for(lambda: progress_where(lambda p: _statuses(p)[first_asked][0] == "generated"), timeout=60)
+        assert _statuses(row["progress"])[other] == ("waiting", 1)
         assert row["progress"]["tokens_in"] > 0 and row["progress"]["tokens_out"] > 0
         run = (await api.get(f"/api/projects/{pid}/runs/{row['run_id']}", headers=h)).json()
         assert _same(run["progress"], row["progress"]), (run["progress"], row["progress"])
     finally:
         coder.release()
     row = await _finished(api, tenant, pid)
-    # the run kept debug_rounds 1 (with 0, twice would have failed after its first round)
+    # the run kept debug_rounds 1 (with 0, doubled would have failed after its first round)
     assert row["state"] == "completed", row["reason"]
     final, outcome = row["progress"], row["outcome"]
 
     # the numbers against the recorded outcome
     assert (final["state"], final["round"], final["rounds"]) == ("completed", outcome["rounds"], 2)
     assert _statuses(final) == {i["name"]: ("passed", i["round"]) for i in outcome["instances"]}
-    assert _statuses(final) == {"twice": ("passed", 2), "halve": ("passed", 1)}
+    assert _statuses(final) == {"doubled": ("passed", 2), "halved": ("passed", 1)}
     assert final["counts"] == {"waiting": 0, "generated": 0, "tested": 2, "passed": 2, "failed": 0}
     gens = (await api.get("/api/generations", params={"project_id": pid, "limit": 100}, headers=h)).json()["items"]
-    assert len(gens) == 3  # halve once, twice twice
+    assert len(gens) == 3  # halved once, doubled doubled
     assert (final["tokens_in"], final["tokens_out"]) == (
         sum(g["tokens_in"] for g in gens),
         sum(g["tokens_out"] for g in gens),
@@ -109,15 +115,15 @@ async def test_a_run_reports_its_progress_and_keeps_its_settings_and_specs(api, 
     assert kinds.count("run.progress") == 5  # three generations, two rounds tested
     assert [p["state"] for p in seen if p["state"] in ("integration", "debugging")][:2] == ["integration", "debugging"]
 
-    # the running run used the old values: the next run sees halve as changed, with the settings saved meanwhile
+    # the running run used the old values: the next run sees halved as changed, with the settings saved meanwhile
     changes = (await api.get(f"/api/projects/{pid}/changes", headers=h)).json()
-    assert changes["changed"] == [halve["id"]]
+    assert changes["changed"] == [halved["id"]]
     resp = await api.post(f"/api/projects/{pid}/runs", json={"scope": "changed"}, headers=h)
     assert resp.status_code == 202, resp.text
     assert resp.json()["settings"]["debug_rounds"] == 0  # the 202 says what it runs with
     row = await _finished(api, tenant, pid)
     assert row["state"] == "completed" and row["progress"]["rounds"] == 1
-    assert _statuses(row["progress"]) == {"halve": ("passed", 1)}
+    assert _statuses(row["progress"]) == {"halved": ("passed", 1)}
     runs = (await api.get(f"/api/projects/{pid}/runs", headers=h)).json()["items"]
     assert [r["settings"]["debug_rounds"] for r in runs] == [1, 0]
     # once no run is going, a change reaches the next run
@@ -158,9 +164,9 @@ def test_the_tracker_counts_each_instance_once():
 
 
 async def test_specmill_watch_prints_a_progress_line_until_the_run_ends(api, tenant, coder, live_url):
-    coder.script("halve", first=HALVE_RIGHT)
+    coder.script("watched", first=WATCHED)
     project = await _project(api, tenant, {"model": "openai_api", "debug_rounds": 0})
-    await _instance(api, tenant, project["id"], "halve", ["assert halve(4) == 2"])
+    await _instance(api, tenant, project["id"], "watched", ["assert watched(4) == 2"])
     env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "SPECMILL_API_KEY": tenant.api_key}
 
     async def watch(project_id: str, **more: str) -> asyncio.subprocess.Process:
@@ -169,7 +175,7 @@ async def test_specmill_watch_prints_a_progress_line_until_the_run_ends(api, ten
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
 
-    coder.hold("halve")  # the run waits for its answer while the watch prints its first line
+    coder.hold("watched")  # the run waits for its answer while the watch prints its first line
     try:
         assert (await api.post(f"/api/projects/{project['id']}/specs/complete", headers=tenant.headers)).is_success
         proc = await watch(project["id"])
@@ -177,7 +183,7 @@ async def test_specmill_watch_prints_a_progress_line_until_the_run_ends(api, ten
         first = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
         assert first.startswith("code_generation round 1/1  0 passed, 0 failed, 0 generated, 1 waiting of 1"), first
     finally:
-        coder.release("halve")
+        coder.release("watched")
     out, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode == 0, err
     lines = out.decode().splitlines()
