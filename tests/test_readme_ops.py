@@ -17,7 +17,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -31,7 +30,7 @@ from models.common import ORCHESTRATOR, SPEC_REGISTRY, Role
 from models.settings import Settings
 from store.tenants import create_api_key
 from tests.conftest import wait_for
-from tests.test_launcher import _assert_nothing_left, _Console
+from tests.test_launcher import _assert_nothing_left, _Console, _wait_healthy
 from tests.test_readme_path import (
     README,
     ROOT,
@@ -103,9 +102,10 @@ def test_make_run_serves_then_stops_on_ctrl_c(tmp_path: Path, tiny_llama: Path):
     """`make run`, the first command, run for real as the README's block writes it, in a directory like the
     repository's root (its Makefile, pyproject.toml and .venv) so that nothing of the checkout's own
     .specmill/ or .env is touched. Its ports and data directory come from the environment, free ones and a
-    temporary one, and the local model is the tests' tiny Llama (a path: nothing is pulled). GET /health
-    answers 200 (polled, with a deadline), it prints what the README says it prints, and Ctrl-C (SIGINT to
-    its process group, as a terminal sends it) stops everything it started, leaving no process behind."""
+    temporary one, and the local model is the tests' tiny Llama (a path: nothing is pulled). Once it prints
+    its banner (awaited, with a deadline) GET /health answers 200, it prints what the README says it prints,
+    and Ctrl-C (SIGINT to its process group, as a terminal sends it) stops everything it started, leaving no
+    process behind."""
     # outside pytest's private tmp_path: the sandbox's check runs bubblewrap from .venv as another user
     here = Path(tempfile.mkdtemp(prefix="specmill-checkout-"))
     here.chmod(0o755)
@@ -152,16 +152,7 @@ def _make_run(command: str, here: Path, data: Path, tiny_llama: Path) -> None:
     )
     console = _Console(proc)
     try:
-        deadline, health = time.monotonic() + 240, None
-        while health != 200:
-            assert proc.poll() is None, f"`make run` exited ({proc.returncode}):\n{console.text()}"
-            assert time.monotonic() < deadline, f"GET /health never answered 200 ({health}):\n{console.text()}"
-            try:
-                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code
-            except httpx.HTTPError:
-                health = None
-            if health != 200:
-                time.sleep(0.5)
+        _wait_healthy(f"http://127.0.0.1:{port}", console, timeout=240)  # its banner, then /health is 200
         console.wait("Ctrl-C stops everything", 60)
     finally:
         if proc.poll() is None:
